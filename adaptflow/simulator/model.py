@@ -1,0 +1,472 @@
+"""The discrete-event model of a workflow, on SimPy, steppable by a planner.
+
+Design, for speed without losing exactness:
+
+* An item costs one scheduled SimPy event per stage it is served at (its service completion, a
+  ``Timeout`` with a callback), plus one for its arrival. Moving between stages, queueing and
+  picking the next item are plain function calls at the current simulated time. There is no
+  SimPy process per item: a process costs several events and a generator frame per item.
+* Statistics that are integrals over time (mean queue length, busy workers) are kept as running
+  sums that need no work per event: the area under the queue-length curve is the sum of the waits
+  already finished plus, for items still waiting, ``len(queue) * now - sum(enter times)``.
+* Worker-pool changes are rare, so the pool's areas (for cost and utilization) are integrated
+  exactly at each change.
+
+Use it like this::
+
+    sim = Simulation(load_scenario("mmc"), rng=np.random.default_rng(1))
+    sim.run(until=600)                 # run to t = 600 s
+    mark = sim.mark()
+    sim.set_workers("work", 12)        # scale up (ready after the startup delay)
+    sim.run(until=1200)
+    window = sim.summary(since=mark)   # metrics of the last 600 s
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+from simpy.events import NORMAL, Event
+
+from . import metrics
+from .processes import BATCH, Streams, arrivals_with_quality, service_sampler
+from .scenario import ByAttribute, Direct, Exit, Scenario, Split, Stage
+
+
+class Wakeup(Event):
+    """A timeout that is created with its one callback, the cheapest event SimPy can schedule.
+
+    Written as SimPy's own ``Timeout.__init__`` is (an ``Event`` subclass that schedules itself),
+    minus the separate ``callbacks.append`` call: this runs once per item per stage."""
+
+    def __init__(self, env: simpy.Environment, delay: float, value: Any, callback: Callable[[Any], None]):
+        self.env = env
+        self.callbacks = [callback]
+        self._value = value
+        self._ok = True
+        env.schedule(self, NORMAL, delay)
+
+
+class Item:
+    """One unit of work flowing through the pipeline."""
+
+    __slots__ = ("source", "created", "size", "bad", "flagged", "visit", "enter", "attempt")
+
+    def __init__(self, source: str, created: float, size: float, bad: bool):
+        self.source = source
+        self.created = created
+        self.size = size  # multiplies every service time (a trace's item size)
+        self.bad = bad  # the truth about quality, never seen by a planner
+        self.flagged = False  # what validation concluded
+        self.attempt = 0  # failed attempts at the current stage
+
+
+def _uniforms(rng: np.random.Generator) -> Callable[[], float]:
+    def values():
+        while True:
+            yield from rng.random(BATCH).tolist()
+
+    return values().__next__
+
+
+class _SplitRouter:
+    """A probabilistic split whose probabilities a planner may change while the model runs."""
+
+    def __init__(self, names: list[str | None], targets: list[Callable[[Item], None]], probs: list[float],
+                 uniform: Callable[[], float]):
+        self.names = names
+        self.targets = targets
+        self.uniform = uniform
+        self.set(probs)
+
+    def set(self, probs: list[float]) -> None:
+        self.probs = list(probs)
+        self.cumulative = np.cumsum(probs).tolist()
+        self.cumulative[-1] = 1.0  # guard against round-off: the last branch takes the rest
+
+    def __call__(self, item: Item) -> None:
+        u = self.uniform()
+        for deliver, edge in zip(self.targets, self.cumulative):
+            if u < edge:
+                deliver(item)
+                return
+        self.targets[-1](item)
+
+
+class StageState:
+    """A queue and a worker pool. Workers are counted, not modelled as objects: ``idle``,
+    ``busy``, ``starting`` (requested, not ready yet) and ``draining`` (busy, retiring after
+    their current item: scale-down is graceful)."""
+
+    def __init__(self, sim: Simulation, name: str, spec: Stage, streams: Streams):
+        self.sim, self.env, self.name, self.spec = sim, sim.env, name, spec
+        self.queue: deque[Item] = deque()
+        self.capacity = spec.queue.capacity
+        w = spec.workers
+        self.min_workers, self.max_workers = w.min, w.max
+        self.startup_delay, self.price = w.startup_delay, w.cost_per_second
+        self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
+        self._pending_starts: deque[list[bool]] = deque()  # one [cancelled] token per start
+        self.sample = service_sampler(spec.service, streams.get("service", name))
+        self.fail_prob = spec.failure.prob if spec.failure else 0.0
+        self.max_retries = spec.failure.max_retries if spec.failure else 0
+        self.fail_u = _uniforms(streams.get("failure", name))
+        self.validation = spec.validation
+        self.validate_u = _uniforms(streams.get("validation", name))
+        self.deliver: Callable[[Item], None] = sim._exit  # where a served item goes; set by Simulation
+        # cumulative counters (see metrics.StageMark for their meaning)
+        self.arrivals = self.drops = self.completed = self.failures = self.failed_items = 0
+        self.detected = self.false_alarms = 0
+        self.waits: list[float] = []
+        self.latencies: list[float] = []
+        self.queue_enter_sum = 0.0
+        self._wait_sum, self._wait_sum_n = 0.0, 0  # sum of waits[:n], brought up to date by mark()
+        self.start_sum = self.finish_sum = 0.0  # sums of service start and end times
+        self._finish_callback = self._finish  # bound once: the hot path schedules it per item
+        self.active_area = self.billed_area = 0.0
+        self._area_time = 0.0
+
+    # -- the hot path ------------------------------------------------------------------------
+    def enter(self, item: Item) -> None:
+        now = self.env._now
+        item.visit = item.enter = now
+        self.arrivals += 1
+        if self.idle:
+            self._start(item, now)
+        else:
+            self._wait_or_drop(item, now)
+
+    def _wait_or_drop(self, item: Item, now: float) -> None:
+        if self.capacity is not None and len(self.queue) >= self.capacity:
+            self.drops += 1
+            self.sim.dropped += 1
+        else:
+            self.queue.append(item)
+            self.queue_enter_sum += now
+
+    def _start(self, item: Item, now: float) -> None:
+        self.idle -= 1
+        self.busy += 1
+        self.waits.append(now - item.enter)
+        self.start_sum += now
+        Wakeup(self.env, self.sample() * item.size, item, self._finish_callback)
+
+    def _finish(self, event: Wakeup) -> None:
+        item: Item = event._value
+        now = self.env._now
+        self.finish_sum += now
+        if self.draining:  # this worker retires
+            self._integrate(now)
+            self.busy -= 1
+            self.draining -= 1
+        else:
+            self.busy -= 1
+            self.idle += 1
+            if self.queue:
+                nxt = self.queue.popleft()
+                self.queue_enter_sum -= nxt.enter
+                self._start(nxt, now)
+        if self.fail_prob:
+            if self.fail_u() < self.fail_prob:
+                self._failed(item, now)
+                return
+            item.attempt = 0  # retries are counted per stage visit
+        if self.validation is not None:
+            u = self.validate_u()
+            if item.bad and u < self.validation.detect_prob:
+                item.flagged = True
+                self.detected += 1
+            elif not item.bad and u < self.validation.false_positive_prob:
+                item.flagged = True
+                self.false_alarms += 1
+        self.completed += 1
+        self.latencies.append(now - item.visit)
+        self.deliver(item)
+
+    def _failed(self, item: Item, now: float) -> None:
+        """An attempt failed: queue the item again at the back, or give it up after its retries."""
+        self.failures += 1
+        if item.attempt < self.max_retries:
+            item.attempt += 1
+            item.enter = now
+            if self.idle:
+                self._start(item, now)
+            else:
+                self._wait_or_drop(item, now)
+        else:
+            self.failed_items += 1
+            self.sim.failed += 1
+
+    # -- the worker pool ---------------------------------------------------------------------
+    @property
+    def target(self) -> int:
+        """Workers the pool is heading for: ready ones not retiring, plus those starting."""
+        return self.idle + self.busy - self.draining + self.starting
+
+    def _integrate(self, now: float) -> None:
+        dt = now - self._area_time
+        active = self.idle + self.busy
+        self.active_area += active * dt
+        self.billed_area += (active + self.starting) * dt
+        self._area_time = now
+
+    def set_workers(self, n: int) -> int:
+        """Head for ``n`` workers, clamped to [min, max]; return what was applied.
+
+        Scale-up first cancels pending retirements, then requests new workers, ready after the
+        startup delay. Scale-down first cancels the most recent requests, then removes idle
+        workers, then lets busy ones finish their item and retire."""
+        n = max(self.min_workers, min(self.max_workers, int(n)))
+        now = self.env._now
+        self._integrate(now)
+        delta = n - self.target
+        if delta > 0:
+            keep = min(delta, self.draining)
+            self.draining -= keep
+            for _ in range(delta - keep):
+                self._request_worker()
+        elif delta < 0:
+            remove = -delta
+            while remove and self._pending_starts:
+                self._pending_starts.pop()[0] = True
+                self.starting -= 1
+                remove -= 1
+            idle = min(remove, self.idle)
+            self.idle -= idle
+            self.draining += remove - idle
+        return n
+
+    def _request_worker(self) -> None:
+        if self.startup_delay == 0:
+            self._worker_ready(None)
+            return
+        token = [False]
+        self._pending_starts.append(token)
+        self.starting += 1
+        Wakeup(self.env, self.startup_delay, token, self._worker_ready)
+
+    def _worker_ready(self, event: Wakeup | None) -> None:
+        now = self.env._now
+        self._integrate(now)
+        if event is not None:
+            token = event._value
+            if token[0]:  # cancelled by a scale-down while starting
+                return
+            self._pending_starts.remove(token)
+            self.starting -= 1
+        self.idle += 1
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.queue_enter_sum -= nxt.enter
+            self._start(nxt, now)
+
+    def mark(self, now: float) -> metrics.StageMark:
+        self._integrate(now)
+        self._wait_sum += math.fsum(self.waits[self._wait_sum_n :])
+        self._wait_sum_n = len(self.waits)
+        queued = len(self.queue)
+        return metrics.StageMark(
+            arrivals=self.arrivals,
+            drops=self.drops,
+            completed=self.completed,
+            failures=self.failures,
+            failed_items=self.failed_items,
+            detected=self.detected,
+            false_alarms=self.false_alarms,
+            n_waits=len(self.waits),
+            n_latencies=len(self.latencies),
+            queue_area=self._wait_sum + queued * now - self.queue_enter_sum,
+            busy_area=self.finish_sum + self.busy * now - self.start_sum,
+            active_area=self.active_area,
+            billed_area=self.billed_area,
+            queue_length=queued,
+            busy=self.busy,
+            idle=self.idle,
+            starting=self.starting,
+            draining=self.draining,
+            target=self.target,
+        )
+
+
+class SourceState:
+    """An arrival source: one pending arrival event at a time, each scheduling the next."""
+
+    def __init__(self, sim: Simulation, name: str, spec: Any, streams: Streams):
+        self.sim, self.env, self.name = sim, sim.env, name
+        self.arrivals = arrivals_with_quality(
+            spec, streams.get("arrivals", name), streams.get("quality", name), sim.horizon
+        )
+        self.deliver: Callable[[Item], None] = sim._exit  # set by Simulation
+        self.arrived = 0
+        self._arrive_callback = self._arrive
+
+    def schedule_next(self) -> None:
+        arrival = next(self.arrivals, None)
+        if arrival is not None:
+            Wakeup(self.env, arrival[0] - self.env._now, arrival, self._arrive_callback)
+
+    def _arrive(self, event: Wakeup) -> None:
+        now, size, bad = event._value
+        self.arrived += 1
+        self.deliver(Item(self.name, now, size, bad))
+        arrival = next(self.arrivals, None)
+        if arrival is not None:
+            Wakeup(self.env, arrival[0] - now, arrival, self._arrive_callback)
+
+
+class Simulation:
+    """A scenario brought to life: run it to a time, read metrics, change pools and splits.
+
+    ``rng`` is the only source of randomness: a ``numpy.random.Generator`` (a Gymnasium env hands
+    over ``self.np_random``), an int seed, or ``None`` for the scenario's own seed."""
+
+    def __init__(self, scenario: Scenario, rng: np.random.Generator | int | None = None):
+        if rng is None:
+            rng = scenario.seed
+        if not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(rng)
+        self.scenario = scenario
+        self.horizon = scenario.horizon
+        self.sla_latency = scenario.sla.latency
+        self.env = simpy.Environment()
+        streams = Streams(rng)
+        self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
+        self.sources = {n: SourceState(self, n, s, streams) for n, s in scenario.sources.items()}
+        self.splits: dict[str, _SplitRouter] = {}
+        for name, stage in self.stages.items():
+            stage.deliver = self._router(name, scenario.stages[name].next, streams)
+        for name, source in self.sources.items():
+            source.deliver = self._router(name, scenario.sources[name].to, streams)
+        # end-to-end counters
+        self.dropped = self.failed = self.exits = self.late = 0
+        self.escapes = self.caught = self.false_rejections = 0
+        self.e2e_latencies: list[float] = []
+        for source in self.sources.values():
+            source.schedule_next()
+
+    def _router(self, owner: str, route: Any, streams: Streams) -> Callable[[Item], None]:
+        """A function that hands an item on: a stage's ``enter`` or the exit, chosen by ``route``."""
+
+        def deliver_to(target: str | None) -> Callable[[Item], None]:
+            return self._exit if target is None else self.stages[target].enter
+
+        if isinstance(route, Exit):
+            return self._exit
+        if isinstance(route, Direct):
+            return deliver_to(route.to)
+        if isinstance(route, Split):
+            names = [b.to for b in route.split]
+            router = _SplitRouter(names, [deliver_to(n) for n in names], [b.p for b in route.split],
+                                  _uniforms(streams.get("routing", owner)))
+            self.splits[owner] = router
+            return router
+        assert isinstance(route, ByAttribute)
+        table = {k: deliver_to(v) for k, v in route.routes.items()}
+        if route.attribute == "quality":
+            good, bad = table["good"], table["bad"]
+            return lambda item: bad(item) if item.bad else good(item)
+        if route.attribute == "flagged":
+            yes, no = table["true"], table["false"]
+            return lambda item: yes(item) if item.flagged else no(item)
+        return lambda item: table[item.source](item)
+
+    def _exit(self, item: Item) -> None:
+        now = self.env._now
+        self.exits += 1
+        latency = now - item.created
+        self.e2e_latencies.append(latency)
+        if latency > self.sla_latency:
+            self.late += 1
+        if item.bad or item.flagged:
+            if not item.bad:
+                self.false_rejections += 1
+            elif item.flagged:
+                self.caught += 1
+            else:
+                self.escapes += 1
+
+    # -- the steppable interface ---------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    @property
+    def arrived(self) -> int:
+        return sum(s.arrived for s in self.sources.values())
+
+    def run(self, until: float | None = None) -> None:
+        """Advance simulated time to ``until`` (default: the horizon). Arrivals stop at the
+        horizon; running past it drains the items still in the system."""
+        until = self.horizon if until is None else float(until)
+        if until < self.now:
+            raise ValueError(f"cannot run to t={until}: the simulation is already at t={self.now}")
+        if until > self.now:
+            self.env.run(until=until)
+
+    def set_workers(self, stage: str, n: int) -> int:
+        """Head for ``n`` workers at ``stage``, clamped to its [min, max]; return the applied n."""
+        return self._stage(stage).set_workers(n)
+
+    def set_split(self, owner: str, probs: dict[str | None, float]) -> None:
+        """Change the split after ``owner`` (a stage or source name): ``{target: p}``, same
+        targets as the scenario declares, probabilities summing to 1."""
+        if owner not in self.splits:
+            raise KeyError(f"{owner!r} has no probabilistic split; splits: {sorted(self.splits)}")
+        router = self.splits[owner]
+        if set(probs) != set(router.names):
+            raise ValueError(f"split of {owner!r} has targets {router.names}; got {sorted(map(str, probs))}")
+        values = [float(probs[n]) for n in router.names]
+        if any(not 0 <= p <= 1 for p in values) or abs(sum(values) - 1) > 1e-9:
+            raise ValueError(f"split of {owner!r}: expected probabilities in [0, 1] summing to 1, got {probs}")
+        router.set(values)
+
+    def split(self, owner: str) -> dict[str | None, float]:
+        router = self.splits[owner]
+        return dict(zip(router.names, router.probs))
+
+    def _stage(self, name: str) -> StageState:
+        if name not in self.stages:
+            raise KeyError(f"no stage {name!r}; stages: {list(self.stages)}")
+        return self.stages[name]
+
+    # -- metrics -------------------------------------------------------------------------------
+    def mark(self) -> metrics.Mark:
+        """Cumulative counters at the current time: the start of a metrics window."""
+        now = self.now
+        return metrics.Mark(
+            time=now,
+            stages={n: s.mark(now) for n, s in self.stages.items()},
+            arrived=self.arrived,
+            exits=self.exits,
+            dropped=self.dropped,
+            failed=self.failed,
+            late=self.late,
+            escapes=self.escapes,
+            caught=self.caught,
+            false_rejections=self.false_rejections,
+            n_latencies=len(self.e2e_latencies),
+        )
+
+    def summary(self, since: metrics.Mark | None = None) -> dict[str, Any]:
+        """Metrics over the window from ``since`` (default: t=0) to now, as a nested dict."""
+        return metrics.summarize(self, since, self.mark())
+
+    def record(self, interval: float, until: float | None = None) -> pd.DataFrame:
+        """Run to ``until`` and return one row of window metrics per ``interval`` seconds, with
+        flat column names (``stages.work.mean_wait``, ``end_to_end.p95_latency``, ``cost``)."""
+        until = self.horizon if until is None else until
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        rows, mark = [], self.mark()
+        while self.now < until:
+            self.run(min(self.now + interval, until))
+            current = self.mark()
+            rows.append(metrics.flatten(metrics.summarize(self, mark, current)))
+            mark = current
+        return pd.DataFrame(rows).set_index("time")

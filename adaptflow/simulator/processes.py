@@ -1,0 +1,132 @@
+"""Random processes of the model: named random streams, arrival processes and service samplers.
+
+Speed matters here: a Python call into numpy per draw costs about a microsecond, which is most of
+an item's budget. So every process draws in vectorized batches and hands values out one at a time
+through a plain Python iterator; the sequence of values is the same as one-by-one draws from the
+same stream would be, only faster.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from .scenario import MMPPSource, PoissonSource, Service, Source, TraceSource, load_trace
+
+BATCH = 4096
+
+
+class Streams:
+    """Independent random streams, one per (kind, name), all derived from one generator.
+
+    Why by name and not by order: adding a stage to a scenario or changing a planner must not
+    shift the arrival sequence of an existing source, so that paired comparisons see the same
+    load. The root entropy is drawn once from the generator handed to the model (for a Gymnasium
+    env, ``self.np_random``)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self._root = [int(x) for x in rng.integers(0, 2**63, size=2)]
+
+    def get(self, kind: str, name: str) -> np.random.Generator:
+        key = zlib.crc32(f"{kind}/{name}".encode())
+        return np.random.default_rng(np.random.SeedSequence(self._root, spawn_key=(key,)))
+
+
+# --------------------------------------------------------------------------------------------
+# Arrival processes: each yields batches (times, sizes-or-None, covered_until): the absolute
+# arrival times in the batch, and the time up to which the batch accounts for every arrival.
+# --------------------------------------------------------------------------------------------
+ArrivalBatches = Iterator[tuple[np.ndarray, np.ndarray | None, float]]
+
+
+def poisson_arrivals(spec: PoissonSource, rng: np.random.Generator) -> ArrivalBatches:
+    """Homogeneous Poisson, or non-homogeneous by thinning (Lewis and Shedler): candidates at the
+    peak rate, each kept with probability rate(t)/peak. Exact for any bounded rate profile."""
+    profile, peak = spec.rate, spec.rate.peak()
+    constant = profile.shape == "constant"
+    t = 0.0
+    while True:
+        candidates = t + np.cumsum(rng.exponential(1.0 / peak, BATCH))
+        t = float(candidates[-1])
+        if constant:
+            yield candidates, None, t
+        else:
+            keep = rng.random(BATCH) * peak < profile.at(candidates)
+            yield candidates[keep], None, t
+
+
+def mmpp_arrivals(spec: MMPPSource, rng: np.random.Generator) -> ArrivalBatches:
+    """Two-state MMPP: in state s for an Exp(switch_rates[s]) sojourn, arrivals within it are a
+    Poisson(rates[s] * sojourn) count placed uniformly (the order statistics of a Poisson process)."""
+    state, t = spec.initial_state, 0.0
+    while True:
+        chunks = []
+        while sum(len(c) for c in chunks) < BATCH // 4:
+            end = t + rng.exponential(1.0 / spec.switch_rates[state])
+            count = rng.poisson(spec.rates[state] * (end - t))
+            chunks.append(np.sort(rng.uniform(t, end, count)))
+            t, state = end, 1 - state
+        yield np.concatenate(chunks), None, t
+
+
+def trace_arrivals(spec: TraceSource, rng: np.random.Generator) -> ArrivalBatches:
+    times, sizes = load_trace(spec.file, spec.time_column, spec.size_column)
+    yield times, sizes, np.inf
+
+
+def arrival_batches(spec: Source, rng: np.random.Generator) -> ArrivalBatches:
+    if isinstance(spec, PoissonSource):
+        return poisson_arrivals(spec, rng)
+    if isinstance(spec, MMPPSource):
+        return mmpp_arrivals(spec, rng)
+    return trace_arrivals(spec, rng)
+
+
+def arrivals_with_quality(
+    spec: Source, arrivals_rng: np.random.Generator, quality_rng: np.random.Generator, horizon: float
+) -> Iterator[tuple[float, float, bool]]:
+    """(time, size, bad) for each arrival up to the horizon.
+
+    Quality has a stream of its own, so a scenario that only changes its bad-rate keeps the same
+    arrival times."""
+    bad_rate = spec.quality.bad_rate
+    never_bad = bad_rate.peak() == 0
+    for times, sizes, covered_until in arrival_batches(spec, arrivals_rng):
+        keep = times <= horizon
+        times = times[keep]
+        n = len(times)
+        bad = [False] * n if never_bad else (quality_rng.random(n) < bad_rate.at(times)).tolist()
+        size_list = sizes[keep].tolist() if sizes is not None else [1.0] * n
+        yield from zip(times.tolist(), size_list, bad)
+        if covered_until >= horizon:
+            return
+
+
+# --------------------------------------------------------------------------------------------
+# Service times
+# --------------------------------------------------------------------------------------------
+def service_sampler(spec: Service, rng: np.random.Generator) -> Callable[[], float]:
+    """A zero-argument callable returning the next service time (seconds) of one attempt."""
+    if spec.dist == "deterministic":
+        value = float(spec.mean)  # type: ignore[arg-type]
+        return lambda: value
+
+    def draw(n: int) -> np.ndarray:
+        mean = spec.mean
+        if spec.dist == "exponential":
+            return rng.exponential(mean, n)
+        if spec.dist == "lognormal":
+            sigma2 = np.log1p(spec.cv**2)  # type: ignore[operator]
+            return rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), n)  # type: ignore[arg-type]
+        if spec.dist == "gamma":
+            shape = 1.0 / spec.cv**2  # type: ignore[operator]
+            return rng.gamma(shape, mean / shape, n)  # type: ignore[operator]
+        return rng.choice(np.asarray(spec.samples, dtype=float), n)
+
+    def values() -> Iterator[float]:
+        while True:
+            yield from draw(BATCH).tolist()
+
+    return values().__next__
