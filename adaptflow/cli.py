@@ -1,2 +1,77 @@
-def main() -> None:
-    pass
+"""The ``adaptflow`` command. Argument parsing only: every subcommand calls a Python function
+of :mod:`adaptflow.experiments` (or, later, :mod:`adaptflow.runtime`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+from adaptflow.simulator import ScenarioError, shipped_scenarios
+from adaptflow.simulator.metrics import to_jsonable
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.simulate import summary_table, timed_simulate, write_timeseries
+
+    if (args.timeseries is None) != (args.interval is None):
+        raise ValueError("--timeseries and --interval go together: give both or neither")
+    summary, series, seconds = timed_simulate(
+        args.scenario, seed=args.seed, horizon=args.horizon, progress=not args.json,
+        record_interval=args.interval,
+    )
+    if series is not None:
+        write_timeseries(series, args.timeseries)
+    if args.json:
+        print(json.dumps(to_jsonable(summary)))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=150)  # piped: no terminal width to respect
+        console.print(summary_table(summary, title=f"adaptflow simulate {args.scenario}"))
+        console.print(f"[dim]{summary['items_arrived'] / max(seconds, 1e-9):,.0f} items/s of wall time "
+                      f"({seconds:.2f} s)[/dim]")
+        if series is not None:
+            console.print(f"time series ({len(series)} rows) written to {args.timeseries}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sim = commands.add_parser(
+        "simulate", help="simulate a scenario and print its summary",
+        description=f"Simulate a scenario to its horizon. Shipped scenarios: {', '.join(shipped_scenarios())}.",
+    )
+    sim.add_argument("scenario", help="a scenario YAML file or the name of a shipped scenario")
+    sim.add_argument("--seed", type=int, help="override the scenario's seed")
+    sim.add_argument("--horizon", type=float, help="override the scenario's horizon (simulated seconds)")
+    sim.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    sim.add_argument("--timeseries", metavar="PATH", help="write window metrics to PATH (.csv or .parquet)")
+    sim.add_argument("--interval", type=float, metavar="S", help="window length of --timeseries, simulated s")
+    sim.set_defaults(handler=_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ScenarioError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"adaptflow: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adaptflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point: exit with :func:`main`'s status."""
+    sys.exit(main())
