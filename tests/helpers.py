@@ -1,0 +1,73 @@
+"""Small builders for scenarios and the statistics the tests compare against theory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from adaptflow.simulator import Scenario, Simulation, parse_scenario
+
+
+def stage(
+    workers: int,
+    dist: str = "exponential",
+    mean: float = 1.0,
+    next: Any = None,
+    max_workers: int | None = None,
+    startup_delay: float = 0.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "workers": {"initial": workers, "min": 0, "max": max_workers or max(workers, 1),
+                    "startup_delay": startup_delay, "cost_per_second": 1.0},
+        "service": {"dist": dist, "mean": mean},
+        "next": next,
+        **extra,
+    }
+
+
+def scenario(stages: dict[str, Any], sources: dict[str, Any] | None = None, rate: float = 1.0,
+             horizon: float = 1000.0, sla: float = 5.0, **top: Any) -> Scenario:
+    """A validated scenario; by default one Poisson source at ``rate`` into the first stage."""
+    if sources is None:
+        sources = {"src": {"process": "poisson", "rate": rate, "to": next(iter(stages))}}
+    return parse_scenario({"name": "test", "horizon": horizon, "sla": {"latency": sla},
+                           "sources": sources, "stages": stages, **top})
+
+
+def trace_source(tmp_path: Path, times: list[float], to: str, name: str = "trace", **extra: Any) -> dict[str, Any]:
+    path = tmp_path / f"{name}.csv"
+    path.write_text("timestamp\n" + "".join(f"{t}\n" for t in times))
+    return {"process": "trace", "file": str(path), "to": to, **extra}
+
+
+def replicate(spec: Scenario, n: int, warmup: float, seed0: int = 1000) -> list[dict[str, Any]]:
+    """``n`` independent replications; each summary covers ``[warmup, horizon]`` (steady state)."""
+    summaries = []
+    for r in range(n):
+        sim = Simulation(spec, rng=np.random.default_rng(seed0 + r))
+        sim.run(warmup)
+        mark = sim.mark()
+        sim.run()
+        summaries.append(sim.summary(since=mark))
+    return summaries
+
+
+def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval of independent replications."""
+    x = np.asarray(values, dtype=float)
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+def assert_within_ci(values: list[float], expected: float, what: str, max_relative_width: float = 0.05) -> None:
+    """The theory value lies in the 95% CI, and the CI is narrow enough to mean something."""
+    mean, half = confidence_interval(values)
+    assert half <= max_relative_width * abs(expected), (
+        f"{what}: CI half-width {half:.4g} is wider than {max_relative_width:.0%} of {expected:.4g}; "
+        "the check would be too weak"
+    )
+    assert abs(mean - expected) <= half, f"{what}: theory {expected:.5g} outside {mean:.5g} ± {half:.3g}"

@@ -1,0 +1,166 @@
+"""The simulator against queueing theory.
+
+Each check runs independent replications with fixed seeds, drops a warm-up period, and asserts
+that the closed-form value lies inside the 95% confidence interval of the replication means,
+with the interval at most a few percent wide (else the check would prove little).
+
+A 95% interval misses the truth one time in twenty by design, so a check that fails is first
+re-run with many more replications (a bias shows up there, chance does not); the seeds are fixed
+so the suite is stable. M/D/1 with 20 replications from seed 1000 was such a miss
+(1.965 +- 0.029 against 2.0; 100 replications from seed 5000 gave 2.006 +- 0.015), so it runs 40."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from adaptflow.simulator import Simulation, parse_scenario
+from adaptflow.simulator.processes import arrivals_with_quality
+from adaptflow.simulator.theory import erlang_c, mg1_mean_wait, mmc_mean_wait
+from tests.helpers import assert_within_ci, replicate, scenario, stage
+
+
+def test_erlang_c_textbook_values():
+    # Values from the Erlang C tables: c=2, a=1 -> 1/3; c=10, a=9 -> 0.6687.
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert erlang_c(1, 0.7) == pytest.approx(0.7)
+    assert mmc_mean_wait(9.0, 1.0, 10) == pytest.approx(0.66873, rel=1e-4)
+    with pytest.raises(ValueError):
+        erlang_c(3, 3.0)
+
+
+def test_mm1_mean_wait_matches_theory():
+    spec = scenario({"w": stage(1, "exponential", 1.0)}, rate=0.7, horizon=50_000)
+    runs = replicate(spec, n=20, warmup=1000)
+    assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mg1_mean_wait(0.7, 1.0, 1.0), "M/M/1 Wq")
+
+
+def test_mmc_mean_wait_matches_erlang_c():
+    """The shipped M/M/c: rate 9, mean service 1, 10 workers (utilization 0.9)."""
+    spec = scenario({"w": stage(10, "exponential", 1.0)}, rate=9.0, horizon=20_000)
+    runs = replicate(spec, n=20, warmup=1000)
+    assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mmc_mean_wait(9.0, 1.0, 10), "M/M/10 Wq")
+    assert_within_ci([r["stages"]["w"]["utilization"] for r in runs], 0.9, "M/M/10 utilization", 0.01)
+
+
+def test_md1_mean_wait_matches_pollaczek_khinchine():
+    spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
+    runs = replicate(spec, n=40, warmup=1000)
+    assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mg1_mean_wait(0.8, 1.0, 0.0), "M/D/1 Wq")
+
+
+def test_mg1_lognormal_mean_wait_matches_pollaczek_khinchine():
+    s = stage(1, "lognormal", 1.0)
+    s["service"]["cv"] = 0.5
+    spec = scenario({"w": s}, rate=0.7, horizon=50_000)
+    runs = replicate(spec, n=20, warmup=1000)
+    assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mg1_mean_wait(0.7, 1.0, 0.25), "M/G/1 Wq")
+
+
+def test_tandem_jackson_network_per_stage_waits():
+    """Three M/M/c stations in series: by Burke's theorem each sees Poisson arrivals at the same
+    rate, so each stage's wait is its own Erlang C value."""
+    stages = {
+        "a": stage(5, "exponential", 1.0, next="b"),
+        "b": stage(1, "exponential", 0.2, next="c"),
+        "c": stage(3, "exponential", 0.6),
+    }
+    runs = replicate(scenario(stages, rate=4.0, horizon=20_000), n=20, warmup=1000)
+    for name, servers, mean in [("a", 5, 1.0), ("b", 1, 0.2), ("c", 3, 0.6)]:
+        waits = [r["stages"][name]["mean_wait"] for r in runs]
+        assert_within_ci(waits, mmc_mean_wait(4.0, mean, servers), f"tandem stage {name} Wq")
+
+
+def test_jackson_network_with_feedback_and_split():
+    """Open Jackson network with feedback: a -> {b: .5, a: .25, exit: .25}, b -> exit.
+    Traffic equations: lambda_a = 2 / (1 - .25), lambda_b = .5 lambda_a; each stage then behaves
+    as an M/M/c queue at its total rate (product form)."""
+    stages = {
+        "a": stage(4, "exponential", 1.0, next=[{"to": "b", "p": 0.5}, {"to": "a", "p": 0.25}, {"to": None, "p": 0.25}]),
+        "b": stage(2, "exponential", 0.5),
+    }
+    runs = replicate(scenario(stages, rate=2.0, horizon=20_000), n=20, warmup=1000)
+    lam_a = 2.0 / 0.75
+    lam_b = 0.5 * lam_a
+    assert_within_ci([r["stages"]["a"]["arrival_rate"] for r in runs], lam_a, "feedback lambda_a", 0.02)
+    assert_within_ci([r["stages"]["a"]["mean_wait"] for r in runs], mmc_mean_wait(lam_a, 1.0, 4), "feedback Wq(a)")
+    assert_within_ci([r["stages"]["b"]["mean_wait"] for r in runs], mmc_mean_wait(lam_b, 0.5, 2), "feedback Wq(b)", 0.08)
+
+
+def test_littles_law_on_every_stage():
+    """L = lambda W on every stage of a pipeline with mixed distributions, twice: for the queue
+    (time-average queue length against arrival rate x mean wait) and for the servers (mean busy
+    workers against throughput x mean service time). Both sides are measured on the same sample
+    path: the time averages come from areas, the right-hand sides from per-item records, so this
+    checks that the two bookkeepings agree."""
+    stages = {
+        "a": stage(4, "exponential", 1.0, next="b"),
+        "b": {**stage(2, "deterministic", 0.55, next="c")},
+        "c": {**stage(8, "gamma", 2.0), "service": {"dist": "gamma", "mean": 2.0, "cv": 1.5}},
+    }
+    runs = replicate(scenario(stages, rate=3.0, horizon=20_000), n=20, warmup=1000)
+    for name in ["a", "b", "c"]:
+        st = [r["stages"][name] for r in runs]
+        queue = [s["mean_queue_length"] for s in st]
+        little_queue = np.mean([s["arrival_rate"] * s["mean_wait"] for s in st])
+        assert_within_ci(queue, float(little_queue), f"Little's law (queue) at {name}", 0.05)
+        busy = [s["mean_busy_workers"] for s in st]
+        little_busy = np.mean([s["throughput"] * (s["mean_latency"] - s["mean_wait"]) for s in st])
+        assert_within_ci(busy, float(little_busy), f"Little's law (servers) at {name}", 0.02)
+
+
+PROFILES = {
+    "diurnal": {"shape": "diurnal", "base": 5.0, "amplitude": 4.0, "period": 1000.0, "peak_time": 250.0},
+    "piecewise": {"shape": "piecewise", "times": [0, 300, 500], "values": [2.0, 9.0, 0.5], "period": 1000.0},
+    "spike": {"shape": "spike", "base": 2.0, "peak": 12.0, "start": 5000.0, "duration": 2000.0},
+    "ramp": {"shape": "ramp", "start": 2000.0, "end": 16000.0, "start_value": 1.0, "end_value": 8.0},
+}
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_thinning_reproduces_time_varying_rate(profile):
+    """Counts per 100 s window of one model run against the integral of the rate over each
+    window: a chi-square test of Poisson counts (variance = mean). Then the total count of the
+    arrival process over 50 replications against the integral over the horizon."""
+    horizon, width = 20_000.0, 100.0
+    spec = scenario(
+        {"w": stage(50, "deterministic", 0.001, max_workers=50)},
+        sources={"src": {"process": "poisson", "rate": PROFILES[profile], "to": "w"}},
+        horizon=horizon,
+    )
+    sim = Simulation(spec, rng=np.random.default_rng(7))
+    series = sim.record(interval=width)
+    counts = series["stages.w.arrivals"].to_numpy()
+    edges = np.arange(0, horizon + width, width)
+    fine = np.linspace(0, horizon, int(horizon) * 20 + 1)
+    rate = spec.sources["src"].rate.at((fine[:-1] + fine[1:]) / 2)
+    expected = np.add.reduceat(rate * np.diff(fine), np.searchsorted(fine, edges[:-1]))
+    chi2 = float(np.sum((counts - expected) ** 2 / expected))
+    p_value = stats.chi2.sf(chi2, df=len(counts))
+    assert p_value > 0.01, f"{profile}: counts per window do not follow the rate (chi2={chi2:.1f}, p={p_value:.2g})"
+    # The test has power: a constant rate with the same total is rejected.
+    flat = np.full_like(expected, counts.sum() / len(expected))
+    assert stats.chi2.sf(float(np.sum((counts - flat) ** 2 / flat)), df=len(counts)) < 1e-6
+    source = spec.sources["src"]
+    totals = [
+        sum(1 for _ in arrivals_with_quality(source, np.random.default_rng(s), np.random.default_rng(0), horizon))
+        for s in range(50)
+    ]
+    assert_within_ci(totals, float(expected.sum()), f"{profile} total arrivals", 0.01)
+
+
+def test_mmpp_long_run_rate_and_burstiness():
+    """Mean rate r0 pi0 + r1 pi1 with pi0 = s1 / (s0 + s1); counts are over-dispersed
+    (index of dispersion > 1), unlike a Poisson process."""
+    spec = parse_scenario({
+        "name": "mmpp", "horizon": 20_000, "sla": {"latency": 5},
+        "sources": {"src": {"process": "mmpp", "rates": [2.0, 12.0], "switch_rates": [0.01, 0.04], "to": "w"}},
+        "stages": {"w": stage(40, "deterministic", 0.001)},
+    })
+    pi0 = 0.04 / 0.05
+    mean_rate = 2.0 * pi0 + 12.0 * (1 - pi0)
+    runs = replicate(spec, n=20, warmup=0)
+    assert_within_ci([r["stages"]["w"]["arrival_rate"] for r in runs], mean_rate, "MMPP mean rate", 0.03)
+    counts = Simulation(spec, rng=np.random.default_rng(3)).record(interval=50.0)["stages.w.arrivals"]
+    assert counts.var() / counts.mean() > 3.0
