@@ -14,12 +14,15 @@ from adaptflow.simulator.metrics import to_jsonable
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from adaptflow.experiments.simulate import summary_table, timed_simulate, write_timeseries
+    from adaptflow.experiments.simulation import summary_table, timed_simulate, write_timeseries
 
     if (args.timeseries is None) != (args.interval is None):
         raise ValueError("--timeseries and --interval go together: give both or neither")
     summary, series, seconds = timed_simulate(
-        args.scenario, seed=args.seed, horizon=args.horizon, progress=not args.json,
+        args.scenario,
+        seed=args.seed,
+        horizon=args.horizon,
+        progress=not args.json,
         record_interval=args.interval,
     )
     if series is not None:
@@ -31,8 +34,9 @@ def _simulate(args: argparse.Namespace) -> int:
         if not console.is_terminal:
             console = Console(width=150)  # piped: no terminal width to respect
         console.print(summary_table(summary, title=f"adaptflow simulate {args.scenario}"))
-        console.print(f"[dim]{summary['items_arrived'] / max(seconds, 1e-9):,.0f} items/s of wall time "
-                      f"({seconds:.2f} s)[/dim]")
+        console.print(
+            f"[dim]{summary['items_arrived'] / max(seconds, 1e-9):,.0f} items/s of wall time ({seconds:.2f} s)[/dim]"
+        )
         if series is not None:
             console.print(f"time series ({len(series)} rows) written to {args.timeseries}")
     return 0
@@ -42,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser(
-        "simulate", help="simulate a scenario and print its summary",
+        "simulate",
+        help="simulate a scenario and print its summary",
         description=f"Simulate a scenario to its horizon. Shipped scenarios: {', '.join(shipped_scenarios())}.",
     )
     sim.add_argument("scenario", help="a scenario YAML file or the name of a shipped scenario")

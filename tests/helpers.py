@@ -21,21 +21,33 @@ def stage(
     **extra: Any,
 ) -> dict[str, Any]:
     return {
-        "workers": {"initial": workers, "min": 0, "max": max_workers or max(workers, 1),
-                    "startup_delay": startup_delay, "cost_per_second": 1.0},
+        "workers": {
+            "initial": workers,
+            "min": 0,
+            "max": max_workers or max(workers, 1),
+            "startup_delay": startup_delay,
+            "cost_per_second": 1.0,
+        },
         "service": {"dist": dist, "mean": mean},
         "next": next,
         **extra,
     }
 
 
-def scenario(stages: dict[str, Any], sources: dict[str, Any] | None = None, rate: float = 1.0,
-             horizon: float = 1000.0, sla: float = 5.0, **top: Any) -> Scenario:
+def scenario(
+    stages: dict[str, Any],
+    sources: dict[str, Any] | None = None,
+    rate: float = 1.0,
+    horizon: float = 1000.0,
+    sla: float = 5.0,
+    **top: Any,
+) -> Scenario:
     """A validated scenario; by default one Poisson source at ``rate`` into the first stage."""
     if sources is None:
         sources = {"src": {"process": "poisson", "rate": rate, "to": next(iter(stages))}}
-    return parse_scenario({"name": "test", "horizon": horizon, "sla": {"latency": sla},
-                           "sources": sources, "stages": stages, **top})
+    return parse_scenario(
+        {"name": "test", "horizon": horizon, "sla": {"latency": sla}, "sources": sources, "stages": stages, **top}
+    )
 
 
 def trace_source(tmp_path: Path, times: list[float], to: str, name: str = "trace", **extra: Any) -> dict[str, Any]:

@@ -77,7 +77,9 @@ def test_jackson_network_with_feedback_and_split():
     Traffic equations: lambda_a = 2 / (1 - .25), lambda_b = .5 lambda_a; each stage then behaves
     as an M/M/c queue at its total rate (product form)."""
     stages = {
-        "a": stage(4, "exponential", 1.0, next=[{"to": "b", "p": 0.5}, {"to": "a", "p": 0.25}, {"to": None, "p": 0.25}]),
+        "a": stage(
+            4, "exponential", 1.0, next=[{"to": "b", "p": 0.5}, {"to": "a", "p": 0.25}, {"to": None, "p": 0.25}]
+        ),
         "b": stage(2, "exponential", 0.5),
     }
     runs = replicate(scenario(stages, rate=2.0, horizon=20_000), n=20, warmup=1000)
@@ -85,7 +87,9 @@ def test_jackson_network_with_feedback_and_split():
     lam_b = 0.5 * lam_a
     assert_within_ci([r["stages"]["a"]["arrival_rate"] for r in runs], lam_a, "feedback lambda_a", 0.02)
     assert_within_ci([r["stages"]["a"]["mean_wait"] for r in runs], mmc_mean_wait(lam_a, 1.0, 4), "feedback Wq(a)")
-    assert_within_ci([r["stages"]["b"]["mean_wait"] for r in runs], mmc_mean_wait(lam_b, 0.5, 2), "feedback Wq(b)", 0.08)
+    assert_within_ci(
+        [r["stages"]["b"]["mean_wait"] for r in runs], mmc_mean_wait(lam_b, 0.5, 2), "feedback Wq(b)", 0.08
+    )
 
 
 def test_littles_law_on_every_stage():
@@ -153,11 +157,15 @@ def test_thinning_reproduces_time_varying_rate(profile):
 def test_mmpp_long_run_rate_and_burstiness():
     """Mean rate r0 pi0 + r1 pi1 with pi0 = s1 / (s0 + s1); counts are over-dispersed
     (index of dispersion > 1), unlike a Poisson process."""
-    spec = parse_scenario({
-        "name": "mmpp", "horizon": 20_000, "sla": {"latency": 5},
-        "sources": {"src": {"process": "mmpp", "rates": [2.0, 12.0], "switch_rates": [0.01, 0.04], "to": "w"}},
-        "stages": {"w": stage(40, "deterministic", 0.001)},
-    })
+    spec = parse_scenario(
+        {
+            "name": "mmpp",
+            "horizon": 20_000,
+            "sla": {"latency": 5},
+            "sources": {"src": {"process": "mmpp", "rates": [2.0, 12.0], "switch_rates": [0.01, 0.04], "to": "w"}},
+            "stages": {"w": stage(40, "deterministic", 0.001)},
+        }
+    )
     pi0 = 0.04 / 0.05
     mean_rate = 2.0 * pi0 + 12.0 * (1 - pi0)
     runs = replicate(spec, n=20, warmup=0)

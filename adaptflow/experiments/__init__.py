@@ -1,5 +1,5 @@
 """Experiments: every command of the CLI is a Python function here first."""
 
-from .simulate import simulate, summary_table, write_timeseries
+from .simulation import simulate, summary_table, write_timeseries
 
 __all__ = ["simulate", "summary_table", "write_timeseries"]

@@ -62,7 +62,12 @@ def _stats(values: list[float], prefix: str) -> dict[str, float]:
         return {f"mean_{prefix}": NAN, f"p50_{prefix}": NAN, f"p95_{prefix}": NAN, f"p99_{prefix}": NAN}
     arr = np.asarray(values)
     p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {f"mean_{prefix}": float(arr.mean()), f"p50_{prefix}": float(p50), f"p95_{prefix}": float(p95), f"p99_{prefix}": float(p99)}
+    return {
+        f"mean_{prefix}": float(arr.mean()),
+        f"p50_{prefix}": float(p50),
+        f"p95_{prefix}": float(p95),
+        f"p99_{prefix}": float(p99),
+    }
 
 
 def _ratio(num: float, den: float) -> float:

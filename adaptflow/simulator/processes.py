@@ -99,7 +99,7 @@ def arrivals_with_quality(
         n = len(times)
         bad = [False] * n if never_bad else (quality_rng.random(n) < bad_rate.at(times)).tolist()
         size_list = sizes[keep].tolist() if sizes is not None else [1.0] * n
-        yield from zip(times.tolist(), size_list, bad)
+        yield from zip(times.tolist(), size_list, bad, strict=True)
         if covered_until >= horizon:
             return
 

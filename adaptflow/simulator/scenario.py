@@ -12,9 +12,8 @@ field, the value and what was expected (see :func:`format_validation_error`).
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -76,12 +75,11 @@ class Piecewise(_Strict):
     def _check(self) -> Piecewise:
         if len(self.times) != len(self.values):
             raise ValueError(
-                f"times has {len(self.times)} entries and values {len(self.values)}; "
-                "expected the same number"
+                f"times has {len(self.times)} entries and values {len(self.values)}; expected the same number"
             )
         if self.times[0] != 0:
             raise ValueError(f"times[0] is {self.times[0]}; expected 0 (the profile starts at t=0)")
-        if any(b <= a for a, b in zip(self.times, self.times[1:])):
+        if any(b <= a for a, b in zip(self.times, self.times[1:], strict=False)):
             raise ValueError(f"times {self.times} are not strictly increasing")
         if self.period is not None and self.times[-1] >= self.period:
             raise ValueError(f"last time {self.times[-1]} is not below period {self.period}")
@@ -161,13 +159,13 @@ class Ramp(_Strict):
         return max(self.start_value, self.end_value)
 
 
-Profile = Annotated[Union[Constant, Piecewise, Diurnal, Spike, Ramp], Field(discriminator="shape")]
+Profile = Annotated[Constant | Piecewise | Diurnal | Spike | Ramp, Field(discriminator="shape")]
 
 
 def _rate_shorthand(value: Any) -> Any:
     """A bare number is a constant rate; it must be positive (a zero rate source is a typo)."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a rate > 0 or a profile, got {value!r}")
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"expected a rate > 0 (items/s) or a profile such as {{shape: diurnal, ...}}, got {value!r}")
     if isinstance(value, (int, float)):
         if not value > 0 or math.isinf(value):
             raise ValueError(f"expected a finite rate > 0, got {value!r}")
@@ -176,7 +174,9 @@ def _rate_shorthand(value: Any) -> Any:
 
 
 def _probability_shorthand(value: Any) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"expected a probability in [0, 1] or a profile such as {{shape: ramp, ...}}, got {value!r}")
+    if isinstance(value, (int, float)):
         if not 0 <= value <= 1:
             raise ValueError(f"expected a probability in [0, 1], got {value!r}")
         return {"shape": "constant", "value": value}
@@ -270,7 +270,7 @@ def _route_shorthand(value: Any) -> Any:
 
 
 Route = Annotated[
-    Union[Exit, Direct, Split, ByAttribute],
+    Exit | Direct | Split | ByAttribute,
     Field(discriminator="kind"),
     BeforeValidator(_route_shorthand),
 ]
@@ -366,7 +366,9 @@ class TraceSource(_SourceBase):
         return path
 
 
-def load_trace(path: Path, time_column: str = "timestamp", size_column: str = "size") -> tuple[np.ndarray, np.ndarray | None]:
+def load_trace(
+    path: Path, time_column: str = "timestamp", size_column: str = "size"
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read and check a trace: every problem is a ``ValueError`` that says what was expected."""
     import pandas as pd
 
@@ -377,9 +379,7 @@ def load_trace(path: Path, time_column: str = "timestamp", size_column: str = "s
     except Exception as exc:  # pandas raises a zoo of parser errors
         raise ValueError(f"trace file {str(path)!r} is not a readable CSV: {exc}") from None
     if time_column not in frame.columns:
-        raise ValueError(
-            f"trace file {str(path)!r} has no column {time_column!r}; found {list(frame.columns)}"
-        )
+        raise ValueError(f"trace file {str(path)!r} has no column {time_column!r}; found {list(frame.columns)}")
     times = pd.to_numeric(frame[time_column], errors="coerce").to_numpy(dtype=float)
     if len(times) == 0:
         raise ValueError(f"trace file {str(path)!r} has no rows; expected at least one arrival")
@@ -404,13 +404,12 @@ def load_trace(path: Path, time_column: str = "timestamp", size_column: str = "s
         if len(bad):
             row = int(bad[0])
             raise ValueError(
-                f"trace file {str(path)!r} row {row + 1}: size {frame[size_column].iloc[row]!r}; "
-                "expected a number > 0"
+                f"trace file {str(path)!r} row {row + 1}: size {frame[size_column].iloc[row]!r}; expected a number > 0"
             )
     return times, sizes
 
 
-Source = Annotated[Union[PoissonSource, MMPPSource, TraceSource], Field(discriminator="process")]
+Source = Annotated[PoissonSource | MMPPSource | TraceSource, Field(discriminator="process")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,7 +543,9 @@ class Scenario(_Strict):
                         f"expected keys from {list(allowed)}"
                     )
                 if missing:
-                    problems.append(f"{where}.routes: no route for {route.attribute} = {missing}; expected every value routed")
+                    problems.append(
+                        f"{where}.routes: no route for {route.attribute} = {missing}; expected every value routed"
+                    )
         if problems:
             raise ValueError("\n".join(problems))
         cycle = _trapping_cycle(self)
@@ -582,7 +583,7 @@ def _trapping_cycle(scenario: Scenario) -> list[str]:
     while node not in path:
         path.append(node)
         node = next(t for t in succ[node] if t is not None)
-    return path[path.index(node):] + [node]
+    return [*path[path.index(node) :], node]
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,6 +682,13 @@ def format_validation_error(exc: ValidationError, data: Any, label: str) -> str:
             msg = f"unknown key {err['loc'][-1]!r}; check the spelling against configs/scenarios/README.md"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "union_tag_invalid":
+            key = str(err["ctx"]["discriminator"]).strip("'")
+            where = f"{where}.{key}" if where else key
+            msg = f"{err['ctx']['tag']!r} is not known; expected one of {err['ctx']['expected_tags']}"
+        elif err["type"] == "union_tag_not_found":
+            key = str(err["ctx"]["discriminator"]).strip("'")
+            msg = f"needs a {key!r} field; got {err['input']!r}"
         elif err["type"] != "value_error":
             msg = f"{msg} (got {err['input']!r})"
         for line in msg.split("\n"):

@@ -37,8 +37,14 @@ def simulate(
         raise ValueError(f"record interval must be > 0 seconds, got {record_interval}")
     step = record_interval or spec.horizon / 200
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=spec.horizon, unit="sim s", delay=PROGRESS_AFTER_SECONDS, disable=not progress,
-               desc=spec.name, leave=False)
+    bar = tqdm(
+        total=spec.horizon,
+        unit="sim s",
+        delay=PROGRESS_AFTER_SECONDS,
+        disable=not progress,
+        desc=spec.name,
+        leave=False,
+    )
     with bar:
         mark = sim.mark()
         while sim.now < spec.horizon:
@@ -76,10 +82,19 @@ def summary_table(summary: dict[str, Any], title: str = "") -> Table:
     """A readable table of a summary: one row per stage, then the end-to-end row."""
     table = Table(title=title or None, title_justify="left")
     columns = [
-        ("stage", None), ("workers", "mean_workers"), ("util", "utilization"),
-        ("queue", "mean_queue_length"), ("wait s", "mean_wait"), ("p95 wait", "p95_wait"),
-        ("latency", "mean_latency"), ("p95 lat", "p95_latency"), ("per s", "throughput"),
-        ("done", "completed"), ("drops", "drops"), ("fails", "failures"), ("cost", "cost"),
+        ("stage", None),
+        ("workers", "mean_workers"),
+        ("util", "utilization"),
+        ("queue", "mean_queue_length"),
+        ("wait s", "mean_wait"),
+        ("p95 wait", "p95_wait"),
+        ("latency", "mean_latency"),
+        ("p95 lat", "p95_latency"),
+        ("per s", "throughput"),
+        ("done", "completed"),
+        ("drops", "drops"),
+        ("fails", "failures"),
+        ("cost", "cost"),
     ]
     for header, _ in columns:
         table.add_column(header, justify="left" if header == "stage" else "right", no_wrap=header == "stage")
@@ -88,8 +103,18 @@ def summary_table(summary: dict[str, Any], title: str = "") -> Table:
     e2e = summary["end_to_end"]
     table.add_section()
     table.add_row(
-        "end to end", "", "", "", "", "", _fmt(e2e["mean_latency"]), _fmt(e2e["p95_latency"]),
-        _fmt(e2e["throughput"]), _fmt(e2e["completed"]), _fmt(e2e["drops"]), _fmt(e2e["failed_items"]),
+        "end to end",
+        "",
+        "",
+        "",
+        "",
+        "",
+        _fmt(e2e["mean_latency"]),
+        _fmt(e2e["p95_latency"]),
+        _fmt(e2e["throughput"]),
+        _fmt(e2e["completed"]),
+        _fmt(e2e["drops"]),
+        _fmt(e2e["failed_items"]),
         _fmt(summary["cost"]),
     )
     table.caption = (

@@ -1,0 +1,298 @@
+"""Model mechanics on small deterministic scenarios whose every number is computed by hand.
+
+Arrivals come from trace files and service times are deterministic, so each item's wait, each
+worker's billed time and each drop follow from the rules in configs/scenarios/README.md."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from adaptflow.simulator import Simulation, load_scenario, to_jsonable
+from tests.helpers import scenario, stage, trace_source
+
+
+def det_stage(workers: int, service: float, max_workers: int = 4, startup_delay: float = 0.0, **extra) -> dict:
+    return stage(workers, "deterministic", service, max_workers=max_workers, startup_delay=startup_delay, **extra)
+
+
+def test_scale_up_takes_the_startup_delay(tmp_path):
+    """4 items at t=0, service 10 s, 1 worker; at t=0 ask for 2, the second ready at t=5.
+    Worker 1 serves items 1 and 3 (0-10, 10-20); worker 2 serves items 2 and 4 (5-15, 15-25)."""
+    spec = scenario(
+        {"w": det_stage(1, 10.0, startup_delay=5.0)},
+        sources={"t": trace_source(tmp_path, [0, 0, 0, 0], "w")},
+        horizon=100,
+    )
+    sim = Simulation(spec, rng=0)
+    assert sim.set_workers("w", 2) == 2
+    sim.run(1)
+    early = sim.summary()["stages"]["w"]
+    assert (early["starting_workers"], early["active_workers"], early["target_workers"]) == (1, 1, 2)
+    sim.run(100)
+    assert sorted(sim.stages["w"].waits) == [0, 5, 10, 15]
+    assert sorted(sim.e2e_latencies) == [10, 15, 20, 25]
+    w = sim.summary()["stages"]["w"]
+    # Billed from the request (t=0): 2 workers x 100 s. Ready time: 100 + 95. Busy: 4 x 10.
+    assert w["cost"] == pytest.approx(200.0)
+    assert w["utilization"] == pytest.approx(40 / 195)
+    assert w["starting_workers"] == 0 and w["active_workers"] == 2
+
+
+def test_scale_down_is_graceful(tmp_path):
+    """4 items at t=0, service 10 s, 2 workers; at t=2 ask for 1. Both finish their item at
+    t=10, then one retires; the survivor serves items 3 and 4 (10-20, 20-30)."""
+    spec = scenario({"w": det_stage(2, 10.0)}, sources={"t": trace_source(tmp_path, [0, 0, 0, 0], "w")}, horizon=100)
+    sim = Simulation(spec, rng=0)
+    sim.run(2)
+    assert sim.set_workers("w", 1) == 1
+    sim.run(5)
+    mid = sim.summary()["stages"]["w"]
+    assert (mid["busy_workers"], mid["draining_workers"], mid["target_workers"]) == (2, 1, 1)
+    sim.run(100)
+    assert sorted(sim.stages["w"].waits) == [0, 0, 10, 20]
+    assert sorted(sim.e2e_latencies) == [10, 10, 20, 30]
+    w = sim.summary()["stages"]["w"]
+    assert w["cost"] == pytest.approx(100 + 10)  # the retired worker was billed until t=10
+    assert w["active_workers"] == 1 and w["draining_workers"] == 0
+
+
+def test_scale_down_cancels_pending_startups_first(tmp_path):
+    spec = scenario(
+        {"w": det_stage(1, 10.0, startup_delay=5.0)}, sources={"t": trace_source(tmp_path, [0], "w")}, horizon=100
+    )
+    sim = Simulation(spec, rng=0)
+    sim.set_workers("w", 3)
+    sim.run(1)
+    sim.set_workers("w", 1)
+    sim.run(100)
+    w = sim.summary()["stages"]["w"]
+    assert w["cost"] == pytest.approx(100 + 2 * 1)  # two starts billed for 1 s each, never ready
+    assert (w["active_workers"], w["starting_workers"]) == (1, 0)
+
+
+def test_worker_requests_are_clamped_to_min_and_max():
+    spec = scenario({"w": {**stage(2, max_workers=5), "workers": {"initial": 2, "min": 1, "max": 5}}})
+    sim = Simulation(spec, rng=0)
+    assert sim.set_workers("w", 99) == 5
+    assert sim.set_workers("w", -3) == 1
+    with pytest.raises(KeyError, match="no stage 'nope'"):
+        sim.set_workers("nope", 1)
+
+
+def test_finite_queue_drops_and_counts(tmp_path):
+    """5 items at t=0, 1 worker, room for 2 waiting: 1 served at once, 2 wait, 2 dropped."""
+    spec = scenario(
+        {"w": det_stage(1, 1.0, queue={"capacity": 2})},
+        sources={"t": trace_source(tmp_path, [0, 0, 0, 0, 0], "w")},
+        horizon=100,
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(100)
+    s = sim.summary()
+    assert (s["stages"]["w"]["completed"], s["stages"]["w"]["drops"], s["end_to_end"]["drops"]) == (3, 2, 2)
+    assert sorted(sim.stages["w"].waits) == [0, 1, 2]
+
+
+def test_retries_then_failed_items(tmp_path):
+    """Every attempt fails, 2 retries: 2 items make 3 attempts each, alternating on 1 worker
+    (a failed item goes to the back of the queue), the last ending at t=6."""
+    spec = scenario(
+        {"w": det_stage(1, 1.0, failure={"prob": 1.0, "max_retries": 2})},
+        sources={"t": trace_source(tmp_path, [0, 0], "w")},
+        horizon=100,
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(5.5)
+    assert sim.summary()["stages"]["w"]["failures"] == 5
+    sim.run(100)
+    s = sim.summary()
+    w = s["stages"]["w"]
+    assert (w["failures"], w["failed_items"], w["completed"]) == (6, 2, 0)
+    assert s["end_to_end"]["failed_items"] == 2 and s["end_to_end"]["in_system"] == 0
+    assert sim.stages["w"].waits == [0, 1, 1, 1, 1, 1]
+    assert w["mean_busy_workers"] == pytest.approx(6 / 100)
+
+
+def test_retry_rate_matches_failure_probability():
+    """With prob 0.3 and 1 retry, an item fails for good with probability 0.09."""
+    spec = scenario(
+        {"w": {**stage(4, "exponential", 0.1), "failure": {"prob": 0.3, "max_retries": 1}}}, rate=5.0, horizon=10_000
+    )
+    sim = Simulation(spec, rng=11)
+    sim.run(10_100)
+    s = sim.summary()
+    n = s["items_arrived"]
+    assert abs(s["end_to_end"]["failed_items"] / n - 0.09) < 3 * np.sqrt(0.09 * 0.91 / n)
+    assert s["end_to_end"]["completed"] + s["end_to_end"]["failed_items"] == n
+
+
+def test_quality_escapes_and_catches(tmp_path):
+    """Source A: 5 bad items through a validation that catches all -> quarantined (caught).
+    Source B: 3 bad items straight to publish -> 3 escapes. Source C: 4 good items validated
+    and published. Validation routes flagged items to the exit, the rest to publish."""
+    stages = {
+        "validate": det_stage(
+            2,
+            1.0,
+            validation={"detect_prob": 1.0},
+            next={"attribute": "flagged", "routes": {True: None, False: "publish"}},
+        ),
+        "publish": det_stage(2, 1.0),
+    }
+    sources = {
+        "a": trace_source(tmp_path, [0, 1, 2, 3, 4], "validate", name="a", quality={"bad_rate": 1.0}),
+        "b": trace_source(tmp_path, [0, 1, 2], "publish", name="b", quality={"bad_rate": 1.0}),
+        "c": trace_source(tmp_path, [5, 6, 7, 8], "validate", name="c"),
+    }
+    sim = Simulation(scenario(stages, sources=sources, horizon=100), rng=0)
+    sim.run(100)
+    s = sim.summary()
+    e2e = s["end_to_end"]
+    assert (e2e["escapes"], e2e["caught"], e2e["false_rejections"], e2e["completed"]) == (3, 5, 0, 12)
+    assert s["stages"]["validate"]["detected"] == 5
+    assert s["stages"]["publish"]["completed"] == 3 + 4
+
+
+def test_validation_detection_rate_is_statistical():
+    stages = {
+        "validate": {
+            **stage(8, "exponential", 0.1),
+            "validation": {"detect_prob": 0.7},
+            "next": {"attribute": "flagged", "routes": {"true": None, "false": None}},
+        },
+    }
+    sources = {"s": {"process": "poisson", "rate": 10.0, "to": "validate", "quality": {"bad_rate": 0.2}}}
+    sim = Simulation(scenario(stages, sources=sources, horizon=5000), rng=5)
+    sim.run(5100)
+    e2e = sim.summary()["end_to_end"]
+    bad = e2e["escapes"] + e2e["caught"]
+    assert abs(bad / e2e["completed"] - 0.2) < 3 * np.sqrt(0.2 * 0.8 / e2e["completed"])
+    assert abs(e2e["caught"] / bad - 0.7) < 3 * np.sqrt(0.7 * 0.3 / bad)
+
+
+def test_split_can_be_changed_while_running():
+    stages = {
+        "entry": stage(
+            4,
+            "exponential",
+            0.1,
+            next={"split": [{"to": "fast", "p": 1.0}, {"to": "slow", "p": 0.0}], "controllable": True},
+        ),
+        "fast": stage(4, "exponential", 0.1),
+        "slow": stage(8, "exponential", 0.5),
+    }
+    spec = scenario(stages, rate=5.0, horizon=2000)
+    assert list(spec.controllable_splits()) == ["entry"]
+    sim = Simulation(spec, rng=1)
+    sim.run(1000)
+    before = sim.mark()
+    assert sim.summary()["stages"]["slow"]["arrivals"] == 0
+    sim.set_split("entry", {"fast": 0.25, "slow": 0.75})
+    assert sim.split("entry") == {"fast": 0.25, "slow": 0.75}
+    sim.run(2000)
+    after = sim.summary(since=before)["stages"]
+    share = after["slow"]["arrivals"] / (after["slow"]["arrivals"] + after["fast"]["arrivals"])
+    n = after["slow"]["arrivals"] + after["fast"]["arrivals"]
+    assert abs(share - 0.75) < 3 * np.sqrt(0.75 * 0.25 / n)
+    with pytest.raises(ValueError, match="summing to 1"):
+        sim.set_split("entry", {"fast": 0.5, "slow": 0.6})
+    with pytest.raises(ValueError, match="has targets"):
+        sim.set_split("entry", {"fast": 1.0})
+    with pytest.raises(KeyError, match="no probabilistic split"):
+        sim.set_split("fast", {"x": 1.0})
+
+
+def test_same_seed_same_metrics_and_other_seed_differs():
+    spec = load_scenario("etl_diurnal", horizon=2000)
+
+    def run(seed):
+        sim = Simulation(spec, rng=np.random.default_rng(seed))
+        sim.run(1000)
+        sim.set_workers("transform", 14)
+        sim.run()
+        return json.dumps(to_jsonable(sim.summary()), sort_keys=True)
+
+    assert run(42) == run(42)
+    assert run(42) != run(43)
+
+
+def test_arrivals_do_not_depend_on_the_rest_of_the_model():
+    """Streams are per named source of randomness: slower service, more workers or another
+    planner must not change the arrival sequence, so paired comparisons see the same load."""
+    fast = scenario({"w": stage(3, "exponential", 0.2, max_workers=9)}, rate=4.0, horizon=500)
+    slow_stage = stage(9, max_workers=9) | {"service": {"dist": "lognormal", "mean": 1.0, "cv": 1.0}}
+    slow = scenario({"w": slow_stage}, rate=4.0, horizon=500)
+    a, b = Simulation(fast, rng=3), Simulation(slow, rng=3)
+    a.run(100), b.run(100)
+    b.set_workers("w", 5)
+    series_a = a.record(interval=50.0)["stages.w.arrivals"].tolist()
+    series_b = b.record(interval=50.0)["stages.w.arrivals"].tolist()
+    assert series_a == series_b and sum(series_a) > 1000
+    assert a.summary()["stages"]["w"]["mean_wait"] != b.summary()["stages"]["w"]["mean_wait"]
+
+
+def test_record_windows_add_up_to_the_whole_run():
+    spec = load_scenario("quality_drift", horizon=1200)
+    series = Simulation(spec, rng=2).record(interval=60.0)
+    whole_sim = Simulation(spec, rng=2)
+    whole_sim.run()
+    whole = whole_sim.summary()
+    assert len(series) == 20 and series.index[-1] == 1200
+    assert series["items_arrived"].sum() == whole["items_arrived"]
+    assert series["stages.publish.completed"].sum() == whole["stages"]["publish"]["completed"]
+    assert series["cost"].sum() == pytest.approx(whole["cost"])
+    assert series["end_to_end.escapes"].sum() == whole["end_to_end"]["escapes"]
+
+
+def test_items_are_conserved_and_located():
+    """Every arrived item is completed, dropped, failed, or still queued or in service."""
+    sim = Simulation(load_scenario("bursty", horizon=3000), rng=4)
+    for t in (500, 1700, 3000):
+        sim.run(t)
+        s = sim.summary()
+        e2e = s["end_to_end"]
+        assert e2e["arrivals"] == e2e["completed"] + e2e["drops"] + e2e["failed_items"] + e2e["in_system"]
+        located = sum(st["queue_length"] + st["busy_workers"] for st in s["stages"].values())
+        assert located == e2e["in_system"]
+
+
+def test_trace_replay_arrives_at_the_trace_times_and_sizes_scale_service(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("timestamp,size\n0.5,1\n2.0,3\n2.0,0.5\n7.25,2\n")
+    spec = scenario(
+        {"w": det_stage(4, 2.0)}, sources={"t": {"process": "trace", "file": str(path), "to": "w"}}, horizon=100
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(100)
+    # latency = service = 2 s x size; all start at once (4 workers)
+    assert sorted(sim.e2e_latencies) == [1.0, 2.0, 4.0, 6.0]
+    assert sim.arrived == 4
+
+
+def test_cannot_run_backwards():
+    sim = Simulation(load_scenario("mmc", horizon=100), rng=0)
+    sim.run(50)
+    with pytest.raises(ValueError, match="already at t=50"):
+        sim.run(10)
+
+
+def test_wakeup_orders_like_simpy_timeouts():
+    """Wakeup pushes onto SimPy's heap itself; it must interleave with Timeouts exactly as
+    Timeouts do among themselves: by time, then in creation order."""
+    import simpy
+
+    from adaptflow.simulator.model import Wakeup
+
+    env = simpy.Environment()
+    order: list[str] = []
+    for i, delay in enumerate([2.0, 1.0, 2.0, 1.0, 0.0, 2.0]):
+        if i % 2:
+            Wakeup(env, delay, f"w{i}", lambda event: order.append(event._value))
+        else:
+            env.timeout(delay, f"t{i}").callbacks.append(lambda event: order.append(event.value))
+    env.run()
+    assert order == ["t4", "w1", "w3", "t0", "t2", "w5"]
+    assert env.now == 2.0
