@@ -1,0 +1,46 @@
+"""Gymnasium environments, registered on ``import adaptflow`` (a table of contents, as in
+``gymnasium/envs/__init__.py``). Registration imports nothing heavy: the entry points are
+strings, resolved by ``gymnasium.make``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import register
+
+# Defaults: the ETL scenario (14,400 s) and the quality-drift scenario (7,200 s) at one decision
+# every 30 s. With another scenario or interval, use adaptflow.envs.make (it sets the limit).
+register(
+    id="adaptflow/Autoscale-v0",
+    entry_point="adaptflow.envs.workflow:AutoscaleEnv",
+    max_episode_steps=480,
+    kwargs={"scenario": "etl_diurnal", "decision_interval": 30.0},
+)
+register(
+    id="adaptflow/Reroute-v0",
+    entry_point="adaptflow.envs.workflow:RerouteEnv",
+    max_episode_steps=240,
+    kwargs={"scenario": "quality_drift", "decision_interval": 30.0},
+)
+register(
+    id="adaptflow/Orchestrate-v0",
+    entry_point="adaptflow.envs.workflow:OrchestrateEnv",
+    max_episode_steps=240,
+    kwargs={"scenario": "quality_drift", "decision_interval": 30.0},
+)
+
+ENV_IDS = ("adaptflow/Autoscale-v0", "adaptflow/Reroute-v0", "adaptflow/Orchestrate-v0")
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` with ``max_episode_steps`` set to the scenario's horizon / interval."""
+    if "max_episode_steps" not in kwargs:
+        from adaptflow.simulator import load_scenario
+
+        spec = gym.spec(env_id)
+        options = {**spec.kwargs, **kwargs}
+        horizon = options.get("horizon") or load_scenario(options["scenario"]).horizon
+        kwargs["max_episode_steps"] = math.ceil(horizon / options["decision_interval"] - 1e-9)
+    return gym.make(env_id, **kwargs)

@@ -1,0 +1,5 @@
+"""Planners: rules, queueing-theory staffing, the clairvoyant bound and RL wrappers."""
+
+from .static import StaticPlanner
+
+__all__ = ["StaticPlanner"]

@@ -2,10 +2,11 @@
 
 Design, for speed without losing exactness:
 
-* An item costs one scheduled SimPy event per stage it is served at (its service completion, a
-  ``Timeout`` with a callback), plus one for its arrival. Moving between stages, queueing and
-  picking the next item are plain function calls at the current simulated time. There is no
-  SimPy process per item: a process costs several events and a generator frame per item.
+* An item costs one scheduled SimPy event per service attempt (its completion: a timeout with a
+  callback). Moving between stages, queueing and picking the next item are plain function
+  calls at the current simulated time. There is no SimPy process per item: a process costs
+  several events and a generator frame per item. Arrivals are drawn in advance, so they are
+  merged with SimPy's queue by :meth:`Simulation.run` instead of being scheduled as events.
 * Statistics that are integrals over time (mean queue length, busy workers) are kept as running
   sums that need no work per event: the area under the queue-length curve is the sum of the waits
   already finished plus, for items still waiting, ``len(queue) * now - sum(enter times)``.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -276,10 +277,20 @@ class StageState:
             self.queue_enter_sum -= nxt.enter
             self._start(nxt, now)
 
+    def queue_area(self, now: float) -> float:
+        """Integral of the queue length from 0 to ``now``: finished waits plus the partial
+        waits of the items still queued."""
+        if self._wait_sum_n != len(self.waits):
+            self._wait_sum += math.fsum(self.waits[self._wait_sum_n :])
+            self._wait_sum_n = len(self.waits)
+        return self._wait_sum + len(self.queue) * now - self.queue_enter_sum
+
+    def busy_area(self, now: float) -> float:
+        """Integral of the busy workers from 0 to ``now``."""
+        return self.finish_sum + self.busy * now - self.start_sum
+
     def mark(self, now: float) -> metrics.StageMark:
         self._integrate(now)
-        self._wait_sum += math.fsum(self.waits[self._wait_sum_n :])
-        self._wait_sum_n = len(self.waits)
         queued = len(self.queue)
         return metrics.StageMark(
             arrivals=self.arrivals,
@@ -291,8 +302,8 @@ class StageState:
             false_alarms=self.false_alarms,
             n_waits=len(self.waits),
             n_latencies=len(self.latencies),
-            queue_area=self._wait_sum + queued * now - self.queue_enter_sum,
-            busy_area=self.finish_sum + self.busy * now - self.start_sum,
+            queue_area=self.queue_area(now),
+            busy_area=self.busy_area(now),
             active_area=self.active_area,
             billed_area=self.billed_area,
             queue_length=queued,
@@ -305,29 +316,29 @@ class StageState:
 
 
 class SourceState:
-    """An arrival source: one pending arrival event at a time, each scheduling the next."""
+    """An arrival source. Its arrival times are known in advance (drawn in batches), so they do
+    not go through SimPy's event queue: :meth:`Simulation.run` merges the sources' next arrival
+    times with SimPy's queue (see there)."""
 
-    def __init__(self, sim: Simulation, name: str, spec: Any, streams: Streams):
-        self.sim, self.env, self.name = sim, sim.env, name
+    def __init__(self, sim: Simulation, name: str, spec: Any, streams: Streams, order: int):
+        self.sim, self.name, self.order = sim, name, order
         self.arrivals = arrivals_with_quality(
             spec, streams.get("arrivals", name), streams.get("quality", name), sim.horizon
         )
         self.deliver: Callable[[Item], None] = sim._exit  # set by Simulation
         self.arrived = 0
-        self._arrive_callback = self._arrive
 
-    def schedule_next(self) -> None:
+    def push_next(self, heap: list) -> None:
+        """Put this source's next arrival on the simulation's arrival heap (if it has one)."""
         arrival = next(self.arrivals, None)
         if arrival is not None:
-            Wakeup(self.env, arrival[0] - self.env._now, arrival, self._arrive_callback)
+            heappush(heap, (arrival[0], self.order, self, arrival))
 
-    def _arrive(self, event: Wakeup) -> None:
-        now, size, bad = event._value
+    def arrive(self, arrival: tuple[float, float, bool], heap: list) -> None:
+        now, size, bad = arrival
         self.arrived += 1
         self.deliver(Item(self.name, now, size, bad))
-        arrival = next(self.arrivals, None)
-        if arrival is not None:
-            Wakeup(self.env, arrival[0] - now, arrival, self._arrive_callback)
+        self.push_next(heap)
 
 
 class Simulation:
@@ -347,7 +358,7 @@ class Simulation:
         self.env = simpy.Environment()
         streams = Streams(rng)
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
-        self.sources = {n: SourceState(self, n, s, streams) for n, s in scenario.sources.items()}
+        self.sources = {n: SourceState(self, n, s, streams, k) for k, (n, s) in enumerate(scenario.sources.items())}
         self.splits: dict[str, _SplitRouter] = {}
         for name, stage in self.stages.items():
             stage.deliver = self._router(name, scenario.stages[name].next, streams)
@@ -357,8 +368,9 @@ class Simulation:
         self.dropped = self.failed = self.exits = self.late = 0
         self.escapes = self.caught = self.false_rejections = 0
         self.e2e_latencies: list[float] = []
+        self._arrivals: list = []  # heap of (time, source order, source, (time, size, bad))
         for source in self.sources.values():
-            source.schedule_next()
+            source.push_next(self._arrivals)
 
     def _router(self, owner: str, route: Any, streams: Streams) -> Callable[[Item], None]:
         """A function that hands an item on: a stage's ``enter`` or the exit, chosen by ``route``."""
@@ -418,10 +430,28 @@ class Simulation:
         """Advance simulated time to ``until`` (default: the horizon). Arrivals stop at the
         horizon; running past it drains the items still in the system."""
         until = self.horizon if until is None else float(until)
-        if until < self.now:
-            raise ValueError(f"cannot run to t={until}: the simulation is already at t={self.now}")
-        if until > self.now:
-            self.env.run(until=until)
+        env = self.env
+        if until < env._now:
+            raise ValueError(f"cannot run to t={until}: the simulation is already at t={env._now}")
+        # Two event sources, merged in time order: the arrivals (a heap of each source's next
+        # arrival, known in advance) and SimPy's queue (service completions, worker start-ups).
+        # An arrival at the same time as a SimPy event goes first. As in SimPy's own
+        # run(until), events at exactly `until` are left for the next call. Setting env._now
+        # is what SimPy's step() does when it pops an event (simpy is pinned below 5).
+        arrivals, peek, step = self._arrivals, env.peek, env.step
+        while True:
+            next_event = peek()
+            if arrivals and arrivals[0][0] <= next_event:
+                if arrivals[0][0] >= until:
+                    break
+                _, _, source, arrival = heappop(arrivals)
+                env._now = arrival[0]
+                source.arrive(arrival, arrivals)
+            elif next_event < until:
+                step()
+            else:
+                break
+        env._now = until
 
     def set_workers(self, stage: str, n: int) -> int:
         """Head for ``n`` workers at ``stage``, clamped to its [min, max]; return the applied n."""

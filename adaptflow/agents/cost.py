@@ -1,0 +1,36 @@
+"""The one cost model: metrics of an interval -> cost components. The env's reward, the
+evaluation tables and the live runtime's reports all come from here."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .types import CostComponents, MetricsSnapshot
+
+
+class CostWeights(BaseModel):
+    """Price of each kind of harm, in the same unit as worker cost (worker-seconds x price).
+
+    Defaults: a late item costs as much as 5 worker-seconds at price 1; a dropped or failed
+    item 10; a quality escape 20 (a bad record that reaches production is the worst outcome)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: float = Field(default=1.0, ge=0)
+    sla: float = Field(default=5.0, ge=0)
+    drops: float = Field(default=10.0, ge=0)
+    escapes: float = Field(default=20.0, ge=0)
+
+
+class CostModel:
+    def __init__(self, weights: CostWeights | dict | None = None):
+        self.weights = weights if isinstance(weights, CostWeights) else CostWeights(**(weights or {}))
+
+    def components(self, snapshot: MetricsSnapshot) -> CostComponents:
+        w = self.weights
+        return CostComponents(
+            workers=w.workers * sum(s.cost for s in snapshot.stages.values()),
+            sla=w.sla * snapshot.sla_violations,
+            drops=w.drops * (snapshot.drops + snapshot.failed),
+            escapes=w.escapes * snapshot.escapes,
+        )

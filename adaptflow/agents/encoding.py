@@ -1,0 +1,240 @@
+"""The one ObservationEncoder and ActionDecoder. What a policy sees and how its action becomes a
+Plan are identical in the env, the evaluation harness, the exported ONNX planner and the planner
+service: all use these classes, built from the same saved layout (``to_dict``/``from_dict``).
+
+Observation: for each feature, ``clip(raw / scale, low, high)`` where ``raw`` is a named quantity
+of the snapshot, the insights or the clock. The list of features, with their scales and clips,
+is the layout: data that is saved next to every trained or exported model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from adaptflow.simulator import Scenario
+
+from .types import Insights, MetricsSnapshot, Plan
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str  # "<kind>:<key>[:<index>]", see ObservationEncoder.raw
+    scale: float
+    low: float
+    high: float
+
+
+def _reference_rate(scenario: Scenario) -> float:
+    """A scale for arrival rates: the peak rate summed over sources (for a trace, twice its mean)."""
+    total = 0.0
+    for source in scenario.sources.values():
+        if source.process == "poisson":
+            total += source.rate.peak()
+        elif source.process == "mmpp":
+            total += max(source.rates)
+        else:
+            from adaptflow.simulator.scenario import load_trace
+
+            times, _ = load_trace(source.file, source.time_column, source.size_column)
+            total += 2 * len(times) / max(float(times[-1]), 1.0)
+    return total
+
+
+def load_period(scenario: Scenario) -> float:
+    """The load cycle for time-of-day features: a periodic rate profile's period, else the horizon."""
+    for source in scenario.sources.values():
+        period = getattr(getattr(source, "rate", None), "period", None)
+        if period:
+            return float(period)
+    return float(scenario.horizon)
+
+
+class ObservationEncoder:
+    def __init__(self, features: list[Feature], period: float, horizon: float):
+        self.features = features
+        self.period = period
+        self.horizon = horizon
+        self.size = len(features)
+        self.low = np.array([f.low for f in features], dtype=np.float32)
+        self.high = np.array([f.high for f in features], dtype=np.float32)
+        self._plan = [(self._getter(f.name), 1.0 / f.scale, f.low, f.high) for f in features]
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, forecast_steps: int = 0, splits: bool = True) -> ObservationEncoder:
+        """The standard layout: per stage queue, wait, utilization, pool state and arrival rate;
+        per source the estimated rate and optionally ``forecast_steps`` forecasts; the split
+        settings; quality estimates if any stage validates; time of day and episode progress."""
+        ref_rate = _reference_rate(scenario)
+        sla = scenario.sla.latency
+        f: list[Feature] = []
+        for name, st in scenario.stages.items():
+            w = float(st.workers.max)
+            capacity = w / st.service.expected()
+            f += [
+                Feature(f"queue:{name}", w, 0, 10),
+                Feature(f"wait:{name}", sla, 0, 10),
+                Feature(f"util:{name}", 1, 0, 1),
+                Feature(f"target:{name}", w, 0, 1),
+                Feature(f"active:{name}", w, 0, 1),
+                Feature(f"starting:{name}", w, 0, 1),
+                Feature(f"stage_rate:{name}", capacity, 0, 5),
+            ]
+        for name in scenario.sources:
+            f.append(Feature(f"rate:{name}", ref_rate, 0, 5))
+            f += [Feature(f"forecast:{name}:{k}", ref_rate, 0, 5) for k in range(forecast_steps)]
+        if splits:
+            f += [Feature(f"split:{owner}", 1, 0, 1) for owner in scenario.controllable_splits()]
+        if any(st.validation for st in scenario.stages.values()):
+            f += [Feature("bad_rate:", 1, 0, 1), Feature("drift:", 1, 0, 1)]
+        f += [
+            Feature("sla_violations:", 1, 0, 1),
+            Feature("time_sin:", 1, -1, 1),
+            Feature("time_cos:", 1, -1, 1),
+            Feature("progress:", 1, 0, 1),
+        ]
+        return cls(f, load_period(scenario), scenario.horizon)
+
+    def _getter(self, name: str):
+        """A function (snapshot, insights) -> raw value, for one feature name."""
+        kind, key, *rest = name.split(":")
+
+        def nan0(x: float) -> float:
+            return 0.0 if math.isnan(x) else x
+
+        getters = {
+            "queue": lambda s, i: s.stages[key].queue_length,
+            "wait": lambda s, i: nan0(s.stages[key].mean_wait),
+            "util": lambda s, i: nan0(s.stages[key].utilization),
+            "target": lambda s, i: s.stages[key].target,
+            "active": lambda s, i: s.stages[key].active,
+            "starting": lambda s, i: s.stages[key].starting,
+            "stage_rate": lambda s, i: i.stage_rates[key],
+            "rate": lambda s, i: i.rates[key],
+            "forecast": lambda s, i: i.forecasts[key][int(rest[0])],
+            "split": lambda s, i: list(s.splits[key].values())[-1],
+            "bad_rate": lambda s, i: nan0(i.bad_rate),
+            "drift": lambda s, i: float(i.drift),
+            "sla_violations": lambda s, i: s.sla_violations / s.completed if s.completed else 0.0,
+            "time_sin": lambda s, i: math.sin(2 * math.pi * s.time / self.period),
+            "time_cos": lambda s, i: math.cos(2 * math.pi * s.time / self.period),
+            "progress": lambda s, i: s.time / self.horizon,
+        }
+        if kind not in getters:
+            raise ValueError(
+                f"unknown observation feature kind {kind!r} in {name!r}; expected one of {sorted(getters)}"
+            )
+        return getters[kind]
+
+    def encode(self, snapshot: MetricsSnapshot, insights: Insights) -> np.ndarray:
+        # Plain Python for a few dozen features beats numpy's per-call overhead (clip, astype).
+        return np.array(
+            [min(max(get(snapshot, insights) * k, lo), hi) for get, k, lo, hi in self._plan], dtype=np.float32
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": [asdict(f) for f in self.features], "period": self.period, "horizon": self.horizon}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ObservationEncoder:
+        return cls([Feature(**f) for f in data["features"]], data["period"], data["horizon"])
+
+
+class ActionDecoder:
+    """A MultiDiscrete action -> a Plan.
+
+    Workers, ``mode="delta"``: per stage 3 choices, down / hold / up by ``scale_step`` workers
+    from the current target. Chosen as default because it is safe (one decision can never swing
+    a pool from min to max) and its meaning does not depend on the pool's size.
+    Workers, ``mode="level"``: per stage ``worker_levels`` choices spread evenly over [min, max].
+    Splits: per controllable two-way split ``split_levels`` choices, the share sent to the second
+    (alternate) branch, from 0 to 1."""
+
+    def __init__(
+        self,
+        stages: dict[str, tuple[int, int]],
+        splits: dict[str, list[str | None]],
+        mode: str = "delta",
+        scale_step: int = 1,
+        worker_levels: int = 5,
+        split_levels: int = 5,
+    ):
+        if mode not in ("delta", "level"):
+            raise ValueError(f"action mode {mode!r}; expected 'delta' or 'level'")
+        for owner, targets in splits.items():
+            if len(targets) != 2:
+                raise ValueError(f"split {owner!r} has {len(targets)} branches; the env controls two-way splits only")
+        if scale_step < 1 or worker_levels < 2 or split_levels < 2:
+            raise ValueError("scale_step must be >= 1, worker_levels and split_levels >= 2")
+        self.stages, self.splits = stages, splits
+        self.mode, self.scale_step = mode, scale_step
+        self.worker_levels, self.split_levels = worker_levels, split_levels
+        per_stage = 3 if mode == "delta" else worker_levels
+        self.nvec = [per_stage] * len(stages) + [split_levels] * len(splits)
+        self._stage_names = list(stages)
+        self._split_items = list(splits.items())
+
+    @classmethod
+    def for_scenario(
+        cls, scenario: Scenario, workers: bool = True, splits: bool = True, **kwargs: Any
+    ) -> ActionDecoder:
+        stages = {n: (s.workers.min, s.workers.max) for n, s in scenario.stages.items()} if workers else {}
+        split_targets = (
+            {o: [b.to for b in s.split] for o, s in scenario.controllable_splits().items()} if splits else {}
+        )
+        return cls(stages, split_targets, **kwargs)
+
+    def check(self, action: Any) -> list[int]:
+        """The action as a list of ints, or a ValueError that names what is wrong. A scalar is
+        accepted where there is one dimension (a ``Discrete`` action space)."""
+        values = action.tolist() if isinstance(action, np.ndarray) else action
+        if not isinstance(values, list):
+            values = list(values) if isinstance(values, tuple) else [values]
+        if len(values) != len(self.nvec):
+            raise ValueError(f"action has {len(values)} entries; expected {len(self.nvec)} (MultiDiscrete {self.nvec})")
+        for i, v in enumerate(values):
+            if v.__class__ is not int and not (isinstance(v, (int, float, np.integer)) and float(v).is_integer()):
+                raise ValueError(f"action[{i}] is {v!r}; expected an integer in [0, {self.nvec[i] - 1}]")
+            if not 0 <= v < self.nvec[i]:
+                raise ValueError(f"action[{i}] is {v!r}; expected an integer in [0, {self.nvec[i] - 1}]")
+        return values if all(v.__class__ is int for v in values) else [int(v) for v in values]
+
+    def decode(self, action: Any, current_workers: dict[str, int]) -> Plan:
+        a = self.check(action)
+        workers = {}
+        for k, name in enumerate(self._stage_names):
+            lo, hi = self.stages[name]
+            if self.mode == "delta":
+                workers[name] = min(max(current_workers[name] + (a[k] - 1) * self.scale_step, lo), hi)
+            else:
+                workers[name] = round(lo + a[k] * (hi - lo) / (self.worker_levels - 1))
+        splits = {}
+        offset = len(self._stage_names)
+        for j, (owner, (first, second)) in enumerate(self._split_items):
+            p = a[offset + j] / (self.split_levels - 1)
+            splits[owner] = {first: 1.0 - p, second: p}
+        return Plan(workers=workers, splits=splits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": {n: list(b) for n, b in self.stages.items()},
+            "splits": self.splits,
+            "mode": self.mode,
+            "scale_step": self.scale_step,
+            "worker_levels": self.worker_levels,
+            "split_levels": self.split_levels,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ActionDecoder:
+        return cls(
+            {n: (b[0], b[1]) for n, b in data["stages"].items()},
+            data["splits"],
+            data["mode"],
+            data["scale_step"],
+            data["worker_levels"],
+            data["split_levels"],
+        )

@@ -1,0 +1,54 @@
+"""The agent interfaces. The simulator implements Monitor, Executor and Clock now
+(:mod:`adaptflow.agents.sim`); a live Celery system implements the same three later. Analyzers
+and planners never learn which world they are in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from .types import Applied, Insights, MetricsSnapshot, Plan
+
+
+class Monitor(ABC):
+    """Reads the world: the metrics of the interval since the previous ``observe``."""
+
+    @abstractmethod
+    def observe(self) -> MetricsSnapshot: ...
+
+
+class Analyzer(ABC):
+    """Turns a stream of snapshots into insights (rate estimates, forecasts, anomaly flags)."""
+
+    def reset(self) -> None:  # noqa: B027  (optional hook: stateless analyzers need nothing)
+        """Forget the past: called at the start of every episode or live run."""
+
+    @abstractmethod
+    def analyze(self, snapshot: MetricsSnapshot) -> Insights: ...
+
+
+class Planner(ABC):
+    """Decides what the world should look like for the next interval."""
+
+    def reset(self) -> None:  # noqa: B027  (optional hook: stateless planners need nothing)
+        """Forget the past: called at the start of every episode or live run."""
+
+    @abstractmethod
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan: ...
+
+
+class Executor(ABC):
+    """Applies a plan within the safety envelope and reports what it actually did."""
+
+    @abstractmethod
+    def apply(self, plan: Plan) -> Applied: ...
+
+
+class Clock(ABC):
+    """Time of the world: simulated seconds in simulation, wall-clock seconds live."""
+
+    @abstractmethod
+    def now(self) -> float: ...
+
+    @abstractmethod
+    def advance(self, seconds: float) -> None:
+        """Let the world run for ``seconds`` (simulate them, or wait for them)."""

@@ -1,0 +1,132 @@
+"""The data that flows between agents: Monitor -> MetricsSnapshot -> Analyzer -> Insights ->
+Planner -> Plan -> Executor -> Applied.
+
+Plain slotted dataclasses, not pydantic models: a Gymnasium step builds one of each, and at tens
+of thousands of steps per second validation would cost more than the simulation. Data that
+comes from outside (the planner service, live adapters) is validated at that border instead.
+Nothing here assumes SimPy: a live Celery monitor fills the same fields.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class StageMetrics:
+    """One stage over the last interval (counts, means) and at its end (state)."""
+
+    queue_length: int  # waiting now
+    busy: int  # workers serving now
+    active: int  # ready workers now (idle + busy)
+    starting: int  # requested, not ready yet
+    target: int  # where the pool is heading (ready, not retiring, plus starting)
+    arrivals: int  # visits that entered in the interval
+    completed: int
+    drops: int
+    failures: int
+    detected: int  # items flagged by this stage's validation
+    mean_wait: float  # NaN if nothing started service
+    mean_queue_length: float
+    utilization: float  # busy / ready worker time; NaN with no ready workers
+    worker_seconds: float  # provisioned (billed) worker time
+    cost: float  # worker_seconds x price
+
+
+@dataclass(slots=True)
+class MetricsSnapshot:
+    """What a Monitor reads at a decision time: the interval that just ended, and the state now."""
+
+    time: float
+    interval: float
+    stages: dict[str, StageMetrics]
+    source_arrivals: dict[str, int]  # per source, in the interval
+    completed: int  # left the system
+    drops: int
+    failed: int  # given up after retries
+    sla_violations: int
+    escapes: int  # bad items that left unflagged (simulation only; live: unknown -> 0)
+    caught: int
+    mean_latency: float
+    splits: dict[str, dict[str | None, float]] = field(default_factory=dict)
+    p95_latency: float = math.nan  # filled only when the monitor is asked for percentiles
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(slots=True)
+class Insights:
+    """What an Analyzer adds: estimated and forecast arrival rates (items/s) per source, the
+    estimated rate into each stage, and anomaly flags."""
+
+    rates: dict[str, float]
+    forecasts: dict[str, list[float]]  # per source, the next k decision intervals
+    stage_rates: dict[str, float]
+    bad_rate: float = math.nan  # estimated share of bad items (from validation flags)
+    drift: bool = False  # a drift of the bad-item rate was detected
+    anomalies: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a Planner decides: target workers per stage and split probabilities per split
+    owner. A stage or split left out keeps its current setting."""
+
+    workers: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, dict[str | None, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(slots=True)
+class Applied:
+    """What the Executor actually did: the plan after the safety envelope (bounds, largest
+    change per decision), and a note for every value it had to change."""
+
+    workers: dict[str, int]
+    splits: dict[str, dict[str | None, float]]
+    clamps: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(slots=True)
+class CostComponents:
+    """Cost of one interval, in the scenario's currency (worker cost) and weighted penalties."""
+
+    workers: float
+    sla: float
+    drops: float
+    escapes: float
+
+    @property
+    def total(self) -> float:
+        return self.workers + self.sla + self.drops + self.escapes
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "workers": self.workers,
+            "sla": self.sla,
+            "drops": self.drops,
+            "escapes": self.escapes,
+            "total": self.total,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN becomes null and ``None`` dict keys (the exit) become "null", so logs are valid JSON."""
+    if isinstance(value, dict):
+        return {("null" if k is None else k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

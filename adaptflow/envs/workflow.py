@@ -1,0 +1,284 @@
+"""Gymnasium environments over the simulator: the Coordinator's loop with the planner outside."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adaptflow.agents import (
+    ActionDecoder,
+    ControlLoop,
+    CostModel,
+    CostWeights,
+    ObservationEncoder,
+    SimClock,
+    SimExecutor,
+    SimMonitor,
+    StandardAnalyzer,
+    envelope_for,
+)
+from adaptflow.simulator import Scenario, ScenarioError, Simulation, load_scenario
+
+
+class EnvOptions(BaseModel):
+    """The options every adaptflow env takes (``gymnasium.make(id, **options)``)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    scenario: str | Path | Scenario = "etl_diurnal"
+    decision_interval: float = Field(default=30.0, gt=0)
+    horizon: float | None = Field(default=None, gt=0)
+    reward_weights: CostWeights = Field(default_factory=CostWeights)
+    reward_scale: float | None = Field(default=None, gt=0)
+    observe_forecasts: bool = False
+    forecaster: Literal["ewma", "holt_winters"] = "ewma"
+    forecast_steps: int = Field(default=4, ge=1, le=64)
+    action_mode: Literal["delta", "level"] = "delta"
+    scale_step: int = Field(default=1, ge=1)
+    worker_levels: int = Field(default=5, ge=2)
+    split_levels: int = Field(default=5, ge=2)
+    max_step: int | None = Field(default=None, ge=1)
+    cooldown: float = Field(default=0.0, ge=0)
+    workers: dict[str, int] | None = None
+
+
+def _options(kwargs: dict[str, Any]) -> EnvOptions:
+    try:
+        return EnvOptions(**kwargs)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown option {where!r}; expected one of {sorted(EnvOptions.model_fields)}")
+            else:
+                problems.append(f"option {where}: {err['msg']} (got {err['input']!r})")
+        raise ValueError("invalid env options:\n  " + "\n  ".join(problems)) from None
+
+
+class WorkflowEnv(gym.Env):
+    """A workflow to orchestrate, one decision every ``decision_interval`` simulated seconds.
+
+    ## Description
+    A scenario (see ``configs/scenarios/README.md``) runs in the adaptflow simulator. At each
+    decision the agent sets the worker pool of each stage and/or the routing split of each
+    controllable split; the world then runs one interval and the agent pays for workers, late
+    items, drops and quality escapes. ``adaptflow/Autoscale-v0`` controls the pools,
+    ``adaptflow/Reroute-v0`` the splits, ``adaptflow/Orchestrate-v0`` both.
+
+    ## Action Space
+    ``MultiDiscrete`` (``Discrete`` when there is a single dimension, so that DQN applies): for
+    each controlled stage, down / hold / up by ``scale_step`` workers
+    (``action_mode="delta"``, the default) or one of ``worker_levels`` pool sizes spread over
+    [min, max] (``"level"``); then for each controllable split one of ``split_levels`` shares
+    (0 to 1) sent to its second, alternate branch. Discrete deltas are the default because one
+    decision can never swing a pool from min to max, and a 2026 benchmark of RL autoscalers
+    found discrete actions far safer than continuous ones. Stages not controlled keep the
+    ``workers`` option's size (default: the scenario's ``initial``).
+
+    ## Observation Space
+    ``Box(float32)``, laid out by :class:`adaptflow.agents.ObservationEncoder` (its
+    ``to_dict()`` names every feature): per stage the queue per potential worker, mean wait /
+    SLA, utilization, target, ready and starting workers / max, arrival rate / capacity at max;
+    per source the estimated arrival rate (and, with ``observe_forecasts``, the next
+    ``forecast_steps`` forecasts) / the peak rate; the split shares; if any stage validates, the
+    estimated bad-item rate and a drift flag; the share of SLA violations in the last interval;
+    the time of day (sine, cosine of the load cycle) and episode progress.
+
+    ## Rewards
+    ``-(worker cost + w_sla x late items + w_drops x (drops + failed items) + w_escapes x
+    escapes) / reward_scale`` over the interval, weights from ``reward_weights`` (see
+    :class:`adaptflow.agents.CostWeights`). ``reward_scale`` defaults to the cost of running
+    every stage at its max for one interval, so the reward is about -1 at worst-case staffing.
+    ``info`` holds the unscaled components (``cost``) and the clamps the executor applied.
+
+    ## Starting State
+    The scenario at t=0: empty queues, each pool at its ``initial`` size, splits as declared.
+
+    ## Episode End
+    Never terminates; truncated when simulated time reaches the horizon (``max_episode_steps``
+    of the registration is horizon / interval for the default scenario; pass
+    ``max_episode_steps`` to ``gymnasium.make`` with another scenario, or use
+    :func:`adaptflow.envs.make`).
+
+    ## Arguments
+    See :class:`EnvOptions`: ``scenario`` (path or shipped name), ``decision_interval`` (s),
+    ``horizon`` (s), ``reward_weights``, ``reward_scale``, ``observe_forecasts``, ``forecaster``
+    ("ewma" or "holt_winters"), ``forecast_steps``, ``action_mode``, ``scale_step``,
+    ``worker_levels``, ``split_levels``, ``max_step`` and ``cooldown`` (safety envelope),
+    ``workers`` (sizes of stages the agent does not control), and ``render_mode`` ("ansi":
+    one text line per step; "rgb_array": a small dashboard frame).
+
+    Randomness: every draw comes from ``self.np_random`` (seeded by ``reset(seed=...)``), handed
+    to the simulator, which derives one stream per source of randomness from it.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    control_workers = True
+    control_splits = True
+
+    def __init__(self, render_mode: str | None = None, **options: Any):
+        opts = _options(options)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r}; expected one of {self.metadata['render_modes']} or None")
+        try:
+            self.scenario = load_scenario(opts.scenario, horizon=opts.horizon)
+        except ScenarioError as exc:
+            raise ValueError(str(exc)) from None
+        if self.control_splits and not self.control_workers and not self.scenario.controllable_splits():
+            raise ValueError(f"scenario {self.scenario.name!r} has no controllable split to reroute")
+        self.options = opts
+        self.render_mode = render_mode
+        self.interval = opts.decision_interval
+        self.horizon = self.scenario.horizon
+        self.max_steps = math.ceil(self.horizon / self.interval - 1e-9)
+        self.fixed_workers = self._fixed_workers(opts.workers)
+        self.decoder = ActionDecoder.for_scenario(
+            self.scenario,
+            workers=self.control_workers,
+            splits=self.control_splits,
+            mode=opts.action_mode,
+            scale_step=opts.scale_step,
+            worker_levels=opts.worker_levels,
+            split_levels=opts.split_levels,
+        )
+        self.encoder = ObservationEncoder.for_scenario(
+            self.scenario, forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0
+        )
+        self.analyzer = StandardAnalyzer.for_scenario(
+            self.scenario, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps
+        )
+        self.cost_model = CostModel(opts.reward_weights)
+        self.reward_scale = (
+            opts.reward_scale
+            or self.interval * sum(s.workers.max * s.workers.cost_per_second for s in self.scenario.stages.values())
+            or 1.0
+        )
+        # One controlled dimension is a Discrete space (so DQN applies); more are MultiDiscrete.
+        nvec = self.decoder.nvec
+        self.action_space = spaces.Discrete(nvec[0]) if len(nvec) == 1 else spaces.MultiDiscrete(nvec)
+        self.observation_space = spaces.Box(self.encoder.low, self.encoder.high, dtype=np.float32)
+        self.sim: Simulation | None = None
+        self._history: list[dict[str, Any]] = []
+        self._last_line = ""
+        self._warned_time_limit = False
+
+    def _fixed_workers(self, workers: dict[str, int] | None) -> dict[str, int]:
+        fixed = {n: s.workers.initial for n, s in self.scenario.stages.items()}
+        for name, n in (workers or {}).items():
+            if name not in fixed:
+                raise ValueError(f"option workers names stage {name!r}; stages: {list(fixed)}")
+            w = self.scenario.stages[name].workers
+            if not w.min <= n <= w.max:
+                raise ValueError(f"option workers.{name} is {n}; expected a value in [{w.min}, {w.max}]")
+            fixed[name] = n
+        return fixed
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if (
+            self.spec is not None
+            and self.spec.max_episode_steps not in (None, self.max_steps)
+            and not self._warned_time_limit
+        ):
+            warnings.warn(
+                f"TimeLimit ends episodes after {self.spec.max_episode_steps} steps but this scenario's horizon is "
+                f"{self.max_steps} steps; pass max_episode_steps={self.max_steps} to gymnasium.make "
+                "(or use adaptflow.envs.make)",
+                stacklevel=2,
+            )
+            self._warned_time_limit = True
+        self.sim = Simulation(self.scenario, rng=self.np_random)
+        for name, n in self.fixed_workers.items():
+            if n != self.sim.stages[name].target:
+                self.sim.set_workers(name, n)
+        self.executor = SimExecutor(self.sim, envelope_for(self.scenario, self.options.max_step, self.options.cooldown))
+        self.loop = ControlLoop(
+            SimMonitor(self.sim), self.analyzer, self.executor, SimClock(self.sim), self.cost_model, self.interval
+        )
+        self.snapshot, self.insights = self.loop.start()
+        self._history = []
+        return self.encoder.encode(self.snapshot, self.insights), {"time": self.sim.now}
+
+    def step(self, action: Any):
+        if self.sim is None:
+            raise RuntimeError("call reset() before step()")
+        plan = self.decoder.decode(action, self.executor.current_workers())
+        t = self.loop.act(plan)
+        self.snapshot, self.insights = t.snapshot, t.insights
+        cost = t.cost
+        reward = -cost.total / self.reward_scale
+        truncated = self.sim.now >= self.horizon - 1e-9
+        info = {"time": self.sim.now, "cost": cost.to_dict(), "clamps": t.applied.clamps}
+        if self.render_mode is not None:
+            self._record(reward)
+        return self.encoder.encode(self.snapshot, self.insights), reward, False, truncated, info
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _record(self, reward: float) -> None:
+        s = self.snapshot
+        self._history.append(
+            {
+                "time": s.time,
+                "rate": sum(s.source_arrivals.values()) / s.interval if s.interval else 0.0,
+                "workers": {n: st.target for n, st in s.stages.items()},
+                "queue": {n: st.queue_length for n, st in s.stages.items()},
+                "reward": reward,
+            }
+        )
+        pools = " ".join(f"{n}={st.target}/{st.queue_length}q" for n, st in s.stages.items())
+        splits = " ".join(f"{o}->{list(p.values())[-1]:.2f}" for o, p in s.splits.items())
+        self._last_line = (
+            f"t={s.time:8.0f}s rate={self._history[-1]['rate']:6.2f}/s {pools} {splits} "
+            f"late={s.sla_violations} drops={s.drops} escapes={s.escapes} reward={reward:+.4f}"
+        )
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return self._last_line + "\n"
+        if self.render_mode == "rgb_array":
+            return self._dashboard()
+        return None
+
+    def _dashboard(self) -> np.ndarray:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4), dpi=80)
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        h = self._history
+        times = [r["time"] for r in h]
+        top.plot(times, [r["rate"] for r in h], color="black", label="arrivals/s")
+        top.set_ylabel("arrivals/s")
+        for name in self.scenario.stages:
+            bottom.step(times, [r["workers"][name] for r in h], where="post", label=name)
+        bottom.set_ylabel("workers")
+        bottom.set_xlabel("simulated s")
+        bottom.legend(loc="upper left", fontsize=7)
+        top.set_title(f"{self.scenario.name} t={times[-1] if times else 0:.0f}s", fontsize=9)
+        fig.tight_layout()
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+class AutoscaleEnv(WorkflowEnv):
+    __doc__ = WorkflowEnv.__doc__
+    control_workers, control_splits = True, False
+
+
+class RerouteEnv(WorkflowEnv):
+    __doc__ = WorkflowEnv.__doc__
+    control_workers, control_splits = False, True
+
+
+class OrchestrateEnv(WorkflowEnv):
+    __doc__ = WorkflowEnv.__doc__
+    control_workers, control_splits = True, True
