@@ -145,14 +145,17 @@ def season_length_of(scenario: Scenario, interval: float) -> int | None:
 
 @dataclass
 class CusumDetector:
-    """One-sided CUSUM for a rise of a rate: ``S = max(0, S + x - (baseline + slack))``, alarm
-    while ``S > threshold``. The baseline is the mean of the first ``warmup`` observations unless
-    given. The alarm clears by itself once the rate is back (S drains by ``slack`` per step)."""
+    """One-sided CUSUM for a rise of a rate: ``S = min(cap, max(0, S + x - (baseline + slack)))``,
+    alarm while ``S > threshold``. The baseline is the mean of the first ``warmup`` observations
+    unless given. A planner must also learn that a drift is over, so ``S`` is capped (default
+    2 x threshold): once the rate is back, the alarm clears within (cap - threshold) / slack
+    intervals, however long the drift lasted."""
 
     slack: float = 0.02
     threshold: float = 0.15
     warmup: int = 10
     baseline: float | None = None
+    cap: float | None = None
     _fixed_baseline: float | None = field(default=None, init=False)
     _seen: list[float] = field(default_factory=list, init=False)
     statistic: float = field(default=0.0, init=False)
@@ -173,7 +176,8 @@ class CusumDetector:
             if len(self._seen) >= self.warmup:
                 self.baseline = float(np.mean(self._seen))
             return False
-        self.statistic = max(0.0, self.statistic + x - self.baseline - self.slack)
+        cap = 2 * self.threshold if self.cap is None else self.cap
+        self.statistic = min(cap, max(0.0, self.statistic + x - self.baseline - self.slack))
         return self.alarm
 
     @property

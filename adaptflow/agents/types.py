@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(slots=True)
@@ -98,27 +98,38 @@ class Applied:
         return _jsonable(asdict(self))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class CostComponents:
-    """Cost of one interval, in the scenario's currency (worker cost) and weighted penalties."""
+    """Cost of one interval, in the scenario's currency (worker cost) and weighted penalties.
+
+    Immutable, readable as a mapping (``cost["sla"]``, ``cost["total"]``, ``dict(cost)``), and
+    copied by reference: SB3's DummyVecEnv deep-copies every step's ``info``, and a dict here
+    would cost a deep copy per step of training."""
 
     workers: float
     sla: float
     drops: float
     escapes: float
 
+    KEYS: ClassVar[tuple[str, ...]] = ("workers", "sla", "drops", "escapes", "total")
+
     @property
     def total(self) -> float:
         return self.workers + self.sla + self.drops + self.escapes
 
+    def __getitem__(self, key: str) -> float:
+        if key not in self.KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self.KEYS
+
+    def __deepcopy__(self, memo: dict) -> CostComponents:
+        return self
+
     def to_dict(self) -> dict[str, float]:
-        return {
-            "workers": self.workers,
-            "sla": self.sla,
-            "drops": self.drops,
-            "escapes": self.escapes,
-            "total": self.total,
-        }
+        return {key: self[key] for key in self.KEYS}
 
 
 def _jsonable(value: Any) -> Any:

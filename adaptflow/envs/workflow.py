@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -97,7 +96,8 @@ class WorkflowEnv(gym.Env):
     escapes) / reward_scale`` over the interval, weights from ``reward_weights`` (see
     :class:`adaptflow.agents.CostWeights`). ``reward_scale`` defaults to the cost of running
     every stage at its max for one interval, so the reward is about -1 at worst-case staffing.
-    ``info`` holds the unscaled components (``cost``) and the clamps the executor applied.
+    ``info`` holds the unscaled components (``cost``) and, when the safety envelope changed the
+    decoded plan, what it changed (``clamps``).
 
     ## Starting State
     The scenario at t=0: empty queues, each pool at its ``initial`` size, splits as declared.
@@ -115,6 +115,9 @@ class WorkflowEnv(gym.Env):
     ``worker_levels``, ``split_levels``, ``max_step`` and ``cooldown`` (safety envelope),
     ``workers`` (sizes of stages the agent does not control), and ``render_mode`` ("ansi":
     one text line per step; "rgb_array": a small dashboard frame).
+
+    In a subprocess that has not imported adaptflow (SB3's SubprocVecEnv starts its workers
+    with forkserver), name the module in the id: ``"adaptflow:adaptflow/Autoscale-v0"``.
 
     Randomness: every draw comes from ``self.np_random`` (seeded by ``reset(seed=...)``), handed
     to the simulator, which derives one stream per source of randomness from it.
@@ -167,8 +170,6 @@ class WorkflowEnv(gym.Env):
         self.observation_space = spaces.Box(self.encoder.low, self.encoder.high, dtype=np.float32)
         self.sim: Simulation | None = None
         self._history: list[dict[str, Any]] = []
-        self._last_line = ""
-        self._warned_time_limit = False
 
     def _fixed_workers(self, workers: dict[str, int] | None) -> dict[str, int]:
         fixed = {n: s.workers.initial for n, s in self.scenario.stages.items()}
@@ -183,18 +184,6 @@ class WorkflowEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        if (
-            self.spec is not None
-            and self.spec.max_episode_steps not in (None, self.max_steps)
-            and not self._warned_time_limit
-        ):
-            warnings.warn(
-                f"TimeLimit ends episodes after {self.spec.max_episode_steps} steps but this scenario's horizon is "
-                f"{self.max_steps} steps; pass max_episode_steps={self.max_steps} to gymnasium.make "
-                "(or use adaptflow.envs.make)",
-                stacklevel=2,
-            )
-            self._warned_time_limit = True
         self.sim = Simulation(self.scenario, rng=self.np_random)
         for name, n in self.fixed_workers.items():
             if n != self.sim.stages[name].target:
@@ -216,36 +205,38 @@ class WorkflowEnv(gym.Env):
         cost = t.cost
         reward = -cost.total / self.reward_scale
         truncated = self.sim.now >= self.horizon - 1e-9
-        info = {"time": self.sim.now, "cost": cost.to_dict(), "clamps": t.applied.clamps}
+        info = {"time": self.sim.now, "cost": cost}
+        if t.applied.clamps:  # only when the safety envelope changed the plan (SB3 deep-copies infos)
+            info["clamps"] = t.applied.clamps
         if self.render_mode is not None:
             self._record(reward)
         return self.encoder.encode(self.snapshot, self.insights), reward, False, truncated, info
 
     # -- rendering ---------------------------------------------------------------------------
     def _record(self, reward: float) -> None:
+        # Cheap on purpose: SB3's make_vec_env creates envs with render_mode="rgb_array", so this
+        # runs on every training step. Text and figures are built only when render() is called.
         s = self.snapshot
-        self._history.append(
-            {
-                "time": s.time,
-                "rate": sum(s.source_arrivals.values()) / s.interval if s.interval else 0.0,
-                "workers": {n: st.target for n, st in s.stages.items()},
-                "queue": {n: st.queue_length for n, st in s.stages.items()},
-                "reward": reward,
-            }
-        )
-        pools = " ".join(f"{n}={st.target}/{st.queue_length}q" for n, st in s.stages.items())
-        splits = " ".join(f"{o}->{list(p.values())[-1]:.2f}" for o, p in s.splits.items())
-        self._last_line = (
-            f"t={s.time:8.0f}s rate={self._history[-1]['rate']:6.2f}/s {pools} {splits} "
-            f"late={s.sla_violations} drops={s.drops} escapes={s.escapes} reward={reward:+.4f}"
-        )
+        rate = sum(s.source_arrivals.values()) / s.interval if s.interval else 0.0
+        self._history.append((s.time, rate, tuple(st.target for st in s.stages.values()), reward))
 
     def render(self):
         if self.render_mode == "ansi":
-            return self._last_line + "\n"
+            return self._text_line() + "\n"
         if self.render_mode == "rgb_array":
             return self._dashboard()
         return None
+
+    def _text_line(self) -> str:
+        if not self._history:
+            return f"t={self.sim.now if self.sim else 0:8.0f}s (no step yet)"
+        s, (_, rate, _, reward) = self.snapshot, self._history[-1]
+        pools = " ".join(f"{n}={st.target}/{st.queue_length}q" for n, st in s.stages.items())
+        splits = " ".join(f"{o}->{list(p.values())[-1]:.2f}" for o, p in s.splits.items())
+        return (
+            f"t={s.time:8.0f}s rate={rate:6.2f}/s {pools} {splits} "
+            f"late={s.sla_violations} drops={s.drops} escapes={s.escapes} reward={reward:+.4f}"
+        )
 
     def _dashboard(self) -> np.ndarray:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -255,11 +246,11 @@ class WorkflowEnv(gym.Env):
         FigureCanvasAgg(fig)
         top, bottom = fig.subplots(2, 1, sharex=True)
         h = self._history
-        times = [r["time"] for r in h]
-        top.plot(times, [r["rate"] for r in h], color="black", label="arrivals/s")
+        times = [r[0] for r in h]
+        top.plot(times, [r[1] for r in h], color="black", label="arrivals/s")
         top.set_ylabel("arrivals/s")
-        for name in self.scenario.stages:
-            bottom.step(times, [r["workers"][name] for r in h], where="post", label=name)
+        for k, name in enumerate(self.scenario.stages):
+            bottom.step(times, [r[2][k] for r in h], where="post", label=name)
         bottom.set_ylabel("workers")
         bottom.set_xlabel("simulated s")
         bottom.legend(loc="upper left", fontsize=7)
