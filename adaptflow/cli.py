@@ -42,6 +42,26 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forecast_error(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.forecasting import forecast_errors
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    table = forecast_errors(
+        args.scenario, interval=args.interval, lookahead=args.lookahead, seeds=tuple(range(1, args.seeds + 1))
+    )
+    wide = table.pivot(index="lookahead", columns="forecaster", values="mae")
+    if args.json:
+        print(json.dumps({name: wide[name].round(6).tolist() for name in wide.columns}))
+    else:
+        print(
+            f"Mean absolute error of the arrival-rate forecast (items/s), {args.scenario}, "
+            f"one decision every {args.interval:g} s, {args.seeds} held-out episodes:"
+        )
+        print(wide.round(4).to_string())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeseries", metavar="PATH", help="write window metrics to PATH (.csv or .parquet)")
     sim.add_argument("--interval", type=float, metavar="S", help="window length of --timeseries, simulated s")
     sim.set_defaults(handler=_simulate)
+    fe = commands.add_parser(
+        "forecast-error", help="compare the analyzers' arrival-rate forecasts (EWMA, Holt-Winters)"
+    )
+    fe.add_argument("scenario", nargs="?", default="etl_diurnal")
+    fe.add_argument("--interval", type=float, default=30.0, help="decision interval, simulated s")
+    fe.add_argument("--lookahead", type=int, default=4, help="how many intervals ahead")
+    fe.add_argument("--seeds", type=int, default=5, help="held-out episodes (seeds 1..N)")
+    fe.add_argument("--json", action="store_true")
+    fe.set_defaults(handler=_forecast_error)
     return parser
 
 

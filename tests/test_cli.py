@@ -112,3 +112,12 @@ def test_benchmark_script_prints_one_json_line():
     record = json.loads(lines[0])
     assert record["adaptflow_items_per_s"] > 0 and record["simpy_items_per_s"] > 0
     assert record["ratio"] == pytest.approx(record["adaptflow_items_per_s"] / record["simpy_items_per_s"], rel=0.01)
+
+
+def test_forecast_error_command(capsys):
+    assert main(["forecast-error", "etl_diurnal", "--seeds", "2", "--lookahead", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"ewma", "holt_winters"} and len(out["ewma"]) == 3
+    assert out["holt_winters"][2] < out["ewma"][2]
+    assert main(["forecast-error", "--interval", "0"]) == 2
+    assert "interval must be > 0" in capsys.readouterr().err

@@ -203,7 +203,11 @@ class StandardAnalyzer(Analyzer):
     ):
         self.forecasters = forecasters
         self.stage_rates = {name: EwmaForecaster(alpha) for name in stages}
-        self.rate_estimators = {name: EwmaForecaster(alpha) for name in forecasters}
+        # An EWMA forecaster already is the rate estimate: share it rather than compute it twice.
+        self.rate_estimators = {
+            name: f if isinstance(f, EwmaForecaster) and f.alpha == alpha else EwmaForecaster(alpha)
+            for name, f in forecasters.items()
+        }
         self.detect_probs = detect_probs or {}
         self.forecast_steps = forecast_steps
         self.drift = drift or CusumDetector()
@@ -237,7 +241,9 @@ class StandardAnalyzer(Analyzer):
         return cls(forecasters, list(scenario.stages), detect, forecast_steps, alpha)
 
     def reset(self) -> None:
-        for f in (*self.forecasters.values(), *self.stage_rates.values(), *self.rate_estimators.values()):
+        for f in {
+            id(f): f for f in (*self.forecasters.values(), *self.stage_rates.values(), *self.rate_estimators.values())
+        }.values():
             f.reset()
         self.drift.reset()
 
@@ -245,8 +251,10 @@ class StandardAnalyzer(Analyzer):
         dt = snapshot.interval
         if dt > 0:
             for name, count in snapshot.source_arrivals.items():
-                self.forecasters[name].update(count / dt)
-                self.rate_estimators[name].update(count / dt)
+                forecaster, estimator = self.forecasters[name], self.rate_estimators[name]
+                forecaster.update(count / dt)
+                if estimator is not forecaster:
+                    estimator.update(count / dt)
             for name, est in self.stage_rates.items():
                 est.update(snapshot.stages[name].arrivals / dt)
         bad_rate = math.nan

@@ -31,6 +31,14 @@ def forecast_errors(
 ) -> pd.DataFrame:
     """MAE (items/s) of EWMA and Holt-Winters forecasts, per lookahead 1..``lookahead``,
     averaged over the episodes of ``seeds`` (Holt-Winters is trained on ``training_seed``)."""
+    if not interval > 0:
+        raise ValueError(f"interval must be > 0 seconds, got {interval}")
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be >= 1 interval, got {lookahead}")
+    if not seeds:
+        raise ValueError("need at least one evaluation seed")
+    if training_seed in seeds:
+        raise ValueError(f"training seed {training_seed} is also an evaluation seed; keep them apart")
     spec = load_scenario(scenario)
     m = season_length_of(spec, interval)
     candidates: dict[str, Forecaster] = {"ewma": EwmaForecaster(0.3)}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from heapq import heappop, heappush
+from heapq import heappop, heappush, heapreplace
 from typing import Any
 
 import numpy as np
@@ -335,10 +335,15 @@ class SourceState:
             heappush(heap, (arrival[0], self.order, self, arrival))
 
     def arrive(self, arrival: tuple[float, float, bool], heap: list) -> None:
+        """Handle ``arrival``, which is on top of ``heap``: replace it there by the next one."""
         now, size, bad = arrival
         self.arrived += 1
+        following = next(self.arrivals, None)
+        if following is None:
+            heappop(heap)
+        else:
+            heapreplace(heap, (following[0], self.order, self, following))
         self.deliver(Item(self.name, now, size, bad))
-        self.push_next(heap)
 
 
 class Simulation:
@@ -444,7 +449,7 @@ class Simulation:
             if arrivals and arrivals[0][0] <= next_event:
                 if arrivals[0][0] >= until:
                     break
-                _, _, source, arrival = heappop(arrivals)
+                _, _, source, arrival = arrivals[0]
                 env._now = arrival[0]
                 source.arrive(arrival, arrivals)
             elif next_event < until:
