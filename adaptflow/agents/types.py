@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from adaptflow._json import to_jsonable
+
 
 @dataclass(slots=True)
 class StageMetrics:
@@ -54,7 +56,7 @@ class MetricsSnapshot:
     p95_latency: float = math.nan  # filled only when the monitor is asked for percentiles
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 @dataclass(slots=True)
@@ -70,7 +72,7 @@ class Insights:
     anomalies: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 @dataclass(slots=True)
@@ -82,7 +84,7 @@ class Plan:
     splits: dict[str, dict[str | None, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 @dataclass(slots=True)
@@ -95,7 +97,7 @@ class Applied:
     clamps: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 @dataclass(slots=True, frozen=True)
@@ -130,14 +132,3 @@ class CostComponents:
 
     def to_dict(self) -> dict[str, float]:
         return {key: self[key] for key in self.KEYS}
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN becomes null and ``None`` dict keys (the exit) become "null", so logs are valid JSON."""
-    if isinstance(value, dict):
-        return {("null" if k is None else k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

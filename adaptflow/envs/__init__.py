@@ -4,7 +4,6 @@ strings, resolved by ``gymnasium.make``."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -37,10 +36,11 @@ ENV_IDS = ("adaptflow/Autoscale-v0", "adaptflow/Reroute-v0", "adaptflow/Orchestr
 def make(env_id: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` with ``max_episode_steps`` set to the scenario's horizon / interval."""
     if "max_episode_steps" not in kwargs:
+        from adaptflow.envs.workflow import episode_steps
         from adaptflow.simulator import load_scenario
 
         spec = gym.spec(env_id)
         options = {**spec.kwargs, **kwargs}
         horizon = options.get("horizon") or load_scenario(options["scenario"]).horizon
-        kwargs["max_episode_steps"] = math.ceil(horizon / options["decision_interval"] - 1e-9)
+        kwargs["max_episode_steps"] = episode_steps(horizon, options["decision_interval"])
     return gym.make(env_id, **kwargs)

@@ -26,6 +26,11 @@ from adaptflow.agents import (
 from adaptflow.simulator import Scenario, ScenarioError, Simulation, load_scenario
 
 
+def episode_steps(horizon: float, interval: float) -> int:
+    """Decisions in an episode: the last interval may end past the horizon."""
+    return math.ceil(horizon / interval - 1e-9)
+
+
 class EnvOptions(BaseModel):
     """The options every adaptflow env takes (``gymnasium.make(id, **options)``)."""
 
@@ -141,7 +146,7 @@ class WorkflowEnv(gym.Env):
         self.render_mode = render_mode
         self.interval = opts.decision_interval
         self.horizon = self.scenario.horizon
-        self.max_steps = math.ceil(self.horizon / self.interval - 1e-9)
+        self.max_steps = episode_steps(self.horizon, self.interval)
         self.fixed_workers = self._fixed_workers(opts.workers)
         self.decoder = ActionDecoder.for_scenario(
             self.scenario,

@@ -7,11 +7,12 @@ slices of the per-item lists between the two marks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from adaptflow._json import to_jsonable  # noqa: F401  (re-exported: adaptflow.simulator.to_jsonable)
 
 if TYPE_CHECKING:
     from .model import Simulation
@@ -157,12 +158,3 @@ def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def to_jsonable(value: Any) -> Any:
-    """NaN (an empty window's percentile) is not JSON; it becomes null."""
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
