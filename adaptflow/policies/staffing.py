@@ -1,0 +1,192 @@
+"""Queueing-theory staffing planners. All three size each stage's pool with the same rule, the
+fewest workers whose mean queueing wait meets a target; they differ only in the arrival rate
+they staff for:
+
+* :class:`ErlangPlanner`: the rate the analyzer estimates now (reactive);
+* :class:`PredictivePlanner`: the analyzer's forecast over the coming start-up delay;
+* :class:`ClairvoyantPlanner`: the true future rate, read from the scenario. No planner can know
+  it, which makes it the reference bound every other planner is measured against.
+
+The wait is Erlang C's M/M/c mean wait scaled by Allen-Cunneen's ``(1 + cs^2) / 2`` for the
+service distribution's squared coefficient of variation (exact for M/M/c, a good approximation
+for M/G/c).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
+from adaptflow.simulator import Scenario
+from adaptflow.simulator.scenario import ByAttribute, Direct, Exit, Split
+from adaptflow.simulator.theory import erlang_c
+
+
+def service_scv(scenario: Scenario, stage: str) -> float:
+    """Squared coefficient of variation of a stage's service time."""
+    s = scenario.stages[stage].service
+    if s.dist == "exponential":
+        return 1.0
+    if s.dist == "deterministic":
+        return 0.0
+    if s.dist in ("lognormal", "gamma"):
+        return float(s.cv) ** 2
+    samples = np.asarray(s.samples, dtype=float)
+    return float(samples.var() / samples.mean() ** 2)
+
+
+def attempts_per_visit(scenario: Scenario, stage: str) -> float:
+    """Expected service attempts per visit: 1 + f + ... + f^r with failure prob f, r retries."""
+    failure = scenario.stages[stage].failure
+    if failure is None:
+        return 1.0
+    f, r = failure.prob, failure.max_retries
+    return float(sum(f**k for k in range(r + 1)))
+
+
+def visit_ratios(
+    scenario: Scenario, splits: dict[str, dict[str | None, float]] | None = None
+) -> dict[str, dict[str, float]]:
+    """Expected visits to each stage per item of each source (the traffic equations of an open
+    network: v = e + v P). Splits use ``splits`` where given, else the scenario's values;
+    attribute routes send everything down the 'good' / 'not flagged' branch (the common case)."""
+    names = list(scenario.stages)
+    index = {n: i for i, n in enumerate(names)}
+    splits = splits or {}
+
+    def branches(owner: str, route) -> list[tuple[str | None, float]]:
+        if isinstance(route, Exit):
+            return []
+        if isinstance(route, Direct):
+            return [(route.to, 1.0)]
+        if isinstance(route, Split):
+            probs = splits.get(owner) or {b.to: b.p for b in route.split}
+            return list(probs.items())
+        assert isinstance(route, ByAttribute)
+        if route.attribute == "quality":
+            return [(route.routes["good"], 1.0)]
+        if route.attribute == "flagged":
+            return [(route.routes["false"], 1.0)]
+        return [(route.routes[s], 1.0 / len(route.routes)) for s in route.routes]
+
+    P = np.zeros((len(names), len(names)))
+    for name, st in scenario.stages.items():
+        for target, p in branches(name, st.next):
+            if target is not None:
+                P[index[name], index[target]] += p
+    out = {}
+    for src_name, src in scenario.sources.items():
+        e = np.zeros(len(names))
+        for target, p in branches(src_name, src.to):
+            if target is not None:
+                e[index[target]] += p
+        v = np.linalg.solve((np.eye(len(names)) - P).T, e)
+        out[src_name] = {n: float(v[index[n]]) for n in names}
+    return out
+
+
+def mean_wait(rate: float, mean_service: float, servers: int, scv: float) -> float:
+    """Allen-Cunneen mean queueing wait of a G/G/c-like stage fed by Poisson arrivals."""
+    a = rate * mean_service
+    if servers <= a:
+        return math.inf
+    return erlang_c(servers, a) * mean_service / (servers - a) * (1 + scv) / 2
+
+
+def staff(rate: float, mean_service: float, target_wait: float, scv: float = 1.0, lo: int = 0, hi: int = 10**6) -> int:
+    """Fewest workers in [lo, hi] whose mean wait is at most ``target_wait`` (hi if none).
+    Square-root staffing ``a + sqrt(a)`` is the first guess; Erlang C then steps to the answer."""
+    if rate <= 0:
+        return lo
+    a = rate * mean_service
+    c = max(lo, 1, math.floor(a + math.sqrt(a)))
+    while c > max(lo, 1) and c - 1 > a and mean_wait(rate, mean_service, c - 1, scv) <= target_wait:
+        c -= 1
+    while c < hi and mean_wait(rate, mean_service, c, scv) > target_wait:
+        c += 1
+    return min(max(c, lo), hi)
+
+
+class _StaffingPlanner(Planner):
+    """Shared: per-stage service statistics and bounds from the scenario, and the staffing rule."""
+
+    def __init__(self, scenario: Scenario, target_wait: float | None = None, interval: float = 30.0):
+        if target_wait is not None and not target_wait > 0:
+            raise ValueError(f"target_wait must be > 0 seconds, got {target_wait}")
+        self.scenario = scenario
+        self.interval = interval
+        # Default: a tenth of the SLA per stage, leaving the rest for service and the other stages.
+        self.target_wait = target_wait if target_wait is not None else 0.1 * scenario.sla.latency
+        self.mean = {n: s.service.expected() * attempts_per_visit(scenario, n) for n, s in scenario.stages.items()}
+        self.scv = {n: service_scv(scenario, n) for n in scenario.stages}
+        self.bounds = {n: (s.workers.min, s.workers.max) for n, s in scenario.stages.items()}
+        self.delay = {n: s.workers.startup_delay for n, s in scenario.stages.items()}
+
+    def staff_for(self, stage: str, rate: float) -> int:
+        lo, hi = self.bounds[stage]
+        return staff(rate, self.mean[stage], self.target_wait, self.scv[stage], lo, hi)
+
+
+class ErlangPlanner(_StaffingPlanner):
+    """Staff each stage for the arrival rate the analyzer estimates into it now."""
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        return Plan(workers={n: self.staff_for(n, insights.stage_rates[n]) for n in self.scenario.stages})
+
+
+class PredictivePlanner(_StaffingPlanner):
+    """Staff each stage for the highest forecast rate until a worker asked for now is ready:
+    the analyzer's per-source forecast over the next ``ceil(startup_delay / interval) + 1``
+    decisions, spread over the stages by the traffic equations."""
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        visits = visit_ratios(self.scenario, snapshot.splits)
+        workers = {}
+        for name in self.scenario.stages:
+            steps = math.ceil(self.delay[name] / self.interval) + 1
+            peak = 0.0
+            for source, forecast in insights.forecasts.items():
+                horizon = forecast[:steps] if forecast else [insights.rates.get(source, 0.0)]
+                peak += max(horizon) * visits[source][name]
+            workers[name] = self.staff_for(name, peak)
+        return Plan(workers=workers)
+
+
+class ClairvoyantPlanner(_StaffingPlanner):
+    """Knows each source's true rate profile (and, for a trace, the true arrival counts) and
+    staffs each stage for the highest rate between now and the end of the interval that
+    begins when a worker asked for now is ready. A Markov-modulated source has no knowable
+    future, so it is refused."""
+
+    def __init__(self, scenario: Scenario, target_wait: float | None = None, interval: float = 30.0, samples: int = 16):
+        super().__init__(scenario, target_wait, interval)
+        self.samples = samples
+        self._traces = {}
+        for name, src in scenario.sources.items():
+            if src.process == "mmpp":
+                raise ValueError(f"ClairvoyantPlanner: source {name!r} is an MMPP, whose future rate is unknowable")
+            if src.process == "trace":
+                from adaptflow.simulator.scenario import load_trace
+
+                self._traces[name] = load_trace(src.file, src.time_column, src.size_column)[0]
+
+    def true_rate(self, source: str, start: float, end: float) -> float:
+        """The highest true arrival rate of ``source`` over [start, end] (items/s)."""
+        if source in self._traces:
+            times = self._traces[source]
+            count = np.searchsorted(times, end, "right") - np.searchsorted(times, start, "left")
+            return float(count) / max(end - start, 1e-9)
+        grid = np.linspace(start, end, self.samples)
+        return float(np.max(self.scenario.sources[source].rate.at(grid)))
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        visits = visit_ratios(self.scenario, snapshot.splits)
+        now = snapshot.time
+        workers = {}
+        for name in self.scenario.stages:
+            end = now + self.delay[name] + self.interval
+            peak = sum(self.true_rate(src, now, end) * visits[src][name] for src in self.scenario.sources)
+            workers[name] = self.staff_for(name, peak)
+        return Plan(workers=workers)
