@@ -62,6 +62,57 @@ def _forecast_error(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from adaptflow.experiments.evaluation import evaluate
+
+    result = evaluate(
+        args.scenario,
+        args.planner,
+        seeds=args.seeds,
+        interval=args.interval,
+        out_dir=args.out,
+        processes=args.processes,
+        progress=True,
+    )
+    console = Console(width=None if Console().is_terminal else 150)
+    table = Table(title=f"{args.scenario}: {args.seeds} held-out seeds (mean, 95% bootstrap CI)", title_justify="left")
+    for header in ("planner", "cost", "95% CI", "IQM", "SLA viol.", "p95 lat", "drops", "escapes"):
+        table.add_column(header, justify="left" if header == "planner" else "right")
+    for row in result.summary.itertuples():
+        table.add_row(
+            row.planner,
+            f"{row.cost_mean:,.0f}",
+            f"[{row.cost_ci_low:,.0f}, {row.cost_ci_high:,.0f}]",
+            f"{row.cost_iqm:,.0f}",
+            f"{100 * row.sla_violation_rate_mean:.2f}%",
+            f"{row.p95_latency_mean:.2f}",
+            f"{row.drops_mean:.1f}",
+            f"{row.escapes_mean:.1f}",
+        )
+    console.print(table)
+    if not result.paired.empty:
+        paired = Table(
+            title=f"paired, seed by seed, against the best baseline ({result.paired.baseline.iloc[0]})",
+            title_justify="left",
+        )
+        for header in ("planner", "cost diff", "95% CI", "Wilcoxon p", "P(better)"):
+            paired.add_column(header, justify="left" if header == "planner" else "right")
+        for row in result.paired.itertuples():
+            paired.add_row(
+                row.planner,
+                f"{row.cost_diff_mean:+,.0f}",
+                f"[{row.cost_diff_ci_low:+,.0f}, {row.cost_diff_ci_high:+,.0f}]",
+                f"{row.wilcoxon_p:.3g}",
+                f"{row.prob_improvement:.2f}",
+            )
+        console.print(paired)
+    if result.out_dir is not None:
+        console.print(f"tables and episode logs in {result.out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--seeds", type=int, default=5, help="held-out episodes (seeds 1..N)")
     fe.add_argument("--json", action="store_true")
     fe.set_defaults(handler=_forecast_error)
+    ev = commands.add_parser(
+        "evaluate",
+        help="compare planners on held-out seeds",
+        description="Planners: static, threshold, celery, erlang, predictive, clairvoyant, "
+        "quality, sb3:PATH; parameters as name:key=value,key=value.",
+    )
+    ev.add_argument("--scenario", required=True, help="a scenario YAML file or a shipped scenario's name")
+    ev.add_argument("--planner", action="append", required=True, help="a planner spec (repeat for several)")
+    ev.add_argument("--seeds", type=int, default=10, help="number of held-out evaluation seeds")
+    ev.add_argument("--interval", type=float, default=30.0, help="decision interval, simulated s")
+    ev.add_argument("--out", default=None, help="results directory (tables and episode logs)")
+    ev.add_argument("--processes", type=int, default=None, help="parallel processes (default: CPU count)")
+    ev.set_defaults(handler=_evaluate)
     return parser
 
 

@@ -1,15 +1,27 @@
-"""Evaluate a planner on a scenario: one episode through the Coordinator, summarized.
+"""Evaluate planners on a scenario: episodes through the Coordinator, tables and statistics.
 
 Every planner, from a rule to a trained model, is evaluated by the same loop that runs it live
-(the Coordinator), with the same cost model that trains the RL planners."""
+(the Coordinator), with the same cost model that trains the RL planners, on held-out seeds that
+no training run may use (:func:`evaluation_seeds`). Each planner sees the same seeds, hence the
+same arrivals, so planners are compared pairwise, seed by seed."""
 
 from __future__ import annotations
 
+import json
 import math
+import multiprocessing
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy import stats
+from tqdm import tqdm
 
 from adaptflow.agents import (
     ControlLoop,
@@ -24,6 +36,26 @@ from adaptflow.agents import (
     StandardAnalyzer,
 )
 from adaptflow.simulator import Scenario, Simulation, load_scenario
+
+from .io import atomic_write, atomic_write_text
+
+EVALUATION_SEED_BASE = 1_000_000
+"""Evaluation seeds are EVALUATION_SEED_BASE + k; training seeds must stay below it."""
+
+
+def evaluation_seeds(n: int) -> list[int]:
+    if n < 1:
+        raise ValueError(f"need at least 1 evaluation seed, got {n}")
+    return [EVALUATION_SEED_BASE + k for k in range(n)]
+
+
+def check_disjoint(training: list[int], evaluation: list[int]) -> None:
+    """Training and evaluation seeds never overlap (an overlap would test on the training set)."""
+    shared = sorted(set(training) & set(evaluation))
+    if shared:
+        raise ValueError(f"seeds {shared[:5]} are both training and evaluation seeds; keep them apart")
+    if any(s >= EVALUATION_SEED_BASE for s in training):
+        raise ValueError(f"training seeds must be below {EVALUATION_SEED_BASE} (the evaluation range)")
 
 
 def run_episode(
@@ -69,3 +101,176 @@ def run_episode(
         "clamps": sum(len(t.applied.clamps) for t in transitions),
         "p95_latency_is_defined": not math.isnan(e2e["p95_latency"]),
     }
+
+
+def _label(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
+
+
+def _one(task: tuple) -> dict[str, Any]:
+    """One (planner, seed) episode, in a worker process."""
+    from .planners import make_planner
+
+    scenario, spec, seed, interval, weights, log_dir = task
+    planner, forecaster = make_planner(spec, scenario, interval)
+    log_path = Path(log_dir) / _label(spec) / f"seed_{seed}.jsonl" if log_dir else None
+    row = run_episode(scenario, planner, seed, interval, weights, forecaster, log_path)
+    return {"planner": spec, **row}
+
+
+@dataclass
+class Evaluation:
+    table: pd.DataFrame  # one row per (planner, seed)
+    summary: pd.DataFrame  # one row per planner: mean and 95% CI of each metric
+    paired: pd.DataFrame  # each planner against the best baseline, seed by seed
+    out_dir: Path | None
+
+
+def evaluate(
+    scenario: str | Path | Scenario,
+    planners: list[str],
+    seeds: int | list[int] = 10,
+    interval: float = 30.0,
+    weights: CostWeights | dict | None = None,
+    out_dir: str | Path | None = None,
+    processes: int | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Run every planner on every evaluation seed (in parallel processes) and compare them.
+
+    ``seeds``: a count (held-out seeds from :func:`evaluation_seeds`) or explicit seeds.
+    ``out_dir``: where to write results.parquet/csv, summary.csv, paired.csv and the episode
+    event logs (episodes/<planner>/seed_<seed>.jsonl). Same inputs, same tables."""
+    from .planners import make_planner, parse_planner
+
+    spec = load_scenario(scenario)
+    if not planners:
+        raise ValueError("no planner to evaluate; name at least one")
+    for p in planners:  # every name and parameter checked before any work starts
+        parse_planner(p)
+        make_planner(p, spec, interval)
+    if len(set(planners)) != len(planners):
+        raise ValueError(f"a planner is named twice: {planners}")
+    seed_list = evaluation_seeds(seeds) if isinstance(seeds, int) else list(seeds)
+    weights = weights if isinstance(weights, CostWeights) else CostWeights(**(weights or {}))
+    out = Path(out_dir) if out_dir is not None else None
+    log_dir = str(out / "episodes") if out is not None else None
+    tasks = [(spec, p, s, interval, weights, log_dir) for p in planners for s in seed_list]
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(tasks), desc=f"evaluate {spec.name}", unit="episode", disable=not progress, file=sys.stderr)
+    processes = processes if processes is not None else min(len(tasks), os.cpu_count() or 1)
+    with bar:
+        if processes <= 1:
+            for task in tasks:
+                rows.append(_one(task))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+                for future in as_completed([pool.submit(_one, t) for t in tasks]):
+                    rows.append(future.result())
+                    bar.update()
+    table = (
+        pd.DataFrame(rows)
+        .sort_values(
+            ["planner", "seed"],
+            key=lambda c: c.map({p: i for i, p in enumerate(planners)}) if c.name == "planner" else c,
+        )
+        .reset_index(drop=True)
+    )
+    summary = summarize(table)
+    paired = paired_comparison(table)
+    if out is not None:
+        atomic_write(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+        atomic_write(out / "paired.csv", lambda tmp: paired.to_csv(tmp, index=False))
+        atomic_write_text(
+            out / "evaluation.json",
+            json.dumps(
+                {
+                    "scenario": spec.name,
+                    "planners": planners,
+                    "seeds": seed_list,
+                    "interval": interval,
+                    "weights": weights.model_dump(),
+                },
+                indent=2,
+            ),
+        )
+    return Evaluation(table, summary, paired, out)
+
+
+METRICS = ("cost", "sla_violation_rate", "p95_latency", "drops", "escapes", "reward")
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of the mean (fixed resampling seed: same data, same CI)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or np.all(values == values[0]):
+        return float(values.mean()), float(values.mean())
+    res = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=0.95,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per planner: mean, 95% bootstrap CI and IQM of the cost, and the mean of each metric."""
+    rows = []
+    for planner, group in table.groupby("planner", sort=False):
+        low, high = bootstrap_ci(group["cost"].to_numpy())
+        row = {
+            "planner": planner,
+            "episodes": len(group),
+            "cost_mean": group["cost"].mean(),
+            "cost_ci_low": low,
+            "cost_ci_high": high,
+            "cost_iqm": float(stats.trim_mean(group["cost"], 0.25)),
+        }
+        row.update({f"{m}_mean": group[m].mean() for m in METRICS if m != "cost"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """Each planner against the best baseline (lowest mean cost among the baselines present),
+    on the seeds both ran: mean difference with its 95% t-interval, the Wilcoxon signed-rank
+    p-value, and the probability of improvement P(cost < best's cost) over episode pairs."""
+    from .planners import BASELINES
+
+    means = table.groupby("planner")["cost"].mean()
+    baselines = [p for p in means.index if p.partition(":")[0] in BASELINES]
+    if not baselines:
+        return pd.DataFrame()
+    best = min(baselines, key=lambda p: means[p])
+    reference = table[table.planner == best].set_index("seed")["cost"]
+    rows = []
+    for planner, group in table.groupby("planner", sort=False):
+        if planner == best:
+            continue
+        costs = group.set_index("seed")["cost"]
+        common = costs.index.intersection(reference.index)
+        diff = (costs[common] - reference[common]).to_numpy()
+        n = len(diff)
+        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        p_value = stats.wilcoxon(diff).pvalue if n > 1 and np.any(diff != 0) else math.nan
+        u = stats.mannwhitneyu(costs[common], reference[common], alternative="two-sided").statistic
+        rows.append(
+            {
+                "planner": planner,
+                "baseline": best,
+                "episodes": n,
+                "cost_diff_mean": diff.mean(),
+                "cost_diff_ci_low": diff.mean() - half,
+                "cost_diff_ci_high": diff.mean() + half,
+                "wilcoxon_p": p_value,
+                "prob_improvement": 1.0 - u / (n * n),
+            }
+        )
+    return pd.DataFrame(rows)

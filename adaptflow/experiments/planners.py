@@ -1,0 +1,142 @@
+"""Planners by name, for configs and the command line: ``"threshold"``,
+``"threshold:target=0.6,metric=queue_per_worker"``, ``"sb3:runs/x/best_model.zip"``.
+
+A spec is parsed and checked before any work starts; an unknown name or parameter is an error
+that lists what exists."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from adaptflow.agents import Planner
+from adaptflow.agents.analyzers import season_length_of
+from adaptflow.policies import (
+    CeleryAutoscalePlanner,
+    ClairvoyantPlanner,
+    CombinedPlanner,
+    ErlangPlanner,
+    PredictivePlanner,
+    QualityThresholdPlanner,
+    StaticPlanner,
+    ThresholdPlanner,
+)
+from adaptflow.simulator import Scenario
+
+
+def _quality(
+    scenario: Scenario,
+    interval: float,
+    high: float = 0.08,
+    low: float = 0.04,
+    share: float = 1.0,
+    target_wait: float | None = None,
+) -> Planner:
+    """The quality-threshold reroute rule on every controllable split, with Erlang staffing."""
+    splits = scenario.controllable_splits()
+    if not splits:
+        raise ValueError(f"planner 'quality' needs a controllable split; scenario {scenario.name!r} has none")
+    (owner, split), *_ = splits.items()
+    targets = tuple(b.to for b in split.split)
+    if len(targets) != 2:
+        raise ValueError(f"planner 'quality' needs a two-way split; {owner!r} has {len(targets)} branches")
+    return CombinedPlanner(
+        ErlangPlanner(scenario, target_wait, interval),
+        QualityThresholdPlanner(owner, targets, high=high, low=low, share=share),
+    )
+
+
+@dataclass(frozen=True)
+class PlannerEntry:
+    build: Callable[..., Planner]  # (scenario, interval, **params) -> Planner
+    forecaster: str = "ewma"  # what the analyzer should forecast with for this planner
+    doc: str = ""
+    params: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _params(fn: Callable[..., Any], skip: int) -> tuple[str, ...]:
+    return tuple(list(inspect.signature(fn).parameters)[skip:])
+
+
+PLANNERS: dict[str, PlannerEntry] = {
+    "static": PlannerEntry(
+        lambda s, i, **p: StaticPlanner(**p), doc="the scenario's pools, never changed", params=("workers", "splits")
+    ),
+    "threshold": PlannerEntry(
+        lambda s, i, **p: ThresholdPlanner(**p), doc="Kubernetes HPA rule", params=_params(ThresholdPlanner.__init__, 1)
+    ),
+    "celery": PlannerEntry(
+        lambda s, i, **p: CeleryAutoscalePlanner(**p),
+        doc="Celery's worker autoscaler",
+        params=_params(CeleryAutoscalePlanner.__init__, 1),
+    ),
+    "erlang": PlannerEntry(
+        lambda s, i, **p: ErlangPlanner(s, interval=i, **p), doc="Erlang C staffing, now", params=("target_wait",)
+    ),
+    "predictive": PlannerEntry(
+        lambda s, i, **p: PredictivePlanner(s, interval=i, **p),
+        forecaster="holt_winters",
+        doc="Erlang C staffing for the forecast",
+        params=("target_wait",),
+    ),
+    "clairvoyant": PlannerEntry(
+        lambda s, i, **p: ClairvoyantPlanner(s, interval=i, **p),
+        doc="Erlang C staffing for the true future rate (reference bound)",
+        params=("target_wait",),
+    ),
+    "quality": PlannerEntry(
+        _quality, doc="reroute while the bad rate is high, Erlang staffing", params=_params(_quality, 2)
+    ),
+}
+
+BASELINES = ("static", "threshold", "celery", "erlang", "predictive", "quality")
+"""Planners a learned one must beat (the clairvoyant is a bound, not a baseline)."""
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value,key=value"`` -> (name, params), checked against the registry."""
+    name, _, rest = spec.partition(":")
+    if name == "sb3":
+        if not rest:
+            raise ValueError("planner 'sb3' needs a model path: sb3:PATH/TO/model.zip")
+        return name, {"path": rest}
+    if name not in PLANNERS:
+        raise ValueError(f"unknown planner {name!r}; expected one of: {', '.join([*PLANNERS, 'sb3:PATH'])}")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"planner {spec!r}: parameter {item!r} is not key=value")
+        if key not in PLANNERS[name].params:
+            known = ", ".join(PLANNERS[name].params)
+            raise ValueError(f"planner {name!r} has no parameter {key!r}; parameters: {known}")
+        params[key] = _value(value)
+    return name, params
+
+
+def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planner, str]:
+    """Build a planner from its spec; also returns the forecaster its analyzer should use."""
+    name, params = parse_planner(spec)
+    if name == "sb3":
+        from adaptflow.policies.sb3 import SB3Planner
+
+        return SB3Planner.load(params["path"], scenario, interval), "ewma"
+    entry = PLANNERS[name]
+    forecaster = entry.forecaster
+    if forecaster == "holt_winters" and season_length_of(scenario, interval) is None:
+        forecaster = "ewma"  # no load cycle to learn: the forecast is the current estimate
+    try:
+        return entry.build(scenario, interval, **params), forecaster
+    except TypeError as exc:
+        raise ValueError(f"planner {spec!r}: {exc}") from None
