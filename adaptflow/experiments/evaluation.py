@@ -99,7 +99,6 @@ def run_episode(
         "reward": -total / reward_scale,
         "decisions": len(transitions),
         "clamps": sum(len(t.applied.clamps) for t in transitions),
-        "p95_latency_is_defined": not math.isnan(e2e["p95_latency"]),
     }
 
 
