@@ -113,6 +113,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.plots import plot_results
+
+    for path in plot_results(args.results_dir, args.out):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="results directory (tables and episode logs)")
     ev.add_argument("--processes", type=int, default=None, help="parallel processes (default: CPU count)")
     ev.set_defaults(handler=_evaluate)
+    pl = commands.add_parser("plot", help="figures (PNG and SVG) of an evaluation's results directory")
+    pl.add_argument("results_dir")
+    pl.add_argument("--out", default=None, help="where to write (default: RESULTS_DIR/plots)")
+    pl.set_defaults(handler=_plot)
     return parser
 
 

@@ -243,10 +243,20 @@ def paired_comparison(table: pd.DataFrame) -> pd.DataFrame:
     p-value, and the probability of improvement P(cost < best's cost) over episode pairs."""
     from .planners import BASELINES
 
+    columns = [
+        "planner",
+        "baseline",
+        "episodes",
+        "cost_diff_mean",
+        "cost_diff_ci_low",
+        "cost_diff_ci_high",
+        "wilcoxon_p",
+        "prob_improvement",
+    ]
     means = table.groupby("planner")["cost"].mean()
     baselines = [p for p in means.index if p.partition(":")[0] in BASELINES]
     if not baselines:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=columns)
     best = min(baselines, key=lambda p: means[p])
     reference = table[table.planner == best].set_index("seed")["cost"]
     rows = []
@@ -272,4 +282,4 @@ def paired_comparison(table: pd.DataFrame) -> pd.DataFrame:
                 "prob_improvement": 1.0 - u / (n * n),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
