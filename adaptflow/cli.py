@@ -121,6 +121,25 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.tuning import parse_grid, tune_baseline
+
+    result = tune_baseline(
+        args.scenario,
+        args.planner,
+        parse_grid(args.grid),
+        seeds=args.seeds,
+        interval=args.interval,
+        out_dir=args.out,
+        processes=args.processes,
+        progress=True,
+    )
+    columns = ["planner", "cost_mean", "cost_ci_low", "cost_ci_high", "sla_violation_rate_mean"]
+    print(result.table[columns].head(10).to_string(index=False))
+    print(f"best on {args.seeds} training seeds: {result.best}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("results_dir")
     pl.add_argument("--out", default=None, help="where to write (default: RESULTS_DIR/plots)")
     pl.set_defaults(handler=_plot)
+    tb = commands.add_parser("tune-baseline", help="grid search of a rule's parameters on training seeds")
+    tb.add_argument("--scenario", required=True)
+    tb.add_argument("--planner", required=True, help="threshold, celery, erlang, predictive or quality")
+    tb.add_argument("--grid", action="append", required=True, help="key=v1,v2,... (repeat for several keys)")
+    tb.add_argument("--seeds", type=int, default=5, help="training seeds 0..N-1")
+    tb.add_argument("--interval", type=float, default=30.0)
+    tb.add_argument("--out", default=None, help="where to write tuning.csv and best.json")
+    tb.add_argument("--processes", type=int, default=None)
+    tb.set_defaults(handler=_tune)
     return parser
 
 

@@ -109,3 +109,45 @@ def test_sb3_planner_acts_like_the_model_in_its_env(tmp_path):
     model.save(path)
     result = run_episode(SHORT, make_planner(f"sb3:{path}", SHORT, 30.0)[0], seed=EVALUATION_SEED_BASE)
     assert result["decisions"] == 60 and np.isfinite(result["cost"])
+
+
+def test_tune_baseline_ranks_combinations_on_training_seeds(tmp_path):
+    from adaptflow.experiments.tuning import tune_baseline
+
+    result = tune_baseline(
+        SHORT, "threshold", {"target": [0.5, 0.9], "tolerance": [0.1]}, seeds=2, out_dir=tmp_path, processes=1
+    )
+    assert list(result.table.cost_mean) == sorted(result.table.cost_mean)
+    assert result.best == result.table.planner.iloc[0] and result.best.startswith("threshold:target=")
+    episodes = pd.read_csv(tmp_path / "episodes.csv")
+    assert set(episodes.seed) == {0, 1} and episodes.seed.max() < EVALUATION_SEED_BASE
+    assert (tmp_path / "best.json").read_text().count(result.best) == 1
+
+
+@pytest.mark.parametrize(
+    ("planner", "grid", "message"),
+    [
+        ("hpa", {"target": [0.5]}, "unknown planner 'hpa'"),
+        ("threshold", {}, "empty grid"),
+        ("threshold", {"targett": [0.5]}, "has no parameter 'targett'"),
+        ("threshold", {"metric": ["cpu"]}, "metric 'cpu'"),
+    ],
+)
+def test_bad_tuning_grids_fail_before_any_work(planner, grid, message, tmp_path):
+    from adaptflow.experiments.tuning import tune_baseline
+
+    with pytest.raises(ValueError, match=message):
+        tune_baseline(SHORT, planner, grid, seeds=2, out_dir=tmp_path / "t", processes=1)
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [(["target"], "is not key=v1,v2"), (["target="], "has no values"), (["a=1", "a=2"], "twice")],
+)
+def test_grid_parsing_errors(items, message):
+    from adaptflow.experiments.tuning import parse_grid
+
+    with pytest.raises(ValueError, match=message):
+        parse_grid(items)
+    assert parse_grid(["target=0.5,0.7", "metric=utilization"]) == {"target": [0.5, 0.7], "metric": ["utilization"]}
