@@ -140,6 +140,30 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.training import train
+
+    if (args.config is None) == (args.resume is None):
+        raise ValueError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+    if args.resume is not None and args.overrides:
+        raise ValueError("a resumed run keeps its config: no key=value overrides with --resume")
+    run = train(args.config, args.overrides, resume=args.resume, progress=True)
+    console = Console(width=None if Console().is_terminal else 150)
+    console.print(f"run {run.run_dir}: {run.timesteps:,} steps, best model {run.best_model.name}")
+    if run.evaluation is not None:
+        summary = run.evaluation.summary[
+            ["planner", "cost_mean", "cost_ci_low", "cost_ci_high", "sla_violation_rate_mean", "p95_latency_mean"]
+        ]
+        console.print(summary.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+        if not run.evaluation.paired.empty:
+            console.print(
+                run.evaluation.paired[
+                    ["planner", "baseline", "cost_diff_mean", "wilcoxon_p", "prob_improvement"]
+                ].to_string(index=False)
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--out", default=None, help="where to write tuning.csv and best.json")
     tb.add_argument("--processes", type=int, default=None)
     tb.set_defaults(handler=_tune)
+    tr = commands.add_parser(
+        "train",
+        help="train an RL planner from a config file",
+        description="adaptflow train CONFIG [key=value ...] | adaptflow train --resume RUN_DIR",
+    )
+    tr.add_argument("config", nargs="?", default=None, help="a training config (configs/train/*.yaml)")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hyperparameters.learning_rate=1e-4")
+    tr.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.set_defaults(handler=_train)
     return parser
 
 

@@ -222,3 +222,25 @@ def test_cusum_detector_unit():
     assert flags[:4] == [True] * 4 and flags[5:] == [False, False]
     d.reset()
     assert d.baseline is None and d.statistic == 0.0
+
+
+def test_unfinished_work_is_priced_at_the_end_of_an_episode():
+    """Lateness counts when an item completes, so a planner that starves the pool near the end
+    would leave its late items uncounted; the backlog price closes that door."""
+    from adaptflow.envs import make
+    from adaptflow.experiments.evaluation import run_episode
+
+    env = make("adaptflow/Autoscale-v0", horizon=900.0)
+    env.reset(seed=2)
+    down = np.zeros(env.action_space.shape, dtype=np.int64)  # scale every stage down, every step
+    truncated = False
+    while not truncated:
+        _, reward, _, truncated, info = env.step(down)
+    inner = env.unwrapped
+    left = inner.snapshot.in_system
+    assert left > 100  # a starved pool leaves a queue behind
+    assert info["cost"]["backlog"] == inner.cost_model.weights.backlog * left
+    assert reward == pytest.approx(-info["cost"]["total"] / inner.reward_scale)
+    result = run_episode(load_scenario("etl_diurnal", horizon=900), StaticPlanner(workers={"transform": 1}), seed=2)
+    assert result["cost_backlog"] > 0 and result["cost"] == pytest.approx(
+        sum(result[f"cost_{k}"] for k in ("workers", "sla", "drops", "escapes", "backlog")))

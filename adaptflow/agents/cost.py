@@ -12,7 +12,10 @@ class CostWeights(BaseModel):
     """Price of each kind of harm, in the same unit as worker cost (worker-seconds x price).
 
     Defaults: a late item costs as much as 5 worker-seconds at price 1; a dropped or failed
-    item 10; a quality escape 20 (a bad record that reaches production is the worst outcome)."""
+    item 10; a quality escape 20 (a bad record that reaches production is the worst outcome).
+    ``backlog``: each item still unfinished when an episode ends. Lateness is counted when an
+    item completes, so without this price a planner could starve the pool near the end and
+    leave its late items uncounted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,6 +23,7 @@ class CostWeights(BaseModel):
     sla: float = Field(default=5.0, ge=0)
     drops: float = Field(default=10.0, ge=0)
     escapes: float = Field(default=20.0, ge=0)
+    backlog: float = Field(default=5.0, ge=0)
 
 
 class CostModel:
@@ -34,3 +38,7 @@ class CostModel:
             drops=w.drops * (snapshot.drops + snapshot.failed),
             escapes=w.escapes * snapshot.escapes,
         )
+
+    def terminal(self, snapshot: MetricsSnapshot) -> CostComponents:
+        """The end-of-episode cost of the work left in the system."""
+        return CostComponents(0.0, 0.0, 0.0, 0.0, backlog=self.weights.backlog * snapshot.in_system)

@@ -102,6 +102,7 @@ class SimMonitor(Monitor):
             caught=e2e[5] - prev[5],
             mean_latency=sum(latencies) / len(latencies) if latencies else NAN,
             splits={owner: sim.split(owner) for owner in self.controllable},
+            in_system=sum(s.queue_length + s.busy for s in stages.values()),
         )
         if self.percentiles and latencies:
             snapshot.p95_latency = float(np.percentile(latencies, 95))

@@ -54,6 +54,7 @@ class MetricsSnapshot:
     mean_latency: float
     splits: dict[str, dict[str | None, float]] = field(default_factory=dict)
     p95_latency: float = math.nan  # filled only when the monitor is asked for percentiles
+    in_system: int = 0  # items queued or in service now
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))
@@ -112,12 +113,22 @@ class CostComponents:
     sla: float
     drops: float
     escapes: float
+    backlog: float = 0.0  # at the end of an episode only: items left unfinished
 
-    KEYS: ClassVar[tuple[str, ...]] = ("workers", "sla", "drops", "escapes", "total")
+    KEYS: ClassVar[tuple[str, ...]] = ("workers", "sla", "drops", "escapes", "backlog", "total")
 
     @property
     def total(self) -> float:
-        return self.workers + self.sla + self.drops + self.escapes
+        return self.workers + self.sla + self.drops + self.escapes + self.backlog
+
+    def __add__(self, other: CostComponents) -> CostComponents:
+        return CostComponents(
+            self.workers + other.workers,
+            self.sla + other.sla,
+            self.drops + other.drops,
+            self.escapes + other.escapes,
+            self.backlog + other.backlog,
+        )
 
     def __getitem__(self, key: str) -> float:
         if key not in self.KEYS:

@@ -98,7 +98,9 @@ class WorkflowEnv(gym.Env):
 
     ## Rewards
     ``-(worker cost + w_sla x late items + w_drops x (drops + failed items) + w_escapes x
-    escapes) / reward_scale`` over the interval, weights from ``reward_weights`` (see
+    escapes) / reward_scale`` over the interval, and at the last step ``w_backlog`` per item
+    left unfinished (so that starving the pool near the end does not pay), weights from
+    ``reward_weights`` (see
     :class:`adaptflow.agents.CostWeights`). ``reward_scale`` defaults to the cost of running
     every stage at its max for one interval, so the reward is about -1 at worst-case staffing.
     ``info`` holds the unscaled components (``cost``) and, when the safety envelope changed the
@@ -208,8 +210,10 @@ class WorkflowEnv(gym.Env):
         t = self.loop.act(plan)
         self.snapshot, self.insights = t.snapshot, t.insights
         cost = t.cost
-        reward = -cost.total / self.reward_scale
         truncated = self.sim.now >= self.horizon - 1e-9
+        if truncated:  # unfinished work is priced at the end (see CostWeights.backlog)
+            cost = cost + self.cost_model.terminal(self.snapshot)
+        reward = -cost.total / self.reward_scale
         info = {"time": self.sim.now, "cost": cost}
         if t.applied.clamps:  # only when the safety envelope changed the plan (SB3 deep-copies infos)
             info["clamps"] = t.applied.clamps

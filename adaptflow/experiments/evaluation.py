@@ -82,7 +82,9 @@ def run_episode(
             log.close()
     summary = sim.summary()
     e2e = summary["end_to_end"]
+    terminal = cost_model.terminal(transitions[-1].snapshot) if transitions else None
     components = {key: sum(t.cost[key] for t in transitions) for key in ("workers", "sla", "drops", "escapes")}
+    components["backlog"] = terminal.backlog if terminal is not None else 0.0
     total = sum(components.values())
     reward_scale = interval * sum(s.workers.max * s.workers.cost_per_second for s in spec.stages.values()) or 1.0
     return {
@@ -108,13 +110,14 @@ def _label(spec: str) -> str:
 
 def _one(task: tuple) -> dict[str, Any]:
     """One (planner, seed) episode, in a worker process."""
-    from .planners import make_planner
+    from .planners import make_planner, split_label
 
     scenario, spec, seed, interval, weights, log_dir = task
+    label = split_label(spec)[0]
     planner, forecaster = make_planner(spec, scenario, interval)
-    log_path = Path(log_dir) / _label(spec) / f"seed_{seed}.jsonl" if log_dir else None
+    log_path = Path(log_dir) / _label(label) / f"seed_{seed}.jsonl" if log_dir else None
     row = run_episode(scenario, planner, seed, interval, weights, forecaster, log_path)
-    return {"planner": spec, **row}
+    return {"planner": label, **row}
 
 
 @dataclass
@@ -140,7 +143,7 @@ def evaluate(
     ``seeds``: a count (held-out seeds from :func:`evaluation_seeds`) or explicit seeds.
     ``out_dir``: where to write results.parquet/csv, summary.csv, paired.csv and the episode
     event logs (episodes/<planner>/seed_<seed>.jsonl). Same inputs, same tables."""
-    from .planners import make_planner, parse_planner
+    from .planners import make_planner, parse_planner, split_label
 
     spec = load_scenario(scenario)
     if not planners:
@@ -148,8 +151,9 @@ def evaluate(
     for p in planners:  # every name and parameter checked before any work starts
         parse_planner(p)
         make_planner(p, spec, interval)
-    if len(set(planners)) != len(planners):
-        raise ValueError(f"a planner is named twice: {planners}")
+    labels = [split_label(p)[0] for p in planners]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a planner is named twice: {labels}")
     seed_list = evaluation_seeds(seeds) if isinstance(seeds, int) else list(seeds)
     weights = weights if isinstance(weights, CostWeights) else CostWeights(**(weights or {}))
     out = Path(out_dir) if out_dir is not None else None
@@ -173,7 +177,7 @@ def evaluate(
         pd.DataFrame(rows)
         .sort_values(
             ["planner", "seed"],
-            key=lambda c: c.map({p: i for i, p in enumerate(planners)}) if c.name == "planner" else c,
+            key=lambda c: c.map({label: i for i, label in enumerate(labels)}) if c.name == "planner" else c,
         )
         .reset_index(drop=True)
     )

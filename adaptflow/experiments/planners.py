@@ -104,9 +104,15 @@ def _value(text: str) -> Any:
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
+def split_label(spec: str) -> tuple[str, str]:
+    """``"ppo@sb3:runs/x/best_model.zip"`` -> ("ppo", "sb3:..."); without ``@`` the spec is its label."""
+    label, at, rest = spec.partition("@")
+    return (label, rest) if at else (spec, spec)
+
+
 def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name:key=value,key=value"`` -> (name, params), checked against the registry."""
-    name, _, rest = spec.partition(":")
+    """``"[label@]name:key=value,key=value"`` -> (name, params), checked against the registry."""
+    name, _, rest = split_label(spec)[1].partition(":")
     if name == "sb3":
         if not rest:
             raise ValueError("planner 'sb3' needs a model path: sb3:PATH/TO/model.zip")
@@ -128,6 +134,7 @@ def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
 def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planner, str]:
     """Build a planner from its spec; also returns the forecaster its analyzer should use."""
     name, params = parse_planner(spec)
+    spec = split_label(spec)[1]
     if name == "sb3":
         from adaptflow.policies.sb3 import SB3Planner
 

@@ -31,23 +31,34 @@ class SB3Planner(Planner):
         env_id: str = "adaptflow/Autoscale-v0",
         **env_options: Any,
     ) -> SB3Planner:
-        """Load a saved model (PPO, A2C or DQN) and rebuild its env's encoder and decoder."""
+        """Load a saved model and rebuild its env's encoder and decoder. A training run saves a
+        sidecar ``<model>.json`` (env id, env options, algorithm) that takes precedence."""
+        import json
+
         import gymnasium as gym
-        import stable_baselines3
+
+        from adaptflow.experiments.config import algorithm_class
 
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"SB3 model {str(path)!r} does not exist")
+        sidecar = path.with_suffix(".json")
+        names: tuple[str, ...] = ALGORITHMS
+        if sidecar.is_file():
+            meta = json.loads(sidecar.read_text())
+            env_id, names = meta["env_id"], (meta["algorithm"],)
+            env_options = {**meta["options"], **env_options}
         model, errors = None, []
-        for name in ALGORITHMS:
+        for name in names:
             try:
-                model = getattr(stable_baselines3, name).load(path, device="cpu")
+                model = algorithm_class(name).load(path, device="cpu")
                 break
             except Exception as exc:  # SB3 raises assorted errors for a mismatched algorithm
                 errors.append(f"{name}: {exc}")
         if model is None:
-            raise ValueError(f"{str(path)!r} is not a loadable {'/'.join(ALGORITHMS)} model: {'; '.join(errors)}")
-        env = gym.make(env_id, scenario=scenario, decision_interval=interval, **env_options)
+            raise ValueError(f"{str(path)!r} is not a loadable {'/'.join(names)} model: {'; '.join(errors)}")
+        env_options = {**env_options, "scenario": scenario, "decision_interval": interval}
+        env = gym.make(env_id, **env_options)
         return cls.from_env(model, env)
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
