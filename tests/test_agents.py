@@ -243,4 +243,5 @@ def test_unfinished_work_is_priced_at_the_end_of_an_episode():
     assert reward == pytest.approx(-info["cost"]["total"] / inner.reward_scale)
     result = run_episode(load_scenario("etl_diurnal", horizon=900), StaticPlanner(workers={"transform": 1}), seed=2)
     assert result["cost_backlog"] > 0 and result["cost"] == pytest.approx(
-        sum(result[f"cost_{k}"] for k in ("workers", "sla", "drops", "escapes", "backlog")))
+        sum(result[f"cost_{k}"] for k in ("workers", "sla", "drops", "escapes", "backlog"))
+    )

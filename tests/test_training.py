@@ -1,0 +1,112 @@
+"""Training runs from configs: end to end, bad configs, reproducibility, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from adaptflow.experiments.config import load_config
+from adaptflow.experiments.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "train" / "tiny.yaml"
+
+
+def test_tiny_config_trains_evaluates_plots_and_resumes(tmp_path):
+    run = train(TINY, [f"output_dir={tmp_path}"])
+    d = run.run_dir
+    assert run.timesteps == 2048
+    info = json.loads((d / "run.json").read_text())
+    assert info["status"] == "finished" and info["versions"]["stable-baselines3"] and "command" in info
+    assert yaml.safe_load((d / "config.yaml").read_text())["total_timesteps"] == 2048
+    assert len(list((d / "checkpoints").glob("model_*.zip"))) == 2  # the two newest are kept
+    validation = pd.read_csv(d / "validation.csv")
+    assert list(validation.timesteps) == [1024, 2048]
+    assert (d / "best_model.zip").is_file() and json.loads((d / "best_model.json").read_text())["algorithm"] == "PPO"
+    assert list((d / "tensorboard").rglob("events.out.tfevents.*"))
+    table = pd.read_parquet(d / "evaluation" / "results.parquet")
+    assert list(table.planner.unique()) == ["ppo", "static", "erlang"] and table.seed.min() >= 1_000_000
+    assert (d / "evaluation" / "plots" / "cost_vs_sla.png").is_file()
+    assert not list(d.rglob("*.tmp"))  # no half-written file anywhere
+    # Resuming a finished run trains no further and evaluates again.
+    again = train(None, resume=d)
+    assert again.timesteps == 2048 and again.run_dir == d
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["learning_rate=0.1"], "learning_rate: unknown key"),
+        (["total_timesteps=lots"], "total_timesteps: Input should be a valid integer"),
+        (["algorithm=SAC"], "algorithm: Input should be 'PPO', 'A2C', 'DQN' or 'RecurrentPPO'"),
+        (["algorithm=DQN", "hyperparameters={}"], "DQN needs a Discrete action space"),
+        (["hyperparameters.n_stepz=3"], "hyperparameters ['n_stepz'] are not parameters of PPO"),
+        (["env.options.decision_interval=-5"], "decision_interval"),
+        (["env.id=adaptflow/Fly-v0"], "env.id"),
+        (["seed=1000001"], "seed: Input should be less than 1000000"),
+        (["n_envs"], "is not key=value"),
+    ],
+)
+def test_bad_configs_are_rejected_before_work_starts(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        train(TINY, [f"output_dir={tmp_path}", *overrides])
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_a_config_file_that_is_not_there():
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config("configs/train/nope.yaml")
+
+
+def test_seeded_runs_are_reproducible(tmp_path):
+    overrides = [f"output_dir={tmp_path}", "total_timesteps=1024", "evaluation.final_seeds=0"]
+    first = train(TINY, overrides)
+    second = train(TINY, overrides)
+    a = pd.read_csv(first.run_dir / "validation.csv")
+    b = pd.read_csv(second.run_dir / "validation.csv")
+    assert first.run_dir != second.run_dir
+    assert a.cost.iloc[0] == b.cost.iloc[0]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_killed_run_resumes_and_finishes(tmp_path):
+    """SIGKILL (no chance to clean up) once a checkpoint exists; --resume continues from it."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaptflow.cli",
+        "train",
+        str(TINY),
+        f"output_dir={tmp_path}",
+        "total_timesteps=8192",
+        "checkpoint_every=1024",
+        "evaluation.every=4096",
+        "evaluation.final_seeds=0",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        line = proc.stderr.readline()
+        run_dir = Path(line.strip().split("run directory ", 1)[1])
+        deadline = time.monotonic() + 120
+        while not list((run_dir / "checkpoints").glob("model_*.zip")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list((run_dir / "checkpoints").glob("model_*.zip")), "no checkpoint within 2 minutes"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # died mid-run
+    resumed_from = max(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("model_*.zip"))
+    assert 0 < resumed_from < 8192
+    run = train(None, resume=run_dir)
+    assert run.timesteps == 8192
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert (run_dir / "final_model.zip").is_file()
