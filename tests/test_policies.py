@@ -7,7 +7,6 @@ import math
 from collections import Counter
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from adaptflow.agents import (
@@ -22,14 +21,11 @@ from adaptflow.agents import (
     StageMetrics,
     StandardAnalyzer,
 )
-from adaptflow.experiments.evaluation import run_episode
 from adaptflow.policies import (
     CeleryAutoscalePlanner,
     ClairvoyantPlanner,
     ErlangPlanner,
-    PredictivePlanner,
     QualityThresholdPlanner,
-    StaticPlanner,
     ThresholdPlanner,
     staff,
     visit_ratios,
@@ -178,23 +174,13 @@ def test_erlang_planner_meets_its_wait_target():
 
 def test_clairvoyant_is_cheapest_on_the_diurnal_etl_scenario():
     """The reference bound: over 10 evaluation seeds its mean cost is below every other planner's."""
-    spec = load_scenario("etl_diurnal")
-    planners = {
-        "static": (StaticPlanner, "ewma"),
-        "threshold": (ThresholdPlanner, "ewma"),
-        "celery": (CeleryAutoscalePlanner, "ewma"),
-        "erlang": (lambda: ErlangPlanner(spec), "ewma"),
-        "predictive": (lambda: PredictivePlanner(spec), "holt_winters"),
-        "clairvoyant": (lambda: ClairvoyantPlanner(spec), "ewma"),
-    }
-    rows = []
-    for seed in range(1000, 1010):
-        for name, (make, forecaster) in planners.items():
-            result = run_episode(spec, make(), seed, forecaster=forecaster)
-            rows.append({"planner": name, "seed": seed, "cost": result["cost"]})
-    costs = pd.DataFrame(rows).groupby("planner")["cost"].mean()
-    others = costs.drop("clairvoyant")
-    assert costs["clairvoyant"] < others.min(), costs.sort_values().to_string()
+    from adaptflow.experiments.evaluation import evaluate
+
+    planners = ["static", "threshold", "celery", "erlang", "predictive", "clairvoyant"]
+    result = evaluate("etl_diurnal", planners, seeds=10, processes=2)
+    costs = result.table.groupby("planner")["cost"].mean()
+    assert len(result.table) == 60
+    assert costs["clairvoyant"] < costs.drop("clairvoyant").min(), costs.sort_values().to_string()
 
 
 def test_clairvoyant_refuses_an_unknowable_future():
