@@ -164,6 +164,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.sweep import summarize_sweep, sweep
+    from adaptflow.experiments.tuning import parse_grid
+
+    grid = parse_grid([g for g in args.grid if "," in g.partition("=")[2]])
+    fixed = [g for g in args.grid if "," not in g.partition("=")[2]]
+    table = sweep(
+        args.config,
+        args.seeds,
+        grid,
+        fixed,
+        processes=args.processes,
+        backend=args.backend,
+        address=args.address,
+        progress=True,
+    )
+    print(summarize_sweep(table, list(grid)).to_string(index=False))
+    print(f"sweep table: {table.attrs['out_dir']}/sweep.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hyperparameters.learning_rate=1e-4")
     tr.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     tr.set_defaults(handler=_train)
+    sw = commands.add_parser(
+        "sweep",
+        help="several seeds and hyperparameter values of a config, in parallel",
+        description="adaptflow sweep CONFIG --seeds N [key=v1,v2 ...]; a key with one value is a plain override.",
+    )
+    sw.add_argument("config")
+    sw.add_argument("grid", nargs="*", help="dotted key=v1,v2,... (e.g. hyperparameters.learning_rate=1e-4,3e-4)")
+    sw.add_argument("--seeds", type=int, default=3)
+    sw.add_argument("--processes", type=int, default=None)
+    sw.add_argument("--backend", choices=["process", "ray"], default="process")
+    sw.add_argument("--address", default=None, help="Ray cluster address (backend ray); default: a local Ray")
+    sw.set_defaults(handler=_sweep)
     return parser
 
 

@@ -110,3 +110,85 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
     assert run.timesteps == 8192
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert (run_dir / "final_model.zip").is_file()
+
+
+SWEEP_FAST = [
+    "total_timesteps=512",
+    "evaluation.every=512",
+    "evaluation.final_seeds=0",
+    "checkpoint_every=512",
+    "hyperparameters.n_steps=128",
+]
+
+
+def test_sweep_runs_every_combination_and_seed(tmp_path):
+    from adaptflow.experiments.sweep import summarize_sweep, sweep
+
+    table = sweep(
+        TINY,
+        seeds=2,
+        grid={"hyperparameters.learning_rate": [0.0003, 0.001]},
+        overrides=[f"output_dir={tmp_path}", *SWEEP_FAST],
+        processes=2,
+    )
+    assert len(table) == 4 and sorted(table.seed.unique()) == [0, 1]
+    assert all(Path(p, "best_model.zip").is_file() for p in table.run_dir)
+    summary = summarize_sweep(table, ["hyperparameters.learning_rate"])
+    assert len(summary) == 2
+    assert Path(table.attrs["out_dir"], "sweep.csv").is_file()
+
+
+def test_sweep_rejects_a_bad_trial_before_running_any(tmp_path):
+    from adaptflow.experiments.sweep import sweep
+
+    with pytest.raises(ValueError, match="n_envs"):
+        sweep(TINY, seeds=1, grid={"n_envs": [2, 0]}, overrides=[f"output_dir={tmp_path}"])
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="backend"):
+        sweep(TINY, seeds=1, backend="slurm")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_on_a_local_ray_cluster(tmp_path):
+    """A Ray head node started here on loopback, then the sweep connects to it by address."""
+    import shutil
+
+    from adaptflow.experiments.sweep import sweep
+
+    ray_cli = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        table = sweep(
+            TINY, seeds=2, overrides=[f"output_dir={tmp_path}", *SWEEP_FAST], backend="ray", address=f"127.0.0.1:{port}"
+        )
+        assert len(table) == 2 and all(Path(p, "validation.csv").is_file() for p in table.run_dir)
+    finally:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
