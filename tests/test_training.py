@@ -192,3 +192,13 @@ def test_sweep_on_a_local_ray_cluster(tmp_path):
 
         ray.shutdown()
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_reward_normalization_is_saved_with_checkpoints_and_resumed(tmp_path):
+    run = train(
+        TINY, [f"output_dir={tmp_path}", "normalize_reward=true", "total_timesteps=1024", "evaluation.final_seeds=0"]
+    )
+    stats = sorted((run.run_dir / "checkpoints").glob("*.vecnormalize.pkl"))
+    assert len(stats) == 2  # beside each of the two kept checkpoints
+    again = train(None, resume=run.run_dir)
+    assert again.timesteps == 1024

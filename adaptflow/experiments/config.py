@@ -39,6 +39,7 @@ class TrainConfig(_Strict):
     algorithm: Literal["PPO", "A2C", "DQN", "RecurrentPPO"] = "PPO"
     policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    normalize_reward: bool = False  # SB3 VecNormalize on returns only: the policy's inputs are unchanged
     n_envs: int = Field(default=4, ge=1, le=64)
     vec_env: Literal["dummy", "subproc"] = "dummy"
     total_timesteps: int = Field(ge=1)

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from .config import TrainConfig, algorithm_class, load_config
 from .evaluation import Evaluation, evaluate, run_episode
@@ -157,9 +157,13 @@ class CheckpointCallback(BaseCallback):
 
     def save(self) -> Path:
         path = save_model(self.model, self.dir / f"model_{self.num_timesteps:012d}.zip", self.config)
+        venv = self.model.get_env()
+        if isinstance(venv, VecNormalize):  # the return statistics, to resume with them
+            atomic_write(path.with_suffix(".vecnormalize.pkl"), lambda tmp: venv.save(str(tmp)))
         for old in sorted(self.dir.glob("model_*.zip"))[:-2]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
+            old.with_suffix(".vecnormalize.pkl").unlink(missing_ok=True)
         return path
 
     def _on_step(self) -> bool:
@@ -231,6 +235,13 @@ def train(
     )
     algorithm = algorithm_class(config.algorithm)
     checkpoints = sorted((run_dir / "checkpoints").glob("model_*.zip"))
+    if config.normalize_reward:
+        stats = checkpoints[-1].with_suffix(".vecnormalize.pkl") if resume is not None and checkpoints else None
+        if stats is not None and stats.is_file():
+            venv = VecNormalize.load(str(stats), venv)
+        else:
+            gamma = config.hyperparameters.get("gamma", 0.99)
+            venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=gamma)
     if resume is not None and checkpoints:
         model = algorithm.load(checkpoints[-1], env=venv, device="cpu", tensorboard_log=str(run_dir / "tensorboard"))
     else:
