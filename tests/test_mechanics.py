@@ -310,3 +310,36 @@ def test_scheduled_events_per_item_per_stage(name, bound):
     visits = sum(stage["arrivals"] for stage in sim.summary()["stages"].values())
     assert visits > 1000
     assert scheduled / visits <= bound
+
+
+def test_sla_violations_count_when_the_deadline_passes(tmp_path):
+    """SLA 5 s, service 10 s, one worker, 3 items at t=0: at t=6 all three have missed their
+    deadline (one in service, two queued) and are counted then; completing later (t=10, 20,
+    30) does not count them again. An item arriving at t=40 finds the worker free, but its
+    service alone outlasts the SLA: it is counted at its deadline, t=45, before it completes."""
+    spec = scenario(
+        {"w": det_stage(1, 10.0)}, sources={"t": trace_source(tmp_path, [0, 0, 0, 40], "w")}, horizon=100, sla=5.0
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(4)
+    assert sim.summary()["end_to_end"]["sla_violations"] == 0
+    sim.run(6)
+    assert sim.summary()["end_to_end"]["sla_violations"] == 3
+    sim.run(44)
+    assert sim.summary()["end_to_end"]["sla_violations"] == 3
+    sim.run(46)
+    assert sim.summary()["end_to_end"]["sla_violations"] == 4 and sim.exits == 3
+    sim.run(100)
+    e2e = sim.summary()["end_to_end"]
+    assert (e2e["sla_violations"], e2e["sla_violation_rate"]) == (4, 1.0)
+    assert sorted(sim.e2e_latencies) == [10, 10, 20, 30]
+
+
+def test_sla_violation_count_does_not_depend_on_when_metrics_are_read():
+    spec = load_scenario("bursty", horizon=3000)
+    dense, sparse = Simulation(spec, rng=5), Simulation(spec, rng=5)
+    for t in range(10, 3001, 10):
+        dense.run(t)
+        dense.mark()
+    sparse.run(3000)
+    assert dense.summary()["end_to_end"]["sla_violations"] == sparse.summary()["end_to_end"]["sla_violations"] > 0

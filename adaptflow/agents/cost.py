@@ -13,9 +13,8 @@ class CostWeights(BaseModel):
 
     Defaults: a late item costs as much as 5 worker-seconds at price 1; a dropped or failed
     item 10; a quality escape 20 (a bad record that reaches production is the worst outcome).
-    ``backlog``: each item still unfinished when an episode ends. Lateness is counted when an
-    item completes, so without this price a planner could starve the pool near the end and
-    leave its late items uncounted."""
+    ``backlog``: each item still unfinished when an episode ends (late items are counted when
+    their deadline passes; this prices the rest of the work a planner leaves behind)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -57,6 +57,7 @@ class SimMonitor(Monitor):
 
     def observe(self) -> MetricsSnapshot:
         sim, now = self.sim, self.sim.now
+        sim.check_deadlines()
         dt = now - self._prev_time
         stages: dict[str, StageMetrics] = {}
         for name, st in self._stages:

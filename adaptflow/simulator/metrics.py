@@ -52,6 +52,7 @@ class Mark:
     dropped: int
     failed: int
     late: int
+    deadlines_passed: int  # items whose deadline has passed (the denominator of the violation rate)
     escapes: int
     caught: int
     false_rejections: int
@@ -132,7 +133,7 @@ def summarize(sim: Simulation, start: Mark | None, end: Mark) -> dict[str, Any]:
         "throughput": _ratio(exits, duration),
         **_stats(latencies, "latency"),
         "sla_violations": total("late"),
-        "sla_violation_rate": _ratio(total("late"), exits),
+        "sla_violation_rate": _ratio(total("late"), total("deadlines_passed")),
         "escapes": total("escapes"),
         "caught": total("caught"),
         "false_rejections": total("false_rejections"),

@@ -62,7 +62,7 @@ class Wakeup(Event):
 class Item:
     """One unit of work flowing through the pipeline."""
 
-    __slots__ = ("attempt", "bad", "created", "enter", "flagged", "size", "source", "visit")
+    __slots__ = ("attempt", "bad", "created", "enter", "flagged", "gone", "late", "size", "source", "visit")
 
     def __init__(self, source: str, created: float, size: float, bad: bool):
         self.source = source
@@ -71,6 +71,8 @@ class Item:
         self.bad = bad  # the truth about quality, never seen by a planner
         self.flagged = False  # what validation concluded
         self.attempt = 0  # failed attempts at the current stage
+        self.late = False  # counted as an SLA violation already
+        self.gone = False  # left the system (completed, dropped or given up)
 
 
 def _uniforms(rng: np.random.Generator) -> Callable[[], float]:
@@ -156,6 +158,7 @@ class StageState:
     def _wait_or_drop(self, item: Item, now: float) -> None:
         if self.capacity is not None and len(self.queue) >= self.capacity:
             self.drops += 1
+            self.sim._leave(item, now)
             self.sim.dropped += 1
         else:
             self.queue.append(item)
@@ -212,6 +215,7 @@ class StageState:
                 self._wait_or_drop(item, now)
         else:
             self.failed_items += 1
+            self.sim._leave(item, now)
             self.sim.failed += 1
 
     # -- the worker pool ---------------------------------------------------------------------
@@ -326,6 +330,7 @@ class SourceState:
             spec, streams.get("arrivals", name), streams.get("quality", name), sim.horizon
         )
         self.deliver: Callable[[Item], None] = sim._exit  # set by Simulation
+        self.deadlines = sim._deadlines  # every item, in creation (hence deadline) order
         self.arrived = 0
 
     def push_next(self, heap: list) -> None:
@@ -343,7 +348,9 @@ class SourceState:
             heappop(heap)
         else:
             heapreplace(heap, (following[0], self.order, self, following))
-        self.deliver(Item(self.name, now, size, bad))
+        item = Item(self.name, now, size, bad)
+        self.deadlines.append(item)
+        self.deliver(item)
 
 
 class Simulation:
@@ -362,6 +369,7 @@ class Simulation:
         self.sla_latency = scenario.sla.latency
         self.env = simpy.Environment()
         streams = Streams(rng)
+        self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         self.sources = {n: SourceState(self, n, s, streams, k) for k, (n, s) in enumerate(scenario.sources.items())}
         self.splits: dict[str, _SplitRouter] = {}
@@ -370,7 +378,7 @@ class Simulation:
         for name, source in self.sources.items():
             source.deliver = self._router(name, scenario.sources[name].to, streams)
         # end-to-end counters
-        self.dropped = self.failed = self.exits = self.late = 0
+        self.dropped = self.failed = self.exits = self.late = self.deadlines_passed = 0
         self.escapes = self.caught = self.false_rejections = 0
         self.e2e_latencies: list[float] = []
         self._arrivals: list = []  # heap of (time, source order, source, (time, size, bad))
@@ -412,7 +420,9 @@ class Simulation:
         self.exits += 1
         latency = now - item.created
         self.e2e_latencies.append(latency)
-        if latency > self.sla_latency:
+        item.gone = True
+        if latency > self.sla_latency and not item.late:
+            item.late = True
             self.late += 1
         if item.bad or item.flagged:
             if not item.bad:
@@ -421,6 +431,31 @@ class Simulation:
                 self.caught += 1
             else:
                 self.escapes += 1
+
+    def _leave(self, item: Item, now: float) -> None:
+        """A dropped or given-up item: late too if its deadline had already passed."""
+        item.gone = True
+        if now - item.created > self.sla_latency and not item.late:
+            item.late = True
+            self.late += 1
+
+    def check_deadlines(self) -> None:
+        """Count as late every item still in the system whose deadline has passed.
+
+        An item is an SLA violation from the moment its deadline passes, not when (or whether)
+        it completes: a planner that lets work pile up pays at once, and an episode that ends
+        with a backlog cannot hide it. Items are in deadline order, so this pops each item once
+        (amortized O(1) per item); an item that leaves after its deadline but before a check is
+        counted as it leaves. After a check at time t the count is the same whatever the earlier
+        checks were."""
+        cutoff = self.env._now - self.sla_latency
+        pending = self._deadlines
+        while pending and pending[0].created < cutoff:
+            item = pending.popleft()
+            self.deadlines_passed += 1
+            if not item.gone and not item.late:
+                item.late = True
+                self.late += 1
 
     # -- the steppable interface ---------------------------------------------------------------
     @property
@@ -488,6 +523,7 @@ class Simulation:
     def mark(self) -> metrics.Mark:
         """Cumulative counters at the current time: the start of a metrics window."""
         now = self.now
+        self.check_deadlines()
         return metrics.Mark(
             time=now,
             stages={n: s.mark(now) for n, s in self.stages.items()},
@@ -496,6 +532,7 @@ class Simulation:
             dropped=self.dropped,
             failed=self.failed,
             late=self.late,
+            deadlines_passed=self.deadlines_passed,
             escapes=self.escapes,
             caught=self.caught,
             false_rejections=self.false_rejections,
