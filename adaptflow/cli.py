@@ -13,6 +13,12 @@ from adaptflow.simulator import ScenarioError, shipped_scenarios
 from adaptflow.simulator.metrics import to_jsonable
 
 
+def _console() -> Console:
+    """The terminal's width on a terminal; 150 columns when piped (no width to respect)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=150)
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from adaptflow.experiments.simulation import summary_table, timed_simulate, write_timeseries
 
@@ -30,9 +36,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_jsonable(summary)))
     else:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=150)  # piped: no terminal width to respect
+        console = _console()
         console.print(summary_table(summary, title=f"adaptflow simulate {args.scenario}"))
         console.print(
             f"[dim]{summary['items_arrived'] / max(seconds, 1e-9):,.0f} items/s of wall time ({seconds:.2f} s)[/dim]"
@@ -76,7 +80,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         processes=args.processes,
         progress=True,
     )
-    console = Console(width=None if Console().is_terminal else 150)
+    console = _console()
     table = Table(title=f"{args.scenario}: {args.seeds} held-out seeds (mean, 95% bootstrap CI)", title_justify="left")
     for header in ("planner", "cost", "95% CI", "IQM", "SLA viol.", "p95 lat", "drops", "escapes"):
         table.add_column(header, justify="left" if header == "planner" else "right")
@@ -148,7 +152,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume is not None and args.overrides:
         raise ValueError("a resumed run keeps its config: no key=value overrides with --resume")
     run = train(args.config, args.overrides, resume=args.resume, progress=True)
-    console = Console(width=None if Console().is_terminal else 150)
+    console = _console()
     console.print(f"run {run.run_dir}: {run.timesteps:,} steps, best model {run.best_model.name}")
     if run.evaluation is not None:
         summary = run.evaluation.summary[

@@ -20,6 +20,7 @@ import sys
 import time
 
 import gymnasium as gym
+from ppo_throughput import ppo_steps_per_second
 
 import adaptflow  # noqa: F401  (registers the environments)
 
@@ -40,21 +41,6 @@ def steps_per_second(env_id: str, kwargs: dict, steps: int) -> float:
     elapsed = time.perf_counter() - start
     env.close()
     return steps / elapsed
-
-
-def ppo_steps_per_second(env_id: str, kwargs: dict, steps: int) -> float:
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-
-    torch.set_num_threads(1)
-    vec = make_vec_env(env_id, n_envs=4, seed=0, env_kwargs=kwargs)
-    model = PPO("MlpPolicy", vec, seed=0, device="cpu", verbose=0)
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    elapsed = time.perf_counter() - start
-    vec.close()
-    return model.num_timesteps / elapsed
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,28 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
-from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
+from ppo_throughput import ppo_steps_per_second
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import adaptflow  # noqa: F401  (registers the environments)
 
-AUTOSCALE = ("adaptflow:adaptflow/Autoscale-v0", {"scenario": "etl_diurnal", "decision_interval": 30.0,
-                                                 "observe_forecasts": True, "forecaster": "holt_winters"})
+AUTOSCALE = (
+    "adaptflow:adaptflow/Autoscale-v0",
+    {"scenario": "etl_diurnal", "decision_interval": 30.0, "observe_forecasts": True, "forecaster": "holt_winters"},
+)
 CARTPOLE = ("CartPole-v1", {})
 
 
 def throughput(env_id: str, kwargs: dict, vec_cls: type, n_envs: int, steps: int) -> float:
-    vec = make_vec_env(env_id, n_envs=n_envs, seed=0, env_kwargs=kwargs, vec_env_cls=vec_cls)
-    model = PPO("MlpPolicy", vec, n_steps=512, batch_size=256, seed=0, device="cpu", verbose=0)
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    elapsed = time.perf_counter() - start
-    vec.close()
-    return model.num_timesteps / elapsed
+    return ppo_steps_per_second(env_id, kwargs, steps, n_envs, vec_cls, n_steps=512, batch_size=256)
 
 
 def main(argv: list[str] | None = None) -> dict:

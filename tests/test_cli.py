@@ -121,3 +121,15 @@ def test_forecast_error_command(capsys):
     assert out["holt_winters"][2] < out["ewma"][2]
     assert main(["forecast-error", "--interval", "0"]) == 2
     assert "interval must be > 0" in capsys.readouterr().err
+
+
+def test_env_benchmark_script_prints_one_json_line():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_env.py", "--steps", "500", "--repeat", "1", "--ppo-steps", "512"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["step_ratio"] > 0 and record["ppo_ratio"] > 0
