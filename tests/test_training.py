@@ -202,3 +202,42 @@ def test_reward_normalization_is_saved_with_checkpoints_and_resumed(tmp_path):
     assert len(stats) == 2  # beside each of the two kept checkpoints
     again = train(None, resume=run.run_dir)
     assert again.timesteps == 1024
+
+
+def test_warm_start_clones_the_teacher_and_validates_it_first(tmp_path):
+    """Behaviour cloning of the predictive planner with level actions: the cloned policy is
+    validated at step 0 (so it can be the best model) and costs about what its teacher does."""
+    from adaptflow.experiments.evaluation import run_episode
+    from adaptflow.experiments.planners import make_planner
+    from adaptflow.simulator import load_scenario
+
+    run = train(
+        TINY,
+        [
+            f"output_dir={tmp_path}",
+            "env.options.action_mode=level",
+            "env.options.worker_levels=24",
+            "warm_start.planner=predictive",
+            "warm_start.steps=1800",
+            "warm_start.epochs=40",
+            "total_timesteps=512",
+            "hyperparameters.n_steps=128",
+            "evaluation.final_seeds=0",
+        ],
+    )
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["warm_start"]["planner"] == "predictive" and info["warm_start"]["final_nll"] < 1.5
+    validation = pd.read_csv(run.run_dir / "validation.csv")
+    assert validation.timesteps.iloc[0] == 0
+    scenario = load_scenario("etl_diurnal", horizon=1800)
+    teacher = run_episode(
+        scenario, make_planner("predictive", scenario, 30.0)[0], seed=900_000, forecaster="holt_winters"
+    )["cost"]
+    assert validation.cost.iloc[0] < 1.25 * teacher
+
+
+def test_warm_start_config_errors():
+    with pytest.raises(ValueError, match=r"warm_start\.planner: a rule"):
+        load_config(TINY, ["warm_start.planner=sb3:x.zip"])
+    with pytest.raises(ValueError, match="unknown planner 'hpa'"):
+        load_config(TINY, ["warm_start.planner=hpa"])

@@ -33,6 +33,16 @@ class EvalConfig(_Strict):
     baselines: list[str] = Field(default_factory=lambda: ["static", "threshold", "erlang", "clairvoyant"])
 
 
+class WarmStartConfig(_Strict):
+    """Behaviour cloning before RL: the ``planner`` (a spec, e.g. "predictive") drives the env
+    for ``steps`` steps and the policy is fitted to its actions for ``epochs`` epochs."""
+
+    planner: str
+    steps: int = Field(default=20_000, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+
+
 class TrainConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -40,6 +50,7 @@ class TrainConfig(_Strict):
     policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     normalize_reward: bool = False  # SB3 VecNormalize on returns only: the policy's inputs are unchanged
+    warm_start: WarmStartConfig | None = None
     n_envs: int = Field(default=4, ge=1, le=64)
     vec_env: Literal["dummy", "subproc"] = "dummy"
     total_timesteps: int = Field(ge=1)
@@ -67,6 +78,17 @@ class TrainConfig(_Strict):
                 f"hyperparameters {unknown} are not parameters of {self.algorithm}; "
                 f"expected some of: {', '.join(sorted(known))}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_warm_start(self) -> TrainConfig:
+        if self.warm_start is not None:
+            from .planners import parse_planner
+
+            if parse_planner(self.warm_start.planner)[0] == "sb3":
+                raise ValueError("warm_start.planner: a rule or staffing planner, not sb3")
+            if self.algorithm == "RecurrentPPO":
+                raise ValueError("warm_start is not supported with RecurrentPPO (its policy is recurrent)")
         return self
 
     @property

@@ -173,6 +173,71 @@ class CheckpointCallback(BaseCallback):
         return True
 
 
+def teacher_action(env: gym.Env, plan: Any) -> Any:
+    """The env action that makes its decoder reproduce ``plan`` as closely as it can."""
+    import numpy as np
+
+    inner = env.unwrapped
+    decoder, current = inner.decoder, inner.executor.current_workers()
+    action = []
+    for name in decoder.stages:
+        lo, hi = decoder.stages[name]
+        target = plan.workers.get(name, current[name])
+        if decoder.mode == "delta":
+            action.append(1 + int(np.clip(round((target - current[name]) / decoder.scale_step), -1, 1)))
+        else:
+            action.append(round((target - lo) / max(hi - lo, 1) * (decoder.worker_levels - 1)))
+    for owner, (_, second) in decoder.splits.items():
+        share = plan.splits.get(owner, inner.snapshot.splits[owner])[second]
+        action.append(round(share * (decoder.split_levels - 1)))
+    return action[0] if isinstance(env.action_space, gym.spaces.Discrete) else np.array(action)
+
+
+def behaviour_clone(model: Any, config: TrainConfig) -> float:
+    """Fit the policy to a teacher planner's actions on the states it visits; returns the final
+    mean negative log-likelihood. A warm start: RL then refines a sensible policy instead of
+    searching from a random one (which, on etl_diurnal, settles on starving or flooding)."""
+    import numpy as np
+    import torch
+
+    from .planners import make_planner
+
+    warm = config.warm_start
+    env = gym.make(config.env.id, **config.env.options)
+    inner = env.unwrapped
+    teacher, _ = make_planner(warm.planner, inner.scenario, inner.interval)
+    observations, actions = [], []
+    obs, _ = env.reset(seed=config.seed)
+    teacher.reset()
+    while len(observations) < warm.steps:
+        action = teacher_action(env, teacher.plan(inner.snapshot, inner.insights))
+        observations.append(obs)
+        actions.append(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            teacher.reset()
+    policy = model.policy
+    obs_t = torch.as_tensor(np.array(observations), dtype=torch.float32)
+    act_t = torch.as_tensor(np.array(actions))
+    optimizer = torch.optim.Adam(policy.parameters(), lr=warm.learning_rate)
+    generator = torch.Generator().manual_seed(config.seed)
+    loss_value = float("nan")
+    policy.set_training_mode(True)
+    for _ in range(warm.epochs):
+        order = torch.randperm(len(obs_t), generator=generator)
+        for start in range(0, len(order), 256):
+            batch = order[start : start + 256]
+            _, log_prob, _ = policy.evaluate_actions(obs_t[batch], act_t[batch])
+            loss = -log_prob.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+    policy.set_training_mode(False)
+    return loss_value
+
+
 def _write_status(run_dir: Path, **fields: Any) -> None:
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
@@ -254,10 +319,16 @@ def train(
             tensorboard_log=str(run_dir / "tensorboard"),
             **config.hyperparameters,
         )
+        if config.warm_start is not None:  # behaviour cloning of a rule before RL
+            nll = behaviour_clone(model, config)
+            _write_status(run_dir, warm_start={"planner": config.warm_start.planner, "final_nll": nll})
 
     # 4. Learn, validating and checkpointing as we go; Ctrl-C leaves a resumable run.
     checkpoint = CheckpointCallback(run_dir, config)
     validation = ValidationCallback(run_dir, config, probe)
+    if config.warm_start is not None and model.num_timesteps == 0 and not validation.rows:
+        validation.init_callback(model)
+        validation.validate()  # the cloned policy is a candidate too, before RL changes it
     try:
         remaining = config.total_timesteps - model.num_timesteps
         if remaining > 0:
