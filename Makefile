@@ -23,7 +23,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/adaptflow simulate etl_diurnal
+	$(BIN)/adaptflow train configs/train/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check adaptflow tests benchmarks
