@@ -245,3 +245,16 @@ def test_unfinished_work_is_priced_at_the_end_of_an_episode():
     assert result["cost_backlog"] > 0 and result["cost"] == pytest.approx(
         sum(result[f"cost_{k}"] for k in ("workers", "sla", "drops", "escapes", "backlog"))
     )
+
+
+def test_action_for_inverts_decode():
+    scenario = load_scenario("quality_drift")
+    current = {"ingest": 3, "fast_validate": 2, "thorough_validate": 4, "publish": 3}
+    splits = {"ingest": {"fast_validate": 1.0, "thorough_validate": 0.0}}
+    for mode in ("delta", "level"):
+        decoder = ActionDecoder.for_scenario(scenario, mode=mode, worker_levels=9)
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            action = [int(rng.integers(n)) for n in decoder.nvec]
+            plan = decoder.decode(action, current)
+            assert decoder.decode(decoder.action_for(plan, current, splits), current) == plan

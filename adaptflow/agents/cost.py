@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adaptflow.simulator import Scenario
+
 from .types import CostComponents, MetricsSnapshot
 
 
@@ -23,6 +25,12 @@ class CostWeights(BaseModel):
     drops: float = Field(default=10.0, ge=0)
     escapes: float = Field(default=20.0, ge=0)
     backlog: float = Field(default=5.0, ge=0)
+
+
+def reward_scale(scenario: Scenario, interval: float) -> float:
+    """The cost of running every stage at its max for one interval: rewards are costs divided
+    by it, so a step's reward is about -1 at worst-case staffing whatever the scenario's size."""
+    return interval * sum(s.workers.max * s.workers.cost_per_second for s in scenario.stages.values()) or 1.0
 
 
 class CostModel:

@@ -221,6 +221,24 @@ class ActionDecoder:
             splits[owner] = {first: 1.0 - p, second: p}
         return Plan(workers=workers, splits=splits)
 
+    def action_for(
+        self, plan: Plan, current_workers: dict[str, int], current_splits: dict[str, dict[str | None, float]]
+    ) -> list[int]:
+        """The inverse of :meth:`decode`: the action whose decoding comes closest to ``plan``
+        (for imitating a rule-based planner). Stages and splits the plan omits are held."""
+        action = []
+        for name, (lo, hi) in self.stages.items():
+            target = plan.workers.get(name, current_workers[name])
+            if self.mode == "delta":
+                step = round((target - current_workers[name]) / self.scale_step)
+                action.append(1 + max(-1, min(1, step)))
+            else:
+                action.append(round((target - lo) / max(hi - lo, 1) * (self.worker_levels - 1)))
+        for owner, (_, second) in self.splits.items():
+            share = plan.splits.get(owner, current_splits[owner])[second]
+            action.append(round(share * (self.split_levels - 1)))
+        return action
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "stages": {n: list(b) for n, b in self.stages.items()},

@@ -23,6 +23,7 @@ from adaptflow.agents import (
     StandardAnalyzer,
     envelope_for,
 )
+from adaptflow.agents.cost import reward_scale
 from adaptflow.simulator import Scenario, ScenarioError, Simulation, load_scenario
 
 
@@ -166,11 +167,7 @@ class WorkflowEnv(gym.Env):
             self.scenario, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps
         )
         self.cost_model = CostModel(opts.reward_weights)
-        self.reward_scale = (
-            opts.reward_scale
-            or self.interval * sum(s.workers.max * s.workers.cost_per_second for s in self.scenario.stages.values())
-            or 1.0
-        )
+        self.reward_scale = opts.reward_scale or reward_scale(self.scenario, self.interval)
         # One controlled dimension is a Discrete space (so DQN applies); more are MultiDiscrete.
         nvec = self.decoder.nvec
         self.action_space = spaces.Discrete(nvec[0]) if len(nvec) == 1 else spaces.MultiDiscrete(nvec)

@@ -35,6 +35,7 @@ from adaptflow.agents import (
     SimMonitor,
     StandardAnalyzer,
 )
+from adaptflow.agents.cost import reward_scale
 from adaptflow.simulator import Scenario, Simulation, load_scenario
 
 from .io import atomic_write, atomic_write_text
@@ -86,7 +87,6 @@ def run_episode(
     components = {key: sum(t.cost[key] for t in transitions) for key in ("workers", "sla", "drops", "escapes")}
     components["backlog"] = terminal.backlog if terminal is not None else 0.0
     total = sum(components.values())
-    reward_scale = interval * sum(s.workers.max * s.workers.cost_per_second for s in spec.stages.values()) or 1.0
     return {
         "scenario": spec.name,
         "seed": seed,
@@ -98,7 +98,7 @@ def run_episode(
         "escapes": e2e["escapes"],
         "completed": e2e["completed"],
         "mean_workers": sum(s["mean_workers"] for s in summary["stages"].values()),
-        "reward": -total / reward_scale,
+        "reward": -total / reward_scale(spec, interval),
         "decisions": len(transitions),
         "clamps": sum(len(t.applied.clamps) for t in transitions),
     }

@@ -174,22 +174,11 @@ class CheckpointCallback(BaseCallback):
 
 
 def teacher_action(env: gym.Env, plan: Any) -> Any:
-    """The env action that makes its decoder reproduce ``plan`` as closely as it can."""
+    """The env action whose decoding comes closest to ``plan`` (in the env's action space)."""
     import numpy as np
 
     inner = env.unwrapped
-    decoder, current = inner.decoder, inner.executor.current_workers()
-    action = []
-    for name in decoder.stages:
-        lo, hi = decoder.stages[name]
-        target = plan.workers.get(name, current[name])
-        if decoder.mode == "delta":
-            action.append(1 + int(np.clip(round((target - current[name]) / decoder.scale_step), -1, 1)))
-        else:
-            action.append(round((target - lo) / max(hi - lo, 1) * (decoder.worker_levels - 1)))
-    for owner, (_, second) in decoder.splits.items():
-        share = plan.splits.get(owner, inner.snapshot.splits[owner])[second]
-        action.append(round(share * (decoder.split_levels - 1)))
+    action = inner.decoder.action_for(plan, inner.executor.current_workers(), inner.snapshot.splits)
     return action[0] if isinstance(env.action_space, gym.spaces.Discrete) else np.array(action)
 
 
