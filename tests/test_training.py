@@ -241,3 +241,14 @@ def test_warm_start_config_errors():
         load_config(TINY, ["warm_start.planner=sb3:x.zip"])
     with pytest.raises(ValueError, match="unknown planner 'hpa'"):
         load_config(TINY, ["warm_start.planner=hpa"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_training_config_is_valid(path):
+    from adaptflow.experiments.planners import parse_planner
+    from adaptflow.experiments.training import check_config
+
+    config = load_config(path)
+    check_config(config)
+    for spec in config.evaluation.baselines:
+        parse_planner(spec)
