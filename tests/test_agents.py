@@ -258,3 +258,17 @@ def test_action_for_inverts_decode():
             action = [int(rng.integers(n)) for n in decoder.nvec]
             plan = decoder.decode(action, current)
             assert decoder.decode(decoder.action_for(plan, current, splits), current) == plan
+
+
+def test_action_for_clamps_plans_beyond_the_bounds():
+    """Rules ask for pools outside [min, max] (the executor clamps); imitation must clamp too."""
+    scenario = load_scenario("bursty")
+    current = {"parse": 2, "process": 5}
+    for mode in ("delta", "level"):
+        decoder = ActionDecoder.for_scenario(scenario, mode=mode, worker_levels=20)
+        for wanted in (-3, 0, 99):
+            action = decoder.action_for(Plan(workers={"parse": wanted, "process": wanted}), current, {})
+            decoder.check(action)  # valid, or raises
+            plan = decoder.decode(action, current)
+            if mode == "level":
+                assert plan.workers["process"] == (1 if wanted <= 1 else 20)

@@ -228,14 +228,15 @@ class ActionDecoder:
         (for imitating a rule-based planner). Stages and splits the plan omits are held."""
         action = []
         for name, (lo, hi) in self.stages.items():
-            target = plan.workers.get(name, current_workers[name])
+            # A planner may ask beyond the bounds (the executor clamps): clamp the same way.
+            target = min(max(plan.workers.get(name, current_workers[name]), lo), hi)
             if self.mode == "delta":
                 step = round((target - current_workers[name]) / self.scale_step)
                 action.append(1 + max(-1, min(1, step)))
             else:
                 action.append(round((target - lo) / max(hi - lo, 1) * (self.worker_levels - 1)))
         for owner, (_, second) in self.splits.items():
-            share = plan.splits.get(owner, current_splits[owner])[second]
+            share = min(max(plan.splits.get(owner, current_splits[owner])[second], 0.0), 1.0)
             action.append(round(share * (self.split_levels - 1)))
         return action
 
