@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: all install demo test test-slow lint format bench clean
+.PHONY: all install redis demo test test-slow lint format bench clean
 
 all: test
 
@@ -20,16 +20,23 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The live tests start a real redis-server on loopback; on a fresh Debian machine install it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing Debian's redis-server for the live tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required by the live tests"; exit 1; }
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/adaptflow train configs/train/quickstart.yaml
 
-test: $(STAMP)
+test: $(STAMP) redis
 	$(BIN)/ruff check adaptflow tests benchmarks
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) redis
 	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)
