@@ -4,7 +4,7 @@ cost model and analyzers; the Coordinator. See ../shared/DESIGN.md for why there
 from .analyzers import CusumDetector, EwmaForecaster, HoltWintersForecaster, StandardAnalyzer, fit_holt_winters
 from .coordinator import ControlLoop, Coordinator, EventLog, Transition, read_event_log
 from .cost import CostModel, CostWeights
-from .encoding import ActionDecoder, Feature, ObservationEncoder
+from .encoding import ActionDecoder, Feature, ObservationEncoder, ObservationNormalizer
 from .interfaces import Analyzer, Clock, Executor, Monitor, Planner
 from .safety import SafetyEnvelope, StageBounds
 from .sim import SimClock, SimExecutor, SimMonitor, envelope_for
@@ -30,6 +30,7 @@ __all__ = [
     "MetricsSnapshot",
     "Monitor",
     "ObservationEncoder",
+    "ObservationNormalizer",
     "Plan",
     "Planner",
     "SafetyEnvelope",

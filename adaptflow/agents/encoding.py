@@ -146,6 +146,40 @@ class ObservationEncoder:
         return cls([Feature(**f) for f in data["features"]], data["period"], data["horizon"])
 
 
+class ObservationNormalizer:
+    """Running-statistics normalization of observations (SB3's ``VecNormalize``), as data.
+
+    SB3 keeps these statistics in the VecNormalize wrapper, outside the policy network, so a
+    saved or exported policy is only half the model: this class carries the other half (mean,
+    variance, clip) into the model's sidecar, and applies it exactly as VecNormalize does:
+    ``clip((obs - mean) / sqrt(var + epsilon), -clip, clip)``."""
+
+    def __init__(self, mean: Any, var: Any, clip: float = 10.0, epsilon: float = 1e-8):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.var = np.asarray(var, dtype=np.float64)
+        if self.mean.shape != self.var.shape or self.mean.ndim != 1:
+            raise ValueError(f"normalizer mean {self.mean.shape} and var {self.var.shape} must be equal 1-d shapes")
+        self.clip, self.epsilon = float(clip), float(epsilon)
+
+    @classmethod
+    def from_vec_normalize(cls, venv: Any) -> ObservationNormalizer | None:
+        """The statistics of a VecNormalize that normalizes observations (None if it does not)."""
+        if not getattr(venv, "norm_obs", False):
+            return None
+        return cls(venv.obs_rms.mean, venv.obs_rms.var, venv.clip_obs, venv.epsilon)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        out = np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip)
+        return out.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "clip": self.clip, "epsilon": self.epsilon}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ObservationNormalizer | None:
+        return None if data is None else cls(data["mean"], data["var"], data["clip"], data["epsilon"])
+
+
 class ActionDecoder:
     """A MultiDiscrete action -> a Plan.
 

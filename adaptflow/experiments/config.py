@@ -49,7 +49,10 @@ class TrainConfig(_Strict):
     algorithm: Literal["PPO", "A2C", "DQN", "RecurrentPPO"] = "PPO"
     policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    normalize_reward: bool = False  # SB3 VecNormalize on returns only: the policy's inputs are unchanged
+    normalize_reward: bool = False  # SB3 VecNormalize on returns
+    # SB3 VecNormalize on observations: the running statistics are saved in each model's sidecar
+    # and applied by SB3Planner and the exported OnnxPlanner, since they live outside the network.
+    normalize_observation: bool = False
     warm_start: WarmStartConfig | None = None
     n_envs: int = Field(default=4, ge=1, le=64)
     vec_env: Literal["dummy", "subproc"] = "dummy"

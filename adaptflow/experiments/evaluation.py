@@ -72,7 +72,9 @@ def run_episode(
     cost (total and by component), SLA violation rate, p95 latency, drops, escapes, reward."""
     spec = load_scenario(scenario)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
-    analyzer = StandardAnalyzer.for_scenario(spec, interval, forecaster=forecaster)
+    # A learned planner names the analyzer it was trained with; rules take the forecaster given.
+    analyzer_options = {"forecaster": forecaster, **getattr(planner, "analyzer_options", {})}
+    analyzer = StandardAnalyzer.for_scenario(spec, interval, **analyzer_options)
     cost_model = CostModel(weights)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), cost_model, interval)
     log = EventLog(log_path) if log_path is not None else None

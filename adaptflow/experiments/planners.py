@@ -23,7 +23,10 @@ from adaptflow.policies import (
     StaticPlanner,
     ThresholdPlanner,
 )
+from adaptflow.policies.staffing import PlannedSplitPlanner
 from adaptflow.simulator import Scenario
+
+QUALITY_STAFFING = ("planned", "reactive", "fixed")
 
 
 def _quality(
@@ -32,20 +35,38 @@ def _quality(
     high: float = 0.08,
     low: float = 0.04,
     share: float = 1.0,
+    smoothing: float = 0.3,
     target_wait: float | None = None,
+    staffing: str = "planned",
+    max_utilization: float | None = None,
 ) -> Planner:
-    """The quality-threshold reroute rule on every controllable split, with Erlang staffing."""
+    """The quality-threshold reroute rule on the first controllable split, with a staffing mode:
+
+    * ``planned`` (default): Erlang staffing for the split the rule is about to apply, in the
+      same decision (:class:`PlannedSplitPlanner`): a reroute to the slow thorough branch sizes
+      its pool at once.
+    * ``reactive``: Erlang staffing for the estimated rate into each stage, which sees a reroute
+      only through the lagging EWMA of the rerouted load (the rule as first written).
+    * ``fixed``: splits only; the pools are left as they are (the counterpart of
+      ``adaptflow/Reroute-v0``, whose pools are fixed).
+
+    ``max_utilization``: send a branch no more than its ready workers serve at that utilization
+    (planned and fixed staffing; off by default)."""
     splits = scenario.controllable_splits()
     if not splits:
         raise ValueError(f"planner 'quality' needs a controllable split; scenario {scenario.name!r} has none")
+    if staffing not in QUALITY_STAFFING:
+        raise ValueError(f"staffing {staffing!r}; expected one of {', '.join(QUALITY_STAFFING)}")
     (owner, split), *_ = splits.items()
     targets = tuple(b.to for b in split.split)
     if len(targets) != 2:
         raise ValueError(f"planner 'quality' needs a two-way split; {owner!r} has {len(targets)} branches")
-    return CombinedPlanner(
-        ErlangPlanner(scenario, target_wait, interval),
-        QualityThresholdPlanner(owner, targets, high=high, low=low, share=share),
-    )
+    router = QualityThresholdPlanner(owner, targets, high=high, low=low, share=share, smoothing=smoothing)
+    if staffing == "reactive":
+        return CombinedPlanner(ErlangPlanner(scenario, target_wait, interval), router)
+    if staffing == "fixed" and max_utilization is None:
+        return router
+    return PlannedSplitPlanner(scenario, router, target_wait, interval, max_utilization, staff=staffing == "planned")
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,9 @@ PLANNERS: dict[str, PlannerEntry] = {
         params=("target_wait",),
     ),
     "quality": PlannerEntry(
-        _quality, doc="reroute while the bad rate is high, Erlang staffing", params=_params(_quality, 2)
+        _quality,
+        doc="reroute while the bad rate is high; staffing=planned|reactive|fixed",
+        params=_params(_quality, 2),
     ),
 }
 
@@ -138,7 +161,8 @@ def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planne
     if name == "sb3":
         from adaptflow.policies.sb3 import SB3Planner
 
-        return SB3Planner.load(params["path"], scenario, interval), "ewma"
+        planner = SB3Planner.load(params["path"], scenario, interval)
+        return planner, planner.analyzer_options.get("forecaster", "ewma")
     entry = PLANNERS[name]
     forecaster = entry.forecaster
     if forecaster == "holt_winters" and season_length_of(scenario, interval) is None:

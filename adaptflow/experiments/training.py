@@ -32,6 +32,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
+from adaptflow.agents import ObservationNormalizer
+
 from .config import TrainConfig, algorithm_class, load_config
 from .evaluation import Evaluation, evaluate, run_episode
 from .io import atomic_write, atomic_write_text
@@ -80,9 +82,20 @@ def save_model(model: Any, path: Path, config: TrainConfig) -> Path:
     """Save atomically, with a sidecar JSON that lets SB3Planner.load rebuild the env's encoder
     and decoder (env id and options, algorithm)."""
     atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
-    sidecar = {"env_id": config.env.id, "options": config.env.options, "algorithm": config.algorithm}
+    sidecar = {
+        "env_id": config.env.id,
+        "options": config.env.options,
+        "algorithm": config.algorithm,
+        "observation_normalization": _normalizer(model),
+    }
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
     return path
+
+
+def _normalizer(model: Any) -> dict[str, Any] | None:
+    """The observation-normalization statistics the model was trained with, as data (or None)."""
+    normalizer = ObservationNormalizer.from_vec_normalize(model.get_env())
+    return None if normalizer is None else normalizer.to_dict()
 
 
 def check_config(config: TrainConfig) -> gym.Env:
@@ -116,7 +129,8 @@ class ValidationCallback(BaseCallback):
         from adaptflow.policies.sb3 import SB3Planner
 
         inner = self.probe.unwrapped
-        planner = SB3Planner.from_env(self.model, self.probe)
+        normalizer = ObservationNormalizer.from_vec_normalize(self.model.get_env())
+        planner = SB3Planner.from_env(self.model, self.probe, normalizer=normalizer)
         costs = [
             run_episode(
                 inner.scenario,
@@ -158,7 +172,7 @@ class CheckpointCallback(BaseCallback):
     def save(self) -> Path:
         path = save_model(self.model, self.dir / f"model_{self.num_timesteps:012d}.zip", self.config)
         venv = self.model.get_env()
-        if isinstance(venv, VecNormalize):  # the return statistics, to resume with them
+        if isinstance(venv, VecNormalize):  # the running statistics, to resume with them
             atomic_write(path.with_suffix(".vecnormalize.pkl"), lambda tmp: venv.save(str(tmp)))
         for old in sorted(self.dir.glob("model_*.zip"))[:-2]:
             old.unlink(missing_ok=True)
@@ -206,8 +220,15 @@ def behaviour_clone(model: Any, config: TrainConfig) -> float:
         if terminated or truncated:
             obs, _ = env.reset()
             teacher.reset()
+    observed = np.array(observations)
+    venv = model.get_env()
+    if isinstance(venv, VecNormalize) and venv.norm_obs:
+        # Start the running statistics from the teacher's states, so that the policy is cloned
+        # on the observations it will see (normalized) and RL starts from the same scale.
+        venv.obs_rms.update(observed)
+        observed = venv.normalize_obs(observed)
     policy = model.policy
-    obs_t = torch.as_tensor(np.array(observations), dtype=torch.float32)
+    obs_t = torch.as_tensor(observed, dtype=torch.float32)
     act_t = torch.as_tensor(np.array(actions))
     optimizer = torch.optim.Adam(policy.parameters(), lr=warm.learning_rate)
     generator = torch.Generator().manual_seed(config.seed)
@@ -289,13 +310,15 @@ def train(
     )
     algorithm = algorithm_class(config.algorithm)
     checkpoints = sorted((run_dir / "checkpoints").glob("model_*.zip"))
-    if config.normalize_reward:
+    if config.normalize_reward or config.normalize_observation:
         stats = checkpoints[-1].with_suffix(".vecnormalize.pkl") if resume is not None and checkpoints else None
         if stats is not None and stats.is_file():
             venv = VecNormalize.load(str(stats), venv)
         else:
             gamma = config.hyperparameters.get("gamma", 0.99)
-            venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=gamma)
+            venv = VecNormalize(
+                venv, norm_obs=config.normalize_observation, norm_reward=config.normalize_reward, gamma=gamma
+            )
     if resume is not None and checkpoints:
         model = algorithm.load(checkpoints[-1], env=venv, device="cpu", tensorboard_log=str(run_dir / "tensorboard"))
     else:

@@ -1,0 +1,88 @@
+"""A planner that cannot take the system down: if the primary planner raises, or answers with a
+plan the executor could not apply as asked (unknown stage, workers outside the bounds, split
+probabilities that are not a distribution, NaN), the configured baseline planner's plan is used
+for that decision instead. Live and in the planner service alike."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
+from adaptflow.agents.safety import SafetyEnvelope
+
+log = logging.getLogger(__name__)
+
+
+def plan_problems(plan: object, envelope: SafetyEnvelope | None) -> list[str]:
+    """What is wrong with ``plan`` (empty if nothing): it must be a Plan whose stages and splits
+    the envelope knows, with worker targets inside their bounds and split shares that are
+    probabilities summing to 1. Without an envelope only types and finiteness are checked."""
+    if not isinstance(plan, Plan):
+        return [f"planner returned {type(plan).__name__}, not a Plan"]
+    problems = []
+    for stage, n in plan.workers.items():
+        if isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n) or n != int(n):
+            problems.append(f"workers[{stage!r}] = {n!r} is not a whole number")
+            continue
+        if envelope is not None:
+            b = envelope.bounds.get(stage)
+            if b is None:
+                problems.append(f"unknown stage {stage!r}")
+            elif not b.min_workers <= n <= b.max_workers:
+                problems.append(f"workers[{stage!r}] = {n} outside [{b.min_workers}, {b.max_workers}]")
+    for owner, probs in plan.splits.items():
+        if envelope is not None:
+            targets = envelope.split_targets.get(owner)
+            if targets is None:
+                problems.append(f"unknown split {owner!r}")
+                continue
+            if set(probs) != set(targets):
+                problems.append(f"split {owner!r} names {sorted(map(str, probs))}, expected {targets}")
+                continue
+        values = list(probs.values())
+        if not all(isinstance(p, int | float) and math.isfinite(p) and 0 <= p <= 1 for p in values):
+            problems.append(f"split {owner!r} has shares outside [0, 1]: {probs}")
+        elif abs(sum(values) - 1) > 1e-6:
+            problems.append(f"split {owner!r} shares sum to {sum(values)}, not 1")
+    return problems
+
+
+class FallbackPlanner(Planner):
+    """``primary``'s plan when it is valid, else ``fallback``'s.
+
+    The fallback planner is run on every decision, not only when needed, so that a stateful rule
+    (the HPA stabilization window, the quality rule's hysteresis) is warm when it takes over."""
+
+    def __init__(self, primary: Planner, fallback: Planner, envelope: SafetyEnvelope | None = None):
+        self.primary, self.fallback, self.envelope = primary, fallback, envelope
+        self.decisions = 0
+        self.fallbacks = 0
+        self.last_reason: str | None = None
+        self.used_fallback = False  # for the last decision
+
+    def reset(self) -> None:
+        self.primary.reset()
+        self.fallback.reset()
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        self.decisions += 1
+        backup = self.fallback.plan(snapshot, insights)
+        try:
+            plan = self.primary.plan(snapshot, insights)
+            problems = plan_problems(plan, self.envelope)
+        except Exception as exc:  # any failure of the primary is survivable: that is the point
+            problems = [f"{type(exc).__name__}: {exc}"]
+        if not problems:
+            self.used_fallback = False
+            return plan
+        self.fallbacks += 1
+        self.used_fallback = True
+        self.last_reason = "; ".join(problems)
+        log.warning(
+            "planner %s failed (%s); using %s",
+            type(self.primary).__name__,
+            self.last_reason,
+            type(self.fallback).__name__,
+        )
+        return backup
