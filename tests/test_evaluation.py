@@ -71,6 +71,8 @@ def test_training_and_evaluation_seeds_never_overlap():
         (SHORT, ["erlang:wait=3"], "has no parameter 'wait'"),
         (SHORT, ["erlang:target_wait=-1"], "target_wait must be > 0"),
         (SHORT, ["quality"], "needs a controllable split"),
+        ("quality_drift", ["quality:staffing=elastic"], "expected one of planned, reactive, fixed"),
+        ("quality_drift", ["quality:max_utilization=0"], "max_utilization must be > 0"),
         (SHORT, [], "no planner"),
         (SHORT, ["static", "static"], "named twice"),
         ("no_such_scenario", ["static"], "neither a file nor a shipped scenario"),

@@ -3,6 +3,7 @@ theory, and the clairvoyant bound below every other planner on the diurnal ETL s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -186,3 +187,92 @@ def test_clairvoyant_is_cheapest_on_the_diurnal_etl_scenario():
 def test_clairvoyant_refuses_an_unknowable_future():
     with pytest.raises(ValueError, match="MMPP"):
         ClairvoyantPlanner(load_scenario("bursty"))
+
+
+def drift_snapshot(thorough_active: int) -> MetricsSnapshot:
+    """quality_drift at a decision: every pool at its initial size, thorough_validate with
+    ``thorough_active`` ready workers, all items on the fast branch so far."""
+    spec = load_scenario("quality_drift")
+    base = snapshot(600, 1).stages["w"]
+    stages = {}
+    for name, st in spec.stages.items():
+        n = thorough_active if name == "thorough_validate" else st.workers.initial
+        stages[name] = dataclasses.replace(base, target=n, active=n)
+    return dataclasses.replace(
+        snapshot(600, 1), stages=stages, splits={"ingest": {"fast_validate": 1.0, "thorough_validate": 0.0}}
+    )
+
+
+# The rate into ingest is 5/s; thorough_validate has seen nothing yet (all went the fast way).
+HIGH_BAD = Insights(
+    rates={"records": 5.0},
+    forecasts={},
+    stage_rates={"ingest": 5.0, "fast_validate": 5.0, "thorough_validate": 0.0, "publish": 5.0},
+    bad_rate=0.3,
+)
+
+
+def test_planned_split_staffing_staffs_the_reroute_in_the_same_decision():
+    from adaptflow.experiments.planners import make_planner
+
+    spec = load_scenario("quality_drift")
+    planned, _ = make_planner("quality:smoothing=1", spec, 30.0)
+    reactive, _ = make_planner("quality:smoothing=1,staffing=reactive", spec, 30.0)
+    for planner in (planned, reactive):
+        planner.reset()
+    p, r = planned.plan(drift_snapshot(4), HIGH_BAD), reactive.plan(drift_snapshot(4), HIGH_BAD)
+    assert p.splits == r.splits == {"ingest": {"fast_validate": 0.0, "thorough_validate": 1.0}}
+    # All 5/s go to thorough validation (1.5 s each, cv 0.5): the planned rule staffs for them now,
+    # the reactive one for the 0/s it saw under the old split.
+    assert p.workers["thorough_validate"] == staff(5.0, 1.5, 0.8, 0.25, 0, 12) >= 8
+    assert r.workers["thorough_validate"] == 0
+    assert p.workers["fast_validate"] == 1  # and the fast branch is shrunk for the 0/s it will get
+
+
+def test_fixed_staffing_variant_keeps_the_pools():
+    from adaptflow.experiments.evaluation import run_episode
+    from adaptflow.experiments.planners import make_planner
+
+    spec = load_scenario("quality_drift")
+    planner, _ = make_planner("quality:staffing=fixed,high=0.05,low=0.03", spec, 30.0)
+    planner.reset()
+    plan = planner.plan(drift_snapshot(4), HIGH_BAD)
+    assert plan.workers == {} and plan.splits["ingest"]["thorough_validate"] == 1.0
+    log = []
+    row = run_episode(spec, _Recording(planner, log), seed=3, interval=30.0)
+    assert row["decisions"] == len(log) > 0
+    initial = {n: s.workers.initial for n, s in spec.stages.items()}
+    assert all(snap == initial for snap in log)  # no pool ever changed, over a whole episode
+    assert row["escapes"] < run_episode(spec, make_planner("static", spec, 30.0)[0], seed=3)["escapes"]
+
+
+class _Recording:
+    """A planner wrapper that records each decision's pool targets."""
+
+    def __init__(self, planner, log):
+        self.planner, self.log = planner, log
+
+    def reset(self):
+        self.planner.reset()
+
+    def plan(self, snapshot, insights):
+        self.log.append({n: st.target for n, st in snapshot.stages.items()})
+        return self.planner.plan(snapshot, insights)
+
+
+def test_max_utilization_caps_a_branch_by_its_ready_workers():
+    from adaptflow.experiments.planners import make_planner
+
+    spec = load_scenario("quality_drift")
+    for staffing in ("planned", "fixed"):
+        planner, _ = make_planner(f"quality:smoothing=1,staffing={staffing},max_utilization=0.9", spec, 30.0)
+        planner.reset()
+        plan = planner.plan(drift_snapshot(4), HIGH_BAD)
+        share = plan.splits["ingest"]["thorough_validate"]
+        # 4 ready workers x (1 / 1.5 s) x 0.9 = 2.4/s of the 5/s: a share of 0.48, the rest fast.
+        assert share == pytest.approx(4 / 1.5 * 0.9 / 5.0)
+        assert plan.splits["ingest"]["fast_validate"] == pytest.approx(1 - share)
+        assert ("thorough_validate" in plan.workers) == (staffing == "planned")
+        # With 12 ready workers the cap does not bind.
+        planner.reset()
+        assert planner.plan(drift_snapshot(12), HIGH_BAD).splits["ingest"]["thorough_validate"] == 1.0

@@ -118,6 +118,26 @@ BASELINES = ("static", "threshold", "celery", "erlang", "predictive", "quality")
 """Planners a learned one must beat (the clairvoyant is a bound, not a baseline)."""
 
 
+LEARNED = {"sb3": "sb3:PATH/TO/model.zip", "onnx": "onnx:PATH/TO/planner.onnx (or its directory)"}
+"""Planners loaded from a file: a saved SB3 model, or one exported to ONNX."""
+
+
+def check_deployment(meta: dict[str, Any], scenario: Scenario, interval: float) -> None:
+    """An exported planner's observation layout is tied to the stages and the decision interval
+    it was trained with: refuse to run it on a scenario with other stages or another interval."""
+    trained = list(meta["action"]["decoder"]["stages"]) or list(meta["scenario"]["stages"])
+    missing = [s for s in trained if s not in scenario.stages]
+    if missing:
+        raise ValueError(
+            f"exported planner controls stages {trained}; scenario {scenario.name!r} has {list(scenario.stages)}"
+        )
+    if abs(float(meta["decision_interval"]) - interval) > 1e-9:
+        raise ValueError(
+            f"exported planner was trained with decision_interval {meta['decision_interval']} s; "
+            f"asked to run at {interval} s"
+        )
+
+
 def _value(text: str) -> Any:
     for cast in (int, float):
         try:
@@ -136,12 +156,12 @@ def split_label(spec: str) -> tuple[str, str]:
 def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
     """``"[label@]name:key=value,key=value"`` -> (name, params), checked against the registry."""
     name, _, rest = split_label(spec)[1].partition(":")
-    if name == "sb3":
+    if name in LEARNED:
         if not rest:
-            raise ValueError("planner 'sb3' needs a model path: sb3:PATH/TO/model.zip")
+            raise ValueError(f"planner {name!r} needs a model path: {LEARNED[name]}")
         return name, {"path": rest}
     if name not in PLANNERS:
-        raise ValueError(f"unknown planner {name!r}; expected one of: {', '.join([*PLANNERS, 'sb3:PATH'])}")
+        raise ValueError(f"unknown planner {name!r}; expected one of: {', '.join([*PLANNERS, *LEARNED.values()])}")
     params: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")

@@ -7,6 +7,10 @@ they staff for:
 * :class:`ClairvoyantPlanner`: the true future rate, read from the scenario. No planner can know
   it, which makes it the reference bound every other planner is measured against.
 
+:class:`PlannedSplitPlanner` pairs Erlang staffing with a routing planner (e.g. the quality
+rule): the branches of a split are staffed for the split the router is about to apply, not for
+the rate they received under the previous one.
+
 The wait is Erlang C's M/M/c mean wait scaled by Allen-Cunneen's ``(1 + cs^2) / 2`` for the
 service distribution's squared coefficient of variation (exact for M/M/c, a good approximation
 for M/G/c).
@@ -134,6 +138,82 @@ class ErlangPlanner(_StaffingPlanner):
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
         return Plan(workers={n: self.staff_for(n, insights.stage_rates[n]) for n in self.scenario.stages})
+
+
+def rates_for_splits(
+    scenario: Scenario, insights: Insights, splits: dict[str, dict[str | None, float]]
+) -> dict[str, float]:
+    """The analyzer's per-stage rate estimates, except that each branch of a split in ``splits``
+    gets the rate into the split's owner times the branch's new share: what the branch will
+    receive once the split is applied, rather than an average of what it received under the
+    previous split (which lags a reroute by several intervals). Stages past the branches keep
+    their estimates (a reroute changes their load only by the items validation removes)."""
+    rates = dict(insights.stage_rates)
+    for owner, shares in splits.items():
+        into = insights.stage_rates[owner] if owner in insights.stage_rates else insights.rates.get(owner, 0.0)
+        for target, p in shares.items():
+            if target is not None:
+                rates[target] = into * p
+    return rates
+
+
+class PlannedSplitPlanner(ErlangPlanner):
+    """Splits from a routing planner (``router``), and Erlang staffing for the rates those
+    splits will send to each stage (:func:`rates_for_splits`), in the same decision: when the
+    router sends work to a slow branch, that branch's pool is sized for it at once.
+
+    ``max_utilization`` (off by default): a branch is sent no more than its *ready* workers can
+    serve at that utilization (the rest goes to the other branch), so that a reroute ramps up
+    as the new workers come up instead of queueing behind them. ``staff=False`` leaves the
+    pools as they are (routing only), with the same cap."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        router: Planner,
+        target_wait: float | None = None,
+        interval: float = 30.0,
+        max_utilization: float | None = None,
+        staff: bool = True,
+    ):
+        super().__init__(scenario, target_wait, interval)
+        if max_utilization is not None and not max_utilization > 0:
+            raise ValueError(f"max_utilization must be > 0, got {max_utilization}")
+        self.router, self.max_utilization, self.staffing = router, max_utilization, staff
+
+    def reset(self) -> None:
+        self.router.reset()
+
+    def cap(self, snapshot: MetricsSnapshot, insights: Insights, splits: dict) -> dict:
+        """Each split with every branch's share capped by its ready capacity; the excess goes
+        to the branch with the most headroom."""
+        if self.max_utilization is None:
+            return splits
+        out = {}
+        for owner, shares in splits.items():
+            into = insights.stage_rates[owner] if owner in insights.stage_rates else insights.rates.get(owner, 0.0)
+            if into <= 0:
+                out[owner] = shares
+                continue
+            limit = {
+                t: (1.0 if t is None else snapshot.stages[t].active / self.mean[t] * self.max_utilization / into)
+                for t in shares
+            }
+            capped = {t: min(p, limit[t]) for t, p in shares.items()}
+            spare = 1.0 - sum(capped.values())
+            if spare > 1e-12:
+                roomiest = max(capped, key=lambda t: limit[t] - capped[t])
+                capped[roomiest] += spare
+            out[owner] = capped
+        return out
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        route = self.router.plan(snapshot, insights)
+        if not self.staffing:
+            return Plan(splits=self.cap(snapshot, insights, route.splits))
+        rates = rates_for_splits(self.scenario, insights, route.splits)
+        workers = {n: self.staff_for(n, rates[n]) for n in self.scenario.stages}
+        return Plan(workers=workers, splits=self.cap(snapshot, insights, route.splits))
 
 
 class PredictivePlanner(_StaffingPlanner):
