@@ -189,6 +189,27 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.export import export_run
+
+    path = export_run(args.run_dir, args.out, args.model)
+    print(f"exported {args.model} of {args.run_dir} to {path} (sidecar {path.with_suffix('.json').name})")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from adaptflow.runtime.service import app_for, serve
+
+    token = os.environ.get(args.token_env) or None
+    app = app_for(args.planner, args.scenario, args.interval, args.fallback, token)
+    auth = f"bearer token from ${args.token_env}" if token else f"no token (set ${args.token_env} to require one)"
+    print(f"adaptflow: serving {args.planner} on http://{args.host}:{args.port}/v1/decide; {auth}", file=sys.stderr)
+    serve(app, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", choices=["process", "ray"], default="process")
     sw.add_argument("--address", default=None, help="Ray cluster address (backend ray); default: a local Ray")
     sw.set_defaults(handler=_sweep)
+    ex = commands.add_parser(
+        "export",
+        help="export a trained planner to ONNX with a JSON sidecar",
+        description="adaptflow export RUN_DIR [--out DIR]: the policy's deterministic action as ONNX, plus "
+        "planner.json (observation layout and normalization, action mapping, env, scenario, versions).",
+    )
+    ex.add_argument("run_dir", help="a training run directory (runs/<name>/<timestamp>)")
+    ex.add_argument("--out", default=None, help="output directory (default: RUN_DIR/export)")
+    ex.add_argument("--model", default="best_model.zip", help="which of the run's models (default: best_model.zip)")
+    ex.set_defaults(handler=_export)
+    sv = commands.add_parser(
+        "serve",
+        help="serve a planner over HTTP (POST /v1/decide, GET /healthz, GET /metrics)",
+        description="adaptflow serve --planner onnx:EXPORT_DIR | --planner threshold --scenario S",
+    )
+    sv.add_argument("--planner", required=True, help="onnx:PATH, sb3:PATH or a baseline spec")
+    sv.add_argument("--scenario", default=None, help="scenario name or YAML (an exported planner brings its own)")
+    sv.add_argument("--interval", type=float, default=None, help="decision interval in seconds")
+    sv.add_argument("--fallback", default="erlang", help="baseline planner used when the planner fails (erlang)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token-env", default="ADAPTFLOW_TOKEN", help="environment variable holding the bearer token")
+    sv.set_defaults(handler=_serve)
     return parser
 
 

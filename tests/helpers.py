@@ -83,3 +83,12 @@ def assert_within_ci(values: list[float], expected: float, what: str, max_relati
         "the check would be too weak"
     )
     assert abs(mean - expected) <= half, f"{what}: theory {expected:.5g} outside {mean:.5g} ± {half:.3g}"
+
+
+def train_and_export(out_dir: Path, *overrides: str, config: str = "configs/train/tiny.yaml") -> tuple[Path, Path]:
+    """Train a tiny run (a few seconds) and export it; returns (best model, planner.onnx)."""
+    from adaptflow.experiments.training import train
+    from adaptflow.runtime.export import export_run
+
+    run = train(config, [f"output_dir={out_dir}", "evaluation.final_seeds=0", *overrides])
+    return run.best_model, export_run(run.run_dir)

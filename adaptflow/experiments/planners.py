@@ -183,6 +183,12 @@ def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planne
 
         planner = SB3Planner.load(params["path"], scenario, interval)
         return planner, planner.analyzer_options.get("forecaster", "ewma")
+    if name == "onnx":
+        from adaptflow.runtime.onnx_planner import OnnxPlanner
+
+        onnx_planner = OnnxPlanner.load(params["path"])
+        check_deployment(onnx_planner.metadata, scenario, interval)
+        return onnx_planner, onnx_planner.analyzer_options.get("forecaster", "ewma")
     entry = PLANNERS[name]
     forecaster = entry.forecaster
     if forecaster == "holt_winters" and season_length_of(scenario, interval) is None:

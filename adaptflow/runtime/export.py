@@ -1,0 +1,152 @@
+"""Export a trained planner: the policy's deterministic action as an ONNX model, and a JSON
+sidecar with everything else a deployment needs (observation layout and normalization, action
+mapping, analyzer settings, env id and options, the scenario, versions).
+
+``adaptflow export RUN_DIR`` is :func:`export_run`. The ONNX graph maps a *normalized*
+observation batch ``observation: float32[batch, n]`` to ``action: int64[batch, dims]`` (argmax of
+each action dimension's logits, or of the Q-values for DQN). Normalization stays outside the
+graph, as VecNormalize keeps it outside the network in training, and the sidecar carries it, so
+:class:`~adaptflow.runtime.onnx_planner.OnnxPlanner` applies exactly what SB3 applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from contextlib import redirect_stdout, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from adaptflow.agents import ObservationNormalizer
+from adaptflow.experiments.io import atomic_write, atomic_write_text
+
+SIDECAR_FORMAT = "adaptflow-planner/1"
+
+
+class DeterministicPolicy(torch.nn.Module):
+    """An SB3 policy's deterministic action as a plain torch module (no sampling, no numpy)."""
+
+    def __init__(self, policy: Any, nvec: list[int], algorithm: str):
+        super().__init__()
+        self.policy, self.nvec, self.algorithm = policy, [int(n) for n in nvec], algorithm
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        if self.algorithm == "DQN":
+            return self.policy.q_net(observation).argmax(dim=1, keepdim=True)
+        features = self.policy.extract_features(observation)
+        if isinstance(features, tuple):  # separate actor and critic feature extractors
+            features = features[0]
+        logits = self.policy.action_net(self.policy.mlp_extractor.forward_actor(features))
+        return torch.stack([part.argmax(dim=1) for part in torch.split(logits, self.nvec, dim=1)], dim=1)
+
+
+def _nvec(space: gym.Space) -> list[int]:
+    if isinstance(space, gym.spaces.Discrete):
+        return [int(space.n)]
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return [int(n) for n in space.nvec]
+    raise ValueError(f"cannot export a policy for action space {space}; expected Discrete or MultiDiscrete")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("adaptflow", "torch", "stable-baselines3", "onnx", "onnxruntime", "gymnasium", "numpy"):
+        with suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
+    """Export a saved SB3 model (with the ``<model>.json`` sidecar a training run writes) to
+    ``out_dir/planner.onnx`` and ``out_dir/planner.json``; returns the ONNX path."""
+    from adaptflow.experiments.config import algorithm_class
+
+    model_path = Path(model_path)
+    meta_path = model_path.with_suffix(".json")
+    if not model_path.is_file() or not meta_path.is_file():
+        raise ValueError(f"{str(model_path)!r} is not a saved adaptflow model (expected it and {meta_path.name})")
+    meta = json.loads(meta_path.read_text())
+    if meta["algorithm"] == "RecurrentPPO":
+        raise ValueError("RecurrentPPO policies carry an LSTM state between decisions; export supports PPO, A2C, DQN")
+    model = algorithm_class(meta["algorithm"]).load(model_path, device="cpu")
+    env = gym.make(meta["env_id"], **meta["options"])
+    inner = env.unwrapped
+    nvec = _nvec(env.action_space)
+    module = DeterministicPolicy(model.policy, nvec, meta["algorithm"]).eval()
+    example = torch.zeros(1, inner.encoder.size, dtype=torch.float32)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / "planner.onnx"
+
+    def write(tmp: Path) -> None:
+        with redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter narrates its passes
+            program = torch.onnx.export(
+                module,
+                (example,),
+                input_names=["observation"],
+                output_names=["action"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},),
+                dynamo=True,
+            )
+        program.save(str(tmp))
+
+    atomic_write(onnx_path, write)
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    normalization = meta.get("observation_normalization")
+    ObservationNormalizer.from_dict(normalization)  # fail here, not at deployment, if malformed
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "onnx": {"file": onnx_path.name, "sha256": digest, "input": "observation", "output": "action"},
+        "algorithm": meta["algorithm"],
+        "env_id": meta["env_id"],
+        "env_options": meta["options"],
+        "scenario": inner.scenario.model_dump(mode="json"),
+        "decision_interval": inner.interval,
+        "observation": {"encoder": inner.encoder.to_dict(), "normalization": normalization},
+        "action": {"decoder": inner.decoder.to_dict(), "nvec": nvec},
+        "analyzer": {"forecaster": inner.options.forecaster, "forecast_steps": inner.options.forecast_steps},
+        "fixed_workers": {} if inner.control_workers else dict(inner.fixed_workers),
+        "source": str(model_path.resolve()),
+        "exported": datetime.now(UTC).isoformat(),
+        "versions": _versions(),
+    }
+    atomic_write_text(out_dir / "planner.json", json.dumps(sidecar, indent=2))
+    return onnx_path
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, model: str = "best_model.zip") -> Path:
+    """Export a training run's model (the best one by default) to ``out`` (default
+    ``RUN_DIR/export``); returns the ONNX path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    path = run_dir / model
+    if not path.is_file():
+        raise ValueError(f"run {str(run_dir)!r} has no {model} (has training finished a validation?)")
+    return export_model(path, Path(out) if out is not None else run_dir / "export")
+
+
+def parity(model_path: str | Path, onnx_path: str | Path, observations: np.ndarray) -> float:
+    """The share of ``observations`` (raw, as the encoder makes them) on which the SB3 model and
+    the exported ONNX planner choose the same action, each with its own normalization path."""
+    from adaptflow.experiments.config import algorithm_class
+    from adaptflow.policies.sb3 import ALGORITHMS  # noqa: F401  (the SB3 side, for the check)
+    from adaptflow.runtime.onnx_planner import OnnxPlanner
+
+    meta = json.loads(Path(model_path).with_suffix(".json").read_text())
+    model = algorithm_class(meta["algorithm"]).load(model_path, device="cpu")
+    normalizer = ObservationNormalizer.from_dict(meta.get("observation_normalization"))
+    sb3_input = observations if normalizer is None else normalizer(observations)
+    expected, _ = model.predict(sb3_input, deterministic=True)
+    got = OnnxPlanner.load(onnx_path).act(observations)
+    expected = np.asarray(expected).reshape(len(observations), -1)
+    return float(np.mean(np.all(expected == got, axis=1)))

@@ -1,0 +1,89 @@
+"""A planner exported to ONNX, as a Planner: only onnxruntime and numpy at run time (plus the
+shared encoder and decoder of :mod:`adaptflow.agents`), never torch or SB3.
+
+The observation path is the one the policy was trained with: the shared ObservationEncoder, then
+the saved VecNormalize statistics, then the ONNX graph, then the shared ActionDecoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from adaptflow.agents import (
+    ActionDecoder,
+    Insights,
+    MetricsSnapshot,
+    ObservationEncoder,
+    ObservationNormalizer,
+    Plan,
+    Planner,
+)
+
+
+class OnnxPlanner(Planner):
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        encoder: ObservationEncoder,
+        decoder: ActionDecoder,
+        normalizer: ObservationNormalizer | None = None,
+        analyzer_options: dict[str, Any] | None = None,
+        fixed_workers: dict[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.session, self.encoder, self.decoder, self.normalizer = session, encoder, decoder, normalizer
+        self.analyzer_options = analyzer_options or {}
+        self.fixed_workers = fixed_workers or {}
+        self.metadata = metadata or {}
+        self._input = session.get_inputs()[0].name
+        expected = session.get_inputs()[0].shape[-1]
+        if isinstance(expected, int) and expected != encoder.size:
+            raise ValueError(f"ONNX model takes {expected} features; the sidecar's encoder makes {encoder.size}")
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 1) -> OnnxPlanner:
+        """Load ``planner.onnx`` (or its directory) with the ``planner.json`` sidecar beside it.
+        One intra-op thread by default: a decision is a small MLP, and threads cost more than
+        they save at that size (and the host runs workers too)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "planner.onnx"
+        sidecar = path.with_suffix(".json")
+        if not path.is_file() or not sidecar.is_file():
+            raise ValueError(f"{str(path)!r}: expected an exported planner (planner.onnx and planner.json)")
+        meta = json.loads(sidecar.read_text())
+        if meta.get("format") != "adaptflow-planner/1":
+            raise ValueError(f"{str(sidecar)!r} has format {meta.get('format')!r}; expected 'adaptflow-planner/1'")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cls(
+            session,
+            ObservationEncoder.from_dict(meta["observation"]["encoder"]),
+            ActionDecoder.from_dict(meta["action"]["decoder"]),
+            ObservationNormalizer.from_dict(meta["observation"]["normalization"]),
+            meta.get("analyzer"),
+            meta.get("fixed_workers"),
+            meta,
+        )
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """Actions (int64, one row per observation) for raw encoded observations."""
+        obs = np.asarray(observations, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None, :]
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        return self.session.run(None, {self._input: obs})[0]
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        action = self.act(self.encoder.encode(snapshot, insights))[0]
+        plan = self.decoder.decode(action, {name: st.target for name, st in snapshot.stages.items()})
+        if self.fixed_workers:
+            plan.workers = {**self.fixed_workers, **plan.workers}
+        return plan
