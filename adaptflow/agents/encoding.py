@@ -160,6 +160,7 @@ class ObservationNormalizer:
         if self.mean.shape != self.var.shape or self.mean.ndim != 1:
             raise ValueError(f"normalizer mean {self.mean.shape} and var {self.var.shape} must be equal 1-d shapes")
         self.clip, self.epsilon = float(clip), float(epsilon)
+        self._std = np.sqrt(self.var + self.epsilon)  # VecNormalize's arithmetic, its sqrt done once
 
     @classmethod
     def from_vec_normalize(cls, venv: Any) -> ObservationNormalizer | None:
@@ -169,7 +170,9 @@ class ObservationNormalizer:
         return cls(venv.obs_rms.mean, venv.obs_rms.var, venv.clip_obs, venv.epsilon)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        out = np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip)
+        out = (obs - self.mean) / self._std  # float64, as in VecNormalize, so rounding is identical
+        np.minimum(out, self.clip, out=out)  # = np.clip, without its per-call overhead
+        np.maximum(out, -self.clip, out=out)
         return out.astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:

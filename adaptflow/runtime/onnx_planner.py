@@ -82,7 +82,10 @@ class OnnxPlanner(Planner):
         return self.session.run(None, {self._input: obs})[0]
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
-        action = self.act(self.encoder.encode(snapshot, insights))[0]
+        obs = self.encoder.encode(snapshot, insights)[None, :]  # float32 already: no conversion
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        action = self.session.run(None, {self._input: obs})[0][0]
         plan = self.decoder.decode(action, {name: st.target for name, st in snapshot.stages.items()})
         if self.fixed_workers:
             plan.workers = {**self.fixed_workers, **plan.workers}
