@@ -263,3 +263,44 @@ def test_service_survives_schemathesis(case) -> None:
     """Generated requests (valid and not) never crash the service, and every response matches
     the OpenAPI schema it publishes."""
     case.call_and_validate(headers=AUTH)
+
+
+def test_serve_runs_the_exported_planner_on_uvicorn(exported: tuple[Path, Path]) -> None:
+    """The real thing: ``adaptflow serve`` in its own process on a free loopback port."""
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "adaptflow.cli", "serve", "--planner", f"onnx:{exported[1].parent}"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)],
+        env={**os.environ, "ADAPTFLOW_TOKEN": TOKEN},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "service did not start in 60 s"
+                time.sleep(0.2)
+        assert health.json()["planner"] == f"onnx:{exported[1].parent}"
+        body = request_body()
+        assert httpx.post(f"{base}/v1/decide", json=body, timeout=10).status_code == 401
+        response = httpx.post(f"{base}/v1/decide", json=body, headers=AUTH, timeout=10)
+        assert response.status_code == 200 and not response.json()["fallback"], response.text
+        metrics = httpx.get(f"{base}/metrics", headers=AUTH, timeout=10).text
+        assert "adaptflow_decision_latency_seconds_bucket" in metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
