@@ -1,0 +1,239 @@
+"""A live run: the one Coordinator loop against Celery workers on a Redis broker.
+
+:class:`LiveConfig` is the YAML of ``adaptflow live CONFIG`` (validated before anything runs);
+:func:`build_loop` assembles the live ControlLoop (monitor, executor and clock wrapped so that a
+Redis outage is survived); :func:`run_live` runs a Planner through it, wrapped in a
+:class:`~adaptflow.runtime.fallback.FallbackPlanner`, and writes the same JSONL event log as a
+simulated episode. Planners are passed in built: turning a spec (``threshold``, ``onnx:PATH``)
+into a planner is :mod:`adaptflow.experiments`' job (runtime imports agents and policies only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from celery import Celery
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from adaptflow.agents import (
+    ControlLoop,
+    Coordinator,
+    CostModel,
+    CostWeights,
+    EventLog,
+    Planner,
+    StandardAnalyzer,
+    Transition,
+)
+from adaptflow.agents.sim import envelope_for
+from adaptflow.simulator.scenario import Scenario, load_scenario, resolve_scenario_path
+
+from .celery_app import context_of, make_app
+from .fallback import FallbackPlanner
+from .live import (
+    CeleryExecutor,
+    CeleryMonitor,
+    LiveTotals,
+    Outage,
+    PoolLedger,
+    ResilientExecutor,
+    ResilientMonitor,
+    WallClock,
+    live_envelope,
+)
+from .worker import node_name
+
+log = logging.getLogger(__name__)
+
+
+class EnvelopeConfig(BaseModel):
+    """The executor's safety envelope beyond the scenario's bounds (``max_step`` processes per
+    decision, ``cooldown`` scenario seconds between changes of a stage)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_step: int | None = Field(default=None, ge=1)
+    cooldown: float = Field(default=0.0, ge=0)
+
+
+class LiveConfig(BaseModel):
+    """What ``adaptflow live`` runs. Times are scenario seconds; ``time_scale`` says how much
+    faster than the scenario the live system runs (the workers must be started with the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+    broker: str = Field(description="Redis broker URL, e.g. redis://127.0.0.1:6379/0")
+    scenario: str = Field(description="a scenario YAML (relative to this config) or a shipped scenario's name")
+    planner: str = "threshold"
+    fallback: str = Field(default="static", description="baseline planner used when the planner fails")
+    interval: float = Field(default=30.0, gt=0)
+    duration: float = Field(gt=0)
+    time_scale: float = Field(default=1.0, gt=0)
+    envelope: EnvelopeConfig = Field(default_factory=EnvelopeConfig)
+    workers: dict[str, str] = Field(default_factory=dict, description="stage -> Celery node name (%h: host)")
+    event_log: Path = Path("runs/live/events.jsonl")
+    prefix: str = "adaptflow"
+    cost: CostWeights = Field(default_factory=CostWeights)
+    inspect_timeout: float = Field(default=2.0, gt=0)
+    outage_grace: float = Field(default=math.inf, ge=0, description="scenario s past the end to wait for Redis")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_is_redis(cls, broker: str) -> str:
+        if not broker.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{broker!r}: expected a Redis URL (redis://host:port/db)")
+        return broker
+
+    def load_scenario(self) -> Scenario:
+        return load_scenario(self.scenario)
+
+    def worker_names(self, scenario: Scenario) -> dict[str, str]:
+        """Every stage's worker: the configured name, or ``<stage>@<host>``."""
+        unknown = sorted(set(self.workers) - set(scenario.stages))
+        if unknown:
+            raise ValueError(f"workers names stages {unknown}; the scenario's stages: {list(scenario.stages)}")
+        return {stage: self.workers.get(stage, node_name(stage)) for stage in scenario.stages}
+
+
+def load_live_config(path: str | Path, **overrides: Any) -> LiveConfig:
+    """Read and validate a live config; a relative scenario path resolves against the config's
+    directory. Every problem is one line of the ``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"live config {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of live settings")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    scenario = data.get("scenario")
+    if isinstance(scenario, str) and scenario.endswith((".yaml", ".yml")) and not Path(scenario).is_absolute():
+        candidate = path.parent / scenario
+        if candidate.is_file():
+            data["scenario"] = str(candidate)
+    try:
+        config = LiveConfig.model_validate(data)
+        resolve_scenario_path(config.scenario)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        raise ValueError(f"{path}: invalid live config\n  " + "\n  ".join(lines)) from None
+    return config
+
+
+@dataclass
+class LiveLoop:
+    """The live ControlLoop and the parts a caller may want to look at."""
+
+    loop: ControlLoop
+    monitor: ResilientMonitor
+    executor: ResilientExecutor
+    ledger: PoolLedger
+    clock: WallClock
+
+    @property
+    def celery_monitor(self) -> CeleryMonitor:
+        return self.monitor.monitor
+
+
+def build_loop(
+    app: Celery,
+    workers: dict[str, str],
+    interval: float,
+    *,
+    max_step: int | None = None,
+    cooldown: float = 0.0,
+    forecaster: str = "ewma",
+    weights: CostWeights | None = None,
+    give_up_after: float = math.inf,
+    inspect_timeout: float = 2.0,
+    managed: bool = True,
+) -> LiveLoop:
+    """The live loop on ``app``'s workers (``{stage: node name}``), its clock starting now.
+
+    ``managed=False``: the workers run Celery's own autoscaler; the executor then only writes
+    splits (a pool plan would be refused by the workers) and the monitor reads the pools."""
+    ctx = context_of(app)
+    ledger = PoolLedger(app, workers, timeout=inspect_timeout).sync()
+    clock = WallClock(ctx.time_scale)
+    envelope = live_envelope(ctx.scenario, max_step=max_step, cooldown=cooldown)
+    if not managed:
+        envelope.bounds = {}  # nothing to resize: a plan naming a pool is an error
+    executor = ResilientExecutor(CeleryExecutor(app, ledger, clock, envelope, timeout=inspect_timeout))
+    monitor = ResilientMonitor(
+        CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout),
+        executor,
+        give_up_after=give_up_after,
+        backoff_cap=max(0.5, min(5.0, interval / ctx.time_scale)),
+    )
+    analyzer = StandardAnalyzer.for_scenario(ctx.scenario, interval, forecaster=forecaster)
+    loop = ControlLoop(monitor, analyzer, executor, clock, CostModel(weights), interval)
+    return LiveLoop(loop, monitor, executor, ledger, clock)
+
+
+@dataclass
+class LiveResult:
+    transitions: list[Transition]
+    totals: LiveTotals
+    outages: list[Outage]
+    fallbacks: int
+    fallback_reason: str | None
+    event_log: Path | None
+    final_pools: dict[str, int] = field(default_factory=dict)
+
+
+def run_live(
+    app: Celery,
+    workers: dict[str, str],
+    planner: Planner,
+    fallback: Planner,
+    *,
+    interval: float,
+    duration: float,
+    event_log: str | Path | None = None,
+    forecaster: str = "ewma",
+    max_step: int | None = None,
+    cooldown: float = 0.0,
+    weights: CostWeights | None = None,
+    outage_grace: float = math.inf,
+    inspect_timeout: float = 2.0,
+    managed: bool = True,
+    live: LiveLoop | None = None,
+) -> LiveResult:
+    """Run ``planner`` (with ``fallback`` taking over when it fails or answers outside the
+    scenario's bounds) against the live workers for ``duration`` scenario seconds, one decision
+    every ``interval``; write one JSONL record per decision to ``event_log``."""
+    ctx = context_of(app)
+    live = live or build_loop(
+        app, workers, interval, max_step=max_step, cooldown=cooldown, forecaster=forecaster, weights=weights,
+        give_up_after=duration + outage_grace, inspect_timeout=inspect_timeout, managed=managed,
+    )  # fmt: skip
+    guarded = FallbackPlanner(planner, fallback, envelope_for(ctx.scenario))
+    log_file = EventLog(event_log) if event_log is not None else None
+    try:
+        transitions = Coordinator(live.loop, guarded, log_file).run(until=duration)
+    finally:
+        if log_file is not None:
+            log_file.close()
+    return LiveResult(
+        transitions=transitions,
+        totals=live.celery_monitor.totals,
+        outages=live.monitor.outages,
+        fallbacks=guarded.fallbacks,
+        fallback_reason=guarded.last_reason,
+        event_log=Path(event_log) if event_log is not None else None,
+        final_pools=live.ledger.targets(),
+    )
+
+
+def run_live_config(config: LiveConfig, planner: Planner, fallback: Planner, forecaster: str = "ewma") -> LiveResult:
+    """:func:`run_live` as a :class:`LiveConfig` says (the app is built from it)."""
+    scenario = config.load_scenario()
+    app = make_app(scenario, config.broker, config.time_scale, config.prefix)
+    return run_live(
+        app, config.worker_names(scenario), planner, fallback,
+        interval=config.interval, duration=config.duration, event_log=config.event_log, forecaster=forecaster,
+        max_step=config.envelope.max_step, cooldown=config.envelope.cooldown, weights=config.cost,
+        outage_grace=config.outage_grace, inspect_timeout=config.inspect_timeout,
+    )  # fmt: skip

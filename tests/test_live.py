@@ -1,0 +1,286 @@
+"""The live world: a real redis-server and real Celery prefork workers, started by the tests on
+127.0.0.1 (see live_fixtures.py). Runs sped up ``TIME_SCALE`` times."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner, read_event_log
+from adaptflow.policies import StaticPlanner, ThresholdPlanner
+from adaptflow.runtime.celery_app import context_of
+from adaptflow.runtime.live import PoolState, WallClock
+from adaptflow.runtime.live_run import build_loop, load_live_config, run_live
+from adaptflow.runtime.loadgen import arrival_trace, run_loadgen
+from adaptflow.simulator import Simulation, load_scenario
+
+from .live_fixtures import PIPELINE, SINGLE, app_for, events, wait_for, write_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Flaky(Planner):
+    """A planner that raises at one decision: the fallback must take over, the loop go on."""
+
+    def __init__(self, inner: Planner, fail_at: int):
+        self.inner, self.fail_at, self.calls = inner, fail_at, 0
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom")
+        return self.inner.plan(snapshot, insights)
+
+
+def with_load(app, scenario: Path, duration: float, seed: int = 3):
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_loadgen, kwargs={"scenario": scenario, "app": app, "duration": duration, "seed": seed, "stop": stop}
+    )
+    thread.start()
+    return stop, thread
+
+
+def processes(app, worker: str) -> int:
+    stats = app.control.inspect(destination=[worker], timeout=1.0).stats() or {}
+    return len(stats[worker]["pool"]["processes"]) if worker in stats else -1
+
+
+def assert_within_bounds(records: list[dict], scenario) -> None:
+    for record in records:
+        for stage, m in record["metrics"]["stages"].items():
+            w = scenario.stages[stage].workers
+            assert max(1, w.min) <= m["target"] <= w.max, (stage, m["target"], record["time"])
+        for stage, n in record["applied"]["workers"].items():
+            w = scenario.stages[stage].workers
+            assert max(1, w.min) <= n <= w.max, (stage, n)
+
+
+# ------------------------------------------------------------------------------------------------
+# Without Redis: the pieces
+# ------------------------------------------------------------------------------------------------
+def test_loadgen_submits_the_simulators_arrival_trace() -> None:
+    spec = load_scenario("quality_drift")
+    sim = Simulation(spec, rng=np.random.default_rng(11))
+    first = sim._arrivals[0][3]
+    simulated = [first[0], *(t for t, _, _ in (next(sim.sources["records"].arrivals) for _ in range(199)))]
+    live = [t for t, _, _, _ in itertools.islice(arrival_trace(spec, seed=11, duration=1e9), 200)]
+    assert live == simulated
+
+
+def test_wall_clock_keeps_a_fixed_grid() -> None:
+    clock = WallClock(time_scale=20.0)
+    for _ in range(3):
+        time.sleep(0.02)  # work between decisions must not shift the grid
+        clock.advance(2.0)
+    assert clock.now() == pytest.approx(6.0, abs=0.3)
+
+
+def test_pool_integral_is_the_step_function_area() -> None:
+    pool = PoolState("w", 2, [(0.0, 2)])
+    pool.set_target(5, 10.0)
+    assert pool.integral(5.0, 12.0) == pytest.approx(2 * 5 + 5 * 2)
+
+
+def test_live_config_is_validated(tmp_path: Path) -> None:
+    config = load_live_config(REPO / "configs/live/quality_drift.yaml")
+    assert config.planner and config.time_scale > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("broker: amqp://x\nscenario: mmc\nduration: 10\nintervall: 3\n")
+    with pytest.raises(ValueError) as err:
+        load_live_config(bad)
+    assert "intervall" in str(err.value) and "broker" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Live
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.live
+def test_end_to_end_loadgen_celery_monitor_planner_resizes_the_pool(broker: str, workers, tmp_path: Path) -> None:
+    scenario_path = write_scenario(tmp_path, PIPELINE)
+    scenario = load_scenario(scenario_path)
+    started = workers.start(scenario_path, broker, {"ingest": 1, "fast": 1, "thorough": 1})
+    names = {w.stage: w.name for w in started}
+    app = app_for(scenario_path, broker)
+    planner = Flaky(ThresholdPlanner(target=0.6, stabilization_window=30), fail_at=3)
+    stop, load = with_load(app, scenario_path, duration=100)
+    try:
+        result = run_live(
+            app, names, planner, StaticPlanner(), interval=10, duration=100, max_step=1,
+            event_log=tmp_path / "events.jsonl",
+        )  # fmt: skip
+    finally:
+        stop.set()
+        load.join()
+    records = read_event_log(tmp_path / "events.jsonl")
+    assert len(records) == len(result.transitions) >= 9
+    assert {"plan", "applied", "metrics", "cost", "insights"} <= set(records[0])
+    # the planner saw an overloaded ingest stage and grew its pool one step per decision
+    ingest = [r["metrics"]["stages"]["ingest"]["target"] for r in records]
+    assert ingest[0] == 1 and max(ingest) >= 3, ingest
+    assert all(b - a <= 1 for a, b in itertools.pairwise(ingest))
+    # every clamp is in the log (the idle thorough stage asked for 0 processes, live minimum 1)
+    assert any("thorough: 0 clamped to 1" in c for r in records for c in r["applied"]["clamps"])
+    assert_within_bounds(records, scenario)
+    # the planner's failure was survived through the fallback
+    assert result.fallbacks == 1 and "boom" in (result.fallback_reason or "")
+    # the worker really runs the pool the ledger says (after the pool's maintenance tick)
+    final = result.final_pools["ingest"]
+    wait_for(lambda: processes(app, names["ingest"]) == final, 8, 0.5, f"ingest to run {final} processes")
+    # metrics are filled as in simulation, and priced by the shared cost model
+    last = records[-1]["metrics"]
+    assert last["source_arrivals"]["jobs"] > 0 and last["completed"] > 0 and not math.isnan(last["mean_latency"])
+    assert records[-1]["cost"]["workers"] == pytest.approx(sum(s["cost"] for s in last["stages"].values()))
+    worker_seconds = sum(s["worker_seconds"] for s in last["stages"].values())
+    pools = sum(s["target"] for s in last["stages"].values())
+    assert worker_seconds == pytest.approx(last["interval"] * pools, rel=0.3)
+    assert result.totals.arrived > 150 and result.totals.completed > 0.7 * result.totals.arrived
+
+
+@pytest.mark.live
+def test_pool_size_reconciliation(broker: str, workers, tmp_path: Path) -> None:
+    """The pool the executor applied, what the worker's stats say and what the tasks' own start
+    and finish times show, reconciled (see adaptflow.runtime.live's docstring)."""
+    scenario_path = write_scenario(tmp_path, SINGLE)
+    (worker,) = workers.start(scenario_path, broker, {"work": 2})
+    app = app_for(scenario_path, broker)
+    ctx = context_of(app)
+    live = build_loop(app, {"work": worker.name}, interval=10)
+    executor, monitor, pool = live.executor, live.celery_monitor, live.ledger.pools["work"]
+    assert pool.target == 2
+
+    applied = executor.apply(Plan(workers={"work": 100}))  # bounds [1, 6]
+    assert applied.workers == {"work": 6} and any("clamped to 6" in c for c in applied.clamps)
+    snap = monitor.observe().stages["work"]
+    assert snap.target == 6 and snap.active + snap.starting == 6
+    # Celery starts the new processes at the pool's next maintenance tick (<= 5 s)
+    wait_for(lambda: processes(app, worker.name) == 6, 8, 0.25, "6 processes")
+    for k in range(18):
+        ctx.submit("jobs", k)
+    time.sleep(1.2)  # 0.6 s tasks: six at a time if the pool really has six processes
+    snap = monitor.observe().stages["work"]
+    assert monitor.last_peaks["work"] == 6, "measured from the tasks' start and finish times"
+    assert (snap.active, snap.starting, snap.target) == (6, 0, 6)
+    # stats' max-concurrency is the start-up setting, not the pool: never trusted
+    assert pool.reported_max_concurrency == 2
+
+    wait_for(lambda: len(events(app, "exit")) == 18, 10, 0.2, "18 items out")
+    applied = executor.apply(Plan(workers={"work": -3}))
+    assert applied.workers == {"work": 1}
+    wait_for(lambda: processes(app, worker.name) == 1, 5, 0.25, "1 process")
+    monitor.observe()  # a fresh interval, after the shrink
+    for k in range(18, 22):
+        ctx.submit("jobs", k)
+    wait_for(lambda: len(events(app, "exit")) == 22, 10, 0.2, "22 items out")
+    monitor.observe()
+    assert monitor.last_peaks["work"] == 1
+    assert live.ledger.pools["work"].target == 1
+
+    # a restarted worker starts at its command-line concurrency: the ledger re-bases on it
+    worker.stop()
+    (again,) = workers.start(scenario_path, broker, {"work": 3})
+    live.ledger.workers["work"] = pool.worker = again.name
+    snap = monitor.observe().stages["work"]
+    assert snap.target == 3 and pool.target == 3
+
+
+@pytest.mark.live
+def test_a_killed_worker_process_loses_no_task(broker: str, workers, tmp_path: Path) -> None:
+    scenario_path = write_scenario(tmp_path, SINGLE)
+    (worker,) = workers.start(scenario_path, broker, {"work": 2})
+    app = app_for(scenario_path, broker)
+    ctx = context_of(app)
+    submitted = [ctx.submit("jobs", k) for k in range(10)]
+
+    def running_pid() -> int | None:
+        active = app.control.inspect(destination=[worker.name], timeout=1.0).active() or {}
+        pids = [t["worker_pid"] for t in active.get(worker.name, []) if t.get("worker_pid") and t.get("time_start")]
+        return pids[0] if pids else None
+
+    wait_for(lambda: running_pid() is not None, 10, 0.05, "a running task")
+    time.sleep(0.1)
+    os.kill(running_pid(), signal.SIGKILL)  # a prefork child, mid-task (0.6 s tasks)
+    wait_for(lambda: len(events(app, "exit")) >= 10, 30, 0.2, "every item out")
+    time.sleep(0.5)
+    done = Counter(e["i"] for e in events(app, "exit"))
+    assert sorted(done) == sorted(submitted) and set(done.values()) == {1}, done
+    starts = Counter(e["k"] for e in events(app, "start"))
+    assert max(starts.values()) == 2, "the killed visit was redelivered and ran again"
+
+
+@pytest.mark.live
+def test_rerouting_takes_effect_live(broker: str, workers, tmp_path: Path) -> None:
+    scenario_path = write_scenario(tmp_path, PIPELINE)
+    (ingest,) = workers.start(scenario_path, broker, {"ingest": 2})  # validation queues left unserved
+    app = app_for(scenario_path, broker)
+    ctx = context_of(app)
+    live = build_loop(app, {"ingest": ingest.name}, interval=10)
+
+    live.executor.apply(Plan(splits={"ingest": {"fast": 1.0, "thorough": 0.0}}))
+    for k in range(8):
+        ctx.submit("jobs", k)
+    wait_for(lambda: ctx.client.llen("fast") == 8, 10, 0.1, "8 items in the fast queue")
+    live.executor.apply(Plan(splits={"ingest": {"fast": 0.0, "thorough": 1.0}}))
+    for k in range(8, 16):
+        ctx.submit("jobs", k)
+    wait_for(lambda: ctx.client.llen("thorough") == 8, 10, 0.1, "8 items in the thorough queue")
+    snapshot = live.monitor.observe()
+    assert ctx.client.llen("fast") == 8
+    assert snapshot.splits == {"ingest": {"fast": 0.0, "thorough": 1.0}}
+    assert snapshot.stages["thorough"].queue_length == 8 and snapshot.stages["fast"].queue_length == 8
+    assert snapshot.stages["ingest"].completed == 16
+
+
+@pytest.mark.live
+def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server, workers, tmp_path: Path) -> None:
+    scenario_path = write_scenario(tmp_path, PIPELINE)
+    scenario = load_scenario(scenario_path)
+    started = workers.start(scenario_path, broker, {"ingest": 2, "fast": 1, "thorough": 1})
+    names = {w.stage: w.name for w in started}
+    app = app_for(scenario_path, broker)
+    stop, load = with_load(app, scenario_path, duration=120)
+
+    def outage() -> None:
+        time.sleep(7.0)
+        redis_server.kill()
+        time.sleep(3.0)
+        redis_server.start()
+
+    killer = threading.Thread(target=outage)
+    killer.start()
+    try:
+        result = run_live(
+            app, names, ThresholdPlanner(target=0.6, stabilization_window=30), StaticPlanner(),
+            interval=10, duration=120, max_step=1, event_log=tmp_path / "events.jsonl",
+        )  # fmt: skip
+    finally:
+        killer.join()
+        stop.set()
+        load.join()
+    records = read_event_log(tmp_path / "events.jsonl")
+    assert len(result.outages) >= 1
+    outage_seen = result.outages[0]
+    assert outage_seen.end is not None and outage_seen.failures >= 1
+    assert outage_seen.plan["workers"], "the plan in force during the outage is recorded"
+    notes = [c for r in records for c in r["applied"]["clamps"] if "redis was unavailable" in c]
+    assert notes, "the outage is in the event log"
+    # the loop went on after Redis came back, to the end of the run, and saw the work again
+    after = [r for r in records if r["decision_time"] > outage_seen.end]
+    assert after and records[-1]["time"] >= 110
+    assert any(r["metrics"]["completed"] > 0 for r in after)
+    assert_within_bounds(records, scenario)
+    # the pools were kept through the outage: the workers still run what the ledger says
+    for stage, n in result.final_pools.items():
+        wait_for(lambda s=stage, n=n: processes(app, names[s]) == n, 8, 0.5, f"{stage} at {n}")
