@@ -210,6 +210,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.compare_live import live
+
+    overrides = {"duration": args.duration, "planner": args.planner}
+    result = live(args.config, **overrides)
+    t = result.totals
+    print(
+        f"{len(result.transitions)} decisions; {t.arrived} items arrived, {t.completed} completed, {t.late} late; "
+        f"fallbacks {result.fallbacks}; Redis outages {len(result.outages)}; pools {result.final_pools}"
+    )
+    print(f"event log: {result.event_log}")
+    return 0
+
+
+def _loadgen(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.compare_live import loadgen
+
+    result = loadgen(
+        args.scenario, args.broker, duration=args.duration, time_scale=args.time_scale, seed=args.seed,
+        prefix=args.prefix,
+    )  # fmt: skip
+    print(f"{result.submitted} items submitted ({result.lost} lost) in {result.wall_seconds:.1f} s")
+    print(f"per source: {result.per_source}")
+    return 0
+
+
+def _compare_live(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.compare_live import compare_live
+
+    table = compare_live(
+        args.scenario, args.broker, args.planner, seed=args.seed, duration=args.duration, interval=args.interval,
+        time_scale=args.time_scale, autoscaler=not args.no_autoscaler, workdir=args.out,
+    )  # fmt: skip
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    print(f"table and event logs in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +342,35 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token-env", default="ADAPTFLOW_TOKEN", help="environment variable holding the bearer token")
     sv.set_defaults(handler=_serve)
+    lv = commands.add_parser(
+        "live", help="run a planner against Celery workers on Redis (a live config)",
+        description="adaptflow live CONFIG: the Coordinator against the Celery workers and broker of the config.",
+    )  # fmt: skip
+    lv.add_argument("config", help="a live config (configs/live/*.yaml)")
+    lv.add_argument("--duration", type=float, default=None, help="override the config's duration (scenario s)")
+    lv.add_argument("--planner", default=None, help="override the config's planner spec")
+    lv.set_defaults(handler=_live)
+    lg = commands.add_parser("loadgen", help="submit a scenario's arrivals as Celery tasks, in real time")
+    lg.add_argument("scenario", help="a scenario YAML file or a shipped scenario's name")
+    lg.add_argument("--broker", required=True, help="Redis broker URL")
+    lg.add_argument("--duration", type=float, default=None, help="scenario seconds (default: the horizon)")
+    lg.add_argument("--time-scale", type=float, default=1.0, help="how much faster than the scenario's clock")
+    lg.add_argument("--seed", type=int, default=0, help="the arrival trace's seed (as in simulation)")
+    lg.add_argument("--prefix", default="adaptflow", help="Redis key prefix of the run")
+    lg.set_defaults(handler=_loadgen)
+    cl = commands.add_parser(
+        "compare-live", help="simulated vs measured figures of a planner, and the planner vs Celery's autoscaler",
+    )  # fmt: skip
+    cl.add_argument("scenario")
+    cl.add_argument("--broker", required=True, help="Redis broker URL (workers are started by the command)")
+    cl.add_argument("--planner", default="threshold")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--duration", type=float, default=600.0, help="scenario seconds")
+    cl.add_argument("--interval", type=float, default=30.0, help="decision interval, scenario s")
+    cl.add_argument("--time-scale", type=float, default=10.0)
+    cl.add_argument("--no-autoscaler", action="store_true", help="skip the Celery --autoscale run")
+    cl.add_argument("--out", default="runs/compare-live")
+    cl.set_defaults(handler=_compare_live)
     return parser
 
 

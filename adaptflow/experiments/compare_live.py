@@ -1,0 +1,176 @@
+"""Live runs from configs, and the simulated world against the live one.
+
+* :func:`live`: ``adaptflow live CONFIG``: planner specs resolved here (``threshold``,
+  ``onnx:PATH``...), then :func:`adaptflow.runtime.live_run.run_live_config`.
+* :func:`loadgen`: ``adaptflow loadgen``: the scenario's arrivals as Celery tasks.
+* :func:`compare_live`: ``adaptflow compare-live``: for one arrival trace (one seed) and one
+  planner, the simulated and the measured mean wait, p95 latency and throughput side by side;
+  and the live cost and SLA figures of the planner against Celery's own autoscaler
+  (``--autoscale=max,min``) on the same load.
+
+The simulated reference runs the scenario as the live system runs it (:func:`as_live`): no
+worker start-up delay (a grown prefork pool's processes start within one pool maintenance tick,
+5 wall seconds) and at least one process per pool, so both worlds run the same system.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from adaptflow.agents import ControlLoop, Coordinator, CostModel, SimClock, SimExecutor, SimMonitor, StandardAnalyzer
+from adaptflow.policies import StaticPlanner
+from adaptflow.runtime.celery_app import context_of, make_app
+from adaptflow.runtime.live_run import LiveResult, load_live_config, run_live, run_live_config
+from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
+from adaptflow.runtime.worker import WorkerProcess
+from adaptflow.simulator import Scenario, Simulation, load_scenario, parse_scenario
+
+from .planners import make_planner
+
+
+def live(config: str | Path, **overrides: Any) -> LiveResult:
+    """Run the planner of a live config against its Celery workers (``overrides``: top-level
+    config fields, e.g. ``duration=60``)."""
+    cfg = load_live_config(config, **overrides)
+    scenario = cfg.load_scenario()
+    planner, forecaster = make_planner(cfg.planner, scenario, cfg.interval)
+    fallback, _ = make_planner(cfg.fallback, scenario, cfg.interval)
+    return run_live_config(cfg, planner, fallback, forecaster)
+
+
+def loadgen(
+    scenario: str | Path, broker: str, duration: float | None = None, time_scale: float = 1.0, seed: int = 0,
+    prefix: str = "adaptflow",
+) -> LoadgenResult:  # fmt: skip
+    """Submit ``scenario``'s arrivals for ``seed`` (the trace ``Simulation(scenario, rng=seed)``
+    simulates) to the Celery workers on ``broker``, in real time sped up ``time_scale`` times."""
+    return run_loadgen(scenario, broker, duration=duration, time_scale=time_scale, seed=seed, prefix=prefix)
+
+
+def as_live(scenario: str | Path | Scenario) -> Scenario:
+    """The scenario as the live system runs it: no worker start-up delay, and at least one
+    process per pool (the live envelope's minimum), so both worlds run the same system."""
+    data = load_scenario(scenario).model_dump(mode="json", by_alias=True)
+    for stage in data["stages"].values():
+        w = stage["workers"]
+        w["startup_delay"] = 0.0
+        w["min"], w["max"] = max(1, w["min"]), max(1, w["max"])
+        w["initial"] = min(max(w["initial"], w["min"]), w["max"])
+    return parse_scenario(data)
+
+
+def _figures(waits: list[float], latencies: list[float], completed: int, arrived: int, late: int,
+             cost: float, worker_seconds: float, duration: float) -> dict[str, float]:  # fmt: skip
+    return {
+        "mean_wait": float(np.mean(waits)) if waits else float("nan"),
+        "p95_latency": float(np.percentile(latencies, 95)) if latencies else float("nan"),
+        "throughput": completed / duration,
+        "sla_violation_rate": late / arrived if arrived else float("nan"),
+        "cost": cost,
+        "mean_pool": worker_seconds / duration,
+        "arrived": arrived,
+        "completed": completed,
+    }
+
+
+def simulated(scenario: Scenario, planner: str, seed: int, duration: float, interval: float) -> dict[str, float]:
+    """The planner through the Coordinator in simulation, on the trace of ``seed``."""
+    spec = load_scenario(scenario, horizon=duration)
+    sim = Simulation(spec, rng=np.random.default_rng(seed))
+    built, forecaster = make_planner(planner, spec, interval)
+    analyzer = StandardAnalyzer.for_scenario(spec, interval, forecaster=forecaster)
+    loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), CostModel(), interval)
+    steps = Coordinator(loop, built).run(until=duration)
+    sim.check_deadlines()
+    waits = [w for st in sim.stages.values() for w in st.waits]
+    return _figures(
+        waits, sim.e2e_latencies, sim.exits, sim.arrived, sim.late, sum(s.cost.total for s in steps),
+        sum(st.worker_seconds for s in steps for st in s.snapshot.stages.values()), duration,
+    )  # fmt: skip
+
+
+def _live_figures(result: LiveResult, duration: float) -> dict[str, float]:
+    t = result.totals
+    cost = sum(s.cost.total for s in result.transitions)
+    worker_seconds = sum(st.worker_seconds for s in result.transitions for st in s.snapshot.stages.values())
+    return _figures(t.waits, t.latencies, t.completed, t.arrived, t.late, cost, worker_seconds, duration)
+
+
+def measured(
+    scenario_path: Path, broker: str, planner: str | None, *, seed: int, duration: float, interval: float,
+    time_scale: float, workdir: Path, prefix: str = "adaptflow-compare",
+) -> dict[str, float]:  # fmt: skip
+    """One live run on fresh workers: ``planner`` resizing managed pools, or (``None``) Celery's
+    autoscaler (``--autoscale=max,min`` per stage) with no planner acting."""
+    spec = load_scenario(scenario_path)
+    app = make_app(spec, broker, time_scale, prefix)
+    client = context_of(app).client
+    stale = list(client.scan_iter(f"{prefix}:*"))
+    if stale:
+        client.delete(*stale)
+    for stage in spec.stages:
+        client.delete(stage)  # a previous run's queued messages
+    label = planner or "celery-autoscale"
+    workers = []
+    for name, stage in spec.stages.items():
+        pool = {"concurrency": stage.workers.initial} if planner else {
+            "autoscale": (stage.workers.max, max(1, stage.workers.min))}  # fmt: skip
+        workers.append(WorkerProcess(
+            scenario_path, broker, name, time_scale=time_scale, prefix=prefix, seed=seed,
+            name=f"{name}-{label}@%h", log_path=workdir / f"{label}-{name}.log", **pool,
+        ).start())  # fmt: skip
+    try:
+        for w in workers:
+            w.wait_ready(app)
+        names = {w.stage: w.name for w in workers}
+        if planner:
+            built, forecaster = make_planner(planner, spec, interval)
+        else:
+            built, forecaster = StaticPlanner(), "ewma"
+        stop = threading.Event()
+        load = threading.Thread(
+            target=run_loadgen, kwargs={"scenario": spec, "app": app, "duration": duration, "seed": seed, "stop": stop}
+        )
+        load.start()
+        try:
+            result = run_live(
+                app, names, built, StaticPlanner(), interval=interval, duration=duration, forecaster=forecaster,
+                event_log=workdir / f"{label}.jsonl", managed=planner is not None,
+            )  # fmt: skip
+        finally:
+            stop.set()
+            load.join()
+    finally:
+        for w in workers:
+            w.stop()
+    return _live_figures(result, duration)
+
+
+def compare_live(
+    scenario: str | Path, broker: str, planner: str = "threshold", *, seed: int = 0, duration: float = 600.0,
+    interval: float = 30.0, time_scale: float = 10.0, autoscaler: bool = True,
+    workdir: str | Path = "runs/compare-live",
+) -> pd.DataFrame:  # fmt: skip
+    """One row per world: ``simulated`` and ``live`` for ``planner``, and ``live`` for Celery's
+    autoscaler; columns: mean wait, p95 latency, throughput, SLA violation rate, cost, mean pool
+    (all in scenario seconds). Written to ``workdir/compare_live.csv``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = as_live(scenario)
+    path = workdir / f"{spec.name}.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    common = {"seed": seed, "duration": duration, "interval": interval}
+    rows = [{"world": "simulated", "planner": planner, **simulated(spec, planner, **common)}]
+    live_common = {**common, "time_scale": time_scale, "workdir": workdir}
+    rows.append({"world": "live", "planner": planner, **measured(path, broker, planner, **live_common)})
+    if autoscaler:
+        rows.append({"world": "live", "planner": "celery --autoscale", **measured(path, broker, None, **live_common)})
+    table = pd.DataFrame(rows)
+    table.to_csv(workdir / "compare_live.csv", index=False)
+    return table
