@@ -126,6 +126,17 @@ def test_tune_baseline_ranks_combinations_on_training_seeds(tmp_path):
     assert (tmp_path / "best.json").read_text().count(result.best) == 1
 
 
+def test_tuning_skips_combinations_the_planner_rejects(tmp_path):
+    from adaptflow.experiments.tuning import tune_baseline
+
+    grid = {"staffing": ["fixed"], "high": [0.0, 0.08], "low": [0.0, 0.05]}
+    result = tune_baseline("quality_drift", "quality", grid, seeds=1, out_dir=tmp_path, processes=1)
+    assert list(result.skipped) == ["quality:staffing=fixed,high=0.0,low=0.05"]
+    assert "low <= high" in result.skipped["quality:staffing=fixed,high=0.0,low=0.05"]
+    assert len(result.table) == 3 and not result.table.planner.isin(list(result.skipped)).any()
+    assert "low=0.05" in (tmp_path / "best.json").read_text()
+
+
 @pytest.mark.parametrize(
     ("planner", "grid", "message"),
     [

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from adaptflow.agents import CostWeights
-from adaptflow.simulator import Scenario
+from adaptflow.simulator import Scenario, load_scenario
 
 from .evaluation import check_disjoint, evaluate, evaluation_seeds
 from .io import atomic_write, atomic_write_text
-from .planners import PLANNERS, _value, parse_planner
+from .planners import PLANNERS, _value, make_planner, parse_planner
 
 
 def training_seeds(n: int) -> list[int]:
@@ -47,6 +47,7 @@ class Tuning:
     table: pd.DataFrame  # one row per parameter combination, best first
     best: str  # the best combination as a planner spec
     out_dir: Path | None
+    skipped: dict[str, str] = field(default_factory=dict)  # combinations the planner rejects: spec -> why
 
 
 def tune_baseline(
@@ -61,7 +62,11 @@ def tune_baseline(
     progress: bool = False,
 ) -> Tuning:
     """Evaluate every combination of ``grid`` for ``planner`` on ``seeds`` training seeds and
-    return them ranked by mean cost. Every name and value is checked before any episode runs."""
+    return them ranked by mean cost. Every name and value is checked before any episode runs.
+
+    A combination the planner rejects (e.g. the quality rule's ``low`` above its ``high``) is
+    skipped and reported in ``skipped`` (and best.json), so that a grid may cross such values;
+    if the planner rejects every combination, that is an error."""
     if planner not in PLANNERS:
         raise ValueError(f"unknown planner {planner!r}; tunable planners: {', '.join(PLANNERS)}")
     if not grid:
@@ -73,10 +78,20 @@ def tune_baseline(
     ]
     for spec in specs:
         parse_planner(spec)
+    spec_scenario = load_scenario(scenario)
+    skipped: dict[str, str] = {}
+    for spec in specs:
+        try:
+            make_planner(spec, spec_scenario, interval)
+        except ValueError as exc:
+            skipped[spec] = str(exc)
+    if len(skipped) == len(specs):
+        raise ValueError(next(iter(skipped.values())))
+    specs = [s for s in specs if s not in skipped]
     train = training_seeds(seeds)
     check_disjoint(train, evaluation_seeds(1))
     result = evaluate(
-        scenario, specs, seeds=train, interval=interval, weights=weights, processes=processes, progress=progress
+        spec_scenario, specs, seeds=train, interval=interval, weights=weights, processes=processes, progress=progress
     )
     table = result.summary.sort_values("cost_mean").reset_index(drop=True)
     best = str(table.planner.iloc[0])
@@ -84,5 +99,7 @@ def tune_baseline(
     if out is not None:
         atomic_write(out / "tuning.csv", lambda tmp: table.to_csv(tmp, index=False))
         atomic_write(out / "episodes.csv", lambda tmp: result.table.to_csv(tmp, index=False))
-        atomic_write_text(out / "best.json", json.dumps({"planner": best, "grid": grid, "training_seeds": train}))
-    return Tuning(table, best, out)
+        atomic_write_text(
+            out / "best.json", json.dumps({"planner": best, "grid": grid, "training_seeds": train, "skipped": skipped})
+        )
+    return Tuning(table, best, out, skipped)
