@@ -150,6 +150,66 @@ def test_end_to_end_loadgen_celery_monitor_planner_resizes_the_pool(broker: str,
 
 
 @pytest.mark.live
+def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_path: Path) -> None:
+    """loadgen -> Celery -> monitor -> ONNX planner -> pool resized: a planner trained in
+    simulation on the same scenario (cloned from the HPA rule, then a little PPO), exported,
+    and run live through onnxruntime, with the analyzer it was trained with."""
+    import yaml
+
+    from adaptflow.experiments.planners import make_planner
+    from adaptflow.runtime.onnx_planner import OnnxPlanner
+
+    from .helpers import train_and_export
+
+    scenario_path = write_scenario(tmp_path, PIPELINE)
+    scenario = load_scenario(scenario_path)
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "live_onnx",
+                "env": {
+                    "id": "adaptflow/Autoscale-v0",
+                    "options": {"scenario": str(scenario_path), "decision_interval": 10, "action_mode": "level"},
+                },
+                "warm_start": {"planner": "threshold:target=0.6,stabilization_window=30", "steps": 1500},
+                "hyperparameters": {"n_steps": 128, "batch_size": 64, "n_epochs": 2},
+                "normalize_observation": True,
+                "n_envs": 2,
+                "total_timesteps": 512,
+                "evaluation": {"every": 512, "episodes": 1, "final_seeds": 0},
+            }
+        )
+    )
+    _, onnx_path = train_and_export(tmp_path / "runs", config=str(config))
+    planner, _ = make_planner(f"onnx:{onnx_path.parent}", scenario, 10)
+    assert isinstance(planner, OnnxPlanner)
+
+    started = workers.start(scenario_path, broker, {"ingest": 1, "fast": 1, "thorough": 1})
+    names = {w.stage: w.name for w in started}
+    app = app_for(scenario_path, broker)
+    stop, load = with_load(app, scenario_path, duration=70)
+    try:
+        result = run_live(
+            app, names, planner, StaticPlanner(), interval=10, duration=70, event_log=tmp_path / "events.jsonl"
+        )
+    finally:
+        stop.set()
+        load.join()
+    records = read_event_log(tmp_path / "events.jsonl")
+    assert len(records) >= 6 and result.fallbacks == 0, result.fallback_reason  # ONNX decided every time
+    # the analyzer was the one the policy was trained with, forecasts included
+    assert len(records[-1]["insights"]["forecasts"]["jobs"]) == planner.analyzer_options["forecast_steps"]
+    # the overloaded ingest pool was grown from its single process, and the worker runs it
+    ingest = [r["applied"]["workers"]["ingest"] for r in records]
+    assert max(ingest) > 1, ingest
+    assert_within_bounds(records, scenario)
+    final = result.final_pools["ingest"]
+    wait_for(lambda: processes(app, names["ingest"]) == final, 8, 0.5, f"ingest to run {final} processes")
+    assert result.totals.completed > 0.5 * result.totals.arrived
+
+
+@pytest.mark.live
 def test_pool_size_reconciliation(broker: str, workers, tmp_path: Path) -> None:
     """The pool the executor applied, what the worker's stats say and what the tasks' own start
     and finish times show, reconciled (see adaptflow.runtime.live's docstring)."""
@@ -284,3 +344,45 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
     # the pools were kept through the outage: the workers still run what the ledger says
     for stage, n in result.final_pools.items():
         wait_for(lambda s=stage, n=n: processes(app, names[s]) == n, 8, 0.5, f"{stage} at {n}")
+
+
+@pytest.mark.live
+def test_cli_loadgen_and_live(broker: str, workers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``adaptflow loadgen`` submits the seed's trace; ``adaptflow live CONFIG`` runs the loop on
+    it and writes the event log; a wrong config is refused before anything starts."""
+    import yaml
+
+    from adaptflow.cli import main
+
+    from .live_fixtures import TIME_SCALE
+
+    scenario_path = write_scenario(tmp_path, SINGLE)
+    workers.start(scenario_path, broker, {"work": 2})
+    config = tmp_path / "live.yaml"
+    settings = {
+        "broker": broker,
+        "scenario": str(scenario_path),
+        "planner": "erlang",
+        "interval": 10,
+        "duration": 40,
+        "time_scale": TIME_SCALE,
+        "workers": {"work": "work-0@%h"},
+        "event_log": str(tmp_path / "events.jsonl"),
+    }
+    config.write_text(yaml.safe_dump(settings))
+    argv = ["loadgen", str(scenario_path), "--broker", broker, "--duration", "40", "--time-scale", str(TIME_SCALE)]
+    loadgen = threading.Thread(target=main, args=([*argv, "--seed", "2"],))
+    loadgen.start()
+    try:
+        assert main(["live", str(config)]) == 0
+    finally:
+        loadgen.join()
+    out = capsys.readouterr().out
+    expected = sum(1 for _ in arrival_trace(load_scenario(scenario_path), seed=2, duration=40))
+    assert f"{expected} items submitted (0 lost)" in out
+    records = read_event_log(tmp_path / "events.jsonl")
+    assert len(records) == 4 and sum(r["metrics"]["source_arrivals"]["jobs"] for r in records) > 0
+
+    config.write_text(yaml.safe_dump({**settings, "interval": -1}))
+    assert main(["live", str(config)]) == 2
+    assert "interval" in capsys.readouterr().err

@@ -128,6 +128,10 @@ def test_export_cli(exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.
 
 
 class Broken(Planner):
+    """A planner standing for a learned one (its decoder would stay in bounds)."""
+
+    relies_on_clamping = False
+
     def __init__(self, answer: object = None, error: Exception | None = None):
         self.answer, self.error = answer, error
 
@@ -161,6 +165,20 @@ def test_fallback_takes_over_when_the_planner_fails_or_answers_out_of_range(prim
     plan = guarded.plan(*snapshot_of())
     assert plan.workers == {"extract": 5}
     assert guarded.used_fallback and guarded.fallbacks == 1 and reason in guarded.last_reason
+
+
+def test_a_rule_asking_beyond_the_bounds_is_clamped_not_replaced() -> None:
+    """HPA asking for 0 workers at night is clamped to the minimum (by the executor), as
+    Kubernetes would; only nonsense (negative, NaN, unknown stages) makes the fallback decide."""
+
+    class Rule(Broken):
+        relies_on_clamping = True
+
+    envelope = envelope_for(load_scenario("etl_diurnal"))
+    rule = FallbackPlanner(Rule(answer=Plan(workers={"extract": 0})), StaticPlanner(), envelope)
+    assert rule.plan(*snapshot_of()).workers == {"extract": 0} and rule.fallbacks == 0
+    rule = FallbackPlanner(Rule(answer=Plan(workers={"extract": -2})), StaticPlanner(), envelope)
+    assert rule.plan(*snapshot_of()).workers == {} and "negative" in rule.last_reason
 
 
 def test_fallback_keeps_a_valid_plan_and_checks_splits() -> None:

@@ -29,6 +29,12 @@ class Analyzer(ABC):
 class Planner(ABC):
     """Decides what the world should look like for the next interval."""
 
+    #: The rules ask for what their formula says and rely on the executor to clamp it to the
+    #: pool's bounds (as Kubernetes' HPA and Celery's autoscaler clamp to their min and max). A
+    #: learned planner's decoder never leaves the bounds, so a learned planner that does is
+    #: broken: :class:`~adaptflow.runtime.fallback.FallbackPlanner` then replaces its plan.
+    relies_on_clamping: bool = True
+
     def reset(self) -> None:  # noqa: B027  (optional hook: stateless planners need nothing)
         """Forget the past: called at the start of every episode or live run."""
 

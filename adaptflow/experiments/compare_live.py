@@ -84,7 +84,8 @@ def simulated(scenario: Scenario, planner: str, seed: int, duration: float, inte
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
     built, forecaster = make_planner(planner, spec, interval)
-    analyzer = StandardAnalyzer.for_scenario(spec, interval, forecaster=forecaster)
+    options = {"forecaster": forecaster, **getattr(built, "analyzer_options", {})}
+    analyzer = StandardAnalyzer.for_scenario(spec, interval, **options)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), CostModel(), interval)
     steps = Coordinator(loop, built).run(until=duration)
     sim.check_deadlines()

@@ -28,6 +28,8 @@ class SB3Planner(Planner):
     forecasts is not evaluated on EWMA ones. ``fixed_workers``: pool sizes the training env held
     when the model controls only the splits (Reroute-v0), applied with every plan."""
 
+    relies_on_clamping = False  # its decoder stays in bounds: anything else is a fault
+
     def __init__(
         self,
         model: Any,

@@ -14,10 +14,11 @@ from adaptflow.agents.safety import SafetyEnvelope
 log = logging.getLogger(__name__)
 
 
-def plan_problems(plan: object, envelope: SafetyEnvelope | None) -> list[str]:
+def plan_problems(plan: object, envelope: SafetyEnvelope | None, bounds: bool = True) -> list[str]:
     """What is wrong with ``plan`` (empty if nothing): it must be a Plan whose stages and splits
-    the envelope knows, with worker targets inside their bounds and split shares that are
-    probabilities summing to 1. Without an envelope only types and finiteness are checked."""
+    the envelope knows, with worker targets that are whole numbers (inside their bounds, with
+    ``bounds``; else at least not negative) and split shares that are probabilities summing to 1.
+    Without an envelope only types and finiteness are checked."""
     if not isinstance(plan, Plan):
         return [f"planner returned {type(plan).__name__}, not a Plan"]
     problems = []
@@ -25,11 +26,13 @@ def plan_problems(plan: object, envelope: SafetyEnvelope | None) -> list[str]:
         if isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n) or n != int(n):
             problems.append(f"workers[{stage!r}] = {n!r} is not a whole number")
             continue
-        if envelope is not None:
+        if n < 0:
+            problems.append(f"workers[{stage!r}] = {n} is negative")
+        elif envelope is not None:
             b = envelope.bounds.get(stage)
             if b is None:
                 problems.append(f"unknown stage {stage!r}")
-            elif not b.min_workers <= n <= b.max_workers:
+            elif bounds and not b.min_workers <= n <= b.max_workers:
                 problems.append(f"workers[{stage!r}] = {n} outside [{b.min_workers}, {b.max_workers}]")
     for owner, probs in plan.splits.items():
         if envelope is not None:
@@ -51,6 +54,10 @@ def plan_problems(plan: object, envelope: SafetyEnvelope | None) -> list[str]:
 class FallbackPlanner(Planner):
     """``primary``'s plan when it is valid, else ``fallback``'s.
 
+    Worker targets outside the bounds count as invalid for a primary that does not rely on the
+    executor's clamping (a learned planner); a rule asking for 0 workers at night is clamped to
+    the minimum by the executor, as its real counterpart would, and keeps deciding.
+
     The fallback planner is run on every decision, not only when needed, so that a stateful rule
     (the HPA stabilization window, the quality rule's hysteresis) is warm when it takes over."""
 
@@ -70,7 +77,7 @@ class FallbackPlanner(Planner):
         backup = self.fallback.plan(snapshot, insights)
         try:
             plan = self.primary.plan(snapshot, insights)
-            problems = plan_problems(plan, self.envelope)
+            problems = plan_problems(plan, self.envelope, bounds=not self.primary.relies_on_clamping)
         except Exception as exc:  # any failure of the primary is survivable: that is the point
             problems = [f"{type(exc).__name__}: {exc}"]
         if not problems:

@@ -145,6 +145,7 @@ def build_loop(
     max_step: int | None = None,
     cooldown: float = 0.0,
     forecaster: str = "ewma",
+    forecast_steps: int = 4,
     weights: CostWeights | None = None,
     give_up_after: float = math.inf,
     inspect_timeout: float = 2.0,
@@ -167,7 +168,9 @@ def build_loop(
         give_up_after=give_up_after,
         backoff_cap=max(0.5, min(5.0, interval / ctx.time_scale)),
     )
-    analyzer = StandardAnalyzer.for_scenario(ctx.scenario, interval, forecaster=forecaster)
+    analyzer = StandardAnalyzer.for_scenario(
+        ctx.scenario, interval, forecaster=forecaster, forecast_steps=forecast_steps
+    )
     loop = ControlLoop(monitor, analyzer, executor, clock, CostModel(weights), interval)
     return LiveLoop(loop, monitor, executor, ledger, clock)
 
@@ -205,8 +208,10 @@ def run_live(
     scenario's bounds) against the live workers for ``duration`` scenario seconds, one decision
     every ``interval``; write one JSONL record per decision to ``event_log``."""
     ctx = context_of(app)
+    # a learned planner names the analyzer it was trained with (forecaster, forecast steps)
+    analyzer = {"forecaster": forecaster, **getattr(planner, "analyzer_options", {})}
     live = live or build_loop(
-        app, workers, interval, max_step=max_step, cooldown=cooldown, forecaster=forecaster, weights=weights,
+        app, workers, interval, max_step=max_step, cooldown=cooldown, weights=weights, **analyzer,
         give_up_after=duration + outage_grace, inspect_timeout=inspect_timeout, managed=managed,
     )  # fmt: skip
     guarded = FallbackPlanner(planner, fallback, envelope_for(ctx.scenario))

@@ -25,6 +25,8 @@ from adaptflow.agents import (
 
 
 class OnnxPlanner(Planner):
+    relies_on_clamping = False  # its decoder stays in bounds: anything else is a fault
+
     def __init__(
         self,
         session: ort.InferenceSession,
