@@ -49,7 +49,7 @@ class MetricsSnapshot:
     drops: int
     failed: int  # given up after retries
     sla_violations: int
-    escapes: int  # bad items that left unflagged (simulation only; live: unknown -> 0)
+    escapes: int  # bad items that left unflagged (known in simulation and to the live load generator)
     caught: int
     mean_latency: float
     splits: dict[str, dict[str | None, float]] = field(default_factory=dict)
