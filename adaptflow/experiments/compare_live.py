@@ -8,13 +8,15 @@
   and the live cost and SLA figures of the planner against Celery's own autoscaler
   (``--autoscale=max,min``) on the same load.
 
-The simulated reference runs the scenario as the live system runs it (:func:`as_live`): no
-worker start-up delay (a grown prefork pool's processes start within one pool maintenance tick,
-5 wall seconds) and at least one process per pool, so both worlds run the same system.
+The simulated reference runs the scenario as the live system runs it (:func:`as_live`): a
+worker's start-up delay is Celery's (a grown prefork pool's processes start at its next
+maintenance tick, within 5 wall seconds: 2.5 on average, times the time scale in scenario
+seconds) and every pool keeps at least one process, so both worlds run the same system.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
 from adaptflow.runtime.worker import WorkerProcess
 from adaptflow.simulator import Scenario, Simulation, load_scenario, parse_scenario
 
-from .planners import make_planner
+from .planners import make_planner, split_label
 
 
 def live(config: str | Path, **overrides: Any) -> LiveResult:
@@ -53,13 +55,19 @@ def loadgen(
     return run_loadgen(scenario, broker, duration=duration, time_scale=time_scale, seed=seed, prefix=prefix)
 
 
-def as_live(scenario: str | Path | Scenario) -> Scenario:
-    """The scenario as the live system runs it: no worker start-up delay, and at least one
-    process per pool (the live envelope's minimum), so both worlds run the same system."""
+CELERY_POOL_TICK = 5.0
+"""Wall seconds between a prefork pool's maintenance ticks: a process added by ``pool_grow``
+starts at the next tick (measured with Celery 5.7), so 2.5 s later on average."""
+
+
+def as_live(scenario: str | Path | Scenario, time_scale: float = 1.0) -> Scenario:
+    """The scenario as the live system runs it: a worker starts when Celery's pool starts it
+    (half a maintenance tick on average, in scenario seconds), and every pool keeps at least one
+    process (the live envelope's minimum), so both worlds run the same system."""
     data = load_scenario(scenario).model_dump(mode="json", by_alias=True)
     for stage in data["stages"].values():
         w = stage["workers"]
-        w["startup_delay"] = 0.0
+        w["startup_delay"] = CELERY_POOL_TICK / 2 * time_scale
         w["min"], w["max"] = max(1, w["min"]), max(1, w["max"])
         w["initial"] = min(max(w["initial"], w["min"]), w["max"])
     return parse_scenario(data)
@@ -117,7 +125,8 @@ def measured(
         client.delete(*stale)
     for stage in spec.stages:
         client.delete(stage)  # a previous run's queued messages
-    label = planner or "celery-autoscale"
+    # node and file names: the planner's label, without the path an onnx:/sb3: spec carries
+    label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", split_label(planner)[0]) if planner else "celery-autoscale"
     workers = []
     for name, stage in spec.stages.items():
         pool = {"concurrency": stage.workers.initial} if planner else {
@@ -163,7 +172,7 @@ def compare_live(
     (all in scenario seconds). Written to ``workdir/compare_live.csv``."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = as_live(scenario)
+    spec = as_live(scenario, time_scale)
     path = workdir / f"{spec.name}.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
     common = {"seed": seed, "duration": duration, "interval": interval}

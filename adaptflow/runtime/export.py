@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import warnings
 from contextlib import redirect_stdout, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,16 +90,28 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
     onnx_path = out_dir / "planner.onnx"
 
     def write(tmp: Path) -> None:
-        with redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter narrates its passes
-            program = torch.onnx.export(
-                module,
-                (example,),
-                input_names=["observation"],
-                output_names=["action"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},),
-                dynamo=True,
-            )
+        # The exporter narrates its passes on stdout, warns that torchvision's operators are not
+        # registered (none is used) and that a pytree class is deprecated: noise for a user.
+        registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = registration.level
+        registration.setLevel(logging.ERROR)
+        try:
+            with redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                program = export_program()
+        finally:
+            registration.setLevel(level)
         program.save(str(tmp))
+
+    def export_program() -> Any:
+        return torch.onnx.export(
+            module,
+            (example,),
+            input_names=["observation"],
+            output_names=["action"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},),
+            dynamo=True,
+        )
 
     atomic_write(onnx_path, write)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
