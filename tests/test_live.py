@@ -386,3 +386,22 @@ def test_cli_loadgen_and_live(broker: str, workers, tmp_path: Path, capsys: pyte
     config.write_text(yaml.safe_dump({**settings, "interval": -1}))
     assert main(["live", str(config)]) == 2
     assert "interval" in capsys.readouterr().err
+
+
+@pytest.mark.live
+def test_compare_live_runs_both_worlds_and_the_autoscaler_on_one_trace(broker: str, tmp_path: Path) -> None:
+    from adaptflow.experiments.compare_live import compare_live
+
+    from .live_fixtures import TIME_SCALE
+
+    scenario_path = write_scenario(tmp_path, SINGLE)
+    options = {"seed": 4, "duration": 60, "interval": 10, "time_scale": TIME_SCALE, "workdir": tmp_path / "cl"}
+    table = compare_live(scenario_path, broker, "erlang", **options)
+    assert list(table["world"]) == ["simulated", "live", "live"]
+    assert list(table["planner"]) == ["erlang", "erlang", "celery --autoscale"]
+    # the same arrival trace in all three runs (the last live arrival may land after the last
+    # decision's read, at the edge of the run)
+    assert table["arrived"].max() - table["arrived"].min() <= 2 and (table["arrived"] > 30).all()
+    assert (table["completed"] >= 0.5 * table["arrived"]).all()  # a 60 s run ends with work in flight
+    assert table[["mean_wait", "p95_latency", "throughput", "cost", "mean_pool"]].notna().all().all()
+    assert (tmp_path / "cl" / "compare_live.csv").is_file()
