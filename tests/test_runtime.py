@@ -322,3 +322,12 @@ def test_serve_runs_the_exported_planner_on_uvicorn(exported: tuple[Path, Path])
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_service_accepts_a_utilization_rounded_just_above_one(client: TestClient) -> None:
+    """Measured by the bench: the simulator's busy/ready ratio can come out at 1.000000000000149."""
+    body = request_body()
+    body["metrics"]["stages"]["extract"]["utilization"] = 1.000000000000149
+    assert client.post("/v1/decide", json=body, headers=AUTH).status_code == 200
+    body["metrics"]["stages"]["extract"]["utilization"] = 1.1
+    assert client.post("/v1/decide", json=body, headers=AUTH).status_code == 422

@@ -63,7 +63,9 @@ class StageMetricsIn(_Strict):
     detected: Count = 0
     mean_wait: Amount | None = None  # null: nothing started service in the interval
     mean_queue_length: Amount = 0.0
-    utilization: Share | None = None  # null: no ready workers
+    # null: no ready workers. A hair above 1 is a ratio of two time integrals rounded apart
+    # (busy and ready worker-seconds), not an error: the encoder clips it to 1.
+    utilization: Annotated[float, Strict(), Field(ge=0, le=1 + 1e-6)] | None = None
     worker_seconds: Amount = 0.0
     cost: Amount = 0.0
 
