@@ -258,6 +258,14 @@ class ActionDecoder:
             splits[owner] = {first: 1.0 - p, second: p}
         return Plan(workers=workers, splits=splits)
 
+    def plan_for(self, action: Any, snapshot: MetricsSnapshot, fixed_workers: dict[str, int] | None = None) -> Plan:
+        """What a learned planner answers: the action decoded against the pools' current
+        targets, plus the pool sizes its training env held fixed (a split-only policy)."""
+        plan = self.decode(action, {name: st.target for name, st in snapshot.stages.items()})
+        if fixed_workers:
+            plan.workers = {**fixed_workers, **plan.workers}
+        return plan
+
     def action_for(
         self, plan: Plan, current_workers: dict[str, int], current_splits: dict[str, dict[str | None, float]]
     ) -> list[int]:

@@ -109,7 +109,4 @@ class SB3Planner(Planner):
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
         action, _ = self.model.predict(self.observation(snapshot, insights), deterministic=self.deterministic)
-        plan = self.decoder.decode(action, {name: st.target for name, st in snapshot.stages.items()})
-        if self.fixed_workers:
-            plan.workers = {**self.fixed_workers, **plan.workers}
-        return plan
+        return self.decoder.plan_for(action, snapshot, self.fixed_workers)

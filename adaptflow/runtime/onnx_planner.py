@@ -88,7 +88,4 @@ class OnnxPlanner(Planner):
         if self.normalizer is not None:
             obs = self.normalizer(obs)
         action = self.session.run(None, {self._input: obs})[0][0]
-        plan = self.decoder.decode(action, {name: st.target for name, st in snapshot.stages.items()})
-        if self.fixed_workers:
-            plan.workers = {**self.fixed_workers, **plan.workers}
-        return plan
+        return self.decoder.plan_for(action, snapshot, self.fixed_workers)
