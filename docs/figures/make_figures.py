@@ -1,6 +1,6 @@
 """The figures of docs/results.md for rerouting and bursty load, from `adaptflow evaluate` output:
 
-    .venv/bin/python docs/figures/make_figures.py results/reroute_shipped results/bursty_final
+    .venv/bin/python docs/figures/make_figures.py results/reroute_shipped results/bursty_final results/bursty_g09
 
 (The autoscale figures are the training run's own evaluation plots, copied.)"""
 
@@ -90,19 +90,23 @@ def reroute(results: Path) -> None:
     save(fig, "reroute_paired_diff")
 
 
-def bursty(results: Path) -> None:
-    d = paired(results, "ppo", "threshold-tuned")
-    fig = Figure(figsize=(6, 3.2))
+def bursty(earlier: Path, shipped: Path) -> None:
+    new = paired(shipped, "ppo-g09", "threshold-tuned")
+    old = paired(earlier, "ppo", "threshold-tuned")
+    fig = Figure(figsize=(7, 3.4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.bar(range(len(d)), d.to_numpy(), color=["C2" if v < 0 else "C3" for v in d])
+    k = np.arange(len(new))
+    ax.bar(k - 0.2, new.to_numpy(), width=0.4, color="C0", label="ppo_bursty.yaml (gamma 0.9, 200k steps)")
+    ax.bar(k + 0.2, old.to_numpy(), width=0.4, color="C7", label="earlier PPO (gamma 0.99, 100k steps)")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("held-out seed (1,000,000 + k)")
     ax.set_ylabel("PPO cost - tuned HPA cost")
-    ax.set_title("bursty: PPO (cloned from the default HPA rule) against the tuned HPA rule", fontsize=9)
+    ax.set_title("bursty: PPO against the tuned HPA rule, per seed (below 0: PPO cheaper)", fontsize=9)
+    ax.legend(fontsize=8)
     save(fig, "bursty_paired_diff")
 
 
 if __name__ == "__main__":
     reroute(Path(sys.argv[1]))
-    bursty(Path(sys.argv[2]))
+    bursty(Path(sys.argv[2]), Path(sys.argv[3]))
