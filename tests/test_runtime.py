@@ -331,3 +331,14 @@ def test_service_accepts_a_utilization_rounded_just_above_one(client: TestClient
     assert client.post("/v1/decide", json=body, headers=AUTH).status_code == 200
     body["metrics"]["stages"]["extract"]["utilization"] = 1.1
     assert client.post("/v1/decide", json=body, headers=AUTH).status_code == 422
+
+
+def test_service_with_a_controllable_split_requires_and_returns_it() -> None:
+    client = TestClient(app_for("quality", "quality_drift", fallback="static"))
+    body = request_body("quality_drift")
+    response = client.post("/v1/decide", json=body)
+    assert response.status_code == 200, response.text
+    split = response.json()["splits"]["ingest"]
+    assert set(split) == {"fast_validate", "thorough_validate"} and sum(split.values()) == pytest.approx(1)
+    body["metrics"]["splits"] = {}
+    assert client.post("/v1/decide", json=body).status_code == 422

@@ -119,7 +119,10 @@ def request_model(expected: Expected) -> type[BaseModel]:
         __base__=_Common,
         stages=(stages, ...),
         source_arrivals=(sources, ...),
-        splits=(splits, ... if expected.splits else Field(default_factory=dict)),
+        # no controllable split: only an empty mapping (what a monitor sends) is valid
+        splits=(splits, ...)
+        if expected.splits
+        else (dict[str, dict[str, Share]], Field(default_factory=dict, max_length=0)),
     )
     rates = _keyed("Rates", {s: Amount for s in expected.sources})
     steps = Annotated[list[Amount], Field(min_length=expected.forecast_steps, max_length=64)]
