@@ -1,6 +1,7 @@
 """The figures of docs/results.md for rerouting and bursty load, from `adaptflow evaluate` output:
 
-    .venv/bin/python docs/figures/make_figures.py results/reroute_shipped results/bursty_final results/bursty_g09
+    .venv/bin/python docs/figures/make_figures.py results/reroute_shipped results/bursty_final results/bursty_g09 \
+        results/orchestrate2_final
 
 (The autoscale figures are the training run's own evaluation plots, copied.)"""
 
@@ -32,9 +33,9 @@ def episode(results: Path, planner: str, seed: int) -> pd.DataFrame:
                     "time": r["decision_time"],
                     "share": split.get("thorough_validate", np.nan),
                     "bad_rate": r["insights"]["bad_rate"],
-                    "queue": m["stages"]["thorough_validate"]["queue_length"]
-                    if "thorough_validate" in m["stages"]
-                    else 0,
+                    "queue": m["stages"]["thorough_validate"]["queue_length"],
+                    "workers": m["stages"]["thorough_validate"]["target"],
+                    "ready": m["stages"]["thorough_validate"]["active"],
                     "escapes": m["escapes"],
                     "late": m["sla_violations"],
                 }
@@ -107,6 +108,33 @@ def bursty(earlier: Path, shipped: Path) -> None:
     save(fig, "bursty_paired_diff")
 
 
+def orchestrate(results: Path) -> None:
+    seed = 1_000_000
+    spec = load_scenario("quality_drift")
+    t = np.linspace(0, spec.horizon, 721)
+    ppo, rule = episode(results, "ppo", seed), episode(results, "quality-planned-tuned", seed)
+    fig = Figure(figsize=(8, 6.5))
+    FigureCanvasAgg(fig)
+    a, b, c = fig.subplots(3, 1, sharex=True)
+    a.plot(t, spec.sources["records"].quality.bad_rate.at(t), color="black", label="true bad-record rate")
+    a.set_ylabel("bad rate")
+    a.legend(fontsize=8)
+    b.step(rule.time, rule.share, where="post", color="C1", label="tuned rule, planned staffing")
+    b.step(ppo.time, ppo.share, where="post", color="C0", label="PPO")
+    b.set_ylabel("share to thorough")
+    b.legend(fontsize=8)
+    c.step(rule.time, rule.ready, where="post", color="C1", label="tuned rule: ready workers")
+    c.step(ppo.time, ppo.ready, where="post", color="C0", label="PPO: ready workers")
+    c.set_ylabel("thorough workers")
+    c.set_xlabel("simulated s")
+    c.legend(fontsize=8)
+    a.set_title(f"quality_drift, Orchestrate-v0 (pools and split), held-out seed {seed}", fontsize=10)
+    for ax in (a, b, c):
+        ax.set_xlim(2000, 6600)
+    save(fig, "orchestrate_share_and_workers")
+
+
 if __name__ == "__main__":
     reroute(Path(sys.argv[1]))
     bursty(Path(sys.argv[2]), Path(sys.argv[3]))
+    orchestrate(Path(sys.argv[4]))
