@@ -140,6 +140,9 @@ def _tune(args: argparse.Namespace) -> int:
     )
     columns = ["planner", "cost_mean", "cost_ci_low", "cost_ci_high", "sla_violation_rate_mean"]
     print(result.table[columns].head(10).to_string(index=False))
+    if result.skipped:
+        print(f"{len(result.skipped)} combinations skipped (the planner rejects them), e.g. "
+              f"{next(iter(result.skipped))}: {next(iter(result.skipped.values()))}")  # fmt: skip
     print(f"best on {args.seeds} training seeds: {result.best}")
     return 0
 
