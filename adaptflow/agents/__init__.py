@@ -1,7 +1,14 @@
 """Agent interfaces and the data between them; the simulator side; the shared encoder, decoder,
 cost model and analyzers; the Coordinator. See ../shared/DESIGN.md for why there is one of each."""
 
-from .analyzers import CusumDetector, EwmaForecaster, HoltWintersForecaster, StandardAnalyzer, fit_holt_winters
+from .analyzers import (
+    CusumDetector,
+    EwmaForecaster,
+    HoltWintersForecaster,
+    StandardAnalyzer,
+    analyzer_options,
+    fit_holt_winters,
+)
 from .coordinator import ControlLoop, Coordinator, EventLog, Transition, read_event_log
 from .cost import CostModel, CostWeights
 from .encoding import ActionDecoder, Feature, ObservationEncoder, ObservationNormalizer
@@ -41,6 +48,7 @@ __all__ = [
     "StageMetrics",
     "StandardAnalyzer",
     "Transition",
+    "analyzer_options",
     "envelope_for",
     "fit_holt_winters",
     "read_event_log",

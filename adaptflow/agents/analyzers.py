@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -271,3 +272,10 @@ class StandardAnalyzer(Analyzer):
             drift=drift,
             anomalies=["quality_drift"] if drift else [],
         )
+
+
+def analyzer_options(planner: object, forecaster: str = "ewma") -> dict[str, Any]:
+    """The analyzer ``planner`` needs, as ``StandardAnalyzer.for_scenario`` options: a learned
+    planner names the one it was trained with (its ``analyzer_options``: forecaster and forecast
+    steps), so it never sees other forecasts than in training; a rule takes ``forecaster``."""
+    return {"forecaster": forecaster, **getattr(planner, "analyzer_options", {})}

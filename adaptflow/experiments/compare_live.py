@@ -25,7 +25,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from adaptflow.agents import ControlLoop, Coordinator, CostModel, SimClock, SimExecutor, SimMonitor, StandardAnalyzer
+from adaptflow.agents import (
+    ControlLoop,
+    Coordinator,
+    CostModel,
+    SimClock,
+    SimExecutor,
+    SimMonitor,
+    StandardAnalyzer,
+    analyzer_options,
+)
 from adaptflow.policies import StaticPlanner
 from adaptflow.runtime.celery_app import context_of, make_app
 from adaptflow.runtime.live_run import LiveResult, load_live_config, run_live, run_live_config
@@ -92,8 +101,7 @@ def simulated(scenario: Scenario, planner: str, seed: int, duration: float, inte
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
     built, forecaster = make_planner(planner, spec, interval)
-    options = {"forecaster": forecaster, **getattr(built, "analyzer_options", {})}
-    analyzer = StandardAnalyzer.for_scenario(spec, interval, **options)
+    analyzer = StandardAnalyzer.for_scenario(spec, interval, **analyzer_options(built, forecaster))
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), CostModel(), interval)
     steps = Coordinator(loop, built).run(until=duration)
     sim.check_deadlines()

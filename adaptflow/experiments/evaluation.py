@@ -34,6 +34,7 @@ from adaptflow.agents import (
     SimExecutor,
     SimMonitor,
     StandardAnalyzer,
+    analyzer_options,
 )
 from adaptflow.agents.cost import reward_scale
 from adaptflow.simulator import Scenario, Simulation, load_scenario
@@ -72,9 +73,7 @@ def run_episode(
     cost (total and by component), SLA violation rate, p95 latency, drops, escapes, reward."""
     spec = load_scenario(scenario)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
-    # A learned planner names the analyzer it was trained with; rules take the forecaster given.
-    analyzer_options = {"forecaster": forecaster, **getattr(planner, "analyzer_options", {})}
-    analyzer = StandardAnalyzer.for_scenario(spec, interval, **analyzer_options)
+    analyzer = StandardAnalyzer.for_scenario(spec, interval, **analyzer_options(planner, forecaster))
     cost_model = CostModel(weights)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), cost_model, interval)
     log = EventLog(log_path) if log_path is not None else None

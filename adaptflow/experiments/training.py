@@ -68,9 +68,10 @@ def _git_commit() -> str | None:
         return None
 
 
-def _versions() -> dict[str, str | None]:
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Python's and each package's version (None if not installed): the provenance of a run or export."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -290,7 +291,7 @@ def train(
             run_dir,
             command=" ".join(sys.argv),
             git_commit=_git_commit(),
-            versions=_versions(),
+            versions=package_versions(),
             started=datetime.now(UTC).isoformat(),
             status="running",
         )

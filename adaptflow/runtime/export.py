@@ -16,7 +16,7 @@ import io
 import json
 import logging
 import warnings
-from contextlib import redirect_stdout, suppress
+from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from adaptflow.agents import ObservationNormalizer
 from adaptflow.experiments.io import atomic_write, atomic_write_text
 
 SIDECAR_FORMAT = "adaptflow-planner/1"
+EXPORT_PACKAGES = ("adaptflow", "torch", "stable-baselines3", "onnx", "onnxruntime", "gymnasium", "numpy")
 
 
 class DeterministicPolicy(torch.nn.Module):
@@ -56,20 +57,11 @@ def _nvec(space: gym.Space) -> list[int]:
     raise ValueError(f"cannot export a policy for action space {space}; expected Discrete or MultiDiscrete")
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("adaptflow", "torch", "stable-baselines3", "onnx", "onnxruntime", "gymnasium", "numpy"):
-        with suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
-
-
 def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
     """Export a saved SB3 model (with the ``<model>.json`` sidecar a training run writes) to
     ``out_dir/planner.onnx`` and ``out_dir/planner.json``; returns the ONNX path."""
     from adaptflow.experiments.config import algorithm_class
+    from adaptflow.experiments.training import package_versions
 
     model_path = Path(model_path)
     meta_path = model_path.with_suffix(".json")
@@ -98,20 +90,17 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
         try:
             with redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                program = export_program()
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    input_names=["observation"],
+                    output_names=["action"],
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},),
+                    dynamo=True,
+                )
         finally:
             registration.setLevel(level)
         program.save(str(tmp))
-
-    def export_program() -> Any:
-        return torch.onnx.export(
-            module,
-            (example,),
-            input_names=["observation"],
-            output_names=["action"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},),
-            dynamo=True,
-        )
 
     atomic_write(onnx_path, write)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
@@ -131,7 +120,7 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
         "fixed_workers": {} if inner.control_workers else dict(inner.fixed_workers),
         "source": str(model_path.resolve()),
         "exported": datetime.now(UTC).isoformat(),
-        "versions": _versions(),
+        "versions": package_versions(EXPORT_PACKAGES),
     }
     atomic_write_text(out_dir / "planner.json", json.dumps(sidecar, indent=2))
     return onnx_path
@@ -153,7 +142,6 @@ def parity(model_path: str | Path, onnx_path: str | Path, observations: np.ndarr
     """The share of ``observations`` (raw, as the encoder makes them) on which the SB3 model and
     the exported ONNX planner choose the same action, each with its own normalization path."""
     from adaptflow.experiments.config import algorithm_class
-    from adaptflow.policies.sb3 import ALGORITHMS  # noqa: F401  (the SB3 side, for the check)
     from adaptflow.runtime.onnx_planner import OnnxPlanner
 
     meta = json.loads(Path(model_path).with_suffix(".json").read_text())

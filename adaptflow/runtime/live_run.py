@@ -29,6 +29,7 @@ from adaptflow.agents import (
     Planner,
     StandardAnalyzer,
     Transition,
+    analyzer_options,
 )
 from adaptflow.agents.sim import envelope_for
 from adaptflow.simulator.scenario import Scenario, load_scenario, resolve_scenario_path
@@ -208,10 +209,9 @@ def run_live(
     scenario's bounds) against the live workers for ``duration`` scenario seconds, one decision
     every ``interval``; write one JSONL record per decision to ``event_log``."""
     ctx = context_of(app)
-    # a learned planner names the analyzer it was trained with (forecaster, forecast steps)
-    analyzer = {"forecaster": forecaster, **getattr(planner, "analyzer_options", {})}
     live = live or build_loop(
-        app, workers, interval, max_step=max_step, cooldown=cooldown, weights=weights, **analyzer,
+        app, workers, interval, max_step=max_step, cooldown=cooldown, weights=weights,
+        **analyzer_options(planner, forecaster),
         give_up_after=duration + outage_grace, inspect_timeout=inspect_timeout, managed=managed,
     )  # fmt: skip
     guarded = FallbackPlanner(planner, fallback, envelope_for(ctx.scenario))

@@ -24,6 +24,20 @@ from adaptflow.agents import (
 )
 
 
+def read_export(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """An exported planner's ONNX file and its sidecar's contents, from the file or its directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "planner.onnx"
+    sidecar = path.with_suffix(".json")
+    if not path.is_file() or not sidecar.is_file():
+        raise ValueError(f"{str(path)!r}: expected an exported planner (planner.onnx and planner.json)")
+    meta = json.loads(sidecar.read_text())
+    if meta.get("format") != "adaptflow-planner/1":
+        raise ValueError(f"{str(sidecar)!r} has format {meta.get('format')!r}; expected 'adaptflow-planner/1'")
+    return path, meta
+
+
 class OnnxPlanner(Planner):
     relies_on_clamping = False  # its decoder stays in bounds: anything else is a fault
 
@@ -51,15 +65,7 @@ class OnnxPlanner(Planner):
         """Load ``planner.onnx`` (or its directory) with the ``planner.json`` sidecar beside it.
         One intra-op thread by default: a decision is a small MLP, and threads cost more than
         they save at that size (and the host runs workers too)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "planner.onnx"
-        sidecar = path.with_suffix(".json")
-        if not path.is_file() or not sidecar.is_file():
-            raise ValueError(f"{str(path)!r}: expected an exported planner (planner.onnx and planner.json)")
-        meta = json.loads(sidecar.read_text())
-        if meta.get("format") != "adaptflow-planner/1":
-            raise ValueError(f"{str(sidecar)!r} has format {meta.get('format')!r}; expected 'adaptflow-planner/1'")
+        path, meta = read_export(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -77,15 +83,14 @@ class OnnxPlanner(Planner):
     def act(self, observations: np.ndarray) -> np.ndarray:
         """Actions (int64, one row per observation) for raw encoded observations."""
         obs = np.asarray(observations, dtype=np.float32)
-        if obs.ndim == 1:
-            obs = obs[None, :]
+        return self._policy(obs[None, :] if obs.ndim == 1 else obs)
+
+    def _policy(self, batch: np.ndarray) -> np.ndarray:
+        """Normalize (as in training) and run the graph: a float32 batch of raw observations."""
         if self.normalizer is not None:
-            obs = self.normalizer(obs)
-        return self.session.run(None, {self._input: obs})[0]
+            batch = self.normalizer(batch)
+        return self.session.run(None, {self._input: batch})[0]
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
-        obs = self.encoder.encode(snapshot, insights)[None, :]  # float32 already: no conversion
-        if self.normalizer is not None:
-            obs = self.normalizer(obs)
-        action = self.session.run(None, {self._input: obs})[0][0]
+        action = self._policy(self.encoder.encode(snapshot, insights)[None, :])[0]  # float32 already
         return self.decoder.plan_for(action, snapshot, self.fixed_workers)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 from adaptflow.agents import Analyzer, Insights, MetricsSnapshot, Planner, StageMetrics
 from adaptflow.agents.safety import SafetyEnvelope
 from adaptflow.runtime.fallback import FallbackPlanner
+from adaptflow.simulator import Scenario
 
 BIG = 1e12  # counts and times beyond this are not a real system's; rejecting them keeps math finite
 
@@ -314,7 +315,7 @@ def create_app(
     return app
 
 
-def expected_for(scenario: Any, forecast_steps: int = 4) -> Expected:
+def expected_for(scenario: Scenario, forecast_steps: int = 4) -> Expected:
     """What requests must carry for a planner of ``scenario``."""
     return Expected(
         scenario=scenario.name,
@@ -327,11 +328,11 @@ def expected_for(scenario: Any, forecast_steps: int = 4) -> Expected:
     )
 
 
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the service on uvicorn (blocking)."""
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service on uvicorn (blocking), one process: the analyzer's state lives in it."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", workers=workers)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def app_for(
@@ -344,18 +345,16 @@ def app_for(
     """The service for a planner spec (``onnx:PATH``, ``sb3:PATH`` or a baseline such as
     ``threshold``), as ``adaptflow serve`` builds it. An exported planner brings its scenario
     and decision interval; other planners need ``scenario`` (a name or YAML path)."""
-    import json
-    from pathlib import Path
-
-    from adaptflow.agents import StandardAnalyzer, envelope_for
+    from adaptflow.agents import StandardAnalyzer, analyzer_options, envelope_for
     from adaptflow.experiments.planners import make_planner, parse_planner, split_label
     from adaptflow.simulator import load_scenario, parse_scenario
 
     name, params = parse_planner(planner)
     spec = None
     if name == "onnx":
-        path = Path(params["path"])
-        meta = json.loads((path / "planner.json" if path.is_dir() else path.with_suffix(".json")).read_text())
+        from adaptflow.runtime.onnx_planner import read_export
+
+        _, meta = read_export(params["path"])
         spec = load_scenario(scenario) if scenario else parse_scenario(meta["scenario"])
         interval = interval or float(meta["decision_interval"])
     elif scenario is None:
@@ -364,7 +363,7 @@ def app_for(
     interval = interval or 30.0
     primary, forecaster = make_planner(planner, spec, interval)
     backup, _ = make_planner(fallback, spec, interval)
-    options = {"forecaster": forecaster, **getattr(primary, "analyzer_options", {})}
+    options = analyzer_options(primary, forecaster)
     analyzer = StandardAnalyzer.for_scenario(spec, interval, **options)
     analyzer.reset()
     expected = expected_for(spec, options.get("forecast_steps", 4))
