@@ -249,29 +249,33 @@ class StandardAnalyzer(Analyzer):
         self.drift.reset()
 
     def analyze(self, snapshot: MetricsSnapshot) -> Insights:
+        # Loops rather than comprehensions: in Python 3.11 each comprehension is a function
+        # call, and this runs on every env step.
         dt = snapshot.interval
-        if dt > 0:
-            for name, count in snapshot.source_arrivals.items():
-                forecaster, estimator = self.forecasters[name], self.rate_estimators[name]
+        rates: dict[str, float] = {}
+        forecasts: dict[str, list[float]] = {}
+        stage_rates: dict[str, float] = {}
+        arrivals = snapshot.source_arrivals
+        for name, forecaster in self.forecasters.items():
+            estimator = self.rate_estimators[name]
+            if dt > 0 and name in arrivals:
+                count = arrivals[name]
                 forecaster.update(count / dt)
                 if estimator is not forecaster:
                     estimator.update(count / dt)
-            for name, est in self.stage_rates.items():
+            forecasts[name] = forecaster.forecast(self.forecast_steps)
+            rates[name] = estimator.forecast(1)[0]
+        for name, est in self.stage_rates.items():
+            if dt > 0:
                 est.update(snapshot.stages[name].arrivals / dt)
+            stage_rates[name] = est.forecast(1)[0]
         bad_rate = math.nan
         if self.detect_probs:
             expected = sum(snapshot.stages[n].completed * p for n, p in self.detect_probs.items())
             if expected > 0:
                 bad_rate = sum(snapshot.stages[n].detected for n in self.detect_probs) / expected
         drift = self.drift.update(bad_rate) if dt > 0 else self.drift.alarm
-        return Insights(
-            rates={n: f.forecast(1)[0] for n, f in self.rate_estimators.items()},
-            forecasts={n: f.forecast(self.forecast_steps) for n, f in self.forecasters.items()},
-            stage_rates={n: f.forecast(1)[0] for n, f in self.stage_rates.items()},
-            bad_rate=bad_rate,
-            drift=drift,
-            anomalies=["quality_drift"] if drift else [],
-        )
+        return Insights(rates, forecasts, stage_rates, bad_rate, drift, ["quality_drift"] if drift else [])
 
 
 def analyzer_options(planner: object, forecaster: str = "ewma") -> dict[str, Any]:

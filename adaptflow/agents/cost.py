@@ -39,11 +39,14 @@ class CostModel:
 
     def components(self, snapshot: MetricsSnapshot) -> CostComponents:
         w = self.weights
+        worker_cost = 0.0  # a loop, not sum(generator): this runs on every env step
+        for stage in snapshot.stages.values():
+            worker_cost += stage.cost
         return CostComponents(
-            workers=w.workers * sum(s.cost for s in snapshot.stages.values()),
-            sla=w.sla * snapshot.sla_violations,
-            drops=w.drops * (snapshot.drops + snapshot.failed),
-            escapes=w.escapes * snapshot.escapes,
+            w.workers * worker_cost,
+            w.sla * snapshot.sla_violations,
+            w.drops * (snapshot.drops + snapshot.failed),
+            w.escapes * snapshot.escapes,
         )
 
     def terminal(self, snapshot: MetricsSnapshot) -> CostComponents:

@@ -5,6 +5,7 @@ apart in the event log."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .types import Applied, Plan
@@ -35,11 +36,12 @@ class SafetyEnvelope:
         clamps: list[str] = []
         workers: dict[str, int] = {}
         for stage, wanted in plan.workers.items():
-            if stage not in self.bounds:
+            b = self.bounds.get(stage)
+            if b is None:
                 raise KeyError(f"plan names stage {stage!r}; stages: {list(self.bounds)}")
-            b, have = self.bounds[stage], current[stage]
-            value = int(wanted)
-            if value != have and now - self._last_change.get(stage, -float("inf")) < self.cooldown:
+            have = current[stage]
+            value = wanted if wanted.__class__ is int else int(wanted)
+            if self.cooldown > 0 and value != have and now - self._last_change.get(stage, -math.inf) < self.cooldown:
                 clamps.append(f"{stage}: held at {have} (cooldown), wanted {value}")
                 value = have
             if self.max_step is not None and abs(value - have) > self.max_step:

@@ -37,6 +37,7 @@ class SimMonitor(Monitor):
 
     @staticmethod
     def _stage_counters(st, now: float) -> tuple:
+        """The stage's cumulative counters at ``now``; ``observe`` differences two of them."""
         st._integrate(now)
         return (
             st.arrivals,
@@ -56,54 +57,63 @@ class SimMonitor(Monitor):
         return (sim.exits, sim.dropped, sim.failed, sim.late, sim.escapes, sim.caught, len(sim.e2e_latencies))
 
     def observe(self) -> MetricsSnapshot:
-        sim, now = self.sim, self.sim.now
+        # Positional arguments and one pass over the stages: this runs on every env step.
+        sim = self.sim
+        now = sim.env._now
         sim.check_deadlines()
         dt = now - self._prev_time
         stages: dict[str, StageMetrics] = {}
+        prev_stage, counters = self._prev_stage, self._stage_counters
+        in_system = 0
         for name, st in self._stages:
-            cur = self._stage_counters(st, now)
-            prev = self._prev_stage[name]
+            cur = counters(st, now)
+            prev = prev_stage[name]
+            prev_stage[name] = cur
             n_waits = cur[5] - prev[5]
             active_area = cur[8] - prev[8]
             billed = cur[9] - prev[9]
+            queued, busy = len(st.queue), st.busy
+            in_system += queued + busy
             stages[name] = StageMetrics(
-                queue_length=len(st.queue),
-                busy=st.busy,
-                active=st.idle + st.busy,
-                starting=st.starting,
-                target=st.target,
-                arrivals=cur[0] - prev[0],
-                completed=cur[1] - prev[1],
-                drops=cur[2] - prev[2],
-                failures=cur[3] - prev[3],
-                detected=cur[4] - prev[4],
-                mean_wait=sum(st.waits[prev[5] :]) / n_waits if n_waits else NAN,
-                mean_queue_length=(cur[6] - prev[6]) / dt if dt > 0 else float(len(st.queue)),
-                utilization=(cur[7] - prev[7]) / active_area if active_area > 0 else NAN,
-                worker_seconds=billed,
-                cost=billed * st.price,
+                queued,  # queue_length
+                busy,
+                st.idle + busy,  # active
+                st.starting,
+                st.target,
+                cur[0] - prev[0],  # arrivals
+                cur[1] - prev[1],  # completed
+                cur[2] - prev[2],  # drops
+                cur[3] - prev[3],  # failures
+                cur[4] - prev[4],  # detected
+                sum(st.waits[prev[5] :]) / n_waits if n_waits else NAN,  # mean_wait
+                (cur[6] - prev[6]) / dt if dt > 0 else float(queued),  # mean_queue_length
+                (cur[7] - prev[7]) / active_area if active_area > 0 else NAN,  # utilization
+                billed,  # worker_seconds
+                billed * st.price,  # cost
             )
-            self._prev_stage[name] = cur
         sources = {}
+        prev_sources = self._prev_sources
         for name, src in self._sources:
-            sources[name] = src.arrived - self._prev_sources[name]
-            self._prev_sources[name] = src.arrived
+            arrived = src.arrived
+            sources[name] = arrived - prev_sources[name]
+            prev_sources[name] = arrived
         e2e, prev = self._e2e_counters(), self._prev_e2e
         latencies = sim.e2e_latencies[prev[6] :]
         snapshot = MetricsSnapshot(
-            time=now,
-            interval=dt,
-            stages=stages,
-            source_arrivals=sources,
-            completed=e2e[0] - prev[0],
-            drops=e2e[1] - prev[1],
-            failed=e2e[2] - prev[2],
-            sla_violations=e2e[3] - prev[3],
-            escapes=e2e[4] - prev[4],
-            caught=e2e[5] - prev[5],
-            mean_latency=sum(latencies) / len(latencies) if latencies else NAN,
-            splits={owner: sim.split(owner) for owner in self.controllable},
-            in_system=sum(s.queue_length + s.busy for s in stages.values()),
+            now,  # time
+            dt,  # interval
+            stages,
+            sources,  # source_arrivals
+            e2e[0] - prev[0],  # completed
+            e2e[1] - prev[1],  # drops
+            e2e[2] - prev[2],  # failed
+            e2e[3] - prev[3],  # sla_violations
+            e2e[4] - prev[4],  # escapes
+            e2e[5] - prev[5],  # caught
+            sum(latencies) / len(latencies) if latencies else NAN,  # mean_latency
+            {owner: sim.split(owner) for owner in self.controllable} if self.controllable else {},
+            NAN,  # p95_latency
+            in_system,
         )
         if self.percentiles and latencies:
             snapshot.p95_latency = float(np.percentile(latencies, 95))
@@ -130,13 +140,17 @@ class SimExecutor(Executor):
         self.envelope = envelope or envelope_for(sim.scenario)
 
     def current_workers(self) -> dict[str, int]:
-        return {name: st.target for name, st in self.sim.stages.items()}
+        workers = {}
+        for name, st in self.sim.stages.items():
+            workers[name] = st.target
+        return workers
 
     def apply(self, plan: Plan) -> Applied:
-        applied = self.envelope.constrain(plan, self.current_workers(), self.sim.now)
+        current = self.current_workers()
+        applied = self.envelope.constrain(plan, current, self.sim.now)
         stages = self.sim.stages
         for name, n in applied.workers.items():
-            if stages[name].target != n:
+            if current[name] != n:
                 stages[name].set_workers(n)
         for owner, probs in applied.splits.items():
             if self.sim.split(owner) != probs:

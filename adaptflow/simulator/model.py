@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.core import Infinity as INFINITY
 from simpy.events import NORMAL, Event
 
 from . import metrics
@@ -495,9 +496,9 @@ class Simulation:
         # An arrival at the same time as a SimPy event goes first. As in SimPy's own
         # run(until), events at exactly `until` are left for the next call. Setting env._now
         # is what SimPy's step() does when it pops an event (simpy is pinned below 5).
-        arrivals, peek, step = self._arrivals, env.peek, env.step
+        arrivals, queue, step = self._arrivals, env._queue, env.step
         while True:
-            next_event = peek()
+            next_event = queue[0][0] if queue else INFINITY
             if arrivals and arrivals[0][0] <= next_event:
                 if arrivals[0][0] >= until:
                     break
@@ -505,7 +506,13 @@ class Simulation:
                 env._now = arrival[0]
                 source.arrive(arrival, arrivals)
             elif next_event < until:
-                step()
+                event = queue[0][3]
+                if event.__class__ is Wakeup:  # SimPy's step() for the events the model makes
+                    heappop(queue)
+                    env._now = next_event
+                    event.callbacks[0](event)
+                else:
+                    step()
             else:
                 break
         env._now = until
