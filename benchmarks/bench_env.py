@@ -5,7 +5,8 @@
    ``gymnasium.make`` (same wrappers), resetting when an episode ends. Best of ``--repeat``.
    Targets: >= 25,000 steps/s and a ratio >= 0.12.
 2. PPO training throughput (MlpPolicy, DummyVecEnv of 4, torch threads 1, ``--ppo-steps``
-   steps) on both; the ratio shows whether the environment dominates training. Target >= 0.9.
+   steps) on both, alternated, best of ``--repeat``; the ratio shows whether the environment
+   dominates training. Target >= 0.9.
 
 Prints one JSON line.
 
@@ -63,8 +64,10 @@ def main(argv: list[str] | None = None) -> dict:
         "target_step_ratio": 0.12,
     }
     if not args.skip_ppo:
-        ppo_ours = ppo_steps_per_second(*AUTOSCALE, args.ppo_steps)
-        ppo_ref = ppo_steps_per_second(*CARTPOLE, args.ppo_steps)
+        ppo_ours = ppo_ref = 0.0
+        for _ in range(args.repeat):  # alternate and keep the best of each, as above
+            ppo_ours = max(ppo_ours, ppo_steps_per_second(*AUTOSCALE, args.ppo_steps))
+            ppo_ref = max(ppo_ref, ppo_steps_per_second(*CARTPOLE, args.ppo_steps))
         result.update(
             {
                 "ppo_autoscale_steps_per_s": round(ppo_ours),

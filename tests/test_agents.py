@@ -17,6 +17,7 @@ from adaptflow.agents import (
     CusumDetector,
     EventLog,
     EwmaForecaster,
+    Feature,
     ObservationEncoder,
     Plan,
     SafetyEnvelope,
@@ -130,6 +131,52 @@ def test_encoder_layout_is_data_and_round_trips():
     assert {"split:ingest", "bad_rate:", "drift:", "forecast:records:1"} <= set(names)
     index = names.index("util:ingest")
     assert obs[index] == pytest.approx(snapshot.stages["ingest"].utilization, rel=1e-6)
+
+
+def raw_feature(name: str, s, i, scenario, enc: ObservationEncoder) -> float:
+    """One feature's raw value, written out from the documented meaning of each kind."""
+    kind, key, *rest = name.split(":")
+    stage = s.stages.get(key)
+    values = {
+        "queue": lambda: stage.queue_length,
+        "wait": lambda: stage.mean_wait,
+        "util": lambda: stage.utilization,
+        "target": lambda: stage.target,
+        "active": lambda: stage.active,
+        "starting": lambda: stage.starting,
+        "stage_rate": lambda: i.stage_rates[key],
+        "rate": lambda: i.rates[key],
+        "forecast": lambda: i.forecasts[key][int(rest[0])],
+        "split": lambda: s.splits[key][scenario.stages[key].next.split[1].to],  # share of the 2nd branch
+        "bad_rate": lambda: i.bad_rate,
+        "drift": lambda: float(i.drift),
+        "sla_violations": lambda: s.sla_violations / s.completed if s.completed else 0.0,
+        "time_sin": lambda: math.sin(2 * math.pi * s.time / enc.period),
+        "time_cos": lambda: math.cos(2 * math.pi * s.time / enc.period),
+        "progress": lambda: s.time / enc.horizon,
+    }
+    raw = values[kind]()
+    return 0.0 if math.isnan(raw) else raw
+
+
+def test_encoder_computes_each_feature_as_documented():
+    """The layout is compiled to one function (for speed): check every feature of a layout that
+    has each kind against the formula written out by hand, ``clip(raw / scale, low, high)``."""
+    scenario = load_scenario("quality_drift")
+    enc = ObservationEncoder.for_scenario(scenario, forecast_steps=2)
+    sim = Simulation(scenario, rng=4)
+    monitor, analyzer = SimMonitor(sim), StandardAnalyzer.for_scenario(scenario, 30.0, forecast_steps=2)
+    for until in (30.0, 900.0, 2400.0):  # an empty start, then a loaded system
+        sim.run(until)
+        snapshot = monitor.observe()
+        insights = analyzer.analyze(snapshot)
+        obs = enc.encode(snapshot, insights)
+        for k, f in enumerate(enc.features):
+            raw = raw_feature(f.name, snapshot, insights, scenario, enc)
+            expected = np.float32(min(max(raw / f.scale, f.low), f.high))
+            assert obs[k] == pytest.approx(expected, rel=1e-6, abs=1e-7), f.name
+    with pytest.raises(ValueError, match="unknown observation feature kind 'colour'"):
+        ObservationEncoder([Feature("colour:ingest", 1, 0, 1)], 60.0, 600.0)
 
 
 def test_decoder_delta_and_level_modes():

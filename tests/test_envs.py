@@ -3,6 +3,7 @@ the env checkers on every registered id, same-seed determinism, vector envs, bad
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import gymnasium as gym
@@ -126,6 +127,23 @@ def test_sb3_vec_envs(vec_cls):
         obs, rewards, _, infos = vec.step(np.array([vec.action_space.sample() for _ in range(2)]))
     assert rewards.shape == (2,) and "cost" in infos[0]
     vec.close()
+
+
+def test_step_info_deep_copies_cheaply_and_correctly():
+    """SB3 deep-copies every info; the env's immutable values may be shared by the copy, anything
+    a wrapper adds must still be copied."""
+    env = gym.make("adaptflow/Autoscale-v0", scenario="mmc", **SHORT)
+    env.reset(seed=0)
+    info = env.step(1)[-1]
+    info["terminal_observation"] = np.zeros(3)  # what DummyVecEnv adds at an episode's end
+    copied = copy.deepcopy([info])[0]
+    assert copied == {k: v for k, v in info.items() if k != "terminal_observation"} | {
+        "terminal_observation": copied["terminal_observation"]
+    }
+    assert copied["cost"] is info["cost"] and copied["cost"]["total"] == info["cost"].total
+    assert copied["terminal_observation"] is not info["terminal_observation"]
+    copied["terminal_observation"][0] = 1.0
+    assert info["terminal_observation"][0] == 0.0
 
 
 def test_out_of_range_action_is_a_clear_error():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -24,7 +25,25 @@ from adaptflow.agents import (
     envelope_for,
 )
 from adaptflow.agents.cost import reward_scale
+from adaptflow.agents.types import CostComponents
 from adaptflow.simulator import Scenario, ScenarioError, Simulation, load_scenario
+
+
+class StepInfo(dict):
+    """A step's ``info``: a plain dict that deep-copies cheaply.
+
+    SB3's DummyVecEnv deep-copies every env's info on every step. The env's own values are
+    immutable (the time, frozen :class:`CostComponents`), so they are shared; anything else a
+    wrapper adds (SB3's ``terminal_observation``, ``clamps``) is deep-copied as usual."""
+
+    __slots__ = ()
+    _IMMUTABLE = frozenset({float, int, bool, str, CostComponents})
+
+    def __deepcopy__(self, memo: dict) -> StepInfo:
+        copied = StepInfo()
+        for key, value in self.items():
+            copied[key] = value if value.__class__ in self._IMMUTABLE else copy.deepcopy(value, memo)
+        return copied
 
 
 def episode_steps(horizon: float, interval: float) -> int:
@@ -207,11 +226,12 @@ class WorkflowEnv(gym.Env):
         t = self.loop.act(plan)
         self.snapshot, self.insights = t.snapshot, t.insights
         cost = t.cost
-        truncated = self.sim.now >= self.horizon - 1e-9
+        now = self.sim.now
+        truncated = now >= self.horizon - 1e-9
         if truncated:  # unfinished work is priced at the end (see CostWeights.backlog)
             cost = cost + self.cost_model.terminal(self.snapshot)
         reward = -cost.total / self.reward_scale
-        info = {"time": self.sim.now, "cost": cost}
+        info = StepInfo(time=now, cost=cost)
         if t.applied.clamps:  # only when the safety envelope changed the plan (SB3 deep-copies infos)
             info["clamps"] = t.applied.clamps
         if self.render_mode is not None:
@@ -224,7 +244,10 @@ class WorkflowEnv(gym.Env):
         # runs on every training step. Text and figures are built only when render() is called.
         s = self.snapshot
         rate = sum(s.source_arrivals.values()) / s.interval if s.interval else 0.0
-        self._history.append((s.time, rate, tuple(st.target for st in s.stages.values()), reward))
+        targets = []
+        for stage in s.stages.values():
+            targets.append(stage.target)
+        self._history.append((s.time, rate, targets, reward))
 
     def render(self):
         if self.render_mode == "ansi":

@@ -478,7 +478,7 @@ class Simulation:
     # -- the steppable interface ---------------------------------------------------------------
     @property
     def now(self) -> float:
-        return self.env.now
+        return self.env._now  # = env.now, without a second property call
 
     @property
     def arrived(self) -> int:
