@@ -49,8 +49,12 @@ class EwmaForecaster(Forecaster):
     def update(self, rate: float) -> None:
         self.level = rate if math.isnan(self.level) else self.alpha * rate + (1 - self.alpha) * self.level
 
+    def rate(self) -> float:
+        """The current estimate (0 before the first observation)."""
+        return 0.0 if math.isnan(self.level) else self.level
+
     def forecast(self, steps: int) -> list[float]:
-        return [0.0 if math.isnan(self.level) else self.level] * steps
+        return [self.rate()] * steps
 
 
 @dataclass
@@ -264,11 +268,11 @@ class StandardAnalyzer(Analyzer):
                 if estimator is not forecaster:
                     estimator.update(count / dt)
             forecasts[name] = forecaster.forecast(self.forecast_steps)
-            rates[name] = estimator.forecast(1)[0]
+            rates[name] = estimator.rate()
         for name, est in self.stage_rates.items():
             if dt > 0:
                 est.update(snapshot.stages[name].arrivals / dt)
-            stage_rates[name] = est.forecast(1)[0]
+            stage_rates[name] = est.rate()
         bad_rate = math.nan
         if self.detect_probs:
             expected = sum(snapshot.stages[n].completed * p for n, p in self.detect_probs.items())

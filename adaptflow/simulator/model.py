@@ -3,10 +3,11 @@
 Design, for speed without losing exactness:
 
 * An item costs one scheduled SimPy event per service attempt (its completion: a timeout with a
-  callback). Moving between stages, queueing and picking the next item are plain function
-  calls at the current simulated time. There is no SimPy process per item: a process costs
-  several events and a generator frame per item. Arrivals are drawn in advance, so they are
-  merged with SimPy's queue by :meth:`Simulation.run` instead of being scheduled as events.
+  callback; a worker that goes on to a queued item re-arms the event it just finished with).
+  Moving between stages, queueing and picking the next item are plain function calls at the
+  current simulated time. There is no SimPy process per item: a process costs several events
+  and a generator frame per item. Arrivals are drawn in advance, so they are merged with
+  SimPy's queue by :meth:`Simulation.run` instead of being scheduled as events.
 * Statistics that are integrals over time (mean queue length, busy workers) are kept as running
   sums that need no work per event: the area under the queue-length curve is the sum of the waits
   already finished plus, for items still waiting, ``len(queue) * now - sum(enter times)``.
@@ -57,6 +58,15 @@ class Wakeup(Event):
         self.callbacks = [callback]
         self._value = value
         self._ok = True
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))
+
+    def rearm(self, delay: float, value: Any) -> None:
+        """Schedule this event again, ``delay`` from now, with a new value and the same callback.
+
+        Only :meth:`Simulation.run` processes Wakeups, and it leaves their callbacks in place,
+        so a processed Wakeup can be scheduled again; it then orders as a new Timeout would."""
+        env = self.env
+        self._value = value
         heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))
 
 
@@ -165,12 +175,17 @@ class StageState:
             self.queue.append(item)
             self.queue_enter_sum += now
 
-    def _start(self, item: Item, now: float) -> None:
+    def _start(self, item: Item, now: float, event: Wakeup | None = None) -> None:
+        """An idle worker takes ``item``. Its completion is ``event`` re-armed when the worker
+        has just finished one (a third of an item's cost is making an event), else a new one."""
         self.idle -= 1
         self.busy += 1
         self.waits.append(now - item.enter)
         self.start_sum += now
-        Wakeup(self.env, self.sample() * item.size, item, self._finish_callback)
+        if event is None:
+            Wakeup(self.env, self.sample() * item.size, item, self._finish_callback)
+        else:
+            event.rearm(self.sample() * item.size, item)
 
     def _finish(self, event: Wakeup) -> None:
         item: Item = event._value
@@ -186,7 +201,7 @@ class StageState:
             if self.queue:
                 nxt = self.queue.popleft()
                 self.queue_enter_sum -= nxt.enter
-                self._start(nxt, now)
+                self._start(nxt, now, event)  # the worker's completion event, re-armed
         if self.fail_prob:
             if self.fail_u() < self.fail_prob:
                 self._failed(item, now)
@@ -507,8 +522,8 @@ class Simulation:
                 source.arrive(arrival, arrivals)
             elif next_event < until:
                 event = queue[0][3]
-                if event.__class__ is Wakeup:  # SimPy's step() for the events the model makes
-                    heappop(queue)
+                if event.__class__ is Wakeup:  # SimPy's step(), for the model's own events
+                    heappop(queue)  # (callbacks stay in place, so the event can be re-armed)
                     env._now = next_event
                     event.callbacks[0](event)
                 else:
