@@ -126,11 +126,12 @@ class ObservationEncoder:
         """The layout as one straight-line Python function (snapshot, insights) -> vector.
 
         Why generated code: the encoder runs on every env step, and one function with a line per
-        feature costs a third of a loop that calls a getter per feature (the calls, and the CPU
-        caches they miss once PPO's torch code has run in between). ``dataclasses`` builds its
-        ``__init__`` the same way. Each line is ``RAW[kind]`` with the feature's key, times
-        1/scale, clipped; a NaN (nothing observed in the interval) reads as 0. Names and numbers
-        enter the code as constants of its namespace, never as text, so any stage name is safe."""
+        feature costs ~30% less than a loop that calls a getter per feature (2.4 against 3.3 µs
+        for mmc's 12 features), with fewer functions to miss in the CPU caches once PPO's torch
+        code has run in between. ``dataclasses`` builds its ``__init__`` the same way. Each line
+        is ``RAW[kind]`` with the feature's key, times 1/scale, clipped; a NaN (nothing observed
+        in the interval) reads as 0. Names and numbers enter the code as constants of its
+        namespace, never as text, so any stage name is safe."""
         namespace: dict[str, Any] = {"np": np, "sin": math.sin, "cos": math.cos, "pi": math.pi}
         namespace.update(period=self.period, horizon=self.horizon, float32=np.float32)
         lines = ["def encode(s, i):"]

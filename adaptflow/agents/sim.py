@@ -59,7 +59,7 @@ class SimMonitor(Monitor):
     def observe(self) -> MetricsSnapshot:
         # Positional arguments and one pass over the stages: this runs on every env step.
         sim = self.sim
-        now = sim.env._now
+        now = sim.now
         sim.check_deadlines()
         dt = now - self._prev_time
         stages: dict[str, StageMetrics] = {}

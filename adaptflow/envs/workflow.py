@@ -33,8 +33,8 @@ class StepInfo(dict):
     """A step's ``info``: a plain dict that deep-copies cheaply.
 
     SB3's DummyVecEnv deep-copies every env's info on every step. The env's own values are
-    immutable (the time, frozen :class:`CostComponents`), so they are shared; anything else a
-    wrapper adds (SB3's ``terminal_observation``, ``clamps``) is deep-copied as usual."""
+    immutable (the time, frozen :class:`CostComponents`), so they are shared; anything else (the
+    env's ``clamps`` list, SB3's ``terminal_observation``) is deep-copied as usual."""
 
     __slots__ = ()
     _IMMUTABLE = frozenset({float, int, bool, str, CostComponents})

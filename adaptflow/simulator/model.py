@@ -177,7 +177,7 @@ class StageState:
 
     def _start(self, item: Item, now: float, event: Wakeup | None = None) -> None:
         """An idle worker takes ``item``. Its completion is ``event`` re-armed when the worker
-        has just finished one (a third of an item's cost is making an event), else a new one."""
+        has just finished one, else a new event (re-arming saves ~7% of the model's time on mmc)."""
         self.idle -= 1
         self.busy += 1
         self.waits.append(now - item.enter)
