@@ -9,7 +9,7 @@ import sys
 
 from rich.console import Console
 
-from adaptflow.simulator import ScenarioError, shipped_scenarios
+from adaptflow.scenario import ScenarioError, shipped_scenarios
 from adaptflow.simulator.metrics import to_jsonable
 
 

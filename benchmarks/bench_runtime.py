@@ -64,7 +64,7 @@ def recorded_states(n: int) -> list:
 
 def in_process(model_path: Path, onnx_path: Path, decisions: int) -> dict:
     from adaptflow.experiments.planners import make_planner
-    from adaptflow.simulator import load_scenario
+    from adaptflow.scenario import load_scenario
 
     scenario = load_scenario("etl_diurnal", horizon=1800)
     sb3, _ = make_planner(f"sb3:{model_path}", scenario, 30)

@@ -21,7 +21,8 @@ import time
 
 import simpy
 
-from adaptflow.simulator import Simulation, load_scenario
+from adaptflow.scenario import load_scenario
+from adaptflow.simulator import Simulation
 
 RATE, MEAN_SERVICE, SERVERS = 9.0, 1.0, 10
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from adaptflow.simulator import Scenario, Simulation, parse_scenario
+from adaptflow.scenario import Scenario, parse_scenario
+from adaptflow.simulator import Simulation
 
 
 def stage(

@@ -30,7 +30,8 @@ from adaptflow.agents import (
 )
 from adaptflow.experiments.forecasting import forecast_errors
 from adaptflow.policies import StaticPlanner
-from adaptflow.simulator import Simulation, load_scenario
+from adaptflow.scenario import load_scenario
+from adaptflow.simulator import Simulation
 
 
 def coordinator_for(scenario, seed, planner, log=None, interval=60.0, percentiles=False):

@@ -16,7 +16,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import adaptflow  # noqa: F401  (registers the environments)
 from adaptflow.envs import ENV_IDS, make
-from adaptflow.simulator import Simulation, flatten, load_scenario
+from adaptflow.scenario import load_scenario
+from adaptflow.simulator import Simulation, flatten
 
 SHORT = {"horizon": 600.0}  # 20 decisions: enough to exercise everything, quick to run
 

@@ -18,7 +18,7 @@ from adaptflow.experiments.evaluation import (
 )
 from adaptflow.experiments.planners import make_planner, parse_planner
 from adaptflow.policies.sb3 import SB3Planner
-from adaptflow.simulator import load_scenario
+from adaptflow.scenario import load_scenario
 
 SHORT = load_scenario("etl_diurnal", horizon=1800)
 

@@ -21,7 +21,8 @@ from adaptflow.runtime.celery_app import context_of
 from adaptflow.runtime.live import PoolState, WallClock
 from adaptflow.runtime.live_run import build_loop, load_live_config, run_live
 from adaptflow.runtime.loadgen import arrival_trace, run_loadgen
-from adaptflow.simulator import Simulation, load_scenario
+from adaptflow.scenario import load_scenario
+from adaptflow.simulator import Simulation
 
 from .live_fixtures import PIPELINE, SINGLE, app_for, events, wait_for, write_scenario
 

@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from adaptflow.simulator import Simulation, load_scenario, to_jsonable
+from adaptflow.scenario import load_scenario
+from adaptflow.simulator import Simulation, to_jsonable
 from tests.helpers import scenario, stage, trace_source
 
 

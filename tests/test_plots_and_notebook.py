@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from adaptflow.cli import main
 from adaptflow.experiments.evaluation import evaluate
 from adaptflow.experiments.plots import episode_series, plot_results
-from adaptflow.simulator import load_scenario
+from adaptflow.scenario import load_scenario
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_policies.ipynb"
 

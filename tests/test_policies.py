@@ -31,8 +31,9 @@ from adaptflow.policies import (
     staff,
     visit_ratios,
 )
-from adaptflow.simulator import Simulation, load_scenario
-from adaptflow.simulator.theory import mmc_mean_wait
+from adaptflow.scenario import load_scenario
+from adaptflow.scenario.theory import mmc_mean_wait
+from adaptflow.simulator import Simulation
 from tests.helpers import confidence_interval, scenario, stage
 
 

@@ -22,7 +22,7 @@ from adaptflow.experiments.evaluation import evaluate
 from adaptflow.policies import StaticPlanner
 from adaptflow.runtime.fallback import FallbackPlanner, plan_problems
 from adaptflow.runtime.service import app_for
-from adaptflow.simulator import load_scenario
+from adaptflow.scenario import load_scenario
 
 from .helpers import train_and_export
 

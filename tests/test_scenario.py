@@ -12,15 +12,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adaptflow.simulator import (
+from adaptflow.scenario import (
     Scenario,
     ScenarioError,
-    Simulation,
     load_scenario,
     parse_scenario,
     shipped_scenarios,
     shipped_scenarios_dir,
 )
+from adaptflow.simulator import Simulation
 
 MMC = yaml.safe_load((shipped_scenarios_dir() / "mmc.yaml").read_text())
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from adaptflow.simulator import Simulation, parse_scenario
-from adaptflow.simulator.processes import arrivals_with_quality
-from adaptflow.simulator.theory import erlang_c, mg1_mean_wait, mmc_mean_wait
+from adaptflow.scenario import parse_scenario
+from adaptflow.scenario.streams import arrivals_with_quality
+from adaptflow.scenario.theory import erlang_c, mg1_mean_wait, mmc_mean_wait
+from adaptflow.simulator import Simulation
 from tests.helpers import assert_within_ci, replicate, scenario, stage
 
 

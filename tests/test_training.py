@@ -209,7 +209,7 @@ def test_warm_start_clones_the_teacher_and_validates_it_first(tmp_path):
     validated at step 0 (so it can be the best model) and costs about what its teacher does."""
     from adaptflow.experiments.evaluation import run_episode
     from adaptflow.experiments.planners import make_planner
-    from adaptflow.simulator import load_scenario
+    from adaptflow.scenario import load_scenario
 
     run = train(
         TINY,

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from adaptflow.simulator import Scenario, Simulation
+from adaptflow.scenario import Scenario
+from adaptflow.simulator import Simulation
 
 from .interfaces import Analyzer
 from .types import Insights, MetricsSnapshot
@@ -100,7 +101,7 @@ class HoltWintersForecaster(Forecaster):
 def simulated_rates(scenario: Scenario, interval: float, duration: float, seed: int) -> dict[str, np.ndarray]:
     """Arrival rate per source per interval over ``duration`` simulated seconds: training data
     for forecasters. Arrival streams do not depend on the pool, so the scenario runs as is."""
-    from adaptflow.simulator import load_scenario
+    from adaptflow.scenario import load_scenario
 
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))

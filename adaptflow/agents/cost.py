@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adaptflow.simulator import Scenario
+from adaptflow.scenario import Scenario
 
 from .types import CostComponents, MetricsSnapshot
 

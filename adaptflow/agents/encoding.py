@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptflow.simulator import Scenario
+from adaptflow.scenario import Scenario
 
 from .types import Insights, MetricsSnapshot, Plan
 
@@ -38,7 +38,7 @@ def _reference_rate(scenario: Scenario) -> float:
         elif source.process == "mmpp":
             total += max(source.rates)
         else:
-            from adaptflow.simulator.scenario import load_trace
+            from adaptflow.scenario.schema import load_trace
 
             times, _ = load_trace(source.file, source.time_column, source.size_column)
             total += 2 * len(times) / max(float(times[-1]), 1.0)

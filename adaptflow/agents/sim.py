@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from adaptflow.simulator import Scenario, Simulation
+from adaptflow.scenario import Scenario
+from adaptflow.simulator import Simulation
 
 from .interfaces import Clock, Executor, Monitor
 from .safety import SafetyEnvelope, StageBounds

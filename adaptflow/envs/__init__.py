@@ -37,7 +37,7 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` with ``max_episode_steps`` set to the scenario's horizon / interval."""
     if "max_episode_steps" not in kwargs:
         from adaptflow.envs.workflow import episode_steps
-        from adaptflow.simulator import load_scenario
+        from adaptflow.scenario import load_scenario
 
         spec = gym.spec(env_id)
         options = {**spec.kwargs, **kwargs}

@@ -26,7 +26,8 @@ from adaptflow.agents import (
 )
 from adaptflow.agents.cost import reward_scale
 from adaptflow.agents.types import CostComponents
-from adaptflow.simulator import Scenario, ScenarioError, Simulation, load_scenario
+from adaptflow.scenario import Scenario, ScenarioError, load_scenario
+from adaptflow.simulator import Simulation
 
 
 class StepInfo(dict):

@@ -40,7 +40,8 @@ from adaptflow.runtime.celery_app import context_of, make_app
 from adaptflow.runtime.live_run import LiveResult, load_live_config, run_live, run_live_config
 from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
 from adaptflow.runtime.worker import WorkerProcess
-from adaptflow.simulator import Scenario, Simulation, load_scenario, parse_scenario
+from adaptflow.scenario import Scenario, load_scenario, parse_scenario
+from adaptflow.simulator import Simulation
 
 from .planners import make_planner, split_label
 

@@ -37,7 +37,8 @@ from adaptflow.agents import (
     analyzer_options,
 )
 from adaptflow.agents.cost import reward_scale
-from adaptflow.simulator import Scenario, Simulation, load_scenario
+from adaptflow.scenario import Scenario, load_scenario
+from adaptflow.simulator import Simulation
 
 from .io import atomic_write, atomic_write_text
 

@@ -19,7 +19,7 @@ from adaptflow.agents.analyzers import (
     season_length_of,
     simulated_rates,
 )
-from adaptflow.simulator import Scenario, load_scenario
+from adaptflow.scenario import Scenario, load_scenario
 
 
 def forecast_errors(

@@ -24,7 +24,7 @@ from adaptflow.policies import (
     ThresholdPlanner,
 )
 from adaptflow.policies.staffing import PlannedSplitPlanner
-from adaptflow.simulator import Scenario
+from adaptflow.scenario import Scenario
 
 QUALITY_STAFFING = ("planned", "reactive", "fixed")
 

@@ -11,7 +11,8 @@ import pandas as pd
 from rich.table import Table
 from tqdm import tqdm
 
-from adaptflow.simulator import Scenario, Simulation, load_scenario
+from adaptflow.scenario import Scenario, load_scenario
+from adaptflow.simulator import Simulation
 from adaptflow.simulator import metrics as sim_metrics
 
 from .io import atomic_write

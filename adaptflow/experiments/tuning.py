@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from adaptflow.agents import CostWeights
-from adaptflow.simulator import Scenario, load_scenario
+from adaptflow.scenario import Scenario, load_scenario
 
 from .evaluation import check_disjoint, evaluate, evaluation_seeds
 from .io import atomic_write, atomic_write_text

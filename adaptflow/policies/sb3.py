@@ -17,7 +17,7 @@ from adaptflow.agents import (
     Plan,
     Planner,
 )
-from adaptflow.simulator import Scenario
+from adaptflow.scenario import Scenario
 
 ALGORITHMS = ("PPO", "A2C", "DQN")
 

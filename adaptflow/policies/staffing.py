@@ -23,9 +23,9 @@ import math
 import numpy as np
 
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
-from adaptflow.simulator import Scenario
-from adaptflow.simulator.scenario import ByAttribute, Direct, Exit, Split
-from adaptflow.simulator.theory import erlang_c
+from adaptflow.scenario import Scenario
+from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Split
+from adaptflow.scenario.theory import erlang_c
 
 
 def service_scv(scenario: Scenario, stage: str) -> float:
@@ -248,7 +248,7 @@ class ClairvoyantPlanner(_StaffingPlanner):
             if src.process == "mmpp":
                 raise ValueError(f"ClairvoyantPlanner: source {name!r} is an MMPP, whose future rate is unknowable")
             if src.process == "trace":
-                from adaptflow.simulator.scenario import load_trace
+                from adaptflow.scenario.schema import load_trace
 
                 self._traces[name] = load_trace(src.file, src.time_column, src.size_column)[0]
 

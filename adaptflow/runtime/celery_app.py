@@ -36,8 +36,10 @@ import redis
 from celery import Celery
 from kombu import Queue
 
-from adaptflow.simulator.processes import service_sampler
-from adaptflow.simulator.scenario import ByAttribute, Direct, Exit, Scenario, Split, load_scenario
+from adaptflow.scenario.loading import load_scenario
+from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Split
+from adaptflow.scenario.schema import Scenario
+from adaptflow.scenario.streams import service_sampler
 
 log = logging.getLogger(__name__)
 

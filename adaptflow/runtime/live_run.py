@@ -32,7 +32,8 @@ from adaptflow.agents import (
     analyzer_options,
 )
 from adaptflow.agents.sim import envelope_for
-from adaptflow.simulator.scenario import Scenario, load_scenario, resolve_scenario_path
+from adaptflow.scenario.loading import load_scenario, resolve_scenario_path
+from adaptflow.scenario.schema import Scenario
 
 from .celery_app import context_of, make_app
 from .fallback import FallbackPlanner

@@ -1,7 +1,7 @@
 """The load generator: a scenario's arrival process, submitted as Celery tasks in real time.
 
 The arrival times, sizes and qualities come from the simulator's own arrival processes with the
-simulator's random streams (:class:`~adaptflow.simulator.processes.Streams`, one per source), so
+simulator's random streams (:class:`~adaptflow.scenario.streams.Streams`, one per source), so
 ``loadgen(scenario, seed=s)`` submits exactly the arrivals that ``Simulation(scenario, rng=s)``
 simulates: the same trace, live and simulated."""
 
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from celery import Celery
 
-from adaptflow.simulator.processes import Streams, arrivals_with_quality
-from adaptflow.simulator.scenario import Scenario, load_scenario
+from adaptflow.scenario.loading import load_scenario
+from adaptflow.scenario.schema import Scenario
+from adaptflow.scenario.streams import Streams, arrivals_with_quality
 
 from .celery_app import context_of, make_app
 

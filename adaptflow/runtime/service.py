@@ -29,7 +29,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 from adaptflow.agents import Analyzer, Insights, MetricsSnapshot, Planner, StageMetrics
 from adaptflow.agents.safety import SafetyEnvelope
 from adaptflow.runtime.fallback import FallbackPlanner
-from adaptflow.simulator import Scenario
+from adaptflow.scenario import Scenario
 
 BIG = 1e12  # counts and times beyond this are not a real system's; rejecting them keeps math finite
 
@@ -347,7 +347,7 @@ def app_for(
     and decision interval; other planners need ``scenario`` (a name or YAML path)."""
     from adaptflow.agents import StandardAnalyzer, analyzer_options, envelope_for
     from adaptflow.experiments.planners import make_planner, parse_planner, split_label
-    from adaptflow.simulator import load_scenario, parse_scenario
+    from adaptflow.scenario import load_scenario, parse_scenario
 
     name, params = parse_planner(planner)
     spec = None

@@ -38,9 +38,11 @@ import simpy
 from simpy.core import Infinity as INFINITY
 from simpy.events import NORMAL, Event
 
+from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Split
+from adaptflow.scenario.schema import Scenario, Stage
+from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, service_sampler
+
 from . import metrics
-from .processes import BATCH, Streams, arrivals_with_quality, service_sampler
-from .scenario import ByAttribute, Direct, Exit, Scenario, Split, Stage
 
 
 class Wakeup(Event):

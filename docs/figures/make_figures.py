@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from adaptflow.simulator import load_scenario
+from adaptflow.scenario import load_scenario
 
 OUT = Path(__file__).resolve().parent
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .scenario import MMPPSource, PoissonSource, Service, Source, TraceSource, load_trace
+from .schema import MMPPSource, PoissonSource, Service, Source, TraceSource, load_trace
 
 BATCH = 4096
 
