@@ -239,7 +239,20 @@ class Stage(_Strict):
 
 
 class Sla(_Strict):
+    """The end-to-end deadline: an item is late once ``latency`` seconds have passed since it was
+    created, whether it is still in the system, completed or dropped. This class is the one rule
+    of lateness; the simulator and the live monitor both ask it."""
+
     latency: PositiveFloat
+
+    def is_late(self, created: float, now: float) -> bool:
+        """Whether an item created at ``created`` has passed its deadline at ``now``."""
+        return now - created > self.latency
+
+    def cutoff(self, now: float) -> float:
+        """Items created before this time have passed their deadline at ``now`` (for a scan
+        over items in creation order: ``while items[0].created < sla.cutoff(now)``)."""
+        return now - self.latency
 
 
 class Scenario(_Strict):
