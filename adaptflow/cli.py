@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from rich.console import Console
 
@@ -251,9 +252,7 @@ def _compare_live(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_simulate(commands: Any) -> None:
     sim = commands.add_parser(
         "simulate",
         help="simulate a scenario and print its summary",
@@ -266,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeseries", metavar="PATH", help="write window metrics to PATH (.csv or .parquet)")
     sim.add_argument("--interval", type=float, metavar="S", help="window length of --timeseries, simulated s")
     sim.set_defaults(handler=_simulate)
+
+
+def _add_forecast_error(commands: Any) -> None:
     fe = commands.add_parser(
         "forecast-error", help="compare the analyzers' arrival-rate forecasts (EWMA, Holt-Winters)"
     )
@@ -275,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--seeds", type=int, default=5, help="held-out episodes (seeds 1..N)")
     fe.add_argument("--json", action="store_true")
     fe.set_defaults(handler=_forecast_error)
+
+
+def _add_evaluate(commands: Any) -> None:
     ev = commands.add_parser(
         "evaluate",
         help="compare planners on held-out seeds",
@@ -288,10 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="results directory (tables and episode logs)")
     ev.add_argument("--processes", type=int, default=None, help="parallel processes (default: CPU count)")
     ev.set_defaults(handler=_evaluate)
+
+
+def _add_plot(commands: Any) -> None:
     pl = commands.add_parser("plot", help="figures (PNG and SVG) of an evaluation's results directory")
     pl.add_argument("results_dir")
     pl.add_argument("--out", default=None, help="where to write (default: RESULTS_DIR/plots)")
     pl.set_defaults(handler=_plot)
+
+
+def _add_tune_baseline(commands: Any) -> None:
     tb = commands.add_parser("tune-baseline", help="grid search of a rule's parameters on training seeds")
     tb.add_argument("--scenario", required=True)
     tb.add_argument("--planner", required=True, help="threshold, celery, erlang, predictive or quality")
@@ -301,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--out", default=None, help="where to write tuning.csv and best.json")
     tb.add_argument("--processes", type=int, default=None)
     tb.set_defaults(handler=_tune)
+
+
+def _add_train(commands: Any) -> None:
     tr = commands.add_parser(
         "train",
         help="train an RL planner from a config file",
@@ -310,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hyperparameters.learning_rate=1e-4")
     tr.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     tr.set_defaults(handler=_train)
+
+
+def _add_sweep(commands: Any) -> None:
     sw = commands.add_parser(
         "sweep",
         help="several seeds and hyperparameter values of a config, in parallel",
@@ -322,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", choices=["process", "ray"], default="process")
     sw.add_argument("--address", default=None, help="Ray cluster address (backend ray); default: a local Ray")
     sw.set_defaults(handler=_sweep)
+
+
+def _add_export(commands: Any) -> None:
     ex = commands.add_parser(
         "export",
         help="export a trained planner to ONNX with a JSON sidecar",
@@ -332,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="output directory (default: RUN_DIR/export)")
     ex.add_argument("--model", default="best_model.zip", help="which of the run's models (default: best_model.zip)")
     ex.set_defaults(handler=_export)
+
+
+def _add_serve(commands: Any) -> None:
     sv = commands.add_parser(
         "serve",
         help="serve a planner over HTTP (POST /v1/decide, GET /healthz, GET /metrics)",
@@ -345,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token-env", default="ADAPTFLOW_TOKEN", help="environment variable holding the bearer token")
     sv.set_defaults(handler=_serve)
+
+
+def _add_live(commands: Any) -> None:
     lv = commands.add_parser(
         "live", help="run a planner against Celery workers on Redis (a live config)",
         description="adaptflow live CONFIG: the Coordinator against the Celery workers and broker of the config.",
@@ -353,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--duration", type=float, default=None, help="override the config's duration (scenario s)")
     lv.add_argument("--planner", default=None, help="override the config's planner spec")
     lv.set_defaults(handler=_live)
+
+
+def _add_loadgen(commands: Any) -> None:
     lg = commands.add_parser("loadgen", help="submit a scenario's arrivals as Celery tasks, in real time")
     lg.add_argument("scenario", help="a scenario YAML file or a shipped scenario's name")
     lg.add_argument("--broker", required=True, help="Redis broker URL")
@@ -361,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--seed", type=int, default=0, help="the arrival trace's seed (as in simulation)")
     lg.add_argument("--prefix", default="adaptflow", help="Redis key prefix of the run")
     lg.set_defaults(handler=_loadgen)
+
+
+def _add_compare_live(commands: Any) -> None:
     cl = commands.add_parser(
         "compare-live", help="simulated vs measured figures of a planner, and the planner vs Celery's autoscaler",
     )  # fmt: skip
@@ -374,6 +406,24 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--no-autoscaler", action="store_true", help="skip the Celery --autoscale run")
     cl.add_argument("--out", default="runs/compare-live")
     cl.set_defaults(handler=_compare_live)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one ``_add_<command>`` per subcommand, each with its handler."""
+    parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_simulate(commands)
+    _add_forecast_error(commands)
+    _add_evaluate(commands)
+    _add_plot(commands)
+    _add_tune_baseline(commands)
+    _add_train(commands)
+    _add_sweep(commands)
+    _add_export(commands)
+    _add_serve(commands)
+    _add_live(commands)
+    _add_loadgen(commands)
+    _add_compare_live(commands)
     return parser
 
 

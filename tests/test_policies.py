@@ -174,6 +174,7 @@ def test_erlang_planner_meets_its_wait_target():
     assert usual == staff(9.0, 1.0, target)
 
 
+@pytest.mark.slow  # ~190 s: 60 episodes of 14,400 s
 def test_clairvoyant_is_cheapest_on_the_diurnal_etl_scenario():
     """The reference bound: over 10 evaluation seeds its mean cost is below every other planner's."""
     from adaptflow.experiments.evaluation import evaluate

@@ -156,6 +156,17 @@ class ObservationEncoder:
     def encode(self, snapshot: MetricsSnapshot, insights: Insights) -> np.ndarray:
         return self._encode(snapshot, insights)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The generated function cannot be pickled (it lives in no module); the layout can, and
+        # recompiling it gives the same function. SubprocVecEnv and Gymnasium's checks pickle envs.
+        state = self.__dict__.copy()
+        del state["_encode"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._encode = self._compile()
+
     def to_dict(self) -> dict[str, Any]:
         return {"features": [asdict(f) for f in self.features], "period": self.period, "horizon": self.horizon}
 

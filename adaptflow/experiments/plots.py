@@ -76,10 +76,22 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     out = Path(out_dir) if out_dir is not None else results_dir / "plots"
     planners = list(dict.fromkeys(table.planner))
     colours = {p: f"C{i % 10}" for i, p in enumerate(planners)}
-    written: list[Path] = []
+    return [
+        *_save(_cost_vs_sla(table, colours), out, "cost_vs_sla"),
+        *_save(_workers_vs_load(results_dir, table, planners, colours), out, "workers_vs_load"),
+        *_save(_metrics_ci(table, planners, colours), out, "metrics_ci"),
+    ]
 
-    fig = Figure(figsize=(6.5, 4.5))
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _cost_vs_sla(table: pd.DataFrame, colours: dict[str, str]) -> Figure:
+    """Every episode as a point, each planner's mean as a cross."""
+    fig = _figure(6.5, 4.5)
     ax = fig.subplots()
     for planner, group in table.groupby("planner", sort=False):
         ax.scatter(group.sla_violation_rate, group.cost, s=18, alpha=0.6, color=colours[planner], label=planner)
@@ -95,11 +107,13 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     ax.set_ylabel("cost per episode")
     ax.set_title("cost against SLA violations (x: planner mean)")
     ax.legend(fontsize=8)
-    written += _save(fig, out, "cost_vs_sla")
+    return fig
 
+
+def _workers_vs_load(results_dir: Path, table: pd.DataFrame, planners: list[str], colours: dict[str, str]) -> Figure:
+    """One panel per planner: the arrival rate and the pool over the first seed's episode."""
     seed = int(table.seed.min())
-    fig = Figure(figsize=(7.5, 1.8 * len(planners) + 0.6))
-    FigureCanvasAgg(fig)
+    fig = _figure(7.5, 1.8 * len(planners) + 0.6)
     axes = np.atleast_1d(fig.subplots(len(planners), 1, sharex=True))
     for ax, planner in zip(axes, planners, strict=True):
         series = episode_series(results_dir, planner, seed)
@@ -111,12 +125,14 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         ax.set_title(f"{planner} (seed {seed})", fontsize=9)
     axes[-1].set_xlabel("simulated s")
     fig.tight_layout()
-    written += _save(fig, out, "workers_vs_load")
+    return fig
 
+
+def _metrics_ci(table: pd.DataFrame, planners: list[str], colours: dict[str, str]) -> Figure:
+    """Each metric's mean per planner with a bootstrap confidence interval."""
     # A metric that is zero everywhere (no escapes without validation) would be an empty panel.
     metrics = [m for m in METRIC_LABELS if m in table.columns and table[m].abs().sum() > 0]
-    fig = Figure(figsize=(3.2 * len(metrics), 3.6))
-    FigureCanvasAgg(fig)
+    fig = _figure(3.2 * len(metrics), 3.6)
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
     for ax, metric in zip(axes, metrics, strict=True):
         means, lows, highs = [], [], []
@@ -130,5 +146,4 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         ax.set_xticks(range(len(planners)), planners, rotation=45, ha="right", fontsize=8)
         ax.set_title(METRIC_LABELS[metric], fontsize=9)
     fig.tight_layout()
-    written += _save(fig, out, "metrics_ci")
-    return written
+    return fig

@@ -101,16 +101,29 @@ def mean_wait(rate: float, mean_service: float, servers: int, scv: float) -> flo
 
 def staff(rate: float, mean_service: float, target_wait: float, scv: float = 1.0, lo: int = 0, hi: int = 10**6) -> int:
     """Fewest workers in [lo, hi] whose mean wait is at most ``target_wait`` (hi if none).
-    Square-root staffing ``a + sqrt(a)`` is the first guess; Erlang C then steps to the answer."""
+
+    Bounded work whatever the input: an offered load ``a`` at or above ``hi`` answers ``hi`` at
+    once (no pool within the bounds is stable), and otherwise one pass of the Erlang B recursion
+    walks c = 1, 2, ... and stops at the first c that meets the target, so the cost is O(answer)
+    and never more than O(hi). (Calling :func:`mean_wait` per candidate would redo the O(c)
+    recursion for every c: quadratic in the load, which let one request with a huge rate hang the
+    planner service.) The mean wait falls as c grows, so the first c found is the fewest."""
     if rate <= 0:
         return lo
     a = rate * mean_service
-    c = max(lo, 1, math.floor(a + math.sqrt(a)))
-    while c > max(lo, 1) and c - 1 > a and mean_wait(rate, mean_service, c - 1, scv) <= target_wait:
-        c -= 1
-    while c < hi and mean_wait(rate, mean_service, c, scv) > target_wait:
-        c += 1
-    return min(max(c, lo), hi)
+    if not a < hi:  # also catches a NaN or infinite load
+        return hi
+    first = max(lo, 1)
+    b = 1.0  # Erlang B with k servers, by the stable recursion of theory.erlang_c
+    for k in range(1, hi + 1):
+        b = a * b / (k + a * b)
+        if k < first or k <= a:
+            continue
+        rho = a / k
+        wait = b / (1 - rho + rho * b) * mean_service / (k - a) * (1 + scv) / 2
+        if wait <= target_wait:
+            return k
+    return hi
 
 
 class _StaffingPlanner(Planner):
