@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: pip then finds the CPU build on disk instead of pulling the CUDA one
-# as a dependency of stable-baselines3.
+# as a dependency of stable-baselines3. Then every extra (see README, "Install").
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 # The live tests start a real redis-server on loopback; on a fresh Debian machine install it.
@@ -32,15 +32,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/adaptflow train configs/train/quickstart.yaml
 
-test: $(STAMP) redis
-	$(BIN)/ruff check adaptflow tests benchmarks
+test: lint redis
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP) redis
 	$(BIN)/python -m pytest -m slow
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check adaptflow tests benchmarks
+	$(BIN)/lint-imports --no-logo
 
 format: $(STAMP)
 	$(BIN)/ruff format adaptflow tests benchmarks

@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
+from adaptflow._json import to_jsonable
 from adaptflow.scenario import ScenarioError, shipped_scenarios
-from adaptflow.simulator.metrics import to_jsonable
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _console() -> Console:
     """The terminal's width on a terminal; 150 columns when piped (no width to respect)."""
+    from rich.console import Console  # on use: `adaptflow serve` runs without the [sim] extra
+
     console = Console()
     return console if console.is_terminal else Console(width=150)
 
@@ -31,6 +34,7 @@ def _simulate(args: argparse.Namespace) -> int:
         horizon=args.horizon,
         progress=not args.json,
         record_interval=args.interval,
+        max_items=args.max_items,
     )
     if series is not None:
         write_timeseries(series, args.timeseries)
@@ -149,13 +153,22 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from adaptflow.experiments.training import train
+    from adaptflow.experiments.training import Terminated, train
 
     if (args.config is None) == (args.resume is None):
         raise ValueError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
     if args.resume is not None and args.overrides:
         raise ValueError("a resumed run keeps its config: no key=value overrides with --resume")
-    run = train(args.config, args.overrides, resume=args.resume, progress=True)
+    if args.allow_pickle and args.resume is None:
+        raise ValueError("--allow-pickle goes with --resume (an older run's pickled normalization statistics)")
+    try:
+        run = train(args.config, args.overrides, resume=args.resume, progress=True, allow_pickle=args.allow_pickle)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: a final checkpoint was saved
+        run_dir = getattr(exc, "run_dir", None)
+        hint = f"; continue with: adaptflow train --resume {run_dir}" if run_dir is not None else ""
+        terminated = isinstance(exc, Terminated)
+        print(f"adaptflow: {'terminated' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+        return 143 if terminated else 130
     console = _console()
     console.print(f"run {run.run_dir}: {run.timesteps:,} steps, best model {run.best_model.name}")
     if run.evaluation is not None:
@@ -204,10 +217,12 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from adaptflow.runtime.service import app_for, serve
+    from adaptflow.runtime.service import Limits, app_for, check_trusted, serve
 
+    check_trusted([args.planner, args.fallback], args.allow_pickle)  # before any model file is opened
+    limits = Limits(deadline=args.deadline, max_in_flight=args.max_in_flight, max_body=args.max_body, docs=args.docs)
     token = os.environ.get(args.token_env) or None
-    app = app_for(args.planner, args.scenario, args.interval, args.fallback, token)
+    app = app_for(args.planner, args.scenario, args.interval, args.fallback, token, limits)
     auth = f"bearer token from ${args.token_env}" if token else f"no token (set ${args.token_env} to require one)"
     print(f"adaptflow: serving {args.planner} on http://{args.host}:{args.port}/v1/decide; {auth}", file=sys.stderr)
     serve(app, args.host, args.port)
@@ -264,6 +279,10 @@ def _add_simulate(commands: Any) -> None:
     sim.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     sim.add_argument("--timeseries", metavar="PATH", help="write window metrics to PATH (.csv or .parquet)")
     sim.add_argument("--interval", type=float, metavar="S", help="window length of --timeseries, simulated s")
+    sim.add_argument(
+        "--max-items", type=float, default=20_000_000, metavar="N",
+        help="refuse a run expected to bring more arrivals than N (default 20 million, about a minute)",
+    )  # fmt: skip
     sim.set_defaults(handler=_simulate)
 
 
@@ -323,6 +342,12 @@ def _add_train(commands: Any) -> None:
     tr.add_argument("config", nargs="?", default=None, help="a training config (configs/train/*.yaml)")
     tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hyperparameters.learning_rate=1e-4")
     tr.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="with --resume: load an older run's pickled normalization statistics (.vecnormalize.pkl); "
+        "loading a pickle can run code, so only for a run directory you trust",
+    )
     tr.set_defaults(handler=_train)
 
 
@@ -360,13 +385,21 @@ def _add_serve(commands: Any) -> None:
         help="serve a planner over HTTP (POST /v1/decide, GET /healthz, GET /metrics)",
         description="adaptflow serve --planner onnx:EXPORT_DIR | --planner threshold --scenario S",
     )
-    sv.add_argument("--planner", required=True, help="onnx:PATH, sb3:PATH or a baseline spec")
+    sv.add_argument("--planner", required=True, help="onnx:PATH, a baseline spec, or sb3:PATH with --allow-pickle")
     sv.add_argument("--scenario", default=None, help="scenario name or YAML (an exported planner brings its own)")
     sv.add_argument("--interval", type=float, default=None, help="decision interval in seconds")
     sv.add_argument("--fallback", default="erlang", help="baseline planner used when the planner fails (erlang)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token-env", default="ADAPTFLOW_TOKEN", help="environment variable holding the bearer token")
+    sv.add_argument("--deadline", type=float, default=1.0, help="seconds per decision; then the fallback answers")
+    sv.add_argument("--max-in-flight", type=int, default=8, help="decisions at once; beyond: 503 (default 8)")
+    sv.add_argument("--max-body", type=int, default=64 * 1024, help="largest request body in bytes; beyond: 413")
+    sv.add_argument("--docs", action="store_true", help="serve /docs (Swagger UI: the browser loads it from a CDN)")
+    sv.add_argument(
+        "--allow-pickle", action="store_true",
+        help="allow sb3:PATH planners: their zip is loaded with pickle and can run code; serve only files you trust",
+    )  # fmt: skip
     sv.set_defaults(handler=_serve)
 
 

@@ -23,7 +23,7 @@ import time
 import gymnasium as gym
 from ppo_throughput import ppo_steps_per_second
 
-import adaptflow  # noqa: F401  (registers the environments)
+import adaptflow.envs  # noqa: F401  (registers the environments)
 
 AUTOSCALE = ("adaptflow/Autoscale-v0", {"scenario": "mmc", "decision_interval": 1.0})
 CARTPOLE = ("CartPole-v1", {})

@@ -32,7 +32,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import adaptflow  # noqa: F401  (registers the environments)
+import adaptflow.envs  # noqa: F401  (registers the environments)
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"scenario": "etl_diurnal", "horizon": 1800, "decision_interval": 30}
@@ -63,7 +63,7 @@ def recorded_states(n: int) -> list:
 
 
 def in_process(model_path: Path, onnx_path: Path, decisions: int) -> dict:
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
     from adaptflow.scenario import load_scenario
 
     scenario = load_scenario("etl_diurnal", horizon=1800)

@@ -18,10 +18,10 @@ import torch
 from ppo_throughput import ppo_steps_per_second
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import adaptflow  # noqa: F401  (registers the environments)
+import adaptflow.envs  # noqa: F401  (registers the environments)
 
 AUTOSCALE = (
-    "adaptflow:adaptflow/Autoscale-v0",
+    "adaptflow.envs:adaptflow/Autoscale-v0",
     {"scenario": "etl_diurnal", "decision_interval": 30.0, "observe_forecasts": True, "forecaster": "holt_winters"},
 )
 CARTPOLE = ("CartPole-v1", {})

@@ -30,7 +30,7 @@ import numpy as np
 from gymnasium import spaces
 from ppo_throughput import ppo_steps_per_second
 
-import adaptflow  # noqa: F401  (registers the environments)
+import adaptflow.envs  # noqa: F401  (registers the environments)
 from adaptflow.simulator import Simulation
 
 AUTOSCALE = ("adaptflow/Autoscale-v0", {"scenario": "mmc", "decision_interval": 1.0})
@@ -61,7 +61,7 @@ def frozen_simulator() -> Iterator[None]:
     run = Simulation.run
 
     def move_clock(self: Simulation, until: float | None = None) -> None:
-        self.env._now = self.horizon if until is None else float(until)
+        self._env._now = self.horizon if until is None else float(until)
 
     Simulation.run = move_clock
     try:

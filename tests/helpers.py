@@ -63,7 +63,7 @@ def replicate(spec: Scenario, n: int, warmup: float, seed0: int = 1000) -> list[
     for r in range(n):
         sim = Simulation(spec, rng=np.random.default_rng(seed0 + r))
         sim.run(warmup)
-        mark = sim.mark()
+        mark = sim.counters()
         sim.run()
         summaries.append(sim.summary(since=mark))
     return summaries

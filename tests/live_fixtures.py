@@ -71,6 +71,29 @@ SINGLE = {
     },
 }
 
+# A stage whose visits fail: 30 % of attempts, each retried up to twice, then given up; what
+# succeeds goes on to a second stage. Short services (0.1 s wall), so a few dozen items pass in
+# seconds.
+FAILING = {
+    "name": "live_failing",
+    "horizon": 600,
+    "sla": {"latency": 30.0},
+    "sources": {"jobs": {"process": "poisson", "rate": 1.0, "to": "work"}},
+    "stages": {
+        "work": {
+            "workers": {"initial": 2, "min": 1, "max": 4, "cost_per_second": 1.0},
+            "service": {"dist": "deterministic", "mean": 0.5},
+            "failure": {"prob": 0.3, "max_retries": 2},
+            "next": "ship",
+        },
+        "ship": {
+            "workers": {"initial": 1, "min": 1, "max": 2, "cost_per_second": 1.0},
+            "service": {"dist": "deterministic", "mean": 0.25},
+            "next": None,
+        },
+    },
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +30,8 @@ from adaptflow.agents import (
     StandardAnalyzer,
     read_event_log,
 )
+from adaptflow.agents.analyzers import AnalyzerNeedsFitting, fit_holt_winters, fit_key, load_fitted, season_length_of
+from adaptflow.agents.fitting import fit_analyzer, holt_winters_models, simulated_rates
 from adaptflow.experiments.forecasting import forecast_errors
 from adaptflow.policies import StaticPlanner
 from adaptflow.scenario import load_scenario
@@ -320,3 +324,82 @@ def test_action_for_clamps_plans_beyond_the_bounds():
             plan = decoder.decode(action, current)
             if mode == "level":
                 assert plan.workers["process"] == (1 if wanted <= 1 else 20)
+
+
+def _snapshots(name: str, seed: int, until: float) -> tuple:
+    scenario = load_scenario(name, horizon=until)
+    _, coordinator = coordinator_for(scenario, seed, StaticPlanner(), interval=30.0)
+    return scenario, [t.snapshot for t in coordinator.run(until=until)]
+
+
+@pytest.mark.parametrize("name, forecaster", [("etl_diurnal", "holt_winters"), ("quality_drift", "ewma")])
+def test_a_saved_analyzer_gives_identical_insights(name, forecaster):
+    """Saved as strict JSON mid-episode (the forecasters in motion, the drift detector past its
+    warm-up) and loaded, an analyzer goes on with the same insights, float for float; saved as
+    fitted (``state=False``), it runs a whole episode exactly as the original does after a reset."""
+    scenario, snapshots = _snapshots(name, 3, 3600)
+    original = fit_analyzer(scenario, 30.0, forecaster=forecaster, forecast_steps=3)
+    fitted = StandardAnalyzer.from_dict(json.loads(json.dumps(original.to_dict(state=False), allow_nan=False)))
+    for snapshot in snapshots[:40]:
+        original.analyze(snapshot)
+    loaded = StandardAnalyzer.from_dict(json.loads(json.dumps(original.to_dict(), allow_nan=False)))
+    assert loaded.to_dict() == original.to_dict()
+    tail = snapshots[40:]
+    assert [repr(original.analyze(s)) for s in tail] == [repr(loaded.analyze(s)) for s in tail]  # repr: NaN too
+    original.reset()
+    fitted.reset()
+    episode = [original.analyze(s) for s in snapshots]
+    assert [repr(i) for i in episode] == [repr(fitted.analyze(s)) for s in snapshots]
+    assert fitted.forecaster == forecaster
+    if forecaster == "holt_winters":  # a seasonal forecast, not a flat one
+        assert len({round(x, 6) for x in episode[-1].forecasts["events"]}) > 1
+    else:  # the drift detector was exercised: it raised an alarm in the drift
+        assert any(i.drift for i in episode)
+
+
+def test_loading_a_saved_analyzer_never_simulates(tmp_path):
+    """A deployed planner loads its analyzer from data: neither the simulator, SimPy nor
+    statsmodels is imported, and the forecasts are the fitted ones."""
+    scenario = load_scenario("etl_diurnal")
+    analyzer = fit_analyzer(scenario, 30.0, forecaster="holt_winters")
+    path = tmp_path / "analyzer.json"
+    path.write_text(json.dumps(analyzer.to_dict(state=False)))
+    code = (
+        "import json, sys\n"
+        "from adaptflow.agents.analyzers import StandardAnalyzer\n"
+        f"a = StandardAnalyzer.from_dict(json.loads(open({str(path)!r}).read()))\n"
+        "a.reset()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('simpy', 'statsmodels', 'pandas')"
+        " or m.startswith('adaptflow.simulator') or m == 'adaptflow.agents.fitting')\n"
+        "print(json.dumps({'heavy': heavy, 'forecast': a.forecasters['events'].forecast(5)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    result = json.loads(out.stdout)
+    assert result["heavy"] == []
+    analyzer.reset()
+    assert result["forecast"] == analyzer.forecasters["events"].forecast(5)
+
+
+def test_a_fit_is_done_once_per_scenario_and_interval_and_is_the_fit_of_before():
+    """The cached fit is the one a fresh fit gives (same simulated cycles, same statsmodels fit),
+    shared by every analyzer of that scenario and interval (the horizon does not enter a fit),
+    while each analyzer keeps its own state. Without fitted models a Holt-Winters analyzer is
+    refused, and a saved analyzer is only used for the scenario and options it was fitted for."""
+    scenario = load_scenario("etl_diurnal")
+    m = season_length_of(scenario, 30.0)
+    fresh = fit_holt_winters(simulated_rates(scenario, 30.0, 4 * m * 30.0, 10_000)["events"], m)
+    assert holt_winters_models(scenario, 30.0)["events"] == fresh
+    shorter = load_scenario("etl_diurnal", horizon=900)
+    assert holt_winters_models(shorter, 30.0) is holt_winters_models(scenario, 30.0)
+    a, b = fit_analyzer(scenario, 30.0, "holt_winters"), fit_analyzer(shorter, 30.0, "holt_winters")
+    a.analyze(_snapshots("etl_diurnal", 1, 60)[1][-1])
+    assert a.forecasters["events"].phase == 1 and b.forecasters["events"].phase == 0
+    with pytest.raises(AnalyzerNeedsFitting, match="fit_analyzer"):
+        StandardAnalyzer.for_scenario(scenario, 30.0, "holt_winters")
+    saved = a.to_dict(state=False)
+    assert fit_key(shorter, 30.0) == fit_key(scenario, 30.0) != fit_key(scenario, 60.0)
+    assert load_fitted(saved, shorter, 30.0, "holt_winters", 4) is not None
+    assert load_fitted(saved, scenario, 60.0) is None  # another decision interval
+    assert load_fitted(saved, scenario, 30.0, forecast_steps=2) is None
+    assert load_fitted(saved, scenario, 30.0, forecaster="ewma") is None
+    assert load_fitted(saved, load_scenario("etl_diurnal", seed=5), 30.0) is None  # another scenario

@@ -14,7 +14,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import adaptflow  # noqa: F401  (registers the environments)
+import adaptflow.envs  # noqa: F401  (registers the environments)
 from adaptflow.envs import ENV_IDS, make
 from adaptflow.scenario import load_scenario
 from adaptflow.simulator import Simulation, flatten
@@ -121,7 +121,7 @@ def test_gymnasium_vector_envs():
 @pytest.mark.parametrize("vec_cls", [DummyVecEnv, SubprocVecEnv])
 def test_sb3_vec_envs(vec_cls):
     # Subprocesses start fresh (forkserver): the "module:" prefix makes gymnasium import adaptflow.
-    vec = make_vec_env("adaptflow:adaptflow/Autoscale-v0", n_envs=2, seed=3, vec_env_cls=vec_cls, env_kwargs=SHORT)
+    vec = make_vec_env("adaptflow.envs:adaptflow/Autoscale-v0", n_envs=2, seed=3, vec_env_cls=vec_cls, env_kwargs=SHORT)
     obs = vec.reset()
     assert obs.shape == (2, *vec.observation_space.shape)
     for _ in range(3):
@@ -213,6 +213,27 @@ def test_forecasts_in_the_observation():
         obs, *_ = with_forecast.step(with_forecast.action_space.sample())
     index = names.index("forecast:events:0")
     assert 0 < obs[index] <= 5
+
+
+def test_an_env_loads_the_fitted_analyzer_it_is_given_and_fits_once_otherwise(caplog):
+    """Given a fitted analyzer (as a model's sidecar carries it), the env uses it as it is; given
+    one fitted for other options, it says so and fits its own; two envs of one scenario share one
+    fit (a fit simulates four load cycles: it is not redone per construction)."""
+    import logging
+
+    options = {"observe_forecasts": True, "forecaster": "holt_winters", "forecast_steps": 3, **SHORT}
+    first = gym.make("adaptflow/Autoscale-v0", **options).unwrapped
+    second = gym.make("adaptflow/Autoscale-v0", **options).unwrapped
+    assert first.analyzer is not second.analyzer
+    assert first.analyzer.forecasters["events"].model is second.analyzer.forecasters["events"].model  # one fit
+    saved = first.analyzer.to_dict(state=False)
+    saved["forecasters"]["events"]["model"]["level"] += 1.0  # tell the given analyzer from a refit
+    given = gym.make("adaptflow/Autoscale-v0", analyzer=saved, **options).unwrapped
+    assert given.analyzer.forecasters["events"].model.level == saved["forecasters"]["events"]["model"]["level"]
+    with caplog.at_level(logging.WARNING, logger="adaptflow.agents.analyzers"):
+        other = gym.make("adaptflow/Autoscale-v0", analyzer=saved, **{**options, "forecast_steps": 2}).unwrapped
+    assert "forecasts 3 steps, not 2" in caplog.text
+    assert other.analyzer.forecasters["events"].model is first.analyzer.forecasters["events"].model
 
 
 def test_single_stage_scenarios_get_a_discrete_action_space():

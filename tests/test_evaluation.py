@@ -16,7 +16,7 @@ from adaptflow.experiments.evaluation import (
     evaluation_seeds,
     run_episode,
 )
-from adaptflow.experiments.planners import make_planner, parse_planner
+from adaptflow.policies.registry import make_planner, parse_planner
 from adaptflow.policies.sb3 import SB3Planner
 from adaptflow.scenario import load_scenario
 
@@ -36,6 +36,25 @@ def test_same_planners_and_seeds_give_identical_tables(tmp_path):
     logs = sorted((tmp_path / "a" / "episodes").rglob("*.jsonl"))
     assert len(logs) == 9 and len(logs[0].read_text().splitlines()) == 60  # 1800 s / 30 s
     assert {"cost", "sla_violation_rate", "p95_latency", "drops", "escapes", "reward"} <= set(on_disk.columns)
+
+
+def test_evaluation_fits_the_analyzer_once_with_the_numbers_of_a_fit_per_episode():
+    """Holt-Winters is fitted on cycles simulated with its own training seed, so the fit of each
+    episode used to be the same fit: fitting once per evaluation (in the parent, handed to the
+    episodes as data) must give every episode's row bit for bit as a fresh fit per episode did."""
+    from adaptflow.agents.analyzers import StandardAnalyzer, fit_holt_winters, season_length_of
+    from adaptflow.agents.fitting import simulated_rates
+
+    result = evaluate(SHORT, ["predictive"], seeds=2, processes=1)
+    m = season_length_of(SHORT, 30.0)
+    for row in result.table.to_dict("records"):
+        traces = simulated_rates(SHORT, 30.0, 4 * m * 30.0, 10_000)  # what for_scenario did per episode
+        models = {name: fit_holt_winters(y, m) for name, y in traces.items()}
+        analyzer = StandardAnalyzer.for_scenario(SHORT, 30.0, "holt_winters", models=models)
+        planner, forecaster = make_planner("predictive", SHORT, 30.0)
+        assert forecaster == "holt_winters"
+        expected = run_episode(SHORT, planner, row["seed"], 30.0, None, forecaster, analyzer=analyzer)
+        assert {k: row[k] for k in expected} == expected
 
 
 def test_paired_comparison_is_against_the_best_baseline():

@@ -24,7 +24,7 @@ from adaptflow.runtime.loadgen import arrival_trace, run_loadgen
 from adaptflow.scenario import load_scenario
 from adaptflow.simulator import Simulation
 
-from .live_fixtures import PIPELINE, SINGLE, app_for, events, wait_for, write_scenario
+from .live_fixtures import FAILING, PIPELINE, SINGLE, app_for, events, wait_for, write_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_pat
     and run live through onnxruntime, with the analyzer it was trained with."""
     import yaml
 
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
     from adaptflow.runtime.onnx_planner import OnnxPlanner
 
     from .helpers import train_and_export
@@ -213,7 +213,7 @@ def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_pat
 @pytest.mark.live
 def test_pool_size_reconciliation(broker: str, workers, tmp_path: Path) -> None:
     """The pool the executor applied, what the worker's stats say and what the tasks' own start
-    and finish times show, reconciled (see adaptflow.runtime.live's docstring)."""
+    and finish times show, reconciled (see adaptflow.runtime.live.ledger's docstring)."""
     scenario_path = write_scenario(tmp_path, SINGLE)
     (worker,) = workers.start(scenario_path, broker, {"work": 2})
     app = app_for(scenario_path, broker)
@@ -406,3 +406,55 @@ def test_compare_live_runs_both_worlds_and_the_autoscaler_on_one_trace(broker: s
     assert (table["completed"] >= 0.5 * table["arrived"]).all()  # a 60 s run ends with work in flight
     assert table[["mean_wait", "p95_latency", "throughput", "cost", "mean_pool"]].notna().all().all()
     assert (tmp_path / "cl" / "compare_live.csv").is_file()
+
+
+@pytest.mark.live
+def test_a_failing_stage_retries_are_not_arrivals(broker: str, workers, tmp_path: Path) -> None:
+    """A stage whose visits fail and are retried, through real Redis and real workers: the
+    monitor's arrivals, retries, failures and completions are those of the run's own event
+    records (a retry re-enters the queue with its attempt number ``r`` and is not an arrival,
+    as in simulation), and every item arrives once at the failing stage."""
+    scenario_path = write_scenario(tmp_path, FAILING)
+    started = workers.start(scenario_path, broker, {"work": 2, "ship": 1})
+    app = app_for(scenario_path, broker)
+    ctx = context_of(app)
+    live = build_loop(app, {w.stage: w.name for w in started}, interval=10)
+    monitor = live.celery_monitor
+    seen = {stage: Counter() for stage in FAILING["stages"]}
+
+    def observe() -> None:
+        snapshot = monitor.observe()
+        assert monitor.last_interval is not None
+        for stage, m in snapshot.stages.items():
+            retries = monitor.last_interval.stages[stage].retries
+            seen[stage].update(arrivals=m.arrivals, retries=retries, failures=m.failures, completed=m.completed)
+
+    n = 40
+    for k in range(n):
+        ctx.submit("jobs", k)
+    deadline = time.monotonic() + 60
+    while len(events(app, "exit")) + len(events(app, "giveup")) < n:
+        assert time.monotonic() < deadline, "timed out waiting for every item to leave"
+        time.sleep(0.5)
+        observe()
+    observe()
+
+    records = events(app)
+    for stage in FAILING["stages"]:
+        enters = [r for r in records if r["e"] == "enter" and r["s"] == stage]
+        finishes = [r for r in records if r["e"] == "finish" and r["s"] == stage]
+        expected = Counter(
+            arrivals=sum(1 for r in enters if int(r.get("r") or 0) == 0),
+            retries=sum(1 for r in enters if int(r.get("r") or 0) > 0),
+            failures=sum(1 for r in finishes if r["x"] == "1"),
+            completed=sum(1 for r in finishes if r["x"] == "0"),
+        )
+        print(f"\n{stage}: monitor {dict(seen[stage])}, event records {dict(expected)}")
+        assert seen[stage] == expected, (stage, seen[stage], expected)
+    giveups, exits = len(events(app, "giveup")), len(events(app, "exit"))
+    work = seen["work"]
+    assert work["arrivals"] == n, "each item arrived once; its retries are not arrivals"
+    assert work["retries"] > 0 and work["retries"] == work["failures"] - giveups
+    assert seen["ship"]["arrivals"] == work["completed"] == exits
+    assert monitor.totals.retries == work["retries"] and monitor.totals.failed == giveups
+    assert monitor.totals.completed == exits and monitor.totals.arrived == n

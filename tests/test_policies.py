@@ -215,7 +215,7 @@ HIGH_BAD = Insights(
 
 
 def test_planned_split_staffing_staffs_the_reroute_in_the_same_decision():
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
 
     spec = load_scenario("quality_drift")
     planned, _ = make_planner("quality:smoothing=1", spec, 30.0)
@@ -233,7 +233,7 @@ def test_planned_split_staffing_staffs_the_reroute_in_the_same_decision():
 
 def test_fixed_staffing_variant_keeps_the_pools():
     from adaptflow.experiments.evaluation import run_episode
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
 
     spec = load_scenario("quality_drift")
     planner, _ = make_planner("quality:staffing=fixed,high=0.05,low=0.03", spec, 30.0)
@@ -263,7 +263,7 @@ class _Recording:
 
 
 def test_max_utilization_caps_a_branch_by_its_ready_workers():
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
 
     spec = load_scenario("quality_drift")
     for staffing in ("planned", "fixed"):
@@ -278,3 +278,39 @@ def test_max_utilization_caps_a_branch_by_its_ready_workers():
         # With 12 ready workers the cap does not bind.
         planner.reset()
         assert planner.plan(drift_snapshot(12), HIGH_BAD).splits["ingest"]["thorough_validate"] == 1.0
+
+
+def test_a_recurrent_sb3_planner_carries_its_lstm_state_between_decisions():
+    """RecurrentPPO decided with memory in training; SB3Planner keeps that memory from one plan
+    to the next (the state equals the one a hand-carried ``predict`` loop reaches, and differs
+    from a memoryless one), and ``reset`` (the Coordinator's start of an episode) forgets it."""
+    import gymnasium as gym
+    from sb3_contrib import RecurrentPPO
+
+    import adaptflow.envs  # noqa: F401  (registers the environments)
+    from adaptflow.policies.sb3 import SB3Planner
+
+    env = gym.make("adaptflow/Autoscale-v0", scenario="etl_diurnal", horizon=600.0, decision_interval=30.0)
+    model = RecurrentPPO("MlpLstmPolicy", env, seed=0, device="cpu", n_steps=16)
+    planner = SB3Planner.from_env(model, env)
+    inner = env.unwrapped
+    env.reset(seed=1)
+    inputs = []
+    for _ in range(4):
+        inputs.append((inner.snapshot, inner.insights))
+        env.step(env.action_space.sample())
+    states = []
+    for snap, insights in inputs:
+        planner.plan(snap, insights)
+        states.append(planner.state)
+    carried, start = None, np.ones(1, dtype=bool)
+    for (snap, insights), state in zip(inputs, states, strict=True):
+        _, carried = model.predict(planner.observation(snap, insights), state=carried, episode_start=start)
+        start = np.zeros(1, dtype=bool)
+        assert all(np.allclose(a, b) for a, b in zip(carried, state, strict=True))
+    _, fresh = model.predict(planner.observation(*inputs[-1]), state=None, episode_start=np.ones(1, dtype=bool))
+    assert not np.allclose(fresh[0], states[-1][0])  # the last plan did use the history
+    planner.reset()
+    assert planner.state is None
+    planner.plan(*inputs[0])
+    assert all(np.allclose(a, b) for a, b in zip(planner.state, states[0], strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -16,6 +17,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
+import adaptflow.envs  # noqa: F401  (registers the environments)
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner, envelope_for
 from adaptflow.cli import main
 from adaptflow.experiments.evaluation import evaluate
@@ -83,20 +85,47 @@ def test_onnx_and_sb3_choose_the_same_action_on_10000_recorded_observations(expo
     assert np.any(np.any(actions != unnormalized, axis=1))
 
 
-def test_onnx_planner_needs_neither_torch_nor_sb3(exported: tuple[Path, Path]) -> None:
+HEAVY = ("torch", "stable_baselines3", "gymnasium", "simpy", "pandas", "adaptflow.simulator", "adaptflow.envs")
+
+
+def test_onnx_planner_loads_and_plans_without_torch_sb3_gymnasium_simpy_or_pandas(
+    exported: tuple[Path, Path],
+) -> None:
+    """A deployment: import the planner, load the export, plan one decision from a snapshot (as
+    a monitor would send it), start the planner service around it, in a clean interpreter; none
+    of the training or simulated world is loaded."""
     _, onnx_path = exported
+    snapshot, insights = snapshot_of()
     code = (
-        "import sys, numpy as np\n"
+        "import json, sys\n"
+        "from adaptflow.agents.types import Insights, MetricsSnapshot, StageMetrics\n"
         "from adaptflow.runtime.onnx_planner import OnnxPlanner\n"
         f"p = OnnxPlanner.load({str(onnx_path.parent)!r})\n"
-        "a = p.act(np.zeros(p.encoder.size, dtype=np.float32))\n"
-        "assert a.shape == (1, len(p.decoder.nvec)), a.shape\n"
-        "heavy = [m for m in ('torch', 'stable_baselines3') if m in sys.modules]\n"
+        "d, i = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
+        "d['stages'] = {k: StageMetrics(**v) for k, v in d['stages'].items()}\n"
+        "plan = p.plan(MetricsSnapshot(**d), Insights(**i))\n"
+        "assert set(plan.workers) == set(d['stages']), plan\n"
+        "from adaptflow.runtime.service import app_for\n"  # and the service around it
+        f"app_for('onnx:{onnx_path.parent}')\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    args = [json.dumps(dataclasses.asdict(snapshot)), json.dumps(dataclasses.asdict(insights))]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_importing_the_onnx_planner_takes_under_half_a_second() -> None:
+    """Best of three clean interpreters (the first pays for a cold disk cache)."""
+    code = (
+        "import time\nt = time.perf_counter()\nimport adaptflow.runtime.onnx_planner\nprint(time.perf_counter() - t)\n"
+    )
+    times = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+        times.append(float(out.stdout))
+    assert min(times) < 0.5, times
 
 
 def test_exported_planner_runs_through_the_coordinator_like_the_sb3_one(
@@ -110,7 +139,7 @@ def test_exported_planner_runs_through_the_coordinator_like_the_sb3_one(
 
 
 def test_an_exported_planner_refuses_another_decision_interval(exported: tuple[Path, Path]) -> None:
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
 
     with pytest.raises(ValueError, match="decision_interval 30"):
         make_planner(f"onnx:{exported[1]}", load_scenario("etl_diurnal"), 60)
@@ -342,3 +371,58 @@ def test_service_with_a_controllable_split_requires_and_returns_it() -> None:
     assert set(split) == {"fast_validate", "thorough_validate"} and sum(split.values()) == pytest.approx(1)
     body["metrics"]["splits"] = {}
     assert client.post("/v1/decide", json=body).status_code == 422
+
+
+@pytest.fixture(scope="module")
+def exported_holt_winters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny PPO run that observes Holt-Winters forecasts, exported."""
+    return train_and_export(
+        tmp_path_factory.mktemp("runs_hw"), "env.options.forecaster=holt_winters", "env.options.observe_forecasts=true"
+    )
+
+
+def test_the_fitted_analyzer_travels_with_the_model_and_is_never_refitted(
+    exported_holt_winters: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The training sidecar and the export's planner.json carry the Holt-Winters analyzer fitted
+    in training; SB3Planner.load and the planner service load it (in clean interpreters: the load
+    fits nothing, and the service never imports the simulator or the fitting)."""
+    model_path, onnx_path = exported_holt_winters
+    saved = json.loads(model_path.with_suffix(".json").read_text())["fitted_analyzer"]
+    assert saved["forecaster"] == "holt_winters" and len(saved["forecasters"]["events"]["model"]["season"]) == 240
+    assert json.loads(onnx_path.with_suffix(".json").read_text())["fitted_analyzer"] == saved
+    load_sb3 = (
+        "import json, sys\n"
+        "import adaptflow.agents.fitting as fitting\n"
+        "from adaptflow.policies.sb3 import SB3Planner\n"
+        "from adaptflow.scenario import load_scenario\n"
+        f"p = SB3Planner.load({str(model_path)!r}, load_scenario('etl_diurnal'), 30.0)\n"
+        "print(json.dumps({'fits': len(fitting._models), 'state': p.analyzer_state}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", load_sb3], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == {"fits": 0, "state": saved}
+    serve = (
+        "import json, sys\n"
+        "from adaptflow.runtime.service import app_for\n"
+        f"app_for('onnx:{onnx_path.parent}')\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith(('adaptflow.simulator', 'adaptflow.agents.fitting',"
+        " 'simpy', 'statsmodels'))]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", serve], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and json.loads(out.stdout) == [], out.stderr + out.stdout
+    # A sidecar from before saved analyzers: the analyzer is refitted (the same fit), with a warning.
+    import logging
+    import shutil
+
+    from adaptflow.policies.sb3 import SB3Planner
+
+    old = tmp_path / "old_model.zip"
+    shutil.copy(model_path, old)
+    meta = json.loads(model_path.with_suffix(".json").read_text())
+    del meta["fitted_analyzer"]
+    old.with_suffix(".json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="adaptflow.policies.sb3"):
+        planner = SB3Planner.load(old, load_scenario("etl_diurnal"), 30.0)
+    assert "older sidecar" in caplog.text and planner.analyzer_state == saved

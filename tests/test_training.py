@@ -32,6 +32,9 @@ def test_tiny_config_trains_evaluates_plots_and_resumes(tmp_path):
     validation = pd.read_csv(d / "validation.csv")
     assert list(validation.timesteps) == [1024, 2048]
     assert (d / "best_model.zip").is_file() and json.loads((d / "best_model.json").read_text())["algorithm"] == "PPO"
+    for sidecar in [d / "best_model.json", d / "final_model.json", *(d / "checkpoints").glob("model_*.json")]:
+        analyzer = json.loads(sidecar.read_text())["fitted_analyzer"]  # loaded, never refitted, by whoever runs it
+        assert analyzer["forecaster"] == "ewma" and set(analyzer["forecasters"]) == {"events"}
     assert list((d / "tensorboard").rglob("events.out.tfevents.*"))
     table = pd.read_parquet(d / "evaluation" / "results.parquet")
     assert list(table.planner.unique()) == ["ppo", "static", "erlang"] and table.seed.min() >= 1_000_000
@@ -49,7 +52,7 @@ def test_tiny_config_trains_evaluates_plots_and_resumes(tmp_path):
         (["total_timesteps=lots"], "total_timesteps: Input should be a valid integer"),
         (["algorithm=SAC"], "algorithm: Input should be 'PPO', 'A2C', 'DQN' or 'RecurrentPPO'"),
         (["algorithm=DQN", "hyperparameters={}"], "DQN needs a Discrete action space"),
-        (["hyperparameters.n_stepz=3"], "hyperparameters ['n_stepz'] are not parameters of PPO"),
+        (["hyperparameters.n_stepz=3"], "hyperparameters: ['n_stepz'] are not hyperparameters of PPO"),
         (["env.options.decision_interval=-5"], "decision_interval"),
         (["env.id=adaptflow/Fly-v0"], "env.id"),
         (["seed=1000001"], "seed: Input should be less than 1000000"),
@@ -110,6 +113,57 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
     assert run.timesteps == 8192
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert (run_dir / "final_model.zip").is_file()
+    from adaptflow.experiments.training import PARTIAL_FILE
+
+    assert not [f for f in run_dir.rglob(".*") if PARTIAL_FILE.fullmatch(f.name)]  # none left, whatever the kill cut
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, sig, code, word):
+    """SIGTERM (a service manager, a scheduler, ``kill``) like Ctrl-C: a final checkpoint at the
+    step it stopped, with its normalization statistics, status "interrupted", and a run that
+    --resume finishes."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaptflow.cli",
+        "train",
+        str(TINY),
+        f"output_dir={tmp_path}",
+        "total_timesteps=8192",
+        "checkpoint_every=1024",
+        "evaluation.every=4096",
+        "evaluation.final_seeds=0",
+        "normalize_observation=true",
+    ]
+
+    def default_signals() -> None:  # a background job may inherit SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, preexec_fn=default_signals
+    )
+    try:
+        run_dir = Path(proc.stderr.readline().strip().split("run directory ", 1)[1])
+        deadline = time.monotonic() + 120
+        while not list((run_dir / "checkpoints").glob("model_*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == code
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert f"adaptflow: {word}; continue with: adaptflow train --resume {run_dir}" in proc.stderr.read()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["signal"] == sig.name
+    newest = max((run_dir / "checkpoints").glob("model_*.zip"))
+    assert int(newest.stem.split("_")[1]) == info["timesteps"] < 8192  # the final checkpoint, where it stopped
+    assert "vec_normalize" in json.loads(newest.with_suffix(".json").read_text())
+    run = train(None, resume=run_dir)
+    assert 8192 <= run.timesteps < 8192 + 256  # stopped mid-rollout: whole rollouts from there on
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
 SWEEP_FAST = [
@@ -194,21 +248,98 @@ def test_sweep_on_a_local_ray_cluster(tmp_path):
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
-def test_reward_normalization_is_saved_with_checkpoints_and_resumed(tmp_path):
+def _normalized_run(tmp_path: Path) -> Path:
     run = train(
-        TINY, [f"output_dir={tmp_path}", "normalize_reward=true", "total_timesteps=1024", "evaluation.final_seeds=0"]
+        TINY,
+        [
+            f"output_dir={tmp_path}",
+            "normalize_reward=true",
+            "normalize_observation=true",
+            "total_timesteps=1024",
+            "evaluation.final_seeds=0",
+        ],
     )
-    stats = sorted((run.run_dir / "checkpoints").glob("*.vecnormalize.pkl"))
-    assert len(stats) == 2  # beside each of the two kept checkpoints
-    again = train(None, resume=run.run_dir)
+    return run.run_dir
+
+
+def test_normalization_statistics_are_json_in_each_checkpoint_and_resumed(tmp_path):
+    """VecNormalize's statistics live in each checkpoint's sidecar as JSON (no pickle anywhere),
+    and a resumed run restores exactly them."""
+    from adaptflow.experiments.training import _build_model, _resume_point, load_config
+
+    d = _normalized_run(tmp_path)
+    checkpoints = sorted((d / "checkpoints").glob("model_*.zip"))
+    assert len(checkpoints) == 2 and not list(d.rglob("*.pkl"))
+    state = json.loads(checkpoints[-1].with_suffix(".json").read_text())["vec_normalize"]
+    assert state["norm_obs"] and state["norm_reward"] and state["obs_rms"]["count"] > 1000
+    config = load_config(d / "config.yaml", new_run=False)
+    _, venv, resumed = _build_model(config, d, _resume_point(d, config, False), {})
+    assert resumed and venv.obs_rms.count == state["obs_rms"]["count"]
+    assert venv.obs_rms.mean.tolist() == state["obs_rms"]["mean"] and venv.ret_rms.var == state["ret_rms"]["var"]
+    venv.close()
+    again = train(None, resume=d)
     assert again.timesteps == 1024
+
+
+def test_resume_skips_incomplete_checkpoints_and_removes_partial_files(tmp_path):
+    """What SIGKILL leaves: hidden temporary files of atomic writes, and a newest model whose
+    sidecar (with its statistics) was never written. Resume removes the first and resumes from
+    the newest complete checkpoint; with no complete one, it is an error, never fresh statistics."""
+    d = _normalized_run(tmp_path)
+    partial = [
+        d / "checkpoints" / ".model_000000000796.zip.r99k5dnu.zip",
+        d / "checkpoints" / ".model_000000000796.json.ab12cd_9.tmp",
+        d / ".run.json.x1y2z3w4.tmp",
+        d / ".best_model.zip.abcdefgh.zip",
+    ]
+    for f in partial:
+        f.write_bytes(b"partial")
+    (d / "checkpoints" / "model_000000099999.zip").write_bytes(b"cut short")  # no sidecar: incomplete
+    run = train(None, resume=d)
+    assert run.timesteps == 1024  # from model_1024, not the broken newer one
+    assert not any(f.exists() for f in partial)
+    assert json.loads((d / "run.json").read_text())["removed_partial"] == 4
+    for sidecar in (d / "checkpoints").glob("model_*.json"):
+        meta = json.loads(sidecar.read_text())
+        del meta["vec_normalize"]
+        sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"no complete checkpoint to resume from: .*no normalization statistics"):
+        train(None, resume=d)
+
+
+def test_a_run_with_pickled_statistics_resumes_only_with_allow_pickle(tmp_path, capsys):
+    """An older adaptflow saved VecNormalize with pickle: refused unless --allow-pickle."""
+    from adaptflow.cli import main
+    from adaptflow.experiments.training import restore_vec_normalize
+
+    d = _normalized_run(tmp_path)
+    for model in (d / "checkpoints").glob("model_*.zip"):
+        meta = json.loads(model.with_suffix(".json").read_text())
+        venv = restore_vec_normalize(_dummy_venv(), meta.pop("vec_normalize"))
+        venv.save(str(model.with_suffix(".vecnormalize.pkl")))
+        model.with_suffix(".json").write_text(json.dumps(meta))
+    assert main(["train", "--resume", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "normalization statistics stored as a pickle" in err and "--allow-pickle" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert main(["train", "--resume", str(d), "--allow-pickle"]) == 0
+    assert json.loads((d / "run.json").read_text())["status"] == "finished"
+
+
+def _dummy_venv():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from adaptflow.experiments.config import load_config
+
+    options = load_config(TINY).env.options
+    return make_vec_env("adaptflow.envs:adaptflow/Autoscale-v0", n_envs=2, env_kwargs=options)
 
 
 def test_warm_start_clones_the_teacher_and_validates_it_first(tmp_path):
     """Behaviour cloning of the predictive planner with level actions: the cloned policy is
     validated at step 0 (so it can be the best model) and costs about what its teacher does."""
     from adaptflow.experiments.evaluation import run_episode
-    from adaptflow.experiments.planners import make_planner
+    from adaptflow.policies.registry import make_planner
     from adaptflow.scenario import load_scenario
 
     run = train(
@@ -245,10 +376,23 @@ def test_warm_start_config_errors():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_training_config_is_valid(path):
-    from adaptflow.experiments.planners import parse_planner
     from adaptflow.experiments.training import check_config
+    from adaptflow.policies.registry import parse_planner
 
     config = load_config(path)
     check_config(config)
     for spec in config.evaluation.baselines:
         parse_planner(spec)
+
+
+def test_a_run_that_fails_after_it_started_says_so(tmp_path):
+    """A fault no check can foresee (here a baseline model file that is not a model, found only
+    when the final evaluation loads it) leaves run.json "failed" with the error, not "running"."""
+    bogus = tmp_path / "bogus.zip"
+    bogus.write_bytes(b"not a model")
+    overrides = [f"output_dir={tmp_path}", "total_timesteps=512", "evaluation.final_seeds=1"]
+    with pytest.raises(ValueError, match="not a loadable"):
+        train(TINY, [*overrides, f"evaluation.baselines=[static, 'sb3:{bogus}']"])
+    (run_json,) = tmp_path.glob("tiny/*/run.json")
+    info = json.loads(run_json.read_text())
+    assert info["status"] == "failed" and "not a loadable" in info["error"]

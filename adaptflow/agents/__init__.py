@@ -1,21 +1,51 @@
-"""Agent interfaces and the data between them; the simulator side; the shared encoder, decoder,
-cost model and analyzers; the Coordinator. See ../shared/DESIGN.md for why there is one of each."""
+"""Agent interfaces and the data between them; the shared encoder, decoder, cost model and
+safety envelope; the Coordinator; the analyzers; and the simulator side. See
+docs/architecture.md for why there is one of each.
 
-from .analyzers import (
-    CusumDetector,
-    EwmaForecaster,
-    HoltWintersForecaster,
-    StandardAnalyzer,
-    analyzer_options,
-    fit_holt_winters,
-)
+The world-independent pieces are imported here at once; they need numpy, pydantic and the
+scenario room only, so the deployed ONNX planner can use them. The analyzers and the simulator
+side (``SimClock``, ``SimExecutor``, ``SimMonitor``, which import SimPy) load on first use
+(PEP 562): ``from adaptflow.agents import SimMonitor`` still works, but ``import adaptflow.agents``
+alone never loads the simulator. New code on the Sim side imports :mod:`adaptflow.agents.sim`
+by name, so that the import contracts (pyproject ``[tool.importlinter]``) see the edge."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .coordinator import ControlLoop, Coordinator, EventLog, Transition, read_event_log
 from .cost import CostModel, CostWeights
 from .encoding import ActionDecoder, Feature, ObservationEncoder, ObservationNormalizer
 from .interfaces import Analyzer, Clock, Executor, Monitor, Planner
-from .safety import SafetyEnvelope, StageBounds
-from .sim import SimClock, SimExecutor, SimMonitor, envelope_for
+from .safety import SafetyEnvelope, StageBounds, envelope_for
 from .types import Applied, CostComponents, Insights, MetricsSnapshot, Plan, StageMetrics
+
+_LAZY = {
+    "CusumDetector": ".analyzers",
+    "EwmaForecaster": ".analyzers",
+    "HoltWintersForecaster": ".analyzers",
+    "StandardAnalyzer": ".analyzers",
+    "analyzer_options": ".analyzers",
+    "fit_holt_winters": ".analyzers",
+    "SimClock": ".sim",
+    "SimExecutor": ".sim",
+    "SimMonitor": ".sim",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "ActionDecoder",

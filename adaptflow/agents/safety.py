@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .types import Applied, Plan
+
+if TYPE_CHECKING:
+    from adaptflow.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -70,3 +74,14 @@ class SafetyEnvelope:
                 clamps.append(f"split {owner}: {raw} normalized to {fixed}")
             splits[owner] = fixed
         return Applied(workers=workers, splits=splits, clamps=clamps)
+
+
+def envelope_for(scenario: Scenario, max_step: int | None = None, cooldown: float = 0.0) -> SafetyEnvelope:
+    """The safety envelope of a scenario: its worker bounds and controllable splits. Here, not on
+    the Sim side, because both worlds and the planner service build it."""
+    return SafetyEnvelope(
+        bounds={n: StageBounds(s.workers.min, s.workers.max) for n, s in scenario.stages.items()},
+        split_targets={o: [b.to for b in s.split] for o, s in scenario.controllable_splits().items()},
+        max_step=max_step,
+        cooldown=cooldown,
+    )

@@ -1,7 +1,8 @@
 """The simulator side of the agent interfaces: SimMonitor, SimExecutor and SimClock.
 
-SimMonitor reads the model's cumulative counters and differences them, which costs a few
-microseconds per stage: a Gymnasium step calls it every decision interval."""
+SimMonitor reads the model's named cumulative counters (:meth:`Simulation.counters`) and
+differences them, which costs a few microseconds per stage: a Gymnasium step calls it every
+decision interval."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ NAN = math.nan
 class SimMonitor(Monitor):
     """Metrics of the interval since the last ``observe`` (or since the monitor was made).
 
+    It differences two readings of :meth:`Simulation.counters` and averages the per-item values
+    recorded between them (:meth:`Simulation.samples`): the same public reading that
+    ``Simulation.summary`` makes, so the two cannot disagree about what a counter means.
+
     ``percentiles``: also compute the interval's p95 end-to-end latency (a sort per call; the
     evaluation harness wants it, a training env does not)."""
 
@@ -29,97 +34,63 @@ class SimMonitor(Monitor):
         self.sim = sim
         self.percentiles = percentiles
         self.controllable = list(sim.scenario.controllable_splits())
-        self._stages = list(sim.stages.items())
-        self._sources = list(sim.sources.items())
-        self._prev_time = sim.now
-        self._prev_stage = {name: self._stage_counters(st, sim.now) for name, st in self._stages}
-        self._prev_sources = {name: src.arrived for name, src in self._sources}
-        self._prev_e2e = self._e2e_counters()
-
-    @staticmethod
-    def _stage_counters(st, now: float) -> tuple:
-        """The stage's cumulative counters at ``now``; ``observe`` differences two of them."""
-        st._integrate(now)
-        return (
-            st.arrivals,
-            st.completed,
-            st.drops,
-            st.failures,
-            st.detected,
-            len(st.waits),
-            st.queue_area(now),
-            st.busy_area(now),
-            st.active_area,
-            st.billed_area,
-        )
-
-    def _e2e_counters(self) -> tuple:
-        sim = self.sim
-        return (sim.exits, sim.dropped, sim.failed, sim.late, sim.escapes, sim.caught, len(sim.e2e_latencies))
+        self._prices = {name: stage.workers.cost_per_second for name, stage in sim.scenario.stages.items()}
+        self._prev = sim.counters()
 
     def observe(self) -> MetricsSnapshot:
-        # Positional arguments and one pass over the stages: this runs on every env step.
+        # Plain loops and positional constructors, in field order: this runs on every env step.
         sim = self.sim
-        now = sim.now
-        sim.check_deadlines()
-        dt = now - self._prev_time
+        prev, cur = self._prev, sim.counters()
+        self._prev = cur
+        dt = cur.time - prev.time
+        samples, prices, prev_stages = sim.samples(prev, cur), self._prices, prev.stages
         stages: dict[str, StageMetrics] = {}
-        prev_stage, counters = self._prev_stage, self._stage_counters
         in_system = 0
-        for name, st in self._stages:
-            cur = counters(st, now)
-            prev = prev_stage[name]
-            prev_stage[name] = cur
-            n_waits = cur[5] - prev[5]
-            active_area = cur[8] - prev[8]
-            billed = cur[9] - prev[9]
-            queued, busy = len(st.queue), st.busy
-            in_system += queued + busy
+        for name, c in cur.stages.items():
+            p = prev_stages[name]
+            waits = samples.waits(name)
+            active_area = c.active_area - p.active_area
+            billed = c.billed_area - p.billed_area
             stages[name] = StageMetrics(
-                queued,  # queue_length
-                busy,
-                st.idle + busy,  # active
-                st.starting,
-                st.target,
-                cur[0] - prev[0],  # arrivals
-                cur[1] - prev[1],  # completed
-                cur[2] - prev[2],  # drops
-                cur[3] - prev[3],  # failures
-                cur[4] - prev[4],  # detected
-                sum(st.waits[prev[5] :]) / n_waits if n_waits else NAN,  # mean_wait
-                (cur[6] - prev[6]) / dt if dt > 0 else float(queued),  # mean_queue_length
-                (cur[7] - prev[7]) / active_area if active_area > 0 else NAN,  # utilization
+                c.queue_length,
+                c.busy,
+                c.idle + c.busy,  # active
+                c.starting,
+                c.target,
+                c.arrivals - p.arrivals,
+                c.completed - p.completed,
+                c.drops - p.drops,
+                c.failures - p.failures,
+                c.detected - p.detected,
+                sum(waits) / len(waits) if waits else NAN,  # mean_wait
+                (c.queue_area - p.queue_area) / dt if dt > 0 else float(c.queue_length),  # mean_queue_length
+                (c.busy_area - p.busy_area) / active_area if active_area > 0 else NAN,  # utilization
                 billed,  # worker_seconds
-                billed * st.price,  # cost
+                billed * prices[name],  # cost
             )
-        sources = {}
-        prev_sources = self._prev_sources
-        for name, src in self._sources:
-            arrived = src.arrived
-            sources[name] = arrived - prev_sources[name]
-            prev_sources[name] = arrived
-        e2e, prev = self._e2e_counters(), self._prev_e2e
-        latencies = sim.e2e_latencies[prev[6] :]
+            in_system += c.queue_length + c.busy
+        source_arrivals = cur.source_arrivals.copy()
+        for name, arrived in prev.source_arrivals.items():
+            source_arrivals[name] -= arrived
+        latencies = samples.end_to_end()
         snapshot = MetricsSnapshot(
-            now,  # time
+            cur.time,  # time
             dt,  # interval
             stages,
-            sources,  # source_arrivals
-            e2e[0] - prev[0],  # completed
-            e2e[1] - prev[1],  # drops
-            e2e[2] - prev[2],  # failed
-            e2e[3] - prev[3],  # sla_violations
-            e2e[4] - prev[4],  # escapes
-            e2e[5] - prev[5],  # caught
+            source_arrivals,
+            cur.exits - prev.exits,  # completed
+            cur.dropped - prev.dropped,  # drops
+            cur.failed - prev.failed,  # failed
+            cur.late - prev.late,  # sla_violations
+            cur.escapes - prev.escapes,  # escapes
+            cur.caught - prev.caught,  # caught
             sum(latencies) / len(latencies) if latencies else NAN,  # mean_latency
-            {owner: sim.split(owner) for owner in self.controllable} if self.controllable else {},
+            {owner: sim.split(owner) for owner in self.controllable} if self.controllable else {},  # splits
             NAN,  # p95_latency
             in_system,
         )
         if self.percentiles and latencies:
             snapshot.p95_latency = float(np.percentile(latencies, 95))
-        self._prev_e2e = e2e
-        self._prev_time = now
         return snapshot
 
 

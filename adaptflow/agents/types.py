@@ -15,24 +15,39 @@ from typing import Any, ClassVar
 
 from adaptflow._json import to_jsonable
 
+# What a field means to a request from outside: the planner service builds its request schema
+# from these dataclasses, so the fields are written once. Unmarked fields are optional there (0,
+# or False, when left out); the marks say otherwise.
+REQUIRED = {"required": True}  # state a caller must send
+NAN_AS_NULL = {"nan": True}  # NaN here is ``null`` in JSON (nothing to measure)
+
+
+def _keyed(keys: str) -> dict[str, Any]:
+    """A mapping keyed by the scenario's ``stages``, ``sources`` or ``splits``: a request must
+    name exactly those."""
+    return {"request": {"keys": keys}}
+
 
 @dataclass(slots=True)
 class StageMetrics:
     """One stage over the last interval (counts, means) and at its end (state)."""
 
-    queue_length: int  # waiting now
-    busy: int  # workers serving now
-    active: int  # ready workers now (idle + busy)
+    queue_length: int = field(metadata={"request": REQUIRED})  # waiting now
+    busy: int = field(metadata={"request": REQUIRED})  # workers serving now
+    active: int = field(metadata={"request": REQUIRED})  # ready workers now (idle + busy)
     starting: int  # requested, not ready yet
-    target: int  # where the pool is heading (ready, not retiring, plus starting)
+    # where the pool is heading (ready, not retiring, plus starting)
+    target: int = field(metadata={"request": REQUIRED})
     arrivals: int  # visits that entered in the interval
     completed: int
     drops: int
     failures: int
     detected: int  # items flagged by this stage's validation
-    mean_wait: float  # NaN if nothing started service
+    mean_wait: float = field(metadata={"request": NAN_AS_NULL})  # NaN if nothing started service
     mean_queue_length: float
-    utilization: float  # busy / ready worker time; NaN with no ready workers
+    # busy / ready worker time; NaN with no ready workers. A hair above 1 is a ratio of two time
+    # integrals rounded apart (busy and ready worker-seconds), not an error: the encoder clips it.
+    utilization: float = field(metadata={"request": {**NAN_AS_NULL, "le": 1 + 1e-6}})
     worker_seconds: float  # provisioned (billed) worker time
     cost: float  # worker_seconds x price
 
@@ -41,19 +56,20 @@ class StageMetrics:
 class MetricsSnapshot:
     """What a Monitor reads at a decision time: the interval that just ended, and the state now."""
 
-    time: float
-    interval: float
-    stages: dict[str, StageMetrics]
-    source_arrivals: dict[str, int]  # per source, in the interval
+    time: float = field(metadata={"request": REQUIRED})
+    interval: float = field(metadata={"request": REQUIRED})  # 0: the first snapshot of a run
+    stages: dict[str, StageMetrics] = field(metadata=_keyed("stages"))
+    source_arrivals: dict[str, int] = field(metadata=_keyed("sources"))  # per source, in the interval
     completed: int  # left the system
     drops: int
     failed: int  # given up after retries
     sla_violations: int
     escapes: int  # bad items that left unflagged (known in simulation and to the live load generator)
     caught: int
-    mean_latency: float
-    splits: dict[str, dict[str | None, float]] = field(default_factory=dict)
-    p95_latency: float = math.nan  # filled only when the monitor is asked for percentiles
+    mean_latency: float = field(metadata={"request": NAN_AS_NULL})
+    splits: dict[str, dict[str | None, float]] = field(default_factory=dict, metadata=_keyed("splits"))
+    # filled only when the monitor is asked for percentiles
+    p95_latency: float = field(default=math.nan, metadata={"request": NAN_AS_NULL})
     in_system: int = 0  # items queued or in service now
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,12 +81,14 @@ class Insights:
     """What an Analyzer adds: estimated and forecast arrival rates (items/s) per source, the
     estimated rate into each stage, and anomaly flags."""
 
-    rates: dict[str, float]
-    forecasts: dict[str, list[float]]  # per source, the next k decision intervals
-    stage_rates: dict[str, float]
-    bad_rate: float = math.nan  # estimated share of bad items (from validation flags)
+    rates: dict[str, float] = field(metadata=_keyed("sources"))
+    forecasts: dict[str, list[float]] = field(metadata=_keyed("sources"))  # per source, the next k intervals
+    stage_rates: dict[str, float] = field(metadata=_keyed("stages"))
+    # estimated share of bad items (from validation flags)
+    bad_rate: float = field(default=math.nan, metadata={"request": {**NAN_AS_NULL, "le": 1}})
     drift: bool = False  # a drift of the bad-item rate was detected
-    anomalies: list[str] = field(default_factory=list)
+    # named from the flags above: a request does not send them
+    anomalies: list[str] = field(default_factory=list, metadata={"request": {"omit": True}})
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))

@@ -1,6 +1,9 @@
-"""Gymnasium environments, registered on ``import adaptflow`` (a table of contents, as in
-``gymnasium/envs/__init__.py``). Registration imports nothing heavy: the entry points are
-strings, resolved by ``gymnasium.make``."""
+"""Gymnasium environments, registered on ``import adaptflow.envs``: a flat table of contents, as
+``gymnasium/envs/__init__.py`` is. Gymnasium 1.x has no plugin entry points, and ``import
+adaptflow`` stays light (a deployed planner must not load Gymnasium), so a user imports this
+package, or names it in the id: ``gymnasium.make("adaptflow.envs:adaptflow/Autoscale-v0")`` (what
+SB3's subprocess workers and :func:`adaptflow.policies.sb3.make_env` do). Registration imports
+nothing heavy: the entry points are strings, resolved by ``gymnasium.make``."""
 
 from __future__ import annotations
 

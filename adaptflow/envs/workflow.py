@@ -12,6 +12,7 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adaptflow._validation import format_problems
 from adaptflow.agents import (
     ActionDecoder,
     ControlLoop,
@@ -21,10 +22,11 @@ from adaptflow.agents import (
     SimClock,
     SimExecutor,
     SimMonitor,
-    StandardAnalyzer,
     envelope_for,
 )
+from adaptflow.agents.analyzers import load_fitted
 from adaptflow.agents.cost import reward_scale
+from adaptflow.agents.fitting import fit_analyzer
 from adaptflow.agents.types import CostComponents
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario
 from adaptflow.simulator import Simulation
@@ -72,20 +74,17 @@ class EnvOptions(BaseModel):
     max_step: int | None = Field(default=None, ge=1)
     cooldown: float = Field(default=0.0, ge=0)
     workers: dict[str, int] | None = None
+    # A fitted analyzer (StandardAnalyzer.to_dict(), as a model's sidecar keeps it), used when it
+    # was fitted for this scenario, interval, forecaster and forecast steps: no refit by simulation.
+    analyzer: dict[str, Any] | None = None
 
 
 def _options(kwargs: dict[str, Any]) -> EnvOptions:
     try:
         return EnvOptions(**kwargs)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown option {where!r}; expected one of {sorted(EnvOptions.model_fields)}")
-            else:
-                problems.append(f"option {where}: {err['msg']} (got {err['input']!r})")
-        raise ValueError("invalid env options:\n  " + "\n  ".join(problems)) from None
+        hint = f"; expected one of {sorted(EnvOptions.model_fields)}"
+        raise ValueError(format_problems(exc, kwargs, "invalid env options:", "option", hint)) from None
 
 
 class WorkflowEnv(gym.Env):
@@ -145,7 +144,7 @@ class WorkflowEnv(gym.Env):
     one text line per step; "rgb_array": a small dashboard frame).
 
     In a subprocess that has not imported adaptflow (SB3's SubprocVecEnv starts its workers
-    with forkserver), name the module in the id: ``"adaptflow:adaptflow/Autoscale-v0"``.
+    with forkserver), name the module in the id: ``"adaptflow.envs:adaptflow/Autoscale-v0"``.
 
     Randomness: every draw comes from ``self.np_random`` (seeded by ``reset(seed=...)``), handed
     to the simulator, which derives one stream per source of randomness from it.
@@ -183,9 +182,11 @@ class WorkflowEnv(gym.Env):
         self.encoder = ObservationEncoder.for_scenario(
             self.scenario, forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0
         )
-        self.analyzer = StandardAnalyzer.for_scenario(
-            self.scenario, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps
-        )
+        # A Holt-Winters fit simulates load cycles: fitted once per process and scenario (cached),
+        # or not at all when the options carry a fitted analyzer.
+        self.analyzer = load_fitted(
+            opts.analyzer, self.scenario, self.interval, opts.forecaster, opts.forecast_steps
+        ) or fit_analyzer(self.scenario, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps)
         self.cost_model = CostModel(opts.reward_weights)
         self.reward_scale = opts.reward_scale or reward_scale(self.scenario, self.interval)
         # One controlled dimension is a Discrete space (so DQN applies); more are MultiDiscrete.

@@ -3,18 +3,151 @@
 
 from __future__ import annotations
 
-import inspect
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-ALGORITHMS = ("PPO", "A2C", "DQN", "RecurrentPPO")
+from adaptflow._validation import directory_problem, format_problems, validation_lines
+from adaptflow.policies.sb3 import ALGORITHMS, algorithm_class
+
+__all__ = [
+    "ALGORITHMS",
+    "HYPERPARAMETERS",
+    "POLICIES",
+    "EnvConfig",
+    "EvalConfig",
+    "TrainConfig",
+    "algorithm_class",
+    "apply_overrides",
+    "load_config",
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _no_bool(value: Any) -> Any:
+    """YAML reads ``yes``/``true`` as booleans; pydantic would take them as 1.0: refuse them."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not a boolean ({value!r})")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_no_bool)]
+"""A float that is not a bool (a string such as ``"1e-4"``, which YAML 1.1 does not read as a
+number, is still parsed: that is how ``hyperparameters.learning_rate=1e-4`` arrives)."""
+Integer = Annotated[int, BeforeValidator(_no_bool)]
+"""An int that is not a bool (``1.0e6`` is read as 1000000, ``1.5`` is refused)."""
+Count = Annotated[Integer, Field(ge=1)]
+
+ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "gelu": "GELU", "silu": "SiLU"}
+"""``policy_kwargs.activation_fn`` by name (a YAML file cannot name a class): name -> torch.nn class."""
+
+
+class _PolicyKwargs(_Strict):
+    """What every SB3 policy of the table takes (DQN's Q-network takes no more)."""
+
+    net_arch: list[Count] | dict[Literal["pi", "vf", "qf"], list[Count]] | None = None
+    activation_fn: Literal[tuple(ACTIVATIONS)] | None = None  # type: ignore[valid-type]
+    normalize_images: bool | None = None
+    optimizer_kwargs: dict[str, Any] | None = None
+
+
+class _ActorCriticKwargs(_PolicyKwargs):
+    ortho_init: bool | None = None
+    log_std_init: Number | None = None
+    share_features_extractor: bool | None = None
+
+
+class _LstmKwargs(_ActorCriticKwargs):
+    lstm_hidden_size: Count | None = None
+    n_lstm_layers: Count | None = None
+    enable_critic_lstm: bool | None = None
+    shared_lstm: bool | None = None
+
+
+class _Common(_Strict):
+    """The hyperparameters every algorithm of the table takes, with SB3's own ranges."""
+
+    learning_rate: Number = Field(default=3e-4, gt=0)
+    gamma: Number = Field(default=0.99, gt=0, le=1)
+    max_grad_norm: Number = Field(default=0.5, gt=0)
+    stats_window_size: Count = 100
+
+
+class _OnPolicy(_Common):
+    n_steps: Count = 2048
+    gae_lambda: Number = Field(default=0.95, ge=0, le=1)
+    ent_coef: Number = Field(default=0.0, ge=0)
+    vf_coef: Number = Field(default=0.5, ge=0)
+    normalize_advantage: bool = True
+    use_sde: bool = False
+    sde_sample_freq: Integer = Field(default=-1, ge=-1)
+    policy_kwargs: _ActorCriticKwargs | None = None
+
+
+class _PPO(_OnPolicy):
+    batch_size: Count = 64
+    n_epochs: Count = 10
+    clip_range: Number = Field(default=0.2, gt=0)
+    clip_range_vf: Number | None = Field(default=None, gt=0)
+    target_kl: Number | None = Field(default=None, gt=0)
+
+
+class _A2C(_OnPolicy):
+    learning_rate: Number = Field(default=7e-4, gt=0)
+    n_steps: Count = 5
+    gae_lambda: Number = Field(default=1.0, ge=0, le=1)
+    normalize_advantage: bool = False
+    rms_prop_eps: Number = Field(default=1e-5, gt=0)
+    use_rms_prop: bool = True
+
+
+class _RecurrentPPO(_PPO):
+    n_steps: Count = 128
+    batch_size: Count = 128
+    policy_kwargs: _LstmKwargs | None = None
+
+
+class _DQN(_Common):
+    learning_rate: Number = Field(default=1e-4, gt=0)
+    buffer_size: Count = 1_000_000
+    learning_starts: Integer = Field(default=100, ge=0)
+    batch_size: Count = 32
+    tau: Number = Field(default=1.0, gt=0, le=1)
+    train_freq: Count | tuple[Count, Literal["step", "episode"]] = 4
+    gradient_steps: Integer = Field(default=1, ge=-1)
+    n_steps: Count = 1
+    target_update_interval: Count = 10_000
+    exploration_fraction: Number = Field(default=0.1, ge=0, le=1)
+    exploration_initial_eps: Number = Field(default=1.0, ge=0, le=1)
+    exploration_final_eps: Number = Field(default=0.05, ge=0, le=1)
+    max_grad_norm: Number = Field(default=10.0, gt=0)
+    policy_kwargs: _PolicyKwargs | None = None
+
+
+HYPERPARAMETERS: dict[str, type[_Common]] = {"PPO": _PPO, "A2C": _A2C, "DQN": _DQN, "RecurrentPPO": _RecurrentPPO}
+"""The hyperparameters a config may set, per algorithm of :data:`ALGORITHMS` (a test checks that
+the two tables agree and that every field is a parameter of the SB3 class), typed with the
+ranges SB3 assumes: a bad value is refused here, before a run directory exists, instead of
+failing in SB3 after work has started. The defaults are SB3's, for the consistency checks."""
+
+POLICIES = {"PPO": "MlpPolicy", "A2C": "MlpPolicy", "DQN": "MlpPolicy", "RecurrentPPO": "MlpLstmPolicy"}
+"""The one policy per algorithm that fits adaptflow's observations (a flat vector): CnnPolicy
+wants images and MultiInputPolicy a dict of observations."""
 
 
 class EnvConfig(_Strict):
@@ -27,10 +160,30 @@ class EvalConfig(_Strict):
     evaluation seeds), keeping the best model. At the end: ``final_seeds`` held-out evaluation
     seeds against ``baselines``."""
 
-    every: int = Field(default=10_000, ge=1)
-    episodes: int = Field(default=3, ge=1)
-    final_seeds: int = Field(default=10, ge=0)
+    every: Integer = Field(default=10_000, ge=1)
+    episodes: Integer = Field(default=3, ge=1)
+    final_seeds: Integer = Field(default=10, ge=0)
     baselines: list[str] = Field(default_factory=lambda: ["static", "threshold", "erlang", "clairvoyant"])
+
+    @field_validator("baselines")
+    @classmethod
+    def _resolve_baselines(cls, specs: list[str]) -> list[str]:
+        """Every baseline resolved now, not after training has finished: a name and its
+        parameters in the registry, a learned model's file present."""
+        from adaptflow.policies.registry import LEARNED, parse_planner
+
+        problems = []
+        for k, spec in enumerate(specs):
+            try:
+                name, params = parse_planner(spec)
+            except ValueError as exc:
+                problems.append(f"[{k}] {spec!r}: {exc}")
+                continue
+            if name in LEARNED and not Path(params["path"]).exists():
+                problems.append(f"[{k}] {spec!r}: model {params['path']!r} does not exist")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return specs
 
 
 class WarmStartConfig(_Strict):
@@ -38,15 +191,15 @@ class WarmStartConfig(_Strict):
     for ``steps`` steps and the policy is fitted to its actions for ``epochs`` epochs."""
 
     planner: str
-    steps: int = Field(default=20_000, ge=1)
-    epochs: int = Field(default=10, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    steps: Integer = Field(default=20_000, ge=1)
+    epochs: Integer = Field(default=10, ge=1)
+    learning_rate: Number = Field(default=1e-3, gt=0)
 
 
 class TrainConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     env: EnvConfig = Field(default_factory=EnvConfig)
-    algorithm: Literal["PPO", "A2C", "DQN", "RecurrentPPO"] = "PPO"
+    algorithm: Literal[ALGORITHMS] = "PPO"  # the one table: adaptflow.policies.sb3.ALGORITHMS
     policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     normalize_reward: bool = False  # SB3 VecNormalize on returns
@@ -54,39 +207,90 @@ class TrainConfig(_Strict):
     # and applied by SB3Planner and the exported OnnxPlanner, since they live outside the network.
     normalize_observation: bool = False
     warm_start: WarmStartConfig | None = None
-    n_envs: int = Field(default=4, ge=1, le=64)
+    n_envs: Integer = Field(default=4, ge=1, le=64)
     vec_env: Literal["dummy", "subproc"] = "dummy"
-    total_timesteps: int = Field(ge=1)
-    seed: int = Field(default=0, ge=0, lt=1_000_000)  # below the evaluation-seed range
-    checkpoint_every: int = Field(default=10_000, ge=1)
-    torch_threads: int = Field(default=1, ge=1)
+    total_timesteps: Integer = Field(ge=1)
+    seed: Integer = Field(default=0, ge=0, lt=1_000_000)  # below the evaluation-seed range
+    checkpoint_every: Integer = Field(default=10_000, ge=1)
+    torch_threads: Integer = Field(default=1, ge=1)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = "runs"
 
-    @model_validator(mode="after")
-    def _check_hyperparameters(self) -> TrainConfig:
-        known = set(inspect.signature(algorithm_class(self.algorithm).__init__).parameters) - {
-            "self",
-            "policy",
-            "env",
-            "seed",
-            "device",
-            "tensorboard_log",
-            "verbose",
-            "_init_setup_model",
-        }
-        unknown = sorted(set(self.hyperparameters) - known)
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        if name in (".", ".."):
+            raise ValueError(f"{name!r} is not a folder name; expected letters, digits, '_', '-' or '.'")
+        return name
+
+    @field_validator("output_dir")
+    @classmethod
+    def _writable(cls, output_dir: str, info: ValidationInfo) -> str:
+        """Checked for a new run only (``context={"new_run": True}``): a resumed run writes
+        into its own directory, wherever its config once said."""
+        if (info.context or {}).get("new_run"):
+            problem = directory_problem(Path(output_dir))
+            if problem is not None:
+                raise ValueError(problem)
+        return output_dir
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _typed_hyperparameters(cls, given: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Each value checked against the algorithm's table (:data:`HYPERPARAMETERS`); the
+        values kept are the ones given, converted (``"1e-4"`` -> 1e-4)."""
+        algorithm = info.data.get("algorithm")
+        if algorithm is None:
+            return given  # the algorithm itself is wrong: that is the problem to report
+        table = HYPERPARAMETERS[algorithm]
+        unknown = [key for key in given if key not in table.model_fields]
         if unknown:
-            raise ValueError(
-                f"hyperparameters {unknown} are not parameters of {self.algorithm}; "
-                f"expected some of: {', '.join(sorted(known))}"
+            accepted = ", ".join(sorted(table.model_fields))
+            raise ValueError(f"{unknown} are not hyperparameters of {algorithm}; expected some of: {accepted}")
+        try:
+            return table.model_validate(given).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            lines = [re.sub(r" or instance of \w+", "", line) for line in validation_lines(exc, given)]
+            raise ValueError("\n".join(lines)) from None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainConfig:
+        """What no single field can say: the policy against the observations, the minibatch
+        against the rollout (SB3 asserts these only once the model is built)."""
+        problems = []
+        expected = POLICIES[self.algorithm]
+        if self.policy is not None and self.policy != expected:
+            why = " (CnnPolicy is for image observations)" if "Cnn" in self.policy else ""
+            problems.append(
+                f"policy: {self.policy!r} does not fit {self.algorithm} on adaptflow's vector observations{why}; "
+                f"expected {expected!r}"
             )
+        hp = HYPERPARAMETERS[self.algorithm].model_validate(self.hyperparameters)
+        rollout = getattr(hp, "n_steps", 0) * self.n_envs
+        if isinstance(hp, _PPO):
+            if hp.normalize_advantage and rollout <= 1:
+                problems.append(
+                    f"hyperparameters.n_steps: n_steps * n_envs = {rollout}; expected more than 1 "
+                    "(advantages are normalized over the rollout)"
+                )
+            if hp.batch_size > rollout:
+                problems.append(
+                    f"hyperparameters.batch_size: {hp.batch_size} is more than the rollout, n_steps * n_envs = "
+                    f"{hp.n_steps} * {self.n_envs} = {rollout}; expected at most {rollout}"
+                )
+            elif hp.normalize_advantage and hp.batch_size < 2:
+                problems.append(
+                    f"hyperparameters.batch_size: {hp.batch_size}; expected at least 2 "
+                    "(advantages are normalized per minibatch)"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @model_validator(mode="after")
     def _check_warm_start(self) -> TrainConfig:
         if self.warm_start is not None:
-            from .planners import parse_planner
+            from adaptflow.policies.registry import parse_planner
 
             if parse_planner(self.warm_start.planner)[0] == "sb3":
                 raise ValueError("warm_start.planner: a rule or staffing planner, not sb3")
@@ -97,16 +301,6 @@ class TrainConfig(_Strict):
     @property
     def policy_name(self) -> str:
         return self.policy or ("MlpLstmPolicy" if self.algorithm == "RecurrentPPO" else "MlpPolicy")
-
-
-def algorithm_class(name: str) -> Any:
-    if name == "RecurrentPPO":
-        from sb3_contrib import RecurrentPPO
-
-        return RecurrentPPO
-    import stable_baselines3
-
-    return getattr(stable_baselines3, name)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -121,32 +315,51 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: not a YAML value: {_yaml_problem(exc)}") from None
     return data
 
 
-def load_config(path: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
-    """Read, override and validate a training config; every problem is one line of the error."""
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping; any reason it cannot be read is one line naming the file."""
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: the problem and where (a tag such as ``!!python/name:`` is refused by safe_load)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(str(problem).split()) + where
+
+
+def load_config(
+    path: str | Path | dict[str, Any], overrides: list[str] | None = None, new_run: bool = True
+) -> TrainConfig:
+    """Read, override and validate a training config; every problem is one line of the error.
+    ``new_run``: also check that the output directory can hold a new run (not for a resumed run's
+    own config, which writes into the directory it is in)."""
     if isinstance(path, dict):
         data, label = dict(path), "config"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"config file {str(p)!r} does not exist")
-        data, label = yaml.safe_load(p.read_text()) or {}, str(p)
-        if not isinstance(data, dict):
-            raise ValueError(f"{label}: expected a mapping of config fields")
+        data, label = _read_yaml(Path(path)), str(path)
     data = apply_overrides(data, overrides or [])
     try:
-        return TrainConfig.model_validate(data)
+        return TrainConfig.model_validate(data, context={"new_run": new_run})
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] not in ("value_error", "missing"):
-                msg = f"{msg} (got {err['input']!r})"
-            lines.append(f"{where}: {msg}" if where else msg)
-        raise ValueError(f"{label}: invalid training config\n  " + "\n  ".join(lines)) from None
+        text = format_problems(exc, data, f"{label}: invalid training config")
+        raise ValueError(re.sub(r"\n  hyperparameters: (\S+): ", r"\n  hyperparameters.\1: ", text)) from None

@@ -3,7 +3,10 @@
 Every planner, from a rule to a trained model, is evaluated by the same loop that runs it live
 (the Coordinator), with the same cost model that trains the RL planners, on held-out seeds that
 no training run may use (:func:`evaluation_seeds`). Each planner sees the same seeds, hence the
-same arrivals, so planners are compared pairwise, seed by seed."""
+same arrivals, so planners are compared pairwise, seed by seed.
+
+A planner's analyzer is fitted (or loaded from a learned planner's sidecar) once per evaluation,
+in the parent process, and handed to every episode as data: an episode never refits it."""
 
 from __future__ import annotations
 
@@ -33,10 +36,11 @@ from adaptflow.agents import (
     SimClock,
     SimExecutor,
     SimMonitor,
-    StandardAnalyzer,
-    analyzer_options,
 )
+from adaptflow.agents.analyzers import StandardAnalyzer
 from adaptflow.agents.cost import reward_scale
+from adaptflow.agents.fitting import analyzer_for
+from adaptflow.policies.registry import make_planner, parse_planner, split_label
 from adaptflow.scenario import Scenario, load_scenario
 from adaptflow.simulator import Simulation
 
@@ -69,12 +73,17 @@ def run_episode(
     weights: CostWeights | dict | None = None,
     forecaster: str = "ewma",
     log_path: str | Path | None = None,
+    analyzer: StandardAnalyzer | None = None,
 ) -> dict[str, Any]:
     """One episode of ``planner`` on ``scenario`` with ``seed``; returns the episode's metrics:
-    cost (total and by component), SLA violation rate, p95 latency, drops, escapes, reward."""
+    cost (total and by component), SLA violation rate, p95 latency, drops, escapes, reward.
+
+    ``analyzer``: the planner's analyzer, fitted beforehand (it is reset here); by default the
+    one the planner carries or one fitted for it (:func:`adaptflow.agents.fitting.analyzer_for`,
+    cached per process)."""
     spec = load_scenario(scenario)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
-    analyzer = StandardAnalyzer.for_scenario(spec, interval, **analyzer_options(planner, forecaster))
+    analyzer = analyzer if analyzer is not None else analyzer_for(planner, spec, interval, forecaster)
     cost_model = CostModel(weights)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), cost_model, interval)
     log = EventLog(log_path) if log_path is not None else None
@@ -112,13 +121,13 @@ def _label(spec: str) -> str:
 
 def _one(task: tuple) -> dict[str, Any]:
     """One (planner, seed) episode, in a worker process."""
-    from .planners import make_planner, split_label
-
-    scenario, spec, seed, interval, weights, log_dir = task
+    scenario, spec, seed, interval, weights, log_dir, analyzer = task
     label = split_label(spec)[0]
     planner, forecaster = make_planner(spec, scenario, interval)
     log_path = Path(log_dir) / _label(label) / f"seed_{seed}.jsonl" if log_dir else None
-    row = run_episode(scenario, planner, seed, interval, weights, forecaster, log_path)
+    row = run_episode(
+        scenario, planner, seed, interval, weights, forecaster, log_path, StandardAnalyzer.from_dict(analyzer)
+    )
     return {"planner": label, **row}
 
 
@@ -145,24 +154,51 @@ def evaluate(
     ``seeds``: a count (held-out seeds from :func:`evaluation_seeds`) or explicit seeds.
     ``out_dir``: where to write results.parquet/csv, summary.csv, paired.csv and the episode
     event logs (episodes/<planner>/seed_<seed>.jsonl). Same inputs, same tables."""
-    from .planners import make_planner, parse_planner, split_label
-
     spec = load_scenario(scenario)
-    if not planners:
-        raise ValueError("no planner to evaluate; name at least one")
-    for p in planners:  # every name and parameter checked before any work starts
-        parse_planner(p)
-        make_planner(p, spec, interval)
+    analyzers = planner_analyzers(spec, planners, interval)
     labels = [split_label(p)[0] for p in planners]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"a planner is named twice: {labels}")
     seed_list = evaluation_seeds(seeds) if isinstance(seeds, int) else list(seeds)
     weights = weights if isinstance(weights, CostWeights) else CostWeights(**(weights or {}))
     out = Path(out_dir) if out_dir is not None else None
     log_dir = str(out / "episodes") if out is not None else None
-    tasks = [(spec, p, s, interval, weights, log_dir) for p in planners for s in seed_list]
+    tasks = [(spec, p, s, interval, weights, log_dir, analyzers[p]) for p in planners for s in seed_list]
+    rows = run_tasks(tasks, f"evaluate {spec.name}", processes, progress)
+    table = (
+        pd.DataFrame(rows)
+        .sort_values(
+            ["planner", "seed"],
+            key=lambda c: c.map({label: i for i, label in enumerate(labels)}) if c.name == "planner" else c,
+        )
+        .reset_index(drop=True)
+    )
+    result = Evaluation(table, summarize(table), paired_comparison(table), out)
+    if out is not None:
+        write_evaluation(result, {"scenario": spec.name, "planners": planners, "seeds": seed_list,
+                                  "interval": interval, "weights": weights.model_dump()})  # fmt: skip
+    return result
+
+
+def planner_analyzers(spec: Scenario, planners: list[str], interval: float) -> dict[str, dict[str, Any]]:
+    """Check every planner spec before any work starts (names, parameters, labels), and return
+    each one's analyzer as data: fitted (or loaded from a learned planner's sidecar) here, once,
+    so that no episode refits it."""
+    if not planners:
+        raise ValueError("no planner to evaluate; name at least one")
+    analyzers = {}
+    for p in planners:
+        parse_planner(p)
+        planner, forecaster = make_planner(p, spec, interval)
+        analyzers[p] = analyzer_for(planner, spec, interval, forecaster).to_dict(state=False)
+    labels = [split_label(p)[0] for p in planners]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a planner is named twice: {labels}")
+    return analyzers
+
+
+def run_tasks(tasks: list[tuple], desc: str, processes: int | None, progress: bool) -> list[dict[str, Any]]:
+    """Every (planner, seed) episode, in ``processes`` worker processes (one: in this one)."""
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(tasks), desc=f"evaluate {spec.name}", unit="episode", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(tasks), desc=desc, unit="episode", disable=not progress, file=sys.stderr)
     processes = processes if processes is not None else min(len(tasks), os.cpu_count() or 1)
     with bar:
         if processes <= 1:
@@ -175,35 +211,18 @@ def evaluate(
                 for future in as_completed([pool.submit(_one, t) for t in tasks]):
                     rows.append(future.result())
                     bar.update()
-    table = (
-        pd.DataFrame(rows)
-        .sort_values(
-            ["planner", "seed"],
-            key=lambda c: c.map({label: i for i, label in enumerate(labels)}) if c.name == "planner" else c,
-        )
-        .reset_index(drop=True)
-    )
-    summary = summarize(table)
-    paired = paired_comparison(table)
-    if out is not None:
-        atomic_write(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
-        atomic_write(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
-        atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
-        atomic_write(out / "paired.csv", lambda tmp: paired.to_csv(tmp, index=False))
-        atomic_write_text(
-            out / "evaluation.json",
-            json.dumps(
-                {
-                    "scenario": spec.name,
-                    "planners": planners,
-                    "seeds": seed_list,
-                    "interval": interval,
-                    "weights": weights.model_dump(),
-                },
-                indent=2,
-            ),
-        )
-    return Evaluation(table, summary, paired, out)
+    return rows
+
+
+def write_evaluation(result: Evaluation, settings: dict[str, Any]) -> None:
+    """The tables of ``result`` and the evaluation's settings into ``result.out_dir``."""
+    out = result.out_dir
+    assert out is not None
+    atomic_write(out / "results.parquet", lambda tmp: result.table.to_parquet(tmp, index=False))
+    atomic_write(out / "results.csv", lambda tmp: result.table.to_csv(tmp, index=False))
+    atomic_write(out / "summary.csv", lambda tmp: result.summary.to_csv(tmp, index=False))
+    atomic_write(out / "paired.csv", lambda tmp: result.paired.to_csv(tmp, index=False))
+    atomic_write_text(out / "evaluation.json", json.dumps(settings, indent=2))
 
 
 METRICS = ("cost", "sla_violation_rate", "p95_latency", "drops", "escapes", "reward")
@@ -247,7 +266,7 @@ def paired_comparison(table: pd.DataFrame) -> pd.DataFrame:
     """Each planner against the best baseline (lowest mean cost among the baselines present),
     on the seeds both ran: mean difference with its 95% t-interval, the Wilcoxon signed-rank
     p-value, and the probability of improvement P(cost < best's cost) over episode pairs."""
-    from .planners import BASELINES
+    from adaptflow.policies.registry import BASELINES
 
     columns = [
         "planner",

@@ -17,8 +17,8 @@ from adaptflow.agents.analyzers import (
     HoltWintersForecaster,
     fit_holt_winters,
     season_length_of,
-    simulated_rates,
 )
+from adaptflow.agents.fitting import simulated_rates
 from adaptflow.scenario import Scenario, load_scenario
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,42 @@ from tqdm import tqdm
 
 from adaptflow.scenario import Scenario, load_scenario
 from adaptflow.simulator import Simulation
-from adaptflow.simulator import metrics as sim_metrics
+from adaptflow.simulator.model import frames
 
 from .io import atomic_write
 
 PROGRESS_AFTER_SECONDS = 2.0
 """Runs shorter than this show no progress bar; longer ones get one (tqdm's ``delay``)."""
+
+
+MAX_ITEMS = 20_000_000
+"""Default bound on a simulation's expected arrivals: about a minute of wall time on one core."""
+MAX_WINDOWS = 1_000_000
+"""Bound on the rows of a time series (``horizon / record_interval``)."""
+
+
+def check_work(
+    spec: Scenario, record_interval: float | None, max_items: float = MAX_ITEMS, label: str | None = None
+) -> None:
+    """Refuse, before any work, a run that would take hours or never end: too many arrivals
+    (``rate: 1e6`` over a long horizon), a window that is not a finite positive number, or so
+    many windows that the time series alone would fill the memory."""
+    if record_interval is not None:
+        if not (math.isfinite(record_interval) and record_interval > 0):
+            raise ValueError(f"interval: {record_interval!r}; expected a finite number of seconds > 0")
+        windows = spec.horizon / record_interval
+        if windows > MAX_WINDOWS:
+            raise ValueError(
+                f"interval: {record_interval:g} s over a horizon of {spec.horizon:g} s is {windows:,.0f} windows; "
+                f"expected at most {MAX_WINDOWS:,} (an interval of at least {spec.horizon / MAX_WINDOWS:g} s)"
+            )
+    items = spec.expected_arrivals()
+    if items > max_items:
+        raise ValueError(
+            f"{label or spec.name}: sources: about {items:,.0f} arrivals over a horizon of {spec.horizon:g} s, "
+            f"more than the limit of "
+            f"{max_items:,.0f} (roughly a minute of wall time per 20 million); shorten --horizon or raise --max-items"
+        )
 
 
 def simulate(
@@ -27,17 +58,17 @@ def simulate(
     horizon: float | None = None,
     progress: bool = False,
     record_interval: float | None = None,
+    max_items: float = MAX_ITEMS,
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Simulate ``scenario`` (a path, a shipped name or a :class:`Scenario`) to its horizon.
 
     Returns the whole-run summary (see :func:`adaptflow.simulator.metrics.summarize`) and, when
-    ``record_interval`` is given, the time series of window metrics at that interval."""
+    ``record_interval`` is given, the time series of window metrics at that interval. The work
+    asked for is estimated first (:func:`check_work`): over ``max_items`` arrivals, or more
+    windows than :data:`MAX_WINDOWS`, nothing runs and the error says how much was asked for."""
     spec = load_scenario(scenario, seed=seed, horizon=horizon)
+    check_work(spec, record_interval, max_items, None if isinstance(scenario, Scenario) else str(scenario))
     sim = Simulation(spec, rng=np.random.default_rng(spec.seed))
-    if record_interval is not None and record_interval <= 0:
-        raise ValueError(f"record interval must be > 0 seconds, got {record_interval}")
-    step = record_interval or spec.horizon / 200
-    rows: list[dict[str, Any]] = []
     bar = tqdm(
         total=spec.horizon,
         unit="sim s",
@@ -46,17 +77,20 @@ def simulate(
         desc=spec.name,
         leave=False,
     )
+    series = None
     with bar:
-        mark = sim.mark()
-        while sim.now < spec.horizon:
-            before = sim.now
-            sim.run(min(sim.now + step, spec.horizon))
-            bar.update(sim.now - before)
-            if record_interval is not None:
-                current = sim.mark()
-                rows.append(sim_metrics.flatten(sim_metrics.summarize(sim, mark, current)))
-                mark = current
-    series = pd.DataFrame(rows).set_index("time") if record_interval is not None else None
+        if record_interval is None:
+            step = spec.horizon / 200  # paces the progress bar only
+            while sim.now < spec.horizon:
+                before = sim.now
+                sim.run(min(sim.now + step, spec.horizon))
+                bar.update(sim.now - before)
+        else:  # Simulation.record, window by window, to move the bar as it goes
+            windows = []
+            for window in sim.windows(record_interval, spec.horizon):
+                bar.update(window["duration"])
+                windows.append(window)
+            series = frames(windows)
     return sim.summary(), series
 
 

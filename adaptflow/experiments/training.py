@@ -4,37 +4,52 @@ A run directory ``<output_dir>/<name>/<timestamp>/`` holds, each file written at
 
 * ``config.yaml`` (the resolved config), ``run.json`` (command, git commit, package versions,
   status), ``tensorboard/`` (SB3's logs);
-* ``checkpoints/model_<steps>.zip`` (the last two), from which ``--resume`` continues;
+* ``checkpoints/model_<steps>.zip`` (the last two), from which ``--resume`` continues: each with
+  a sidecar holding VecNormalize's statistics as JSON (model and statistics are one unit; a
+  checkpoint without them is never resumed with fresh ones). Ctrl-C and SIGTERM save a final
+  checkpoint and mark the run "interrupted"; ``--resume`` also removes the hidden partial files a
+  run killed mid-write (SIGKILL) leaves behind;
 * ``validation.csv`` and ``best_model.zip``: every ``evaluation.every`` steps the policy is run
   on validation seeds (a range of their own, never the evaluation seeds) through the
   Coordinator, and the lowest-cost model is kept;
 * ``final_model.zip``, and ``evaluation/``: the best model against the baselines on held-out
   evaluation seeds (tables, episode logs and plots).
+
+Every saved model has a sidecar ``<model>.json`` (env id and options, algorithm, observation
+normalization, and the fitted analyzer, ``fitted_analyzer``: its forecaster's parameters and the
+drift detector's settings), so loading or exporting it never refits the forecaster.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
+import re
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
+import adaptflow.envs  # noqa: F401  (registers the environments gym.make reads below)
+from adaptflow._io import package_versions
 from adaptflow.agents import ObservationNormalizer
+from adaptflow.policies.sb3 import algorithm_class
 
-from .config import TrainConfig, algorithm_class, load_config
+from .config import ACTIVATIONS, TrainConfig, load_config
 from .evaluation import Evaluation, evaluate, run_episode
 from .io import atomic_write, atomic_write_text
 
@@ -68,29 +83,61 @@ def _git_commit() -> str | None:
         return None
 
 
-def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    """Python's and each package's version (None if not installed): the provenance of a run or export."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def save_model(model: Any, path: Path, config: TrainConfig) -> Path:
+def save_model(
+    model: Any, path: Path, config: TrainConfig, analyzer: dict[str, Any] | None = None, checkpoint: bool = False
+) -> Path:
     """Save atomically, with a sidecar JSON that lets SB3Planner.load rebuild the env's encoder
-    and decoder (env id and options, algorithm)."""
+    and decoder (env id and options, algorithm) and load the analyzer the env used
+    (``analyzer``: ``StandardAnalyzer.to_dict(state=False)``) instead of refitting it.
+
+    A ``checkpoint``'s sidecar also holds the full VecNormalize state (``vec_normalize``, see
+    :func:`vec_normalize_state`), written after the model: a checkpoint is complete, and can be
+    resumed, once its sidecar exists, so its model and statistics are one unit."""
     atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
     sidecar = {
         "env_id": config.env.id,
         "options": config.env.options,
         "algorithm": config.algorithm,
         "observation_normalization": _normalizer(model),
+        "fitted_analyzer": analyzer,
     }
+    venv = model.get_env()
+    if checkpoint and isinstance(venv, VecNormalize):
+        sidecar[STATS_KEY] = vec_normalize_state(venv)
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
     return path
+
+
+STATS_KEY = "vec_normalize"
+"""The key of a checkpoint sidecar that holds VecNormalize's running statistics."""
+
+
+def vec_normalize_state(venv: VecNormalize) -> dict[str, Any]:
+    """VecNormalize's running statistics as data: observations and returns (mean, var, count),
+    the discounted returns in progress, and its settings. JSON, not VecNormalize.save's pickle,
+    whose loading can run code."""
+
+    def rms(stats: Any) -> dict[str, Any]:
+        return {"mean": np.asarray(stats.mean).tolist(), "var": np.asarray(stats.var).tolist(), "count": stats.count}
+
+    settings = {k: getattr(venv, k) for k in ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")}
+    return {**settings, "obs_rms": rms(venv.obs_rms), "ret_rms": rms(venv.ret_rms), "returns": venv.returns.tolist()}
+
+
+def restore_vec_normalize(venv: VecEnv, state: dict[str, Any]) -> VecNormalize:
+    """A fresh VecNormalize around ``venv`` holding the statistics of :func:`vec_normalize_state`."""
+    settings = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")
+    wrapped = VecNormalize(venv, **{k: state[k] for k in settings})
+    for name in ("obs_rms", "ret_rms"):
+        stats, saved = getattr(wrapped, name), state[name]
+        mean, var = np.array(saved["mean"], dtype=np.float64), np.array(saved["var"], dtype=np.float64)
+        if mean.shape != stats.mean.shape or var.shape != stats.var.shape:
+            raise ValueError(f"saved {name} has shape {mean.shape}; this env's is {stats.mean.shape}")
+        stats.mean, stats.var, stats.count = mean, var, float(saved["count"])
+    returns = np.array(state["returns"], dtype=np.float64)
+    if returns.shape == wrapped.returns.shape:  # another n_envs: they start afresh, as at every reset
+        wrapped.returns = returns
+    return wrapped
 
 
 def _normalizer(model: Any) -> dict[str, Any] | None:
@@ -99,19 +146,46 @@ def _normalizer(model: Any) -> dict[str, Any] | None:
     return None if normalizer is None else normalizer.to_dict()
 
 
+def fitted_analyzer(env: gym.Env) -> dict[str, Any]:
+    """The analyzer ``env`` fitted, as data, reset: what a saved model's sidecar carries."""
+    return env.unwrapped.analyzer.to_dict(state=False)
+
+
 def check_config(config: TrainConfig) -> gym.Env:
-    """Everything that can be checked before work starts: env options, the algorithm against
-    the action space. Returns a probe env."""
+    """Everything that can be checked before work starts and needs the env: its options, the
+    algorithm against the action space, every baseline built for the env's scenario. Returns a
+    probe env."""
     try:
         env = gym.make(config.env.id, **config.env.options)
     except ValueError as exc:
         raise ValueError(f"env.options: {exc}") from None
+    problems = []
     if config.algorithm == "DQN" and not isinstance(env.action_space, gym.spaces.Discrete):
-        raise ValueError(
+        problems.append(
             f"algorithm DQN needs a Discrete action space; {config.env.id} on this scenario has "
             f"{env.action_space} (use PPO, A2C or RecurrentPPO, or a single-stage scenario)"
         )
+    problems += _baseline_problems(config, env)
+    if problems:
+        raise ValueError("invalid training config\n  " + "\n  ".join(problems))
     return env
+
+
+def _baseline_problems(config: TrainConfig, env: gym.Env) -> list[str]:
+    """Each rule or staffing baseline built for the env's scenario (a parameter can be valid
+    in the registry and still not fit it, e.g. a split planner on a scenario without splits)."""
+    from adaptflow.policies.registry import LEARNED, make_planner, parse_planner
+
+    inner = env.unwrapped
+    problems = []
+    for k, spec in enumerate(config.evaluation.baselines):
+        if parse_planner(spec)[0] in LEARNED:
+            continue  # its file was checked with the config; loading it is the evaluation's work
+        try:
+            make_planner(spec, inner.scenario, inner.interval)
+        except ValueError as exc:
+            problems.append(f"evaluation.baselines: [{k}] {spec!r}: {exc}")
+    return problems
 
 
 class ValidationCallback(BaseCallback):
@@ -121,6 +195,7 @@ class ValidationCallback(BaseCallback):
     def __init__(self, run_dir: Path, config: TrainConfig, probe: gym.Env):
         super().__init__()
         self.run_dir, self.config, self.probe = run_dir, config, probe
+        self.analyzer = fitted_analyzer(probe)
         path = run_dir / "validation.csv"
         self.rows: list[dict[str, Any]] = pd.read_csv(path).to_dict("records") if path.is_file() else []
         self.best = min((r["cost"] for r in self.rows), default=float("inf"))
@@ -149,7 +224,7 @@ class ValidationCallback(BaseCallback):
         atomic_write(self.run_dir / "validation.csv", lambda tmp: frame.to_csv(tmp, index=False))
         if cost < self.best:
             self.best = cost
-            save_model(self.model, self.run_dir / "best_model.zip", self.config)
+            save_model(self.model, self.run_dir / "best_model.zip", self.config, self.analyzer)
         return cost
 
     def _on_step(self) -> bool:
@@ -162,19 +237,17 @@ class ValidationCallback(BaseCallback):
 class CheckpointCallback(BaseCallback):
     """Atomic checkpoints every ``every`` steps; the two newest are kept."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig):
+    def __init__(self, run_dir: Path, config: TrainConfig, analyzer: dict[str, Any] | None = None):
         super().__init__()
-        self.dir, self.config = run_dir / "checkpoints", config
+        self.dir, self.config, self.analyzer = run_dir / "checkpoints", config, analyzer
         self.next_at = 0
 
     def _on_training_start(self) -> None:
         self.next_at = self.num_timesteps + self.config.checkpoint_every
 
     def save(self) -> Path:
-        path = save_model(self.model, self.dir / f"model_{self.num_timesteps:012d}.zip", self.config)
-        venv = self.model.get_env()
-        if isinstance(venv, VecNormalize):  # the running statistics, to resume with them
-            atomic_write(path.with_suffix(".vecnormalize.pkl"), lambda tmp: venv.save(str(tmp)))
+        name = f"model_{self.num_timesteps:012d}.zip"
+        path = save_model(self.model, self.dir / name, self.config, self.analyzer, checkpoint=True)
         for old in sorted(self.dir.glob("model_*.zip"))[:-2]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
@@ -204,7 +277,7 @@ def behaviour_clone(model: Any, config: TrainConfig) -> float:
     import numpy as np
     import torch
 
-    from .planners import make_planner
+    from adaptflow.policies.registry import make_planner
 
     warm = config.warm_start
     env = gym.make(config.env.id, **config.env.options)
@@ -263,81 +336,223 @@ def new_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: a run stopped by a service
+    manager, a scheduler or ``kill`` checkpoints and is marked "interrupted" just the same."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While training, SIGTERM raises :class:`Terminated` (once: a second one does not break
+    the final checkpoint). Signal handlers belong to the main thread; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(
     config: TrainConfig | str | Path | dict,
     overrides: list[str] | None = None,
     resume: str | Path | None = None,
     progress: bool = False,
+    allow_pickle: bool = False,
 ) -> Run:
-    """Train (or, with ``resume``, continue) a run; evaluate it against the baselines at the end."""
+    """Train (or, with ``resume``, continue) a run; evaluate it against the baselines at the end.
+    SIGTERM stops it as Ctrl-C does (a final checkpoint, status "interrupted"); any other failure
+    after the run directory exists is recorded in run.json (status "failed"), so no run says
+    "running" forever. ``allow_pickle``: resume a run of an older adaptflow whose normalization
+    statistics are a pickle (loading one can run code)."""
     import torch
 
-    # 1. The config, checked in full before anything is written.
+    config, probe = _resolve_config(config, overrides, resume)  # checked in full before anything is written
+    start = _resume_point(Path(resume), config, allow_pickle) if resume is not None else None
+    torch.set_num_threads(config.torch_threads)
+    run_dir = _open_run_dir(config, resume)
+    if progress:
+        print(f"adaptflow: run directory {run_dir}", file=sys.stderr, flush=True)
+    try:
+        with _sigterm_as_interrupt():
+            return _train_in(config, probe, run_dir, start, progress)
+    except KeyboardInterrupt as exc:
+        _write_status(run_dir, status="interrupted", signal=str(exc) or "SIGINT")
+        exc.run_dir = run_dir  # type: ignore[attr-defined]  (for the command's resume hint)
+        raise
+    except Exception as exc:
+        _write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _train_in(config: TrainConfig, probe: gym.Env, run_dir: Path, start: ResumePoint | None, progress: bool) -> Run:
+    """The work of :func:`train` once its run directory is open."""
+    analyzer = fitted_analyzer(probe)  # fitted once here; every env, checkpoint and sidecar reuses it
+    model, venv, resumed = _build_model(config, run_dir, start, analyzer)
+    _learn(model, venv, config, run_dir, probe, analyzer, resumed, progress)
+    best = run_dir / "best_model.zip"
+    result = _final_evaluation(config, run_dir, probe, best, progress) if config.evaluation.final_seeds > 0 else None
+    _write_status(run_dir, status="finished", timesteps=model.num_timesteps, finished=datetime.now(UTC).isoformat())
+    return Run(run_dir, config, best, model.num_timesteps, result)
+
+
+def _resolve_config(
+    config: TrainConfig | str | Path | dict, overrides: list[str] | None, resume: str | Path | None
+) -> tuple[TrainConfig, gym.Env]:
+    """The run's config (a resumed run's own), checked, and a probe env built from it."""
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
             raise ValueError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-        config = load_config(run_dir / "config.yaml")
+        config = load_config(run_dir / "config.yaml", new_run=False)
     elif not isinstance(config, TrainConfig):
         config = load_config(config, overrides)
-    probe = check_config(config)
-    torch.set_num_threads(config.torch_threads)
+    return config, check_config(config)
 
-    # 2. The run directory: resolved config, provenance.
-    if resume is None:
-        run_dir = new_run_dir(config)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        _write_status(
-            run_dir,
-            command=" ".join(sys.argv),
-            git_commit=_git_commit(),
-            versions=package_versions(),
-            started=datetime.now(UTC).isoformat(),
-            status="running",
-        )
-    else:
-        _write_status(run_dir, status="running", resumed=datetime.now(UTC).isoformat())
-    if progress:
-        print(f"adaptflow: run directory {run_dir}", file=sys.stderr, flush=True)
 
-    # 3. Environments and the model (fresh, or from the newest checkpoint).
-    vec_cls = SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv
-    venv = make_vec_env(
-        f"adaptflow:{config.env.id}",
+@dataclass
+class ResumePoint:
+    """The newest complete checkpoint of a run (None: there is none yet, start afresh) and its
+    VecNormalize statistics: a state from its sidecar, or a legacy pickle's path."""
+
+    checkpoint: Path | None
+    stats: dict[str, Any] | Path | None = None
+
+
+PARTIAL_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.(tmp|zip)")
+"""The hidden temporary files of :func:`atomic_write` (``.model_000000000796.zip.r99k5dnu.zip``):
+what a run killed mid-write (SIGKILL, power loss) leaves behind."""
+
+
+def remove_partial_files(run_dir: Path) -> list[Path]:
+    """Delete what writes cut short left in ``run_dir``; returns the removed files."""
+    removed = [f for f in run_dir.rglob(".*") if f.is_file() and PARTIAL_FILE.fullmatch(f.name)]
+    for f in removed:
+        f.unlink(missing_ok=True)
+    return removed
+
+
+def _resume_point(run_dir: Path, config: TrainConfig, allow_pickle: bool) -> ResumePoint:
+    """The newest checkpoint whose model, sidecar and (if the run normalizes) statistics all
+    exist. One whose statistics are missing is skipped, never resumed with fresh statistics;
+    if checkpoints exist but none is complete, that is an error."""
+    normalized = config.normalize_reward or config.normalize_observation
+    skipped = []
+    for path in sorted((run_dir / "checkpoints").glob("model_*.zip"), reverse=True):
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            skipped.append(f"{path.name} (no readable sidecar)")
+            continue
+        legacy = path.with_suffix(".vecnormalize.pkl")
+        if not normalized or STATS_KEY in meta:
+            return ResumePoint(path, meta.get(STATS_KEY) if normalized else None)
+        if legacy.is_file():
+            if not allow_pickle:
+                raise ValueError(
+                    f"{legacy}: normalization statistics stored as a pickle (by an older adaptflow), and loading a "
+                    "pickle can run code; resume with --allow-pickle only if you trust this run directory"
+                )
+            return ResumePoint(path, legacy)
+        skipped.append(f"{path.name} (no normalization statistics)")
+    if skipped:
+        raise ValueError(f"{run_dir}: no complete checkpoint to resume from: {', '.join(skipped)}")
+    return ResumePoint(None)
+
+
+def _open_run_dir(config: TrainConfig, resume: str | Path | None) -> Path:
+    """A new run directory with the resolved config and provenance, or the resumed one (rid of
+    partial files), marked running."""
+    if resume is not None:
+        run_dir = Path(resume)
+        removed = remove_partial_files(run_dir)
+        _write_status(run_dir, status="running", resumed=datetime.now(UTC).isoformat(), removed_partial=len(removed))
+        return run_dir
+    run_dir = new_run_dir(config)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    _write_status(
+        run_dir,
+        command=" ".join(sys.argv),
+        git_commit=_git_commit(),
+        versions=package_versions(PACKAGES),
+        started=datetime.now(UTC).isoformat(),
+        status="running",
+    )
+    return run_dir
+
+
+def _build_model(
+    config: TrainConfig, run_dir: Path, start: ResumePoint | None, analyzer: dict[str, Any]
+) -> tuple[Any, VecEnv, bool]:
+    """The training envs (each given the fitted analyzer, so none refits it) and the model:
+    fresh (warm-started if the config says so), or from the resume point's checkpoint with its
+    statistics. Also returns whether it was resumed from a checkpoint."""
+    venv: VecEnv = make_vec_env(
+        f"adaptflow.envs:{config.env.id}",
         n_envs=config.n_envs,
         seed=config.seed,
-        env_kwargs=config.env.options,
-        vec_env_cls=vec_cls,
+        env_kwargs={**config.env.options, "analyzer": analyzer},
+        vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv,
     )
     algorithm = algorithm_class(config.algorithm)
-    checkpoints = sorted((run_dir / "checkpoints").glob("model_*.zip"))
-    if config.normalize_reward or config.normalize_observation:
-        stats = checkpoints[-1].with_suffix(".vecnormalize.pkl") if resume is not None and checkpoints else None
-        if stats is not None and stats.is_file():
-            venv = VecNormalize.load(str(stats), venv)
-        else:
-            gamma = config.hyperparameters.get("gamma", 0.99)
-            venv = VecNormalize(
-                venv, norm_obs=config.normalize_observation, norm_reward=config.normalize_reward, gamma=gamma
-            )
-    if resume is not None and checkpoints:
-        model = algorithm.load(checkpoints[-1], env=venv, device="cpu", tensorboard_log=str(run_dir / "tensorboard"))
-    else:
-        model = algorithm(
-            config.policy_name,
-            venv,
-            seed=config.seed,
-            device="cpu",
-            verbose=0,
-            tensorboard_log=str(run_dir / "tensorboard"),
-            **config.hyperparameters,
+    start = start or ResumePoint(None)
+    if isinstance(start.stats, dict):
+        venv = restore_vec_normalize(venv, start.stats)
+    elif isinstance(start.stats, Path):
+        venv = VecNormalize.load(str(start.stats), venv)  # an older run's pickle, allowed explicitly
+    elif config.normalize_reward or config.normalize_observation:
+        gamma = config.hyperparameters.get("gamma", 0.99)
+        venv = VecNormalize(
+            venv, norm_obs=config.normalize_observation, norm_reward=config.normalize_reward, gamma=gamma
         )
-        if config.warm_start is not None:  # behaviour cloning of a rule before RL
-            nll = behaviour_clone(model, config)
-            _write_status(run_dir, warm_start={"planner": config.warm_start.planner, "final_nll": nll})
+    tensorboard = str(run_dir / "tensorboard")
+    if start.checkpoint is not None:
+        return algorithm.load(start.checkpoint, env=venv, device="cpu", tensorboard_log=tensorboard), venv, True
+    model = algorithm(
+        config.policy_name, venv, seed=config.seed, device="cpu", verbose=0, tensorboard_log=tensorboard,
+        **sb3_hyperparameters(config),
+    )  # fmt: skip
+    if config.warm_start is not None:  # behaviour cloning of a rule before RL
+        nll = behaviour_clone(model, config)
+        _write_status(run_dir, warm_start={"planner": config.warm_start.planner, "final_nll": nll})
+    return model, venv, False
 
-    # 4. Learn, validating and checkpointing as we go; Ctrl-C leaves a resumable run.
-    checkpoint = CheckpointCallback(run_dir, config)
+
+def sb3_hyperparameters(config: TrainConfig) -> dict[str, Any]:
+    """The config's hyperparameters as SB3 takes them: an activation function named in the
+    config (``policy_kwargs.activation_fn: tanh``) becomes its torch class."""
+    import torch
+
+    hyperparameters = dict(config.hyperparameters)
+    kwargs = hyperparameters.get("policy_kwargs") or {}
+    if kwargs.get("activation_fn") is not None:
+        hyperparameters["policy_kwargs"] = {
+            **kwargs,
+            "activation_fn": getattr(torch.nn, ACTIVATIONS[kwargs["activation_fn"]]),
+        }
+    return hyperparameters
+
+
+def _learn(
+    model: Any,
+    venv: VecEnv,
+    config: TrainConfig,
+    run_dir: Path,
+    probe: gym.Env,
+    analyzer: dict[str, Any],
+    resumed: bool,
+    progress: bool,
+) -> None:
+    """Learn, validating and checkpointing as we go (Ctrl-C leaves a resumable run); then save
+    the final model, and the best one if no validation saved it."""
+    checkpoint = CheckpointCallback(run_dir, config, analyzer)
     validation = ValidationCallback(run_dir, config, probe)
     if config.warm_start is not None and model.num_timesteps == 0 and not validation.rows:
         validation.init_callback(model)
@@ -349,10 +564,11 @@ def train(
                 remaining,
                 callback=[checkpoint, validation],
                 progress_bar=progress,
-                reset_num_timesteps=resume is None or not checkpoints,
+                reset_num_timesteps=not resumed,
                 tb_log_name="run",
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see _sigterm_as_interrupt), even before learn() began
+        checkpoint.model, checkpoint.num_timesteps = model, model.num_timesteps
         checkpoint.save()
         _write_status(run_dir, status="interrupted", timesteps=model.num_timesteps)
         venv.close()
@@ -360,27 +576,24 @@ def train(
     venv.close()
     if not validation.rows or validation.rows[-1]["timesteps"] != model.num_timesteps:
         validation.validate()  # the final policy is a candidate too
-    save_model(model, run_dir / "final_model.zip", config)
-    best = run_dir / "best_model.zip"
-    if not best.is_file():
-        save_model(model, best, config)
+    save_model(model, run_dir / "final_model.zip", config, analyzer)
+    if not (run_dir / "best_model.zip").is_file():
+        save_model(model, run_dir / "best_model.zip", config, analyzer)
 
-    # 5. The best model against the baselines, on held-out evaluation seeds.
-    result = None
-    if config.evaluation.final_seeds > 0:
-        from .plots import plot_results
 
-        scenario = probe.unwrapped.scenario
-        planners = [f"{config.algorithm.lower()}@sb3:{best}", *config.evaluation.baselines]
-        result = evaluate(
-            scenario,
-            planners,
-            seeds=config.evaluation.final_seeds,
-            interval=probe.unwrapped.interval,
-            weights=probe.unwrapped.cost_model.weights,
-            out_dir=run_dir / "evaluation",
-            progress=progress,
-        )
-        plot_results(run_dir / "evaluation")
-    _write_status(run_dir, status="finished", timesteps=model.num_timesteps, finished=datetime.now(UTC).isoformat())
-    return Run(run_dir, config, best, model.num_timesteps, result)
+def _final_evaluation(config: TrainConfig, run_dir: Path, probe: gym.Env, best: Path, progress: bool) -> Evaluation:
+    """The best model against the baselines, on held-out evaluation seeds, with plots."""
+    from .plots import plot_results
+
+    inner = probe.unwrapped
+    result = evaluate(
+        inner.scenario,
+        [f"{config.algorithm.lower()}@sb3:{best}", *config.evaluation.baselines],
+        seeds=config.evaluation.final_seeds,
+        interval=inner.interval,
+        weights=inner.cost_model.weights,
+        out_dir=run_dir / "evaluation",
+        progress=progress,
+    )
+    plot_results(run_dir / "evaluation")
+    return result

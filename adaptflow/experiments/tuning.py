@@ -12,11 +12,11 @@ from typing import Any
 import pandas as pd
 
 from adaptflow.agents import CostWeights
+from adaptflow.policies.registry import PLANNERS, make_planner, parse_planner, parse_value
 from adaptflow.scenario import Scenario, load_scenario
 
 from .evaluation import check_disjoint, evaluate, evaluation_seeds
 from .io import atomic_write, atomic_write_text
-from .planners import PLANNERS, _value, make_planner, parse_planner
 
 
 def training_seeds(n: int) -> list[int]:
@@ -33,7 +33,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         key, eq, values = item.partition("=")
         if not eq or not key:
             raise ValueError(f"grid entry {item!r} is not key=v1,v2,...")
-        parsed = [_value(v) for v in values.split(",") if v != ""]
+        parsed = [parse_value(v) for v in values.split(",") if v != ""]
         if not parsed:
             raise ValueError(f"grid entry {item!r} has no values")
         if key in grid:

@@ -24,7 +24,6 @@ import numpy as np
 
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
 from adaptflow.scenario import Scenario
-from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Split
 from adaptflow.scenario.theory import erlang_c
 
 
@@ -54,36 +53,21 @@ def visit_ratios(
     scenario: Scenario, splits: dict[str, dict[str | None, float]] | None = None
 ) -> dict[str, dict[str, float]]:
     """Expected visits to each stage per item of each source (the traffic equations of an open
-    network: v = e + v P). Splits use ``splits`` where given, else the scenario's values;
-    attribute routes send everything down the 'good' / 'not flagged' branch (the common case)."""
+    network: v = e + v P). Each route gives its row itself (``expected_branches``): splits use
+    ``splits`` where given (every target of the split), else the scenario's values; attribute
+    routes send everything down the 'good' / 'not flagged' branch (the common case)."""
     names = list(scenario.stages)
     index = {n: i for i, n in enumerate(names)}
     splits = splits or {}
-
-    def branches(owner: str, route) -> list[tuple[str | None, float]]:
-        if isinstance(route, Exit):
-            return []
-        if isinstance(route, Direct):
-            return [(route.to, 1.0)]
-        if isinstance(route, Split):
-            probs = splits.get(owner) or {b.to: b.p for b in route.split}
-            return list(probs.items())
-        assert isinstance(route, ByAttribute)
-        if route.attribute == "quality":
-            return [(route.routes["good"], 1.0)]
-        if route.attribute == "flagged":
-            return [(route.routes["false"], 1.0)]
-        return [(route.routes[s], 1.0 / len(route.routes)) for s in route.routes]
-
     P = np.zeros((len(names), len(names)))
     for name, st in scenario.stages.items():
-        for target, p in branches(name, st.next):
+        for target, p in st.next.expected_branches(splits.get(name) or None):
             if target is not None:
                 P[index[name], index[target]] += p
     out = {}
     for src_name, src in scenario.sources.items():
         e = np.zeros(len(names))
-        for target, p in branches(src_name, src.to):
+        for target, p in src.to.expected_branches(splits.get(src_name) or None):
             if target is not None:
                 e[index[target]] += p
         v = np.linalg.solve((np.eye(len(names)) - P).T, e)

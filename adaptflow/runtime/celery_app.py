@@ -11,12 +11,16 @@ writes them, so a planner's rerouting takes effect for the very next item.
 What the monitor needs is written by the tasks themselves into one Redis stream per run
 (``<prefix>:events``): an ``arrive`` record per item (loadgen), and per visit ``enter`` (queued),
 ``start``, ``finish`` (with its enter/start times and validation flag) records, plus ``exit``,
-``drop`` and ``giveup`` records when an item leaves. Times are wall-clock ``time.time()``
-seconds (shared by every process on the machine); the monitor turns them into scenario seconds.
+``drop`` and ``giveup`` records when an item leaves. A retry (an attempt that failed, queued
+again at the same stage) is an ``enter`` with ``r`` = the attempt number (1, 2, ...); a first
+visit has no ``r``: a retry is not an arrival, in the simulator nor here. Times are wall-clock
+``time.time()`` seconds (shared by every process on the machine); the monitor turns them into
+scenario seconds.
 
-This module imports the scenario schema and the simulator's random processes (not the SimPy
-model): the live pipeline must draw the same distributions and follow the same routes as the
-simulated one, so both read the one schema rather than a copy.
+This module imports the scenario room (not the SimPy model), and asks it what the scenario
+means: the route objects decide where an item goes (``choose``), :func:`outcome_rule` decides a
+visit's failure, retry and validation, and the service samplers draw the same distributions.
+The simulator calls the same code, so the two worlds cannot drift apart.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from celery import Celery
 from kombu import Queue
 
 from adaptflow.scenario.loading import load_scenario
-from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Split
+from adaptflow.scenario.outcome import DETECTED, FAILED_RETRY, Decide, Outcome, outcome_rule
+from adaptflow.scenario.routing import Route, Split, Target
 from adaptflow.scenario.schema import Scenario
 from adaptflow.scenario.streams import service_sampler
 
@@ -55,6 +60,37 @@ def redis_client(url: str, timeout: float = 2.0) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True, health_check_interval=10
     )
+
+
+@dataclass(slots=True)
+class LiveItem:
+    """An item on its way through the live pipeline; travels in task messages as a dict.
+
+    It has what a route looks at (``bad``, ``flagged``, ``source``: the scenario room's
+    ``Routable``), as the simulator's item does."""
+
+    id: str
+    source: str
+    created: float  # wall-clock time.time() of its arrival
+    size: float = 1.0  # multiplies every service time
+    bad: bool = False  # the truth about quality
+    flagged: bool = False  # what a validation stage concluded
+    attempt: int = 0  # failed attempts at the current stage
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "created": self.created,
+            "size": self.size,
+            "bad": self.bad,
+            "flagged": self.flagged,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> LiveItem:
+        return cls(**message)
 
 
 class SplitStore:
@@ -96,6 +132,7 @@ class LiveContext:
     seed: int | None = None
     _client: redis.Redis | None = field(default=None, repr=False)
     _samplers: dict[str, Callable[[], float]] = field(default_factory=dict, repr=False)
+    _rules: dict[str, Decide | None] = field(default_factory=dict, repr=False)
     _rng: random.Random | None = field(default=None, repr=False)
     _pid: int = field(default=0, repr=False)
     task: Any = field(default=None, repr=False)  # the visit task, set by make_app
@@ -125,6 +162,10 @@ class LiveContext:
                 name: service_sampler(stage.service, np.random.default_rng(seq.spawn(1)[0]))
                 for name, stage in self.scenario.stages.items()
             }
+            self._rules = {
+                name: outcome_rule(stage, self._rng.random, self._rng.random)
+                for name, stage in self.scenario.stages.items()
+            }
             self._pid = pid
 
     def uniform(self) -> float:
@@ -146,95 +187,78 @@ class LiveContext:
         )
 
     # -- routing -------------------------------------------------------------------------------
-    def next_stage(self, owner: str, route: Any, item: dict[str, Any]) -> str | None:
-        """Where ``route`` (the route after ``owner``) sends ``item``; ``None`` is the exit."""
-        if isinstance(route, Exit):
-            return None
-        if isinstance(route, Direct):
-            return route.to
-        if isinstance(route, Split):
-            probs = self.splits.read(owner) if route.controllable else {b.to: b.p for b in route.split}
-            u, edge = self.uniform(), 0.0
-            for target, p in probs.items():
-                edge += p
-                if u < edge:
-                    return target
-            return list(probs)[-1]
-        assert isinstance(route, ByAttribute)
-        if route.attribute == "quality":
-            return route.routes["bad" if item["bad"] else "good"]
-        if route.attribute == "flagged":
-            return route.routes["true" if item["flagged"] else "false"]
-        return route.routes[item["source"]]
+    def next_stage(self, owner: str, route: Route, item: LiveItem) -> Target:
+        """Where ``route`` (the route after ``owner``) sends ``item``; ``None`` is the exit. The
+        route decides; a controllable split reads its current probabilities from Redis."""
+        splits = self.splits.read(owner) if isinstance(route, Split) and route.controllable else None
+        return route.choose(item, self.uniform, splits)
 
-    def deliver(self, owner: str, route: Any, item: dict[str, Any]) -> None:
+    def deliver(self, owner: str, route: Route, item: LiveItem) -> None:
         """Hand ``item`` on after ``owner`` (a source or a stage): to a stage's queue, or out."""
         self.enqueue(self.next_stage(owner, route, item), item)
 
-    def enqueue(self, stage: str | None, item: dict[str, Any]) -> None:
+    def enqueue(self, stage: str | None, item: LiveItem) -> None:
+        """Queue a visit of ``item`` at ``stage`` (its retry when ``item.attempt > 0``: the
+        ``enter`` record then carries ``r``), or record its exit (``stage=None``)."""
         now = time.time()
         if stage is None:
-            self.event("exit", i=item["id"], c=item["created"], t=now, b=item["bad"], f=item["flagged"])
+            self.event("exit", i=item.id, c=item.created, t=now, b=item.bad, f=item.flagged)
             return
         capacity = self.scenario.stages[stage].queue.capacity
         if capacity is not None and self.client.llen(stage) >= capacity:
-            self.event("drop", s=stage, i=item["id"], c=item["created"], t=now)
+            self.event("drop", s=stage, i=item.id, c=item.created, t=now)
             return
         from celery import uuid
 
         task_id = uuid()
-        self.event("enter", s=stage, i=item["id"], k=task_id, t=now)
-        self.task.apply_async((item, stage, now), queue=stage, task_id=task_id)
+        retry = {"r": item.attempt} if item.attempt else {}
+        self.event("enter", s=stage, i=item.id, k=task_id, t=now, **retry)
+        self.task.apply_async((item.to_message(), stage, now), queue=stage, task_id=task_id)
 
     def submit(self, source: str, index: int, size: float = 1.0, bad: bool = False) -> str:
         """A new item from ``source`` (the load generator's call): recorded, then routed."""
         now = time.time()
-        item = {
-            "id": f"{source}-{index}",
-            "source": source,
-            "created": now,
-            "size": float(size),
-            "bad": bool(bad),
-            "flagged": False,
-            "attempt": 0,
-        }
-        self.event("arrive", src=source, i=item["id"], t=now)
+        item = LiveItem(f"{source}-{index}", source, now, float(size), bool(bad))
+        self.event("arrive", src=source, i=item.id, t=now)
         self.deliver(source, self.scenario.sources[source].to, item)
-        return item["id"]
+        return item.id
 
     # -- one visit -----------------------------------------------------------------------------
-    def visit(self, item: dict[str, Any], stage: str, enter: float, task_id: str, host: str) -> None:
-        """The body of the visit task (a plain method, so that it can be tested without Celery)."""
+    def visit(self, item: LiveItem, stage: str, enter: float, task_id: str, host: str) -> None:
+        """The body of the visit task (a plain method, so that it can be tested without Celery).
+        The outcome is the scenario room's rule, as in the simulator."""
         spec = self.scenario.stages[stage]
         start = time.time()
         self.event("start", s=stage, k=task_id, t=start, q=enter, h=host)
-        time.sleep(self.service_time(stage) * item["size"] / self.time_scale)
-        failed = spec.failure is not None and self.uniform() < spec.failure.prob
-        detected = False
-        if not failed and spec.validation is not None:
-            u = self.uniform()
-            if item["bad"] and u < spec.validation.detect_prob:
-                item["flagged"] = detected = True
-            elif not item["bad"] and u < spec.validation.false_positive_prob:
-                item["flagged"] = True
+        time.sleep(self.service_time(stage) * item.size / self.time_scale)
+        outcome = self.outcome(stage, item)
+        if outcome.flagged:
+            item.flagged = True
         # At most once per visit: a redelivered message whose visit already finished (its worker
         # died between routing and the ack) must not send the item on twice. The claim is taken
         # before routing; a process killed in the microseconds between the two loses the item.
         if not self.client.set(f"{self.prefix}:done:{task_id}", 1, nx=True, ex=3600):
-            log.warning("visit %s of %s at %s already finished; not routed again", task_id, item["id"], stage)
+            log.warning("visit %s of %s at %s already finished; not routed again", task_id, item.id, stage)
             return
         end = time.time()
-        self.event("finish", s=stage, k=task_id, t=end, q=enter, st=start, h=host, d=detected, x=failed)
-        if failed:
-            assert spec.failure is not None
-            if item["attempt"] < spec.failure.max_retries:
-                item["attempt"] += 1
-                self.enqueue(stage, item)
-            else:
-                self.event("giveup", s=stage, i=item["id"], c=item["created"], t=end)
-            return
-        item["attempt"] = 0
-        self.deliver(stage, spec.next, item)
+        self.event(
+            "finish", s=stage, k=task_id, t=end, q=enter, st=start, h=host, d=outcome is DETECTED, x=outcome.failed
+        )
+        if outcome is FAILED_RETRY:
+            item.attempt += 1
+            self.enqueue(stage, item)  # a retry: its enter record carries r = item.attempt
+        elif outcome.failed:
+            self.event("giveup", s=stage, i=item.id, c=item.created, t=end)
+        else:
+            item.attempt = 0  # retries are counted per stage visit
+            self.deliver(stage, spec.next, item)
+
+    def outcome(self, stage: str, item: LiveItem) -> Outcome:
+        """The outcome of ``item``'s attempt at ``stage`` (:func:`outcome_rule`, with this
+        process's uniforms)."""
+        self._per_process()
+        decide = self._rules[stage]
+        return Outcome.DONE if decide is None else decide(item.bad, item.attempt)
 
 
 def _encode(value: Any) -> str | int | float:
@@ -287,7 +311,7 @@ def make_app(
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
     def visit(self: Any, item: dict[str, Any], stage: str, enter: float) -> None:
-        context.visit(item, stage, enter, self.request.id, self.request.hostname or "")
+        context.visit(LiveItem.from_message(item), stage, enter, self.request.id, self.request.hostname or "")
 
     context.task = visit
     app.adaptflow = context  # type: ignore[attr-defined]

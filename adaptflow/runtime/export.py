@@ -7,6 +7,10 @@ observation batch ``observation: float32[batch, n]`` to ``action: int64[batch, d
 each action dimension's logits, or of the Q-values for DQN). Normalization stays outside the
 graph, as VecNormalize keeps it outside the network in training, and the sidecar carries it, so
 :class:`~adaptflow.runtime.onnx_planner.OnnxPlanner` applies exactly what SB3 applied.
+
+Export is the one part of the runtime that needs torch (and the env the model was trained in,
+found through Gymnasium's registry by the id in the model's sidecar, see
+:func:`adaptflow.policies.sb3.make_env`); the deployed planner needs neither.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-from adaptflow.agents import ObservationNormalizer
-from adaptflow.experiments.io import atomic_write, atomic_write_text
+from adaptflow._io import atomic_write, atomic_write_text, package_versions
+from adaptflow.agents.encoding import ObservationNormalizer
+from adaptflow.policies.onnx import SIDECAR_FORMAT, OnnxPlanner
+from adaptflow.policies.sb3 import algorithm_class, make_env
 
-SIDECAR_FORMAT = "adaptflow-planner/1"
 EXPORT_PACKAGES = ("adaptflow", "torch", "stable-baselines3", "onnx", "onnxruntime", "gymnasium", "numpy")
 
 
@@ -49,37 +53,21 @@ class DeterministicPolicy(torch.nn.Module):
         return torch.stack([part.argmax(dim=1) for part in torch.split(logits, self.nvec, dim=1)], dim=1)
 
 
-def _nvec(space: gym.Space) -> list[int]:
-    if isinstance(space, gym.spaces.Discrete):
-        return [int(space.n)]
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return [int(n) for n in space.nvec]
-    raise ValueError(f"cannot export a policy for action space {space}; expected Discrete or MultiDiscrete")
-
-
-def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
-    """Export a saved SB3 model (with the ``<model>.json`` sidecar a training run writes) to
-    ``out_dir/planner.onnx`` and ``out_dir/planner.json``; returns the ONNX path."""
-    from adaptflow.experiments.config import algorithm_class
-    from adaptflow.experiments.training import package_versions
-
-    model_path = Path(model_path)
+def _read_model(model_path: Path) -> tuple[dict[str, Any], Any]:
+    """A saved model's sidecar and the model (SB3, on the CPU); refuses what export cannot do."""
     meta_path = model_path.with_suffix(".json")
     if not model_path.is_file() or not meta_path.is_file():
         raise ValueError(f"{str(model_path)!r} is not a saved adaptflow model (expected it and {meta_path.name})")
     meta = json.loads(meta_path.read_text())
     if meta["algorithm"] == "RecurrentPPO":
         raise ValueError("RecurrentPPO policies carry an LSTM state between decisions; export supports PPO, A2C, DQN")
-    model = algorithm_class(meta["algorithm"]).load(model_path, device="cpu")
-    env = gym.make(meta["env_id"], **meta["options"])
-    inner = env.unwrapped
-    nvec = _nvec(env.action_space)
-    module = DeterministicPolicy(model.policy, nvec, meta["algorithm"]).eval()
-    example = torch.zeros(1, inner.encoder.size, dtype=torch.float32)
+    ObservationNormalizer.from_dict(meta.get("observation_normalization"))  # fail here, not at deployment
+    return meta, algorithm_class(meta["algorithm"]).load(model_path, device="cpu")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / "planner.onnx"
+
+def _write_onnx(module: torch.nn.Module, size: int, onnx_path: Path) -> None:
+    """Trace ``module`` on a batch of observations of ``size`` features into ``onnx_path``."""
+    example = torch.zeros(1, size, dtype=torch.float32)
 
     def write(tmp: Path) -> None:
         # The exporter narrates its passes on stdout, warns that torchvision's operators are not
@@ -103,26 +91,46 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
         program.save(str(tmp))
 
     atomic_write(onnx_path, write)
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    normalization = meta.get("observation_normalization")
-    ObservationNormalizer.from_dict(normalization)  # fail here, not at deployment, if malformed
+
+
+def _analyzer(inner: Any) -> dict[str, Any]:
+    """The analyzer the policy was trained with, as the deployed planner rebuilds it."""
+    return {"forecaster": inner.options.forecaster, "forecast_steps": inner.options.forecast_steps}
+
+
+def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
+    """Export a saved SB3 model (with the ``<model>.json`` sidecar a training run writes) to
+    ``out_dir/planner.onnx`` and ``out_dir/planner.json``; returns the ONNX path."""
+    model_path = Path(model_path)
+    meta, model = _read_model(model_path)
+    # the analyzer fitted in training, from the model's sidecar (an older sidecar: the env fits one)
+    inner = make_env(meta["env_id"], **{**meta["options"], "analyzer": meta.get("fitted_analyzer")}).unwrapped
+    nvec = [int(n) for n in inner.decoder.nvec]
+    onnx_path = Path(out_dir) / "planner.onnx"
+    _write_onnx(DeterministicPolicy(model.policy, nvec, meta["algorithm"]).eval(), inner.encoder.size, onnx_path)
     sidecar = {
         "format": SIDECAR_FORMAT,
-        "onnx": {"file": onnx_path.name, "sha256": digest, "input": "observation", "output": "action"},
+        "onnx": {
+            "file": onnx_path.name,
+            "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+            "input": "observation",
+            "output": "action",
+        },
         "algorithm": meta["algorithm"],
         "env_id": meta["env_id"],
         "env_options": meta["options"],
         "scenario": inner.scenario.model_dump(mode="json"),
         "decision_interval": inner.interval,
-        "observation": {"encoder": inner.encoder.to_dict(), "normalization": normalization},
+        "observation": {"encoder": inner.encoder.to_dict(), "normalization": meta.get("observation_normalization")},
         "action": {"decoder": inner.decoder.to_dict(), "nvec": nvec},
-        "analyzer": {"forecaster": inner.options.forecaster, "forecast_steps": inner.options.forecast_steps},
+        "analyzer": _analyzer(inner),
+        "fitted_analyzer": inner.analyzer.to_dict(state=False),  # loaded by the deployment, never refitted
         "fixed_workers": {} if inner.control_workers else dict(inner.fixed_workers),
         "source": str(model_path.resolve()),
         "exported": datetime.now(UTC).isoformat(),
         "versions": package_versions(EXPORT_PACKAGES),
     }
-    atomic_write_text(out_dir / "planner.json", json.dumps(sidecar, indent=2))
+    atomic_write_text(onnx_path.with_suffix(".json"), json.dumps(sidecar, indent=2))
     return onnx_path
 
 
@@ -141,9 +149,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, model: str = 
 def parity(model_path: str | Path, onnx_path: str | Path, observations: np.ndarray) -> float:
     """The share of ``observations`` (raw, as the encoder makes them) on which the SB3 model and
     the exported ONNX planner choose the same action, each with its own normalization path."""
-    from adaptflow.experiments.config import algorithm_class
-    from adaptflow.runtime.onnx_planner import OnnxPlanner
-
     meta = json.loads(Path(model_path).with_suffix(".json").read_text())
     model = algorithm_class(meta["algorithm"]).load(model_path, device="cpu")
     normalizer = ObservationNormalizer.from_dict(meta.get("observation_normalization"))

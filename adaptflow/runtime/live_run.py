@@ -20,6 +20,7 @@ import yaml
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from adaptflow._validation import format_problems
 from adaptflow.agents import (
     ControlLoop,
     Coordinator,
@@ -27,11 +28,10 @@ from adaptflow.agents import (
     CostWeights,
     EventLog,
     Planner,
-    StandardAnalyzer,
     Transition,
-    analyzer_options,
 )
-from adaptflow.agents.sim import envelope_for
+from adaptflow.agents.analyzers import StandardAnalyzer, analyzer_options, saved_analyzer
+from adaptflow.agents.safety import envelope_for
 from adaptflow.scenario.loading import load_scenario, resolve_scenario_path
 from adaptflow.scenario.schema import Scenario
 
@@ -119,8 +119,7 @@ def load_live_config(path: str | Path, **overrides: Any) -> LiveConfig:
         config = LiveConfig.model_validate(data)
         resolve_scenario_path(config.scenario)
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors(include_url=False)]
-        raise ValueError(f"{path}: invalid live config\n  " + "\n  ".join(lines)) from None
+        raise ValueError(format_problems(exc, data, f"{path}: invalid live config")) from None
     return config
 
 
@@ -152,10 +151,12 @@ def build_loop(
     give_up_after: float = math.inf,
     inspect_timeout: float = 2.0,
     managed: bool = True,
+    analyzer: StandardAnalyzer | None = None,
 ) -> LiveLoop:
     """The live loop on ``app``'s workers (``{stage: node name}``), its clock starting now.
 
-    ``managed=False``: the workers run Celery's own autoscaler; the executor then only writes
+    ``analyzer``: the planner's (:func:`live_analyzer`); by default one with ``forecaster``
+    and ``forecast_steps``. ``managed=False``: the workers run Celery's own autoscaler; the executor then only writes
     splits (a pool plan would be refused by the workers) and the monitor reads the pools."""
     ctx = context_of(app)
     ledger = PoolLedger(app, workers, timeout=inspect_timeout).sync()
@@ -170,11 +171,32 @@ def build_loop(
         give_up_after=give_up_after,
         backoff_cap=max(0.5, min(5.0, interval / ctx.time_scale)),
     )
-    analyzer = StandardAnalyzer.for_scenario(
-        ctx.scenario, interval, forecaster=forecaster, forecast_steps=forecast_steps
-    )
+    analyzer = analyzer or live_analyzer(ctx.scenario, interval, None, forecaster, forecast_steps)
     loop = ControlLoop(monitor, analyzer, executor, clock, CostModel(weights), interval)
     return LiveLoop(loop, monitor, executor, ledger, clock)
+
+
+def live_analyzer(
+    scenario: Scenario,
+    interval: float,
+    planner: Planner | None = None,
+    forecaster: str = "ewma",
+    forecast_steps: int = 4,
+) -> StandardAnalyzer:
+    """The analyzer ``planner`` runs with live: the one it carries (an exported planner's
+    sidecar), or an EWMA one, with no simulation. Only a Holt-Winters forecaster with nothing
+    saved (a rule, a sidecar older than saved analyzers) is fitted, by simulation on the Sim
+    side, with a logged warning: the live loop should not have to run SimPy."""
+    saved = saved_analyzer(planner, scenario, interval, forecaster) if planner is not None else None
+    if saved is not None:
+        return saved
+    options = {"forecaster": forecaster, "forecast_steps": forecast_steps, **analyzer_options(planner, forecaster)}
+    if options["forecaster"] == "ewma":
+        return StandardAnalyzer.for_scenario(scenario, interval, **options)
+    from adaptflow.agents.fitting import fit_analyzer
+
+    log.warning("fitting a %s analyzer for %r by simulation (none saved)", options["forecaster"], scenario.name)
+    return fit_analyzer(scenario, interval, **options)
 
 
 @dataclass
@@ -212,7 +234,7 @@ def run_live(
     ctx = context_of(app)
     live = live or build_loop(
         app, workers, interval, max_step=max_step, cooldown=cooldown, weights=weights,
-        **analyzer_options(planner, forecaster),
+        analyzer=live_analyzer(ctx.scenario, interval, planner, forecaster),
         give_up_after=duration + outage_grace, inspect_timeout=inspect_timeout, managed=managed,
     )  # fmt: skip
     guarded = FallbackPlanner(planner, fallback, envelope_for(ctx.scenario))

@@ -1,96 +1,11 @@
-"""A planner exported to ONNX, as a Planner: only onnxruntime and numpy at run time (plus the
-shared encoder and decoder of :mod:`adaptflow.agents`), never torch or SB3.
+"""The deployed planner: ``OnnxPlanner.load("export/").plan(snapshot, insights)``.
 
-The observation path is the one the policy was trained with: the shared ObservationEncoder, then
-the saved VecNormalize statistics, then the ONNX graph, then the shared ActionDecoder."""
+Importing this module loads numpy, pydantic, yaml and adaptflow's light rooms (scenario, the
+agents' types, encoder and decoder), and onnxruntime on ``load``; never torch,
+stable-baselines3, gymnasium, SimPy or pandas (``tests/test_runtime.py`` checks it in a clean
+interpreter, with the import time). The class lives in :mod:`adaptflow.policies.onnx`, where the
+planner registry can build it from an ``onnx:PATH`` spec; this is its deployment address."""
 
-from __future__ import annotations
+from adaptflow.policies.onnx import SIDECAR_FORMAT, OnnxPlanner, check_deployment, read_export
 
-import json
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import onnxruntime as ort
-
-from adaptflow.agents import (
-    ActionDecoder,
-    Insights,
-    MetricsSnapshot,
-    ObservationEncoder,
-    ObservationNormalizer,
-    Plan,
-    Planner,
-)
-
-
-def read_export(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """An exported planner's ONNX file and its sidecar's contents, from the file or its directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "planner.onnx"
-    sidecar = path.with_suffix(".json")
-    if not path.is_file() or not sidecar.is_file():
-        raise ValueError(f"{str(path)!r}: expected an exported planner (planner.onnx and planner.json)")
-    meta = json.loads(sidecar.read_text())
-    if meta.get("format") != "adaptflow-planner/1":
-        raise ValueError(f"{str(sidecar)!r} has format {meta.get('format')!r}; expected 'adaptflow-planner/1'")
-    return path, meta
-
-
-class OnnxPlanner(Planner):
-    relies_on_clamping = False  # its decoder stays in bounds: anything else is a fault
-
-    def __init__(
-        self,
-        session: ort.InferenceSession,
-        encoder: ObservationEncoder,
-        decoder: ActionDecoder,
-        normalizer: ObservationNormalizer | None = None,
-        analyzer_options: dict[str, Any] | None = None,
-        fixed_workers: dict[str, int] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ):
-        self.session, self.encoder, self.decoder, self.normalizer = session, encoder, decoder, normalizer
-        self.analyzer_options = analyzer_options or {}
-        self.fixed_workers = fixed_workers or {}
-        self.metadata = metadata or {}
-        self._input = session.get_inputs()[0].name
-        expected = session.get_inputs()[0].shape[-1]
-        if isinstance(expected, int) and expected != encoder.size:
-            raise ValueError(f"ONNX model takes {expected} features; the sidecar's encoder makes {encoder.size}")
-
-    @classmethod
-    def load(cls, path: str | Path, threads: int = 1) -> OnnxPlanner:
-        """Load ``planner.onnx`` (or its directory) with the ``planner.json`` sidecar beside it.
-        One intra-op thread by default: a decision is a small MLP, and threads cost more than
-        they save at that size (and the host runs workers too)."""
-        path, meta = read_export(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return cls(
-            session,
-            ObservationEncoder.from_dict(meta["observation"]["encoder"]),
-            ActionDecoder.from_dict(meta["action"]["decoder"]),
-            ObservationNormalizer.from_dict(meta["observation"]["normalization"]),
-            meta.get("analyzer"),
-            meta.get("fixed_workers"),
-            meta,
-        )
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        """Actions (int64, one row per observation) for raw encoded observations."""
-        obs = np.asarray(observations, dtype=np.float32)
-        return self._policy(obs[None, :] if obs.ndim == 1 else obs)
-
-    def _policy(self, batch: np.ndarray) -> np.ndarray:
-        """Normalize (as in training) and run the graph: a float32 batch of raw observations."""
-        if self.normalizer is not None:
-            batch = self.normalizer(batch)
-        return self.session.run(None, {self._input: batch})[0]
-
-    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
-        action = self._policy(self.encoder.encode(snapshot, insights)[None, :])[0]  # float32 already
-        return self.decoder.plan_for(action, snapshot, self.fixed_workers)
+__all__ = ["SIDECAR_FORMAT", "OnnxPlanner", "check_deployment", "read_export"]

@@ -20,7 +20,8 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a number is a number (`mean: "9.0"` and `seed: true` are typos, not 9.0 and 1).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]

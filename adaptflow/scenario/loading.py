@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
+
+from adaptflow._yaml import load_yaml_file
 
 from .base import ScenarioError
 from .schema import Scenario
@@ -52,9 +53,9 @@ def load_scenario(name_or_path: str | Path | Scenario, **overrides: Any) -> Scen
         path = resolve_scenario_path(name_or_path)
         label, base = str(path), path.resolve().parent
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ScenarioError(f"{label}: not valid YAML: {exc}") from None
+            data = load_yaml_file(path)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
         if not isinstance(data, dict):
             raise ScenarioError(f"{label}: expected a mapping of scenario fields, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -88,7 +88,7 @@ class Spike(_Strict):
     start: NonNegFloat
     duration: PositiveFloat = math.inf
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     def at(self, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t)

@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Name, NonNegFloat, PositiveFloat, Probability, _Strict
 from .profiles import Constant, ProbabilityProfile, RateProfile
-from .routing import ATTRIBUTE_VALUES, ByAttribute, Exit, Route, Split, route_targets
+from .routing import ATTRIBUTE_VALUES, ByAttribute, Exit, Route, Split
+
+# Sane bounds: far beyond any real workflow, and small enough that no arithmetic on them
+# overflows (a worker pool's cost over a horizon, a gamma's shape 1/cv**2).
+MAX_CV = 100.0
+MAX_PRICE = 1e9
+MAX_WORKERS = 100_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,13 +70,18 @@ class PoissonSource(_SourceBase):
         return profile
 
 
+def _list_as_tuple(value: Any) -> Any:
+    """YAML and JSON write a pair as a list; strict mode wants a tuple (its items stay strict)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 class MMPPSource(_SourceBase):
     """Two-state Markov-modulated Poisson process: rate ``rates[s]`` while in state ``s``; the
     state is left at rate ``switch_rates[s]`` (mean sojourn ``1/switch_rates[s]`` seconds)."""
 
     process: Literal["mmpp"]
-    rates: tuple[NonNegFloat, NonNegFloat]
-    switch_rates: tuple[PositiveFloat, PositiveFloat]
+    rates: Annotated[tuple[NonNegFloat, NonNegFloat], BeforeValidator(_list_as_tuple)]
+    switch_rates: Annotated[tuple[PositiveFloat, PositiveFloat], BeforeValidator(_list_as_tuple)]
     initial_state: Literal[0, 1] = 0
 
     @field_validator("rates")
@@ -86,7 +97,7 @@ class TraceSource(_SourceBase):
     ``size`` column that multiplies the item's service time at every stage."""
 
     process: Literal["trace"]
-    file: Path
+    file: Path = Field(strict=False)  # a path is written as a string
     time_column: str = "timestamp"
     size_column: str = "size"
 
@@ -157,9 +168,10 @@ class Workers(_Strict):
 
     initial: int = Field(ge=0)
     min: int = Field(default=0, ge=0)
-    max: int = Field(ge=1)
+    max: int = Field(ge=1, le=MAX_WORKERS)
     startup_delay: NonNegFloat = 0.0
-    cost_per_second: NonNegFloat = 1.0
+    # Bounded so that a run's cost stays a finite number (1e308 made the cost infinite).
+    cost_per_second: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> Workers:
@@ -178,7 +190,8 @@ class Service(_Strict):
 
     dist: Literal["exponential", "deterministic", "lognormal", "gamma", "empirical"]
     mean: PositiveFloat | None = None
-    cv: PositiveFloat | None = None
+    # Bounded so that the distributions' parameters stay finite (a gamma's shape is 1/cv**2).
+    cv: Annotated[float, Field(gt=0, le=MAX_CV, allow_inf_nan=False)] | None = None
     samples: list[PositiveFloat] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
@@ -276,7 +289,7 @@ class Scenario(_Strict):
         routes.update({f"stages.{n}.next": s.next for n, s in self.stages.items()})
         stage_list = ", ".join(self.stages)
         for where, route in routes.items():
-            for target in route_targets(route):
+            for target in route.targets():
                 if target is not None and target not in self.stages:
                     problems.append(
                         f"{where}: routes to {target!r}, which is not a stage; expected one of: {stage_list}"
@@ -303,6 +316,13 @@ class Scenario(_Strict):
             )
         return self
 
+    def expected_arrivals(self, horizon: float | None = None) -> float:
+        """About how many items the sources emit over ``horizon`` (default: the scenario's): the
+        work a run asks for, estimated before any of it is done (a profile's mean rate from a
+        fine grid, an MMPP's stationary rate, a trace's rows)."""
+        horizon = self.horizon if horizon is None else horizon
+        return float(sum(_expected_count(source, horizon) for source in self.sources.values()))
+
     def controllable_splits(self) -> dict[str, Split]:
         """The splits a planner may change, keyed by their owner (a source or stage name)."""
         owners: dict[str, Any] = {n: s.to for n, s in self.sources.items()}
@@ -310,11 +330,22 @@ class Scenario(_Strict):
         return {n: r for n, r in owners.items() if isinstance(r, Split) and r.controllable}
 
 
+def _expected_count(source: Any, horizon: float) -> float:
+    if isinstance(source, PoissonSource):
+        grid = np.linspace(0.0, horizon, 20_001)
+        return float(np.mean(source.rate.at(grid))) * horizon
+    if isinstance(source, MMPPSource):
+        (r0, r1), (s0, s1) = source.rates, source.switch_rates
+        return (r0 * s1 + r1 * s0) / (s0 + s1) * horizon  # stationary share of state 0 is s1/(s0+s1)
+    times, _ = load_trace(source.file, source.time_column, source.size_column)
+    return float(np.searchsorted(times, horizon))
+
+
 def _trapping_cycle(scenario: Scenario) -> list[str]:
     """A cycle of stages from which no route reaches the exit, or ``[]``.
 
     Every branch counts, including those with p=0, because a planner may raise them later."""
-    succ = {n: route_targets(s.next) for n, s in scenario.stages.items()}
+    succ = {n: s.next.targets() for n, s in scenario.stages.items()}
     can_exit: set[str] = set()
     changed = True
     while changed:

@@ -1,14 +1,21 @@
-"""Metrics of a window of simulated time, from two marks of cumulative counters.
+"""Metrics of a window of simulated time, from two readings of the model's cumulative counters.
 
-A :class:`Mark` is cheap (counters and list lengths, no copies), so a planner can take one every
-decision interval and ask for the metrics of exactly that interval. Percentiles come from the
-slices of the per-item lists between the two marks.
+:meth:`Simulation.counters <adaptflow.simulator.Simulation.counters>` returns a :class:`Counters`:
+every cumulative count and time integral of the model, by name, and the lengths of its per-item
+lists. It is cheap (counters and list lengths, no copies), so a planner's monitor can read one
+every decision interval and difference it with the previous one; :class:`Samples` gives the
+per-item values (waits, latencies) recorded between two readings. :func:`summarize` (what
+``Simulation.summary`` and ``record`` return), ``SimMonitor`` and ``compare-live`` all read the
+model through these two, never through its internals, so none of them depends on how the model
+keeps its books.
+
+Why named tuples: a Gymnasium step reads the counters every decision interval, and a named tuple
+is built about twice as fast as a frozen dataclass; it is as immutable and is read by name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -20,8 +27,9 @@ if TYPE_CHECKING:
 NAN = float("nan")
 
 
-@dataclass(frozen=True)
-class StageMark:
+class StageCounters(NamedTuple):
+    """One stage's cumulative counters and time integrals since t=0, and its state now."""
+
     arrivals: int  # visits that entered the stage (retries are not new visits)
     drops: int  # items refused by a full queue
     completed: int  # visits served successfully
@@ -35,28 +43,58 @@ class StageMark:
     busy_area: float  # integral of busy workers
     active_area: float  # integral of ready (idle + busy) workers
     billed_area: float  # integral of provisioned (starting + idle + busy) workers
-    queue_length: int
-    busy: int
-    idle: int
-    starting: int
-    draining: int
-    target: int
+    queue_length: int  # waiting now
+    busy: int  # serving now
+    idle: int  # ready and free now
+    starting: int  # requested, not ready yet
+    draining: int  # busy, retiring after their current item
+    target: int  # where the pool is heading (ready, not retiring, plus starting)
 
 
-@dataclass(frozen=True)
-class Mark:
+class Counters(NamedTuple):
+    """The whole model's cumulative counters at ``time`` (deadlines checked up to it)."""
+
     time: float
-    stages: dict[str, StageMark]
-    arrived: int
-    exits: int
+    stages: dict[str, StageCounters]
+    source_arrivals: dict[str, int]  # items created by each source
+    arrived: int  # items created, all sources
+    exits: int  # items that left the system served
     dropped: int
-    failed: int
-    late: int
+    failed: int  # items given up after their retries
+    late: int  # SLA violations
     deadlines_passed: int  # items whose deadline has passed (the denominator of the violation rate)
-    escapes: int
-    caught: int
-    false_rejections: int
-    n_latencies: int
+    escapes: int  # bad items that left unflagged
+    caught: int  # bad items that left flagged
+    false_rejections: int  # good items that left flagged
+    n_latencies: int  # length of the end-to-end latency list
+
+    @property
+    def in_system(self) -> int:
+        """Items created and not gone yet (queued, in service, or between stages)."""
+        return self.arrived - self.exits - self.dropped - self.failed
+
+
+class Samples:
+    """The per-item values recorded between two :class:`Counters` (``start=None``: from t=0),
+    as fresh lists: waits (one per service attempt) and visit latencies per stage, and the
+    end-to-end latencies of the items that left served."""
+
+    __slots__ = ("_end", "_sim", "_start")
+
+    def __init__(self, sim: Simulation, start: Counters | None, end: Counters):
+        self._sim, self._start, self._end = sim, start, end
+
+    def waits(self, stage: str) -> list[float]:
+        s = self._start.stages[stage].n_waits if self._start else 0
+        return self._sim.stages[stage].waits[s : self._end.stages[stage].n_waits]
+
+    def latencies(self, stage: str) -> list[float]:
+        s = self._start.stages[stage].n_latencies if self._start else 0
+        return self._sim.stages[stage].latencies[s : self._end.stages[stage].n_latencies]
+
+    def end_to_end(self) -> list[float]:
+        s = self._start.n_latencies if self._start else 0
+        return self._sim.e2e_latencies[s : self._end.n_latencies]
 
 
 def _stats(values: list[float], prefix: str) -> dict[str, float]:
@@ -76,76 +114,78 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else NAN
 
 
-def summarize(sim: Simulation, start: Mark | None, end: Mark) -> dict[str, Any]:
+def summarize(sim: Simulation, start: Counters | None, end: Counters) -> dict[str, Any]:
     """Metrics over ``[start.time, end.time]`` (``start=None``: from t=0).
 
     Rates and time averages divide by the window's length; counts are of events inside it;
     ``queue_length``, ``*_workers`` are the state at the window's end."""
-    t0 = start.time if start else 0.0
-    duration = end.time - t0
-    stages: dict[str, Any] = {}
-    total_cost = 0.0
-    for name, state in sim.stages.items():
-        e = end.stages[name]
-        s = start.stages[name] if start else None
+    duration = end.time - (start.time if start else 0.0)
+    samples = Samples(sim, start, end)
+    stages = {
+        name: _stage_summary(e, start.stages[name] if start else None, samples, name, sim.stages[name].price, duration)
+        for name, e in end.stages.items()
+    }
+    end_to_end = _end_to_end(start, end, samples.end_to_end(), duration)
+    return {
+        "time": end.time,
+        "duration": duration,
+        "stages": stages,
+        "end_to_end": end_to_end,
+        "cost": sum(stage["cost"] for stage in stages.values()),
+        "items_arrived": end_to_end["arrivals"],
+        "items_completed": end_to_end["completed"],
+    }
 
-        def delta(field: str, e: StageMark = e, s: StageMark | None = s) -> float:
-            return getattr(e, field) - (getattr(s, field) if s else 0)
 
-        cost = delta("billed_area") * state.price
-        total_cost += cost
-        stages[name] = {
-            "arrivals": int(delta("arrivals")),
-            "completed": int(delta("completed")),
-            "drops": int(delta("drops")),
-            "failures": int(delta("failures")),
-            "failed_items": int(delta("failed_items")),
-            "detected": int(delta("detected")),
-            "false_alarms": int(delta("false_alarms")),
-            "arrival_rate": _ratio(delta("arrivals"), duration),
-            "throughput": _ratio(delta("completed"), duration),
-            **_stats(state.waits[s.n_waits if s else 0 : e.n_waits], "wait"),
-            **_stats(state.latencies[s.n_latencies if s else 0 : e.n_latencies], "latency"),
-            "mean_queue_length": _ratio(delta("queue_area"), duration),
-            "mean_busy_workers": _ratio(delta("busy_area"), duration),
-            "mean_workers": _ratio(delta("billed_area"), duration),
-            "utilization": _ratio(delta("busy_area"), delta("active_area")),
-            "queue_length": e.queue_length,
-            "busy_workers": e.busy,
-            "active_workers": e.busy + e.idle,
-            "starting_workers": e.starting,
-            "draining_workers": e.draining,
-            "target_workers": e.target,
-            "cost": cost,
-        }
+def _stage_summary(
+    e: StageCounters, s: StageCounters | None, samples: Samples, name: str, price: float, duration: float
+) -> dict[str, Any]:
+    def delta(field: str) -> float:
+        return getattr(e, field) - (getattr(s, field) if s else 0)
 
+    return {
+        "arrivals": int(delta("arrivals")),
+        "completed": int(delta("completed")),
+        "drops": int(delta("drops")),
+        "failures": int(delta("failures")),
+        "failed_items": int(delta("failed_items")),
+        "detected": int(delta("detected")),
+        "false_alarms": int(delta("false_alarms")),
+        "arrival_rate": _ratio(delta("arrivals"), duration),
+        "throughput": _ratio(delta("completed"), duration),
+        **_stats(samples.waits(name), "wait"),
+        **_stats(samples.latencies(name), "latency"),
+        "mean_queue_length": _ratio(delta("queue_area"), duration),
+        "mean_busy_workers": _ratio(delta("busy_area"), duration),
+        "mean_workers": _ratio(delta("billed_area"), duration),
+        "utilization": _ratio(delta("busy_area"), delta("active_area")),
+        "queue_length": e.queue_length,
+        "busy_workers": e.busy,
+        "active_workers": e.busy + e.idle,
+        "starting_workers": e.starting,
+        "draining_workers": e.draining,
+        "target_workers": e.target,
+        "cost": delta("billed_area") * price,
+    }
+
+
+def _end_to_end(start: Counters | None, end: Counters, latencies: list[float], duration: float) -> dict[str, Any]:
     def total(field: str) -> int:
         return getattr(end, field) - (getattr(start, field) if start else 0)
 
-    exits = total("exits")
-    latencies = sim.e2e_latencies[start.n_latencies if start else 0 : end.n_latencies]
-    end_to_end = {
+    return {
         "arrivals": total("arrived"),
-        "completed": exits,
+        "completed": total("exits"),
         "drops": total("dropped"),
         "failed_items": total("failed"),
-        "in_system": end.arrived - end.exits - end.dropped - end.failed,
-        "throughput": _ratio(exits, duration),
+        "in_system": end.in_system,
+        "throughput": _ratio(total("exits"), duration),
         **_stats(latencies, "latency"),
         "sla_violations": total("late"),
         "sla_violation_rate": _ratio(total("late"), total("deadlines_passed")),
         "escapes": total("escapes"),
         "caught": total("caught"),
         "false_rejections": total("false_rejections"),
-    }
-    return {
-        "time": end.time,
-        "duration": duration,
-        "stages": stages,
-        "end_to_end": end_to_end,
-        "cost": total_cost,
-        "items_arrived": end_to_end["arrivals"],
-        "items_completed": exits,
     }
 
 

@@ -13,12 +13,20 @@ Design, for speed without losing exactness:
   already finished plus, for items still waiting, ``len(queue) * now - sum(enter times)``.
 * Worker-pool changes are rare, so the pool's areas (for cost and utilization) are integrated
   exactly at each change.
+* What a scenario means is not restated here: where an item goes is the route object's
+  ``choose`` (its split's ``pick``), a visit's outcome is :func:`adaptflow.scenario.outcome.outcome_rule`,
+  lateness is :class:`adaptflow.scenario.schema.Sla`. The live Celery task calls the same code. The
+  model binds each of them once (a delivery closure per owner, a rule per stage, the SLA's bound
+  methods), so the hot path pays a call, not a lookup.
+* The SimPy environment is private (``_env``): stepping it from outside would process the
+  model's re-armable events as SimPy's and break the next :meth:`Simulation.run`. Read the model
+  through :meth:`Simulation.counters` and :meth:`Simulation.samples`.
 
 Use it like this::
 
     sim = Simulation(load_scenario("mmc"), rng=np.random.default_rng(1))
     sim.run(until=600)                 # run to t = 600 s
-    mark = sim.mark()
+    mark = sim.counters()
     sim.set_workers("work", 12)        # scale up (ready after the startup delay)
     sim.run(until=1200)
     window = sim.summary(since=mark)   # metrics of the last 600 s
@@ -28,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from heapq import heappop, heappush, heapreplace
 from typing import Any
 
@@ -38,11 +46,19 @@ import simpy
 from simpy.core import Infinity as INFINITY
 from simpy.events import NORMAL, Event
 
-from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Split
+from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
+from adaptflow.scenario.routing import Route, Split, Target
 from adaptflow.scenario.schema import Scenario, Stage
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, service_sampler
 
 from . import metrics
+
+_new_tuple, _Counters, _StageCounters = tuple.__new__, metrics.Counters, metrics.StageCounters
+"""Counters are built with ``tuple.__new__`` in field order: a third of the time of the named
+tuple's own ``__new__`` (a Python function), and a monitor builds them on every env step."""
+
+DEADLINE_SCAN_EVERY = 32
+"""A source checks the deadlines every this many arrivals (see :meth:`SourceState.arrive`)."""
 
 
 class Wakeup(Event):
@@ -97,32 +113,26 @@ def _uniforms(rng: np.random.Generator) -> Callable[[], float]:
 
 
 class _SplitRouter:
-    """A probabilistic split whose probabilities a planner may change while the model runs."""
+    """A split's delivery, whose probabilities a planner may change while the model runs.
 
-    def __init__(
-        self,
-        names: list[str | None],
-        targets: list[Callable[[Item], None]],
-        probs: list[float],
-        uniform: Callable[[], float],
-    ):
-        self.names = names
-        self.targets = targets
+    The route decides: per item, ``Split.pick`` of one uniform over the split's edges (what
+    ``Split.choose`` does), with the edges kept from the last change instead of recomputed."""
+
+    def __init__(self, route: Split, deliver: dict[Target, Callable[[Item], None]], uniform: Callable[[], float]):
+        self.route = route
+        self.names = route.targets()
+        self.deliver = deliver
         self.uniform = uniform
-        self.set(probs)
+        self._pick = route.pick
+        self.set(route.probabilities())
 
     def set(self, probs: list[float]) -> None:
+        """New probabilities, in the order of :attr:`names`."""
         self.probs = list(probs)
-        self.cumulative = np.cumsum(probs).tolist()
-        self.cumulative[-1] = 1.0  # guard against round-off: the last branch takes the rest
+        self.edges = self.route.edges(dict(zip(self.names, self.probs, strict=True)))
 
     def __call__(self, item: Item) -> None:
-        u = self.uniform()
-        for deliver, edge in zip(self.targets, self.cumulative, strict=True):
-            if u < edge:
-                deliver(item)
-                return
-        self.targets[-1](item)
+        self.deliver[self._pick(self.uniform(), self.edges)](item)
 
 
 class StageState:
@@ -131,7 +141,7 @@ class StageState:
     their current item: scale-down is graceful)."""
 
     def __init__(self, sim: Simulation, name: str, spec: Stage, streams: Streams):
-        self.sim, self.env, self.name, self.spec = sim, sim.env, name, spec
+        self.sim, self._env, self.name, self.spec = sim, sim._env, name, spec
         self.queue: deque[Item] = deque()
         self.capacity = spec.queue.capacity
         w = spec.workers
@@ -140,19 +150,18 @@ class StageState:
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
         self._pending_starts: deque[list[bool]] = deque()  # one [cancelled] token per start
         self.sample = service_sampler(spec.service, streams.get("service", name))
-        self.fail_prob = spec.failure.prob if spec.failure else 0.0
-        self.max_retries = spec.failure.max_retries if spec.failure else 0
-        self.fail_u = _uniforms(streams.get("failure", name))
-        self.validation = spec.validation
-        self.validate_u = _uniforms(streams.get("validation", name))
+        # the visit rule of the scenario room, bound to this stage's failure and validation streams
+        self.decide = outcome_rule(
+            spec, _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
+        )
         self.deliver: Callable[[Item], None] = sim._exit  # where a served item goes; set by Simulation
-        # cumulative counters (see metrics.StageMark for their meaning)
+        # cumulative counters (see metrics.StageCounters for their meaning)
         self.arrivals = self.drops = self.completed = self.failures = self.failed_items = 0
         self.detected = self.false_alarms = 0
         self.waits: list[float] = []
         self.latencies: list[float] = []
         self.queue_enter_sum = 0.0
-        self._wait_sum, self._wait_sum_n = 0.0, 0  # sum of waits[:n], brought up to date by mark()
+        self._wait_sum, self._wait_sum_n = 0.0, 0  # sum of waits[:n], brought up to date by counters()
         self.start_sum = self.finish_sum = 0.0  # sums of service start and end times
         self._finish_callback = self._finish  # bound once: the hot path schedules it per item
         self.active_area = self.billed_area = 0.0
@@ -160,7 +169,7 @@ class StageState:
 
     # -- the hot path ------------------------------------------------------------------------
     def enter(self, item: Item) -> None:
-        now = self.env._now
+        now = self._env._now
         item.visit = item.enter = now
         self.arrivals += 1
         if self.idle:
@@ -185,13 +194,13 @@ class StageState:
         self.waits.append(now - item.enter)
         self.start_sum += now
         if event is None:
-            Wakeup(self.env, self.sample() * item.size, item, self._finish_callback)
+            Wakeup(self._env, self.sample() * item.size, item, self._finish_callback)
         else:
             event.rearm(self.sample() * item.size, item)
 
     def _finish(self, event: Wakeup) -> None:
         item: Item = event._value
-        now = self.env._now
+        now = self._env._now
         self.finish_sum += now
         if self.draining:  # this worker retires
             self._integrate(now)
@@ -204,27 +213,28 @@ class StageState:
                 nxt = self.queue.popleft()
                 self.queue_enter_sum -= nxt.enter
                 self._start(nxt, now, event)  # the worker's completion event, re-armed
-        if self.fail_prob:
-            if self.fail_u() < self.fail_prob:
-                self._failed(item, now)
-                return
+        decide = self.decide
+        if decide is not None:
+            outcome = decide(item.bad, item.attempt)
+            if outcome is not DONE:
+                if outcome is DETECTED:
+                    item.flagged = True
+                    self.detected += 1
+                elif outcome is FALSE_ALARM:
+                    item.flagged = True
+                    self.false_alarms += 1
+                else:
+                    self._failed(item, now, outcome is FAILED_RETRY)
+                    return
             item.attempt = 0  # retries are counted per stage visit
-        if self.validation is not None:
-            u = self.validate_u()
-            if item.bad and u < self.validation.detect_prob:
-                item.flagged = True
-                self.detected += 1
-            elif not item.bad and u < self.validation.false_positive_prob:
-                item.flagged = True
-                self.false_alarms += 1
         self.completed += 1
         self.latencies.append(now - item.visit)
         self.deliver(item)
 
-    def _failed(self, item: Item, now: float) -> None:
-        """An attempt failed: queue the item again at the back, or give it up after its retries."""
+    def _failed(self, item: Item, now: float, retry: bool) -> None:
+        """An attempt failed: queue the item again at the back (``retry``), or give it up."""
         self.failures += 1
-        if item.attempt < self.max_retries:
+        if retry:
             item.attempt += 1
             item.enter = now
             if self.idle:
@@ -256,7 +266,7 @@ class StageState:
         startup delay. Scale-down first cancels the most recent requests, then removes idle
         workers, then lets busy ones finish their item and retire."""
         n = max(self.min_workers, min(self.max_workers, int(n)))
-        now = self.env._now
+        now = self._env._now
         self._integrate(now)
         delta = n - self.target
         if delta > 0:
@@ -282,10 +292,10 @@ class StageState:
         token = [False]
         self._pending_starts.append(token)
         self.starting += 1
-        Wakeup(self.env, self.startup_delay, token, self._worker_ready)
+        Wakeup(self._env, self.startup_delay, token, self._worker_ready)
 
     def _worker_ready(self, event: Wakeup | None) -> None:
-        now = self.env._now
+        now = self._env._now
         self._integrate(now)
         if event is not None:
             token = event._value
@@ -311,29 +321,35 @@ class StageState:
         """Integral of the busy workers from 0 to ``now``."""
         return self.finish_sum + self.busy * now - self.start_sum
 
-    def mark(self, now: float) -> metrics.StageMark:
+    def counters(self, now: float) -> metrics.StageCounters:
+        """The stage's counters at ``now``. Built positionally, in the field order of
+        :class:`~adaptflow.simulator.metrics.StageCounters` (a monitor reads them every env step;
+        tests/test_counters.py checks every field by name against the model)."""
         self._integrate(now)
-        queued = len(self.queue)
-        return metrics.StageMark(
-            arrivals=self.arrivals,
-            drops=self.drops,
-            completed=self.completed,
-            failures=self.failures,
-            failed_items=self.failed_items,
-            detected=self.detected,
-            false_alarms=self.false_alarms,
-            n_waits=len(self.waits),
-            n_latencies=len(self.latencies),
-            queue_area=self.queue_area(now),
-            busy_area=self.busy_area(now),
-            active_area=self.active_area,
-            billed_area=self.billed_area,
-            queue_length=queued,
-            busy=self.busy,
-            idle=self.idle,
-            starting=self.starting,
-            draining=self.draining,
-            target=self.target,
+        idle, busy, starting, draining = self.idle, self.busy, self.starting, self.draining
+        return _new_tuple(
+            _StageCounters,
+            (
+                self.arrivals,
+                self.drops,
+                self.completed,
+                self.failures,
+                self.failed_items,
+                self.detected,
+                self.false_alarms,
+                len(self.waits),  # n_waits
+                len(self.latencies),  # n_latencies
+                self.queue_area(now),
+                self.busy_area(now),
+                self.active_area,
+                self.billed_area,
+                len(self.queue),  # queue_length
+                busy,
+                idle,
+                starting,
+                draining,
+                idle + busy - draining + starting,  # target (as the property)
+            ),
         )
 
 
@@ -349,7 +365,7 @@ class SourceState:
         )
         self.deliver: Callable[[Item], None] = sim._exit  # set by Simulation
         self.deadlines = sim._deadlines  # items, in creation (hence deadline) order
-        self.sla = sim.sla_latency
+        self.countdown = DEADLINE_SCAN_EVERY  # arrivals until the next check of deadlines
         self.arrived = 0
 
     def push_next(self, heap: list) -> None:
@@ -368,15 +384,15 @@ class SourceState:
         else:
             heapreplace(heap, (following[0], self.order, self, following))
         item = Item(self.name, now, size, bad)
-        deadlines = self.deadlines
-        deadlines.append(item)
-        # Retire expired deadlines as arrivals go by, so that only the last SLA window of items
-        # is held (holding every item until the next metrics read slows Python's GC badly).
-        cutoff = now - self.sla
-        while deadlines[0].created < cutoff:
-            expired = deadlines.popleft()
-            if not expired.gone:  # still in the system at its deadline: late from now on
-                self.sim._count_late(expired)
+        self.deadlines.append(item)
+        # Retire expired deadlines every few arrivals, so that only about the last SLA window of
+        # items is held (holding every item until the next metrics read slows Python's GC badly).
+        # Not at every arrival: when deadlines are checked changes no count read through
+        # Simulation.counters (see check_deadlines), and a check per arrival cost ~5% of the speed.
+        self.countdown -= 1
+        if not self.countdown:
+            self.countdown = DEADLINE_SCAN_EVERY
+            self.sim.check_deadlines()
         self.deliver(item)
 
 
@@ -393,8 +409,9 @@ class Simulation:
             rng = np.random.default_rng(rng)
         self.scenario = scenario
         self.horizon = scenario.horizon
-        self.sla_latency = scenario.sla.latency
-        self.env = simpy.Environment()
+        self.sla = scenario.sla  # the one rule of lateness
+        self._is_late = self.sla.is_late  # bound once: every exit asks it
+        self._env = simpy.Environment()
         streams = Streams(rng)
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
@@ -412,43 +429,26 @@ class Simulation:
         for source in self.sources.values():
             source.push_next(self._arrivals)
 
-    def _router(self, owner: str, route: Any, streams: Streams) -> Callable[[Item], None]:
-        """A function that hands an item on: a stage's ``enter`` or the exit, chosen by ``route``."""
-
-        def deliver_to(target: str | None) -> Callable[[Item], None]:
-            return self._exit if target is None else self.stages[target].enter
-
-        if isinstance(route, Exit):
-            return self._exit
-        if isinstance(route, Direct):
-            return deliver_to(route.to)
+    def _router(self, owner: str, route: Route, streams: Streams) -> Callable[[Item], None]:
+        """The function that hands an item on after ``owner``, built once from its route: the
+        route decides (``choose``), this only maps its answer to a stage's ``enter`` or the exit.
+        A split draws from the owner's routing stream; a route with one target needs no choice."""
+        deliver = {t: (self._exit if t is None else self.stages[t].enter) for t in route.targets()}
         if isinstance(route, Split):
-            names = [b.to for b in route.split]
-            router = _SplitRouter(
-                names,
-                [deliver_to(n) for n in names],
-                [b.p for b in route.split],
-                _uniforms(streams.get("routing", owner)),
-            )
+            router = _SplitRouter(route, deliver, _uniforms(streams.get("routing", owner)))
             self.splits[owner] = router
             return router
-        assert isinstance(route, ByAttribute)
-        table = {k: deliver_to(v) for k, v in route.routes.items()}
-        if route.attribute == "quality":
-            good, bad = table["good"], table["bad"]
-            return lambda item: bad(item) if item.bad else good(item)
-        if route.attribute == "flagged":
-            yes, no = table["true"], table["false"]
-            return lambda item: yes(item) if item.flagged else no(item)
-        return lambda item: table[item.source](item)
+        if len(deliver) == 1:
+            return next(iter(deliver.values()))
+        choose = route.choose
+        return lambda item: deliver[choose(item)](item)
 
     def _exit(self, item: Item) -> None:
-        now = self.env._now
+        now = self._env._now
         self.exits += 1
-        latency = now - item.created
-        self.e2e_latencies.append(latency)
+        self.e2e_latencies.append(now - item.created)
         item.gone = True
-        if latency > self.sla_latency and not item.late:
+        if not item.late and self._is_late(item.created, now):
             item.late = True
             self.late += 1
         if item.bad or item.flagged:
@@ -462,7 +462,7 @@ class Simulation:
     def _leave(self, item: Item, now: float) -> None:
         """A dropped or given-up item: late too if its deadline had already passed."""
         item.gone = True
-        if now - item.created > self.sla_latency and not item.late:
+        if not item.late and self.sla.is_late(item.created, now):
             item.late = True
             self.late += 1
 
@@ -475,7 +475,7 @@ class Simulation:
         (amortized O(1) per item); an item that leaves after its deadline but before a check is
         counted as it leaves. After a check at time t the count is the same whatever the earlier
         checks were."""
-        cutoff = self.env._now - self.sla_latency
+        cutoff = self.sla.cutoff(self._env._now)
         pending = self._deadlines
         while pending and pending[0].created < cutoff:
             expired = pending.popleft()
@@ -495,7 +495,7 @@ class Simulation:
     # -- the steppable interface ---------------------------------------------------------------
     @property
     def now(self) -> float:
-        return self.env._now  # = env.now, without a second property call
+        return self._env._now  # = env.now, without a second property call
 
     @property
     def arrived(self) -> int:
@@ -505,7 +505,7 @@ class Simulation:
         """Advance simulated time to ``until`` (default: the horizon). Arrivals stop at the
         horizon; running past it drains the items still in the system."""
         until = self.horizon if until is None else float(until)
-        env = self.env
+        env = self._env
         if until < env._now:
             raise ValueError(f"cannot run to t={until}: the simulation is already at t={env._now}")
         # Two event sources, merged in time order: the arrivals (a heap of each source's next
@@ -561,39 +561,68 @@ class Simulation:
         return self.stages[name]
 
     # -- metrics -------------------------------------------------------------------------------
-    def mark(self) -> metrics.Mark:
-        """Cumulative counters at the current time: the start of a metrics window."""
-        now = self.now
+    def counters(self) -> metrics.Counters:
+        """The model's cumulative counters now, by name (deadlines checked up to now). Two of
+        them bound a metrics window: :meth:`summary`, :meth:`samples`, or their difference."""
+        now = self._env._now
         self.check_deadlines()
-        return metrics.Mark(
-            time=now,
-            stages={n: s.mark(now) for n, s in self.stages.items()},
-            arrived=self.arrived,
-            exits=self.exits,
-            dropped=self.dropped,
-            failed=self.failed,
-            late=self.late,
-            deadlines_passed=self.deadlines_passed,
-            escapes=self.escapes,
-            caught=self.caught,
-            false_rejections=self.false_rejections,
-            n_latencies=len(self.e2e_latencies),
+        sources, arrived = {}, 0
+        for name, source in self.sources.items():  # loops, not comprehensions: a monitor calls this per env step
+            sources[name] = source.arrived
+            arrived += source.arrived
+        stages = {}
+        for name, stage in self.stages.items():
+            stages[name] = stage.counters(now)
+        return _new_tuple(  # positional, in field order: a monitor calls this per env step
+            _Counters,
+            (
+                now,  # time
+                stages,
+                sources,  # source_arrivals
+                arrived,
+                self.exits,
+                self.dropped,
+                self.failed,
+                self.late,
+                arrived - len(self._deadlines),  # deadlines_passed
+                self.escapes,
+                self.caught,
+                self.false_rejections,
+                len(self.e2e_latencies),  # n_latencies
+            ),
         )
 
-    def summary(self, since: metrics.Mark | None = None) -> dict[str, Any]:
+    def mark(self) -> metrics.Counters:
+        """:meth:`counters`, named for its use as the start of a window: ``summary(since=mark)``."""
+        return self.counters()
+
+    def samples(self, start: metrics.Counters | None, end: metrics.Counters) -> metrics.Samples:
+        """The per-item values (waits, latencies) recorded between two :meth:`counters`."""
+        return metrics.Samples(self, start, end)
+
+    def summary(self, since: metrics.Counters | None = None) -> dict[str, Any]:
         """Metrics over the window from ``since`` (default: t=0) to now, as a nested dict."""
-        return metrics.summarize(self, since, self.mark())
+        return metrics.summarize(self, since, self.counters())
+
+    def windows(self, interval: float, until: float | None = None) -> Iterator[dict[str, Any]]:
+        """Run to ``until`` (default: the horizon), yielding the summary of each ``interval``
+        seconds (the last window may be shorter) as soon as it is simulated."""
+        until = self.horizon if until is None else until
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        start = self.counters()
+        while self.now < until:
+            self.run(min(self.now + interval, until))
+            end = self.counters()
+            yield metrics.summarize(self, start, end)
+            start = end
 
     def record(self, interval: float, until: float | None = None) -> pd.DataFrame:
         """Run to ``until`` and return one row of window metrics per ``interval`` seconds, with
         flat column names (``stages.work.mean_wait``, ``end_to_end.p95_latency``, ``cost``)."""
-        until = self.horizon if until is None else until
-        if interval <= 0:
-            raise ValueError(f"interval must be > 0, got {interval}")
-        rows, mark = [], self.mark()
-        while self.now < until:
-            self.run(min(self.now + interval, until))
-            current = self.mark()
-            rows.append(metrics.flatten(metrics.summarize(self, mark, current)))
-            mark = current
-        return pd.DataFrame(rows).set_index("time")
+        return frames(self.windows(interval, until))
+
+
+def frames(windows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Window summaries as a time series: one row per window, flat column names, indexed by time."""
+    return pd.DataFrame([metrics.flatten(w) for w in windows]).set_index("time")

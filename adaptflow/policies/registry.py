@@ -1,8 +1,11 @@
-"""Planners by name, for configs and the command line: ``"threshold"``,
-``"threshold:target=0.6,metric=queue_per_worker"``, ``"sb3:runs/x/best_model.zip"``.
+"""Planners by name, for configs, the command line and the planner service: ``"threshold"``,
+``"threshold:target=0.6,metric=queue_per_worker"``, ``"sb3:runs/x/best_model.zip"``,
+``"onnx:export/"``.
 
 A spec is parsed and checked before any work starts; an unknown name or parameter is an error
-that lists what exists."""
+that lists what exists. The registry lives in the policies room, below the experiments and the
+runtime that both build planners from specs; learned planners load from their own modules here
+(:mod:`.sb3`, which needs torch, on use; :mod:`.onnx`, which needs onnxruntime only)."""
 
 from __future__ import annotations
 
@@ -11,20 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adaptflow.agents import Planner
 from adaptflow.agents.analyzers import season_length_of
-from adaptflow.policies import (
-    CeleryAutoscalePlanner,
-    ClairvoyantPlanner,
-    CombinedPlanner,
-    ErlangPlanner,
-    PredictivePlanner,
-    QualityThresholdPlanner,
-    StaticPlanner,
-    ThresholdPlanner,
-)
-from adaptflow.policies.staffing import PlannedSplitPlanner
+from adaptflow.agents.interfaces import Planner
 from adaptflow.scenario import Scenario
+
+from .rules import CeleryAutoscalePlanner, CombinedPlanner, QualityThresholdPlanner, ThresholdPlanner
+from .staffing import ClairvoyantPlanner, ErlangPlanner, PlannedSplitPlanner, PredictivePlanner
+from .static import StaticPlanner
 
 QUALITY_STAFFING = ("planned", "reactive", "fixed")
 
@@ -122,23 +118,8 @@ LEARNED = {"sb3": "sb3:PATH/TO/model.zip", "onnx": "onnx:PATH/TO/planner.onnx (o
 """Planners loaded from a file: a saved SB3 model, or one exported to ONNX."""
 
 
-def check_deployment(meta: dict[str, Any], scenario: Scenario, interval: float) -> None:
-    """An exported planner's observation layout is tied to the stages and the decision interval
-    it was trained with: refuse to run it on a scenario with other stages or another interval."""
-    trained = list(meta["action"]["decoder"]["stages"]) or list(meta["scenario"]["stages"])
-    missing = [s for s in trained if s not in scenario.stages]
-    if missing:
-        raise ValueError(
-            f"exported planner controls stages {trained}; scenario {scenario.name!r} has {list(scenario.stages)}"
-        )
-    if abs(float(meta["decision_interval"]) - interval) > 1e-9:
-        raise ValueError(
-            f"exported planner was trained with decision_interval {meta['decision_interval']} s; "
-            f"asked to run at {interval} s"
-        )
-
-
-def _value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A parameter value as written on the command line: a number, true/false/none, or text."""
     for cast in (int, float):
         try:
             return cast(text)
@@ -170,7 +151,7 @@ def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
         if key not in PLANNERS[name].params:
             known = ", ".join(PLANNERS[name].params)
             raise ValueError(f"planner {name!r} has no parameter {key!r}; parameters: {known}")
-        params[key] = _value(value)
+        params[key] = parse_value(value)
     return name, params
 
 
@@ -179,12 +160,12 @@ def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planne
     name, params = parse_planner(spec)
     spec = split_label(spec)[1]
     if name == "sb3":
-        from adaptflow.policies.sb3 import SB3Planner
+        from .sb3 import SB3Planner
 
         planner = SB3Planner.load(params["path"], scenario, interval)
         return planner, planner.analyzer_options.get("forecaster", "ewma")
     if name == "onnx":
-        from adaptflow.runtime.onnx_planner import OnnxPlanner
+        from .onnx import OnnxPlanner, check_deployment
 
         onnx_planner = OnnxPlanner.load(params["path"])
         check_deployment(onnx_planner.metadata, scenario, interval)

@@ -1,0 +1,157 @@
+"""Training configs a careless or hostile user writes: every one is refused by ``adaptflow
+train`` before anything is written, with exit 2, one line per problem naming the field, the
+value and what was expected, and no traceback (issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptflow.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "train" / "tiny.yaml"
+
+
+def _config(tmp_path: Path, **changes: object) -> tuple[Path, Path]:
+    """tiny.yaml with dotted ``changes`` (``hyperparameters__n_steps`` is hyperparameters.n_steps),
+    its output directory an empty folder under ``tmp_path``; returns the file and that folder."""
+    out = tmp_path / "runs"
+    out.mkdir()
+    data = yaml.safe_load(TINY.read_text())
+    data["output_dir"] = str(out)
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, out
+
+
+CASES = [
+    (
+        {"hyperparameters__learning_rate": "abc"},
+        "hyperparameters.learning_rate: Input should be a valid number",
+        "'abc'",
+    ),
+    ({"hyperparameters__n_steps": 0}, "hyperparameters.n_steps: Input should be greater than or equal to 1", "(got 0)"),
+    ({"hyperparameters__n_steps": 1.5}, "hyperparameters.n_steps: Input should be a valid integer", "(got 1.5)"),
+    ({"hyperparameters__batch_size": 0}, "hyperparameters.batch_size: Input should be greater than or equal to 1", "0"),
+    ({"hyperparameters__n_epochs": 0}, "hyperparameters.n_epochs: Input should be greater than or equal to 1", "0"),
+    ({"hyperparameters__clip_range": "x"}, "hyperparameters.clip_range: Input should be a valid number", "'x'"),
+    (
+        {"hyperparameters__policy_kwargs": "junk"},
+        "hyperparameters.policy_kwargs: Input should be a valid dict",
+        "'junk'",
+    ),
+    ({"hyperparameters__policy_kwargs": {"net_arch": [64], "nope": 1}}, "policy_kwargs.nope: unknown key", "'nope'"),
+    ({"policy": "CnnPolicy"}, "policy: 'CnnPolicy' does not fit PPO", "expected 'MlpPolicy'"),
+    ({"hyperparameters__gamma": 2}, "hyperparameters.gamma: Input should be less than or equal to 1", "(got 2)"),
+    ({"hyperparameters__gamma": True}, "hyperparameters.gamma: expected a number, not a boolean", "True"),
+    ({"hyperparameters__batch_size": 100000}, "hyperparameters.batch_size: 100000 is more than the rollout", "256"),
+    ({"hyperparameters__n_stepz": 3}, "hyperparameters: ['n_stepz'] are not hyperparameters of PPO", "n_epochs"),
+    ({"hyperparameters__n_steps": 1, "n_envs": 1, "hyperparameters__batch_size": 1}, "n_steps * n_envs = 1", "more"),
+    (
+        {"evaluation__baselines": ["static", "nope"]},
+        "evaluation.baselines: [1] 'nope': unknown planner 'nope'",
+        "static",
+    ),
+    ({"evaluation__baselines": ["sb3:missing.zip"]}, "evaluation.baselines: [0] 'sb3:missing.zip'", "does not exist"),
+    ({"evaluation__baselines": ["quality"]}, "evaluation.baselines: [0] 'quality'", "controllable split"),
+    ({"output_dir": "/dev/null"}, "output_dir: '/dev/null' is not a directory", "expected a directory"),
+    ({"output_dir": "/dev/null/runs"}, "output_dir: '/dev/null/runs' cannot be created", "'/dev/null'"),
+    ({"name": ".."}, "name: '..' is not a folder name", "expected"),
+    ({"name": "a/b"}, "name: String should match pattern", "'a/b'"),
+    ({"name": ""}, "name: String should match pattern", "''"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field", "detail"), CASES, ids=[str(c[0]) for c in CASES])
+def test_a_bad_training_config_is_one_clear_line_and_writes_nothing(tmp_path, capsys, changes, field, detail):
+    path, out = _config(tmp_path, **changes)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("adaptflow: error: ")
+    problem = next((line for line in err.splitlines() if field in line), None)
+    assert problem is not None, err
+    assert detail in problem, problem
+    assert not list(out.iterdir())  # no run directory
+    assert not Path("/dev/null").is_dir()
+
+
+def test_every_problem_of_a_config_is_reported_at_once(tmp_path, capsys):
+    path, out = _config(tmp_path, hyperparameters__n_steps=0, hyperparameters__gamma=2, n_envs=0, name="..")
+    assert main(["train", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"adaptflow: error: {path}: invalid training config"
+    fields = sorted(line.split(":")[0].strip() for line in lines[1:])
+    assert fields == ["hyperparameters.gamma", "hyperparameters.n_steps", "n_envs", "name"]
+    assert not list(out.iterdir())
+
+
+def test_a_yaml_tag_that_would_run_code_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/name:os.system\ntotal_timesteps: 10\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{path}: not valid YAML" in err and "python/name:os.system" in err and "line 1" in err
+
+
+def test_a_file_that_is_not_text_is_named(tmp_path, capsys):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00n\x00a")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: not a UTF-8 text file" in err
+
+
+def test_an_override_that_is_not_yaml_is_named(tmp_path, capsys):
+    path, out = _config(tmp_path)
+    assert main(["train", str(path), "hyperparameters.policy_kwargs={net_arch: [64"]) == 2
+    err = capsys.readouterr().err
+    assert "override 'hyperparameters.policy_kwargs={net_arch: [64': not a YAML value" in err
+    assert not list(out.iterdir())
+
+
+def test_valid_hyperparameters_are_kept_as_given_and_converted():
+    from adaptflow.experiments.config import load_config
+
+    config = load_config(
+        TINY,
+        ["hyperparameters.learning_rate=1e-4", "hyperparameters.policy_kwargs={net_arch: [32], activation_fn: tanh}"],
+    )
+    assert config.hyperparameters["learning_rate"] == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    assert config.hyperparameters["policy_kwargs"] == {"net_arch": [32], "activation_fn": "tanh"}
+    assert set(config.hyperparameters) == {"learning_rate", "n_steps", "batch_size", "n_epochs", "policy_kwargs"}
+
+
+def test_the_hyperparameter_table_covers_every_algorithm_with_its_sb3_parameters():
+    import inspect
+
+    from adaptflow.experiments.config import HYPERPARAMETERS, POLICIES
+    from adaptflow.policies.sb3 import ALGORITHMS, algorithm_class
+
+    assert set(HYPERPARAMETERS) == set(ALGORITHMS) == set(POLICIES)
+    for name, table in HYPERPARAMETERS.items():
+        cls = algorithm_class(name)
+        parameters = inspect.signature(cls.__init__).parameters
+        assert set(table.model_fields) <= set(parameters), name
+        for field, info in table.model_fields.items():
+            if field != "policy_kwargs":
+                assert info.default == parameters[field].default, (name, field)
+        assert POLICIES[name] in cls.policy_aliases
+
+
+@pytest.mark.parametrize(("key", "value"), [("seed", True), ("total_timesteps", True), ("n_envs", 2.5)])
+def test_booleans_and_fractions_are_not_counts(tmp_path, capsys, key, value):
+    path, out = _config(tmp_path, **{key: value})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"\n  {key}: " in err and "Traceback" not in err
+    assert not list(out.iterdir())
