@@ -1,7 +1,8 @@
-"""Fixtures of the live tests: a real ``redis-server`` on 127.0.0.1 on a free port (no
-persistence, a temporary directory) and real Celery workers (prefork) as subprocesses, all
-stopped at teardown. A missing ``redis-server`` fails the test: ``make test`` installs it, and CI
-must not pass by skipping the live world."""
+"""Fixtures of the live tests: a real ``redis-server`` on 127.0.0.1 on a free port, persistent
+as a live deployment's must be (``appendonly yes``, ``appendfsync everysec``, in a temporary
+directory), and real Celery workers (prefork) as subprocesses, all stopped at teardown. A
+missing ``redis-server`` fails the test: ``make test`` installs it, and CI must not pass by
+skipping the live world."""
 
 from __future__ import annotations
 
@@ -102,8 +103,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A throw-away ``redis-server``; ``kill`` and ``start`` again on the same port simulate an
-    outage (no persistence: a restarted server is empty, as after a crash)."""
+    """A throw-away ``redis-server`` with the append-only file on, as the live configuration asks
+    of a deployment's Redis; ``kill`` (SIGKILL) or ``stop`` (SIGTERM: the AOF is flushed and
+    fsynced) and ``start`` again on the same port and directory are an outage, after which the
+    server reloads its data from the AOF."""
 
     def __init__(self, directory: Path):
         binary = shutil.which("redis-server")
@@ -114,7 +117,8 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
-        argv = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        argv = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
         argv += ["--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning"]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
@@ -130,6 +134,12 @@ class RedisServer:
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM): Redis writes and fsyncs its AOF, then exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
             self.process.wait(10)
 
     def flush(self) -> None:

@@ -99,18 +99,20 @@ def test_work_is_estimated_before_it_is_done(argv, needles, tmp_path, monkeypatc
 # The standing guard
 # --------------------------------------------------------------------------------------------
 HOSTILE_VALUES = [None, True, False, "abc", "9.0", "", -1, 0, 0.5, 1e308, -1e308, 10**30, [], {}, [1, 2], {"x": 1}]
-SCENARIOS = {name: yaml.safe_load((shipped_scenarios_dir() / f"{name}.yaml").read_text()) for name in shipped_scenarios()}
+SCENARIOS = {
+    name: yaml.safe_load((shipped_scenarios_dir() / f"{name}.yaml").read_text()) for name in shipped_scenarios()
+}
 TALLY: dict[str, int] = {"mutants": 0, "clear errors": 0, "valid runs": 0}
 
 
 def leaf_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     """Every place a value can be replaced or a key deleted."""
     if isinstance(node, dict):
-        paths = [prefix + (k,) for k in node]
-        return paths + [p for k, v in node.items() for p in leaf_paths(v, prefix + (k,))]
+        paths = [(*prefix, k) for k in node]
+        return paths + [p for k, v in node.items() for p in leaf_paths(v, (*prefix, k))]
     if isinstance(node, list):
-        paths = [prefix + (i,) for i in range(len(node))]
-        return paths + [p for i, v in enumerate(node) for p in leaf_paths(v, prefix + (i,))]
+        paths = [(*prefix, i) for i in range(len(node))]
+        return paths + [p for i, v in enumerate(node) for p in leaf_paths(v, (*prefix, i))]
     return []
 
 
@@ -152,9 +154,7 @@ def test_every_mutant_of_a_shipped_scenario_errs_clearly_or_runs(data, tmp_path)
         return
     assert code == 0, err
     summary = json.loads(out)
-    assert all(
-        v is None or math.isfinite(v) for v in _numbers(summary)
-    ), f"non-finite figure in a valid run of {data}"
+    assert all(v is None or math.isfinite(v) for v in _numbers(summary)), f"non-finite figure in a valid run of {data}"
     TALLY["valid runs"] += 1
 
 

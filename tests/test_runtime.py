@@ -341,7 +341,8 @@ def test_serve_runs_the_exported_planner_on_uvicorn(exported: tuple[Path, Path])
                 assert server.poll() is None, server.stderr.read().decode()
                 assert time.monotonic() < deadline, "service did not start in 60 s"
                 time.sleep(0.2)
-        assert health.json()["planner"] == f"onnx:{exported[1].parent}"
+        assert health.json()["planner"] == "onnx" and health.json()["model_file"] == "planner.onnx"
+        assert str(exported[1].parent) not in health.text  # no file-system path leaves the service
         body = request_body()
         assert httpx.post(f"{base}/v1/decide", json=body, timeout=10).status_code == 401
         response = httpx.post(f"{base}/v1/decide", json=body, headers=AUTH, timeout=10)

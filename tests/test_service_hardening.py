@@ -133,7 +133,7 @@ def test_healthz_answers_while_a_slow_decision_is_in_progress() -> None:
     """A planner stuck for 3 s: the decision answers with the fallback's plan at the deadline,
     saying so; ``/healthz`` answers meanwhile; the next decision, while the stuck one still holds
     the planner, gets the fallback's plan too; the metrics count both."""
-    app, slow = slow_app(3.0, Limits(deadline=0.3))
+    app, slow = slow_app(60.0, Limits(deadline=0.3))
     with running(app) as base:
         answers: list[tuple[httpx.Response, float]] = []
 
@@ -168,7 +168,7 @@ def test_a_stuck_planner_cannot_pile_up_threads() -> None:
     """With 2 planning threads and 4 places in the queue, a flood of 12 concurrent requests
     against a stuck planner gets fallback plans or a clear 503 (at once for those beyond the
     queue), never more than 2 planning threads exist, and the stuck planner is called once."""
-    app, slow = slow_app(5.0, Limits(deadline=0.5, max_in_flight=2, max_waiting=4))
+    app, slow = slow_app(60.0, Limits(deadline=0.5, max_in_flight=2, max_waiting=4))
     pool = app.state.decider.pool.name  # the threads of this service
     with running(app) as base:
         responses: list[httpx.Response] = []
@@ -310,6 +310,7 @@ def test_sigterm_stops_serve_within_5_s_while_a_decision_is_stuck() -> None:
             server.kill()
             server.wait()
     assert stopped < 5, stopped
+    print(f"SIGTERM with a stuck decision -> exit in {stopped:.2f} s")
 
 
 # -- 3. bounded, JSON-only bodies; no path in /healthz; no CDN in /docs ------------------
@@ -461,3 +462,11 @@ def test_serve_refuses_a_pickled_model_unless_allowed(tmp_path: Path) -> None:
     )
     assert marker.exists(), allowed.stderr  # the crafted file ran code (then failed to load as a model)
     assert allowed.returncode == 2
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--deadline", "nan"), ("--deadline", "0"), ("--max-body", "0")])
+def test_serve_refuses_limits_that_make_no_sense(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptflow.cli import main
+
+    assert main(["serve", "--planner", "erlang", "--scenario", "mmc", flag, value]) == 2
+    assert flag.lstrip("-").replace("-", "_") in capsys.readouterr().err

@@ -65,6 +65,8 @@ CASES = [
     ({"evaluation__baselines": ["quality"]}, "evaluation.baselines: [0] 'quality'", "controllable split"),
     ({"output_dir": "/dev/null"}, "output_dir: '/dev/null' is not a directory", "expected a directory"),
     ({"output_dir": "/dev/null/runs"}, "output_dir: '/dev/null/runs' cannot be created", "'/dev/null'"),
+    ({"output_dir": ""}, "output_dir: String should have at least 1 character", "''"),
+    ({"warm_start": {"planner": "nope"}}, "warm_start.planner: unknown planner 'nope'", "predictive"),
     ({"name": ".."}, "name: '..' is not a folder name", "expected"),
     ({"name": "a/b"}, "name: String should match pattern", "'a/b'"),
     ({"name": ""}, "name: String should match pattern", "''"),
@@ -103,6 +105,15 @@ def test_a_yaml_tag_that_would_run_code_is_a_one_line_error(tmp_path, capsys):
     assert f"{path}: not valid YAML" in err and "python/name:os.system" in err and "line 1" in err
 
 
+def test_a_duplicated_key_is_refused_not_overwritten(tmp_path, capsys):
+    path, out = _config(tmp_path)
+    path.write_text(path.read_text() + "seed: 3\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: not valid YAML" in err and "duplicate key 'seed'" in err
+    assert not list(out.iterdir())
+
+
 def test_a_file_that_is_not_text_is_named(tmp_path, capsys):
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00n\x00a")
@@ -115,7 +126,7 @@ def test_an_override_that_is_not_yaml_is_named(tmp_path, capsys):
     path, out = _config(tmp_path)
     assert main(["train", str(path), "hyperparameters.policy_kwargs={net_arch: [64"]) == 2
     err = capsys.readouterr().err
-    assert "override 'hyperparameters.policy_kwargs={net_arch: [64': not a YAML value" in err
+    assert "override 'hyperparameters.policy_kwargs={net_arch: [64': not valid YAML" in err
     assert not list(out.iterdir())
 
 

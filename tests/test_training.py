@@ -198,6 +198,9 @@ def test_sweep_rejects_a_bad_trial_before_running_any(tmp_path):
     with pytest.raises(ValueError, match="n_envs"):
         sweep(TINY, seeds=1, grid={"n_envs": [2, 0]}, overrides=[f"output_dir={tmp_path}"])
     assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"(?s)env.options: .*decision_interval"):
+        sweep(TINY, seeds=1, grid={"env.options.decision_interval": [30, -1]}, overrides=[f"output_dir={tmp_path}"])
+    assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="backend"):
         sweep(TINY, seeds=1, backend="slurm")
 

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -20,6 +19,7 @@ from pydantic import (
 )
 
 from adaptflow._validation import directory_problem, format_problems, validation_lines
+from adaptflow._yaml import load_yaml_file, load_yaml_text
 from adaptflow.policies.sb3 import ALGORITHMS, algorithm_class
 
 __all__ = [
@@ -214,7 +214,7 @@ class TrainConfig(_Strict):
     checkpoint_every: Integer = Field(default=10_000, ge=1)
     torch_threads: Integer = Field(default=1, ge=1)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
-    output_dir: str = "runs"
+    output_dir: str = Field(default="runs", min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -292,8 +292,12 @@ class TrainConfig(_Strict):
         if self.warm_start is not None:
             from adaptflow.policies.registry import parse_planner
 
-            if parse_planner(self.warm_start.planner)[0] == "sb3":
-                raise ValueError("warm_start.planner: a rule or staffing planner, not sb3")
+            try:
+                name = parse_planner(self.warm_start.planner)[0]
+            except ValueError as exc:
+                raise ValueError(f"warm_start.planner: {exc}") from None
+            if name == "sb3":
+                raise ValueError(f"warm_start.planner: a rule or staffing planner, not {name}")
             if self.algorithm == "RecurrentPPO":
                 raise ValueError("warm_start is not supported with RecurrentPPO (its policy is recurrent)")
         return self
@@ -315,36 +319,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"override {item!r}: not a YAML value: {_yaml_problem(exc)}") from None
+        node[parts[-1]] = load_yaml_text(raw, f"override {item!r}")
     return data
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """A config file's mapping; any reason it cannot be read is one line naming the file."""
+    """A config file's mapping; any reason it cannot be read (not there, not UTF-8 text, not
+    YAML, a tag that would build a Python object, a duplicated key) is one line naming the file."""
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read: {exc.strerror}") from None
+    data = load_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
     return data
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: the problem and where (a tag such as ``!!python/name:`` is refused by safe_load)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(str(problem).split()) + where
 
 
 def load_config(

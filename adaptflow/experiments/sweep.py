@@ -64,6 +64,7 @@ def sweep(
             extra = [*(overrides or []), *(f"{k}={v}" for k, v in zip(keys, combo, strict=True)), f"seed={seed}"]
             resolved = load_config(base if base is not None else config, extra)  # validates, or raises
             trials.append(({**resolved.model_dump(mode="json")}, []))
+    _check_envs([cfg for cfg, _ in trials])
     name = trials[0][0]["name"]
     bar = tqdm(total=len(trials), desc=f"sweep {name}", unit="run", disable=not progress, file=sys.stderr)
     rows: list[dict[str, Any]] = []
@@ -94,6 +95,22 @@ def sweep(
     atomic_write(out / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
     table.attrs["out_dir"] = str(out)
     return table
+
+
+def _check_envs(configs: list[dict[str, Any]]) -> None:
+    """What a config can only be checked against (its env options, the algorithm against the
+    action space, the baselines against the scenario), once per distinct env: a bad combination
+    fails before any trial starts, not in the middle of the sweep."""
+    import json
+
+    from .training import check_config
+
+    seen = set()
+    for config in configs:
+        key = json.dumps([config["env"], config["algorithm"], config["evaluation"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            check_config(TrainConfig.model_validate(config)).close()
 
 
 def _describe(config: dict[str, Any], keys: list[str]) -> dict[str, Any]:

@@ -165,7 +165,8 @@ def check_config(config: TrainConfig) -> gym.Env:
             f"algorithm DQN needs a Discrete action space; {config.env.id} on this scenario has "
             f"{env.action_space} (use PPO, A2C or RecurrentPPO, or a single-stage scenario)"
         )
-    problems += _baseline_problems(config, env)
+    if config.evaluation.final_seeds > 0:  # the baselines are used only then
+        problems += _baseline_problems(config, env)
     if problems:
         raise ValueError("invalid training config\n  " + "\n  ".join(problems))
     return env

@@ -30,11 +30,13 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import kombu.exceptions
 import numpy as np
 import redis
 from celery import Celery
@@ -43,15 +45,48 @@ from kombu import Queue
 from adaptflow.scenario.loading import load_scenario
 from adaptflow.scenario.outcome import DETECTED, FAILED_RETRY, Decide, Outcome, outcome_rule
 from adaptflow.scenario.routing import Route, Split, Target
-from adaptflow.scenario.schema import Scenario
+from adaptflow.scenario.schema import Scenario, TraceSource, load_trace
 from adaptflow.scenario.streams import service_sampler
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TASK_NAME = "adaptflow.visit"
 STREAM_MAXLEN = 2_000_000
 """Cap of the event stream (approximate trimming): about 200 MB of Redis at most; a monitor reads
 it every decision interval, so only a monitor stalled for hours could miss trimmed records."""
+
+# -- redelivery of a dead worker's messages ---------------------------------------------------------
+# Kombu's Redis transport emulates acknowledgements: a message a worker takes from a queue is
+# moved to the ``unacked`` hash (with its delivery time in the ``unacked_index`` sorted set) until
+# the ack removes it. A worker that dies whole (SIGKILL of its process group, OOM, a lost host)
+# acks nothing and rejects nothing: its messages stay there until a consumer's restore sweep
+# (``restore_visible``: at a consumer's start and then periodically, in *every* worker on the
+# broker, whatever queue it serves) finds them older than ``visibility_timeout`` and pushes them
+# back onto their queues. Kombu's defaults (1 hour, a sweep every ~100 s) lost such items for
+# an hour; the live world ties the timeout to its longest visit instead.
+VISIBILITY_FACTOR = 4.0
+"""The visibility timeout is this many times the longest expected visit (wall seconds)..."""
+MIN_VISIBILITY_TIMEOUT = 10.0
+"""...and never less than this many wall seconds: a visit's wall time is more than its service
+(the pool's hand-over, its few Redis writes, each allowed a 2 s socket timeout)."""
+REDIS_PATIENCE = 600.0
+"""Wall seconds a visit whose item is in hand waits for Redis to come back before it fails; a
+failed task is acknowledged, and its item would be lost."""
+LONGEST_VISIT_QUANTILE = 0.9999
+"""A stage's longest expected visit: this quantile of its service time (one visit in 10,000 runs
+longer and may be redelivered while it still runs: work wasted, never an item routed twice)."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+"""What a Redis outage raises, through redis-py directly or through Celery's broker connection."""
 
 
 def redis_client(url: str, timeout: float = 2.0) -> redis.Redis:
@@ -130,6 +165,7 @@ class LiveContext:
     time_scale: float = 1.0
     prefix: str = "adaptflow"
     seed: int | None = None
+    visibility_timeout: float = 3600.0  # wall seconds; make_app sets the run's
     _client: redis.Redis | None = field(default=None, repr=False)
     _samplers: dict[str, Callable[[], float]] = field(default_factory=dict, repr=False)
     _rules: dict[str, Decide | None] = field(default_factory=dict, repr=False)
@@ -193,13 +229,16 @@ class LiveContext:
         splits = self.splits.read(owner) if isinstance(route, Split) and route.controllable else None
         return route.choose(item, self.uniform, splits)
 
-    def deliver(self, owner: str, route: Route, item: LiveItem) -> None:
+    def deliver(self, owner: str, route: Route, item: LiveItem, task_id: str | None = None) -> None:
         """Hand ``item`` on after ``owner`` (a source or a stage): to a stage's queue, or out."""
-        self.enqueue(self.next_stage(owner, route, item), item)
+        self.enqueue(self.next_stage(owner, route, item), item, task_id)
 
-    def enqueue(self, stage: str | None, item: LiveItem) -> None:
+    def enqueue(self, stage: str | None, item: LiveItem, task_id: str | None = None) -> None:
         """Queue a visit of ``item`` at ``stage`` (its retry when ``item.attempt > 0``: the
-        ``enter`` record then carries ``r``), or record its exit (``stage=None``)."""
+        ``enter`` record then carries ``r``), or record its exit (``stage=None``). ``task_id``:
+        the new visit's id (default a fresh one); a visit gives its successor an id derived from
+        its own, so that a successor published twice (a write retried through an outage) is run
+        twice but routed once, by the ``done`` claim."""
         now = time.time()
         if stage is None:
             self.event("exit", i=item.id, c=item.created, t=now, b=item.bad, f=item.flagged)
@@ -210,7 +249,7 @@ class LiveContext:
             return
         from celery import uuid
 
-        task_id = uuid()
+        task_id = task_id or uuid()
         retry = {"r": item.attempt} if item.attempt else {}
         self.event("enter", s=stage, i=item.id, k=task_id, t=now, **retry)
         self.task.apply_async((item.to_message(), stage, now), queue=stage, task_id=task_id)
@@ -229,7 +268,7 @@ class LiveContext:
         The outcome is the scenario room's rule, as in the simulator."""
         spec = self.scenario.stages[stage]
         start = time.time()
-        self.event("start", s=stage, k=task_id, t=start, q=enter, h=host)
+        self.until_redis(lambda: self.event("start", s=stage, k=task_id, t=start, q=enter, h=host))
         time.sleep(self.service_time(stage) * item.size / self.time_scale)
         outcome = self.outcome(stage, item)
         if outcome.flagged:
@@ -237,21 +276,49 @@ class LiveContext:
         # At most once per visit: a redelivered message whose visit already finished (its worker
         # died between routing and the ack) must not send the item on twice. The claim is taken
         # before routing; a process killed in the microseconds between the two loses the item.
-        if not self.client.set(f"{self.prefix}:done:{task_id}", 1, nx=True, ex=3600):
+        # Each Redis step waits through an outage (until_redis), so a visit finishing while Redis
+        # restarts routes its item when Redis is back instead of failing and losing it.
+        token = uuid.uuid4().hex
+        if not self.until_redis(lambda: self.claim(task_id, token)):
             log.warning("visit %s of %s at %s already finished; not routed again", task_id, item.id, stage)
             return
         end = time.time()
-        self.event(
-            "finish", s=stage, k=task_id, t=end, q=enter, st=start, h=host, d=outcome is DETECTED, x=outcome.failed
-        )
+        finish = {"q": enter, "st": start, "h": host, "d": outcome is DETECTED, "x": outcome.failed}
+        self.until_redis(lambda: self.event("finish", s=stage, k=task_id, t=end, **finish))
+        successor = str(uuid.uuid5(uuid.NAMESPACE_URL, task_id))
         if outcome is FAILED_RETRY:
             item.attempt += 1
-            self.enqueue(stage, item)  # a retry: its enter record carries r = item.attempt
+            self.until_redis(lambda: self.enqueue(stage, item, successor))  # enter record with r = item.attempt
         elif outcome.failed:
-            self.event("giveup", s=stage, i=item.id, c=item.created, t=end)
+            self.until_redis(lambda: self.event("giveup", s=stage, i=item.id, c=item.created, t=end))
         else:
             item.attempt = 0  # retries are counted per stage visit
-            self.deliver(stage, spec.next, item)
+            self.until_redis(lambda: self.deliver(stage, spec.next, item, successor))
+
+    def until_redis(self, action: Callable[[], T], patience: float = REDIS_PATIENCE) -> T:
+        """``action`` (a visit's Redis step), retried with backoff (0.05 s doubling to 2 s) while
+        Redis is unreachable, for up to ``patience`` wall seconds, then the error. A step that
+        reached Redis but lost its reply is written again: a duplicate record, or a successor
+        published twice, which its ``done`` claim routes once."""
+        deadline, delay = time.monotonic() + patience, 0.05
+        while True:
+            try:
+                return action()
+            except TRANSIENT_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == 0.05:
+                    log.warning("redis unavailable in a visit (%s); waiting for it", exc)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    def claim(self, task_id: str, token: str = "1") -> bool:
+        """Take the one ``done`` claim of visit ``task_id`` for this run of it (``token``);
+        ``False`` if another run of the same message took it. Asking again with the same token
+        (the reply was lost in an outage) answers ``True``. Kept 3 visibility timeouts (at least
+        an hour): longer than any redelivery of that message can come."""
+        key, ttl = f"{self.prefix}:done:{task_id}", int(max(3600, 3 * self.visibility_timeout))
+        return bool(self.client.set(key, token, nx=True, ex=ttl)) or self.client.get(key) == token
 
     def outcome(self, stage: str, item: LiveItem) -> Outcome:
         """The outcome of ``item``'s attempt at ``stage`` (:func:`outcome_rule`, with this
@@ -259,6 +326,52 @@ class LiveContext:
         self._per_process()
         decide = self._rules[stage]
         return Outcome.DONE if decide is None else decide(item.bad, item.attempt)
+
+
+def longest_visit(scenario: Scenario) -> float:
+    """The longest visit the run should expect, in scenario seconds: the largest, over the
+    stages, of the :data:`LONGEST_VISIT_QUANTILE` of the stage's service time, times the largest
+    item size a trace source carries (sizes multiply every service time). Exact for deterministic
+    and empirical services; otherwise estimated from 2**16 draws of the scenario room's own
+    sampler with a fixed seed, so that every process of a run computes the same number."""
+    sizes = [1.0]
+    for source in scenario.sources.values():
+        if isinstance(source, TraceSource):
+            _, trace_sizes = load_trace(source.file, source.time_column, source.size_column)
+            if trace_sizes is not None and len(trace_sizes):
+                sizes.append(float(np.max(trace_sizes)))
+    longest = 0.0
+    for stage in scenario.stages.values():
+        service = stage.service
+        if service.dist == "deterministic":
+            value = float(service.mean)  # type: ignore[arg-type]
+        elif service.dist == "empirical":
+            value = float(max(service.samples))  # type: ignore[arg-type]
+        else:
+            draw = service_sampler(service, np.random.default_rng(0))
+            value = float(np.quantile([draw() for _ in range(2**16)], LONGEST_VISIT_QUANTILE))
+        longest = max(longest, value)
+    return longest * max(sizes)
+
+
+def default_visibility_timeout(scenario: Scenario, time_scale: float = 1.0) -> float:
+    """Wall seconds a delivered, unacknowledged visit waits before the broker hands it out again:
+    :data:`VISIBILITY_FACTOR` x :func:`longest_visit` / ``time_scale``, at least
+    :data:`MIN_VISIBILITY_TIMEOUT`. Too short, and a visit still running is redelivered and run
+    twice (the ``done`` claim of :meth:`LiveContext.visit` routes the item once; the second run
+    is wasted work); too long, and the items of a dead worker wait that long."""
+    return max(MIN_VISIBILITY_TIMEOUT, VISIBILITY_FACTOR * longest_visit(scenario) / time_scale)
+
+
+def redelivery_options(visibility_timeout: float) -> dict[str, float | int]:
+    """Kombu's Redis transport options for ``visibility_timeout``: its restore sweep runs every
+    quarter of the timeout (1 to 10 s, every sweep a scan), so that a dead worker's visit is back
+    on its queue within about 1.25 x the timeout, not kombu's default ~100 s later."""
+    return {
+        "visibility_timeout": float(visibility_timeout),
+        "unacked_restore_interval": max(1, min(10, int(visibility_timeout // 4))),
+        "unacked_restore_throttle": 1,
+    }
 
 
 def _encode(value: Any) -> str | int | float:
@@ -275,13 +388,23 @@ def make_app(
     time_scale: float = 1.0,
     prefix: str = "adaptflow",
     seed: int | None = None,
+    visibility_timeout: float | None = None,
 ) -> Celery:
     """A Celery app for ``scenario`` on the Redis broker ``broker_url``: one queue per stage and
     the visit task. The same factory builds the workers' app and the client's (loadgen, monitor,
-    executor); ``app.adaptflow`` is the :class:`LiveContext` they share."""
+    executor); ``app.adaptflow`` is the :class:`LiveContext` they share.
+
+    ``visibility_timeout``: wall seconds after which a visit delivered to a worker that never
+    acknowledged it (the worker died) is put back on its queue; default
+    :func:`default_visibility_timeout`. Every worker on the broker sweeps with its own value:
+    give them all the same."""
     if not time_scale > 0:
         raise ValueError(f"time_scale must be > 0, got {time_scale}")
+    if visibility_timeout is not None and not visibility_timeout > 0:
+        raise ValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
     spec = load_scenario(scenario)
+    if visibility_timeout is None:
+        visibility_timeout = default_visibility_timeout(spec, time_scale)
     app = Celery(f"adaptflow-{spec.name}", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_queues=[Queue(name) for name in spec.stages],
@@ -304,10 +427,13 @@ def make_app(
         # Redis is back); cancelling them would only redeliver them.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
-        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
+        # A dead worker's unacknowledged visits are redelivered after the visibility timeout
+        # (see redelivery_options); task_reject_on_worker_lost covers only a dead pool process.
+        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5}
+        | redelivery_options(visibility_timeout),
         result_backend=None,
     )
-    context = LiveContext(spec, broker_url, time_scale, prefix, seed)
+    context = LiveContext(spec, broker_url, time_scale, prefix, seed, visibility_timeout)
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
     def visit(self: Any, item: dict[str, Any], stage: str, enter: float) -> None:

@@ -81,6 +81,12 @@ class LiveConfig(BaseModel):
     cost: CostWeights = Field(default_factory=CostWeights)
     inspect_timeout: float = Field(default=2.0, gt=0)
     outage_grace: float = Field(default=math.inf, ge=0, description="scenario s past the end to wait for Redis")
+    visibility_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="wall seconds before a dead worker's unacknowledged visits are redelivered; default "
+        "4 x the longest expected visit / time_scale, at least 10 (celery_app.default_visibility_timeout)",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -258,7 +264,9 @@ def run_live(
 def run_live_config(config: LiveConfig, planner: Planner, fallback: Planner, forecaster: str = "ewma") -> LiveResult:
     """:func:`run_live` as a :class:`LiveConfig` says (the app is built from it)."""
     scenario = config.load_scenario()
-    app = make_app(scenario, config.broker, config.time_scale, config.prefix)
+    app = make_app(
+        scenario, config.broker, config.time_scale, config.prefix, visibility_timeout=config.visibility_timeout
+    )
     return run_live(
         app, config.worker_names(scenario), planner, fallback,
         interval=config.interval, duration=config.duration, event_log=config.event_log, forecaster=forecaster,

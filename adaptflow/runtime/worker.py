@@ -69,9 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--autoscale", default=None, metavar="MAX,MIN")
     parser.add_argument("--loglevel", default="WARNING")
+    parser.add_argument(
+        "--visibility-timeout", type=float, default=None, metavar="SECONDS",
+        help="wall seconds before a dead worker's unacknowledged visits are redelivered "
+        "(default: 4 x the longest expected visit at this time scale, at least 10 s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     autoscale = tuple(int(x) for x in args.autoscale.split(",")) if args.autoscale else None
-    app = make_app(args.scenario, args.broker, args.time_scale, args.prefix, args.seed)
+    app = make_app(args.scenario, args.broker, args.time_scale, args.prefix, args.seed, args.visibility_timeout)
     app.worker_main(worker_argv(args.stage, args.concurrency, autoscale, args.name, args.loglevel))  # type: ignore[arg-type]
 
 
@@ -92,6 +97,7 @@ class WorkerProcess:
         name: str | None = None,
         seed: int | None = None,
         log_path: str | Path | None = None,
+        visibility_timeout: float | None = None,
     ):
         self.stage, self.name = stage, expand_node(name or node_name(stage))
         self.argv = [
@@ -104,6 +110,8 @@ class WorkerProcess:
             self.argv += ["--autoscale", f"{autoscale[0]},{autoscale[1]}"]
         if seed is not None:
             self.argv += ["--seed", str(seed)]
+        if visibility_timeout is not None:
+            self.argv += ["--visibility-timeout", str(visibility_timeout)]
         worker_argv(stage, concurrency, autoscale)  # validates the pool options now, not in the child
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None

@@ -9,28 +9,18 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import kombu.exceptions
-import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from adaptflow.agents import Applied, Executor, MetricsSnapshot, Monitor, Plan
+
+from ..celery_app import TRANSIENT_ERRORS  # what a Redis outage raises; defined beside the visit that waits it out
 
 if TYPE_CHECKING:
     from .executor import CeleryExecutor
     from .monitor import CeleryMonitor
 
 log = logging.getLogger(__name__)
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-"""What a Redis outage raises, through redis-py directly or through Celery's broker connection."""
 
 
 @dataclass
