@@ -11,8 +11,7 @@ by name, so that the import contracts (pyproject ``[tool.importlinter]``) see th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adaptflow._lazy import lazy_names
 
 from .coordinator import ControlLoop, Coordinator, EventLog, Transition, read_event_log
 from .cost import CostModel, CostWeights
@@ -34,17 +33,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

@@ -57,10 +57,20 @@ ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "Leak
 """``policy_kwargs.activation_fn`` by name (a YAML file cannot name a class): name -> torch.nn class."""
 
 
+def _layers(value: Any) -> Any:
+    """``net_arch`` is a list of layer sizes or a mapping of them: one message, not one per
+    alternative of the union, when it is neither."""
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and set(value) <= {"pi", "vf", "qf"}):
+        return value
+    raise ValueError(f"expected layer sizes such as [64, 64] or {{pi: [64, 64], vf: [64, 64]}}, got {value!r}")
+
+
 class _PolicyKwargs(_Strict):
     """What every SB3 policy of the table takes (DQN's Q-network takes no more)."""
 
-    net_arch: list[Count] | dict[Literal["pi", "vf", "qf"], list[Count]] | None = None
+    net_arch: Annotated[list[Count] | dict[Literal["pi", "vf", "qf"], list[Count]] | None, BeforeValidator(_layers)] = (
+        None
+    )
     activation_fn: Literal[tuple(ACTIVATIONS)] | None = None  # type: ignore[valid-type]
     normalize_images: bool | None = None
     optimizer_kwargs: dict[str, Any] | None = None

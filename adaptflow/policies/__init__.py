@@ -6,8 +6,7 @@ planner) does not load the staffing rules or SB3 with it."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adaptflow._lazy import lazy_names
 
 _EXPORTS = {
     "CeleryAutoscalePlanner": ".rules",
@@ -30,14 +29,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
