@@ -217,7 +217,8 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from adaptflow.runtime.service import Limits, app_for, check_trusted, serve
+    from adaptflow.policies.registry import check_trusted
+    from adaptflow.runtime.service import Limits, app_for, serve
 
     check_trusted([args.planner, args.fallback], args.allow_pickle)  # before any model file is opened
     limits = Limits(deadline=args.deadline, max_in_flight=args.max_in_flight, max_body=args.max_body, docs=args.docs)
@@ -233,7 +234,7 @@ def _live(args: argparse.Namespace) -> int:
     from adaptflow.experiments.compare_live import live
 
     overrides = {"duration": args.duration, "planner": args.planner}
-    result = live(args.config, **overrides)
+    result = live(args.config, allow_pickle=args.allow_pickle, **overrides)
     t = result.totals
     print(
         f"{len(result.transitions)} decisions; {t.arrived} items arrived, {t.completed} completed, {t.late} late; "
@@ -411,6 +412,10 @@ def _add_live(commands: Any) -> None:
     lv.add_argument("config", help="a live config (configs/live/*.yaml)")
     lv.add_argument("--duration", type=float, default=None, help="override the config's duration (scenario s)")
     lv.add_argument("--planner", default=None, help="override the config's planner spec")
+    lv.add_argument(
+        "--allow-pickle", action="store_true",
+        help="allow an sb3: planner (its model file is loaded with pickle and can run code); default: onnx: and rules",
+    )  # fmt: skip
     lv.set_defaults(handler=_live)
 
 

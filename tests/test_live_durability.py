@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
 from adaptflow.runtime.celery_app import (
     MIN_VISIBILITY_TIMEOUT,
@@ -68,9 +69,33 @@ def test_visibility_timeout_is_tied_to_the_longest_visit(tmp_path: Path) -> None
     assert worker.argv[-2:] == ["--visibility-timeout", "6.0"]
 
 
+def test_a_visit_waits_for_redis_then_gives_up(tmp_path: Path) -> None:
+    ctx = context_of(make_app(write_scenario(tmp_path, SINGLE), "redis://127.0.0.1:1/0"))
+    calls = []
+
+    def flaky() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        return "routed"
+
+    assert ctx.until_redis(flaky) == "routed" and len(calls) == 3
+    with pytest.raises(redis.exceptions.ConnectionError):
+        ctx.until_redis(lambda: ctx.client.ping(), patience=0.5)  # nothing listens on port 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Live
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.live
+def test_a_visit_claim_is_idempotent_for_its_own_run(broker: str, tmp_path: Path) -> None:
+    """A claim whose reply was lost in an outage is asked again by the same run: still its own."""
+    ctx = context_of(app_for(write_scenario(tmp_path, SINGLE), broker))
+    assert ctx.claim("visit-1", "run-a") and ctx.claim("visit-1", "run-a")
+    assert not ctx.claim("visit-1", "run-b"), "a redelivered run of a finished visit does not route it"
+    assert ctx.client.ttl(f"{ctx.prefix}:done:visit-1") >= 3600
+
+
 @pytest.mark.live
 def test_a_killed_worker_group_loses_no_item(broker: str, workers, tmp_path: Path) -> None:
     """SIGKILL of a worker's whole process group (main process and prefork children) with every

@@ -470,3 +470,16 @@ def test_serve_refuses_limits_that_make_no_sense(flag: str, value: str, capsys: 
 
     assert main(["serve", "--planner", "erlang", "--scenario", "mmc", flag, value]) == 2
     assert flag.lstrip("-").replace("-", "_") in capsys.readouterr().err
+
+
+def test_live_refuses_a_pickled_model_unless_allowed(tmp_path: Path) -> None:
+    """``adaptflow live`` is a deployment path too: an ``sb3:`` planner is refused before the
+    config's broker is contacted or the file opened."""
+    marker = tmp_path / "pwned"
+    evil = crafted_sb3_zip(tmp_path / "evil_model.zip", marker)
+    config = Path(__file__).resolve().parents[1] / "configs" / "live" / "quality_drift.yaml"
+    command = [sys.executable, "-m", "adaptflow.cli", "live", str(config), "--planner", f"sb3:{evil}"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and not marker.exists(), refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refusing to run live" in lines[0] and "--allow-pickle" in lines[0]

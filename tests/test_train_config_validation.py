@@ -4,10 +4,15 @@ value and what was expected, and no traceback (issue 13)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adaptflow.cli import main
 
@@ -50,10 +55,18 @@ CASES = [
         "'junk'",
     ),
     ({"hyperparameters__policy_kwargs": {"net_arch": [64], "nope": 1}}, "policy_kwargs.nope: unknown key", "'nope'"),
+    (
+        {"hyperparameters__policy_kwargs": {"net_arch": [64, 0]}},
+        "policy_kwargs.net_arch: expected layer sizes",
+        "[64, 0]",
+    ),
     ({"policy": "CnnPolicy"}, "policy: 'CnnPolicy' does not fit PPO", "expected 'MlpPolicy'"),
     ({"hyperparameters__gamma": 2}, "hyperparameters.gamma: Input should be less than or equal to 1", "(got 2)"),
     ({"hyperparameters__gamma": True}, "hyperparameters.gamma: expected a number, not a boolean", "True"),
     ({"hyperparameters__batch_size": 100000}, "hyperparameters.batch_size: 100000 is more than the rollout", "256"),
+    ({"hyperparameters__n_steps": 10**12}, "hyperparameters.n_steps: Input should be less than or equal to", "1000000"),
+    ({"hyperparameters__n_steps": 600000}, "n_steps * n_envs = 600000 * 2 = 1,200,000", "expected at most 1,000,000"),
+    ({"hyperparameters__learning_rate": float("nan")}, "hyperparameters.learning_rate: Input should be", "nan"),
     ({"hyperparameters__n_stepz": 3}, "hyperparameters: ['n_stepz'] are not hyperparameters of PPO", "n_epochs"),
     ({"hyperparameters__n_steps": 1, "n_envs": 1, "hyperparameters__batch_size": 1}, "n_steps * n_envs = 1", "more"),
     (
@@ -166,3 +179,64 @@ def test_booleans_and_fractions_are_not_counts(tmp_path, capsys, key, value):
     err = capsys.readouterr().err
     assert f"\n  {key}: " in err and "Traceback" not in err
     assert not list(out.iterdir())
+
+
+HOSTILE = [0, -1, 1, 2, 1.5, True, None, "abc", "", [], {}, [1, 2], {"a": 1}, 1e308, float("nan"), 10**12, "../x"]
+BENIGN = [0.5, 0.01, 4, 64, 128, "MlpPolicy", "A2C", "tiny2", ["static"], {"net_arch": [16]}, False]
+FIELDS = [
+    "hyperparameters.n_steps",
+    "hyperparameters.batch_size",
+    "hyperparameters.n_epochs",
+    "hyperparameters.learning_rate",
+    "hyperparameters.gamma",
+    "hyperparameters.clip_range",
+    "hyperparameters.gae_lambda",
+    "hyperparameters.ent_coef",
+    "hyperparameters.policy_kwargs",
+    "hyperparameters.target_kl",
+    "policy",
+    "algorithm",
+    "n_envs",
+    "name",
+    "seed",
+    "output_dir",
+    "normalize_reward",
+    "evaluation.baselines",
+    "evaluation.episodes",
+    "env.options.decision_interval",
+    "env.options.horizon",
+]
+TALLY = {"mutants": 0, "clear errors": 0, "valid runs": 0}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(HOSTILE + BENIGN), min_size=1, max_size=2))
+def test_every_mutant_of_a_training_config_errs_clearly_or_trains(changes, tmp_path_factory):
+    """A standing guard: a mutant of tiny.yaml is refused with one clear error before anything
+    is written, or is a valid run that trains one rollout and finishes (never a traceback, a run
+    left "running", or files written for a refused config)."""
+    tmp = tmp_path_factory.mktemp("mutant")
+    path, out = _config(tmp, **{key.replace(".", "__"): value for key, value in changes.items()})
+    data = yaml.safe_load(path.read_text())
+    TALLY["mutants"] += 1
+    budget = ["evaluation.final_seeds=0", "evaluation.every=100000", "checkpoint_every=100000", "total_timesteps=1"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", str(path), *budget])
+    text = err.getvalue()
+    if code == 2:
+        assert "Traceback" not in text and text.startswith("adaptflow: error: "), text
+        assert not list(out.iterdir()) and not Path(str(data.get("output_dir", ""))).joinpath("..", "x").exists()
+        TALLY["clear errors"] += 1
+        return
+    assert code == 0, text
+    (run_json,) = Path(str(data["output_dir"])).glob(f"{data['name']}/*/run.json")
+    assert json.loads(run_json.read_text())["status"] == "finished"
+    TALLY["valid runs"] += 1
+
+
+def test_the_training_guard_tried_both_outcomes():
+    """Runs after the guard (file order): it exercised errors and valid runs alike."""
+    print(f"hostile training configs: {TALLY}")
+    if TALLY["mutants"]:
+        assert TALLY["clear errors"] > 0

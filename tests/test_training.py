@@ -399,3 +399,24 @@ def test_a_run_that_fails_after_it_started_says_so(tmp_path):
     (run_json,) = tmp_path.glob("tiny/*/run.json")
     info = json.loads(run_json.read_text())
     assert info["status"] == "failed" and "not a loadable" in info["error"]
+
+
+def test_policy_kwargs_from_a_config_reach_the_network(tmp_path):
+    """``activation_fn`` is named in YAML (no class can be) and becomes the torch class."""
+    import torch
+
+    from adaptflow.policies.sb3 import algorithm_class
+
+    run = train(
+        TINY,
+        [
+            f"output_dir={tmp_path}",
+            "total_timesteps=256",
+            "evaluation.final_seeds=0",
+            "hyperparameters.policy_kwargs={net_arch: {pi: [16], vf: [8]}, activation_fn: tanh}",
+        ],
+    )
+    model = algorithm_class("PPO").load(run.best_model, device="cpu")
+    layers = list(model.policy.mlp_extractor.policy_net) + list(model.policy.mlp_extractor.value_net)
+    assert [m.out_features for m in layers if isinstance(m, torch.nn.Linear)] == [16, 8]
+    assert any(isinstance(m, torch.nn.Tanh) for m in layers)

@@ -35,7 +35,7 @@ from adaptflow.agents import (
 )
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies import StaticPlanner
-from adaptflow.policies.registry import make_planner, split_label
+from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.celery_app import context_of, make_app
 from adaptflow.runtime.live_run import LiveResult, load_live_config, run_live, run_live_config
 from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
@@ -44,10 +44,12 @@ from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
 
 
-def live(config: str | Path, **overrides: Any) -> LiveResult:
+def live(config: str | Path, allow_pickle: bool = False, **overrides: Any) -> LiveResult:
     """Run the planner of a live config against its Celery workers (``overrides``: top-level
-    config fields, e.g. ``duration=60``)."""
+    config fields, e.g. ``duration=60``). A deployment path: an ``sb3:`` planner (a pickled
+    model) is refused unless ``allow_pickle``."""
     cfg = load_live_config(config, **overrides)
+    check_trusted([cfg.planner, cfg.fallback], allow_pickle, command="run live")
     scenario = cfg.load_scenario()
     planner, forecaster = make_planner(cfg.planner, scenario, cfg.interval)
     fallback, _ = make_planner(cfg.fallback, scenario, cfg.interval)

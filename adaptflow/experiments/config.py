@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -36,7 +37,7 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _no_bool(value: Any) -> Any:
@@ -53,24 +54,39 @@ Integer = Annotated[int, BeforeValidator(_no_bool)]
 """An int that is not a bool (``1.0e6`` is read as 1000000, ``1.5`` is refused)."""
 Count = Annotated[Integer, Field(ge=1)]
 
+MAX_ROLLOUT = 1_000_000
+"""The most transitions an on-policy rollout (n_steps * n_envs) may hold: SB3 allocates the
+buffer at once (a trillion steps asked for 189 TiB and failed after the run had started)."""
+Steps = Annotated[Count, Field(le=MAX_ROLLOUT)]
+LearningRate = Annotated[Number, Field(gt=0, le=1)]
+
 ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU", "gelu": "GELU", "silu": "SiLU"}
 """``policy_kwargs.activation_fn`` by name (a YAML file cannot name a class): name -> torch.nn class."""
 
 
 def _layers(value: Any) -> Any:
-    """``net_arch`` is a list of layer sizes or a mapping of them: one message, not one per
-    alternative of the union, when it is neither."""
-    if value is None or isinstance(value, list) or (isinstance(value, dict) and set(value) <= {"pi", "vf", "qf"}):
-        return value
-    raise ValueError(f"expected layer sizes such as [64, 64] or {{pi: [64, 64], vf: [64, 64]}}, got {value!r}")
+    """``net_arch``: a list of layer sizes, or a mapping of them per network (pi, vf, qf); one
+    message when it is neither, rather than one per alternative of a union."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        adapter: TypeAdapter[Any] = TypeAdapter(list[Count])
+    elif isinstance(value, dict) and set(value) <= {"pi", "vf", "qf"}:
+        adapter = TypeAdapter(dict[str, list[Count]])
+    else:
+        adapter = None
+    try:
+        if adapter is not None:
+            return adapter.validate_python(value)
+    except ValidationError:
+        pass
+    raise ValueError(f"expected layer sizes >= 1 such as [64, 64] or {{pi: [64, 64], vf: [64, 64]}}, got {value!r}")
 
 
 class _PolicyKwargs(_Strict):
     """What every SB3 policy of the table takes (DQN's Q-network takes no more)."""
 
-    net_arch: Annotated[list[Count] | dict[Literal["pi", "vf", "qf"], list[Count]] | None, BeforeValidator(_layers)] = (
-        None
-    )
+    net_arch: Annotated[Any, BeforeValidator(_layers)] = None  # list[int >= 1] | {pi|vf|qf: list[int >= 1]}
     activation_fn: Literal[tuple(ACTIVATIONS)] | None = None  # type: ignore[valid-type]
     normalize_images: bool | None = None
     optimizer_kwargs: dict[str, Any] | None = None
@@ -92,17 +108,17 @@ class _LstmKwargs(_ActorCriticKwargs):
 class _Common(_Strict):
     """The hyperparameters every algorithm of the table takes, with SB3's own ranges."""
 
-    learning_rate: Number = Field(default=3e-4, gt=0)
+    learning_rate: LearningRate = 3e-4
     gamma: Number = Field(default=0.99, gt=0, le=1)
     max_grad_norm: Number = Field(default=0.5, gt=0)
     stats_window_size: Count = 100
 
 
 class _OnPolicy(_Common):
-    n_steps: Count = 2048
+    n_steps: Steps = 2048
     gae_lambda: Number = Field(default=0.95, ge=0, le=1)
-    ent_coef: Number = Field(default=0.0, ge=0)
-    vf_coef: Number = Field(default=0.5, ge=0)
+    ent_coef: Number = Field(default=0.0, ge=0, le=100)
+    vf_coef: Number = Field(default=0.5, ge=0, le=100)
     normalize_advantage: bool = True
     use_sde: bool = False
     sde_sample_freq: Integer = Field(default=-1, ge=-1)
@@ -110,16 +126,16 @@ class _OnPolicy(_Common):
 
 
 class _PPO(_OnPolicy):
-    batch_size: Count = 64
-    n_epochs: Count = 10
-    clip_range: Number = Field(default=0.2, gt=0)
+    batch_size: Steps = 64
+    n_epochs: Annotated[Count, Field(le=1000)] = 10
+    clip_range: Number = Field(default=0.2, gt=0, le=100)
     clip_range_vf: Number | None = Field(default=None, gt=0)
     target_kl: Number | None = Field(default=None, gt=0)
 
 
 class _A2C(_OnPolicy):
-    learning_rate: Number = Field(default=7e-4, gt=0)
-    n_steps: Count = 5
+    learning_rate: LearningRate = 7e-4
+    n_steps: Steps = 5
     gae_lambda: Number = Field(default=1.0, ge=0, le=1)
     normalize_advantage: bool = False
     rms_prop_eps: Number = Field(default=1e-5, gt=0)
@@ -127,20 +143,20 @@ class _A2C(_OnPolicy):
 
 
 class _RecurrentPPO(_PPO):
-    n_steps: Count = 128
-    batch_size: Count = 128
+    n_steps: Steps = 128
+    batch_size: Steps = 128
     policy_kwargs: _LstmKwargs | None = None
 
 
 class _DQN(_Common):
-    learning_rate: Number = Field(default=1e-4, gt=0)
-    buffer_size: Count = 1_000_000
+    learning_rate: LearningRate = 1e-4
+    buffer_size: Annotated[Count, Field(le=10 * MAX_ROLLOUT)] = 1_000_000
     learning_starts: Integer = Field(default=100, ge=0)
-    batch_size: Count = 32
+    batch_size: Steps = 32
     tau: Number = Field(default=1.0, gt=0, le=1)
     train_freq: Count | tuple[Count, Literal["step", "episode"]] = 4
-    gradient_steps: Integer = Field(default=1, ge=-1)
-    n_steps: Count = 1
+    gradient_steps: Integer = Field(default=1, ge=-1, le=10_000)
+    n_steps: Steps = 1
     target_update_interval: Count = 10_000
     exploration_fraction: Number = Field(default=0.1, ge=0, le=1)
     exploration_initial_eps: Number = Field(default=1.0, ge=0, le=1)
@@ -203,7 +219,7 @@ class WarmStartConfig(_Strict):
     planner: str
     steps: Integer = Field(default=20_000, ge=1)
     epochs: Integer = Field(default=10, ge=1)
-    learning_rate: Number = Field(default=1e-3, gt=0)
+    learning_rate: LearningRate = 1e-3
 
 
 class TrainConfig(_Strict):
@@ -277,6 +293,11 @@ class TrainConfig(_Strict):
             )
         hp = HYPERPARAMETERS[self.algorithm].model_validate(self.hyperparameters)
         rollout = getattr(hp, "n_steps", 0) * self.n_envs
+        if isinstance(hp, _OnPolicy) and rollout > MAX_ROLLOUT:
+            problems.append(
+                f"hyperparameters.n_steps: n_steps * n_envs = {hp.n_steps} * {self.n_envs} = {rollout:,}; "
+                f"expected at most {MAX_ROLLOUT:,} (the rollout buffer is allocated at once)"
+            )
         if isinstance(hp, _PPO):
             if hp.normalize_advantage and rollout <= 1:
                 problems.append(

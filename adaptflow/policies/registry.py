@@ -178,3 +178,18 @@ def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planne
         return entry.build(scenario, interval, **params), forecaster
     except TypeError as exc:
         raise ValueError(f"planner {spec!r}: {exc}") from None
+
+
+def check_trusted(specs: list[str], allow_pickle: bool, command: str = "serve") -> None:
+    """Refuse, unless ``allow_pickle``, a planner spec whose model file is loaded with pickle
+    (``sb3:``: stable-baselines3 unpickles the zip's ``data``, so a crafted file runs code).
+    Exported ONNX planners and rules load no code. The deployment paths (``serve``, ``live``)
+    call this before any model file is opened; research paths (evaluate, train) load the files
+    a researcher made."""
+    for spec in specs:
+        name, _ = parse_planner(spec)
+        if name in LEARNED and name != "onnx" and not allow_pickle:
+            raise ValueError(
+                f"refusing to {command} {spec!r}: {name} model files are loaded with pickle, which can run code from "
+                f"the file; export it (adaptflow export) and use onnx:DIR, or pass --allow-pickle if you trust the file"
+            )

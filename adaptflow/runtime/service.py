@@ -631,21 +631,6 @@ def model_identity(path: str | Path) -> dict[str, str]:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def check_trusted(specs: list[str], allow_pickle: bool) -> None:
-    """Refuse, unless ``allow_pickle``, a planner spec whose model file is loaded with pickle
-    (``sb3:``: stable-baselines3 unpickles the zip's ``data``, so a crafted file runs code).
-    Exported ONNX planners and rules load no code."""
-    from adaptflow.policies.registry import LEARNED, parse_planner
-
-    for spec in specs:
-        name, _ = parse_planner(spec)
-        if name in LEARNED and name != "onnx" and not allow_pickle:
-            raise ValueError(
-                f"refusing to serve {spec!r}: {name} model files are loaded with pickle, which can run code from the "
-                "file; export it (adaptflow export) and serve onnx:DIR, or pass --allow-pickle if you trust the file"
-            )
-
-
 def app_for(
     planner: str,
     scenario: str | None = None,

@@ -5,8 +5,11 @@
     python -m adaptflow.runtime.worker ... --stage ingest --autoscale 8,1   # Celery's autoscaler
 
 A managed worker runs without ``--autoscale`` (Celery refuses ``pool_grow``/``pool_shrink``
-while its autoscaler is on). :class:`WorkerProcess` starts one as a subprocess and stops it; the
-tests and ``adaptflow compare-live`` use it.
+while its autoscaler is on). ``--visibility-timeout`` (default: the run's rule,
+:func:`~adaptflow.runtime.celery_app.default_visibility_timeout`) is how long a visit delivered to
+a worker that died whole waits before it is handed out again; give every worker of a run the
+same. :class:`WorkerProcess` starts one as a subprocess and stops it; the tests and
+``adaptflow compare-live`` use it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from .celery_app import make_app
+from .celery_app import TRANSIENT_ERRORS, make_app
 
 
 def node_name(stage: str, host: str | None = None) -> str:
@@ -128,13 +131,18 @@ class WorkerProcess:
         return self.process.pid
 
     def wait_ready(self, app: Celery, timeout: float = 30.0) -> None:
-        """Wait until the worker answers a ping (its consumer is connected and listening)."""
+        """Wait until the worker answers a ping (its consumer is connected and listening). A ping
+        through a broker connection that a Redis restart left stale fails once; the next one
+        reconnects."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited with {self.process.returncode}; see {self.log_path}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
-                return
+            try:
+                if app.control.ping(destination=[self.name], timeout=0.5):
+                    return
+            except TRANSIENT_ERRORS:
+                time.sleep(0.1)
         raise TimeoutError(f"worker {self.name} did not answer a ping within {timeout} s")
 
     def stop(self, timeout: float = 10.0) -> None:
