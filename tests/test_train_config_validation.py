@@ -80,6 +80,8 @@ CASES = [
     ({"output_dir": "/dev/null/runs"}, "output_dir: '/dev/null/runs' cannot be created", "'/dev/null'"),
     ({"output_dir": ""}, "output_dir: String should have at least 1 character", "''"),
     ({"warm_start": {"planner": "nope"}}, "warm_start.planner: unknown planner 'nope'", "predictive"),
+    ({"evaluation__episodes": 10**12}, "evaluation.episodes: Input should be less than or equal to 1000", "10000"),
+    ({"env__options__horizon": 1e12}, "env.options.horizon: about 5,999,834,737,851 arrivals per episode", "at most"),
     ({"name": ".."}, "name: '..' is not a folder name", "expected"),
     ({"name": "a/b"}, "name: String should match pattern", "'a/b'"),
     ({"name": ""}, "name: String should match pattern", "''"),
@@ -203,34 +205,39 @@ FIELDS = [
     "normalize_reward",
     "evaluation.baselines",
     "evaluation.episodes",
+    "evaluation.final_seeds",
+    "warm_start.steps",
     "env.options.decision_interval",
     "env.options.horizon",
 ]
 TALLY = {"mutants": 0, "clear errors": 0, "valid runs": 0}
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(HOSTILE + BENIGN), min_size=1, max_size=2))
 def test_every_mutant_of_a_training_config_errs_clearly_or_trains(changes, tmp_path_factory):
     """A standing guard: a mutant of tiny.yaml is refused with one clear error before anything
     is written, or is a valid run that trains one rollout and finishes (never a traceback, a run
     left "running", or files written for a refused config)."""
     tmp = tmp_path_factory.mktemp("mutant")
-    path, out = _config(tmp, **{key.replace(".", "__"): value for key, value in changes.items()})
+    path, _ = _config(tmp, **{key.replace(".", "__"): value for key, value in changes.items()})
     data = yaml.safe_load(path.read_text())
+    cwd = tmp / "work" / "deep"  # a relative output_dir ("../x", "abc") lands in here, not in the repository
+    cwd.mkdir(parents=True)
+    before = set(tmp.rglob("*"))
     TALLY["mutants"] += 1
     budget = ["evaluation.final_seeds=0", "evaluation.every=100000", "checkpoint_every=100000", "total_timesteps=1"]
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.chdir(cwd), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["train", str(path), *budget])
     text = err.getvalue()
     if code == 2:
         assert "Traceback" not in text and text.startswith("adaptflow: error: "), text
-        assert not list(out.iterdir()) and not Path(str(data.get("output_dir", ""))).joinpath("..", "x").exists()
+        assert set(tmp.rglob("*")) == before  # nothing written
         TALLY["clear errors"] += 1
         return
     assert code == 0, text
-    (run_json,) = Path(str(data["output_dir"])).glob(f"{data['name']}/*/run.json")
+    (run_json,) = (cwd / str(data["output_dir"])).glob(f"{data['name']}/*/run.json")
     assert json.loads(run_json.read_text())["status"] == "finished"
     TALLY["valid runs"] += 1
 

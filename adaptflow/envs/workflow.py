@@ -29,6 +29,7 @@ from adaptflow.agents.cost import reward_scale
 from adaptflow.agents.fitting import fit_analyzer
 from adaptflow.agents.types import CostComponents
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario
+from adaptflow.scenario.schema import MAX_ITEMS
 from adaptflow.simulator import Simulation
 
 
@@ -60,8 +61,8 @@ class EnvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     scenario: str | Path | Scenario = "etl_diurnal"
-    decision_interval: float = Field(default=30.0, gt=0)
-    horizon: float | None = Field(default=None, gt=0)
+    decision_interval: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     reward_weights: CostWeights = Field(default_factory=CostWeights)
     reward_scale: float | None = Field(default=None, gt=0)
     observe_forecasts: bool = False
@@ -162,6 +163,7 @@ class WorkflowEnv(gym.Env):
             self.scenario = load_scenario(opts.scenario, horizon=opts.horizon)
         except ScenarioError as exc:
             raise ValueError(str(exc)) from None
+        self._check_work(self.scenario, opts.decision_interval)
         if self.control_splits and not self.control_workers and not self.scenario.controllable_splits():
             raise ValueError(f"scenario {self.scenario.name!r} has no controllable split to reroute")
         self.options = opts
@@ -195,6 +197,23 @@ class WorkflowEnv(gym.Env):
         self.observation_space = spaces.Box(self.encoder.low, self.encoder.high, dtype=np.float32)
         self.sim: Simulation | None = None
         self._history: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _check_work(scenario: Scenario, interval: float) -> None:
+        """An episode must end in bounded time, checked before it starts: at least one decision
+        fits in the horizon, and the arrivals it brings are at most ``MAX_ITEMS`` (about a minute
+        of simulation; ``horizon: 1e12`` would never end an episode)."""
+        if interval > scenario.horizon:
+            raise ValueError(
+                f"decision_interval: {interval:g} s is longer than the horizon of {scenario.horizon:g} s; "
+                "expected at most the horizon"
+            )
+        items = scenario.expected_arrivals()
+        if not items <= MAX_ITEMS:  # also a NaN estimate
+            raise ValueError(
+                f"horizon: about {items:,.0f} arrivals per episode over {scenario.horizon:g} s; "
+                f"expected at most {MAX_ITEMS:,} (roughly a minute of simulation per episode)"
+            )
 
     def _fixed_workers(self, workers: dict[str, int] | None) -> dict[str, int]:
         fixed = {n: s.workers.initial for n, s in self.scenario.stages.items()}

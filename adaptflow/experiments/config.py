@@ -187,8 +187,8 @@ class EvalConfig(_Strict):
     seeds against ``baselines``."""
 
     every: Integer = Field(default=10_000, ge=1)
-    episodes: Integer = Field(default=3, ge=1)
-    final_seeds: Integer = Field(default=10, ge=0)
+    episodes: Integer = Field(default=3, ge=1, le=1000)  # each a whole episode, at every validation
+    final_seeds: Integer = Field(default=10, ge=0, le=10_000)
     baselines: list[str] = Field(default_factory=lambda: ["static", "threshold", "erlang", "clairvoyant"])
 
     @field_validator("baselines")
@@ -217,8 +217,8 @@ class WarmStartConfig(_Strict):
     for ``steps`` steps and the policy is fitted to its actions for ``epochs`` epochs."""
 
     planner: str
-    steps: Integer = Field(default=20_000, ge=1)
-    epochs: Integer = Field(default=10, ge=1)
+    steps: Integer = Field(default=20_000, ge=1, le=10_000_000)  # the teacher's states are kept in memory
+    epochs: Integer = Field(default=10, ge=1, le=10_000)
     learning_rate: LearningRate = 1e-3
 
 
@@ -238,7 +238,7 @@ class TrainConfig(_Strict):
     total_timesteps: Integer = Field(ge=1)
     seed: Integer = Field(default=0, ge=0, lt=1_000_000)  # below the evaluation-seed range
     checkpoint_every: Integer = Field(default=10_000, ge=1)
-    torch_threads: Integer = Field(default=1, ge=1)
+    torch_threads: Integer = Field(default=1, ge=1, le=256)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = Field(default="runs", min_length=1)
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from adaptflow.scenario import Scenario, load_scenario
+from adaptflow.scenario.schema import MAX_ITEMS
 from adaptflow.simulator import Simulation
 from adaptflow.simulator.model import frames
 
@@ -22,8 +23,6 @@ PROGRESS_AFTER_SECONDS = 2.0
 """Runs shorter than this show no progress bar; longer ones get one (tqdm's ``delay``)."""
 
 
-MAX_ITEMS = 20_000_000
-"""Default bound on a simulation's expected arrivals: about a minute of wall time on one core."""
 MAX_WINDOWS = 1_000_000
 """Bound on the rows of a time series (``horizon / record_interval``)."""
 
@@ -44,7 +43,7 @@ def check_work(
                 f"expected at most {MAX_WINDOWS:,} (an interval of at least {spec.horizon / MAX_WINDOWS:g} s)"
             )
     items = spec.expected_arrivals()
-    if items > max_items:
+    if not items <= max_items:  # also a NaN estimate
         raise ValueError(
             f"{label or spec.name}: sources: about {items:,.0f} arrivals over a horizon of {spec.horizon:g} s, "
             f"more than the limit of "

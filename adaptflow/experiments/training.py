@@ -158,7 +158,14 @@ def check_config(config: TrainConfig) -> gym.Env:
     try:
         env = gym.make(config.env.id, **config.env.options)
     except ValueError as exc:
-        raise ValueError(f"env.options: {exc}") from None
+        # "horizon: ..." from the env names its option: report it as the config's field
+        field = str(exc).split(":", 1)[0]
+        prefix = (
+            "env.options."
+            if field in config.env.options or field in ("horizon", "decision_interval")
+            else "env.options: "
+        )
+        raise ValueError(f"{prefix}{exc}") from None
     problems = []
     if config.algorithm == "DQN" and not isinstance(env.action_space, gym.spaces.Discrete):
         problems.append(

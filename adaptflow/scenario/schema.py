@@ -26,6 +26,10 @@ from .routing import ATTRIBUTE_VALUES, ByAttribute, Exit, Route, Split
 MAX_CV = 100.0
 MAX_PRICE = 1e9
 MAX_WORKERS = 100_000
+MAX_HORIZON = 1e9  # seconds: about 32 years of simulated time
+MAX_ITEMS = 20_000_000
+"""Default bound on the arrivals one run or episode may ask for (about a minute of simulation);
+checked against :meth:`Scenario.expected_arrivals` before any work starts."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +277,7 @@ class Scenario(_Strict):
 
     name: Name
     description: str = ""
-    horizon: PositiveFloat
+    horizon: Annotated[float, Field(gt=0, le=MAX_HORIZON, allow_inf_nan=False)]
     seed: int = Field(default=0, ge=0)
     sla: Sla
     sources: dict[Name, Source] = Field(min_length=1)
