@@ -171,3 +171,18 @@ def test_the_guard_tried_both_outcomes():
     print(f"hostile scenarios: {TALLY}")
     if TALLY["mutants"]:
         assert TALLY["clear errors"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["--interval", "nan"], ("interval: nan", "finite")),
+        (["--interval", "1e-9"], ("decisions per episode", "at least 0.02 s")),
+        (["--interval", "1e9"], ("interval", "(0, 20000]")),
+        (["--processes", "0"], ("processes: 0",)),
+    ],
+)
+def test_evaluate_checks_its_request_before_any_episode(argv, needles, tmp_path):
+    code, _, err = run_cli("evaluate", "--scenario", "mmc", "--planner", "static", "--out", str(tmp_path / "ev"), *argv)
+    assert_clear_error(code, err, *needles)
+    assert not (tmp_path / "ev").exists()

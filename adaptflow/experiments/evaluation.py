@@ -139,6 +139,24 @@ class Evaluation:
     out_dir: Path | None
 
 
+MAX_DECISIONS = 1_000_000
+"""Bound on an episode's decisions (``horizon / interval``)."""
+
+
+def check_request(spec: Scenario, interval: float, processes: int | None) -> None:
+    """Refuse, before any fit or episode, an evaluation that would never end (a NaN or tiny
+    interval) or could not run (no processes)."""
+    if not (math.isfinite(interval) and 0 < interval <= spec.horizon):
+        raise ValueError(f"interval: {interval!r}; expected a finite number of seconds in (0, {spec.horizon:g}]")
+    if spec.horizon / interval > MAX_DECISIONS:
+        raise ValueError(
+            f"interval: {interval:g} s is {spec.horizon / interval:,.0f} decisions per episode; "
+            f"expected at most {MAX_DECISIONS:,} (an interval of at least {spec.horizon / MAX_DECISIONS:g} s)"
+        )
+    if processes is not None and processes < 1:
+        raise ValueError(f"processes: {processes}; expected at least 1")
+
+
 def evaluate(
     scenario: str | Path | Scenario,
     planners: list[str],
@@ -155,6 +173,7 @@ def evaluate(
     ``out_dir``: where to write results.parquet/csv, summary.csv, paired.csv and the episode
     event logs (episodes/<planner>/seed_<seed>.jsonl). Same inputs, same tables."""
     spec = load_scenario(scenario)
+    check_request(spec, interval, processes)
     analyzers = planner_analyzers(spec, planners, interval)
     labels = [split_label(p)[0] for p in planners]
     seed_list = evaluation_seeds(seeds) if isinstance(seeds, int) else list(seeds)
