@@ -78,7 +78,7 @@ def test_training_and_evaluation_seeds_never_overlap():
         check_disjoint([3, EVALUATION_SEED_BASE + 1], evaluation_seeds(5))
     with pytest.raises(ValueError, match="must be below"):
         check_disjoint([EVALUATION_SEED_BASE + 99], evaluation_seeds(5))
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="expected a count from 1 to 10,000"):
         evaluation_seeds(0)
 
 

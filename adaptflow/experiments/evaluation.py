@@ -50,9 +50,13 @@ EVALUATION_SEED_BASE = 1_000_000
 """Evaluation seeds are EVALUATION_SEED_BASE + k; training seeds must stay below it."""
 
 
+MAX_SEEDS = 10_000
+"""Bound on the evaluation episodes asked for per planner."""
+
+
 def evaluation_seeds(n: int) -> list[int]:
-    if n < 1:
-        raise ValueError(f"need at least 1 evaluation seed, got {n}")
+    if not 1 <= n <= MAX_SEEDS:
+        raise ValueError(f"seeds: {n}; expected a count from 1 to {MAX_SEEDS:,}")
     return [EVALUATION_SEED_BASE + k for k in range(n)]
 
 
