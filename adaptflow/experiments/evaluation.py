@@ -42,6 +42,7 @@ from adaptflow.agents.cost import reward_scale
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import make_planner, parse_planner, split_label
 from adaptflow.scenario import Scenario, load_scenario
+from adaptflow.scenario.schema import MAX_STEPS as MAX_DECISIONS
 from adaptflow.simulator import Simulation
 
 from .io import atomic_write, atomic_write_text
@@ -141,10 +142,6 @@ class Evaluation:
     summary: pd.DataFrame  # one row per planner: mean and 95% CI of each metric
     paired: pd.DataFrame  # each planner against the best baseline, seed by seed
     out_dir: Path | None
-
-
-MAX_DECISIONS = 1_000_000
-"""Bound on an episode's decisions (``horizon / interval``)."""
 
 
 def check_request(spec: Scenario, interval: float, processes: int | None) -> None:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from adaptflow.scenario import Scenario, load_scenario
 from adaptflow.scenario.schema import MAX_ITEMS
+from adaptflow.scenario.schema import MAX_STEPS as MAX_WINDOWS
 from adaptflow.simulator import Simulation
 from adaptflow.simulator.model import frames
 
@@ -21,10 +22,6 @@ from .io import atomic_write
 
 PROGRESS_AFTER_SECONDS = 2.0
 """Runs shorter than this show no progress bar; longer ones get one (tqdm's ``delay``)."""
-
-
-MAX_WINDOWS = 1_000_000
-"""Bound on the rows of a time series (``horizon / record_interval``)."""
 
 
 def check_work(

@@ -30,6 +30,8 @@ MAX_HORIZON = 1e9  # seconds: about 32 years of simulated time
 MAX_ITEMS = 20_000_000
 """Default bound on the arrivals one run or episode may ask for (about a minute of simulation);
 checked against :meth:`Scenario.expected_arrivals` before any work starts."""
+MAX_STEPS = 1_000_000
+"""Bound on the decisions of an episode or the windows of a time series (``horizon / interval``)."""
 
 
 # --------------------------------------------------------------------------------------------
