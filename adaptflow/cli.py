@@ -84,6 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         processes=args.processes,
         progress=True,
+        part=args.part,
     )
     console = _console()
     table = Table(title=f"{args.scenario}: {args.seeds} held-out seeds (mean, 95% bootstrap CI)", title_justify="left")
@@ -106,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             title=f"paired, seed by seed, against the best baseline ({result.paired.baseline.iloc[0]})",
             title_justify="left",
         )
-        for header in ("planner", "cost diff", "95% CI", "Wilcoxon p", "P(better)"):
+        for header in ("planner", "cost diff", "95% CI", "Wilcoxon p", "seeds won [95% CI]"):
             paired.add_column(header, justify="left" if header == "planner" else "right")
         for row in result.paired.itertuples():
             paired.add_row(
@@ -114,9 +115,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"{row.cost_diff_mean:+,.0f}",
                 f"[{row.cost_diff_ci_low:+,.0f}, {row.cost_diff_ci_high:+,.0f}]",
                 f"{row.wilcoxon_p:.3g}",
-                f"{row.prob_improvement:.2f}",
+                f"{row.share_won:.2f} [{row.share_won_ci_low:.2f}, {row.share_won_ci_high:.2f}]",
             )
         console.print(paired)
+    for note in result.notes:
+        console.print(f"note: {note}")
     if result.out_dir is not None:
         console.print(f"tables and episode logs in {result.out_dir}")
     return 0
@@ -142,6 +145,7 @@ def _tune(args: argparse.Namespace) -> int:
         out_dir=args.out,
         processes=args.processes,
         progress=True,
+        part=args.part,
     )
     columns = ["planner", "cost_mean", "cost_ci_low", "cost_ci_high", "sla_violation_rate_mean"]
     print(result.table[columns].head(10).to_string(index=False))
@@ -178,9 +182,9 @@ def _train(args: argparse.Namespace) -> int:
         console.print(summary.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
         if not run.evaluation.paired.empty:
             console.print(
-                run.evaluation.paired[
-                    ["planner", "baseline", "cost_diff_mean", "wilcoxon_p", "prob_improvement"]
-                ].to_string(index=False)
+                run.evaluation.paired[["planner", "baseline", "cost_diff_mean", "wilcoxon_p", "share_won"]].to_string(
+                    index=False
+                )
             )
     return 0
 
@@ -312,6 +316,13 @@ def _add_evaluate(commands: Any) -> None:
     ev.add_argument("--interval", type=float, default=30.0, help="decision interval, simulated s")
     ev.add_argument("--out", default=None, help="results directory (tables and episode logs)")
     ev.add_argument("--processes", type=int, default=None, help="parallel processes (default: CPU count)")
+    ev.add_argument(
+        "--part",
+        choices=["train", "validation", "test", "all"],
+        default="test",
+        help="for series sources: the part of the series' time split episodes come from (default: test, "
+        "never seen in training or tuning); no effect on other scenarios",
+    )
     ev.set_defaults(handler=_evaluate)
 
 
@@ -328,6 +339,12 @@ def _add_tune_baseline(commands: Any) -> None:
     tb.add_argument("--planner", required=True, help="threshold, celery, erlang, predictive or quality")
     tb.add_argument("--grid", action="append", required=True, help="key=v1,v2,... (repeat for several keys)")
     tb.add_argument("--seeds", type=int, default=5, help="training seeds 0..N-1")
+    tb.add_argument(
+        "--part",
+        choices=["train", "validation", "test", "all"],
+        default="train",
+        help="for series sources: the part of the series' time split (default: train, as a learned planner)",
+    )
     tb.add_argument("--interval", type=float, default=30.0)
     tb.add_argument("--out", default=None, help="where to write tuning.csv and best.json")
     tb.add_argument("--processes", type=int, default=None)

@@ -37,6 +37,8 @@ def _reference_rate(scenario: Scenario) -> float:
             total += source.rate.peak()
         elif source.process == "mmpp":
             total += max(source.rates)
+        elif source.process == "series":
+            total += source.peak_bound()
         else:
             from adaptflow.scenario.schema import load_trace
 
@@ -46,8 +48,11 @@ def _reference_rate(scenario: Scenario) -> float:
 
 
 def load_period(scenario: Scenario) -> float:
-    """The load cycle for time-of-day features: a periodic rate profile's period, else the horizon."""
+    """The load cycle for time-of-day features when the snapshot has no calendar: a series'
+    simulated day, a periodic rate profile's period, else the horizon."""
     for source in scenario.sources.values():
+        if source.process == "series":
+            return float(source.day_length)
         period = getattr(getattr(source, "rate", None), "period", None)
         if period:
             return float(period)
@@ -71,8 +76,14 @@ RAW: dict[str, tuple[str, bool]] = {
     "bad_rate": ("i.bad_rate", True),
     "drift": ("float(i.drift)", False),
     "sla_violations": ("(s.sla_violations / s.completed if s.completed else 0.0)", False),
-    "time_sin": ("sin(2 * pi * s.time / period)", False),
-    "time_cos": ("cos(2 * pi * s.time / period)", False),
+    # Time of day and of week: from the workload's own calendar when the snapshot has one (a
+    # series' clock, wherever the episode's window starts), else from the load cycle's period.
+    "time_sin": ("sin(2 * pi * (s.calendar / 86400.0 if s.calendar == s.calendar else s.time / period))", False),
+    "time_cos": ("cos(2 * pi * (s.calendar / 86400.0 if s.calendar == s.calendar else s.time / period))", False),
+    "week_sin": ("sin(2 * pi * (s.calendar / 604800.0 if s.calendar == s.calendar else s.time / (7 * period)))", False),
+    "week_cos": ("cos(2 * pi * (s.calendar / 604800.0 if s.calendar == s.calendar else s.time / (7 * period)))", False),
+    # Not in the standard layout since v1 (see the env's version history): kept so that models
+    # saved with it still encode.
     "progress": ("s.time / horizon", False),
 }
 
@@ -91,7 +102,9 @@ class ObservationEncoder:
     def for_scenario(cls, scenario: Scenario, forecast_steps: int = 0, splits: bool = True) -> ObservationEncoder:
         """The standard layout: per stage queue, wait, utilization, pool state and arrival rate;
         per source the estimated rate and optionally ``forecast_steps`` forecasts; the split
-        settings; quality estimates if any stage validates; time of day and episode progress."""
+        settings; quality estimates if any stage validates; time of day (and of week, for a recorded
+        series). No episode progress: a deployed planner has no episode end, and a policy that
+        sees the clock of the episode learns schedules instead of load (see the env docstring)."""
         ref_rate = _reference_rate(scenario)
         sla = scenario.sla.latency
         f: list[Feature] = []
@@ -118,8 +131,9 @@ class ObservationEncoder:
             Feature("sla_violations:", 1, 0, 1),
             Feature("time_sin:", 1, -1, 1),
             Feature("time_cos:", 1, -1, 1),
-            Feature("progress:", 1, 0, 1),
         ]
+        if any(source.process == "series" for source in scenario.sources.values()):
+            f += [Feature("week_sin:", 1, -1, 1), Feature("week_cos:", 1, -1, 1)]
         return cls(f, load_period(scenario), scenario.horizon)
 
     def _compile(self) -> Callable[[MetricsSnapshot, Insights], np.ndarray]:

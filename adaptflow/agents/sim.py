@@ -88,6 +88,7 @@ class SimMonitor(Monitor):
             {owner: sim.split(owner) for owner in self.controllable} if self.controllable else {},  # splits
             NAN,  # p95_latency
             in_system,
+            sim.calendar(cur.time),  # calendar
         )
         if self.percentiles and latencies:
             snapshot.p95_latency = float(np.percentile(latencies, 95))

@@ -71,6 +71,9 @@ class MetricsSnapshot:
     # filled only when the monitor is asked for percentiles
     p95_latency: float = field(default=math.nan, metadata={"request": NAN_AS_NULL})
     in_system: int = 0  # items queued or in service now
+    # The workload's calendar second now (a recorded series' own clock; a live system's wall
+    # clock), NaN when the load has none: time-of-day features read it (see agents.encoding).
+    calendar: float = field(default=math.nan, metadata={"request": NAN_AS_NULL})
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))

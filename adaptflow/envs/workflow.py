@@ -78,6 +78,11 @@ class EnvOptions(BaseModel):
     # A fitted analyzer (StandardAnalyzer.to_dict(), as a model's sidecar keeps it), used when it
     # was fitted for this scenario, interval, forecaster and forecast steps: no refit by simulation.
     analyzer: dict[str, Any] | None = None
+    # Recorded-series workloads: which part of the time split episodes draw windows from
+    # (training "train", tuning "validation", evaluation "test"; None: the scenario's own), and
+    # per-episode augmentation (rate_scale, stretch, noise; see configs/scenarios/README.md).
+    part: Literal["all", "train", "validation", "test"] | None = None
+    augment: dict[str, Any] | None = None
 
 
 def _options(kwargs: dict[str, Any]) -> EnvOptions:
@@ -115,7 +120,24 @@ class WorkflowEnv(gym.Env):
     per source the estimated arrival rate (and, with ``observe_forecasts``, the next
     ``forecast_steps`` forecasts) / the peak rate; the split shares; if any stage validates, the
     estimated bad-item rate and a drift flag; the share of SLA violations in the last interval;
-    the time of day (sine, cosine of the load cycle) and episode progress.
+    the time of day (sine, cosine) and, for a recorded series, of the week. Time comes from the
+    workload's own calendar when it has one (a series source: wherever the seed put the
+    episode's window, the features say which hour and weekday of the series it is), else from
+    the load cycle's period.
+
+    Episode progress is *not* observed (since v1). A deployed planner has no episode end, and
+    a policy that sees the episode clock can win by learning a schedule (when the drift of a
+    fixed scenario used to begin) instead of reading the load: it did, and lost as soon as the
+    drift moved. The end of an episode is a truncation, which SB3 bootstraps from the value of
+    the last observation, so the policy does not need to know it is coming.
+
+    ## Workloads and seeds
+    ``reset(seed=s)`` draws the episode's own scenario (:meth:`Scenario.for_episode`): for a
+    ``series`` source a window of the recorded series from the part named by the ``part``
+    option (and the ``augment`` draws: rate scale, time stretch, noise); for a randomized
+    profile (drift episodes, jittered daily cycles) its parameters. So N seeds are N distinct
+    workloads, and training (``part="train"``), tuning (``"validation"``) and evaluation
+    (``"test"``) windows come from disjoint parts of the series.
 
     ## Rewards
     ``-(worker cost + w_sla x late items + w_drops x (drops + failed items) + w_escapes x
@@ -147,6 +169,16 @@ class WorkflowEnv(gym.Env):
     In a subprocess that has not imported adaptflow (SB3's SubprocVecEnv starts its workers
     with forkserver), name the module in the id: ``"adaptflow.envs:adaptflow/Autoscale-v0"``.
 
+    ``part`` (which part of a series' time split episodes come from) and ``augment``
+    (per-episode rate scale, stretch and noise of series sources).
+
+    ## Version History
+    * v0, since adaptflow 0.2 (issue 14): observations no longer hold episode progress; time features
+      come from a series' calendar and include the week for series; episodes of series and
+      randomized profiles are drawn per seed. (Kept as ``-v0``: the ids are used by saved
+      configs; a model saved with the old layout still loads, its encoder keeps its features.)
+    * v0, before: time of day from the load cycle or the horizon; episode progress observed.
+
     Randomness: every draw comes from ``self.np_random`` (seeded by ``reset(seed=...)``), handed
     to the simulator, which derives one stream per source of randomness from it.
     """
@@ -161,6 +193,9 @@ class WorkflowEnv(gym.Env):
             raise ValueError(f"render_mode {render_mode!r}; expected one of {self.metadata['render_modes']} or None")
         try:
             self.scenario = load_scenario(opts.scenario, horizon=opts.horizon)
+            if opts.part is not None or opts.augment is not None:
+                part = opts.part or self._series_part(self.scenario)
+                self.scenario = self.scenario.for_part(part, opts.augment)
         except ScenarioError as exc:
             raise ValueError(str(exc)) from None
         self._check_work(self.scenario, opts.decision_interval)
@@ -197,6 +232,11 @@ class WorkflowEnv(gym.Env):
         self.observation_space = spaces.Box(self.encoder.low, self.encoder.high, dtype=np.float32)
         self.sim: Simulation | None = None
         self._history: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _series_part(scenario: Scenario) -> str:
+        parts = {getattr(s, "part", "all") for s in scenario.sources.values()}
+        return parts.pop() if len(parts) == 1 else "all"
 
     @staticmethod
     def _check_work(scenario: Scenario, interval: float) -> None:

@@ -6,7 +6,10 @@ no training run may use (:func:`evaluation_seeds`). Each planner sees the same s
 same arrivals, so planners are compared pairwise, seed by seed.
 
 A planner's analyzer is fitted (or loaded from a learned planner's sidecar) once per evaluation,
-in the parent process, and handed to every episode as data: an episode never refits it."""
+in the parent process, and handed to every episode as data: an episode never refits it.
+
+An interval is only as wide as what the seeds vary: :func:`workload_notes` says so beside the
+tables when the workload comes from one recorded series or a replayed trace."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import make_planner, parse_planner, split_label
 from adaptflow.scenario import Scenario, load_scenario
 from adaptflow.scenario.schema import MAX_STEPS as MAX_DECISIONS
+from adaptflow.scenario.streams import Streams
 from adaptflow.simulator import Simulation
 
 from .io import atomic_write, atomic_write_text
@@ -85,13 +89,20 @@ def run_episode(
 
     ``analyzer``: the planner's analyzer, fitted beforehand (it is reset here); by default the
     one the planner carries or one fitted for it (:func:`adaptflow.agents.fitting.analyzer_for`,
-    cached per process)."""
+    cached per process).
+
+    ``takeovers``: how many of this episode's decisions a guarded planner handed to its fallback
+    rule (the change in the planner's ``takeovers`` counter; 0 for a planner without one)."""
     spec = load_scenario(scenario)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
     analyzer = analyzer if analyzer is not None else analyzer_for(planner, spec, interval, forecaster)
     cost_model = CostModel(weights)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), cost_model, interval)
     log = EventLog(log_path) if log_path is not None else None
+    # The Coordinator resets the planner too; resetting first means the counter is read after any
+    # reset, so the difference is this episode's count whether reset zeroes the counter or not.
+    planner.reset()
+    takeovers_before = getattr(planner, "takeovers", 0)
     try:
         transitions = Coordinator(loop, planner, log).run(until=spec.horizon)
     finally:
@@ -117,6 +128,7 @@ def run_episode(
         "reward": -total / reward_scale(spec, interval),
         "decisions": len(transitions),
         "clamps": sum(len(t.applied.clamps) for t in transitions),
+        "takeovers": int(getattr(planner, "takeovers", 0) - takeovers_before),
     }
 
 
@@ -124,11 +136,24 @@ def _label(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
 
 
+SEES_THE_FUTURE = frozenset({"clairvoyant"})
+"""Planners built from the episode's own scenario (its series window and drawn profiles, see
+:meth:`Scenario.for_episode`): the bound knows the workload it will face; every other planner
+is built from the scenario as the user wrote it, and learns the episode by observing it."""
+
+
+def episode_scenario(scenario: str | Path | Scenario, seed: int) -> Scenario:
+    """The scenario ``Simulation(scenario, rng=seed)`` runs: its windows and profiles drawn."""
+    return load_scenario(scenario).for_episode(Streams(np.random.default_rng(seed)))
+
+
 def _one(task: tuple) -> dict[str, Any]:
     """One (planner, seed) episode, in a worker process."""
     scenario, spec, seed, interval, weights, log_dir, analyzer = task
     label = split_label(spec)[0]
-    planner, forecaster = make_planner(spec, scenario, interval)
+    planner, forecaster = make_planner(
+        spec, episode_scenario(scenario, seed) if label in SEES_THE_FUTURE else scenario, interval
+    )
     log_path = Path(log_dir) / _label(label) / f"seed_{seed}.jsonl" if log_dir else None
     row = run_episode(
         scenario, planner, seed, interval, weights, forecaster, log_path, StandardAnalyzer.from_dict(analyzer)
@@ -142,6 +167,7 @@ class Evaluation:
     summary: pd.DataFrame  # one row per planner: mean and 95% CI of each metric
     paired: pd.DataFrame  # each planner against the best baseline, seed by seed
     out_dir: Path | None
+    notes: list[str] = field(default_factory=list)  # what the intervals do not cover (workload_notes)
 
 
 def check_request(spec: Scenario, interval: float, processes: int | None) -> None:
@@ -167,13 +193,17 @@ def evaluate(
     out_dir: str | Path | None = None,
     processes: int | None = None,
     progress: bool = False,
+    part: str | None = None,
 ) -> Evaluation:
     """Run every planner on every evaluation seed (in parallel processes) and compare them.
 
     ``seeds``: a count (held-out seeds from :func:`evaluation_seeds`) or explicit seeds.
-    ``out_dir``: where to write results.parquet/csv, summary.csv, paired.csv and the episode
-    event logs (episodes/<planner>/seed_<seed>.jsonl). Same inputs, same tables."""
-    spec = load_scenario(scenario)
+    ``out_dir``: where to write results.parquet/csv, summary.csv, paired.csv, evaluation.json
+    (the settings and notes) and the episode event logs (episodes/<planner>/seed_<seed>.jsonl).
+    Same inputs, same tables.
+    ``part``: which part of each recorded series the episodes' windows come from (see
+    :func:`scenario_part`); ``None`` keeps the scenario as it is."""
+    spec = scenario_part(load_scenario(scenario), part)
     check_request(spec, interval, processes)
     analyzers = planner_analyzers(spec, planners, interval)
     labels = [split_label(p)[0] for p in planners]
@@ -191,11 +221,68 @@ def evaluate(
         )
         .reset_index(drop=True)
     )
-    result = Evaluation(table, summarize(table), paired_comparison(table), out)
+    result = Evaluation(table, summarize(table), paired_comparison(table), out, workload_notes(spec))
     if out is not None:
-        write_evaluation(result, {"scenario": spec.name, "planners": planners, "seeds": seed_list,
-                                  "interval": interval, "weights": weights.model_dump()})  # fmt: skip
+        write_evaluation(result, {"scenario": spec.name, "part": part, "planners": planners, "seeds": seed_list,
+                                  "interval": interval, "weights": weights.model_dump(),
+                                  "notes": result.notes})  # fmt: skip
     return result
+
+
+PARTS = ("train", "validation", "test", "all")
+"""The parts of a recorded series a scenario's windows may be drawn from."""
+
+
+def scenario_part(spec: Scenario, part: str | None) -> Scenario:
+    """``spec`` with every series source's windows drawn from ``part`` of its series (``None``:
+    ``spec`` as it is), checked before any work so that a typo never evaluates the wrong part."""
+    if part is None:
+        return spec
+    if part not in PARTS:
+        raise ValueError(f"part: {part!r}; expected one of {', '.join(PARTS)}")
+    for_part = getattr(spec, "for_part", None)
+    # A Scenario without for_part predates series sources: it has no series whose part to choose.
+    return for_part(part) if for_part is not None else spec
+
+
+def workload_notes(spec: Scenario) -> list[str]:
+    """What the confidence intervals do not cover, given where the workload comes from.
+
+    Seeds that all replay one recorded series (or one trace) measure variation within that
+    recording only; a reader comparing planners must not take the interval for variation across
+    workloads. Written with ``getattr`` so that any source type with a ``process`` name works."""
+    sources = list(spec.sources.values())
+    processes = [getattr(source, "process", None) for source in sources]
+    series = [s for s, p in zip(sources, processes, strict=True) if p == "series"]
+    drawn = sorted({_series_label(s) for s in series if getattr(s, "window", None) is None})
+    pinned = sorted({_series_label(s) for s in series if getattr(s, "window", None) is not None})
+    notes = []
+    if len(drawn) == 1:
+        notes.append(
+            f"windows drawn from one series ({drawn[0]}): the interval covers window-to-window "
+            "variation within that series only"
+        )
+    elif drawn:
+        notes.append(
+            f"windows drawn from {len(drawn)} recorded series ({', '.join(drawn)}): the interval covers "
+            "window-to-window variation within those series only"
+        )
+    if pinned:
+        notes.append(
+            f"one pinned window of {', '.join(pinned)}: every seed sees the same rates, so the interval "
+            "covers arrival and service randomness around that window only"
+        )
+    if all(p == "trace" for p in processes):
+        notes.append(
+            "every source replays a recorded trace (deterministic arrivals): seeds vary only service "
+            "times and other in-system draws, not the workload"
+        )
+    return notes
+
+
+def _series_label(source: Any) -> str:
+    label = getattr(source, "label", None)
+    return str(label) if label is not None else "a recorded series"
 
 
 def planner_analyzers(spec: Scenario, planners: list[str], interval: float) -> dict[str, dict[str, Any]]:
@@ -265,7 +352,9 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Per planner: mean, 95% bootstrap CI and IQM of the cost, and the mean of each metric."""
+    """Per planner: mean, 95% bootstrap CI and IQM of the cost, the mean of each metric, and the
+    mean number of decisions per episode a guard handed to its fallback (``takeovers_mean``; 0
+    for a table from before the column existed)."""
     rows = []
     for planner, group in table.groupby("planner", sort=False):
         low, high = bootstrap_ci(group["cost"].to_numpy())
@@ -278,53 +367,89 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
             "cost_iqm": float(stats.trim_mean(group["cost"], 0.25)),
         }
         row.update({f"{m}_mean": group[m].mean() for m in METRICS if m != "cost"})
+        row["takeovers_mean"] = float(group["takeovers"].mean()) if "takeovers" in group else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a share ``successes / n``. Unlike an exact binomial interval it
+    takes a fractional count (a tie counts half a win), and unlike the normal approximation it
+    stays within [0, 1] and is not empty at 0 or n successes."""
+    if n < 1:
+        return math.nan, math.nan
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # At 0 or n successes one end is exactly 0 or 1; say so rather than 1 - 1e-16.
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return low, high
+
+
+PAIRED_COLUMNS = [
+    "planner",
+    "baseline",
+    "episodes",
+    "cost_diff_mean",
+    "cost_diff_ci_low",
+    "cost_diff_ci_high",
+    "wilcoxon_p",
+    "share_won",
+    "share_won_ci_low",
+    "share_won_ci_high",
+    "unpaired_prob_improvement",
+]
+
+
 def paired_comparison(table: pd.DataFrame) -> pd.DataFrame:
     """Each planner against the best baseline (lowest mean cost among the baselines present),
-    on the seeds both ran: mean difference with its 95% t-interval, the Wilcoxon signed-rank
-    p-value, and the probability of improvement P(cost < best's cost) over episode pairs."""
+    on the seeds both ran (seeds only one of them ran are left out):
+
+    - ``cost_diff_mean`` and its 95% t-interval: the mean of (cost - baseline's cost), seed by seed;
+    - ``wilcoxon_p``: the Wilcoxon signed-rank p-value of those differences;
+    - ``share_won`` and its 95% Wilson interval: the share of seeds on which the planner cost
+      less than the baseline on the same seed, a tie counting half a win;
+    - ``unpaired_prob_improvement``: P(cost < baseline's cost) over all pairs of episodes, seeds
+      ignored (the Mann-Whitney statistic): a planner that wins on every seed may score well
+      under 1 here when costs vary more from seed to seed than between planners."""
     from adaptflow.policies.registry import BASELINES
 
-    columns = [
-        "planner",
-        "baseline",
-        "episodes",
-        "cost_diff_mean",
-        "cost_diff_ci_low",
-        "cost_diff_ci_high",
-        "wilcoxon_p",
-        "prob_improvement",
-    ]
     means = table.groupby("planner")["cost"].mean()
     baselines = [p for p in means.index if p.partition(":")[0] in BASELINES]
     if not baselines:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
     best = min(baselines, key=lambda p: means[p])
     reference = table[table.planner == best].set_index("seed")["cost"]
     rows = []
     for planner, group in table.groupby("planner", sort=False):
-        if planner == best:
-            continue
-        costs = group.set_index("seed")["cost"]
-        common = costs.index.intersection(reference.index)
-        diff = (costs[common] - reference[common]).to_numpy()
-        n = len(diff)
-        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
-        p_value = stats.wilcoxon(diff).pvalue if n > 1 and np.any(diff != 0) else math.nan
-        u = stats.mannwhitneyu(costs[common], reference[common], alternative="two-sided").statistic
-        rows.append(
-            {
-                "planner": planner,
-                "baseline": best,
-                "episodes": n,
-                "cost_diff_mean": diff.mean(),
-                "cost_diff_ci_low": diff.mean() - half,
-                "cost_diff_ci_high": diff.mean() + half,
-                "wilcoxon_p": p_value,
-                "prob_improvement": 1.0 - u / (n * n),
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
+        if planner != best:
+            rows.append({"planner": planner, "baseline": best, **_paired(group.set_index("seed")["cost"], reference)})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _paired(costs: pd.Series, reference: pd.Series) -> dict[str, Any]:
+    """The paired statistics of ``costs`` against ``reference`` (both indexed by seed)."""
+    common = costs.index.intersection(reference.index)
+    own, ref = costs[common].to_numpy(dtype=float), reference[common].to_numpy(dtype=float)
+    diff = own - ref
+    n = len(diff)
+    if n == 0:
+        return {"episodes": 0, **{c: math.nan for c in PAIRED_COLUMNS[3:]}}
+    half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+    p_value = stats.wilcoxon(diff).pvalue if n > 1 and np.any(diff != 0) else math.nan
+    wins = float(np.sum(diff < 0) + 0.5 * np.sum(diff == 0))
+    low, high = wilson_interval(wins, n)
+    u = stats.mannwhitneyu(own, ref, alternative="two-sided").statistic  # pairs with own > ref, ties half
+    return {
+        "episodes": n,
+        "cost_diff_mean": diff.mean(),
+        "cost_diff_ci_low": diff.mean() - half,
+        "cost_diff_ci_high": diff.mean() + half,
+        "wilcoxon_p": p_value,
+        "share_won": wins / n,
+        "share_won_ci_low": low,
+        "share_won_ci_high": high,
+        "unpaired_prob_improvement": 1.0 - u / (n * n),
+    }

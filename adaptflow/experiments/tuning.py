@@ -60,6 +60,7 @@ def tune_baseline(
     out_dir: str | Path | None = None,
     processes: int | None = None,
     progress: bool = False,
+    part: str = "train",
 ) -> Tuning:
     """Evaluate every combination of ``grid`` for ``planner`` on ``seeds`` training seeds and
     return them ranked by mean cost. Every name and value is checked before any episode runs.
@@ -67,6 +68,8 @@ def tune_baseline(
     A combination the planner rejects (e.g. the quality rule's ``low`` above its ``high``) is
     skipped and reported in ``skipped`` (and best.json), so that a grid may cross such values;
     if the planner rejects every combination, that is an error."""
+    # A rule is tuned on the training part of a series (its windows), as a learned planner is
+    # trained there: evaluation then compares both on the test part neither has seen.
     if planner not in PLANNERS:
         raise ValueError(f"unknown planner {planner!r}; tunable planners: {', '.join(PLANNERS)}")
     if not grid:
@@ -91,7 +94,14 @@ def tune_baseline(
     train = training_seeds(seeds)
     check_disjoint(train, evaluation_seeds(1))
     result = evaluate(
-        spec_scenario, specs, seeds=train, interval=interval, weights=weights, processes=processes, progress=progress
+        spec_scenario,
+        specs,
+        seeds=train,
+        interval=interval,
+        weights=weights,
+        processes=processes,
+        progress=progress,
+        part=part,
     )
     table = result.summary.sort_values("cost_mean").reset_index(drop=True)
     best = str(table.planner.iloc[0])
@@ -100,6 +110,7 @@ def tune_baseline(
         atomic_write(out / "tuning.csv", lambda tmp: table.to_csv(tmp, index=False))
         atomic_write(out / "episodes.csv", lambda tmp: result.table.to_csv(tmp, index=False))
         atomic_write_text(
-            out / "best.json", json.dumps({"planner": best, "grid": grid, "training_seeds": train, "skipped": skipped})
+            out / "best.json",
+            json.dumps({"planner": best, "grid": grid, "training_seeds": train, "part": part, "skipped": skipped}),
         )
     return Tuning(table, best, out, skipped)

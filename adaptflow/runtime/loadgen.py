@@ -32,8 +32,8 @@ def arrival_trace(
 ) -> Iterator[tuple[float, str, float, bool]]:
     """``(time, source, size, bad)`` of every arrival before ``duration`` (scenario seconds), in
     time order, as the simulator draws them for ``seed``."""
-    spec = load_scenario(scenario)
     streams = Streams(np.random.default_rng(seed))
+    spec = load_scenario(scenario).for_episode(streams)  # the episode's windows and profiles, as drawn there
     iters = [
         ((t, order, name, size, bad) for t, size, bad in arrivals_with_quality(
             src, streams.get("arrivals", name), streams.get("quality", name), duration))

@@ -11,8 +11,10 @@ field, the value and what was expected (see :func:`adaptflow.scenario.loading.fo
 
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
@@ -20,6 +22,10 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 from .base import Name, NonNegFloat, PositiveFloat, Probability, _Strict
 from .profiles import Constant, ProbabilityProfile, RateProfile
 from .routing import ATTRIBUTE_VALUES, ByAttribute, Exit, Route, Split
+from .series import DATASETS, DAY, NOISE_CLIP, Part, RawSeries, WindowRate, load_csv_series, load_dataset, window_rate
+
+if TYPE_CHECKING:
+    from .streams import Streams
 
 # Sane bounds: far beyond any real workflow, and small enough that no arithmetic on them
 # overflows (a worker pool's cost over a horizon, a gamma's shape 1/cv**2).
@@ -161,7 +167,248 @@ def load_trace(
     return times, sizes
 
 
-Source = Annotated[PoissonSource | MMPPSource | TraceSource, Field(discriminator="process")]
+# --------------------------------------------------------------------------------------------
+# Series sources: a recorded load series as the arrival rate (see adaptflow.scenario.series)
+# --------------------------------------------------------------------------------------------
+Range = Annotated[tuple[PositiveFloat, PositiveFloat], BeforeValidator(_list_as_tuple)]
+
+
+def _ordered(value: tuple[float, float] | None, name: str) -> None:
+    if value is not None and value[0] > value[1]:
+        raise ValueError(f"{name} is {list(value)}; expected [low, high] with low <= high")
+
+
+class SeriesData(_Strict):
+    """Where a series comes from: a shipped ``dataset`` (with ``column`` and ``stride``), or a
+    CSV ``file`` with ``time_column`` and, for ``kind`` rate or level, ``value_column``; for
+    ``kind: events`` each row is one event, counted per ``bin`` seconds."""
+
+    dataset: Literal["alibaba2018", "azure_v2", "google2019"] | None = None
+    column: str | None = None
+    stride: Literal[10, 30, 300] = 300
+    file: Path | None = Field(default=None, strict=False)  # a path is written as a string
+    time_column: str = "timestamp"
+    value_column: str | None = None
+    kind: Literal["rate", "level", "events"] = "rate"
+    bin: PositiveFloat = 60.0
+
+    @field_validator("file")
+    @classmethod
+    def _resolve(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        base = (info.context or {}).get("base_dir")
+        if path is not None and not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        return None if path is None else path.resolve()
+
+    @model_validator(mode="after")
+    def _check(self) -> SeriesData:
+        if (self.dataset is None) == (self.file is None):
+            raise ValueError(
+                "give either dataset (one of "
+                + ", ".join(DATASETS)
+                + ") or file (a CSV); got "
+                + ("both" if self.dataset else "neither")
+            )
+        if self.file is not None and self.kind != "events" and self.value_column is None:
+            raise ValueError(f"kind {self.kind!r} needs value_column (the CSV column with the {self.kind}); got none")
+        self.load()  # every problem of the data itself, now rather than at the first episode
+        return self
+
+    def load(self) -> RawSeries:
+        if self.dataset is not None:
+            return load_dataset(self.dataset, self.column, self.stride)
+        return load_csv_series(self.file, self.time_column, self.value_column, self.kind, self.bin)  # type: ignore[arg-type]
+
+
+class Scaling(_Strict):
+    """How series values become items/s, measured on the training part only (so that no
+    evaluation data shapes the workload): its ``mean`` or its ``peak`` becomes the given rate,
+    or its [min, max] maps linearly onto ``range``."""
+
+    mean: PositiveFloat | None = None
+    peak: PositiveFloat | None = None
+    range: Annotated[tuple[NonNegFloat, PositiveFloat], BeforeValidator(_list_as_tuple)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Scaling:
+        given = [k for k in ("mean", "peak", "range") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of mean, peak or range (items/s); got {given or 'none'}")
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"range is {list(self.range)}; expected [low, high] with low < high")
+        return self
+
+    def gain_offset(self, train: np.ndarray) -> tuple[float, float]:
+        """``rate = gain * value + offset`` for values like ``train``."""
+        if self.range is not None:
+            lo, hi = float(train.min()), float(train.max())
+            if not hi > lo:
+                raise ValueError(f"the training part is constant ({lo:g}); expected a varying series for scale.range")
+            gain = (self.range[1] - self.range[0]) / (hi - lo)
+            return gain, self.range[0] - gain * lo
+        reference = float(train.mean() if self.mean is not None else train.max())
+        if not reference > 0:
+            raise ValueError("the training part of the series is zero everywhere; expected some load")
+        return float(self.mean if self.mean is not None else self.peak) / reference, 0.0  # type: ignore[operator]
+
+
+class Splits(_Strict):
+    """Shares of the series' time span for training, validation and test, in that time order."""
+
+    train: Annotated[float, Field(gt=0, le=1)] = 0.6
+    validation: Probability = 0.2
+    test: Probability = 0.2
+
+    @model_validator(mode="after")
+    def _check(self) -> Splits:
+        total = self.train + self.validation + self.test
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"train + validation + test = {total:g}; expected 1")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+class Augment(_Strict):
+    """Per-episode variation, each drawn uniformly per seed: ``rate_scale`` multiplies the rate,
+    ``stretch`` makes the series pass faster (>1) or slower (<1), ``noise`` is the sigma of a
+    mean-one lognormal factor per sample (clipped at 3 sigma)."""
+
+    rate_scale: Range | None = None
+    stretch: Range | None = None
+    noise: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Augment:
+        _ordered(self.rate_scale, "rate_scale")
+        _ordered(self.stretch, "stretch")
+        return self
+
+
+class Window(_Strict):
+    """One episode's window: calendar ``start`` (seconds), and its draws of the augmentations.
+    Drawn per seed by :meth:`SeriesSource.draw`; may be pinned in YAML to replay one window."""
+
+    start: NonNegFloat
+    stretch: PositiveFloat = 1.0
+    scale: PositiveFloat = 1.0
+    noise_seed: int = Field(default=0, ge=0)
+    length: PositiveFloat | None = None  # calendar seconds; default: to the series' end
+
+
+class SeriesSource(_SourceBase):
+    """Poisson arrivals whose rate follows a recorded series (thinning, as for a rate profile).
+
+    ``day_length``: simulated seconds per calendar day of the series (7200 compresses a day
+    into two simulated hours). ``part``: which part of the ``splits`` an episode's window comes
+    from; training sets ``train``, tuning ``validation``, evaluation ``test``
+    (:meth:`Scenario.for_part`)."""
+
+    process: Literal["series"]
+    series: SeriesData
+    scale: Scaling
+    day_length: Annotated[float, Field(gt=0, le=MAX_HORIZON, allow_inf_nan=False)] = DAY
+    splits: Splits = Field(default_factory=Splits)
+    part: Part = "all"
+    augment: Augment = Field(default_factory=Augment)
+    window: Window | None = None
+
+    @property
+    def label(self) -> str:
+        """The series, as ``dataset:column`` or ``file:column``."""
+        return self.raw().label
+
+    def raw(self) -> RawSeries:
+        return self.series.load()
+
+    def time_scale(self) -> float:
+        """Calendar seconds per simulated second at nominal speed."""
+        return DAY / self.day_length
+
+    @functools.cached_property
+    def _gain_offset(self) -> tuple[float, float]:
+        raw = self.raw()
+        lo, hi = raw.part_bounds(self.splits.as_dict(), "train")
+        return self.scale.gain_offset(raw.values_between(lo, hi))
+
+    def gain_offset(self) -> tuple[float, float]:
+        """``rate = gain * value + offset``, fitted on the training part."""
+        return self._gain_offset
+
+    def peak_bound(self) -> float:
+        """A rate no episode exceeds: the whole series' peak, scaled, at the largest rate scale
+        and noise. For normalization; thinning uses each window's own peak."""
+        gain, offset = self.gain_offset()
+        top = max(gain * float(self.raw().values.max()) + offset, 0.0)
+        scale = self.augment.rate_scale[1] if self.augment.rate_scale else 1.0
+        return top * scale * math.exp(self.augment.noise * NOISE_CLIP)
+
+    def window_length(self, horizon: float, stretch: float) -> float:
+        """Calendar seconds an episode of ``horizon`` simulated seconds covers."""
+        return horizon * self.time_scale() * stretch
+
+    def fit_problem(self, horizon: float) -> str | None:
+        """Why an episode of ``horizon`` cannot be drawn from ``part`` (None if it can)."""
+        raw = self.raw()
+        lo, hi = raw.part_bounds(self.splits.as_dict(), self.part)
+        if self.window is not None:
+            end = self.window.start + self.window_length(horizon, self.window.stretch)
+            if self.window.start < raw.span[0] or end > raw.span[1]:
+                return f"window [{self.window.start:g}, {end:g}] s is outside the series' span {list(raw.span)}"
+            return None
+        need = self.window_length(horizon, self.augment.stretch[1] if self.augment.stretch else 1.0)
+        if need > hi - lo:
+            return (
+                f"an episode of {horizon:g} s covers {need / DAY:.3g} days of the series, but part "
+                f"{self.part!r} is {(hi - lo) / DAY:.3g} days long; expected a shorter horizon, a "
+                "longer day_length, or another split"
+            )
+        return None
+
+    def draw(self, rng: np.random.Generator, horizon: float) -> SeriesSource:
+        """This source with an episode's window drawn from ``rng``: a start within ``part`` and
+        the augmentations. Always draws the same four numbers, whatever the options, so that
+        turning one augmentation on does not move the windows of the others."""
+        u = rng.random(3)
+        noise_seed = int(rng.integers(0, 2**31))
+        stretch = _within(self.augment.stretch, u[1])
+        scale = _within(self.augment.rate_scale, u[2])
+        lo, hi = self.raw().part_bounds(self.splits.as_dict(), self.part)
+        length = self.window_length(horizon, stretch)
+        start = lo + u[0] * max(hi - lo - length, 0.0)
+        window = Window(start=float(start), stretch=stretch, scale=scale, noise_seed=noise_seed, length=length)
+        return _replace(self, window=window)
+
+    @functools.cached_property
+    def rate(self) -> WindowRate:
+        """The episode's rate (its ``window``), or without one the nominal rate: the part from its
+        start, at nominal speed and scale (for estimates made before any episode is drawn)."""
+        raw = self.raw()
+        gain, offset = self.gain_offset()
+        w = self.window
+        if w is None:
+            lo, hi = raw.part_bounds(self.splits.as_dict(), self.part)
+            return window_rate(raw, gain, offset, lo, hi - lo, self.time_scale())
+        length = min(w.length, raw.span[1] - w.start) if w.length is not None else raw.span[1] - w.start
+        return window_rate(
+            raw, gain, offset, w.start, length, self.time_scale() * w.stretch, w.scale, self.augment.noise, w.noise_seed
+        )
+
+
+def _replace(model: Any, **update: Any) -> Any:
+    """``model`` with fields replaced, as a fresh instance: ``model_copy`` would also copy the
+    cached properties (a drawn window's rate) computed for the old values."""
+    data = {name: getattr(model, name) for name in type(model).model_fields}
+    data.update(update)
+    return type(model).model_construct(_fields_set=model.model_fields_set | set(update), **data)
+
+
+def _within(bounds: tuple[float, float] | None, u: float) -> float:
+    return 1.0 if bounds is None else float(bounds[0] + u * (bounds[1] - bounds[0]))
+
+
+Source = Annotated[PoissonSource | MMPPSource | TraceSource | SeriesSource, Field(discriminator="process")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,6 +560,10 @@ class Scenario(_Strict):
                     problems.append(
                         f"{where}.routes: no route for {route.attribute} = {missing}; expected every value routed"
                     )
+        for name, source in self.sources.items():
+            problem = source.fit_problem(self.horizon) if isinstance(source, SeriesSource) else None
+            if problem:
+                problems.append(f"sources.{name}: {problem}")
         if problems:
             raise ValueError("\n".join(problems))
         cycle = _trapping_cycle(self)
@@ -329,6 +580,52 @@ class Scenario(_Strict):
         horizon = self.horizon if horizon is None else horizon
         return float(sum(_expected_count(source, horizon) for source in self.sources.values()))
 
+    def for_part(self, part: Part, augment: dict[str, Any] | None = None) -> Scenario:
+        """This scenario with every series source drawing its windows from ``part`` ("train",
+        "validation", "test" or "all"), and with ``augment`` (an :class:`Augment` as a dict) if
+        given; unchanged without series sources. Validated, so a part too short for the horizon
+        is an error here, not at the first episode."""
+        if not any(isinstance(s, SeriesSource) for s in self.sources.values()):
+            return self
+        data = self.model_dump(by_alias=True)
+        for name, source in self.sources.items():
+            if isinstance(source, SeriesSource):
+                data["sources"][name]["part"] = part
+                if augment is not None:
+                    data["sources"][name]["augment"] = augment
+        from pydantic import ValidationError
+
+        from .base import ScenarioError
+        from .loading import format_validation_error
+
+        try:
+            return Scenario.model_validate(data)
+        except ValidationError as exc:
+            raise ScenarioError(format_validation_error(exc, data, f"{self.name} (part {part!r})")) from None
+
+    def series_labels(self) -> list[str]:
+        """The recorded series this scenario's load comes from (``dataset:column``), if any."""
+        return [s.label for s in self.sources.values() if isinstance(s, SeriesSource)]
+
+    def for_episode(self, streams: Streams) -> Scenario:
+        """The concrete scenario of one episode: every series source with its window drawn and
+        every randomized profile with its parameters drawn, each from a stream of its own (so a
+        draw never shifts the arrival or service streams). What the simulator runs and what the
+        clairvoyant reads; a scenario with nothing to draw is returned as is."""
+        sources = {name: _episode_source(name, s, streams, self.horizon) for name, s in self.sources.items()}
+        if all(sources[n] is s for n, s in self.sources.items()):
+            return self
+        return _replace(self, sources=sources)
+
+    def calendar(self) -> tuple[float, float] | None:
+        """``(start, speed)``: the calendar second at t=0 and calendar seconds per simulated
+        second, from the first series source with a drawn window; None when the load has no
+        calendar of its own (time-of-day features then follow the load cycle's period)."""
+        for source in self.sources.values():
+            if isinstance(source, SeriesSource) and source.window is not None:
+                return source.rate.start, source.rate.speed
+        return None
+
     def controllable_splits(self) -> dict[str, Split]:
         """The splits a planner may change, keyed by their owner (a source or stage name)."""
         owners: dict[str, Any] = {n: s.to for n, s in self.sources.items()}
@@ -336,8 +633,26 @@ class Scenario(_Strict):
         return {n: r for n, r in owners.items() if isinstance(r, Split) and r.controllable}
 
 
+def _episode_source(name: str, source: Any, streams: Streams, horizon: float) -> Any:
+    """``source`` as one episode draws it (itself when it has nothing random to draw)."""
+    if isinstance(source, SeriesSource):
+        return source if source.window is not None else source.draw(streams.get("window", name), horizon)
+    update = {}
+    rate = getattr(source, "rate", None)
+    if rate is not None and hasattr(rate, "for_episode"):
+        drawn = rate.for_episode(streams.get("profile", f"{name}/rate"))
+        if drawn is not rate:
+            update["rate"] = drawn
+    bad = source.quality.bad_rate
+    if hasattr(bad, "for_episode"):
+        drawn = bad.for_episode(streams.get("profile", f"{name}/bad_rate"))
+        if drawn is not bad:
+            update["quality"] = _replace(source.quality, bad_rate=drawn)
+    return _replace(source, **update) if update else source
+
+
 def _expected_count(source: Any, horizon: float) -> float:
-    if isinstance(source, PoissonSource):
+    if isinstance(source, PoissonSource | SeriesSource):
         grid = np.linspace(0.0, horizon, 20_001)
         return float(np.mean(source.rate.at(grid))) * horizon
     if isinstance(source, MMPPSource):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .schema import MMPPSource, PoissonSource, Service, Source, TraceSource, load_trace
+from .schema import MMPPSource, PoissonSource, SeriesSource, Service, Source, TraceSource, load_trace
 
 BATCH = 4096
 
@@ -41,11 +41,12 @@ class Streams:
 ArrivalBatches = Iterator[tuple[np.ndarray, np.ndarray | None, float]]
 
 
-def poisson_arrivals(spec: PoissonSource, rng: np.random.Generator) -> ArrivalBatches:
+def poisson_arrivals(spec: PoissonSource | SeriesSource, rng: np.random.Generator) -> ArrivalBatches:
     """Homogeneous Poisson, or non-homogeneous by thinning (Lewis and Shedler): candidates at the
-    peak rate, each kept with probability rate(t)/peak. Exact for any bounded rate profile."""
+    peak rate, each kept with probability rate(t)/peak. Exact for any bounded rate profile, and
+    for a series source's window (its rate is the series, its peak the window's)."""
     profile, peak = spec.rate, spec.rate.peak()
-    constant = profile.shape == "constant"
+    constant = getattr(profile, "shape", None) == "constant"
     t = 0.0
     while True:
         candidates = t + np.cumsum(rng.exponential(1.0 / peak, BATCH))
@@ -72,12 +73,13 @@ def mmpp_arrivals(spec: MMPPSource, rng: np.random.Generator) -> ArrivalBatches:
 
 
 def trace_arrivals(spec: TraceSource, rng: np.random.Generator) -> ArrivalBatches:
+    """A replay: the same arrivals whatever the seed (a ``series`` source draws windows)."""
     times, sizes = load_trace(spec.file, spec.time_column, spec.size_column)
     yield times, sizes, np.inf
 
 
 def arrival_batches(spec: Source, rng: np.random.Generator) -> ArrivalBatches:
-    if isinstance(spec, PoissonSource):
+    if isinstance(spec, PoissonSource | SeriesSource):
         return poisson_arrivals(spec, rng)
     if isinstance(spec, MMPPSource):
         return mmpp_arrivals(spec, rng)

@@ -407,12 +407,16 @@ class Simulation:
             rng = scenario.seed
         if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
+        streams = Streams(rng)
+        # The episode's own scenario: series windows and randomized profiles drawn from named
+        # streams of their own (see Scenario.for_episode); ``scenario`` itself when nothing is random.
+        scenario = scenario.for_episode(streams)
         self.scenario = scenario
         self.horizon = scenario.horizon
         self.sla = scenario.sla  # the one rule of lateness
         self._is_late = self.sla.is_late  # bound once: every exit asks it
         self._env = simpy.Environment()
-        streams = Streams(rng)
+        self._calendar = scenario.calendar()
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         self.sources = {n: SourceState(self, n, s, streams, k) for k, (n, s) in enumerate(scenario.sources.items())}
@@ -591,6 +595,14 @@ class Simulation:
                 len(self.e2e_latencies),  # n_latencies
             ),
         )
+
+    def calendar(self, t: float | None = None) -> float:
+        """The workload's calendar second at simulated time ``t`` (default: now), or NaN when
+        the load has no calendar of its own (see :meth:`Scenario.calendar`)."""
+        if self._calendar is None:
+            return math.nan
+        start, speed = self._calendar
+        return start + (self._env._now if t is None else t) * speed
 
     def mark(self) -> metrics.Counters:
         """:meth:`counters`, named for its use as the start of a window: ``summary(since=mark)``."""
