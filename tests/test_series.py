@@ -205,3 +205,32 @@ def test_a_part_too_short_for_the_horizon_is_refused_when_chosen() -> None:
     """etl_alibaba's one-day episodes fit its 1.6-day test part; two days do not."""
     with pytest.raises(ScenarioError, match=r"part .test. is 1\.56 days long"):
         load_scenario("etl_alibaba", horizon=14_400).for_part("test")
+
+
+def test_a_mixture_env_draws_one_workload_per_episode() -> None:
+    """Training over a distribution of workloads: each reset picks one scenario of the list
+    (by the seed), with one encoder whose rate reference covers all of them."""
+    from adaptflow.envs import make
+
+    names = ["etl_azure", "etl_google", "etl_diurnal"]
+    env = make("adaptflow/Autoscale-v0", scenario=names, part="train")
+    seen = []
+    for seed in range(12):
+        env.reset(seed=seed)
+        seen.append(env.unwrapped.sim.scenario.name)
+    assert set(seen) == set(names)
+    env.reset(seed=3)
+    again = env.unwrapped.sim.scenario
+    env.reset(seed=3)
+    assert env.unwrapped.sim.scenario.name == again.name
+    single = [make("adaptflow/Autoscale-v0", scenario=n).unwrapped.encoder.features_scale("rate:") for n in names]
+    assert env.unwrapped.encoder.features_scale("rate:") == pytest.approx(max(single))
+
+
+def test_a_mixture_must_share_its_layout_and_horizon() -> None:
+    from adaptflow.envs import make
+
+    with pytest.raises(ValueError, match="another layout"):
+        make("adaptflow/Autoscale-v0", scenario=["etl_azure", "mmc"], max_episode_steps=10)
+    with pytest.raises(ValueError, match="expected one horizon"):
+        make("adaptflow/Autoscale-v0", scenario=["etl_azure", "etl_alibaba"], part="train", max_episode_steps=10)

@@ -99,13 +99,18 @@ class ObservationEncoder:
         self._encode = self._compile()
 
     @classmethod
-    def for_scenario(cls, scenario: Scenario, forecast_steps: int = 0, splits: bool = True) -> ObservationEncoder:
+    def for_scenario(
+        cls, scenario: Scenario, forecast_steps: int = 0, splits: bool = True, reference_rate: float | None = None
+    ) -> ObservationEncoder:
         """The standard layout: per stage queue, wait, utilization, pool state and arrival rate;
         per source the estimated rate and optionally ``forecast_steps`` forecasts; the split
         settings; quality estimates if any stage validates; time of day (and of week, for a recorded
         series). No episode progress: a deployed planner has no episode end, and a policy that
-        sees the clock of the episode learns schedules instead of load (see the env docstring)."""
-        ref_rate = _reference_rate(scenario)
+        sees the clock of the episode learns schedules instead of load (see the env docstring).
+
+        ``reference_rate``: the arrival rate that reads as 1 (default: the scenario's peak). A
+        planner trained over several workloads fixes it, so that one rate reads the same in all."""
+        ref_rate = _reference_rate(scenario) if reference_rate is None else reference_rate
         sla = scenario.sla.latency
         f: list[Feature] = []
         for name, st in scenario.stages.items():
@@ -166,6 +171,11 @@ class ObservationEncoder:
         lines.append(f"    return np.array([{', '.join(f'v{n}' for n in range(len(self.features)))}], dtype=float32)")
         exec("\n".join(lines), namespace)  # the code is built above from the fixed RAW table
         return namespace["encode"]
+
+    def features_scale(self, prefix: str) -> float:
+        """The largest scale among features whose name starts with ``prefix`` (e.g. the
+        reference arrival rate of ``"rate:"``)."""
+        return max(f.scale for f in self.features if f.name.startswith(prefix))
 
     def encode(self, snapshot: MetricsSnapshot, insights: Insights) -> np.ndarray:
         return self._encode(snapshot, insights)

@@ -44,6 +44,8 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
 
         spec = gym.spec(env_id)
         options = {**spec.kwargs, **kwargs}
-        horizon = options.get("horizon") or load_scenario(options["scenario"]).horizon
+        scenario = options["scenario"]
+        first = scenario[0] if isinstance(scenario, list | tuple) else scenario  # a mixture shares one horizon
+        horizon = options.get("horizon") or load_scenario(first).horizon
         kwargs["max_episode_steps"] = episode_steps(horizon, options["decision_interval"])
     return gym.make(env_id, **kwargs)

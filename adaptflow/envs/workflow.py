@@ -33,6 +33,15 @@ from adaptflow.scenario.schema import MAX_ITEMS
 from adaptflow.simulator import Simulation
 
 
+def _layout(scenario: Scenario) -> tuple:
+    """What an encoder and a decoder are built from: stages with their bounds, sources, splits."""
+    return (
+        [(n, s.workers.min, s.workers.max, bool(s.validation)) for n, s in scenario.stages.items()],
+        list(scenario.sources),
+        {o: [b.to for b in r.split] for o, r in scenario.controllable_splits().items()},
+    )
+
+
 class StepInfo(dict):
     """A step's ``info``: a plain dict that deep-copies cheaply.
 
@@ -60,7 +69,9 @@ class EnvOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    scenario: str | Path | Scenario = "etl_diurnal"
+    # One scenario, or a mixture: a list of scenarios with the same stages and sources, one drawn
+    # per episode (training over several workloads: real series and synthetic profiles).
+    scenario: str | Path | Scenario | list[str | Path | Scenario] = Field(default="etl_diurnal", min_length=1)
     decision_interval: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     reward_weights: CostWeights = Field(default_factory=CostWeights)
@@ -83,6 +94,8 @@ class EnvOptions(BaseModel):
     # per-episode augmentation (rate_scale, stretch, noise; see configs/scenarios/README.md).
     part: Literal["all", "train", "validation", "test"] | None = None
     augment: dict[str, Any] | None = None
+    # The arrival rate that reads as 1 in observations (default: the scenarios' highest peak).
+    rate_reference: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 def _options(kwargs: dict[str, Any]) -> EnvOptions:
@@ -191,14 +204,10 @@ class WorkflowEnv(gym.Env):
         opts = _options(options)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r}; expected one of {self.metadata['render_modes']} or None")
-        try:
-            self.scenario = load_scenario(opts.scenario, horizon=opts.horizon)
-            if opts.part is not None or opts.augment is not None:
-                part = opts.part or self._series_part(self.scenario)
-                self.scenario = self.scenario.for_part(part, opts.augment)
-        except ScenarioError as exc:
-            raise ValueError(str(exc)) from None
-        self._check_work(self.scenario, opts.decision_interval)
+        self.scenarios = self._load_scenarios(opts)
+        self.scenario = self.scenarios[0]  # the layout (stages, sources, splits) all of them share
+        for scenario in self.scenarios:
+            self._check_work(scenario, opts.decision_interval)
         if self.control_splits and not self.control_workers and not self.scenario.controllable_splits():
             raise ValueError(f"scenario {self.scenario.name!r} has no controllable split to reroute")
         self.options = opts
@@ -217,13 +226,20 @@ class WorkflowEnv(gym.Env):
             split_levels=opts.split_levels,
         )
         self.encoder = ObservationEncoder.for_scenario(
-            self.scenario, forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0
+            self.scenario,
+            forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0,
+            reference_rate=opts.rate_reference
+            if opts.rate_reference is not None or len(self.scenarios) == 1
+            else max(ObservationEncoder.for_scenario(s).features_scale("rate:") for s in self.scenarios),
         )
-        # A Holt-Winters fit simulates load cycles: fitted once per process and scenario (cached),
-        # or not at all when the options carry a fitted analyzer.
-        self.analyzer = load_fitted(
-            opts.analyzer, self.scenario, self.interval, opts.forecaster, opts.forecast_steps
-        ) or fit_analyzer(self.scenario, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps)
+        # A fitted forecaster comes from the options (a saved model's) or is fitted once per
+        # process and scenario (cached); a mixture has one analyzer per workload.
+        self.analyzers = [
+            load_fitted(opts.analyzer, s, self.interval, opts.forecaster, opts.forecast_steps)
+            or fit_analyzer(s, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps)
+            for s in self.scenarios
+        ]
+        self.analyzer = self.analyzers[0]
         self.cost_model = CostModel(opts.reward_weights)
         self.reward_scale = opts.reward_scale or reward_scale(self.scenario, self.interval)
         # One controlled dimension is a Discrete space (so DQN applies); more are MultiDiscrete.
@@ -232,6 +248,34 @@ class WorkflowEnv(gym.Env):
         self.observation_space = spaces.Box(self.encoder.low, self.encoder.high, dtype=np.float32)
         self.sim: Simulation | None = None
         self._history: list[dict[str, Any]] = []
+
+    @classmethod
+    def _load_scenarios(cls, opts: EnvOptions) -> list[Scenario]:
+        """The scenario(s) of the options, with the series part and augmentation applied; a
+        mixture's scenarios must share stages, sources and splits (one encoder and decoder)."""
+        names = opts.scenario if isinstance(opts.scenario, list) else [opts.scenario]
+        scenarios = []
+        try:
+            for name in names:
+                scenario = load_scenario(name, horizon=opts.horizon)
+                if opts.part is not None or opts.augment is not None:
+                    scenario = scenario.for_part(opts.part or cls._series_part(scenario), opts.augment)
+                scenarios.append(scenario)
+        except ScenarioError as exc:
+            raise ValueError(str(exc)) from None
+        first = scenarios[0]
+        for other in scenarios[1:]:
+            if _layout(other) != _layout(first):
+                raise ValueError(
+                    f"scenario: the mixture's {other.name!r} has another layout than {first.name!r}; "
+                    "expected the same stages (and worker bounds), sources and controllable splits"
+                )
+            if other.horizon != first.horizon:
+                raise ValueError(
+                    f"scenario: the mixture's {other.name!r} has horizon {other.horizon:g} s and {first.name!r} "
+                    f"{first.horizon:g} s; expected one horizon (set the horizon option)"
+                )
+        return scenarios
 
     @staticmethod
     def _series_part(scenario: Scenario) -> str:
@@ -268,7 +312,11 @@ class WorkflowEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.sim = Simulation(self.scenario, rng=self.np_random)
+        # A mixture draws the episode's workload first (a single scenario draws nothing, so its
+        # episodes are what they always were for a seed).
+        k = int(self.np_random.integers(len(self.scenarios))) if len(self.scenarios) > 1 else 0
+        self.analyzer = self.analyzers[k]
+        self.sim = Simulation(self.scenarios[k], rng=self.np_random)
         for name, n in self.fixed_workers.items():
             if n != self.sim.stages[name].target:
                 self.sim.set_workers(name, n)
