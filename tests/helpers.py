@@ -93,3 +93,23 @@ def train_and_export(out_dir: Path, *overrides: str, config: str = "configs/trai
 
     run = train(config, [f"output_dir={out_dir}", "evaluation.final_seeds=0", *overrides])
     return run.best_model, export_run(run.run_dir)
+
+
+FIXED_DRIFT = {
+    "shape": "piecewise",
+    "times": [0, 2400, 3000, 3600, 5400, 6000],
+    "values": [0.02, 0.08, 0.20, 0.30, 0.10, 0.02],
+}
+"""quality_drift's bad rate before its drift was drawn per seed (issue 14): 2%, then 8% from
+2400 s, 20% from 3000, 30% from 3600, 10% from 5400, 2% from 6000."""
+
+
+def quality_drift_fixed(horizon: float | None = None) -> Scenario:
+    """quality_drift with the fixed drift schedule, for checks against known drift times."""
+    from adaptflow.scenario import load_scenario
+
+    data = load_scenario("quality_drift").model_dump(mode="json", by_alias=True)
+    data["sources"]["records"]["quality"]["bad_rate"] = FIXED_DRIFT
+    if horizon is not None:
+        data["horizon"] = horizon
+    return parse_scenario(data)

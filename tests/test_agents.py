@@ -36,6 +36,7 @@ from adaptflow.experiments.forecasting import forecast_errors
 from adaptflow.policies import StaticPlanner
 from adaptflow.scenario import load_scenario
 from adaptflow.simulator import Simulation
+from tests.helpers import quality_drift_fixed
 
 
 def coordinator_for(scenario, seed, planner, log=None, interval=60.0, percentiles=False):
@@ -245,7 +246,7 @@ def test_cusum_flags_the_quality_drift_and_clears_after_it():
     Validation sees the drift only through flags; the detector must stay quiet while the rate
     is at its baseline, raise within 10 minutes of the first rise (to 8% at t=2400) and clear
     after the recovery."""
-    scenario = load_scenario("quality_drift")
+    scenario = quality_drift_fixed()
     _, coordinator = coordinator_for(scenario, 21, StaticPlanner(), interval=30.0)
     transitions = coordinator.run(until=scenario.horizon)
     alarms = [(t.snapshot.time, t.insights.drift) for t in transitions]
@@ -327,7 +328,8 @@ def test_action_for_clamps_plans_beyond_the_bounds():
 
 
 def _snapshots(name: str, seed: int, until: float) -> tuple:
-    scenario = load_scenario(name, horizon=until)
+    # quality_drift with its drift at known times, so that the detector is seen raising an alarm
+    scenario = quality_drift_fixed(until) if name == "quality_drift" else load_scenario(name, horizon=until)
     _, coordinator = coordinator_for(scenario, seed, StaticPlanner(), interval=30.0)
     return scenario, [t.snapshot for t in coordinator.run(until=until)]
 

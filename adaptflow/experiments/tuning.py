@@ -50,6 +50,18 @@ class Tuning:
     skipped: dict[str, str] = field(default_factory=dict)  # combinations the planner rejects: spec -> why
 
 
+def grid_specs(planner: str, grid: dict[str, list[Any]]) -> list[str]:
+    """Every combination of ``grid`` as a planner spec, each parsed (so a bad name fails now)."""
+    keys = list(grid)
+    specs = [
+        f"{planner}:" + ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+        for combo in itertools.product(*(grid[k] for k in keys))
+    ]
+    for spec in specs:
+        parse_planner(spec)
+    return specs
+
+
 def tune_baseline(
     scenario: str | Path | Scenario,
     planner: str,
@@ -74,13 +86,7 @@ def tune_baseline(
         raise ValueError(f"unknown planner {planner!r}; tunable planners: {', '.join(PLANNERS)}")
     if not grid:
         raise ValueError("empty grid: give at least one key=v1,v2 entry")
-    keys = list(grid)
-    specs = [
-        f"{planner}:" + ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
-        for combo in itertools.product(*(grid[k] for k in keys))
-    ]
-    for spec in specs:
-        parse_planner(spec)
+    specs = grid_specs(planner, grid)
     spec_scenario = load_scenario(scenario)
     skipped: dict[str, str] = {}
     for spec in specs:
