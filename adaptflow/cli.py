@@ -57,15 +57,24 @@ def _forecast_error(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     table = forecast_errors(
-        args.scenario, interval=args.interval, lookahead=args.lookahead, seeds=tuple(range(1, args.seeds + 1))
+        args.scenario,
+        interval=args.interval,
+        lookahead=args.lookahead,
+        seeds=tuple(range(1, args.seeds + 1)),
+        part=args.part,
     )
     wide = table.pivot(index="lookahead", columns="forecaster", values="mae")
     if args.json:
         print(json.dumps({name: wide[name].round(6).tolist() for name in wide.columns}))
     else:
+        from adaptflow.scenario import load_scenario
+
+        labels = load_scenario(args.scenario).series_labels()
+        held_out = f"windows of part {args.part!r} of {', '.join(labels)}" if labels else f"seeds 1..{args.seeds}"
         print(
             f"Mean absolute error of the arrival-rate forecast (items/s), {args.scenario}, "
-            f"one decision every {args.interval:g} s, {args.seeds} held-out episodes:"
+            f"one decision every {args.interval:g} s, {args.seeds} held-out episodes ({held_out}; "
+            "forecasters fitted on the training part or seed):"
         )
         print(wide.round(4).to_string())
     return 0
@@ -293,12 +302,18 @@ def _add_simulate(commands: Any) -> None:
 
 def _add_forecast_error(commands: Any) -> None:
     fe = commands.add_parser(
-        "forecast-error", help="compare the analyzers' arrival-rate forecasts (EWMA, Holt-Winters)"
+        "forecast-error",
+        help="compare the analyzers' arrival-rate forecasts (EWMA, Holt-Winters, autoregressive) on held-out load",
     )
     fe.add_argument("scenario", nargs="?", default="etl_diurnal")
     fe.add_argument("--interval", type=float, default=30.0, help="decision interval, simulated s")
     fe.add_argument("--lookahead", type=int, default=4, help="how many intervals ahead")
     fe.add_argument("--seeds", type=int, default=5, help="held-out episodes (seeds 1..N)")
+    fe.add_argument(
+        "--part", choices=("train", "validation", "test", "all"), default="test",
+        help="part of a series scenario's data the held-out windows come from (default test; forecasters are "
+        "always fitted on train); a synthetic scenario holds out seeds instead",
+    )  # fmt: skip
     fe.add_argument("--json", action="store_true")
     fe.set_defaults(handler=_forecast_error)
 

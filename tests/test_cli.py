@@ -117,7 +117,7 @@ def test_benchmark_script_prints_one_json_line():
 def test_forecast_error_command(capsys):
     assert main(["forecast-error", "etl_diurnal", "--seeds", "2", "--lookahead", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"ewma", "holt_winters"} and len(out["ewma"]) == 3
+    assert set(out) == {"ewma", "holt_winters", "autoregressive"} and len(out["ewma"]) == 3
     assert out["holt_winters"][2] < out["ewma"][2]
     assert main(["forecast-error", "--interval", "0"]) == 2
     assert "interval must be > 0" in capsys.readouterr().err

@@ -168,7 +168,6 @@ def test_out_of_range_action_is_a_clear_error():
         ({"decision_interval": -1}, "option decision_interval: Input should be greater than 0"),
         ({"scenario": "no_such"}, "neither a file nor a shipped scenario"),
         ({"forecaster": "prophet"}, "option forecaster"),
-        ({"scenario": "mmc", "forecaster": "holt_winters"}, "needs a periodic load"),
         ({"workers": {"extract": 99}}, "option workers.extract is 99"),
         ({"reward_weights": {"sla": -1}}, "option reward_weights.sla"),
     ],

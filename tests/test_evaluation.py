@@ -124,7 +124,8 @@ def test_planner_specs_parse_values():
     )
     planner, forecaster = make_planner("predictive", SHORT, 30.0)
     assert forecaster == "holt_winters" and planner.target_wait == pytest.approx(1.0)
-    assert make_planner("predictive", load_scenario("bursty"), 30.0)[1] == "ewma"  # no load cycle
+    # no load cycle: Holt-Winters without a season (a flat forecast), the same rule as a learned planner's
+    assert make_planner("predictive", load_scenario("bursty"), 30.0)[1] == "holt_winters"
 
 
 def test_sb3_planner_acts_like_the_model_in_its_env(tmp_path):

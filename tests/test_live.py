@@ -184,7 +184,7 @@ def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_pat
     )
     _, onnx_path = train_and_export(tmp_path / "runs", config=str(config))
     planner, _ = make_planner(f"onnx:{onnx_path.parent}", scenario, 10)
-    assert isinstance(planner, OnnxPlanner)
+    assert isinstance(planner.primary, OnnxPlanner)  # guarded by its training range
 
     started = workers.start(scenario_path, broker, {"ingest": 1, "fast": 1, "thorough": 1})
     names = {w.stage: w.name for w in started}

@@ -113,6 +113,8 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
     assert run.timesteps == 8192
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert (run_dir / "final_model.zip").is_file()
+    # the training range went on from the checkpoint's: every observation of all 8192 steps
+    assert json.loads((run_dir / "final_model.json").read_text())["training_range"]["observation"]["samples"] == 8192
     from adaptflow.experiments.training import PARTIAL_FILE
 
     assert not [f for f in run_dir.rglob(".*") if PARTIAL_FILE.fullmatch(f.name)]  # none left, whatever the kill cut

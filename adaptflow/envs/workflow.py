@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -71,13 +71,13 @@ class EnvOptions(BaseModel):
 
     # One scenario, or a mixture: a list of scenarios with the same stages and sources, one drawn
     # per episode (training over several workloads: real series and synthetic profiles).
-    scenario: str | Path | Scenario | list[str | Path | Scenario] = Field(default="etl_diurnal", min_length=1)
+    scenario: str | Path | Scenario | Annotated[list[str | Path | Scenario], Field(min_length=1)] = "etl_diurnal"
     decision_interval: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     horizon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     reward_weights: CostWeights = Field(default_factory=CostWeights)
     reward_scale: float | None = Field(default=None, gt=0)
     observe_forecasts: bool = False
-    forecaster: Literal["ewma", "holt_winters"] = "ewma"
+    forecaster: Literal["ewma", "holt_winters", "autoregressive"] = "ewma"
     forecast_steps: int = Field(default=4, ge=1, le=64)
     action_mode: Literal["delta", "level"] = "delta"
     scale_step: int = Field(default=1, ge=1)
@@ -174,7 +174,8 @@ class WorkflowEnv(gym.Env):
     ## Arguments
     See :class:`EnvOptions`: ``scenario`` (path or shipped name), ``decision_interval`` (s),
     ``horizon`` (s), ``reward_weights``, ``reward_scale``, ``observe_forecasts``, ``forecaster``
-    ("ewma" or "holt_winters"), ``forecast_steps``, ``action_mode``, ``scale_step``,
+    ("ewma", "holt_winters" or "autoregressive", fitted on the training part of a series),
+    ``forecast_steps``, ``action_mode``, ``scale_step``,
     ``worker_levels``, ``split_levels``, ``max_step`` and ``cooldown`` (safety envelope),
     ``workers`` (sizes of stages the agent does not control), and ``render_mode`` ("ansi":
     one text line per step; "rgb_array": a small dashboard frame).
@@ -235,9 +236,9 @@ class WorkflowEnv(gym.Env):
         # A fitted forecaster comes from the options (a saved model's) or is fitted once per
         # process and scenario (cached); a mixture has one analyzer per workload.
         self.analyzers = [
-            load_fitted(opts.analyzer, s, self.interval, opts.forecaster, opts.forecast_steps)
+            (load_fitted(opts.analyzer, s, self.interval, opts.forecaster, opts.forecast_steps) if k == 0 else None)
             or fit_analyzer(s, self.interval, forecaster=opts.forecaster, forecast_steps=opts.forecast_steps)
-            for s in self.scenarios
+            for k, s in enumerate(self.scenarios)  # a saved analyzer is the first workload's
         ]
         self.analyzer = self.analyzers[0]
         self.cost_model = CostModel(opts.reward_weights)

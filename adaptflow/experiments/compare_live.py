@@ -51,7 +51,7 @@ def live(config: str | Path, allow_pickle: bool = False, **overrides: Any) -> Li
     cfg = load_live_config(config, **overrides)
     check_trusted([cfg.planner, cfg.fallback], allow_pickle, command="run live")
     scenario = cfg.load_scenario()
-    planner, forecaster = make_planner(cfg.planner, scenario, cfg.interval)
+    planner, forecaster = make_planner(cfg.planner, scenario, cfg.interval, guard_fallback=cfg.fallback)
     fallback, _ = make_planner(cfg.fallback, scenario, cfg.interval)
     return run_live_config(cfg, planner, fallback, forecaster)
 

@@ -17,7 +17,12 @@ A run directory ``<output_dir>/<name>/<timestamp>/`` holds, each file written at
 
 Every saved model has a sidecar ``<model>.json`` (env id and options, algorithm, observation
 normalization, and the fitted analyzer, ``fitted_analyzer``: its forecaster's parameters and the
-drift detector's settings), so loading or exporting it never refits the forecaster.
+drift detector's settings), so loading or exporting it never refits the forecaster; and what
+training saw, ``training_range`` (:class:`~adaptflow.policies.guard.TrainingRange`), by which a
+deployment's guard knows when the policy is out of its depth: the raw observations of every
+rollout step (running minimum and maximum per feature, :class:`RangeCallback`) and the load and
+forecast errors of :data:`RANGE_EPISODES` episodes on training seeds (:func:`load_range`, before
+learning: neither depends on the policy). A checkpoint's range is resumed with it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 import adaptflow.envs  # noqa: F401  (registers the environments gym.make reads below)
 from adaptflow._io import package_versions
 from adaptflow.agents import ObservationNormalizer
+from adaptflow.policies.guard import ForecastTracker, TrainingRange
 from adaptflow.policies.sb3 import algorithm_class
+from adaptflow.scenario import Scenario
 
 from .config import ACTIVATIONS, TrainConfig, load_config
 from .evaluation import Evaluation, evaluate, run_episode
@@ -84,11 +91,17 @@ def _git_commit() -> str | None:
 
 
 def save_model(
-    model: Any, path: Path, config: TrainConfig, analyzer: dict[str, Any] | None = None, checkpoint: bool = False
+    model: Any,
+    path: Path,
+    config: TrainConfig,
+    analyzer: dict[str, Any] | None = None,
+    checkpoint: bool = False,
+    seen: TrainingRange | None = None,
 ) -> Path:
     """Save atomically, with a sidecar JSON that lets SB3Planner.load rebuild the env's encoder
     and decoder (env id and options, algorithm) and load the analyzer the env used
-    (``analyzer``: ``StandardAnalyzer.to_dict(state=False)``) instead of refitting it.
+    (``analyzer``: ``StandardAnalyzer.to_dict(state=False)``) instead of refitting it, and that
+    carries what training has seen so far (``seen``, as ``training_range``) for the guard.
 
     A ``checkpoint``'s sidecar also holds the full VecNormalize state (``vec_normalize``, see
     :func:`vec_normalize_state`), written after the model: a checkpoint is complete, and can be
@@ -101,6 +114,8 @@ def save_model(
         "observation_normalization": _normalizer(model),
         "fitted_analyzer": analyzer,
     }
+    if seen is not None:
+        sidecar[RANGE_KEY] = seen.to_dict()
     venv = model.get_env()
     if checkpoint and isinstance(venv, VecNormalize):
         sidecar[STATS_KEY] = vec_normalize_state(venv)
@@ -110,6 +125,14 @@ def save_model(
 
 STATS_KEY = "vec_normalize"
 """The key of a checkpoint sidecar that holds VecNormalize's running statistics."""
+
+RANGE_KEY = "training_range"
+"""The key of a sidecar that holds what training saw (:class:`TrainingRange` as data)."""
+
+RANGE_EPISODES = 8
+"""Episodes on training seeds whose load and forecast errors make the training range: arrivals
+and the analyzer's forecasts do not depend on the policy, so these are seen before learning, at
+the cost of a few validation episodes, instead of reaching into every training env every step."""
 
 
 def vec_normalize_state(venv: VecNormalize) -> dict[str, Any]:
@@ -200,9 +223,9 @@ class ValidationCallback(BaseCallback):
     """Every ``every`` steps: run the policy through the Coordinator on the validation seeds,
     append to validation.csv, and keep the lowest-cost model as best_model.zip."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig, probe: gym.Env):
+    def __init__(self, run_dir: Path, config: TrainConfig, probe: gym.Env, seen: TrainingRange | None = None):
         super().__init__()
-        self.run_dir, self.config, self.probe = run_dir, config, probe
+        self.run_dir, self.config, self.probe, self.seen = run_dir, config, probe, seen
         self.analyzer = fitted_analyzer(probe)
         path = run_dir / "validation.csv"
         self.rows: list[dict[str, Any]] = pd.read_csv(path).to_dict("records") if path.is_file() else []
@@ -217,13 +240,14 @@ class ValidationCallback(BaseCallback):
         planner = SB3Planner.from_env(self.model, self.probe, normalizer=normalizer)
         costs = [
             run_episode(
-                inner.scenario,
+                scenario,
                 planner,
                 VALIDATION_SEED_BASE + k,
                 inner.interval,
                 inner.cost_model.weights,
                 inner.options.forecaster,
             )["cost"]
+            for scenario in held_out(inner.scenarios, "validation")
             for k in range(self.config.evaluation.episodes)
         ]
         cost = sum(costs) / len(costs)
@@ -232,7 +256,7 @@ class ValidationCallback(BaseCallback):
         atomic_write(self.run_dir / "validation.csv", lambda tmp: frame.to_csv(tmp, index=False))
         if cost < self.best:
             self.best = cost
-            save_model(self.model, self.run_dir / "best_model.zip", self.config, self.analyzer)
+            save_model(self.model, self.run_dir / "best_model.zip", self.config, self.analyzer, seen=self.seen)
         return cost
 
     def _on_step(self) -> bool:
@@ -243,11 +267,18 @@ class ValidationCallback(BaseCallback):
 
 
 class CheckpointCallback(BaseCallback):
-    """Atomic checkpoints every ``every`` steps; the two newest are kept."""
+    """Atomic checkpoints every ``every`` steps; the two newest are kept. Each sidecar holds the
+    training range so far (``seen``), which a resumed run goes on widening."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig, analyzer: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        config: TrainConfig,
+        analyzer: dict[str, Any] | None = None,
+        seen: TrainingRange | None = None,
+    ):
         super().__init__()
-        self.dir, self.config, self.analyzer = run_dir / "checkpoints", config, analyzer
+        self.dir, self.config, self.analyzer, self.seen = run_dir / "checkpoints", config, analyzer, seen
         self.next_at = 0
 
     def _on_training_start(self) -> None:
@@ -255,7 +286,7 @@ class CheckpointCallback(BaseCallback):
 
     def save(self) -> Path:
         name = f"model_{self.num_timesteps:012d}.zip"
-        path = save_model(self.model, self.dir / name, self.config, self.analyzer, checkpoint=True)
+        path = save_model(self.model, self.dir / name, self.config, self.analyzer, checkpoint=True, seen=self.seen)
         for old in sorted(self.dir.glob("model_*.zip"))[:-2]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
@@ -269,6 +300,55 @@ class CheckpointCallback(BaseCallback):
         return True
 
 
+class RangeCallback(BaseCallback):
+    """Widens the training range by the observation of every env at every rollout step: what
+    the policy network is trained on, before normalization (VecNormalize's original observation
+    when it normalizes). A running minimum and maximum per feature: a few microseconds a step."""
+
+    def __init__(self, seen: TrainingRange):
+        super().__init__()
+        self.seen = seen
+
+    def _on_step(self) -> bool:
+        venv = self.training_env
+        observations = venv.get_original_obs() if isinstance(venv, VecNormalize) else self.locals.get("new_obs")
+        if observations is not None:
+            self.seen.add_observations(observations)
+        return True
+
+
+def load_range(config: TrainConfig, analyzer: dict[str, Any], seen: TrainingRange) -> TrainingRange:
+    """Widen ``seen`` by the load and forecast errors of :data:`RANGE_EPISODES` episodes per
+    workload (a mixture draws one per episode) on training seeds (``config.seed + k``). Arrivals,
+    and the analyzer's forecasts of them, are the same whatever the policy does, so the actions
+    are random (seeded) and nothing is learned."""
+    env = gym.make(config.env.id, **{**config.env.options, "analyzer": analyzer})
+    inner, tracker = env.unwrapped, ForecastTracker()
+    for k in range(RANGE_EPISODES * len(inner.scenarios)):
+        env.reset(seed=config.seed + k)
+        env.action_space.seed(config.seed + k)
+        tracker.reset()
+        done = False
+        while True:
+            seen.add_decision(*tracker.step(inner.snapshot, inner.insights))
+            if done:
+                break
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            done = terminated or truncated
+    env.close()
+    return seen
+
+
+def training_range(config: TrainConfig, probe: gym.Env, analyzer: dict[str, Any], saved: dict | None) -> TrainingRange:
+    """The range a run starts from: a resumed checkpoint's (``saved``), else an empty one for
+    the env's observation layout; with the load and forecast errors of :func:`load_range` if it
+    has none yet (a fresh run, or one resumed from a checkpoint older than training ranges)."""
+    encoder = probe.unwrapped.encoder
+    seen = TrainingRange.from_dict(saved) if saved else TrainingRange.for_encoder(encoder)
+    seen.check_layout(encoder)
+    return seen if seen.load else load_range(config, analyzer, seen)
+
+
 def teacher_action(env: gym.Env, plan: Any) -> Any:
     """The env action whose decoding comes closest to ``plan`` (in the env's action space)."""
     import numpy as np
@@ -278,10 +358,11 @@ def teacher_action(env: gym.Env, plan: Any) -> Any:
     return action[0] if isinstance(env.action_space, gym.spaces.Discrete) else np.array(action)
 
 
-def behaviour_clone(model: Any, config: TrainConfig) -> float:
+def behaviour_clone(model: Any, config: TrainConfig, seen: TrainingRange | None = None) -> float:
     """Fit the policy to a teacher planner's actions on the states it visits; returns the final
     mean negative log-likelihood. A warm start: RL then refines a sensible policy instead of
-    searching from a random one (which, on etl_diurnal, settles on starving or flooding)."""
+    searching from a random one (which, on etl_diurnal, settles on starving or flooding). The
+    policy is trained on those states too: they widen ``seen``."""
     import numpy as np
     import torch
 
@@ -303,6 +384,8 @@ def behaviour_clone(model: Any, config: TrainConfig) -> float:
             obs, _ = env.reset()
             teacher.reset()
     observed = np.array(observations)
+    if seen is not None:
+        seen.add_observations(observed)
     venv = model.get_env()
     if isinstance(venv, VecNormalize) and venv.norm_obs:
         # Start the running statistics from the teacher's states, so that the policy is cloned
@@ -403,8 +486,9 @@ def train(
 def _train_in(config: TrainConfig, probe: gym.Env, run_dir: Path, start: ResumePoint | None, progress: bool) -> Run:
     """The work of :func:`train` once its run directory is open."""
     analyzer = fitted_analyzer(probe)  # fitted once here; every env, checkpoint and sidecar reuses it
-    model, venv, resumed = _build_model(config, run_dir, start, analyzer)
-    _learn(model, venv, config, run_dir, probe, analyzer, resumed, progress)
+    seen = training_range(config, probe, analyzer, start.training_range if start is not None else None)
+    model, venv, resumed = _build_model(config, run_dir, start, analyzer, seen)
+    _learn(model, venv, config, run_dir, probe, (analyzer, seen), resumed, progress)
     best = run_dir / "best_model.zip"
     result = _final_evaluation(config, run_dir, probe, best, progress) if config.evaluation.final_seeds > 0 else None
     _write_status(run_dir, status="finished", timesteps=model.num_timesteps, finished=datetime.now(UTC).isoformat())
@@ -432,6 +516,7 @@ class ResumePoint:
 
     checkpoint: Path | None
     stats: dict[str, Any] | Path | None = None
+    training_range: dict[str, Any] | None = None  # what training had seen by the checkpoint
 
 
 PARTIAL_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.(tmp|zip)")
@@ -461,14 +546,14 @@ def _resume_point(run_dir: Path, config: TrainConfig, allow_pickle: bool) -> Res
             continue
         legacy = path.with_suffix(".vecnormalize.pkl")
         if not normalized or STATS_KEY in meta:
-            return ResumePoint(path, meta.get(STATS_KEY) if normalized else None)
+            return ResumePoint(path, meta.get(STATS_KEY) if normalized else None, meta.get(RANGE_KEY))
         if legacy.is_file():
             if not allow_pickle:
                 raise ValueError(
                     f"{legacy}: normalization statistics stored as a pickle (by an older adaptflow), and loading a "
                     "pickle can run code; resume with --allow-pickle only if you trust this run directory"
                 )
-            return ResumePoint(path, legacy)
+            return ResumePoint(path, legacy, meta.get(RANGE_KEY))
         skipped.append(f"{path.name} (no normalization statistics)")
     if skipped:
         raise ValueError(f"{run_dir}: no complete checkpoint to resume from: {', '.join(skipped)}")
@@ -497,11 +582,16 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None) -> Path:
 
 
 def _build_model(
-    config: TrainConfig, run_dir: Path, start: ResumePoint | None, analyzer: dict[str, Any]
+    config: TrainConfig,
+    run_dir: Path,
+    start: ResumePoint | None,
+    analyzer: dict[str, Any],
+    seen: TrainingRange | None = None,
 ) -> tuple[Any, VecEnv, bool]:
     """The training envs (each given the fitted analyzer, so none refits it) and the model:
     fresh (warm-started if the config says so), or from the resume point's checkpoint with its
-    statistics. Also returns whether it was resumed from a checkpoint."""
+    statistics. Also returns whether it was resumed from a checkpoint. A warm start's states
+    widen ``seen`` (the policy is trained on them)."""
     venv: VecEnv = make_vec_env(
         f"adaptflow.envs:{config.env.id}",
         n_envs=config.n_envs,
@@ -528,7 +618,7 @@ def _build_model(
         **sb3_hyperparameters(config),
     )  # fmt: skip
     if config.warm_start is not None:  # behaviour cloning of a rule before RL
-        nll = behaviour_clone(model, config)
+        nll = behaviour_clone(model, config, seen)
         _write_status(run_dir, warm_start={"planner": config.warm_start.planner, "final_nll": nll})
     return model, venv, False
 
@@ -554,14 +644,17 @@ def _learn(
     config: TrainConfig,
     run_dir: Path,
     probe: gym.Env,
-    analyzer: dict[str, Any],
+    saved: tuple[dict[str, Any], TrainingRange],
     resumed: bool,
     progress: bool,
 ) -> None:
-    """Learn, validating and checkpointing as we go (Ctrl-C leaves a resumable run); then save
-    the final model, and the best one if no validation saved it."""
-    checkpoint = CheckpointCallback(run_dir, config, analyzer)
-    validation = ValidationCallback(run_dir, config, probe)
+    """Learn, validating and checkpointing as we go (Ctrl-C leaves a resumable run), widening the
+    training range with every rollout step; then save the final model, and the best one if no
+    validation saved it. ``saved``: what every sidecar carries (the fitted analyzer, the range:
+    a model saved mid-run carries the range as it was then, what that model was trained on)."""
+    analyzer, seen = saved
+    checkpoint = CheckpointCallback(run_dir, config, analyzer, seen)
+    validation = ValidationCallback(run_dir, config, probe, seen)
     if config.warm_start is not None and model.num_timesteps == 0 and not validation.rows:
         validation.init_callback(model)
         validation.validate()  # the cloned policy is a candidate too, before RL changes it
@@ -570,7 +663,7 @@ def _learn(
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=[checkpoint, validation],
+                callback=[RangeCallback(seen), checkpoint, validation],
                 progress_bar=progress,
                 reset_num_timesteps=not resumed,
                 tb_log_name="run",
@@ -584,9 +677,9 @@ def _learn(
     venv.close()
     if not validation.rows or validation.rows[-1]["timesteps"] != model.num_timesteps:
         validation.validate()  # the final policy is a candidate too
-    save_model(model, run_dir / "final_model.zip", config, analyzer)
+    save_model(model, run_dir / "final_model.zip", config, analyzer, seen=seen)
     if not (run_dir / "best_model.zip").is_file():
-        save_model(model, run_dir / "best_model.zip", config, analyzer)
+        save_model(model, run_dir / "best_model.zip", config, analyzer, seen=seen)
 
 
 def _final_evaluation(config: TrainConfig, run_dir: Path, probe: gym.Env, best: Path, progress: bool) -> Evaluation:
@@ -594,14 +687,26 @@ def _final_evaluation(config: TrainConfig, run_dir: Path, probe: gym.Env, best: 
     from .plots import plot_results
 
     inner = probe.unwrapped
-    result = evaluate(
-        inner.scenario,
-        [f"{config.algorithm.lower()}@sb3:{best}", *config.evaluation.baselines],
-        seeds=config.evaluation.final_seeds,
-        interval=inner.interval,
-        weights=inner.cost_model.weights,
-        out_dir=run_dir / "evaluation",
-        progress=progress,
-    )
-    plot_results(run_dir / "evaluation")
-    return result
+    results = []
+    for scenario in held_out(inner.scenarios, "test"):
+        out = run_dir / "evaluation" if len(inner.scenarios) == 1 else run_dir / "evaluation" / scenario.name
+        results.append(
+            evaluate(
+                scenario,
+                [f"{config.algorithm.lower()}@sb3:{best}", *config.evaluation.baselines],
+                seeds=config.evaluation.final_seeds,
+                interval=inner.interval,
+                weights=inner.cost_model.weights,
+                out_dir=out,
+                progress=progress,
+            )
+        )
+        plot_results(out)
+    return results[0]
+
+
+def held_out(scenarios: list[Scenario], part: str) -> list[Scenario]:
+    """The training workloads as validation (``part="validation"``) or final evaluation
+    (``"test"``) sees them: series windows from that part of their time split, without the
+    training augmentation; synthetic scenarios as they are (held-out seeds keep them apart)."""
+    return [s.for_part(part, augment={}) for s in scenarios]

@@ -76,6 +76,9 @@ class OnnxPlanner(Planner):
         # the analyzer fitted in training (StandardAnalyzer.to_dict), loaded by whoever runs the
         # planner instead of refitting it; None in a sidecar older than saved analyzers
         self.analyzer_state = analyzer_state
+        # what training saw (policies.guard.TrainingRange as data): the registry guards the
+        # planner with it; None in a sidecar older than the guard
+        self.training_range: dict[str, Any] | None = self.metadata.get("training_range")
         self._input = session.get_inputs()[0].name
         expected = session.get_inputs()[0].shape[-1]
         if isinstance(expected, int) and expected != encoder.size:

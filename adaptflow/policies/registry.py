@@ -5,24 +5,34 @@
 A spec is parsed and checked before any work starts; an unknown name or parameter is an error
 that lists what exists. The registry lives in the policies room, below the experiments and the
 runtime that both build planners from specs; learned planners load from their own modules here
-(:mod:`.sb3`, which needs torch, on use; :mod:`.onnx`, which needs onnxruntime only)."""
+(:mod:`.sb3`, which needs torch, on use; :mod:`.onnx`, which needs onnxruntime only). A learned
+planner whose sidecar records what training saw is guarded (:class:`~.guard.GuardedPlanner`):
+out of that range a rule (``guard_fallback``) decides."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adaptflow.agents.analyzers import season_length_of
 from adaptflow.agents.interfaces import Planner
 from adaptflow.scenario import Scenario
 
+from .guard import GuardedPlanner, TrainingRange
 from .rules import CeleryAutoscalePlanner, CombinedPlanner, QualityThresholdPlanner, ThresholdPlanner
 from .staffing import ClairvoyantPlanner, ErlangPlanner, PlannedSplitPlanner, PredictivePlanner
 from .static import StaticPlanner
 
+log = logging.getLogger(__name__)
+
 QUALITY_STAFFING = ("planned", "reactive", "fixed")
+
+GUARD_FALLBACK = "erlang"
+"""The rule a learned planner's guard hands decisions to by default: the planner service's
+default fallback too (Erlang C staffing for the current rate: no forecaster to fit, and it
+answers any load, also one far beyond what the learned planner saw)."""
 
 
 def _quality(
@@ -155,29 +165,56 @@ def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def make_planner(spec: str, scenario: Scenario, interval: float) -> tuple[Planner, str]:
-    """Build a planner from its spec; also returns the forecaster its analyzer should use."""
+def make_planner(
+    spec: str, scenario: Scenario, interval: float, guard_fallback: str | None = GUARD_FALLBACK
+) -> tuple[Planner, str]:
+    """Build a planner from its spec; also returns the forecaster its analyzer should use.
+
+    A learned planner (``sb3:``, ``onnx:``) whose sidecar carries a training range is wrapped in a
+    :class:`GuardedPlanner` whose fallback is the rule ``guard_fallback`` (None: unguarded); one
+    saved before training ranges existed runs unguarded, with a logged warning."""
     name, params = parse_planner(spec)
     spec = split_label(spec)[1]
-    if name == "sb3":
-        from .sb3 import SB3Planner
-
-        planner = SB3Planner.load(params["path"], scenario, interval)
-        return planner, planner.analyzer_options.get("forecaster", "ewma")
-    if name == "onnx":
-        from .onnx import OnnxPlanner, check_deployment
-
-        onnx_planner = OnnxPlanner.load(params["path"])
-        check_deployment(onnx_planner.metadata, scenario, interval)
-        return onnx_planner, onnx_planner.analyzer_options.get("forecaster", "ewma")
+    if name in LEARNED:
+        learned = _load_learned(name, params["path"], scenario, interval)
+        forecaster = learned.analyzer_options.get("forecaster", "ewma")
+        return guard(learned, spec, scenario, interval, guard_fallback), forecaster
     entry = PLANNERS[name]
+    # The same rule as a learned planner's: on a load with no season, Holt-Winters is fitted
+    # without one (a flat forecast, with a logged warning; see agents.fitting).
     forecaster = entry.forecaster
-    if forecaster == "holt_winters" and season_length_of(scenario, interval) is None:
-        forecaster = "ewma"  # no load cycle to learn: the forecast is the current estimate
     try:
         return entry.build(scenario, interval, **params), forecaster
     except TypeError as exc:
         raise ValueError(f"planner {spec!r}: {exc}") from None
+
+
+def _load_learned(name: str, path: str, scenario: Scenario, interval: float) -> Any:
+    """An SB3 model (torch, imported here) or an exported ONNX planner checked against the scenario."""
+    if name == "sb3":
+        from .sb3 import SB3Planner
+
+        return SB3Planner.load(path, scenario, interval)
+    from .onnx import OnnxPlanner, check_deployment
+
+    planner = OnnxPlanner.load(path)
+    check_deployment(planner.metadata, scenario, interval)
+    return planner
+
+
+def guard(planner: Any, spec: str, scenario: Scenario, interval: float, fallback: str | None) -> Planner:
+    """``planner`` guarded by its ``training_range`` with the rule ``fallback`` (a spec) deciding
+    out of range; ``planner`` itself when ``fallback`` is None or it carries no range."""
+    if fallback is None:
+        return planner
+    data = getattr(planner, "training_range", None)
+    if data is None:
+        log.warning("%s carries no training range (saved by an older adaptflow): running it unguarded", spec)
+        return planner
+    if parse_planner(fallback)[0] in LEARNED:
+        raise ValueError(f"guard fallback {fallback!r}: expected a rule or staffing planner, not a learned one")
+    backup, _ = make_planner(fallback, scenario, interval)
+    return GuardedPlanner(planner, backup, TrainingRange.from_dict(data))
 
 
 def check_trusted(specs: list[str], allow_pickle: bool, command: str = "serve") -> None:

@@ -67,7 +67,11 @@ class SB3Planner(Planner):
 
     A recurrent policy (RecurrentPPO) carries its LSTM state from one decision to the next, as it
     did in training; :meth:`reset` (called by the Coordinator at the start of every episode or
-    live run) starts a fresh state. For feed-forward policies the state stays ``None``."""
+    live run) starts a fresh state. For feed-forward policies the state stays ``None``.
+
+    ``training_range``: what training saw (:class:`~adaptflow.policies.guard.TrainingRange` as
+    data, from the sidecar; None for a sidecar older than the guard): the registry wraps the
+    planner in a :class:`~adaptflow.policies.guard.GuardedPlanner` with it."""
 
     relies_on_clamping = False  # its decoder stays in bounds: anything else is a fault
 
@@ -81,8 +85,10 @@ class SB3Planner(Planner):
         analyzer_options: dict[str, Any] | None = None,
         fixed_workers: dict[str, int] | None = None,
         analyzer_state: dict[str, Any] | None = None,
+        training_range: dict[str, Any] | None = None,
     ):
         self.model, self.encoder, self.decoder, self.deterministic = model, encoder, decoder, deterministic
+        self.training_range = training_range
         self.normalizer = normalizer
         self.analyzer_options = analyzer_options or {}
         self.fixed_workers = fixed_workers or {}
@@ -120,19 +126,21 @@ class SB3Planner(Planner):
         sidecar ``<model>.json`` (env id, env options, algorithm, observation normalization, the
         fitted analyzer) that takes precedence. The analyzer is loaded from it, not refitted,
         when it was fitted for ``scenario`` at ``interval``; a sidecar older than saved analyzers
-        (or another scenario) makes the env fit one by simulation, with a logged warning."""
+        (or another scenario) makes the env fit one by simulation, with a logged warning. The
+        sidecar's ``training_range`` (what training saw) is kept as :attr:`training_range`."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"SB3 model {str(path)!r} does not exist")
         sidecar = path.with_suffix(".json")
         names: tuple[str, ...] = ALGORITHMS
-        normalizer = None
+        normalizer, meta = None, {}
         if sidecar.is_file():
             meta = json.loads(sidecar.read_text())
             env_id, names = meta["env_id"], (meta["algorithm"],)
             env_options = {**meta["options"], "analyzer": meta.get("fitted_analyzer"), **env_options}
             normalizer = ObservationNormalizer.from_dict(meta.get("observation_normalization"))
-            if "fitted_analyzer" not in meta and meta["options"].get("forecaster") == "holt_winters":
+            fitted = meta["options"].get("forecaster") in ("holt_winters", "autoregressive")
+            if "fitted_analyzer" not in meta and fitted:
                 log.warning("%s has no fitted analyzer (an older sidecar): refitting it by simulation", sidecar)
         model, errors = None, []
         for name in names:
@@ -144,7 +152,9 @@ class SB3Planner(Planner):
         if model is None:
             raise ValueError(f"{str(path)!r} is not a loadable {'/'.join(names)} model: {'; '.join(errors)}")
         env_options = {**env_options, "scenario": scenario, "decision_interval": interval}
-        return cls.from_env(model, make_env(env_id, **env_options), normalizer=normalizer)
+        planner = cls.from_env(model, make_env(env_id, **env_options), normalizer=normalizer)
+        planner.training_range = meta.get("training_range")
+        return planner
 
     def reset(self) -> None:
         """A new episode: a recurrent policy starts from a fresh LSTM state."""

@@ -1,6 +1,7 @@
 """Export a trained planner: the policy's deterministic action as an ONNX model, and a JSON
 sidecar with everything else a deployment needs (observation layout and normalization, action
-mapping, analyzer settings, env id and options, the scenario, versions).
+mapping, analyzer settings, env id and options, the scenario, what training saw for the guard
+(``training_range``, carried from the model's sidecar as is), versions).
 
 ``adaptflow export RUN_DIR`` is :func:`export_run`. The ONNX graph maps a *normalized*
 observation batch ``observation: float32[batch, n]`` to ``action: int64[batch, dims]`` (argmax of
@@ -30,6 +31,7 @@ import torch
 
 from adaptflow._io import atomic_write, atomic_write_text, package_versions
 from adaptflow.agents.encoding import ObservationNormalizer
+from adaptflow.policies.guard import TrainingRange
 from adaptflow.policies.onnx import SIDECAR_FORMAT, OnnxPlanner
 from adaptflow.policies.sb3 import algorithm_class, make_env
 
@@ -105,6 +107,8 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
     meta, model = _read_model(model_path)
     # the analyzer fitted in training, from the model's sidecar (an older sidecar: the env fits one)
     inner = make_env(meta["env_id"], **{**meta["options"], "analyzer": meta.get("fitted_analyzer")}).unwrapped
+    if meta.get("training_range") is not None:  # fail here, not at deployment
+        TrainingRange.from_dict(meta["training_range"]).check_layout(inner.encoder)
     nvec = [int(n) for n in inner.decoder.nvec]
     onnx_path = Path(out_dir) / "planner.onnx"
     _write_onnx(DeterministicPolicy(model.policy, nvec, meta["algorithm"]).eval(), inner.encoder.size, onnx_path)
@@ -126,6 +130,8 @@ def export_model(model_path: str | Path, out_dir: str | Path) -> Path:
         "analyzer": _analyzer(inner),
         "fitted_analyzer": inner.analyzer.to_dict(state=False),  # loaded by the deployment, never refitted
         "fixed_workers": {} if inner.control_workers else dict(inner.fixed_workers),
+        # what training saw (policies.guard.TrainingRange); None from a model older than the guard
+        "training_range": meta.get("training_range"),
         "source": str(model_path.resolve()),
         "exported": datetime.now(UTC).isoformat(),
         "versions": package_versions(EXPORT_PACKAGES),

@@ -1,7 +1,12 @@
 """A planner that cannot take the system down: if the primary planner raises, or answers with a
 plan the executor could not apply as asked (unknown stage, workers outside the bounds, split
 probabilities that are not a distribution, NaN), the configured baseline planner's plan is used
-for that decision instead. Live and in the planner service alike."""
+for that decision instead. Live and in the planner service alike.
+
+It composes with the out-of-distribution guard (:class:`~adaptflow.policies.guard.GuardedPlanner`,
+which the registry wraps around a learned planner): the guard hands decisions to its rule while
+the state is outside what training saw; this class catches what goes wrong anyway. Its
+``takeovers`` are the guard's, so that whoever holds the outer planner can count them."""
 
 from __future__ import annotations
 
@@ -67,6 +72,11 @@ class FallbackPlanner(Planner):
         self.fallbacks = 0
         self.last_reason: str | None = None
         self.used_fallback = False  # for the last decision
+
+    @property
+    def takeovers(self) -> int:
+        """The guard's takeovers, when the primary is guarded (else 0)."""
+        return int(getattr(self.primary, "takeovers", 0))
 
     def reset(self) -> None:
         self.primary.reset()

@@ -4,8 +4,12 @@
 :func:`build_loop` assembles the live ControlLoop (monitor, executor and clock wrapped so that a
 Redis outage is survived); :func:`run_live` runs a Planner through it, wrapped in a
 :class:`~adaptflow.runtime.fallback.FallbackPlanner`, and writes the same JSONL event log as a
-simulated episode. Planners are passed in built: turning a spec (``threshold``, ``onnx:PATH``)
-into a planner is :mod:`adaptflow.experiments`' job (runtime imports agents and policies only).
+simulated episode, plus, for a guarded learned planner
+(:class:`~adaptflow.policies.guard.GuardedPlanner`), one record per takeover and hand-back of
+its guard (``{"event": "guard_takeover" | "guard_handback", "time", "decision", ...}``, written
+before the record of the decision it concerns; decision records have no ``event``). Planners
+are passed in built: turning a spec (``threshold``, ``onnx:PATH``) into a planner is
+:mod:`adaptflow.experiments`' job (runtime imports agents and policies only).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from adaptflow.agents import (
 )
 from adaptflow.agents.analyzers import StandardAnalyzer, analyzer_options, saved_analyzer
 from adaptflow.agents.safety import envelope_for
+from adaptflow.policies.guard import GuardedPlanner
 from adaptflow.scenario.loading import load_scenario, resolve_scenario_path
 from adaptflow.scenario.schema import Scenario
 
@@ -214,6 +219,7 @@ class LiveResult:
     fallback_reason: str | None
     event_log: Path | None
     final_pools: dict[str, int] = field(default_factory=dict)
+    takeovers: int = 0  # by the guard of a guarded planner (each also a record in the event log)
 
 
 def run_live(
@@ -236,7 +242,8 @@ def run_live(
 ) -> LiveResult:
     """Run ``planner`` (with ``fallback`` taking over when it fails or answers outside the
     scenario's bounds) against the live workers for ``duration`` scenario seconds, one decision
-    every ``interval``; write one JSONL record per decision to ``event_log``."""
+    every ``interval``; write one JSONL record per decision to ``event_log``, and one per
+    takeover and hand-back of a guarded planner's guard."""
     ctx = context_of(app)
     live = live or build_loop(
         app, workers, interval, max_step=max_step, cooldown=cooldown, weights=weights,
@@ -245,9 +252,14 @@ def run_live(
     )  # fmt: skip
     guarded = FallbackPlanner(planner, fallback, envelope_for(ctx.scenario))
     log_file = EventLog(event_log) if event_log is not None else None
+    listening = isinstance(planner, GuardedPlanner) and log_file is not None
+    if listening:
+        planner.add_listener(log_file.write)
     try:
         transitions = Coordinator(live.loop, guarded, log_file).run(until=duration)
     finally:
+        if listening:
+            planner.remove_listener(log_file.write)
         if log_file is not None:
             log_file.close()
     return LiveResult(
@@ -256,6 +268,7 @@ def run_live(
         outages=live.monitor.outages,
         fallbacks=guarded.fallbacks,
         fallback_reason=guarded.last_reason,
+        takeovers=guarded.takeovers,
         event_log=Path(event_log) if event_log is not None else None,
         final_pools=live.ledger.targets(),
     )

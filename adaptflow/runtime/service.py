@@ -6,10 +6,14 @@ out. With ``insights`` in the request the service is stateless (the caller runs 
 the Coordinator does); without, the service's own analyzer turns the stream of snapshots into
 insights, so one service then serves one deployment. Malformed input is a 422 that names the
 field; a planner that fails, answers out of range or misses the per-decision deadline is
-replaced for that decision by the fallback planner, and counted. ``GET /healthz`` (the planner's
-kind and the model file's name and sha256, never a path); ``GET /metrics`` (Prometheus text:
-decisions, decision latency, fallbacks, deadlines missed, rejected requests). An optional bearer
-token guards ``/v1/decide`` and ``/metrics``.
+replaced for that decision by the fallback planner, and counted. A learned planner is guarded
+(:class:`~adaptflow.policies.guard.GuardedPlanner`, with the service's fallback rule): while the
+load, forecast error or observation is outside what training saw, the rule decides, the answer
+says so (``fallback``, ``reason``), and every takeover is counted by reason. ``GET /healthz``
+(the planner's kind, whether it is guarded, and the model file's name and sha256, never a path);
+``GET /metrics`` (Prometheus text: decisions, decision latency, fallbacks, guard takeovers,
+deadlines missed, rejected requests). An optional bearer token guards ``/v1/decide`` and
+``/metrics``.
 
 Whatever a request holds, it costs bounded work: planning runs in a worker thread, off the event
 loop (``/healthz`` and SIGTERM are served while a planner is stuck), with a deadline and a bound
@@ -46,7 +50,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,6 +58,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adaptflow.agents.interfaces import Analyzer, Planner
 from adaptflow.agents.safety import SafetyEnvelope
 from adaptflow.agents.types import Insights, MetricsSnapshot, Plan, StageMetrics
+from adaptflow.policies.guard import REASONS, TAKEOVER, GuardedPlanner
 from adaptflow.runtime.fallback import plan_problems
 from adaptflow.scenario import Scenario
 
@@ -209,6 +214,9 @@ class Health(BaseModel):
     decisions: int
     model_file: str | None = Field(default=None, description="an exported model's file name, without its directory")
     model_sha256: str | None = Field(default=None, description="the sha256 of the model file being served")
+    guarded: bool = Field(
+        default=False, description="the fallback decides while the state is outside what the model saw in training"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,12 +260,31 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.rejected = Counter("adaptflow_rejected_requests", "Requests refused", ["reason"], registry=self.registry)
+        self.takeovers = Counter(
+            "adaptflow_guard_takeovers",
+            "Times the guard handed decisions to the fallback: load, forecast error or observation outside the "
+            "training range",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:  # every series from the start, at 0
+            self.takeovers.labels(reason)
+        self.guarding = Gauge(
+            "adaptflow_guard_active", "1 while the guard has the fallback deciding, else 0", registry=self.registry
+        )
         self.latency = Histogram(
             "adaptflow_decision_latency_seconds",
             "Time to decide (analyze, plan, check), excluding HTTP",
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
             registry=self.registry,
         )
+
+    def guard_event(self, record: dict[str, Any]) -> None:
+        """A guarded planner's takeover or hand-back (a listener of :class:`GuardedPlanner`)."""
+        taken = record["event"] == TAKEOVER
+        if taken:
+            self.takeovers.labels(record["reason"]).inc()
+        self.guarding.set(1 if taken else 0)
 
 
 DEADLINE = "deadline"  # how a reason starts when the planner ran out of time
@@ -368,7 +395,8 @@ class Decider:
         self.decisions = 0
 
     def _primary(self, snapshot: MetricsSnapshot, insights: Insights, until: float) -> tuple[Plan | None, str | None]:
-        """The primary's plan, or None and why not (a failure, an invalid plan, no turn before ``until``)."""
+        """The primary's plan, or None and why not (a failure, an invalid plan, no turn before
+        ``until``); a guarded primary's plan made by its fallback comes with the guard's reason."""
         if not self.primary_lock.acquire(timeout=max(0.0, until - time.monotonic())):
             return None, f"{DEADLINE}: the planner was still busy with an earlier decision ({self.limits.deadline} s)"
         try:
@@ -378,7 +406,11 @@ class Decider:
             problems = [f"{type(exc).__name__}: {exc}"]
         finally:
             self.primary_lock.release()
-        return (None, "; ".join(problems)) if problems else (plan, None)
+        if problems:
+            return None, "; ".join(problems)
+        if isinstance(self.primary, GuardedPlanner) and self.primary.active:
+            return plan, f"out of the training range: {self.primary.reason}"
+        return plan, None
 
     def _decide(self, body: dict[str, Any], attempt: Attempt, until: float) -> tuple[Plan | None, str | None]:
         """Run in a pool thread: insights, the fallback's plan, then the primary's. None: no plan
@@ -397,7 +429,7 @@ class Decider:
         if plan is None:
             log.warning("planner %s: %s; using the fallback's plan", self.names[0], reason)
             return attempt.backup, reason
-        return plan, None
+        return plan, reason  # a reason with a plan: the guard's fallback made it
 
     async def __call__(self, body: dict[str, Any]) -> PlanOut:
         started = time.perf_counter()
@@ -546,13 +578,16 @@ def create_app(
     model: dict[str, str] | None = None,
 ) -> FastAPI:
     """The service around ``planner``; ``fallback`` decides when it fails, answers out of range or
-    misses the deadline. ``envelope`` holds the bounds a plan must respect; ``expected`` what a
-    request must carry; ``limits`` what one request may cost; ``model`` the served model's
-    ``file`` name and ``sha256`` for ``/healthz``."""
+    misses the deadline (a guarded ``planner`` has its own fallback for states outside its
+    training range: its takeovers are counted here). ``envelope`` holds the bounds a plan must
+    respect; ``expected`` what a request must carry; ``limits`` what one request may cost;
+    ``model`` the served model's ``file`` name and ``sha256`` for ``/healthz``."""
     DecideRequest = request_model(expected)  # a class, named as one
     limits = limits or Limits()
     metrics = ServiceMetrics()
     decide_one = Decider((planner, fallback), envelope, analyzer, metrics, names, limits)
+    if isinstance(planner, GuardedPlanner):
+        planner.add_listener(metrics.guard_event)
     bearer = HTTPBearer(auto_error=False, description="required when the service was started with a token")
     app = _guarded_app(limits, metrics)
 
@@ -578,7 +613,7 @@ def create_app(
         model_id = {f"model_{k}": v for k, v in (model or {}).items()}
         return Health(
             status="ok", planner=names[0], fallback=names[1], scenario=expected.scenario,
-            decisions=decide_one.decisions, **model_id,
+            decisions=decide_one.decisions, guarded=isinstance(planner, GuardedPlanner), **model_id,
         )  # fmt: skip
 
     text = {200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
@@ -660,7 +695,7 @@ def app_for(
         raise ValueError(f"planner {planner!r} needs a scenario (--scenario NAME or PATH)")
     spec = spec or load_scenario(scenario)
     interval = interval or 30.0
-    primary, forecaster = make_planner(planner, spec, interval)
+    primary, forecaster = make_planner(planner, spec, interval, guard_fallback=fallback)  # guarded by the same rule
     backup, _ = make_planner(fallback, spec, interval)
     # The analyzer an exported planner carries (no simulation at start), or an EWMA one; only a
     # Holt-Winters forecaster with nothing saved (a rule, an older sidecar) is fitted, by simulation.
