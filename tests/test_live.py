@@ -197,8 +197,9 @@ def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_pat
     finally:
         stop.set()
         load.join()
-    records = read_event_log(tmp_path / "events.jsonl")
-    assert len(records) >= 6 and result.fallbacks == 0, result.fallback_reason  # ONNX decided every time
+    # decision records (the guard's takeover and hand-back records carry an "event" key)
+    records = [r for r in read_event_log(tmp_path / "events.jsonl") if "event" not in r]
+    assert len(records) >= 6 and result.fallbacks == 0, result.fallback_reason  # no decision failed
     # the analyzer was the one the policy was trained with, forecasts included
     assert len(records[-1]["insights"]["forecasts"]["jobs"]) == planner.analyzer_options["forecast_steps"]
     # the overloaded ingest pool was grown from its single process, and the worker runs it
