@@ -422,3 +422,19 @@ def test_policy_kwargs_from_a_config_reach_the_network(tmp_path):
     layers = list(model.policy.mlp_extractor.policy_net) + list(model.policy.mlp_extractor.value_net)
     assert [m.out_features for m in layers if isinstance(m, torch.nn.Linear)] == [16, 8]
     assert any(isinstance(m, torch.nn.Tanh) for m in layers)
+
+
+def test_reward_only_normalization_statistics_round_trip() -> None:
+    """A checkpoint of a run that normalizes rewards only (SB3 keeps no observation statistics
+    then) saves and restores: the checkpoint of ppo_real crashed on the missing obs_rms."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from adaptflow.experiments.training import restore_vec_normalize, vec_normalize_state
+
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("CartPole-v1")]), norm_obs=False, norm_reward=True)
+    venv.ret_rms.mean, venv.ret_rms.count = 3.5, 42.0
+    state = vec_normalize_state(venv)
+    assert "obs_rms" not in state
+    restored = restore_vec_normalize(DummyVecEnv([lambda: gym.make("CartPole-v1")]), state)
+    assert restored.ret_rms.mean == 3.5 and restored.ret_rms.count == 42.0 and not restored.norm_obs

@@ -144,7 +144,9 @@ def vec_normalize_state(venv: VecNormalize) -> dict[str, Any]:
         return {"mean": np.asarray(stats.mean).tolist(), "var": np.asarray(stats.var).tolist(), "count": stats.count}
 
     settings = {k: getattr(venv, k) for k in ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")}
-    return {**settings, "obs_rms": rms(venv.obs_rms), "ret_rms": rms(venv.ret_rms), "returns": venv.returns.tolist()}
+    # SB3 keeps a statistic only for what it normalizes (reward-only normalization has no obs_rms)
+    stats = {name: rms(getattr(venv, name)) for name in ("obs_rms", "ret_rms") if name in vars(venv)}
+    return {**settings, **stats, "returns": venv.returns.tolist()}
 
 
 def restore_vec_normalize(venv: VecEnv, state: dict[str, Any]) -> VecNormalize:
@@ -152,6 +154,8 @@ def restore_vec_normalize(venv: VecEnv, state: dict[str, Any]) -> VecNormalize:
     settings = ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")
     wrapped = VecNormalize(venv, **{k: state[k] for k in settings})
     for name in ("obs_rms", "ret_rms"):
+        if name not in state or name not in vars(wrapped):
+            continue
         stats, saved = getattr(wrapped, name), state[name]
         mean, var = np.array(saved["mean"], dtype=np.float64), np.array(saved["var"], dtype=np.float64)
         if mean.shape != stats.mean.shape or var.shape != stats.var.shape:
