@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 import gymnasium as gym
 from ppo_throughput import ppo_steps_per_second
@@ -58,6 +59,15 @@ def steps_per_second(env_id: str, kwargs: dict, steps: int) -> float:
     return steps / elapsed
 
 
+def best_of(repeat: int, ours: Any, reference: Any) -> tuple[float, float]:
+    """Alternate the two measurements ``repeat`` times and keep the best of each: the least
+    disturbed run of each on a shared machine."""
+    a = b = 0.0
+    for _ in range(repeat):
+        a, b = max(a, ours()), max(b, reference())
+    return a, b
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20_000)
@@ -66,10 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-ppo", action="store_true")
     parser.add_argument("--workload-steps", type=int, default=5_000, help="steps per run of part 3")
     args = parser.parse_args(argv)
-    ours = ref = 0.0
-    for _ in range(args.repeat):  # alternate, keep the best of each: the least disturbed run
-        ours = max(ours, steps_per_second(*AUTOSCALE, args.steps))
-        ref = max(ref, steps_per_second(*CARTPOLE, args.steps))
+    ours, ref = best_of(
+        args.repeat,
+        lambda: steps_per_second(*AUTOSCALE, args.steps),
+        lambda: steps_per_second(*CARTPOLE, args.steps),
+    )
     result: dict = {
         "benchmark": "env_steps",
         "autoscale_mmc_steps_per_s": round(ours),
@@ -78,10 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
         "target_steps_per_s": 25_000,
         "target_step_ratio": 0.12,
     }
-    series = synthetic = 0.0
-    for _ in range(args.repeat):
-        series = max(series, steps_per_second(*SERIES, args.workload_steps))
-        synthetic = max(synthetic, steps_per_second(*SYNTHETIC, args.workload_steps))
+    series, synthetic = best_of(
+        args.repeat,
+        lambda: steps_per_second(*SERIES, args.workload_steps),
+        lambda: steps_per_second(*SYNTHETIC, args.workload_steps),
+    )
     result.update(
         {
             "etl_azure_series_steps_per_s": round(series),
@@ -91,10 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
         }
     )
     if not args.skip_ppo:
-        ppo_ours = ppo_ref = 0.0
-        for _ in range(args.repeat):  # alternate and keep the best of each, as above
-            ppo_ours = max(ppo_ours, ppo_steps_per_second(*AUTOSCALE, args.ppo_steps))
-            ppo_ref = max(ppo_ref, ppo_steps_per_second(*CARTPOLE, args.ppo_steps))
+        ppo_ours, ppo_ref = best_of(
+            args.repeat,
+            lambda: ppo_steps_per_second(*AUTOSCALE, args.ppo_steps),
+            lambda: ppo_steps_per_second(*CARTPOLE, args.ppo_steps),
+        )
         result.update(
             {
                 "ppo_autoscale_steps_per_s": round(ppo_ours),

@@ -29,7 +29,7 @@ class Feature:
     high: float
 
 
-def _reference_rate(scenario: Scenario) -> float:
+def reference_rate_of(scenario: Scenario) -> float:
     """A scale for arrival rates: the peak rate summed over sources (for a trace, twice its mean)."""
     total = 0.0
     for source in scenario.sources.values():
@@ -110,7 +110,7 @@ class ObservationEncoder:
 
         ``reference_rate``: the arrival rate that reads as 1 (default: the scenario's peak). A
         planner trained over several workloads fixes it, so that one rate reads the same in all."""
-        ref_rate = _reference_rate(scenario) if reference_rate is None else reference_rate
+        ref_rate = reference_rate_of(scenario) if reference_rate is None else reference_rate
         sla = scenario.sla.latency
         f: list[Feature] = []
         for name, st in scenario.stages.items():

@@ -26,6 +26,7 @@ from adaptflow.agents import (
 )
 from adaptflow.agents.analyzers import load_fitted
 from adaptflow.agents.cost import reward_scale
+from adaptflow.agents.encoding import reference_rate_of
 from adaptflow.agents.fitting import fit_analyzer
 from adaptflow.agents.types import CostComponents
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario
@@ -231,7 +232,7 @@ class WorkflowEnv(gym.Env):
             forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0,
             reference_rate=opts.rate_reference
             if opts.rate_reference is not None or len(self.scenarios) == 1
-            else max(ObservationEncoder.for_scenario(s).features_scale("rate:") for s in self.scenarios),
+            else max(reference_rate_of(s) for s in self.scenarios),
         )
         # A fitted forecaster comes from the options (a saved model's) or is fitted once per
         # process and scenario (cached); a mixture has one analyzer per workload.
