@@ -151,7 +151,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, sig, code, word):
         run_dir = Path(proc.stderr.readline().strip().split("run directory ", 1)[1])
         deadline = time.monotonic() + 120
         while not list((run_dir / "checkpoints").glob("model_*.json")) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.02)
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == code
     finally:
@@ -166,6 +166,31 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, sig, code, word):
     run = train(None, resume=run_dir)
     assert 8192 <= run.timesteps < 8192 + 256  # stopped mid-rollout: whole rollouts from there on
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one, on purpose
+def test_a_sigterm_whose_exception_python_swallowed_still_stops_the_run(tmp_path, monkeypatch):
+    """A signal handled while the main thread runs a ``__del__`` raises there, and Python only
+    prints "Exception ignored": the run must stop at its next step all the same."""
+    from adaptflow.experiments import training
+
+    class SignalsOnDelete:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at once, inside __del__: swallowed
+
+    on_step = training.RangeCallback._on_step
+
+    def on_step_that_signals(self) -> bool:
+        if self.num_timesteps == 512:
+            SignalsOnDelete()
+        return on_step(self)
+
+    monkeypatch.setattr(training.RangeCallback, "_on_step", on_step_that_signals)
+    with pytest.raises(training.Terminated):
+        train(TINY, [f"output_dir={tmp_path}", "evaluation.final_seeds=0"])
+    info = json.loads(next(tmp_path.rglob("run.json")).read_text())
+    assert info["status"] == "interrupted" and info["signal"] == "SIGTERM" and 512 <= info["timesteps"] < 2048
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 
 SWEEP_FAST = [

@@ -436,6 +436,13 @@ class Terminated(KeyboardInterrupt):
     manager, a scheduler or ``kill`` checkpoints and is marked "interrupted" just the same."""
 
 
+_sigterm_received: list[str] = []
+"""The SIGTERM a run was sent, until it stops. Signal handlers are process-wide, so this is too.
+Kept because a handler's exception can be swallowed: raised while the main thread runs a
+``__del__`` or a weakref callback, Python prints "Exception ignored" and goes on, and the run
+would finish as if never asked to stop. :class:`StopOnSignal` raises it again at the next step."""
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While training, SIGTERM raises :class:`Terminated` (once: a second one does not break
@@ -446,6 +453,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
     def handler(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _sigterm_received.append(signal.Signals(signum).name)
         raise Terminated(signal.Signals(signum).name)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -453,6 +461,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _sigterm_received.clear()
+
+
+def _raise_if_terminated() -> None:
+    if _sigterm_received:
+        raise Terminated(_sigterm_received[0])
+
+
+class StopOnSignal(BaseCallback):
+    """Stops learning at the next step after a SIGTERM whose exception was swallowed."""
+
+    def _on_step(self) -> bool:
+        _raise_if_terminated()
+        return True
 
 
 def train(
@@ -667,11 +689,12 @@ def _learn(
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=[RangeCallback(seen), checkpoint, validation],
+                callback=[StopOnSignal(), RangeCallback(seen), checkpoint, validation],
                 progress_bar=progress,
                 reset_num_timesteps=not resumed,
                 tb_log_name="run",
             )
+        _raise_if_terminated()  # a signal whose exception was swallowed after the last step
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see _sigterm_as_interrupt), even before learn() began
         checkpoint.model, checkpoint.num_timesteps = model, model.num_timesteps
         checkpoint.save()
