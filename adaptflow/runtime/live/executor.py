@@ -11,6 +11,7 @@ from celery import Celery
 
 from adaptflow.agents import Applied, Clock, Executor, Plan
 from adaptflow.agents.safety import SafetyEnvelope, StageBounds, envelope_for
+from adaptflow.scenario.schema import Scenario
 
 from ..celery_app import LiveContext, context_of
 from .ledger import PoolLedger
@@ -38,7 +39,11 @@ class CeleryExecutor(Executor):
     ``shrink(1)`` on a 6-process pool retired 2 processes while the pool's own count went to 1.
     A shrink with fewer idle processes than asked retires those it found and answers an error;
     the target is then held, and the monitor's reconciliation adopts the worker's process list
-    once it has settled. The worker must run without ``--autoscale``."""
+    once it has settled. The worker must run without ``--autoscale``.
+
+    On a user's app (``scenario`` given: the app has no adaptflow context), the same pool
+    commands go to the mapped workers; splits are the app's own routing, which adaptflow does not
+    reach: a plan's splits are refused, and the refusal logged."""
 
     def __init__(
         self,
@@ -47,10 +52,12 @@ class CeleryExecutor(Executor):
         clock: Clock,
         envelope: SafetyEnvelope | None = None,
         timeout: float = 2.0,
+        scenario: Scenario | None = None,
     ):
         self.app, self.ledger, self.clock, self.timeout = app, ledger, clock, timeout
-        self.context: LiveContext = context_of(app)
-        self.envelope = envelope or live_envelope(self.context.scenario)
+        self.context: LiveContext | None = context_of(app) if scenario is None else None
+        self.scenario = scenario if scenario is not None else self.context.scenario
+        self.envelope = envelope or live_envelope(self.scenario)
         self.splits: dict[str, dict[str | None, float]] = {}
 
     def current_workers(self) -> dict[str, int]:
@@ -65,9 +72,16 @@ class CeleryExecutor(Executor):
         return None if "ok" in answer else str(answer.get("error", answer))
 
     def apply(self, plan: Plan) -> Applied:
+        refused = list(plan.splits) if self.context is None else []
+        if refused:  # a user's app routes its own tasks: adaptflow does not reach its splits
+            plan = Plan(workers=plan.workers)
         applied = self.envelope.constrain(plan, self.current_workers(), self.clock.now())
+        applied.clamps += [f"{owner}: split not applied (a user's app routes its own tasks)" for owner in refused]
         for stage, wanted in applied.workers.items():
-            pool = self.ledger.pools[stage]
+            pool = self.ledger.pools.get(stage)
+            if pool is None:  # a user's stage whose worker the mapping does not name
+                applied.clamps.append(f"{stage}: not controlled (the mapping names no worker for it)")
+                continue
             have = pool.target
             if wanted > have:
                 reason = self._command("pool_grow", pool.worker, wanted - have)
@@ -86,10 +100,11 @@ class CeleryExecutor(Executor):
                         "worker's process list shows what was retired"
                     )
             applied.workers[stage] = pool.target
-        self.splits.update(applied.splits)
-        store = self.context.splits
-        for owner, probs in self.splits.items():  # all of them: a restarted Redis lost the keys
-            store.write(owner, probs)
+        if self.context is not None:
+            self.splits.update(applied.splits)
+            store = self.context.splits
+            for owner, probs in self.splits.items():  # all of them: a restarted Redis lost the keys
+                store.write(owner, probs)
         for clamp in applied.clamps:
             log.info("safety envelope: %s", clamp)
         return applied

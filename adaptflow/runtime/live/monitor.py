@@ -5,44 +5,48 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from celery import Celery
 
 from adaptflow.agents import MetricsSnapshot, Monitor, StageMetrics
 
-from ..celery_app import LiveContext, context_of
 from .clock import WallClock
-from .fold import EventFold, Interval, LiveTotals, StageInterval
+from .fold import EventFold, Interval, LiveTotals, Record, StageInterval
 from .ledger import PoolLedger
+from .system import LiveSystem, builtin_system
 
 NAN = math.nan
 
 
 @dataclass
 class _Reading:
-    """Everything one ``observe`` reads from Redis and the workers, read before any state changes."""
+    """Everything one ``observe`` reads from the broker and the workers, read before any state changes."""
 
-    events: list[tuple[str, dict[str, str]]]
     stats: dict[str, dict]
     active: dict[str, list[dict]]  # worker -> its running tasks
     queued: dict[str, int]  # stage -> queue length plus its worker's reserved messages
     splits: dict[str, dict[str | None, float]]
+    records: list[Record] = field(default_factory=list)
 
 
 class CeleryMonitor(Monitor):
     """Metrics of the interval since the last ``observe``, as :class:`~adaptflow.agents.SimMonitor`
-    fills them: queue length now (LLEN of the stage's queue plus the messages its worker has
-    reserved), busy workers (inspect's active tasks), the reconciled pool (active, starting,
-    target), counts of the interval (arrivals, completions, failures, drops, validation flags),
-    mean wait, time-average queue length, utilization (busy / ready worker time), worker time and
-    its cost, end-to-end latency and SLA violations (counted when the deadline passes, as in
-    simulation). Quality escapes are known live too: the load generator's items carry their
-    synthetic quality.
+    fills them: queue length now (the broker's length of the stage's queues plus the messages its
+    worker has reserved), busy workers (inspect's active tasks), the reconciled pool (active,
+    starting, target), counts of the interval (arrivals, completions, failures, drops, validation
+    flags), mean wait, time-average queue length, utilization (busy / ready worker time), worker
+    time and its cost, end-to-end latency and SLA violations (counted when the deadline passes, as
+    in simulation).
 
-    Every Redis and broker read happens before any state changes, so an observe that fails in an
-    outage can be retried as a whole."""
+    What it reads comes from a :class:`~.system.LiveSystem`: adaptflow's own app (its tasks'
+    Redis stream, quality escapes known from the load generator's synthetic quality) or any
+    user's app (Celery's event stream, through the app's mapping). ``app``: the Celery app to
+    inspect; its system is adaptflow's own unless ``system`` is given.
+
+    Every broker read happens before any state changes, so an observe that fails in an outage
+    can be retried as a whole."""
 
     def __init__(
         self,
@@ -51,16 +55,15 @@ class CeleryMonitor(Monitor):
         clock: WallClock,
         percentiles: bool = False,
         inspect_timeout: float = 2.0,
+        system: LiveSystem | None = None,
     ):
         self.app, self.ledger, self.clock = app, ledger, clock
-        self.context: LiveContext = context_of(app)
-        self.scenario = self.context.scenario
-        self.scale = self.context.time_scale
+        self.system = system or builtin_system(app)
+        self.scenario = self.system.scenario
+        self.scale = self.system.time_scale
         if abs(clock.time_scale - self.scale) > 1e-12:
             raise ValueError(f"clock time_scale {clock.time_scale} != the app's {self.scale}")
         self.percentiles, self.inspect_timeout = percentiles, inspect_timeout
-        last = self.context.client.xrevrange(self.context.events_key, count=1)
-        self._last_id = last[0][0] if last else "0-0"
         self.fold = EventFold(
             self.scenario.stages, self.scenario.sources, self.scenario.sla, self.scale, clock.start, time.time()
         )
@@ -74,36 +77,27 @@ class CeleryMonitor(Monitor):
         return self.fold.totals
 
     # -- reading (no state changes) --------------------------------------------------------------
-    def _read_events(self) -> list[tuple[str, dict[str, str]]]:
-        out, start = [], f"({self._last_id}"
-        client, key = self.context.client, self.context.events_key
-        while True:
-            batch = client.xrange(key, min=start, max="+", count=10_000)
-            out += batch
-            if len(batch) < 10_000:
-                return out
-            start = f"({batch[-1][0]}"
-
     def _read(self) -> _Reading:
-        events = self._read_events()
         names = list(self.ledger.workers.values())
         inspect = self.app.control.inspect(destination=names, timeout=self.inspect_timeout)
         stats, active, reserved = inspect.stats() or {}, inspect.active() or {}, inspect.reserved() or {}
-        client, workers = self.context.client, self.ledger.workers
+        lengths, workers = self.system.queue_lengths(), self.ledger.workers
         queued = {
-            name: client.llen(name) + len(reserved.get(workers.get(name, ""), []) or [])
+            name: lengths.get(name, 0) + len(reserved.get(workers.get(name, ""), []) or [])
             for name in self.scenario.stages
         }
-        return _Reading(events, stats, active, queued, self.context.splits.read_all())
+        reading = _Reading(stats, active, queued, self.system.splits())
+        reading.records = self.system.records.read()  # last: the in-memory feeds change state here
+        return reading
 
     # -- the interval ----------------------------------------------------------------------------
     def observe(self) -> MetricsSnapshot:
         reading = self._read()
         # -- nothing above changed any state: an outage there leaves the monitor as it was --
         now = time.time()
-        for event_id, record in reading.events:
+        for record in reading.records:
             self.fold.add(record, now)
-            self._last_id = event_id
+        self.system.records.advance()
         tasks = {name: reading.active.get(self.ledger.workers.get(name, "")) for name in self.scenario.stages}
         active_ids = {name: None if t is None else {task.get("id") for task in t} for name, t in tasks.items()}
         interval = self.fold.close(now, reading.queued, active_ids)

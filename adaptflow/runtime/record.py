@@ -1,0 +1,176 @@
+"""``adaptflow record``: store the task events of a running Celery app, for ``adaptflow
+calibrate`` to fit a scenario from. The app is imported (for its broker and its workers), never
+modified; its workers must send task events (``-E`` or ``worker_send_task_events``; the recorder
+asks them to start, as Flower does) and its publishers ``task-sent`` events for queue waits
+(``task_send_sent_event``).
+
+A recording is a directory:
+
+* ``mapping.yaml``: the app's mapping (:mod:`.live.mapping`), copied;
+* ``recording.json``: the app, the broker (without its password), start and stop times;
+* ``events.jsonl``: one JSON object per line, in arrival order: Celery's task events, slimmed to
+  the fields adaptflow reads (:data:`.live.events.EVENT_FIELDS`: never arguments or results),
+  and adaptflow's own lines: ``adaptflow-pools`` (each mapped worker's process count, every
+  ``sample_every`` seconds), ``adaptflow-queues`` (each stage's broker queue length) and
+  ``adaptflow-gap`` (a time the event stream was lost: its events are missing).
+
+Written as it goes (appended and flushed every half second), so stopping it at any time (Ctrl-C,
+SIGTERM, a kill) leaves a recording whose last line at worst is cut short, which the reader
+skips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+
+from adaptflow._io import atomic_write_text, package_versions
+from adaptflow._yaml import load_yaml_file
+
+from .celery_app import redis_client
+from .live.events import EventStream
+from .live.mapping import AppMapping, load_mapping
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 0.5  # wall seconds between appends of the received events
+
+
+@dataclass
+class RecordingSummary:
+    """What a recording holds when it stopped."""
+
+    directory: Path
+    events: int
+    task_events: int
+    gaps: int
+    seconds: float
+
+
+def load_app(spec: str) -> Celery:
+    """The Celery app ``MODULE:ATTR`` (or ``MODULE.ATTR``), imported as ``celery -A`` imports it."""
+    from celery.app.utils import find_app
+
+    try:
+        app = find_app(spec)
+    except Exception as exc:
+        raise ValueError(
+            f"--app {spec!r}: cannot import it ({type(exc).__name__}: {exc}); expected MODULE:APP"
+        ) from None
+    if not isinstance(app, Celery):
+        raise ValueError(f"--app {spec!r} is a {type(app).__name__}; expected a Celery app")
+    return app
+
+
+def _prepare(out_dir: Path, mapping_path: Path, app: Celery, spec: str) -> AppMapping:
+    """Check everything, then create the directory with its mapping and header."""
+    mapping = load_mapping(mapping_path)
+    if (out_dir / "events.jsonl").exists():
+        raise ValueError(f"{str(out_dir)!r} already holds a recording; expected a new or empty directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "mapping.yaml", mapping_path.read_text())
+    _write_header(out_dir, spec, app, started=time.time(), stopped=None)
+    return mapping
+
+
+def _write_header(out_dir: Path, spec: str, app: Celery, started: float, stopped: float | None) -> None:
+    header = {
+        "app": spec,
+        "broker": maybe_sanitize_url(app.conf.broker_url or ""),
+        "started": started,
+        "stopped": stopped,
+        "adaptflow": package_versions(("adaptflow",)).get("adaptflow"),
+    }
+    atomic_write_text(out_dir / "recording.json", json.dumps(header, indent=2) + "\n")
+
+
+class Recorder:
+    """Receives an app's events and appends them, with pool and queue samples, to a recording."""
+
+    def __init__(self, app: Celery, mapping: AppMapping, out_dir: Path, sample_every: float = 5.0):
+        self.app, self.mapping, self.out_dir, self.sample_every = app, mapping, out_dir, sample_every
+        self.stream = EventStream(app)
+        self.client = redis_client(app.conf.broker_url) if str(app.conf.broker_url).startswith("redis") else None
+        self.events = self.task_events = 0
+        self._gaps_written = 0
+
+    def run(self, duration: float | None, stop: threading.Event) -> None:
+        """Record until ``duration`` seconds have passed or ``stop`` is set (Ctrl-C: the caller's)."""
+        self.stream.start()
+        self.app.control.enable_events()  # as Flower does: workers started without -E send them now
+        end = None if duration is None else time.monotonic() + duration
+        next_sample = 0.0
+        with (self.out_dir / "events.jsonl").open("a", encoding="utf-8") as out:
+            try:
+                while not stop.is_set() and (end is None or time.monotonic() < end):
+                    if time.monotonic() >= next_sample:
+                        self._sample(out)
+                        next_sample = time.monotonic() + self.sample_every
+                    self._flush(out)
+                    stop.wait(FLUSH_EVERY)
+            finally:
+                self._flush(out)
+                self.stream.stop()
+
+    def _flush(self, out: IO[str]) -> None:
+        for event in self.stream.drain():
+            self._line(out, event)
+            self.task_events += str(event.get("type", "")).startswith("task-")
+        for gap in list(self.stream.gaps)[self._gaps_written :]:
+            if gap.end is not None:
+                self._line(out, {"type": "adaptflow-gap", "start": gap.start, "end": gap.end, "reason": gap.reason})
+                self._gaps_written += 1
+        out.flush()
+
+    def _sample(self, out: IO[str]) -> None:
+        """The mapped workers' process counts and the stages' queue lengths, now."""
+        workers, now = self.mapping.workers(), time.time()
+        if workers:
+            from celery.utils.nodenames import host_format
+
+            names = {stage: host_format(name) for stage, name in workers.items()}
+            stats = self.app.control.inspect(destination=list(names.values()), timeout=2.0).stats() or {}
+            pools = {stage: len(stats[n]["pool"]["processes"]) for stage, n in names.items() if n in stats}
+            self._line(out, {"type": "adaptflow-pools", "timestamp": now, "pools": pools})
+        if self.client is not None:
+            queues = {stage: sum(self.client.llen(q) for q in qs) for stage, qs in self.mapping.queues().items()}
+            self._line(out, {"type": "adaptflow-queues", "timestamp": now, "queues": queues})
+
+    def _line(self, out: IO[str], obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.events += 1
+
+
+def record(
+    spec: str,
+    mapping_path: str | Path,
+    out_dir: str | Path,
+    duration: float | None = None,
+    sample_every: float = 5.0,
+    stop: threading.Event | None = None,
+) -> RecordingSummary:
+    """Record the app ``spec`` (``MODULE:APP``) into ``out_dir`` (see the module docstring)."""
+    if duration is not None and not duration > 0:
+        raise ValueError(f"--duration {duration}: expected seconds > 0")
+    if not sample_every > 0:
+        raise ValueError(f"--sample-every {sample_every}: expected seconds > 0")
+    out_dir, mapping_path = Path(out_dir), Path(mapping_path)
+    load_yaml_file(mapping_path)  # a missing or unreadable file: its own clear error first
+    app = load_app(spec)
+    mapping = _prepare(out_dir, mapping_path, app, spec)
+    header = json.loads((out_dir / "recording.json").read_text())
+    recorder = Recorder(app, mapping, out_dir, sample_every)
+    try:
+        recorder.run(duration, stop or threading.Event())
+    finally:
+        _write_header(out_dir, spec, app, header["started"], time.time())
+    seconds = time.time() - header["started"]
+    return RecordingSummary(out_dir, recorder.events, recorder.task_events, len(recorder.stream.gaps), seconds)

@@ -1,0 +1,202 @@
+"""A user's own Celery app (tests/apps/shop.py: adaptflow did not write it, and does not change
+it) observed through Celery's event stream, recorded, and its pools controlled: real Redis, real
+workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptflow.agents import Plan
+from adaptflow.runtime.live import CeleryExecutor, CeleryMonitor, PoolLedger, WallClock
+from adaptflow.runtime.live.events import EventStream
+from adaptflow.runtime.live.mapping import load_mapping
+from adaptflow.runtime.live.system import app_system
+from adaptflow.runtime.record import record
+from adaptflow.scenario import parse_scenario
+
+from .live_fixtures import broker, redis_server, wait_for  # noqa: F401  (fixtures)
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("ingest", "enrich", "store")
+MAPPING = {
+    "stages": {s: {"queues": [s], "worker": f"{s}@%h"} for s in STAGES},
+    "sources": {"orders": {"tasks": ["shop.ingest"]}},
+    "end": {"tasks": ["shop.store"]},
+}
+SCENARIO = {
+    "name": "shop",
+    "horizon": 3600,
+    "sla": {"latency": 30.0},
+    "sources": {"orders": {"process": "poisson", "rate": 1.0, "to": "ingest"}},
+    "stages": {
+        s: {
+            "workers": {"initial": 1, "min": 1, "max": 4, "cost_per_second": 1.0},
+            "service": {"dist": "exponential", "mean": 0.1},
+            "next": nxt,
+        }
+        for s, nxt in zip(STAGES, ("enrich", "store", None), strict=True)
+    },
+}
+
+
+class ShopWorkers:
+    """One ``celery worker`` per queue of the user's app, as its owner would start them."""
+
+    def __init__(self, broker_url: str, log_dir: Path):
+        self.broker_url, self.log_dir = broker_url, log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, concurrency: int = 1) -> ShopWorkers:
+        env = {**os.environ, "SHOP_BROKER_URL": self.broker_url}
+        for stage in STAGES:
+            argv = [sys.executable, "-m", "celery", "-A", "tests.apps.shop", "worker", "-Q", stage]
+            argv += ["-n", f"{stage}@%h", "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "info"]
+            log = (self.log_dir / f"{stage}.log").open("ab")
+            self.processes.append(
+                subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        return self
+
+    def wait_ready(self, app) -> None:
+        import socket
+
+        names = [f"{s}@{socket.gethostname()}" for s in STAGES]
+        wait_for(lambda: len(app.control.ping(destination=names, timeout=0.5) or []) == len(names), 60, 0.5, "workers")
+
+    def stop(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+
+
+@pytest.fixture
+def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
+    monkeypatch.setenv("SHOP_BROKER_URL", broker)
+    from tests.apps import shop as module
+
+    module.app.conf.broker_url = broker
+    workers = ShopWorkers(broker, tmp_path).start()
+    try:
+        workers.wait_ready(module.app)
+        yield module
+    finally:
+        workers.stop()
+
+
+def submit(shop, n: int, work=(0.05, 0.1, 0.05)) -> None:
+    for k in range(n):
+        shop.ingest.apply_async(({"id": k, "work": list(work)},))
+
+
+def test_the_monitor_reads_a_user_app_through_celery_events(shop, tmp_path):
+    scenario = parse_scenario(SCENARIO)
+    mapping = load_mapping(MAPPING)
+    stream = EventStream(shop.app).start()
+    try:
+        ledger = PoolLedger(shop.app, mapping.workers()).sync()
+        monitor = CeleryMonitor(shop.app, ledger, WallClock(), system=app_system(shop.app, mapping, scenario, stream))
+        submit(shop, 12)
+        seen = {"arrivals": 0, "completed": 0, "stage": dict.fromkeys(STAGES, 0), "waits": []}
+
+        def observe() -> bool:
+            snap = monitor.observe()
+            seen["arrivals"] += sum(snap.source_arrivals.values())
+            seen["completed"] += snap.completed
+            for s in STAGES:
+                seen["stage"][s] += snap.stages[s].completed
+            seen["waits"].append(snap.stages["enrich"].mean_wait)
+            return seen["completed"] >= 12
+
+        wait_for(observe, 60, 1.0, "12 orders through the user's app")
+    finally:
+        stream.stop()
+    assert seen["arrivals"] == 12 and seen["stage"] == dict.fromkeys(STAGES, 12)
+    # one enrich process, 0.1 s each, 12 orders arriving at once: the queue makes real waits
+    assert monitor.totals.mean_wait > 0.1 and monitor.totals.latency_percentile(95) >= 12 * 0.1
+
+
+def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
+    scenario = parse_scenario(SCENARIO)
+    mapping = load_mapping(MAPPING)
+    ledger = PoolLedger(shop.app, mapping.workers()).sync()
+    executor = CeleryExecutor(shop.app, ledger, WallClock(), scenario=scenario)
+    applied = executor.apply(Plan(workers={"enrich": 3}))
+    assert applied.workers["enrich"] == 3
+    worker = ledger.pools["enrich"].worker
+
+    def processes() -> int:
+        stats = shop.app.control.inspect(destination=[worker], timeout=2).stats() or {}
+        return len(stats.get(worker, {}).get("pool", {}).get("processes", []))
+
+    wait_for(lambda: processes() == 3, 20, 0.5, "the enrich pool at 3 processes")
+    executor.apply(Plan(workers={"enrich": 1}))
+    wait_for(lambda: processes() == 1, 20, 0.5, "the enrich pool back at 1")
+    refused = executor.apply(Plan(workers={"ingest": 2}, splits={"ingest": {"enrich": 1.0}}))
+    assert any("split not applied" in c for c in refused.clamps)
+
+
+def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop, tmp_path):
+    mapping_path = tmp_path / "mapping.yaml"
+    mapping_path.write_text(yaml.safe_dump(MAPPING))
+    out, stop = tmp_path / "rec", threading.Event()
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            summary=record("tests.apps.shop:app", mapping_path, out, sample_every=1.0, stop=stop)
+        )
+    )
+    thread.start()
+    try:
+        wait_for(lambda: (out / "events.jsonl").is_file(), 20, 0.2, "the recording to begin")
+        time.sleep(1.0)  # the receiver subscribes before the orders are sent
+        submit(shop, 5)
+
+        def stored() -> int:
+            lines = (out / "events.jsonl").read_text().splitlines()
+            return sum('"task-succeeded"' in line for line in lines)
+
+        wait_for(lambda: stored() >= 15, 60, 0.5, "15 task-succeeded events on disk while recording")
+    finally:
+        stop.set()
+        thread.join(30)
+    lines = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    sent = [e for e in lines if e["type"] == "task-sent"]
+    assert len(sent) == 15 and {e["queue"] for e in sent} == set(STAGES)
+    assert len({e["root_id"] for e in sent}) == 5  # the user's chain links each order's tasks
+    assert not any("args" in e or "kwargs" in e or "result" in e for e in lines)  # the user's data stays out
+    pools = [e for e in lines if e["type"] == "adaptflow-pools"]
+    assert pools and pools[-1]["pools"] == dict.fromkeys(STAGES, 1)
+    header = json.loads((out / "recording.json").read_text())
+    assert header["stopped"] is not None and "@" not in header["broker"].split("//")[-1].split(":")[0]
+    assert result["summary"].task_events >= 60  # sent, received, started, succeeded for each of 15
+
+
+def test_the_event_stream_marks_a_broker_restart_as_a_gap(shop, redis_server):  # noqa: F811
+    stream = EventStream(shop.app, retry=0.5).start()
+    try:
+        redis_server.stop()
+        wait_for(lambda: bool(stream.gaps), 20, 0.2, "the stream to notice the broker gone")
+        redis_server.start()
+        wait_for(lambda: stream.gaps[-1].end is not None, 40, 0.2, "the stream to reconnect")
+        submit(shop, 2)
+        wait_for(lambda: any(e["type"] == "task-succeeded" for e in stream.drain()), 60, 0.5, "events after it")
+    finally:
+        stream.stop()
+    gap = stream.gaps[0]
+    assert gap.end > gap.start and "lost" in gap.reason
