@@ -6,13 +6,88 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from adaptflow._json import to_jsonable
-from adaptflow.scenario import ScenarioError, shipped_scenarios
+from adaptflow.scenario import ScenarioError, load_scenario, shipped_scenarios
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.console import Console
+
+    from adaptflow.experiments.evaluation import Evaluation
+
+PLANNER_SPECS = (
+    "Planner specs: static, threshold, celery, erlang, predictive, clairvoyant, quality, with parameters as "
+    "name:key=value,key=value (threshold:target=0.6,metric=queue_per_worker); a trained model as sb3:PATH "
+    "(its .zip), an exported one as onnx:PATH (its export directory); any spec as LABEL@SPEC to name its row "
+    "(ppo@sb3:runs/quickstart/<timestamp>/best_model.zip)."
+)
+"""What a planner spec may be: the help of every command that takes one (the registry,
+adaptflow.policies.registry, is the definition; a test checks this names all its planners)."""
+
+Column = tuple[str, Callable[[Any], str]]
+"""A table column: its header and how a row (a pandas itertuples row) is written in it."""
+
+SUMMARY_COLUMNS: tuple[Column, ...] = (
+    ("planner", lambda r: str(r.planner)),
+    ("cost", lambda r: f"{r.cost_mean:,.0f}"),
+    ("95% CI", lambda r: f"[{r.cost_ci_low:,.0f}, {r.cost_ci_high:,.0f}]"),
+    ("IQM", lambda r: f"{r.cost_iqm:,.0f}"),
+    ("SLA viol.", lambda r: f"{100 * r.sla_violation_rate_mean:.2f}%"),
+    ("p95 lat", lambda r: f"{r.p95_latency_mean:.2f}"),
+    ("drops", lambda r: f"{r.drops_mean:.1f}"),
+    ("escapes", lambda r: f"{r.escapes_mean:.1f}"),
+)
+PAIRED_COLUMNS: tuple[Column, ...] = (
+    ("planner", lambda r: str(r.planner)),
+    ("cost diff", lambda r: f"{r.cost_diff_mean:+,.0f}"),
+    ("95% CI", lambda r: f"[{r.cost_diff_ci_low:+,.0f}, {r.cost_diff_ci_high:+,.0f}]"),
+    ("Wilcoxon p", lambda r: f"{r.wilcoxon_p:.3g}"),
+    ("seeds won [95% CI]", lambda r: f"{r.share_won:.2f} [{r.share_won_ci_low:.2f}, {r.share_won_ci_high:.2f}]"),
+)
+LIVE_COLUMNS: tuple[Column, ...] = (
+    ("world", lambda r: str(r.world)),
+    ("planner", lambda r: str(r.planner)),
+    ("mean wait", lambda r: f"{r.mean_wait:.2f}"),
+    ("p95 lat", lambda r: f"{r.p95_latency:.2f}"),
+    ("per s", lambda r: f"{r.throughput:.2f}"),
+    ("SLA viol.", lambda r: f"{100 * r.sla_violation_rate:.2f}%"),
+    ("cost", lambda r: f"{r.cost:,.0f}"),
+    ("mean pool", lambda r: f"{r.mean_pool:.1f}"),
+    ("arrived", lambda r: f"{r.arrived:,}"),
+    ("completed", lambda r: f"{r.completed:,}"),
+)
+
+
+def print_table(console: Console, frame: pd.DataFrame, columns: Sequence[Column], title: str) -> None:
+    """The one way a command prints a result table: its title as a line of its own (a table's
+    title would wrap at the table's width, and a path in it is not rich markup), then one row per
+    row of ``frame``, each cell formatted by its column (thousands separators, percentages),
+    never pandas' raw floats."""
+    from rich.table import Table
+
+    table = Table()
+    for k, (header, _) in enumerate(columns):
+        table.add_column(header, justify="left" if k == 0 else "right")
+    for row in frame.itertuples():
+        table.add_row(*(cell(row) for _, cell in columns))
+    console.print(title, markup=False, highlight=False)
+    console.print(table)
+
+
+def print_evaluation(console: Console, result: Evaluation) -> None:
+    """An evaluation's summary and paired tables, as ``evaluate`` and ``train`` print them."""
+    scenario, seeds = result.table.scenario.iloc[0], result.table.seed.nunique()
+    print_table(
+        console, result.summary, SUMMARY_COLUMNS, f"{scenario}: {seeds} held-out seeds (mean, 95% bootstrap CI)"
+    )
+    if not result.paired.empty:
+        baseline = result.paired.baseline.iloc[0]
+        title = f"paired, seed by seed, against the best baseline ({baseline})"
+        print_table(console, result.paired, PAIRED_COLUMNS, title)
 
 
 def _console() -> Console:
@@ -24,14 +99,14 @@ def _console() -> Console:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from adaptflow.experiments.simulation import summary_table, timed_simulate, write_timeseries
+    from adaptflow.experiments.simulation import check_work, summary_table, timed_simulate, write_timeseries
 
     if (args.timeseries is None) != (args.interval is None):
         raise ValueError("--timeseries and --interval go together: give both or neither")
+    spec = load_scenario(args.scenario, seed=args.seed, horizon=args.horizon)  # the values used, for the title
+    check_work(spec, args.interval, args.max_items, args.scenario)  # here, so that a refusal names the file
     summary, series, seconds = timed_simulate(
-        args.scenario,
-        seed=args.seed,
-        horizon=args.horizon,
+        spec,
         progress=not args.json,
         record_interval=args.interval,
         max_items=args.max_items,
@@ -42,7 +117,8 @@ def _simulate(args: argparse.Namespace) -> int:
         print(json.dumps(to_jsonable(summary)))
     else:
         console = _console()
-        console.print(summary_table(summary, title=f"adaptflow simulate {args.scenario}"))
+        title = f"adaptflow simulate {args.scenario}: seed {spec.seed}, horizon {spec.horizon:,g} s"
+        console.print(summary_table(summary, title=title))
         console.print(
             f"[dim]{summary['items_arrived'] / max(seconds, 1e-9):,.0f} items/s of wall time ({seconds:.2f} s)[/dim]"
         )
@@ -52,6 +128,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _forecast_error(args: argparse.Namespace) -> int:
+    from adaptflow.agents.fitting import TRAINING_SEED
     from adaptflow.experiments.forecasting import forecast_errors
 
     if args.seeds < 1:
@@ -67,22 +144,24 @@ def _forecast_error(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({name: wide[name].round(6).tolist() for name in wide.columns}))
     else:
-        from adaptflow.scenario import load_scenario
-
         labels = load_scenario(args.scenario).series_labels()
-        held_out = f"windows of part {args.part!r} of {', '.join(labels)}" if labels else f"seeds 1..{args.seeds}"
+        # "held-out" is the word of evaluation's seeds (1,000,000 + k); seeds 1..N are not those
+        episodes = (
+            f"{args.seeds} windows of part {args.part!r} of {', '.join(labels)} "
+            "(forecasters fitted on the training part)"
+            if labels
+            else f"{args.seeds} episodes on seeds 1..{args.seeds} (forecasters fitted on seed {TRAINING_SEED:,})"
+        )
         print(
             f"Mean absolute error of the arrival-rate forecast (items/s), {args.scenario}, "
-            f"one decision every {args.interval:g} s, {args.seeds} held-out episodes ({held_out}; "
-            "forecasters fitted on the training part or seed):"
+            f"one decision every {args.interval:g} s, {episodes}:"
         )
+        wide.index.name = f"lookahead (steps of {args.interval:g} s)"
         print(wide.round(4).to_string())
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from adaptflow.experiments.evaluation import evaluate
 
     result = evaluate(
@@ -96,37 +175,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         part=args.part,
     )
     console = _console()
-    table = Table(title=f"{args.scenario}: {args.seeds} held-out seeds (mean, 95% bootstrap CI)", title_justify="left")
-    for header in ("planner", "cost", "95% CI", "IQM", "SLA viol.", "p95 lat", "drops", "escapes"):
-        table.add_column(header, justify="left" if header == "planner" else "right")
-    for row in result.summary.itertuples():
-        table.add_row(
-            row.planner,
-            f"{row.cost_mean:,.0f}",
-            f"[{row.cost_ci_low:,.0f}, {row.cost_ci_high:,.0f}]",
-            f"{row.cost_iqm:,.0f}",
-            f"{100 * row.sla_violation_rate_mean:.2f}%",
-            f"{row.p95_latency_mean:.2f}",
-            f"{row.drops_mean:.1f}",
-            f"{row.escapes_mean:.1f}",
-        )
-    console.print(table)
-    if not result.paired.empty:
-        paired = Table(
-            title=f"paired, seed by seed, against the best baseline ({result.paired.baseline.iloc[0]})",
-            title_justify="left",
-        )
-        for header in ("planner", "cost diff", "95% CI", "Wilcoxon p", "seeds won [95% CI]"):
-            paired.add_column(header, justify="left" if header == "planner" else "right")
-        for row in result.paired.itertuples():
-            paired.add_row(
-                row.planner,
-                f"{row.cost_diff_mean:+,.0f}",
-                f"[{row.cost_diff_ci_low:+,.0f}, {row.cost_diff_ci_high:+,.0f}]",
-                f"{row.wilcoxon_p:.3g}",
-                f"{row.share_won:.2f} [{row.share_won_ci_low:.2f}, {row.share_won_ci_high:.2f}]",
-            )
-        console.print(paired)
+    print_evaluation(console, result)
     for note in result.notes:
         console.print(f"note: {note}")
     if result.out_dir is not None:
@@ -156,12 +205,17 @@ def _tune(args: argparse.Namespace) -> int:
         progress=True,
         part=args.part,
     )
-    columns = ["planner", "cost_mean", "cost_ci_low", "cost_ci_high", "sla_violation_rate_mean"]
-    print(result.table[columns].head(10).to_string(index=False))
+    console = _console()
+    shown = min(len(result.table), 10)
+    title = (
+        f"{args.scenario}: {args.planner} on {args.seeds} training seeds (0..{args.seeds - 1}), "
+        f"the best {shown} of {len(result.table)} (mean, 95% bootstrap CI)"
+    )
+    print_table(console, result.table.head(10), SUMMARY_COLUMNS, title)
     if result.skipped:
-        print(f"{len(result.skipped)} combinations skipped (the planner rejects them), e.g. "
-              f"{next(iter(result.skipped))}: {next(iter(result.skipped.values()))}")  # fmt: skip
-    print(f"best on {args.seeds} training seeds: {result.best}")
+        console.print(f"{len(result.skipped)} combinations skipped (the planner rejects them), e.g. "
+                      f"{next(iter(result.skipped))}: {next(iter(result.skipped.values()))}", markup=False)  # fmt: skip
+    console.print(f"best on {args.seeds} training seeds: {result.best}", markup=False)
     return 0
 
 
@@ -183,18 +237,16 @@ def _train(args: argparse.Namespace) -> int:
         print(f"adaptflow: {'terminated' if terminated else 'interrupted'}{hint}", file=sys.stderr)
         return 143 if terminated else 130
     console = _console()
+    if run.already_finished:
+        console.print(
+            f"run {run.run_dir} has finished ({run.timesteps:,} steps): nothing to resume, nothing done; "
+            f"its evaluation is in {run.run_dir / 'evaluation'}",
+            markup=False,
+        )
+        return 0
     console.print(f"run {run.run_dir}: {run.timesteps:,} steps, best model {run.best_model.name}")
     if run.evaluation is not None:
-        summary = run.evaluation.summary[
-            ["planner", "cost_mean", "cost_ci_low", "cost_ci_high", "sla_violation_rate_mean", "p95_latency_mean"]
-        ]
-        console.print(summary.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
-        if not run.evaluation.paired.empty:
-            console.print(
-                run.evaluation.paired[["planner", "baseline", "cost_diff_mean", "wilcoxon_p", "share_won"]].to_string(
-                    index=False
-                )
-            )
+        print_evaluation(console, run.evaluation)
     return 0
 
 
@@ -276,8 +328,9 @@ def _compare_live(args: argparse.Namespace) -> int:
         args.scenario, args.broker, args.planner, seed=args.seed, duration=args.duration, interval=args.interval,
         time_scale=args.time_scale, autoscaler=not args.no_autoscaler, workdir=args.out,
     )  # fmt: skip
-    print(table.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
-    print(f"table and event logs in {args.out}")
+    console = _console()
+    print_table(console, table, LIVE_COLUMNS, f"{args.scenario}: {args.planner}, simulated and live (scenario s)")
+    console.print(f"table and event logs in {args.out}")
     return 0
 
 
@@ -303,12 +356,19 @@ def _add_simulate(commands: Any) -> None:
 def _add_forecast_error(commands: Any) -> None:
     fe = commands.add_parser(
         "forecast-error",
-        help="compare the analyzers' arrival-rate forecasts (EWMA, Holt-Winters, autoregressive) on held-out load",
+        help="compare the analyzers' arrival-rate forecasts (EWMA, Holt-Winters, autoregressive) on load they were "
+        "not fitted on",
     )
     fe.add_argument("scenario", nargs="?", default="etl_diurnal")
     fe.add_argument("--interval", type=float, default=30.0, help="decision interval, simulated s")
-    fe.add_argument("--lookahead", type=int, default=4, help="how many intervals ahead")
-    fe.add_argument("--seeds", type=int, default=5, help="held-out episodes (seeds 1..N)")
+    fe.add_argument(
+        "--lookahead", type=int, default=4, help="how many decision intervals ahead (steps of --interval s)"
+    )
+    fe.add_argument(
+        "--seeds", type=int, default=5,
+        help="episodes: seeds 1..N of a synthetic scenario (not the evaluation seeds 1,000,000+k), or N windows "
+        "of --part of a series one",
+    )  # fmt: skip
     fe.add_argument(
         "--part", choices=("train", "validation", "test", "all"), default="test",
         help="part of a series scenario's data the held-out windows come from (default test; forecasters are "
@@ -322,11 +382,13 @@ def _add_evaluate(commands: Any) -> None:
     ev = commands.add_parser(
         "evaluate",
         help="compare planners on held-out seeds",
-        description="Planners: static, threshold, celery, erlang, predictive, clairvoyant, "
-        "quality, sb3:PATH; parameters as name:key=value,key=value.",
+        description=f"Compare planners on held-out seeds (1,000,000 + k). {PLANNER_SPECS}",
     )
     ev.add_argument("--scenario", required=True, help="a scenario YAML file or a shipped scenario's name")
-    ev.add_argument("--planner", action="append", required=True, help="a planner spec (repeat for several)")
+    ev.add_argument(
+        "--planner", action="append", required=True, metavar="SPEC",
+        help="a planner spec (repeat for several): a rule (threshold:target=0.6), sb3:PATH, onnx:PATH, LABEL@SPEC",
+    )  # fmt: skip
     ev.add_argument("--seeds", type=int, default=10, help="number of held-out evaluation seeds")
     ev.add_argument("--interval", type=float, default=30.0, help="decision interval, simulated s")
     ev.add_argument("--out", default=None, help="results directory (tables and episode logs)")
@@ -374,7 +436,11 @@ def _add_train(commands: Any) -> None:
     )
     tr.add_argument("config", nargs="?", default=None, help="a training config (configs/train/*.yaml)")
     tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hyperparameters.learning_rate=1e-4")
-    tr.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.add_argument(
+        "--resume", default=None, metavar="RUN_DIR",
+        help="continue a run from its last checkpoint; a run whose training ended but not its final evaluation "
+        "runs only that evaluation; a finished run is left as it is",
+    )  # fmt: skip
     tr.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -418,7 +484,10 @@ def _add_serve(commands: Any) -> None:
         help="serve a planner over HTTP (POST /v1/decide, GET /healthz, GET /metrics)",
         description="adaptflow serve --planner onnx:EXPORT_DIR | --planner threshold --scenario S",
     )
-    sv.add_argument("--planner", required=True, help="onnx:PATH, a baseline spec, or sb3:PATH with --allow-pickle")
+    sv.add_argument(
+        "--planner", required=True, metavar="SPEC",
+        help="onnx:PATH, a rule spec, or sb3:PATH with --allow-pickle; LABEL@SPEC names it in /healthz and /metrics",
+    )  # fmt: skip
     sv.add_argument("--scenario", default=None, help="scenario name or YAML (an exported planner brings its own)")
     sv.add_argument("--interval", type=float, default=None, help="decision interval in seconds")
     sv.add_argument("--fallback", default="erlang", help="baseline planner used when the planner fails (erlang)")
@@ -443,7 +512,10 @@ def _add_live(commands: Any) -> None:
     )  # fmt: skip
     lv.add_argument("config", help="a live config (configs/live/*.yaml)")
     lv.add_argument("--duration", type=float, default=None, help="override the config's duration (scenario s)")
-    lv.add_argument("--planner", default=None, help="override the config's planner spec")
+    lv.add_argument(
+        "--planner", default=None, metavar="SPEC",
+        help="override the config's planner spec: onnx:PATH, a rule spec, LABEL@SPEC, or sb3:PATH with --allow-pickle",
+    )  # fmt: skip
     lv.add_argument(
         "--allow-pickle", action="store_true",
         help="allow an sb3: planner (its model file is loaded with pickle and can run code); default: onnx: and rules",
@@ -468,7 +540,10 @@ def _add_compare_live(commands: Any) -> None:
     )  # fmt: skip
     cl.add_argument("scenario")
     cl.add_argument("--broker", required=True, help="Redis broker URL (workers are started by the command)")
-    cl.add_argument("--planner", default="threshold")
+    cl.add_argument(
+        "--planner", default="threshold", metavar="SPEC",
+        help="the planner spec (default threshold): a rule spec, onnx:PATH, sb3:PATH or LABEL@SPEC",
+    )  # fmt: skip
     cl.add_argument("--seed", type=int, default=0)
     cl.add_argument("--duration", type=float, default=600.0, help="scenario seconds")
     cl.add_argument("--interval", type=float, default=30.0, help="decision interval, scenario s")
@@ -478,9 +553,19 @@ def _add_compare_live(commands: Any) -> None:
     cl.set_defaults(handler=_compare_live)
 
 
+def installed_version() -> str:
+    """The installed package's version (its metadata, as pip knows it); a source tree run
+    without installing has none."""
+    try:
+        return metadata.version("adaptflow")
+    except metadata.PackageNotFoundError:
+        return "(not installed: no package metadata)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: one ``_add_<command>`` per subcommand, each with its handler."""
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_simulate(commands)
     _add_forecast_error(commands)

@@ -314,3 +314,92 @@ def test_a_recurrent_sb3_planner_carries_its_lstm_state_between_decisions():
     assert planner.state is None
     planner.plan(*inputs[0])
     assert all(np.allclose(a, b) for a, b in zip(planner.state, states[0], strict=True))
+
+
+# --- Planner parameters in a spec are typed by the planner's own signature (issue 15) ---
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("threshold:target=abc", "planner 'threshold', parameter target 'abc': expected a number"),
+        ("threshold:tolerance=nan", "planner 'threshold', parameter tolerance 'nan': expected a number"),
+        (
+            "threshold:metric=cpu",
+            "planner 'threshold', parameter metric 'cpu': expected one of utilization, queue_per_worker",
+        ),
+        (
+            "threshold:stages=extract++load",
+            "planner 'threshold', parameter stages 'extract++load': expected names separated by + "
+            "(e.g. extract+load) or none",
+        ),
+        (
+            "celery:prefetch_multiplier=2.5",
+            "planner 'celery', parameter prefetch_multiplier '2.5': expected an integer",
+        ),
+        ("celery:keepalive=soon", "planner 'celery', parameter keepalive 'soon': expected a number"),
+        ("erlang:target_wait=x", "planner 'erlang', parameter target_wait 'x': expected a number or none"),
+        ("predictive:target_wait=", "planner 'predictive', parameter target_wait '': expected a number or none"),
+        ("clairvoyant:target_wait=1s", "planner 'clairvoyant', parameter target_wait '1s': expected a number or none"),
+        (
+            "quality:staffing=elastic",
+            "planner 'quality', parameter staffing 'elastic': expected one of planned, reactive, fixed",
+        ),
+        ("quality:high=lots", "planner 'quality', parameter high 'lots': expected a number"),
+        (
+            "static:workers=3",
+            "planner 'static', parameter workers '3': expected a mapping, which a spec cannot write "
+            "(build the planner in Python)",
+        ),
+    ],
+)
+def test_a_mistyped_planner_parameter_names_planner_parameter_value_and_expectation(spec, expected):
+    from adaptflow.policies.registry import parse_planner
+
+    with pytest.raises(ValueError) as error:
+        parse_planner(spec)
+    assert str(error.value) == expected
+
+
+def test_planner_parameters_are_given_their_declared_types():
+    from adaptflow.policies.registry import parse_planner
+
+    name, params = parse_planner("threshold:target=1,stages=extract+load,metric=queue_per_worker")
+    assert name == "threshold" and params == {
+        "target": 1.0,
+        "stages": ["extract", "load"],
+        "metric": "queue_per_worker",
+    }
+    assert type(params["target"]) is float
+    assert parse_planner("erlang:target_wait=none") == ("erlang", {"target_wait": None})
+    assert parse_planner("celery:prefetch_multiplier=2")[1]["prefetch_multiplier"] == 2
+    assert parse_planner("quality:staffing=fixed,max_utilization=0.9")[1] == {
+        "staffing": "fixed",
+        "max_utilization": 0.9,
+    }
+
+
+def test_every_registered_planner_parameter_has_a_type_a_spec_can_be_checked_against():
+    """A parameter added to a planner with a type the spec parser does not know fails here, not
+    as a traceback on a user's command line."""
+    from adaptflow.policies.registry import PLANNERS, typed_value
+
+    for name, entry in PLANNERS.items():
+        assert entry.params, name
+        for key, kind in entry.params.items():
+            for text in ("1", "x", "none", "a+b", "true"):
+                try:
+                    typed_value(text, kind)  # a TypeError here: a type the parser does not know
+                except ValueError as refusal:
+                    assert str(refusal), f"{name}:{key}={text} refused without saying what was expected"
+
+
+def test_a_stages_parameter_limits_the_rule_to_those_stages():
+    """``stages=extract`` is the list ["extract"], not the text "extract", in which a stage named
+    "tract" was found too."""
+    from adaptflow.policies.registry import make_planner
+
+    planner, _ = make_planner("threshold:stages=extract", load_scenario("etl_diurnal"), 30.0)
+    busy = snapshot(30.0, target=4, utilization=1.0)
+    three = dataclasses.replace(busy, stages=dict.fromkeys(("extract", "tract", "load"), busy.stages["w"]))
+    assert planner.plan(three, NO_INSIGHTS).workers == {"extract": 6}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -40,7 +43,8 @@ def test_tiny_config_trains_evaluates_plots_and_resumes(tmp_path):
     assert list(table.planner.unique()) == ["ppo", "static", "erlang"] and table.seed.min() >= 1_000_000
     assert (d / "evaluation" / "plots" / "cost_vs_sla.png").is_file()
     assert not list(d.rglob("*.tmp"))  # no half-written file anywhere
-    # Resuming a finished run trains no further and evaluates again.
+    # Resuming a finished run trains no further and does nothing (issue 15; see
+    # test_train_command_bar_tables_file_modes_and_resuming_a_finished_run).
     again = train(None, resume=d)
     assert again.timesteps == 2048 and again.run_dir == d
 
@@ -278,6 +282,16 @@ def test_sweep_on_a_local_ray_cluster(tmp_path):
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
+def _as_if_killed(run_dir: Path) -> None:
+    """Make a finished run look like one killed (SIGKILL) after its last checkpoint: status
+    "running" and no final model. Resuming a finished run does nothing (issue 15), so the resume
+    tests that start from a finished run make it look killed first."""
+    (run_dir / "final_model.zip").unlink()
+    (run_dir / "final_model.json").unlink()
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "running"}))
+
+
 def _normalized_run(tmp_path: Path) -> Path:
     run = train(
         TINY,
@@ -325,6 +339,7 @@ def test_resume_skips_incomplete_checkpoints_and_removes_partial_files(tmp_path)
     for f in partial:
         f.write_bytes(b"partial")
     (d / "checkpoints" / "model_000000099999.zip").write_bytes(b"cut short")  # no sidecar: incomplete
+    _as_if_killed(d)
     run = train(None, resume=d)
     assert run.timesteps == 1024  # from model_1024, not the broken newer one
     assert not any(f.exists() for f in partial)
@@ -333,6 +348,7 @@ def test_resume_skips_incomplete_checkpoints_and_removes_partial_files(tmp_path)
         meta = json.loads(sidecar.read_text())
         del meta["vec_normalize"]
         sidecar.write_text(json.dumps(meta))
+    _as_if_killed(d)
     with pytest.raises(ValueError, match=r"no complete checkpoint to resume from: .*no normalization statistics"):
         train(None, resume=d)
 
@@ -348,6 +364,7 @@ def test_a_run_with_pickled_statistics_resumes_only_with_allow_pickle(tmp_path, 
         venv = restore_vec_normalize(_dummy_venv(), meta.pop("vec_normalize"))
         venv.save(str(model.with_suffix(".vecnormalize.pkl")))
         model.with_suffix(".json").write_text(json.dumps(meta))
+    _as_if_killed(d)
     assert main(["train", "--resume", str(d)]) == 2
     err = capsys.readouterr().err
     assert "normalization statistics stored as a pickle" in err and "--allow-pickle" in err
@@ -463,3 +480,63 @@ def test_reward_only_normalization_statistics_round_trip() -> None:
     assert "obs_rms" not in state
     restored = restore_vec_normalize(DummyVecEnv([lambda: gym.make("CartPole-v1")]), state)
     assert restored.ret_rms.mean == 3.5 and restored.ret_rms.count == 42.0 and not restored.norm_obs
+
+
+# --- Progress bar, tables, file modes and resuming a finished run (issue 15) ---
+
+
+def test_the_progress_bar_total_is_the_steps_sb3_takes():
+    """SB3 stops between whole rollouts, past the steps asked for; the bar's total is those steps."""
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from adaptflow.experiments.training import TrainingProgress, steps_to_take
+
+    ppo = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=64, batch_size=64, n_epochs=1, seed=0)
+    dqn = DQN("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), train_freq=4, learning_starts=0, seed=0)
+    for model, asked, rounded in [(ppo, 300, 384), (dqn, 10, 12)]:
+        assert steps_to_take(model, asked) == rounded  # predicted: the bar's total from its start
+        bar = TrainingProgress(steps_to_take(model, asked))
+        model.learn(asked, callback=bar)
+        assert model.num_timesteps == bar.completed == bar.total == rounded
+
+
+def test_train_command_bar_tables_file_modes_and_resuming_a_finished_run(tmp_path, capsys):
+    """The bar ends at its total (768/768, not 768/600), the tables are formatted, every file has
+    the usual mode, and ``--resume`` of the finished run says so and changes nothing."""
+    from adaptflow._io import current_umask
+    from adaptflow.cli import main
+
+    # The process's own umask, not one set here: evaluation's workers fork from a forkserver that
+    # an earlier test may have started, and they keep the umask it had (test_cli sets others).
+    usual = 0o666 & ~current_umask()
+    assert main(["train", str(TINY), f"output_dir={tmp_path}", "total_timesteps=600"]) == 0
+    captured = capsys.readouterr()
+    assert "768/768 steps" in captured.err and "/600" not in captured.err
+    assert "etl_diurnal: 2 held-out seeds (mean, 95% bootstrap CI)" in captured.out and "Wilcoxon p" in captured.out
+    tables = captured.out.split("\n", 1)[1]  # below the "run <dir>" line, whose timestamp has a fraction
+    assert not re.search(r"\d\.\d{4,}", tables), tables  # no raw pandas float
+    (run_dir,) = (tmp_path / "tiny").iterdir()
+    files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {usual}  # not mkstemp's 0o600
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"run {run_dir} has finished (768 steps): nothing to resume, nothing done" in out
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == files
+
+
+def test_a_run_cut_short_in_its_final_evaluation_resumes_with_that_evaluation_only(tmp_path):
+    """Training had ended (final_model.zip exists), the final evaluation had not: resuming runs
+    the evaluation and never retrains from an older checkpoint (which overwrote the final model)."""
+    run = train(TINY, [f"output_dir={tmp_path}", "total_timesteps=600", "evaluation.final_seeds=1"])
+    d = run.run_dir
+    shutil.rmtree(d / "evaluation")  # as an interruption during the final evaluation leaves it
+    info = json.loads((d / "run.json").read_text())
+    (d / "run.json").write_text(json.dumps({**info, "status": "interrupted", "signal": "SIGINT"}))
+    kept = {name: (d / name).stat().st_mtime_ns for name in ("final_model.zip", "best_model.zip", "validation.csv")}
+    again = train(None, resume=d)
+    assert {name: (d / name).stat().st_mtime_ns for name in kept} == kept
+    assert list(pd.read_csv(d / "validation.csv").timesteps) == [768]
+    assert again.timesteps == 768 and not again.already_finished
+    assert (d / "evaluation" / "summary.csv").is_file() and again.evaluation is not None
+    assert json.loads((d / "run.json").read_text())["status"] == "finished"

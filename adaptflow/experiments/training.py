@@ -74,6 +74,7 @@ class Run:
     best_model: Path
     timesteps: int
     evaluation: Evaluation | None
+    already_finished: bool = False  # resumed, but it had finished: nothing was done
 
 
 def _git_commit() -> str | None:
@@ -418,10 +419,9 @@ def behaviour_clone(model: Any, config: TrainConfig, seen: TrainingRange | None 
 
 
 def _write_status(run_dir: Path, **fields: Any) -> None:
-    path = run_dir / "run.json"
-    info = json.loads(path.read_text()) if path.is_file() else {}
+    info = _status(run_dir)
     info.update(fields)
-    atomic_write_text(path, json.dumps(info, indent=2))
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -469,6 +469,70 @@ def _raise_if_terminated() -> None:
         raise Terminated(_sigterm_received[0])
 
 
+def steps_to_take(model: Any, remaining: int) -> int:
+    """The env steps ``model.learn(remaining)`` takes: SB3 stops only between whole rollouts
+    (``n_steps`` per env for PPO, A2C and RecurrentPPO; ``train_freq`` steps per env for DQN,
+    whose ``n_steps`` is its n-step return instead), so ``remaining`` rounded up to whole
+    rollouts (100,000 -> 100,352 in the quickstart). A ``train_freq`` in episodes has no fixed
+    length: then ``remaining``."""
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+    from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+
+    if isinstance(model, OffPolicyAlgorithm):
+        freq = model.train_freq
+        per_env = freq.frequency if freq.unit == TrainFrequencyUnit.STEP else None
+    else:
+        per_env = model.n_steps
+    if per_env is None or remaining <= 0:
+        return max(remaining, 0)
+    rollout = per_env * model.n_envs
+    return -(-remaining // rollout) * rollout
+
+
+class TrainingProgress(BaseCallback):
+    """A progress bar (on stderr) of the steps learning will take (:func:`steps_to_take`).
+    SB3's own bar counts to the ``total_timesteps`` asked for, which rollouts overshoot, so it
+    ended at 100,352/100,000; this one ends at its total (should a rollout ever run longer than
+    predicted, its total grows to the steps taken before it closes)."""
+
+    def __init__(self, total: int):
+        super().__init__()
+        self.total, self.completed = total, 0
+        self.progress: Any = None
+
+    def _on_training_start(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        columns = (
+            TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.progress = Progress(*columns, console=Console(stderr=True))
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=self.total)
+
+    def _on_step(self) -> bool:
+        self.completed += self.training_env.num_envs
+        self.progress.update(self.task, completed=self.completed)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.total = max(self.total, self.completed)
+        self.progress.update(self.task, completed=self.completed, total=self.total)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the bar's live display, also when learning was interrupted (which skips
+        ``_on_training_end``): a live display left running keeps the terminal's cursor hidden."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
 class StopOnSignal(BaseCallback):
     """Stops learning at the next step after a SIGTERM whose exception was swallowed."""
 
@@ -488,11 +552,19 @@ def train(
     SIGTERM stops it as Ctrl-C does (a final checkpoint, status "interrupted"); any other failure
     after the run directory exists is recorded in run.json (status "failed"), so no run says
     "running" forever. ``allow_pickle``: resume a run of an older adaptflow whose normalization
-    statistics are a pickle (loading one can run code)."""
+    statistics are a pickle (loading one can run code).
+
+    Resuming a run that finished does nothing (``already_finished``: its files are left as they
+    are); one whose training ended but whose final evaluation did not (interrupted, or failed)
+    runs only that evaluation, never retraining from an older checkpoint."""
     import torch
 
     config, probe = _resolve_config(config, overrides, resume)  # checked in full before anything is written
-    start = _resume_point(Path(resume), config, allow_pickle) if resume is not None else None
+    if resume is not None and _status(Path(resume)).get("status") == "finished":
+        run_dir = Path(resume)
+        return Run(run_dir, config, run_dir / "best_model.zip", _trained_steps(run_dir), None, already_finished=True)
+    trained = resume is not None and (Path(resume) / FINAL_MODEL).is_file()
+    start = _resume_point(Path(resume), config, allow_pickle) if resume is not None and not trained else None
     torch.set_num_threads(config.torch_threads)
     run_dir = _open_run_dir(config, resume)
     if progress:
@@ -510,15 +582,34 @@ def train(
 
 
 def _train_in(config: TrainConfig, probe: gym.Env, run_dir: Path, start: ResumePoint | None, progress: bool) -> Run:
-    """The work of :func:`train` once its run directory is open."""
-    analyzer = fitted_analyzer(probe)  # fitted once here; every env, checkpoint and sidecar reuses it
-    seen = training_range(config, probe, analyzer, start.training_range if start is not None else None)
-    model, venv, resumed = _build_model(config, run_dir, start, analyzer, seen)
-    _learn(model, venv, config, run_dir, probe, (analyzer, seen), resumed, progress)
+    """The work of :func:`train` once its run directory is open: training, unless a resumed run's
+    training had ended (its final model exists), then the final evaluation."""
+    if (run_dir / FINAL_MODEL).is_file():
+        timesteps = _trained_steps(run_dir)
+    else:
+        analyzer = fitted_analyzer(probe)  # fitted once here; every env, checkpoint and sidecar reuses it
+        seen = training_range(config, probe, analyzer, start.training_range if start is not None else None)
+        model, venv, resumed = _build_model(config, run_dir, start, analyzer, seen)
+        _learn(model, venv, config, run_dir, probe, (analyzer, seen), resumed, progress)
+        timesteps = model.num_timesteps
     best = run_dir / "best_model.zip"
     result = _final_evaluation(config, run_dir, probe, best, progress) if config.evaluation.final_seeds > 0 else None
-    _write_status(run_dir, status="finished", timesteps=model.num_timesteps, finished=datetime.now(UTC).isoformat())
-    return Run(run_dir, config, best, model.num_timesteps, result)
+    _write_status(run_dir, status="finished", timesteps=timesteps, finished=datetime.now(UTC).isoformat())
+    return Run(run_dir, config, best, timesteps, result)
+
+
+FINAL_MODEL = "final_model.zip"
+"""Saved once learning has ended, never before: a run that has it is trained."""
+
+
+def _status(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _trained_steps(run_dir: Path) -> int:
+    """A trained run's steps: those of its last validation, which learning's end always runs."""
+    return int(pd.read_csv(run_dir / "validation.csv").timesteps.iloc[-1])
 
 
 def _resolve_config(
@@ -684,13 +775,13 @@ def _learn(
     if config.warm_start is not None and model.num_timesteps == 0 and not validation.rows:
         validation.init_callback(model)
         validation.validate()  # the cloned policy is a candidate too, before RL changes it
+    remaining = config.total_timesteps - model.num_timesteps
+    bar = [TrainingProgress(steps_to_take(model, remaining))] if progress and remaining > 0 else []
     try:
-        remaining = config.total_timesteps - model.num_timesteps
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=[StopOnSignal(), RangeCallback(seen), checkpoint, validation],
-                progress_bar=progress,
+                callback=[StopOnSignal(), RangeCallback(seen), checkpoint, validation, *bar],
                 reset_num_timesteps=not resumed,
                 tb_log_name="run",
             )
@@ -701,10 +792,13 @@ def _learn(
         _write_status(run_dir, status="interrupted", timesteps=model.num_timesteps)
         venv.close()
         raise
+    finally:
+        for b in bar:  # also when learning stopped early (an interruption skips the bar's own end)
+            b.close()
     venv.close()
     if not validation.rows or validation.rows[-1]["timesteps"] != model.num_timesteps:
         validation.validate()  # the final policy is a candidate too
-    save_model(model, run_dir / "final_model.zip", config, analyzer, seen=seen)
+    save_model(model, run_dir / FINAL_MODEL, config, analyzer, seen=seen)
     if not (run_dir / "best_model.zip").is_file():
         save_model(model, run_dir / "best_model.zip", config, analyzer, seen=seen)
 

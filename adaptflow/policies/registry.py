@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from adaptflow.agents.interfaces import Planner
 from adaptflow.scenario import Scenario
@@ -27,7 +29,8 @@ from .static import StaticPlanner
 
 log = logging.getLogger(__name__)
 
-QUALITY_STAFFING = ("planned", "reactive", "fixed")
+QualityStaffing = Literal["planned", "reactive", "fixed"]
+QUALITY_STAFFING: tuple[str, ...] = get_args(QualityStaffing)
 
 GUARD_FALLBACK = "erlang"
 """The rule a learned planner's guard hands decisions to by default: the planner service's
@@ -43,7 +46,7 @@ def _quality(
     share: float = 1.0,
     smoothing: float = 0.3,
     target_wait: float | None = None,
-    staffing: str = "planned",
+    staffing: QualityStaffing = "planned",
     max_utilization: float | None = None,
 ) -> Planner:
     """The quality-threshold reroute rule on the first controllable split, with a staffing mode:
@@ -80,16 +83,23 @@ class PlannerEntry:
     build: Callable[..., Planner]  # (scenario, interval, **params) -> Planner
     forecaster: str = "ewma"  # what the analyzer should forecast with for this planner
     doc: str = ""
-    params: tuple[str, ...] = field(default_factory=tuple)
+    params: dict[str, Any] = field(default_factory=dict)  # name -> type, as the planner declares it
 
 
-def _params(fn: Callable[..., Any], skip: int) -> tuple[str, ...]:
-    return tuple(list(inspect.signature(fn).parameters)[skip:])
+def _params(fn: Callable[..., Any], skip: int = 0, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The parameters a spec may set, with the types ``fn`` declares for them: every parameter
+    after the first ``skip``, or only ``names`` (those the registry's builder does not pass
+    itself). The planners' own signatures are the one declaration of their parameter types."""
+    hints = get_type_hints(fn)
+    keep = names if names is not None else tuple(list(inspect.signature(fn).parameters)[skip:])
+    return {name: hints[name] for name in keep}
 
 
 PLANNERS: dict[str, PlannerEntry] = {
     "static": PlannerEntry(
-        lambda s, i, **p: StaticPlanner(**p), doc="the scenario's pools, never changed", params=("workers", "splits")
+        lambda s, i, **p: StaticPlanner(**p),
+        doc="the scenario's pools, never changed",
+        params=_params(StaticPlanner.__init__, 1),
     ),
     "threshold": PlannerEntry(
         lambda s, i, **p: ThresholdPlanner(**p), doc="Kubernetes HPA rule", params=_params(ThresholdPlanner.__init__, 1)
@@ -100,18 +110,20 @@ PLANNERS: dict[str, PlannerEntry] = {
         params=_params(CeleryAutoscalePlanner.__init__, 1),
     ),
     "erlang": PlannerEntry(
-        lambda s, i, **p: ErlangPlanner(s, interval=i, **p), doc="Erlang C staffing, now", params=("target_wait",)
+        lambda s, i, **p: ErlangPlanner(s, interval=i, **p),
+        doc="Erlang C staffing, now",
+        params=_params(ErlangPlanner.__init__, names=("target_wait",)),
     ),
     "predictive": PlannerEntry(
         lambda s, i, **p: PredictivePlanner(s, interval=i, **p),
         forecaster="holt_winters",
         doc="Erlang C staffing for the forecast",
-        params=("target_wait",),
+        params=_params(PredictivePlanner.__init__, names=("target_wait",)),
     ),
     "clairvoyant": PlannerEntry(
         lambda s, i, **p: ClairvoyantPlanner(s, interval=i, **p),
         doc="Erlang C staffing for the true future rate (reference bound)",
-        params=("target_wait",),
+        params=_params(ClairvoyantPlanner.__init__, names=("target_wait",)),
     ),
     "quality": PlannerEntry(
         _quality,
@@ -138,6 +150,59 @@ def parse_value(text: str) -> Any:
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
+def typed_value(text: str, kind: Any) -> Any:
+    """``text`` (a spec's value) as the type ``kind`` a planner declares, or ValueError whose
+    message is what was expected. ``X | None`` takes ``none``; a ``Literal`` one of its values; a
+    list of names is written ``a+b`` (a comma separates parameters)."""
+    origin, args = get_origin(kind), get_args(kind)
+    if any(dict in (a, get_origin(a)) for a in (kind, *args)):
+        raise ValueError("a mapping, which a spec cannot write (build the planner in Python)")
+    if origin in (Union, UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if text.lower() == "none" and len(rest) < len(args):
+            return None
+        if len(rest) != 1:
+            raise TypeError(f"unsupported parameter type {kind}")  # a registry bug, not a user's
+        try:
+            return typed_value(text, rest[0])
+        except ValueError as exc:
+            raise ValueError(f"{exc} or none" if len(rest) < len(args) else str(exc)) from None
+    if origin is Literal:
+        if text not in args:
+            raise ValueError(f"one of {', '.join(map(str, args))}")
+        return text
+    if origin is list:
+        names = text.split("+")
+        if not all(names):
+            raise ValueError("names separated by + (e.g. extract+load)")
+        return names
+    return _scalar(text, kind)
+
+
+def _scalar(text: str, kind: Any) -> Any:
+    """A bool, int, float or str parameter from its text (a number is never a bool, nor nan)."""
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError("true or false")
+        return text.lower() == "true"
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("an integer") from None
+    if kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("a number") from None
+        if math.isnan(value):
+            raise ValueError("a number")
+        return value
+    if kind is str:
+        return text
+    raise TypeError(f"unsupported parameter type {kind}")  # a registry bug, not a user's
+
+
 def split_label(spec: str) -> tuple[str, str]:
     """``"ppo@sb3:runs/x/best_model.zip"`` -> ("ppo", "sb3:..."); without ``@`` the spec is its label."""
     label, at, rest = spec.partition("@")
@@ -161,7 +226,10 @@ def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:
         if key not in PLANNERS[name].params:
             known = ", ".join(PLANNERS[name].params)
             raise ValueError(f"planner {name!r} has no parameter {key!r}; parameters: {known}")
-        params[key] = parse_value(value)
+        try:
+            params[key] = typed_value(value, PLANNERS[name].params[key])
+        except ValueError as exc:
+            raise ValueError(f"planner {name!r}, parameter {key} {value!r}: expected {exc}") from None
     return name, params
 
 
