@@ -48,6 +48,13 @@ PAIRED_COLUMNS: tuple[Column, ...] = (
     ("Wilcoxon p", lambda r: f"{r.wilcoxon_p:.3g}"),
     ("seeds won [95% CI]", lambda r: f"{r.share_won:.2f} [{r.share_won_ci_low:.2f}, {r.share_won_ci_high:.2f}]"),
 )
+CALIBRATION_COLUMNS: tuple[Column, ...] = (
+    ("scope", lambda r: str(r.scope)),
+    ("metric", lambda r: str(r.metric)),
+    ("recorded", lambda r: f"{r.recorded:,.3f}"),
+    ("simulated", lambda r: f"{r.simulated:,.3f} ± {r.simulated_sd:,.3f}"),
+    ("error", lambda r: f"{100 * r.rel_error:+.1f}%"),
+)
 LIVE_COLUMNS: tuple[Column, ...] = (
     ("world", lambda r: str(r.world)),
     ("planner", lambda r: str(r.planner)),
@@ -334,6 +341,63 @@ def _compare_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from adaptflow.runtime.record import record
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: a whole recording
+    print(f"adaptflow: recording {args.app} into {args.out}; Ctrl-C stops", file=sys.stderr)
+    try:
+        summary = record(args.app, args.mapping, args.out, args.duration, args.sample_every, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    print(
+        f"adaptflow: recorded {summary.task_events:,} task events in {summary.seconds:,.0f} s "
+        f"({summary.gaps} gaps) into {summary.directory}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.calibrate import calibrate
+
+    result = calibrate(args.recording, args.out, rate_bin=args.rate_bin)
+    print(f"adaptflow: wrote {result.scenario} (fit report {result.report_md})", file=sys.stderr)
+    if args.validate:
+        from adaptflow.experiments.calibration import validate_calibration
+
+        table = validate_calibration(args.recording, result.scenario, seeds=args.validate)
+        title = "recorded against the calibrated scenario, simulated on the recorded arrivals"
+        print_table(_console(), table, CALIBRATION_COLUMNS, title)
+        worst = float(table.rel_error.abs().max())
+        print(f"adaptflow: largest relative error {worst:.1%}", file=sys.stderr)
+    return 0
+
+
+def _keda(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.keda.app import run_keda
+
+    run_keda(
+        args.planner, args.app, args.mapping, args.scenario, args.interval,
+        host=args.host, port=args.port, fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown,
+    )  # fmt: skip
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.analysis import write_analysis
+
+    written = write_analysis(args.results_dir, run_dir=args.run, out=args.out, seed=args.seed)
+    for path in written:
+        print(path)
+    return 0
+
+
 def _add_simulate(commands: Any) -> None:
     sim = commands.add_parser(
         "simulate",
@@ -562,6 +626,67 @@ def installed_version() -> str:
         return "(not installed: no package metadata)"
 
 
+def _add_record(commands: Any) -> None:
+    rc = commands.add_parser(
+        "record",
+        help="store the task events of a running Celery app (yours) for adaptflow calibrate",
+        description="adaptflow record --app MODULE:APP --mapping MAPPING.yaml --out DIR [--duration S]",
+    )
+    rc.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, as celery -A takes it")
+    rc.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage (docs/deploy.md)")
+    rc.add_argument("--out", required=True, help="a new directory for the recording")
+    rc.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
+    rc.add_argument("--sample-every", type=float, default=5.0, help="seconds between pool and queue samples")
+    rc.set_defaults(handler=_record)
+
+
+def _add_calibrate(commands: Any) -> None:
+    cb = commands.add_parser(
+        "calibrate",
+        help="fit a scenario (arrivals, service distributions, routes, failures, pools) from a recording",
+        description="adaptflow calibrate RECORDING_DIR --out scenario.yaml [--validate SEEDS]",
+    )
+    cb.add_argument("recording", help="a directory written by adaptflow record")
+    cb.add_argument("--out", required=True, help="the scenario YAML to write (its fit report is written beside it)")
+    cb.add_argument("--rate-bin", type=float, default=60.0, help="seconds per bin of the fitted rate profile (60)")
+    cb.add_argument(
+        "--validate", type=int, default=0, metavar="SEEDS",
+        help="then simulate it on the recorded arrivals over SEEDS seeds and compare with the recording",
+    )  # fmt: skip
+    cb.set_defaults(handler=_calibrate)
+
+
+def _add_keda(commands: Any) -> None:
+    kd = commands.add_parser(
+        "keda",
+        help="KEDA external scaler (gRPC): report what the planner wants for each stage of your app",
+        description="adaptflow keda --planner SPEC --app MODULE:APP --mapping MAPPING.yaml --scenario S",
+    )
+    kd.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
+    kd.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
+    kd.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
+    kd.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
+    kd.add_argument("--interval", type=float, default=30.0, help="seconds between decisions (30)")
+    kd.add_argument("--fallback", default="erlang", help="rule used when the planner fails or leaves its range")
+    kd.add_argument("--max-step", type=int, default=None, help="largest change of a pool per decision")
+    kd.add_argument("--cooldown", type=float, default=0.0, help="seconds a pool is held after a change")
+    kd.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a cluster (KEDA calls the pod's Service)")
+    kd.add_argument("--port", type=int, default=6000)
+    kd.set_defaults(handler=_keda)
+
+
+def _add_analyze(commands: Any) -> None:
+    an = commands.add_parser(
+        "analyze",
+        help="analysis figures of an evaluation (and its training run): what the notebook shows, as files",
+    )
+    an.add_argument("results_dir", help="an evaluation's results directory")
+    an.add_argument("--run", default=None, help="the training run directory (learning curves, sensitivity)")
+    an.add_argument("--out", default=None, help="where to write (default: RESULTS_DIR/analysis)")
+    an.add_argument("--seed", type=int, default=None, help="the episode to show side by side (default: the worst)")
+    an.set_defaults(handler=_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: one ``_add_<command>`` per subcommand, each with its handler."""
     parser = argparse.ArgumentParser(prog="adaptflow", description="Learn and deploy adaptive workflow orchestrators.")
@@ -579,6 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_live(commands)
     _add_loadgen(commands)
     _add_compare_live(commands)
+    _add_record(commands)
+    _add_calibrate(commands)
+    _add_keda(commands)
+    _add_analyze(commands)
     return parser
 
 

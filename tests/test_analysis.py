@@ -357,3 +357,15 @@ def test_the_analysis_writes_nothing_into_the_directories_it_reads(made: Artifac
     analysis.export_for(made.run_dir)
     assert (_listing(made.run_dir), _listing(made.results_dir)) == before
     assert all(isinstance(f, Figure) and analysis.to_png(f)[:4] == b"\x89PNG" for f in figures)
+
+
+def test_the_analyze_command_writes_the_notebooks_figures_as_files(made: Artifacts, tmp_path: Path) -> None:
+    from adaptflow.cli import main
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(made.results_dir), "--run", str(made.run_dir), "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    for figure in ("side_by_side", "forecast_error", "policy_map", "learning_curves"):
+        assert {f"{figure}.png", f"{figure}.svg"} <= names
+    worst = pd.read_csv(out / "worst_episodes.csv")
+    assert list(worst.ratio) == sorted(worst.ratio, reverse=True) and len(worst) >= 1

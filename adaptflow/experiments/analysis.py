@@ -744,3 +744,36 @@ def what_if_figure(frame: pd.DataFrame, at: float, title: str = "") -> Figure:
     costs = ", ".join(f"{run} {cost:,.0f}" for run, cost in after.items())
     fig.suptitle(title or f"swap at t={at:g} s; cost from the swap on: {costs}", fontsize=10)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: ``adaptflow analyze RESULTS_DIR [--run RUN_DIR]``
+
+
+def write_analysis(
+    results_dir: str | Path, run_dir: str | Path | None = None, out: str | Path | None = None, seed: int | None = None
+) -> list[Path]:
+    """The notebook's analysis as files in ``out`` (default ``RESULTS_DIR/analysis``): the worst
+    episodes (CSV), the worst episode's planners side by side, that planner's forecast error
+    against what it did and its policy map; with ``run_dir``, the learning curves. (Feature
+    sensitivity needs an exported planner: the notebook exports one, this command reads only.)"""
+    from .io import atomic_write_text
+    from .plots import _save
+
+    results_dir = Path(results_dir)
+    out_dir = Path(out) if out is not None else results_dir / "analysis"
+    worst = worst_episodes(results_dir)
+    written = [atomic_write_text(out_dir / "worst_episodes.csv", worst.to_csv(index=False))]
+    planner, seed = str(worst.planner.iloc[0]), int(worst.seed.iloc[0]) if seed is None else seed
+    figures = {
+        "side_by_side": side_by_side(results_dir, seed),
+        "forecast_error": forecast_error_figure(
+            forecast_error(results_dir, planner, seed), title=f"{planner}, seed {seed}"
+        ),
+        "policy_map": policy_map(decision_table(results_dir, planner)),
+    }
+    if run_dir is not None:
+        figures["learning_curves"] = learning_curves(run_dir)
+    for name, figure in figures.items():
+        written += _save(figure, out_dir, name)
+    return written

@@ -1,0 +1,281 @@
+"""``adaptflow calibrate DIR --out scenario.yaml``: a scenario fitted from a recording.
+
+Writes, beside ``out``:
+
+* ``out`` itself: the scenario, its sources replaying the recorded arrivals (``trace``), so
+  that a simulation sees the very load that was recorded;
+* ``<stem>.arrivals.<source>.csv``: those arrivals (``timestamp``, seconds from the start of
+  recording), referenced by the scenario by file name;
+* ``<stem>.rate.yaml``: the same scenario with each source a Poisson process of the fitted rate
+  (constant or piecewise per bin), for runs over many seeds (a trace replays the same load
+  whatever the seed);
+* ``<stem>.fit.json`` and ``<stem>.fit.md``: every statistic behind the fit and every assumption.
+
+Both scenarios are validated by the scenario loader before they are written; every file is
+written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from adaptflow._io import atomic_write_text
+from adaptflow._json import to_jsonable
+from adaptflow.scenario import ScenarioError, parse_scenario
+
+from . import system
+from .distributions import fit_arrivals, fit_service, sig
+from .recording import Recording, read_recording
+from .report import ASSUMPTIONS, render_markdown
+from .timeline import StageObs, Timeline, build_timeline
+
+log = logging.getLogger(__name__)
+
+RATE_BIN = 60.0
+"""Default width (seconds) of the bins of a fitted piecewise arrival rate."""
+
+
+@dataclass
+class Calibration:
+    """What :func:`calibrate` wrote, and the fit report it wrote them from."""
+
+    scenario: Path
+    rate_scenario: Path
+    arrivals: dict[str, Path]
+    report_json: Path
+    report_md: Path
+    report: dict[str, Any]
+
+
+def calibrate(recording_dir: str | Path, out: str | Path, rate_bin: float = RATE_BIN) -> Calibration:
+    """Fit a scenario to the recording in ``recording_dir`` and write it to ``out`` (see the
+    module docstring for everything written beside it). ``rate_bin``: seconds per bin of a
+    piecewise arrival rate."""
+    out = Path(out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"out {str(out)!r}: expected a .yaml file")
+    if not (math.isfinite(rate_bin) and rate_bin > 0):
+        raise ValueError(f"rate_bin: {rate_bin!r}; expected seconds > 0")
+    recording = read_recording(recording_dir)
+    timeline = build_timeline(recording)
+    fitted = fit(recording, timeline, rate_bin)
+    paths = _paths(out, fitted["trace"])
+    fitted["scenario"]["name"] = fitted["rate_scenario"]["name"] = _name(out.stem)
+    fitted["rate_scenario"]["name"] += "_rate"
+    for source, relative in paths["relative"].items():
+        fitted["scenario"]["sources"][source]["file"] = relative
+    _write_checked(fitted, paths, out)
+    report = fitted["report"]
+    atomic_write_text(paths["json"], json.dumps(to_jsonable(report), indent=2) + "\n")
+    atomic_write_text(paths["md"], render_markdown(report))
+    for warning in report["warnings"]:
+        log.warning("calibrate: %s", warning)
+    return Calibration(out, paths["rate"], paths["csv"], paths["json"], paths["md"], report)
+
+
+def _paths(out: Path, traces: dict[str, Any]) -> dict[str, Any]:
+    stem, folder = out.stem, out.parent
+    relative = {source: f"{stem}.arrivals.{source}.csv" for source in traces}
+    return {
+        "relative": relative,
+        "csv": {source: folder / name for source, name in relative.items()},
+        "rate": folder / f"{stem}.rate.yaml",
+        "json": folder / f"{stem}.fit.json",
+        "md": folder / f"{stem}.fit.md",
+    }
+
+
+def _name(stem: str) -> str:
+    """A scenario name from a file stem: letters, digits, ``_`` and ``-``, not starting with a digit."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "calibrated"
+    return name if re.match(r"[A-Za-z_]", name) else f"s_{name}"
+
+
+def _write_checked(fitted: dict[str, Any], paths: dict[str, Any], out: Path) -> None:
+    """Write the arrival CSVs, validate both scenarios against them, then write the scenarios."""
+    for source, times in fitted["trace"].items():
+        text = "timestamp\n" + "".join(f"{t!r}\n" for t in times)
+        atomic_write_text(paths["csv"][source], text)
+    header = f"# Calibrated by adaptflow from {fitted['report']['recording']['path']}; see {paths['md'].name}\n"
+    try:
+        for data, path in ((fitted["scenario"], out), (fitted["rate_scenario"], paths["rate"])):
+            parse_scenario(data, label=str(path), base_dir=out.parent.resolve())
+    except ScenarioError as exc:
+        for csv in paths["csv"].values():
+            csv.unlink(missing_ok=True)
+        raise ScenarioError(f"the calibrated scenario does not validate (a bug in calibrate): {exc}") from None
+    for data, path in ((fitted["scenario"], out), (fitted["rate_scenario"], paths["rate"])):
+        text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
+        atomic_write_text(path, header + text)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a block shared by both scenarios (the stages, a route) in full each time: a YAML
+    alias (``*id001``) is valid but unreadable to a person editing the scenario."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def fit(recording: Recording, timeline: Timeline, rate_bin: float = RATE_BIN) -> dict[str, Any]:
+    """The fitted scenarios (as dicts), the recorded arrivals per source, and the report."""
+    gaps = system.relative_gaps(recording)
+    report = _recording_report(recording, timeline)
+    stages = _fit_stages(recording, timeline, report)
+    routes = _fit_routes(timeline, gaps, set(stages), report)
+    for name, stage in stages.items():
+        stage["next"] = routes.get(name)
+        if name not in routes:
+            report["assumptions"].append(f"stages.{name}.next: no item was seen leaving {name!r}; taken as the exit")
+    trace, rates = _fit_sources(recording, timeline, gaps, rate_bin, report)
+    sla, why = system.fit_sla(recording, timeline)
+    report["sla"] = {"latency": sla, "source": why}
+    if recording.mapping.sla is None:
+        report["assumptions"].append(f"SLA {sla:.4g} s: {why}")
+    base = {
+        "description": _description(recording),
+        "horizon": sig(recording.duration, 12),
+        "seed": 0,
+        "sla": {"latency": sla},
+    }
+    scenario = {"name": "", **base, "sources": {}, "stages": stages}
+    rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
+    for source in trace:
+        scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
+        rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
+    return {"scenario": scenario, "rate_scenario": rate_scenario, "trace": trace, "report": report}
+
+
+def _description(recording: Recording) -> str:
+    meta = recording.meta
+    return (
+        f"Calibrated from a recording of {meta.get('app', '?')} ({meta.get('broker', '?')}), "
+        f"{recording.duration:.0f} s, adaptflow {meta.get('adaptflow', '?')}"
+    )
+
+
+def _recording_report(recording: Recording, timeline: Timeline) -> dict[str, Any]:
+    origin = recording.origin
+    report: dict[str, Any] = {
+        "recording": {
+            "path": str(recording.path),
+            **{k: recording.meta.get(k) for k in ("app", "broker", "started", "stopped", "adaptflow")},
+            "duration": recording.duration,
+            "events": len(recording.events),
+            "unmapped_tasks": timeline.unmapped,
+            "forgotten_by_translator": timeline.forgotten,
+            "gaps": [{"start": s - origin, "end": e - origin, "reason": r} for s, e, r in recording.gaps],
+            "inferred_exits": timeline.inferred_exits,
+            "exit_settle": timeline.settle,
+        },
+        "sources": {},
+        "stages": {},
+        "routes": {},
+        "assumptions": list(ASSUMPTIONS),
+        "warnings": list(recording.notes),
+    }
+    if recording.gaps:
+        lost = sum(e - s for s, e, _ in recording.gaps)
+        report["warnings"].append(
+            f"{len(recording.gaps)} gaps in the recording ({lost:.1f} s): their events are missing; arrival rates "
+            "leave that time out, the trace does not replay arrivals in it, and items in the system during a gap "
+            "are left out of the routes"
+        )
+    if timeline.unmapped:
+        report["warnings"].append(f"{timeline.unmapped} tasks matched no stage of the mapping and are not modelled")
+    if timeline.inferred_exits:
+        report["assumptions"].append(
+            f"{timeline.inferred_exits} items left without a task of mapping.end: their last task succeeded and "
+            f"sent no follow-up within {timeline.settle:.3g} s, so they are counted as exits after it"
+        )
+    return report
+
+
+def _fit_stages(recording: Recording, timeline: Timeline, report: dict[str, Any]) -> dict[str, Any]:
+    """Each stage that finished a task while recording (the others are left out, with a warning)."""
+    stages: dict[str, Any] = {}
+    for name, obs in timeline.stages.items():
+        if not obs.attempts:
+            report["warnings"].append(f"stage {name!r} of the mapping finished no task while recording: left out")
+            continue
+        stages[name] = _fit_stage(recording, name, obs, report)
+    if not stages:
+        raise ValueError(f"{recording.path}: no task of any mapped stage finished while recording; nothing to fit")
+    return stages
+
+
+def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str, Any]) -> dict[str, Any]:
+    service, service_report, warnings = fit_service(obs.services, name)
+    workers, workers_report, more = system.fit_workers(recording, obs, name)
+    delay, startup_report = system.fit_startup(recording, obs, name)
+    failure, failure_report, failure_warnings = system.fit_failure(obs)
+    if delay is None:
+        startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"
+        report["assumptions"].append(f"stages.{name}.workers.startup_delay: {startup_report['note']}")
+    workers["startup_delay"] = sig(delay) if delay is not None else 0.0
+    report["warnings"] += warnings + more + [f"stages.{name}.failure: {w}" for w in failure_warnings]
+    report["stages"][name] = {
+        "service": service_report,
+        "workers": workers_report,
+        "startup": startup_report,
+        "failure": failure_report,
+        "mean_wait": sum(obs.waits) / len(obs.waits) if obs.waits else None,
+        "completed": obs.completed,
+        "drops": obs.drops,
+    }
+    stage: dict[str, Any] = {"workers": workers, "service": service}
+    if failure is not None:
+        stage["failure"] = failure
+    return stage
+
+
+def _fit_routes(
+    timeline: Timeline, gaps: list[tuple[float, float]], known: set[str], report: dict[str, Any]
+) -> dict[str, Any]:
+    """Each owner's route, over the stages that are modelled (transitions to others dropped)."""
+    counts, skipped = system.transitions(timeline, gaps)
+    if skipped:
+        report["warnings"].append(f"{skipped} items overlapping a recording gap are left out of the routes")
+    routes = {}
+    for owner, seen in counts.items():
+        if owner in timeline.stages and owner not in known:
+            continue
+        lost = sum(c for t, c in seen.items() if t is not None and t not in known)
+        if lost:
+            report["warnings"].append(f"{owner}: {lost} transitions to stages left out of the scenario are dropped")
+        seen = Counter({t: c for t, c in seen.items() if t is None or t in known})
+        if seen:
+            routes[owner], report["routes"][owner] = system.route_of(seen)
+    return routes
+
+
+def _fit_sources(
+    recording: Recording, timeline: Timeline, gaps: list[tuple[float, float]], rate_bin: float, report: dict[str, Any]
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Each source's recorded arrivals (the trace) and fitted rate; sources never seen left out."""
+    trace: dict[str, list[float]] = {}
+    rates: dict[str, Any] = {}
+    for source in recording.mapping.sources:
+        times = timeline.arrivals(source)
+        if source not in report["routes"]:
+            report["warnings"].append(f"source {source!r}: no arrival of it reached a modelled stage; left out")
+            continue
+        early = int(times.size and (times < 0).sum())
+        if early:
+            report["warnings"].append(f"source {source!r}: {early} arrivals stamped before recording started, set to 0")
+            times = np.maximum(times, 0.0)
+        trace[source] = [float(t) for t in times]
+        rates[source], report["sources"][source] = fit_arrivals(times, timeline.horizon, gaps, rate_bin)
+    if not trace:
+        raise ValueError(f"{recording.path}: no arrival of any source reached a mapped stage; nothing to fit")
+    return trace, rates

@@ -1,0 +1,122 @@
+"""The fit report's fixed assumptions and its Markdown rendering (the JSON beside it holds the same
+figures in full)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+ASSUMPTIONS = (
+    "t = 0 of the scenario is when recording started; horizon is the recording's length",
+    "the system is taken to start empty: items already in it when recording started count in stage "
+    "figures but not in arrivals, routes from sources, or latencies",
+    "a Celery task is one stage visit and its root_id the item (adaptflow.runtime.live.translate)",
+    "service time of an attempt: task-started to task-succeeded/failed/retried; a failed attempt takes a full "
+    "service time, as the scenario models it",
+    "wait of an attempt: task-sent (or task-received) to task-started; for a retry with a countdown the countdown "
+    "counts as waiting",
+    "routes are split by observed shares whatever the item's source or attributes (no attribute routes are fitted); "
+    "an item that fans out to several tasks at once is read as visiting them one after another",
+    "queues are unbounded; quality and validation are not observable from task events and are not modelled",
+    "workers: initial = the first recorded pool size, min = 1 (0 if a pool was seen empty), max = twice the "
+    "largest pool seen; cost_per_second = 1",
+    "service-time families are tested with Kolmogorov-Smirnov using parameters fitted to the same data "
+    "(optimistic p-values); the lowest BIC among the families not rejected is chosen",
+)
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4g}"
+
+
+def _service_rows(stages: dict[str, Any]) -> list[str]:
+    rows = [
+        "| stage | n | mean s (95% CI) | cv | chosen | exp KS D / p | lognormal KS D / p | gamma KS D / p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, stage in stages.items():
+        s = stage["service"]
+        ci = s["mean_ci95"]
+        fits = s.get("fits", {})
+        tests = [
+            f"{_num(fits[f]['ks_statistic'])} / {_num(fits[f]['ks_pvalue'])}" if f in fits else "-"
+            for f in ("exponential", "lognormal", "gamma")
+        ]
+        rows.append(
+            f"| {name} | {s['n']:,} | {_num(s['mean'])} ({_num(ci[0])}, {_num(ci[1])}) | {_num(s['cv'])} "
+            f"| {s['chosen']} | " + " | ".join(tests) + " |"
+        )
+    return rows
+
+
+def _stage_rows(stages: dict[str, Any]) -> list[str]:
+    rows = [
+        "| stage | pool initial (seen min-max) | start-up delay s | failure p (95% CI) | max retries | mean wait s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, stage in stages.items():
+        w, f, up = stage["workers"], stage["failure"], stage["startup"]
+        fail = f"{_num(f['prob'])} ({_num(f['prob_ci95'][0])}, {_num(f['prob_ci95'][1])})" if "prob" in f else "0"
+        delay = f"{_num(up['delay'])} ± {_num(up['uncertainty'])}" if "delay" in up else "default 0"
+        rows.append(
+            f"| {name} | {w['initial']} ({w['seen_min']}-{w['seen_max']}) | {delay} | {fail} "
+            f"| {f.get('max_retries', '-')} | {_num(stage['mean_wait'])} |"
+        )
+    return rows
+
+
+def _route_rows(routes: dict[str, Any]) -> list[str]:
+    rows = ["| from | to | count | p (95% CI) |", "|---|---|---|---|"]
+    for owner, route in routes.items():
+        n = route["transitions"]
+        for target, count in route["counts"].items():
+            lo, hi = route["p_ci95"][target]
+            rows.append(f"| {owner} | {target} | {count:,} | {_num(count / n)} ({_num(lo)}, {_num(hi)}) |")
+    return rows
+
+
+def _source_rows(sources: dict[str, Any]) -> list[str]:
+    rows = ["| source | arrivals | mean rate /s | dispersion chi2 (df), p | rate written as |", "|---|---|---|---|---|"]
+    for name, s in sources.items():
+        rows.append(
+            f"| {name} | {s['arrivals']:,} | {_num(s['mean_rate'])} | {_num(s['dispersion_chi2'])} "
+            f"({s['dispersion_df']}), {_num(s['dispersion_pvalue'])} | {s['chosen']} (bins of {_num(s['bin'])} s) |"
+        )
+    return rows
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The fit report as Markdown: the recording, then one table per part of the fit."""
+    rec = report["recording"]
+    lines = [
+        f"# Calibration of {rec.get('app') or 'a Celery app'}",
+        "",
+        f"Recording `{rec['path']}`: {rec['duration']:,.0f} s, {rec['events']:,} events, "
+        f"{len(rec['gaps'])} gaps, {rec['unmapped_tasks']:,} unmapped tasks.",
+        "",
+        f"SLA: {_num(report['sla']['latency'])} s ({report['sla']['source']}).",
+        "",
+        "## Arrivals",
+        *_source_rows(report["sources"]),
+        "",
+        "## Service times",
+        *_service_rows(report["stages"]),
+        "",
+        "## Pools, failures, waits",
+        *_stage_rows(report["stages"]),
+        "",
+        "## Routes",
+        *_route_rows(report["routes"]),
+        "",
+        "## Warnings",
+        *([f"- {w}" for w in report["warnings"]] or ["- none"]),
+        "",
+        "## Assumptions",
+        *[f"- {a}" for a in report["assumptions"]],
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Fitting the scenario's structure to what was recorded: routes, failure and retry, worker pools,
+their start-up delay, and the SLA.
+
+* Routes: per item, its visits in enter order; each consecutive pair is one transition of the
+  first stage's route, the source's route goes to the first visit, and an item that left (an
+  exit, recorded or inferred) adds a transition to the exit after its last visit. Items given up
+  or dropped add none (they left by failure, not by a route), nor do items still in the system
+  or items whose time in the system overlaps a recording gap (a visit may be missing). One
+  target is a direct route; several are a split with the observed shares (Wilson 95% intervals
+  in the report).
+* Failure: ``prob`` = failed attempts / attempts; ``max_retries`` = the most retries any visit
+  was seen to take (or give up after).
+* Pools: from the ``adaptflow-pools`` lines; the first line's count is ``initial``.
+* Start-up delay: per pool grow (the count rising between two lines, taken to happen halfway
+  between them), the time until a task first started on a worker process that had not served
+  before; their median. The sampling interval bounds its precision (reported). A process that
+  idled before its first task makes the delay too long (said when no task was waiting), and one
+  that replaced a retired process (``max_tasks_per_child``) looks new too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from .distributions import sig
+from .recording import Recording
+from .timeline import ItemObs, StageObs, Timeline
+
+Target = str | None
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of a proportion (95% by default)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def relative_gaps(recording: Recording) -> list[tuple[float, float]]:
+    return [(start - recording.origin, end - recording.origin) for start, end, _ in recording.gaps]
+
+
+def _overlaps(item: ItemObs, gaps: list[tuple[float, float]], horizon: float) -> bool:
+    begin = item.created if item.created is not None else item.visits[0][0]
+    end = item.end_time if item.end_time is not None else horizon
+    return any(start <= end and begin <= stop for start, stop in gaps)
+
+
+def transitions(timeline: Timeline, gaps: list[tuple[float, float]]) -> tuple[dict[str, Counter], int]:
+    """Counts of where items went after each source and stage; and the items left out for gaps."""
+    counts: dict[str, Counter] = {}
+    skipped = 0
+    for item in timeline.items.values():
+        if not item.visits:
+            continue
+        if gaps and _overlaps(item, gaps, timeline.horizon):
+            skipped += 1
+            continue
+        if item.source is not None:
+            counts.setdefault(item.source, Counter())[item.visits[0][1]] += 1
+        for (_, here, _), (_, there, _) in zip(item.visits, item.visits[1:], strict=False):
+            counts.setdefault(here, Counter())[there] += 1
+        if item.end in ("exit", "inferred-exit"):
+            counts.setdefault(item.visits[-1][1], Counter())[None] += 1
+    return counts, skipped
+
+
+def route_of(counts: Counter) -> tuple[Any, dict[str, Any]]:
+    """A route as the schema writes it (a stage name, null, or a list of branches) and its report."""
+    n = sum(counts.values())
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    report = {
+        "transitions": n,
+        "counts": {_label(t): c for t, c in ordered},
+        "p_ci95": {_label(t): wilson(c, n) for t, c in ordered},
+    }
+    if len(ordered) == 1:
+        return ordered[0][0], report
+    shares = [round(c / n, 6) for _, c in ordered[:-1]]
+    shares.append(round(1.0 - sum(shares), 6))  # sums to 1 within float round-off
+    return [{"to": t, "p": p} for (t, _), p in zip(ordered, shares, strict=True)], report
+
+
+def _label(target: Target) -> str:
+    return "exit" if target is None else target
+
+
+def fit_failure(obs: StageObs) -> tuple[dict[str, Any] | None, dict[str, Any], list[str]]:
+    """The ``failure`` block of a stage (None if no attempt failed), its report and warnings."""
+    report: dict[str, Any] = {"attempts": obs.attempts, "failures": obs.failures, "giveups": len(obs.giveups)}
+    if not obs.failures:
+        return None, report, []
+    prob = obs.failures / obs.attempts
+    max_retries = max([*obs.retry_numbers, *obs.giveups, 0])
+    early = sum(1 for r in obs.giveups if r < max_retries)
+    report.update(prob=prob, prob_ci95=wilson(obs.failures, obs.attempts), max_retries=max_retries)
+    report["retries"] = len(obs.retry_numbers)
+    warnings = []
+    if early:
+        warnings.append(
+            f"{early} visits were given up before {max_retries} retries (a non-retryable error?); the scenario "
+            "retries every failure up to max_retries"
+        )
+    return {"prob": sig(prob), "max_retries": max_retries}, report, warnings
+
+
+def pool_series(recording: Recording, stage: str) -> list[tuple[float, int]]:
+    """The stage's pool size at each ``adaptflow-pools`` line that has it (scenario seconds)."""
+    return [(t - recording.origin, pools[stage]) for t, pools in recording.pools if stage in pools]
+
+
+def pool_changes(recording: Recording, stages: list[str]) -> list[tuple[float, str, int]]:
+    """Every change of a pool's size, at the midpoint of the two lines around it, in time order."""
+    changes = []
+    for stage in stages:
+        series = pool_series(recording, stage)
+        for (t0, n0), (t1, n1) in itertools.pairwise(series):
+            if n1 != n0:
+                changes.append(((t0 + t1) / 2, stage, n1))
+    return sorted(changes)
+
+
+def fit_workers(recording: Recording, obs: StageObs, stage: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """A stage's ``workers`` block (without its start-up delay), its report and warnings.
+
+    ``initial`` is the first recorded pool size; ``min`` is 1 (0 if the pool was ever seen
+    empty); ``max`` twice the largest pool seen, room for a planner to grow it."""
+    series = pool_series(recording, stage)
+    warnings = []
+    if series:
+        sizes = [n for _, n in series]
+        initial, low, high = sizes[0], min(sizes), max(sizes)
+    else:
+        initial = low = high = max(1, len({process for _, process in obs.starts}))
+        warnings.append(
+            f"no adaptflow-pools line names stage {stage!r}: its pool is taken as the {initial} worker "
+            "processes seen serving it"
+        )
+    block = {"initial": initial, "min": 0 if low == 0 else min(1, initial), "max": max(2 * high, 1)}
+    report = {"initial": initial, "seen_min": low, "seen_max": high, "samples": len(series)}
+    return block, report, warnings
+
+
+def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float | None, dict[str, Any]]:
+    """The start-up delay measured at the stage's pool grows (None: no grow with a new process)."""
+    first_seen: dict[tuple[str, int], float] = {}
+    for t, process in obs.starts:  # in time order
+        first_seen.setdefault(process, t)
+    debuts = sorted(first_seen.values())  # when each process served its first task
+    grows = []
+    for (t0, n0), (t1, n1) in itertools.pairwise(pool_series(recording, stage)):
+        k = bisect.bisect_right(debuts, t0)  # the first process not seen by the line before the grow
+        if n1 <= n0 or k == len(debuts):
+            continue
+        grow_at = (t0 + t1) / 2
+        grows.append({"at": grow_at, "from": n0, "to": n1, "first_new_process": debuts[k],
+                      "delay": max(0.0, debuts[k] - grow_at), "sampling": t1 - t0,
+                      "queue": _queue_at(recording, stage, t1)})  # fmt: skip
+    if not grows:
+        return None, {"grows": []}
+    delay = float(np.median([g["delay"] for g in grows]))
+    report = {"grows": grows, "delay": delay, "uncertainty": max(g["sampling"] for g in grows) / 2}
+    if all(g["queue"] == 0 for g in grows):
+        report["note"] = (
+            "no task was waiting at any grow: a new process may have idled before its first task, so the "
+            "delay is an upper bound"
+        )
+    return delay, report
+
+
+def _queue_at(recording: Recording, stage: str, t: float) -> int | None:
+    """The stage's last recorded queue length at or before scenario time ``t``."""
+    before = [q[stage] for w, q in recording.queues if stage in q and w - recording.origin <= t]
+    return before[-1] if before else None
+
+
+def latencies(timeline: Timeline) -> np.ndarray:
+    """End-to-end latencies of the items that arrived while recording and left by an exit."""
+    done = [
+        i.end_time - i.created
+        for i in timeline.items.values()
+        if i.created is not None and i.end in ("exit", "inferred-exit") and i.end_time is not None
+    ]
+    return np.asarray(done, dtype=float)
+
+
+def fit_sla(recording: Recording, timeline: Timeline) -> tuple[float, str]:
+    """The SLA latency and where it came from."""
+    if recording.mapping.sla is not None:
+        return float(recording.mapping.sla.latency), "from mapping.yaml (sla.latency)"
+    done = latencies(timeline)
+    if not len(done):
+        raise ValueError(
+            f"{recording.path}: no item both arrived and left while recording, so no SLA can be derived; "
+            "expected sla: {latency: seconds} in mapping.yaml"
+        )
+    p95 = float(np.percentile(done, 95))
+    return sig(1.5 * p95), f"not in mapping.yaml: 1.5 x the recorded p95 latency ({p95:.3g} s, {len(done)} items)"

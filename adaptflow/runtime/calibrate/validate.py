@@ -1,0 +1,128 @@
+"""Checking a calibration: simulate the calibrated scenario on the recorded arrivals, with the
+pools held at their recorded sizes, and compare what the simulation measures with what the
+recording measured, per stage (mean wait, throughput) and end to end (p95 latency, throughput).
+
+The runtime never imports the simulator (docs/architecture.md), so the simulation is handed in:
+``simulation(scenario, seed)`` builds one (``adaptflow.simulator.Simulation`` itself fits:
+``validate_calibration(dir, path, Simulation)``, a binding for the experiments room or the CLI).
+This module drives it: it runs to each recorded pool change, applies it, and reads the summary.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from adaptflow.scenario import Scenario, load_scenario, parse_scenario
+
+from . import system
+from .recording import Recording, read_recording
+from .timeline import Timeline, build_timeline
+
+PoolChanges = list[tuple[float, str, int]]
+
+
+class Simulating(Protocol):
+    """What validation asks of a simulation (``adaptflow.simulator.Simulation`` has it)."""
+
+    def run(self, until: float | None = None) -> None: ...
+
+    def set_workers(self, stage: str, n: int) -> int: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+MakeSimulation = Callable[[Scenario, int], Simulating]
+"""``simulation(scenario, seed)``: a fresh simulation of ``scenario`` drawing from ``seed``."""
+
+
+def recorded_metrics(recording: Recording, timeline: Timeline) -> dict[str, dict[str, float]]:
+    """What the recording measured, keyed like the simulator's summary."""
+    duration = recording.duration
+    out: dict[str, dict[str, float]] = {}
+    for name, obs in timeline.stages.items():
+        if obs.attempts:
+            mean_wait = float(np.mean(obs.waits)) if obs.waits else float("nan")
+            out[name] = {"mean_wait": mean_wait, "throughput": obs.completed / duration}
+    done = system.latencies(timeline)
+    out["end_to_end"] = {
+        "p95_latency": float(np.percentile(done, 95)) if len(done) else float("nan"),
+        "throughput": len(done) / duration,
+    }
+    return out
+
+
+def validation_scenario(recording: Recording, timeline: Timeline, scenario: Scenario, folder: Path) -> Scenario:
+    """``scenario`` on the recorded arrivals (a trace per source, written to ``folder``) over the
+    recording's length, each pool starting at its first recorded size and free to take every
+    recorded size (the changes are applied by the caller)."""
+    data = scenario.model_dump(mode="json", by_alias=True, exclude_none=False)
+    data["horizon"] = recording.duration
+    for source, spec in data["sources"].items():
+        csv = folder / f"{source}.csv"
+        times = timeline.arrivals(source)
+        csv.write_text("timestamp\n" + "".join(f"{max(float(t), 0.0)!r}\n" for t in times))
+        data["sources"][source] = {"process": "trace", "file": str(csv), "to": spec["to"]}
+    for stage, spec in data["stages"].items():
+        sizes = [n for _, n in system.pool_series(recording, stage)]
+        if sizes:
+            spec["workers"].update(initial=sizes[0], min=0, max=max(max(sizes), 1))
+    return parse_scenario(data, label=f"{scenario.name} (validation)")
+
+
+def held(simulation: MakeSimulation, scenario: Scenario, changes: PoolChanges, seed: int) -> dict[str, Any]:
+    """One simulation of ``scenario`` to its horizon, each pool change applied at its time."""
+    sim = simulation(scenario, seed)
+    for t, stage, n in changes:
+        if t < scenario.horizon:
+            sim.run(t)
+            sim.set_workers(stage, n)
+    sim.run(scenario.horizon)
+    return sim.summary()
+
+
+def validate_calibration(
+    recording_dir: str | Path, scenario_path: str | Path, simulation: MakeSimulation, seeds: int = 3
+) -> pd.DataFrame:
+    """Relative errors of the calibrated scenario against the recording: one row per stage and
+    metric (and ``end_to_end``), with the recorded and the simulated value (mean and standard
+    deviation over ``seeds`` simulations) and ``rel_error`` = |simulated - recorded| / recorded."""
+    recording = read_recording(recording_dir)
+    timeline = build_timeline(recording)
+    scenario = load_scenario(scenario_path)
+    recorded = recorded_metrics(recording, timeline)
+    changes = system.pool_changes(recording, list(scenario.stages))
+    with tempfile.TemporaryDirectory(prefix="adaptflow-validate-") as folder:
+        spec = validation_scenario(recording, timeline, scenario, Path(folder))
+        summaries = [held(simulation, spec, changes, seed) for seed in range(seeds)]
+    rows = []
+    for scope, metrics in recorded.items():
+        if scope == "end_to_end" or scope in scenario.stages:
+            rows += [_row(scope, metric, value, summaries) for metric, value in metrics.items()]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+COLUMNS = ["scope", "metric", "recorded", "simulated", "simulated_sd", "rel_error"]
+"""``simulated`` is the mean over the seeds and ``simulated_sd`` their standard deviation (the
+simulation's own noise: a relative error within a few of it is noise, not a wrong fit)."""
+
+
+def _row(scope: str, metric: str, recorded: float, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    simulated = np.asarray([_read(s, scope, metric) for s in summaries], dtype=float)
+    seen = simulated[np.isfinite(simulated)]
+    mean = float(seen.mean()) if len(seen) else float("nan")
+    sd = float(seen.std(ddof=1)) if len(seen) > 1 else float("nan")
+    error = abs(mean - recorded) / abs(recorded) if recorded else float("nan")
+    return {"scope": scope, "metric": metric, "recorded": recorded, "simulated": mean, "simulated_sd": sd,
+            "rel_error": error}  # fmt: skip
+
+
+def _read(summary: dict[str, Any], scope: str, metric: str) -> float:
+    part = summary["end_to_end"] if scope == "end_to_end" else summary["stages"][scope]
+    value = part.get(metric)
+    return float("nan") if value is None else float(value)

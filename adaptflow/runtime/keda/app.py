@@ -1,0 +1,50 @@
+"""``adaptflow keda``: the external scaler over a user's Celery app, observed through its events
+(:func:`adaptflow.runtime.user_app.observe_app`), with the planner's decision loop."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .plans import decision_loop_for
+from .scaler import serve_keda
+
+
+def run_keda(
+    planner: str,
+    app: str,
+    mapping: str | Path,
+    scenario: str | Path,
+    interval: float,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 6000,
+    fallback: str = "erlang",
+    max_step: int | None = None,
+    cooldown: float = 0.0,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve until SIGTERM, Ctrl-C or ``stop``. A decision older than three intervals is stale:
+    KEDA is then told UNAVAILABLE and falls back to the ScaledObject's ``fallback`` replicas."""
+    from adaptflow.runtime.user_app import observe_app
+
+    if not interval > 0:
+        raise ValueError(f"--interval {interval}: expected seconds > 0")
+    observed = observe_app(app, mapping, scenario)
+    stop = stop or threading.Event()
+    try:
+        options = {"fallback": fallback, "max_step": max_step, "cooldown": cooldown}
+        loop = decision_loop_for(planner, observed.scenario, interval, observed.monitor, **options).start()
+        server = serve_keda(loop, host, port, stale_after=3 * interval)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(f"adaptflow: KEDA external scaler for {app} on {host}:{port}", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop as SIGTERM does
+            stop.wait()
+        server.stop(2)
+        loop.stop()
+    finally:
+        observed.close()

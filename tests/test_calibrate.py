@@ -1,0 +1,328 @@
+"""Calibration from a recording (adaptflow.runtime.calibrate), without live workers.
+
+The recording is synthetic with a known truth: a small discrete-event model of a three-stage
+Celery chain (written here, independent of adaptflow's simulator, with one seeded Generator)
+emits the task events Celery would (task-sent / started / succeeded / retried / failed, with
+uuids, root_id, parent_id and queues), the pool and queue lines a recorder samples, and a pool
+grow with a known start-up delay. The fit must recover that truth within its confidence bounds,
+and the calibrated scenario, simulated by adaptflow's simulator, must reproduce the recording.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import deque
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from adaptflow.runtime.calibrate import calibrate, read_recording, validate_calibration
+from adaptflow.runtime.calibrate.distributions import EMPIRICAL_POINTS, fit_arrivals, fit_service
+from adaptflow.scenario import load_scenario
+from adaptflow.simulator import Simulation
+
+ORIGIN = 1_700_000_000.0  # wall time the recording started
+HORIZON = 6 * 3600.0  # long enough that a stage's mean wait varies by under 3% between recordings
+RATE = 2.0  # items/s
+SAMPLE_EVERY = 5.0  # the recorder's pool and queue lines
+GROW_AT, GROW_TO, STARTUP = HORIZON - 598.0, 2, 6.0  # the check pool grows to 2 late on; ready 6 s later
+TASKS = {"parse": "etl.parse", "check": "etl.check", "write": "etl.write"}
+TRUTH = {
+    "parse": {"servers": 1, "dist": "exponential", "mean": 0.2, "cv": 1.0, "fail": 0.0, "retries": 0,
+              "next": [("check", 1.0)]},
+    "check": {"servers": 1, "dist": "lognormal", "mean": 0.2, "cv": 0.6, "fail": 0.1, "retries": 2,
+              "next": [("write", 0.7), (None, 0.3)]},
+    "write": {"servers": 1, "dist": "deterministic", "mean": 0.3, "cv": 0.0, "fail": 0.0, "retries": 0,
+              "next": [(None, 1.0)]},
+}  # fmt: skip
+MAPPING = {
+    "stages": {stage: {"queues": [stage], "worker": f"{stage}@box"} for stage in TASKS},
+    "sources": {"uploads": {"tasks": ["etl.parse"]}},
+    "end": {"tasks": ["etl.write"]},  # items routed from check to the exit end without one
+}
+
+
+@dataclass
+class Visit:
+    """One Celery task: a stage visit of an item (retries keep the task id)."""
+
+    uuid: str
+    item: str
+    parent: str | None
+    stage: str
+    attempt: int = 0
+
+
+class SyntheticApp:
+    """FCFS multi-server stages fed by Poisson arrivals; every step written as Celery would."""
+
+    def __init__(self, seed: int, horizon: float = HORIZON):
+        self.rng, self.horizon = np.random.default_rng(seed), horizon
+        self.seq, self.pids = itertools.count(), itertools.count(1000)
+        self.heap: list = []
+        self.lines: list[tuple[float, int, dict]] = []
+        self.queues = {stage: deque() for stage in TRUTH}
+        self.idle = {stage: [next(self.pids) for _ in range(spec["servers"])] for stage, spec in TRUTH.items()}
+        self.pools = {stage: spec["servers"] for stage, spec in TRUTH.items()}
+        self.tasks = itertools.count()
+
+    def emit(self, t: float, **line) -> None:
+        self.lines.append((t, next(self.seq), {**line, "timestamp": ORIGIN + t}))
+
+    def push(self, t: float, kind: str, *args) -> None:
+        heappush(self.heap, (t, next(self.seq), kind, args))
+
+    def run(self) -> list[dict]:
+        t, items = 0.0, itertools.count()
+        while (t := t + self.rng.exponential(1 / RATE)) < self.horizon:
+            self.push(t, "arrive", f"item{next(items)}")
+        for k in range(int(self.horizon / SAMPLE_EVERY) + 1):
+            self.push(k * SAMPLE_EVERY, "sample")
+        self.push(GROW_AT, "grow", "check")
+        while self.heap and self.heap[0][0] <= self.horizon:
+            t, _, kind, args = heappop(self.heap)
+            getattr(self, f"on_{kind}")(t, *args)
+        return [line for _, _, line in sorted(self.lines, key=lambda x: (x[0], x[1]))]
+
+    def on_arrive(self, t: float, item: str) -> None:
+        self.enter(t, Visit(item, item, None, "parse"))
+
+    def enter(self, t: float, visit: Visit) -> None:
+        sent = {"type": "task-sent", "uuid": visit.uuid, "name": TASKS[visit.stage], "queue": visit.stage,
+                "routing_key": visit.stage, "root_id": visit.item, "retries": visit.attempt}  # fmt: skip
+        if visit.parent:
+            sent["parent_id"] = visit.parent
+        self.emit(t, **sent)
+        self.queues[visit.stage].append(visit)
+        self.dispatch(t, visit.stage)
+
+    def dispatch(self, t: float, stage: str) -> None:
+        spec = TRUTH[stage]
+        while self.queues[stage] and self.idle[stage]:
+            pid, visit = self.idle[stage].pop(), self.queues[stage].popleft()
+            self.emit(t, type="task-started", uuid=visit.uuid, hostname=f"{stage}@box", pid=pid)
+            if spec["dist"] == "exponential":
+                service = self.rng.exponential(spec["mean"])
+            elif spec["dist"] == "deterministic":
+                service = spec["mean"]
+            else:
+                sigma2 = math.log1p(spec["cv"] ** 2)
+                service = self.rng.lognormal(math.log(spec["mean"]) - sigma2 / 2, math.sqrt(sigma2))
+            self.push(t + service, "done", stage, pid, visit, t)
+
+    def on_done(self, t: float, stage: str, pid: int, visit: Visit, started: float) -> None:
+        spec = TRUTH[stage]
+        self.idle[stage].insert(0, pid)  # the process idle longest takes the next task; a fresh one first
+        done = {"uuid": visit.uuid, "hostname": f"{stage}@box", "pid": pid, "runtime": t - started}
+        if spec["fail"] and self.rng.random() < spec["fail"]:
+            if visit.attempt < spec["retries"]:
+                self.emit(t, type="task-retried", exception="Timeout()", **done)
+                visit.attempt += 1
+                self.enter(t, visit)  # Celery publishes the retry again, same task id
+            else:
+                self.emit(t, type="task-failed", exception="Timeout()", **done)
+        else:
+            targets, probs = zip(*spec["next"], strict=True)
+            target = targets[self.rng.choice(len(targets), p=probs)]
+            if target is not None:  # the child is sent before the parent reports success
+                self.enter(t, Visit(f"task{next(self.tasks)}", visit.item, visit.uuid, target))
+            self.emit(t, type="task-succeeded", **done)
+        self.dispatch(t, stage)
+
+    def on_sample(self, t: float) -> None:
+        self.emit(t, type="adaptflow-pools", pools=dict(self.pools))
+        self.emit(t, type="adaptflow-queues", queues={s: len(q) for s, q in self.queues.items()})
+
+    def on_grow(self, t: float, stage: str) -> None:
+        self.pools[stage] = GROW_TO
+        self.push(t + STARTUP, "ready", stage, next(self.pids))
+
+    def on_ready(self, t: float, stage: str, pid: int) -> None:
+        self.idle[stage].append(pid)
+        self.dispatch(t, stage)
+
+
+def write_recording(folder: Path, lines: list[dict], mapping: dict = MAPPING, horizon: float = HORIZON) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mapping.yaml").write_text(yaml.safe_dump(mapping))
+    meta = {"app": "etl:app", "broker": "redis://localhost:6379/0", "started": ORIGIN,
+            "stopped": ORIGIN + horizon, "adaptflow": "0.1.0"}  # fmt: skip
+    (folder / "recording.json").write_text(json.dumps(meta))
+    (folder / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A recording of the synthetic app, calibrated once: (recording dir, calibration)."""
+    root = tmp_path_factory.mktemp("calibrate")
+    folder = write_recording(root / "recording", SyntheticApp(seed=7).run())
+    return folder, calibrate(folder, root / "out" / "etl.yaml")
+
+
+def mean_within_ci(fit: dict, truth: float, widen: float = 3.29 / 1.96) -> bool:
+    """Whether ``truth`` lies within the fit's 95% interval widened to 99.9%."""
+    lo, hi = fit["mean_ci95"]
+    half = (hi - lo) / 2 * widen
+    return abs(fit["mean"] - truth) <= half
+
+
+def test_service_families_and_means_are_recovered(recorded):
+    _, result = recorded
+    stages = result.report["stages"]
+    assert [stages[s]["service"]["chosen"] for s in TRUTH] == ["exponential", "lognormal", "deterministic"]
+    for stage in ("parse", "check"):
+        assert mean_within_ci(stages[stage]["service"], TRUTH[stage]["mean"]), (stage, stages[stage]["service"])
+    spec = load_scenario(result.scenario)
+    check, write = spec.stages["check"].service, spec.stages["write"].service
+    assert check.dist == "lognormal" and check.cv == pytest.approx(0.6, abs=0.03)
+    assert write.dist == "deterministic" and write.mean == pytest.approx(0.3, abs=1e-6)
+    parse_fits = stages["parse"]["service"]["fits"]
+    assert parse_fits["lognormal"]["ks_pvalue"] < 0.05 <= parse_fits["exponential"]["ks_pvalue"]
+
+
+def test_routes_failures_and_retries_are_recovered(recorded):
+    _, result = recorded
+    routes = result.report["routes"]
+    assert set(routes["uploads"]["counts"]) == {"parse"} and set(routes["parse"]["counts"]) == {"check"}
+    lo, hi = routes["check"]["p_ci95"]["write"]
+    assert lo <= 0.7 <= hi and set(routes["check"]["counts"]) == {"write", "exit"}
+    failure = result.report["stages"]["check"]["failure"]
+    assert failure["prob_ci95"][0] <= 0.1 <= failure["prob_ci95"][1] and failure["max_retries"] == 2
+    assert failure["giveups"] > 0 and not any("given up before" in w for w in result.report["warnings"])
+    spec = load_scenario(result.scenario)
+    assert spec.stages["check"].failure.max_retries == 2 and spec.stages["parse"].failure is None
+    assert [b.to for b in spec.stages["check"].next.split] == ["write", None]
+    assert spec.stages["write"].next.targets() == [None]
+
+
+def test_pools_startup_delay_arrivals_and_sla(recorded):
+    _, result = recorded
+    spec = load_scenario(result.scenario)
+    pools = {s: (spec.stages[s].workers.initial, spec.stages[s].workers.max) for s in TRUTH}
+    assert pools == {"parse": (1, 2), "check": (1, 2 * GROW_TO), "write": (1, 2)}  # max: twice the largest seen
+    startup = result.report["stages"]["check"]["startup"]
+    # the grow is known to half a sampling interval; then the fresh process takes the next check task
+    assert STARTUP - SAMPLE_EVERY / 2 <= startup["delay"] <= STARTUP + SAMPLE_EVERY / 2 + 3.0 / RATE, startup
+    assert spec.stages["check"].workers.startup_delay == pytest.approx(startup["delay"], rel=1e-5)
+    assert spec.stages["parse"].workers.startup_delay == 0.0  # no grow: the default, said so
+    assert any("stages.parse.workers.startup_delay" in a for a in result.report["assumptions"])
+    arrivals = result.report["sources"]["uploads"]
+    assert arrivals["chosen"] == "constant" and arrivals["mean_rate"] == pytest.approx(RATE, rel=0.02)
+    written = load_scenario(result.rate_scenario).sources["uploads"].rate.value
+    assert written == pytest.approx(arrivals["mean_rate"], rel=1e-5)
+    assert any(a.startswith("SLA") for a in result.report["assumptions"])  # no sla in the mapping
+    assert result.report["sla"]["source"].startswith("not in mapping.yaml: 1.5 x the recorded p95 latency")
+    assert spec.sla.latency == result.report["sla"]["latency"]
+
+
+def test_the_written_files_load_and_reference_each_other(recorded):
+    _, result = recorded
+    spec = load_scenario(result.scenario)
+    source = spec.sources["uploads"]
+    assert source.process == "trace" and source.file == result.arrivals["uploads"].resolve()
+    times = np.loadtxt(result.arrivals["uploads"], skiprows=1)
+    assert len(times) == result.report["sources"]["uploads"]["arrivals"] and np.all(np.diff(times) >= 0)
+    alternative = load_scenario(result.rate_scenario)
+    assert alternative.sources["uploads"].process == "poisson"
+    assert alternative.stages == spec.stages and spec.horizon == pytest.approx(HORIZON)
+    assert json.loads(result.report_json.read_text())["stages"]["check"]["service"]["chosen"] == "lognormal"
+    text = result.report_md.read_text()
+    assert "## Service times" in text and "| check |" in text and "## Assumptions" in text
+
+
+def test_the_calibrated_scenario_reproduces_the_recording_in_simulation(recorded):
+    folder, result = recorded
+    errors = validate_calibration(folder, result.scenario, Simulation, seeds=3)
+    assert set(errors["scope"]) == {"parse", "check", "write", "end_to_end"}
+    assert len(errors) == 8 and errors["rel_error"].notna().all()
+    assert (errors["rel_error"] < 0.10).all(), errors.to_string()
+
+
+def test_a_partial_last_line_is_ignored_with_a_warning(tmp_path):
+    lines = SyntheticApp(seed=2, horizon=600.0).run()
+    copy = write_recording(tmp_path / "rec", lines, {**MAPPING, "sla": {"latency": 30.0}}, horizon=600.0)
+    with (copy / "events.jsonl").open("a") as events:
+        events.write('{"type": "task-sent", "uuid": "zz", "timest')  # killed mid-write
+    recording = read_recording(copy)
+    assert any("partial last line" in note for note in recording.notes)
+    result = calibrate(copy, tmp_path / "out.yaml")
+    assert any("partial last line" in w for w in result.report["warnings"])
+    assert load_scenario(result.scenario).sla.latency == 30.0  # the mapping's SLA, when it has one
+
+
+def test_a_bad_line_in_the_middle_is_an_error_naming_its_line(tmp_path):
+    lines = SyntheticApp(seed=1, horizon=60.0).run()[:50]
+    folder = write_recording(tmp_path / "rec", lines)
+    original = (folder / "events.jsonl").read_text().splitlines()
+    text = list(original)
+    text[4] = "{not json"
+    (folder / "events.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"events\.jsonl line 5: not a JSON object"):
+        read_recording(folder)
+    text[4] = json.dumps({"type": "adaptflow-pools", "timestamp": ORIGIN, "pools": {"parse": -1}})
+    (folder / "events.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"line 5: pools is .*expected \{stage: count >= 0\}"):
+        read_recording(folder)
+    (folder / "events.jsonl").write_text("\n".join([*original[:10], "[1, 2]"]) + "\n")  # a whole last line: no excuse
+    with pytest.raises(ValueError, match=r"events\.jsonl line 11: got a JSON list; expected one JSON object per line"):
+        read_recording(folder)
+
+
+def test_a_recording_without_its_files_is_named(tmp_path):
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(MAPPING))
+    with pytest.raises(ValueError, match=r"has no recording\.json"):
+        read_recording(tmp_path)
+    (tmp_path / "recording.json").write_text(json.dumps({"started": "yesterday"}))
+    (tmp_path / "events.jsonl").write_text("")
+    with pytest.raises(ValueError, match="started is 'yesterday'; expected wall seconds"):
+        read_recording(tmp_path)
+
+
+def test_a_rate_that_steps_is_written_as_a_piecewise_profile_and_gaps_are_not_lulls():
+    rng = np.random.default_rng(3)
+    first = np.cumsum(rng.exponential(1 / 1.0, 3000))
+    second = 1000 + np.cumsum(rng.exponential(1 / 3.0, 9000))
+    times = np.concatenate([first[first < 1000], second[second < 2000]])
+    gap = (1500.0, 1620.0)
+    times = times[(times < gap[0]) | (times >= gap[1])]  # events lost while the stream was down
+    rate, report = fit_arrivals(times, 2000.0, [gap], 100.0)
+    assert report["chosen"] == "piecewise" and rate["times"][:2] == [0.0, 100.0]
+    values = np.asarray(rate["values"])
+    assert np.mean(values[:10]) == pytest.approx(1.0, rel=0.1) and np.mean(values[10:]) == pytest.approx(3.0, rel=0.1)
+    assert values[15] == pytest.approx(3.0, rel=0.25)  # the bin holding the gap, over the time seen
+    flat, flat_report = fit_arrivals(first[first < 1000], 1000.0, [], 100.0)
+    assert flat_report["chosen"] == "constant" and flat == pytest.approx(1.0, rel=0.1)
+
+
+def test_times_no_family_fits_are_replayed_and_too_few_are_not_tested():
+    rng = np.random.default_rng(5)
+    bimodal = np.concatenate([rng.normal(0.1, 0.005, 3000), rng.normal(2.0, 0.05, 2000)])  # a cache hit or miss
+    service, report, warnings = fit_service(list(bimodal), "lookup")
+    assert service["dist"] == "empirical" and len(service["samples"]) == EMPIRICAL_POINTS
+    assert np.mean(service["samples"]) == pytest.approx(bimodal.mean(), rel=0.01)
+    assert all(fit["ks_pvalue"] < 0.05 for fit in report["fits"].values())
+    assert warnings and "every family rejected" in warnings[0] and "stages.lookup" in warnings[0]
+    service, report, warnings = fit_service([0.5, 0.7, 0.2], "rare")
+    assert service == {"dist": "exponential", "mean": pytest.approx(0.466667)} and "untested" in warnings[0]
+
+
+def test_a_gap_in_the_recording_is_left_out_of_routes_and_rates(tmp_path):
+    lines = SyntheticApp(seed=4, horizon=900.0).run()
+    lost = (ORIGIN + 300.0, ORIGIN + 360.0)
+    kept = [line for line in lines if not lost[0] <= line["timestamp"] < lost[1]]
+    kept.append({"type": "adaptflow-gap", "start": lost[0], "end": lost[1], "reason": "event stream lost: test"})
+    folder = write_recording(tmp_path / "rec", kept, horizon=900.0)
+    result = calibrate(folder, tmp_path / "out.yaml")
+    assert result.report["recording"]["gaps"] == [{"start": 300.0, "end": 360.0, "reason": "event stream lost: test"}]
+    assert any("gaps in the recording (60.0 s)" in w for w in result.report["warnings"])
+    skipped = next(w for w in result.report["warnings"] if "overlapping a recording gap" in w)
+    arrived = result.report["sources"]["uploads"]["arrivals"]
+    assert result.report["routes"]["uploads"]["transitions"] == arrived - int(skipped.split()[0])
+    assert result.report["sources"]["uploads"]["mean_rate"] == pytest.approx(RATE, rel=0.1)  # 840 s seen, not 900
