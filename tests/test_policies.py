@@ -326,7 +326,7 @@ def test_a_recurrent_sb3_planner_carries_its_lstm_state_between_decisions():
         ("threshold:tolerance=nan", "planner 'threshold', parameter tolerance 'nan': expected a number"),
         (
             "threshold:metric=cpu",
-            "planner 'threshold', parameter metric 'cpu': expected one of utilization, queue_per_worker",
+            "planner 'threshold', parameter metric 'cpu': expected one of utilization, queue_per_worker, queue_length",
         ),
         (
             "threshold:stages=extract++load",
@@ -403,3 +403,14 @@ def test_a_stages_parameter_limits_the_rule_to_those_stages():
     busy = snapshot(30.0, target=4, utilization=1.0)
     three = dataclasses.replace(busy, stages=dict.fromkeys(("extract", "tract", "load"), busy.stages["w"]))
     assert planner.plan(three, NO_INSIGHTS).workers == {"extract": 6}
+
+
+def test_the_keda_rule_asks_for_queue_length_over_target_replicas_and_holds_them_through_a_dip():
+    """KEDA's Redis list scaler as an AverageValue metric: ceil(12 waiting / 5) = 3, whatever is
+    in service; a scale-down waits for the stabilization window, as the HPA does."""
+    from adaptflow.policies.registry import make_planner
+
+    planner, _ = make_planner("keda:target=5,stabilization_window=60", load_scenario("mmc"), 30.0)
+    assert planner.plan(snapshot(30, 1, queue=12, busy=1), NO_INSIGHTS).workers == {"w": 3}
+    assert planner.plan(snapshot(60, 3, queue=0, busy=3), NO_INSIGHTS).workers == {"w": 3}  # a dip: held
+    assert planner.plan(snapshot(150, 3, queue=0, busy=3), NO_INSIGHTS).workers == {"w": 0}  # window passed

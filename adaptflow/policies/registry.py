@@ -104,6 +104,11 @@ PLANNERS: dict[str, PlannerEntry] = {
     "threshold": PlannerEntry(
         lambda s, i, **p: ThresholdPlanner(**p), doc="Kubernetes HPA rule", params=_params(ThresholdPlanner.__init__, 1)
     ),
+    "keda": PlannerEntry(
+        lambda s, i, **p: ThresholdPlanner(metric="queue_length", **p),
+        doc="KEDA's Redis list scaler: ceil(queue length / target) replicas",
+        params=_params(ThresholdPlanner.__init__, names=("target", "tolerance", "stabilization_window", "stages")),
+    ),
     "celery": PlannerEntry(
         lambda s, i, **p: CeleryAutoscalePlanner(**p),
         doc="Celery's worker autoscaler",
@@ -132,7 +137,7 @@ PLANNERS: dict[str, PlannerEntry] = {
     ),
 }
 
-BASELINES = ("static", "threshold", "celery", "erlang", "predictive", "quality")
+BASELINES = ("static", "threshold", "keda", "celery", "erlang", "predictive", "quality")
 """Planners a learned one must beat (the clairvoyant is a bound, not a baseline)."""
 
 

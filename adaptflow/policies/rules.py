@@ -23,21 +23,23 @@ class ThresholdPlanner(Planner):
     Kubernetes), so a brief dip does not shed workers; a scale-up is applied at once.
 
     ``metric``: ``"utilization"`` (busy / ready worker time in the last interval, like CPU
-    utilization) or ``"queue_per_worker"`` (items waiting or in service per worker, like an
-    external queue-length metric)."""
+    utilization), ``"queue_per_worker"`` (items waiting or in service per worker), or
+    ``"queue_length"`` (items waiting, not those in service, per worker: KEDA's Redis list scaler,
+    an ``AverageValue`` external metric, so ``desired = ceil(queue length / target)``; registered
+    as the ``keda`` planner)."""
 
     def __init__(
         self,
         target: float = 0.7,
-        metric: Literal["utilization", "queue_per_worker"] = "utilization",
+        metric: Literal["utilization", "queue_per_worker", "queue_length"] = "utilization",
         tolerance: float = 0.1,
         stabilization_window: float = 300.0,
         stages: list[str] | None = None,
     ):
         if not target > 0:
             raise ValueError(f"target must be > 0, got {target}")
-        if metric not in ("utilization", "queue_per_worker"):
-            raise ValueError(f"metric {metric!r}; expected 'utilization' or 'queue_per_worker'")
+        if metric not in ("utilization", "queue_per_worker", "queue_length"):
+            raise ValueError(f"metric {metric!r}; expected 'utilization', 'queue_per_worker' or 'queue_length'")
         self.target, self.metric, self.tolerance = target, metric, tolerance
         self.window, self.stages = stabilization_window, stages
         self.reset()
@@ -62,8 +64,10 @@ class ThresholdPlanner(Planner):
             current = st.target
             if self.metric == "utilization":
                 value = 0.0 if math.isnan(st.utilization) else st.utilization
-            else:
+            elif self.metric == "queue_per_worker":
                 value = (st.queue_length + st.busy) / max(current, 1)
+            else:
+                value = st.queue_length / max(current, 1)
             recommendation = self.desired(current, value)
             history = self._recommendations.setdefault(name, deque())
             history.append((snapshot.time, recommendation))
