@@ -40,12 +40,12 @@ test-slow: $(STAMP) redis
 
 # ruff, then the import contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md).
 lint: $(STAMP)
-	$(BIN)/ruff check adaptflow tests benchmarks
+	$(BIN)/ruff check adaptflow tests benchmarks examples
 	$(BIN)/lint-imports --no-logo
 
 format: $(STAMP)
-	$(BIN)/ruff format adaptflow tests benchmarks
-	$(BIN)/ruff check --fix adaptflow tests benchmarks
+	$(BIN)/ruff format adaptflow tests benchmarks examples
+	$(BIN)/ruff check --fix adaptflow tests benchmarks examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
