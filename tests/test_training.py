@@ -540,3 +540,12 @@ def test_a_run_cut_short_in_its_final_evaluation_resumes_with_that_evaluation_on
     assert again.timesteps == 768 and not again.already_finished
     assert (d / "evaluation" / "summary.csv").is_file() and again.evaluation is not None
     assert json.loads((d / "run.json").read_text())["status"] == "finished"
+
+
+def test_the_final_evaluation_of_a_series_workload_says_it_ran_on_the_test_part(tmp_path):
+    """Training saw the training part of the series; its final evaluation the test part, and its
+    evaluation.json (what the plots' titles read) says so."""
+    overrides = [f"output_dir={tmp_path}", "env.options.scenario=etl_azure", "total_timesteps=256"]
+    overrides += ["evaluation.every=256", "evaluation.final_seeds=1", "checkpoint_every=256"]
+    run = train(TINY, overrides)
+    assert json.loads((run.run_dir / "evaluation" / "evaluation.json").read_text())["part"] == "test"

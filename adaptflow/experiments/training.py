@@ -820,6 +820,7 @@ def _final_evaluation(config: TrainConfig, run_dir: Path, probe: gym.Env, best: 
                 weights=inner.cost_model.weights,
                 out_dir=out,
                 progress=progress,
+                part="test" if scenario.series_labels() else None,  # already chosen: recorded as such
             )
         )
         plot_results(out)
