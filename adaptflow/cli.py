@@ -379,6 +379,16 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.autoscaler import run_planned_control
+
+    run_planned_control(
+        args.app, args.mapping, args.scenario, args.planner, args.interval, args.duration,
+        fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown, event_log=args.event_log,
+    )  # fmt: skip
+    return 0
+
+
 def _keda(args: argparse.Namespace) -> int:
     from adaptflow.runtime.keda.app import run_keda
 
@@ -656,6 +666,29 @@ def _add_calibrate(commands: Any) -> None:
     cb.set_defaults(handler=_calibrate)
 
 
+def _add_control(commands: Any) -> None:
+    ct = commands.add_parser(
+        "control",
+        help="plan your app's pools and publish them to workers run with the PlannedAutoscaler",
+        description=(
+            "adaptflow control --planner SPEC --app MODULE:APP --mapping MAPPING.yaml --scenario S; the workers run "
+            "`celery -A APP --config CONF worker --autoscale=MAX,MIN` with CONF setting "
+            "worker_autoscaler = 'adaptflow.runtime.autoscaler:PlannedAutoscaler'"
+        ),
+    )
+    ct.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
+    ct.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
+    ct.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
+    ct.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
+    ct.add_argument("--interval", type=float, default=30.0, help="seconds between decisions (30)")
+    ct.add_argument("--duration", type=float, required=True, help="seconds to run (at most a week)")
+    ct.add_argument("--fallback", default="erlang", help="rule used when the planner fails or leaves its range")
+    ct.add_argument("--max-step", type=int, default=None, help="largest change of a pool per decision")
+    ct.add_argument("--cooldown", type=float, default=0.0, help="seconds a pool is held after a change")
+    ct.add_argument("--event-log", default=None, help="JSONL of every decision (what was seen, planned, applied)")
+    ct.set_defaults(handler=_control)
+
+
 def _add_keda(commands: Any) -> None:
     kd = commands.add_parser(
         "keda",
@@ -706,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_live(commands)
     _add_record(commands)
     _add_calibrate(commands)
+    _add_control(commands)
     _add_keda(commands)
     _add_analyze(commands)
     return parser

@@ -223,3 +223,11 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "c
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def forget_connections(app) -> None:
+    """The shop's app object is shared by the test modules, each with a Redis of its own; Celery
+    keeps its connection and producer pools for the life of the process (its own reset is after a
+    fork), so they are dropped when the broker changes, before and after this module's use."""
+    app._pool = None
+    app.amqp._producer_pool = None

@@ -24,7 +24,7 @@ from adaptflow.runtime.live.system import app_system
 from adaptflow.runtime.record import record
 from adaptflow.scenario import parse_scenario
 
-from .live_fixtures import broker, redis_server, wait_for  # noqa: F401  (fixtures)
+from .live_fixtures import broker, forget_connections, redis_server, wait_for  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "enrich", "store")
@@ -90,6 +90,7 @@ def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
     monkeypatch.setenv("SHOP_BROKER_URL", broker)
     from tests.apps import shop as module
 
+    forget_connections(module.app)
     module.app.conf.broker_url = broker
     workers = ShopWorkers(broker, tmp_path).start()
     try:
@@ -97,6 +98,7 @@ def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
         yield module
     finally:
         workers.stop()
+        forget_connections(module.app)
 
 
 def submit(shop, n: int, work=(0.05, 0.1, 0.05)) -> None:
