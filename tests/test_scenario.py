@@ -123,6 +123,14 @@ BAD_INPUTS = {
         lambda d, tmp: d["stages"]["work"]["service"].update(mean=-1),
         ["stages.work.service.mean", "greater than 0", "got -1"],
     ),
+    "negative dispatch delay": (
+        lambda d, tmp: d["stages"]["work"].update(dispatch_delay=-0.005),
+        ["stages.work.dispatch_delay", "greater than or equal to 0", "got -0.005"],
+    ),
+    "infinite dispatch delay": (
+        lambda d, tmp: d["stages"]["work"].update(dispatch_delay=float("inf")),
+        ["stages.work.dispatch_delay", "finite"],
+    ),
     "lognormal without cv": (
         lambda d, tmp: d["stages"]["work"]["service"].update(dist="lognormal"),
         ["stages.work.service", "needs cv"],

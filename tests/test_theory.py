@@ -19,7 +19,7 @@ from adaptflow.scenario import parse_scenario
 from adaptflow.scenario.streams import arrivals_with_quality
 from adaptflow.scenario.theory import erlang_c, mg1_mean_wait, mmc_mean_wait
 from adaptflow.simulator import Simulation
-from tests.helpers import assert_within_ci, replicate, scenario, stage
+from tests.helpers import assert_within_ci, replicate, scenario, stage, trace_source
 
 
 def test_erlang_c_textbook_values():
@@ -43,6 +43,59 @@ def test_mmc_mean_wait_matches_erlang_c():
     runs = replicate(spec, n=20, warmup=1000)
     assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mmc_mean_wait(9.0, 1.0, 10), "M/M/10 Wq")
     assert_within_ci([r["stages"]["w"]["utilization"] for r in runs], 0.9, "M/M/10 utilization", 0.01)
+
+
+def test_mmc_with_a_dispatch_delay_waits_the_delay_plus_erlang_c():
+    """M/M/10 at utilization 0.9 with a dispatch delay d: the items join the queue at their
+    arrival times shifted by the constant d, which is again a Poisson process of the same rate,
+    so every wait is d plus an M/M/c wait and the mean is d + Erlang C's Wq. The queue's area
+    counts an item from entering, so Little's law holds with that whole wait."""
+    d = 0.5
+    spec = scenario({"w": stage(10, "exponential", 1.0, dispatch_delay=d)}, rate=9.0, horizon=20_000)
+    runs = replicate(spec, n=20, warmup=1000)
+    st = [r["stages"]["w"] for r in runs]
+    assert_within_ci([s["mean_wait"] for s in st], d + mmc_mean_wait(9.0, 1.0, 10), "M/M/10 + d wait")
+    assert min(s["p50_wait"] for s in st) >= d  # no item starts before its delay is over
+    little = float(np.mean([s["arrival_rate"] * s["mean_wait"] for s in st]))
+    assert_within_ci([s["mean_queue_length"] for s in st], little, "Little's law with a dispatch delay")
+
+
+def test_dispatch_delay_sample_path_drops_on_joining_and_counts_waiting_from_entering(tmp_path):
+    """1 worker (service 1 s), room for 1 waiting, dispatch delay 0.5 s, items sent at 0, 0.1,
+    0.2, 0.3: each can join only 0.5 s after it was sent, so the first starts at 0.5, the second
+    queues at 0.6 and the last two find the queue full at 0.7 and 0.8. Until then all four are
+    waiting, none dropped (capacity is checked on joining, not on sending)."""
+    spec = scenario(
+        {"w": {**stage(1, "deterministic", 1.0), "dispatch_delay": 0.5, "queue": {"capacity": 1}}},
+        sources={"t": trace_source(tmp_path, [0.0, 0.1, 0.2, 0.3], "w")},
+        horizon=3.0,
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(0.45)
+    early = sim.counters().stages["w"]
+    assert (early.queue_length, early.busy, early.drops) == (4, 0, 0)
+    assert early.queue_area == pytest.approx(0.45 + 0.35 + 0.25 + 0.15)  # from each one's entering
+    sim.run(3.0)
+    end = sim.counters().stages["w"]
+    assert sim.stages["w"].waits == pytest.approx([0.5, 1.4]) and (end.drops, end.completed) == (2, 2)
+    assert end.queue_area == pytest.approx(0.5 + 1.4 + 0.5 + 0.5)  # the dropped ones waited 0.5 s each
+    e2e = sim.summary()["end_to_end"]
+    assert (e2e["arrivals"], e2e["completed"], e2e["drops"], e2e["in_system"]) == (4, 2, 2, 0)
+
+
+def test_a_retry_pays_the_dispatch_delay_again(tmp_path):
+    """A retry is a new message (as in Celery): an attempt that always fails, retried once, is
+    sent at 0, starts at 0.25, fails at 1.25, is sent again, starts at 1.5 and is given up at 2.5."""
+    failing = {**stage(1, "deterministic", 1.0), "dispatch_delay": 0.25, "failure": {"prob": 1.0, "max_retries": 1}}
+    spec = scenario({"w": failing}, sources={"t": trace_source(tmp_path, [0.0], "w")}, horizon=5.0)
+    sim = Simulation(spec, rng=0)
+    sim.run(1.4)
+    assert sim.counters().stages["w"].queue_length == 1 and sim.counters().stages["w"].failures == 1
+    sim.run(5.0)
+    s = sim.summary()
+    assert sim.stages["w"].waits == pytest.approx([0.25, 0.25])
+    assert (s["stages"]["w"]["failures"], s["end_to_end"]["failed_items"]) == (2, 1)
+    assert sim.counters().stages["w"].busy_area == pytest.approx(2.0)
 
 
 def test_md1_mean_wait_matches_pollaczek_khinchine():

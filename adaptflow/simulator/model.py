@@ -138,7 +138,13 @@ class _SplitRouter:
 class StageState:
     """A queue and a worker pool. Workers are counted, not modelled as objects: ``idle``,
     ``busy``, ``starting`` (requested, not ready yet) and ``draining`` (busy, retiring after
-    their current item: scale-down is graceful)."""
+    their current item: scale-down is graceful).
+
+    With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
+    is first ``dispatching`` (sent, not yet able to start) for that long, then joins the queue
+    or starts. It counts as waiting from when it entered, in its wait, in the queue's area and in
+    ``queue_length`` (as live counts a visit sent and not started, whether it is in the broker's
+    list or reserved by a worker)."""
 
     def __init__(self, sim: Simulation, name: str, spec: Stage, streams: Streams):
         self.sim, self._env, self.name, self.spec = sim, sim._env, name, spec
@@ -148,6 +154,8 @@ class StageState:
         self.min_workers, self.max_workers = w.min, w.max
         self.startup_delay, self.price = w.startup_delay, w.cost_per_second
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
+        self.dispatch_delay = spec.dispatch_delay
+        self.dispatching = 0  # items sent, their dispatch delay not over yet
         self._pending_starts: deque[list[bool]] = deque()  # one [cancelled] token per start
         self.sample = service_sampler(spec.service, streams.get("service", name))
         # the visit rule of the scenario room, bound to this stage's failure and validation streams
@@ -160,10 +168,12 @@ class StageState:
         self.detected = self.false_alarms = 0
         self.waits: list[float] = []
         self.latencies: list[float] = []
-        self.queue_enter_sum = 0.0
+        self.queue_enter_sum = 0.0  # enter times of the items queued or dispatching
+        self.dropped_wait = 0.0  # time dropped items waited (dispatching) before their drop
         self._wait_sum, self._wait_sum_n = 0.0, 0  # sum of waits[:n], brought up to date by counters()
         self.start_sum = self.finish_sum = 0.0  # sums of service start and end times
         self._finish_callback = self._finish  # bound once: the hot path schedules it per item
+        self._dispatched_callback = self._dispatched
         self.active_area = self.billed_area = 0.0
         self._area_time = 0.0
 
@@ -172,6 +182,25 @@ class StageState:
         now = self._env._now
         item.visit = item.enter = now
         self.arrivals += 1
+        if self.dispatch_delay:
+            self._send(item, now)
+        elif self.idle:
+            self._start(item, now)
+        else:
+            self._wait_or_drop(item, now)
+
+    def _send(self, item: Item, now: float) -> None:
+        """The item is on its way to a worker: it may start ``dispatch_delay`` from now."""
+        self.dispatching += 1
+        self.queue_enter_sum += now
+        Wakeup(self._env, self.dispatch_delay, item, self._dispatched_callback)
+
+    def _dispatched(self, event: Wakeup) -> None:
+        """The dispatch delay is over: start on an idle worker, or queue (or be dropped) now."""
+        item: Item = event._value
+        self.dispatching -= 1
+        self.queue_enter_sum -= item.enter  # _start measures its wait, _wait_or_drop re-adds it
+        now = self._env._now
         if self.idle:
             self._start(item, now)
         else:
@@ -180,11 +209,12 @@ class StageState:
     def _wait_or_drop(self, item: Item, now: float) -> None:
         if self.capacity is not None and len(self.queue) >= self.capacity:
             self.drops += 1
+            self.dropped_wait += now - item.enter  # > 0 only after a dispatch delay
             self.sim._leave(item, now)
             self.sim.dropped += 1
         else:
             self.queue.append(item)
-            self.queue_enter_sum += now
+            self.queue_enter_sum += item.enter  # = now, unless it was dispatching since enter
 
     def _start(self, item: Item, now: float, event: Wakeup | None = None) -> None:
         """An idle worker takes ``item``. Its completion is ``event`` re-armed when the worker
@@ -237,7 +267,9 @@ class StageState:
         if retry:
             item.attempt += 1
             item.enter = now
-            if self.idle:
+            if self.dispatch_delay:  # a retry is a new message: it is dispatched again
+                self._send(item, now)
+            elif self.idle:
                 self._start(item, now)
             else:
                 self._wait_or_drop(item, now)
@@ -311,11 +343,12 @@ class StageState:
 
     def queue_area(self, now: float) -> float:
         """Integral of the queue length from 0 to ``now``: finished waits plus the partial
-        waits of the items still queued."""
+        waits of the items still queued or dispatching (and of dropped ones, until their drop)."""
         if self._wait_sum_n != len(self.waits):
             self._wait_sum += math.fsum(self.waits[self._wait_sum_n :])
             self._wait_sum_n = len(self.waits)
-        return self._wait_sum + len(self.queue) * now - self.queue_enter_sum
+        waiting = len(self.queue) + self.dispatching
+        return self._wait_sum + self.dropped_wait + waiting * now - self.queue_enter_sum
 
     def busy_area(self, now: float) -> float:
         """Integral of the busy workers from 0 to ``now``."""
@@ -343,7 +376,7 @@ class StageState:
                 self.busy_area(now),
                 self.active_area,
                 self.billed_area,
-                len(self.queue),  # queue_length
+                len(self.queue) + self.dispatching,  # queue_length: sent, not started
                 busy,
                 idle,
                 starting,

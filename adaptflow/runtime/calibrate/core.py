@@ -219,21 +219,24 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
     workers, workers_report, more = system.fit_workers(recording, obs, name)
     delay, startup_report = system.fit_startup(recording, obs, name)
     failure, failure_report, failure_warnings = system.fit_failure(obs)
+    dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name)
     if delay is None:
         startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"
         report["assumptions"].append(f"stages.{name}.workers.startup_delay: {startup_report['note']}")
     workers["startup_delay"] = sig(delay) if delay is not None else 0.0
     report["warnings"] += warnings + more + [f"stages.{name}.failure: {w}" for w in failure_warnings]
+    report["warnings"] += dispatch_warnings
     report["stages"][name] = {
         "service": service_report,
         "workers": workers_report,
         "startup": startup_report,
         "failure": failure_report,
+        "dispatch": dispatch_report,
         "mean_wait": sum(obs.waits) / len(obs.waits) if obs.waits else None,
         "completed": obs.completed,
         "drops": obs.drops,
     }
-    stage: dict[str, Any] = {"workers": workers, "service": service}
+    stage: dict[str, Any] = {"workers": workers, "service": service, "dispatch_delay": sig(dispatch)}
     if failure is not None:
         stage["failure"] = failure
     return stage

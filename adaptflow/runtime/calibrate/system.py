@@ -16,6 +16,15 @@ their start-up delay, and the SLA.
   before; their median. The sampling interval bounds its precision (reported). A process that
   idled before its first task makes the delay too long (said when no task was waiting), and one
   that replaced a retired process (``max_tasks_per_child``) looks new too.
+* Dispatch delay: the median wait of the visits that entered while the stage had an idle
+  process (attempts running at the enter time fewer than the pool size recorded then). Such a
+  visit queued behind nothing, so its whole wait is the hand-off (task sent -> fetched -> a
+  process starts it). The median, not the mean: a visit that found a process idle can still
+  wait behind one sent just before it, or for a process the pool line counts but that is still
+  starting; those few long waits would pull a mean up (measured on a synthetic recording with a
+  known 5 ms: the mean of such visits gave 7 ms). The price: a skewed hand-off is
+  underestimated (on the example app the median was 20-35 % below the mean, which the report
+  gives beside it). Fewer than ``DISPATCH_MIN_VISITS`` such visits: 0, with a warning.
 """
 
 from __future__ import annotations
@@ -175,6 +184,50 @@ def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float 
             "delay is an upper bound"
         )
     return delay, report
+
+
+DISPATCH_MIN_VISITS = 20
+
+
+def fit_dispatch(recording: Recording, obs: StageObs, stage: str) -> tuple[float, dict[str, Any], list[str]]:
+    """The stage's dispatch delay (see the module docstring), its report and warnings."""
+    enters, waits = np.asarray(obs.enters, dtype=float), np.asarray(obs.waits, dtype=float)
+    idle = waits[_busy_at(obs, enters) < _pool_at(recording, obs, stage, enters)]
+    report: dict[str, Any] = {"visits": len(waits), "idle_visits": len(idle)}
+    if len(idle) < DISPATCH_MIN_VISITS:
+        report["note"] = f"{len(idle)} visits found an idle process (< {DISPATCH_MIN_VISITS}): taken as 0"
+        return 0.0, report, [f"stages.{stage}.dispatch_delay: {report['note']}"]
+    delay = max(0.0, float(np.median(idle)))
+    report.update(delay=delay, delay_ci95=median_ci(idle), idle_mean=float(idle.mean()),
+                  idle_p95=float(np.percentile(idle, 95)))  # fmt: skip
+    return delay, report, []
+
+
+def median_ci(values: np.ndarray, z: float = 1.96) -> list[float]:
+    """A distribution-free 95% interval of the median: the order statistics ``n/2 -+ z sqrt(n)/2``."""
+    x, n = np.sort(values), len(values)
+    lo = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2))
+    hi = min(n - 1, math.ceil(n / 2 + z * math.sqrt(n) / 2))
+    return [float(x[lo]), float(x[hi])]
+
+
+def _busy_at(obs: StageObs, times: np.ndarray) -> np.ndarray:
+    """Attempts of the stage running at each of ``times``: started before it, not finished by it
+    (a process freed at the very time is idle then)."""
+    starts = np.sort([s for s, _ in obs.spans] + list(obs.running.values()))
+    finishes = np.sort([f for _, f in obs.spans])
+    return np.searchsorted(starts, times, side="left") - np.searchsorted(finishes, times, side="right")
+
+
+def _pool_at(recording: Recording, obs: StageObs, stage: str, times: np.ndarray) -> np.ndarray:
+    """The stage's pool size at each of ``times``: the last ``adaptflow-pools`` line before it
+    (the first line before any), or the worker processes seen serving it if no line names it."""
+    series = pool_series(recording, stage)
+    if not series:
+        return np.full(len(times), max(1, len({process for _, process in obs.starts})))
+    at, sizes = np.array([t for t, _ in series]), np.array([n for _, n in series])
+    index = np.clip(np.searchsorted(at, times, side="right") - 1, 0, len(sizes) - 1)
+    return sizes[index]
 
 
 def _queue_at(recording: Recording, stage: str, t: float) -> int | None:

@@ -28,10 +28,14 @@ SETTLE_FLOOR = 1.0
 
 @dataclass
 class StageObs:
-    """What one stage's records say: per attempt its service time and wait, and the counts."""
+    """What one stage's records say: per attempt its service time and wait, and the counts; and,
+    for the dispatch delay, when each started attempt entered and when attempts were running."""
 
     services: list[float] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
+    enters: list[float] = field(default_factory=list)  # the enter time of each wait, in step with waits
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, finish) of each finished attempt
+    running: dict[str, float] = field(default_factory=dict)  # task id -> start, of attempts not finished
     attempts: int = 0  # finished attempts (failed or not)
     failures: int = 0
     completed: int = 0  # successful finishes
@@ -99,7 +103,10 @@ def _take(record: dict[str, str], origin: float, tl: Timeline, task_stage: dict[
         else:
             tl.items.setdefault(record["i"], ItemObs()).visits.append((t, stage, k))
     elif kind == "start":
-        tl.stages[record["s"]].waits.append(t - (float(record["q"]) - origin))
+        obs, entered = tl.stages[record["s"]], float(record["q"]) - origin
+        obs.waits.append(t - entered)
+        obs.enters.append(entered)
+        obs.running[record["k"]] = t
     elif kind == "finish":
         _finish(record, t, origin, tl)
     elif kind in ("exit", "giveup", "drop"):
@@ -113,8 +120,10 @@ def _take(record: dict[str, str], origin: float, tl: Timeline, task_stage: dict[
 
 
 def _finish(record: dict[str, str], t: float, origin: float, tl: Timeline) -> None:
-    obs, failed = tl.stages[record["s"]], record.get("x") == "1"
-    obs.services.append(t - (float(record["st"]) - origin))
+    obs, failed, started = tl.stages[record["s"]], record.get("x") == "1", float(record["st"]) - origin
+    obs.services.append(t - started)
+    obs.spans.append((started, t))
+    obs.running.pop(record["k"], None)
     obs.attempts += 1
     obs.failures += failed
     obs.completed += not failed

@@ -1,0 +1,417 @@
+"""Planners compared live on a user's Celery app, on the same arrivals.
+
+:func:`compare_on_app` runs each planner in turn against the app's own workers, each run on the
+same work: the user's producer command (which submits its arrivals reproducibly, e.g.
+``python -m examples.etl_app.produce --rate 4 --duration 60 --seed 7``) is started once per run,
+after the run's monitor is receiving the app's events. Before a run the app is left to empty
+(no message queued, none reserved or running) and the mapped workers' pools are put back to the
+scenario's initial sizes, so no planner inherits another's backlog or pools.
+
+A run is the Coordinator loop of ``adaptflow control`` with the executor of ``adaptflow live``:
+the planner (a registry spec: ``static``, ``keda:target=2``, ``celery``, ``onnx:DIR``...) behind
+a :class:`~.fallback.FallbackPlanner` with Erlang staffing, a :class:`~.live.CeleryMonitor` on
+the app's events through its mapping, a :class:`~.live.CeleryExecutor` resizing the mapped
+workers' pools through the safety envelope, both inside the outage wrappers. It decides every
+``interval`` while the producer runs, then until every arrival has left or ``drain`` seconds have
+passed; every run is bounded by ``limit`` seconds (a producer still running then is stopped), so
+the transitions it keeps are bounded too.
+
+The figures are those of ``adaptflow compare-live`` (:mod:`adaptflow.experiments.compare_live`),
+computed here from the same parts (the runtime does not import the experiments): the cost is the
+sum of the :class:`~adaptflow.agents.CostModel` totals of the run's intervals (the stages'
+worker cost plus the SLA, drop and escape penalties), ``worker_cost`` the stages' cost alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+from celery import Celery
+
+from adaptflow.agents import (
+    Clock,
+    ControlLoop,
+    Coordinator,
+    CostModel,
+    EventLog,
+    MetricsSnapshot,
+    Monitor,
+    Plan,
+    Planner,
+)
+from adaptflow.agents.analyzers import StandardAnalyzer, ready_analyzer
+from adaptflow.agents.coordinator import Transition
+from adaptflow.agents.safety import envelope_for
+from adaptflow.policies.guard import GuardedPlanner
+from adaptflow.policies.registry import check_trusted, make_planner, split_label
+from adaptflow.scenario import Scenario, load_scenario
+
+from .celery_app import redis_client
+from .fallback import FallbackPlanner
+from .live import (
+    CeleryExecutor,
+    CeleryMonitor,
+    LiveTotals,
+    PoolLedger,
+    ResilientExecutor,
+    ResilientMonitor,
+    WallClock,
+    live_envelope,
+)
+from .live.events import EventStream
+from .live.mapping import AppMapping, load_mapping
+from .live.system import app_system
+from .record import load_app
+from .worker import expand_node
+
+log = logging.getLogger(__name__)
+
+FALLBACK = "erlang"
+"""The rule that decides when a compared planner fails (as ``adaptflow control``'s default)."""
+
+
+@dataclass(frozen=True)
+class AppUnderTest:
+    """The user's app and what adaptflow knows of it, loaded once for every run."""
+
+    app: Celery
+    mapping: AppMapping
+    scenario: Scenario
+    inspect_timeout: float = 2.0
+
+    @property
+    def workers(self) -> dict[str, str]:
+        return self.mapping.workers()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How each planner's run goes (wall seconds): ``produce`` is the producer's argv, run in
+    ``cwd`` with ``env``; ``settle``: the longest wait for the app to empty and the pools to
+    take their initial sizes; ``limit``: the longest run."""
+
+    produce: tuple[str, ...]
+    interval: float
+    drain: float
+    event_log_dir: Path | None = None
+    cwd: Path | None = None
+    env: Mapping[str, str] | None = None
+    settle: float = 120.0
+    limit: float = 3600.0
+
+
+# -- before a run: an empty app, initial pools ---------------------------------------------------
+def _busy(target: AppUnderTest) -> dict[str, int]:
+    """Messages queued in the broker, reserved or running on a mapped worker, by where."""
+    client = redis_client(str(target.app.conf.broker_url))
+    out = {q: int(client.llen(q)) for names in target.mapping.queues().values() for q in names}
+    names = [expand_node(w) for w in target.workers.values()]
+    inspect = target.app.control.inspect(destination=names, timeout=target.inspect_timeout)
+    for kind, answer in (("active", inspect.active()), ("reserved", inspect.reserved())):
+        for worker, tasks in (answer or {}).items():
+            out[f"{worker} {kind}"] = len(tasks or [])
+    return {where: n for where, n in out.items() if n}
+
+
+def wait_idle(target: AppUnderTest, timeout: float) -> None:
+    """Wait until nothing is queued, reserved or running in the app (the previous run's items
+    have left); a ``RuntimeError`` naming what is still there after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (busy := _busy(target)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if busy:
+        raise RuntimeError(
+            f"the app is still busy after {timeout:g} s ({busy}); expected empty queues and idle workers"
+        )
+
+
+def reset_pools(target: AppUnderTest, timeout: float) -> dict[str, int]:
+    """Put every mapped worker's pool back to the scenario's initial size (through the executor
+    and its envelope: the live minimum of one process) and wait until the workers list that many
+    processes (a grown process starts at the pool's next maintenance tick)."""
+    ledger = PoolLedger(target.app, target.workers, timeout=target.inspect_timeout).sync()
+    executor = CeleryExecutor(target.app, ledger, WallClock(), timeout=target.inspect_timeout, scenario=target.scenario)
+    initial = {name: stage.workers.initial for name, stage in target.scenario.stages.items() if name in ledger.pools}
+    wanted = executor.apply(Plan(workers=initial)).workers
+    deadline = time.monotonic() + timeout
+    while (listed := _listed(ledger)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if listed != wanted:
+        raise RuntimeError(
+            f"the workers list {listed} processes after {timeout:g} s; expected the initial pools {wanted}"
+        )
+    return wanted
+
+
+def _listed(ledger: PoolLedger) -> dict[str, int]:
+    stats = ledger.stats()
+    return {
+        stage: len(stats.get(pool.worker, {}).get("pool", {}).get("processes", []))
+        for stage, pool in ledger.pools.items()
+    }
+
+
+# -- the producer --------------------------------------------------------------------------------
+class Producer:
+    """The user's producer command as a subprocess (its own session, so stopping it stops its
+    children), its output in ``log_path`` (or a temporary file)."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path | None, cwd: Path | None, env: Mapping[str, str] | None):
+        self.argv = list(argv)
+        # closed by check(), which every run reaches (the context manager's exit)
+        self._log: IO[bytes] = log_path.open("w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv, cwd=cwd, env=dict(env) if env is not None else None,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.exited_at: float | None = None  # wall time.monotonic() when first seen exited
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        """Stop it if it outlived the run; after a run that finished, raise its failure."""
+        self.stop()
+        self.check(raise_failure=kind is None)
+
+    def done(self) -> bool:
+        if self.exited_at is None and self.process.poll() is not None:
+            self.exited_at = time.monotonic()
+        return self.exited_at is not None
+
+    def stop(self) -> None:
+        """Stop it if it still runs (SIGTERM to its session, SIGKILL after 10 s)."""
+        if self.process.poll() is None:
+            log.warning("producer %s still running at the run's end: stopped", self.argv)
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+    def check(self, raise_failure: bool = True) -> None:
+        """A producer that failed makes the run meaningless: an error with its output's tail."""
+        rc = self.process.wait()
+        self._log.seek(0)
+        tail = self._log.read()[-2000:].decode(errors="replace")
+        self._log.close()
+        if rc != 0 and raise_failure:
+            raise RuntimeError(f"producer {self.argv} exited with {rc}; expected 0. Its output ends:\n{tail}")
+
+
+# -- the run's end -------------------------------------------------------------------------------
+class RunClock(Clock):
+    """The run's wall clock, which reads ``until`` once the run is over, so that the Coordinator
+    (which decides while its clock is before ``until``) stops after the decision in course."""
+
+    def __init__(self, clock: WallClock, until: float):
+        self.clock, self.until, self.over = clock, until, False
+
+    def now(self) -> float:
+        return self.until if self.over else self.clock.now()
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
+class EndWatch(Monitor):
+    """The run's monitor, which after each observation ends the run (:class:`RunClock`) once the
+    producer has exited and then every arrival has left (completed, dropped or failed, nothing
+    queued or running) or ``drain`` seconds have passed; or at the clock's ``until``."""
+
+    def __init__(self, monitor: ResilientMonitor, clock: RunClock, producer: Producer, drain: float):
+        self.monitor, self.clock, self.producer, self.drain = monitor, clock, producer, drain
+
+    @property
+    def totals(self) -> LiveTotals:
+        return self.monitor.monitor.totals
+
+    def observe(self) -> MetricsSnapshot:
+        snapshot = self.monitor.observe()
+        t = self.totals
+        left = t.completed + t.drops + t.failed >= t.arrived and snapshot.in_system == 0
+        if self.producer.done():
+            drained = time.monotonic() - (self.producer.exited_at or 0.0) >= self.drain
+            self.clock.over = left or drained
+        if self.clock.clock.now() >= self.clock.until:
+            self.clock.over = True
+        return snapshot
+
+
+# -- one run -------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    """What one planner's run produced."""
+
+    planner: str
+    transitions: list[Transition]
+    totals: LiveTotals
+    seconds: float  # wall seconds from the monitor's start to the last observation
+    fallbacks: int
+    pools: dict[str, int] = field(default_factory=dict)  # each stage's pool at the start
+
+
+def _coordinator(
+    target: AppUnderTest, spec: str, interval: float, stream: EventStream, until: float
+) -> tuple[ResilientMonitor, StandardAnalyzer, ResilientExecutor, WallClock, FallbackPlanner, Planner]:
+    """The parts of a run (the producer's watch comes on top): the monitor, the planner's
+    analyzer, the executor, the wall clock, the planner behind its fallback and the planner."""
+    scenario = target.scenario
+    primary, forecaster = make_planner(spec, scenario, interval, guard_fallback=FALLBACK)
+    analyzer = ready_analyzer(primary, scenario, interval, forecaster)
+    if analyzer is None:
+        raise ValueError(
+            f"planner {spec!r} forecasts with {forecaster!r}, which is fitted by simulation; expected an exported "
+            "planner (its sidecar carries its fitted analyzer) or a planner with an EWMA forecaster"
+        )
+    guarded = FallbackPlanner(primary, make_planner(FALLBACK, scenario, interval)[0], envelope_for(scenario))
+    timeout = target.inspect_timeout
+    clock, ledger = WallClock(), PoolLedger(target.app, target.workers, timeout=timeout).sync()
+    envelope = live_envelope(scenario)
+    executor = ResilientExecutor(CeleryExecutor(target.app, ledger, clock, envelope, timeout, scenario=scenario))
+    system = app_system(target.app, target.mapping, scenario, stream)
+    monitor = CeleryMonitor(target.app, ledger, clock, percentiles=True, inspect_timeout=timeout, system=system)
+    resilient = ResilientMonitor(monitor, executor, give_up_after=until, backoff_cap=max(0.5, min(5.0, interval)))
+    return resilient, analyzer, executor, clock, guarded, primary
+
+
+def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult:
+    """One planner's run on an emptied app with its initial pools (see the module docstring)."""
+    wait_idle(target, settings.settle)
+    pools = reset_pools(target, settings.settle)
+    label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", split_label(spec)[0])
+    logs = settings.event_log_dir
+    stream = EventStream(target.app).start()  # receiving before anything is produced
+    try:
+        monitor, analyzer, executor, clock, guarded, primary = _coordinator(
+            target, spec, settings.interval, stream, settings.limit
+        )
+        run_clock = RunClock(clock, settings.limit)
+        producer_log = logs / f"{label}.producer.log" if logs else None
+        with Producer(settings.produce, producer_log, settings.cwd, settings.env) as producer:
+            watch = EndWatch(monitor, run_clock, producer, settings.drain)
+            loop = ControlLoop(watch, analyzer, executor, run_clock, CostModel(), settings.interval)
+            transitions = _run(loop, guarded, primary, logs / f"{label}.jsonl" if logs else None)
+    finally:
+        stream.stop()
+    seconds = transitions[-1].snapshot.time if transitions else 0.0
+    return RunResult(spec, transitions, watch.totals, seconds, guarded.fallbacks, pools)
+
+
+def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
+    """Run the Coordinator until the run's clock says it is over, writing the event log (with a
+    guarded planner's takeovers, as ``adaptflow live`` does)."""
+    log_file = EventLog(event_log) if event_log is not None else None
+    listening = isinstance(primary, GuardedPlanner) and log_file is not None
+    if listening:
+        primary.add_listener(log_file.write)
+    try:
+        assert isinstance(loop.clock, RunClock)
+        return Coordinator(loop, guarded, log_file).run(until=loop.clock.until)
+    finally:
+        if listening:
+            primary.remove_listener(log_file.write)
+        if log_file is not None:
+            log_file.close()
+
+
+# -- the table -----------------------------------------------------------------------------------
+def figures(run: RunResult, stages: Sequence[str]) -> dict[str, Any]:
+    """One row: the columns of ``adaptflow compare-live`` (mean wait, p95 latency, throughput,
+    SLA violation rate, cost, mean pool, arrived, completed) and each stage's mean pool."""
+    t = run.totals
+    span = math.fsum(s.snapshot.interval for s in run.transitions)
+    worker_seconds = {
+        name: math.fsum(s.snapshot.stages[name].worker_seconds for s in run.transitions) for name in stages
+    }
+    row: dict[str, Any] = {
+        "world": "live",
+        "planner": run.planner,
+        "mean_wait": t.mean_wait,
+        "p95_latency": t.latency_percentile(95),
+        "throughput": t.completed / run.seconds if run.seconds > 0 else math.nan,
+        "sla_violation_rate": t.late / t.arrived if t.arrived else math.nan,
+        "cost": math.fsum(s.cost.total for s in run.transitions),
+        "mean_pool": math.fsum(worker_seconds.values()) / span if span > 0 else math.nan,
+        "arrived": t.arrived,
+        "completed": t.completed,
+        "worker_cost": math.fsum(st.cost for s in run.transitions for st in s.snapshot.stages.values()),
+    }
+    row |= {f"mean_pool_{name}": ws / span if span > 0 else math.nan for name, ws in worker_seconds.items()}
+    row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
+    return row
+
+
+def compare_on_app(
+    app_spec: str,
+    mapping: str | Path | dict[str, Any],
+    scenario: str | Path | Scenario,
+    planners: list[str],
+    produce: list[str],
+    interval: float,
+    drain: float,
+    event_log_dir: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    settle: float = 120.0,
+    limit: float = 3600.0,
+    inspect_timeout: float = 2.0,
+    allow_pickle: bool = False,
+) -> pd.DataFrame:
+    """Each planner's live run on the user's app ``app_spec`` (``MODULE:APP``), on the arrivals
+    the command ``produce`` submits (the same each run: the producer must be reproducible, e.g.
+    seeded), one row each (see :func:`figures`); with ``event_log_dir``, each run's event log
+    (``LABEL.jsonl``), its producer's output and ``compare_app.csv`` are written there.
+
+    Every spec and setting is checked before the first run; an ``sb3:`` planner (a pickled
+    model) is refused unless ``allow_pickle``."""
+    target = _target(app_spec, mapping, scenario, planners, produce, interval, drain, inspect_timeout, allow_pickle)
+    if event_log_dir is not None:
+        event_log_dir = Path(event_log_dir)
+        event_log_dir.mkdir(parents=True, exist_ok=True)
+    settings = RunSettings(tuple(produce), interval, drain, event_log_dir, cwd, env, settle, limit)
+    rows = []
+    for spec in planners:
+        log.info("compare on %s: running %s", app_spec, spec)
+        rows.append(figures(run_one(target, spec, settings), list(target.scenario.stages)))
+    table = pd.DataFrame(rows)
+    if event_log_dir is not None:
+        table.to_csv(event_log_dir / "compare_app.csv", index=False)
+    return table
+
+
+def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str | Path | Scenario,
+            planners: list[str], produce: list[str], interval: float, drain: float, inspect_timeout: float,
+            allow_pickle: bool) -> AppUnderTest:  # fmt: skip
+    """Check every argument (every problem before any connection), then import the app."""
+    if not planners:
+        raise ValueError("planners: expected at least one planner spec (e.g. static, keda:target=2)")
+    if not produce:
+        raise ValueError("produce: expected the producer's command (argv), e.g. python -m myapp.produce --seed 7")
+    if not interval > 0 or not drain >= 0:
+        raise ValueError(f"interval {interval}, drain {drain}: expected seconds, interval > 0 and drain >= 0")
+    check_trusted(planners, allow_pickle, command="compare on an app")
+    labels = [split_label(p)[0] for p in planners]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"planners {planners}: labels {labels} repeat; expected one run per label (label@spec)")
+    the_mapping, the_scenario = load_mapping(mapping), load_scenario(scenario)
+    unnamed = sorted(set(the_scenario.stages) - set(the_mapping.workers()))
+    if unnamed:
+        raise ValueError(f"mapping: stages {unnamed} name no worker; expected stages.<name>.worker for every stage")
+    for spec in planners:  # parsed and built now: a typo fails before the first run, not after it
+        make_planner(spec, the_scenario, interval, guard_fallback=FALLBACK)
+    return AppUnderTest(load_app(app_spec), the_mapping, the_scenario, inspect_timeout)

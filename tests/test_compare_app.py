@@ -1,0 +1,54 @@
+"""Planners compared live on a user's app (tests/apps/shop.py) on the same arrivals: real Redis,
+the shop's own workers, the shop owner's producer replayed once per planner."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from adaptflow.runtime.compare_app import compare_on_app
+from adaptflow.scenario import parse_scenario
+
+from .live_fixtures import broker, redis_server  # noqa: F401  (fixtures)
+from .test_user_app import MAPPING, ROOT, SCENARIO, shop  # noqa: F401  (the shop fixture)
+
+ORDERS, RATE = 30, 3.0  # 10 s of orders; enrich at 0.5 s each: one process is overloaded (utilization 1.5)
+PRODUCE = [sys.executable, "-m", "tests.apps.shop_produce", "--orders", str(ORDERS), "--rate", str(RATE)]
+PRODUCE += ["--seed", "7", "--work", "0.02", "0.5", "0.02"]
+
+
+def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the shop fixture)
+    table = compare_on_app(
+        "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "keda:target=2"], PRODUCE,
+        interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0,
+    )  # fmt: skip
+    rows = table.set_index("planner")
+    assert list(rows.index) == ["static", "keda:target=2"]
+    # the same orders replayed: every one arrived and left in both runs
+    assert (rows["arrived"] == ORDERS).all() and (rows["completed"] == ORDERS).all()
+    # a queue forms at enrich: KEDA's rule grows its pool, static holds the scenario's single process
+    assert rows.loc["static", "mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
+    assert rows.loc["keda:target=2", "mean_pool_enrich"] > rows.loc["static", "mean_pool_enrich"] + 0.3
+    assert rows.loc["keda:target=2", "mean_wait"] < rows.loc["static", "mean_wait"]
+    for label in ("static", "keda_target=2"):
+        records = [json.loads(line) for line in (tmp_path / f"{label}.jsonl").read_text().splitlines()]
+        assert records and all("plan" in r for r in records)
+    assert (tmp_path / "compare_app.csv").is_file()
+
+
+def test_a_failing_producer_is_an_error_naming_it(shop, tmp_path):  # noqa: F811
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        compare_on_app(
+            "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"],
+            [sys.executable, "-m", "tests.apps.shop_produce", "--rate", "1"],  # --orders missing: argparse exits 2
+            interval=0.5, drain=5.0, cwd=ROOT, settle=30.0, limit=30.0,
+        )  # fmt: skip
+
+
+def test_arguments_are_checked_before_any_run():
+    with pytest.raises(ValueError, match=r"nosuch"):
+        compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["nosuch"], ["true"], 1.0, 1.0)
+    with pytest.raises(ValueError, match="labels"):
+        compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "static"], ["true"], 1, 1)
