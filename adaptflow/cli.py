@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from adaptflow.experiments.evaluation import Evaluation
 
 PLANNER_SPECS = (
-    "Planner specs: static, threshold, celery, erlang, predictive, clairvoyant, quality, with parameters as "
+    "Planner specs: static, threshold, keda, celery, erlang, predictive, clairvoyant, quality, with parameters as "
     "name:key=value,key=value (threshold:target=0.6,metric=queue_per_worker); a trained model as sb3:PATH "
     "(its .zip), an exported one as onnx:PATH (its export directory); any spec as LABEL@SPEC to name its row "
     "(ppo@sb3:runs/quickstart/<timestamp>/best_model.zip)."
@@ -389,6 +389,23 @@ def _control(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_app(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adaptflow.runtime.compare_app import compare_on_app
+
+    produce = args.produce[1:] if args.produce[:1] == ["--"] else args.produce
+    if not produce:
+        raise ValueError("give the producer's command after --, e.g. -- python -m myapp.produce --seed 7")
+    table = compare_on_app(
+        args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
+        args.interval, args.drain, Path(args.out) if args.out else None,
+        settle=args.settle, limit=args.limit, allow_pickle=args.allow_pickle,
+    )  # fmt: skip
+    print_table(_console(), table, LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
+    return 0
+
+
 def _keda(args: argparse.Namespace) -> int:
     from adaptflow.runtime.keda.app import run_keda
 
@@ -689,6 +706,29 @@ def _add_control(commands: Any) -> None:
     ct.set_defaults(handler=_control)
 
 
+def _add_compare_app(commands: Any) -> None:
+    ca = commands.add_parser(
+        "compare-app",
+        help="run planners live on your Celery app, one after another, on the same replayed arrivals",
+        description=(
+            "adaptflow compare-app --app MODULE:APP --mapping MAPPING.yaml --scenario S --planners static,celery,"
+            "keda:target=2,onnx:EXPORT_DIR -- PRODUCER COMMAND (a seeded producer: the same arrivals every run)"
+        ),
+    )
+    ca.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
+    ca.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
+    ca.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
+    ca.add_argument("--planners", required=True, help="comma-separated planner specs, LABEL@SPEC to name one")
+    ca.add_argument("--interval", type=float, default=5.0, help="seconds between decisions (5)")
+    ca.add_argument("--drain", type=float, default=60.0, help="seconds to keep deciding after the producer ends")
+    ca.add_argument("--out", default=None, help="directory for each run's event log and compare_app.csv")
+    ca.add_argument("--settle", type=float, default=120.0, help="seconds to wait for an idle app before a run")
+    ca.add_argument("--limit", type=float, default=3600.0, help="longest run in seconds")
+    ca.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
+    ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
+    ca.set_defaults(handler=_compare_app)
+
+
 def _add_keda(commands: Any) -> None:
     kd = commands.add_parser(
         "keda",
@@ -740,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_record(commands)
     _add_calibrate(commands)
     _add_control(commands)
+    _add_compare_app(commands)
     _add_keda(commands)
     _add_analyze(commands)
     return parser

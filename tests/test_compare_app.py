@@ -52,3 +52,13 @@ def test_arguments_are_checked_before_any_run():
         compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["nosuch"], ["true"], 1.0, 1.0)
     with pytest.raises(ValueError, match="labels"):
         compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "static"], ["true"], 1, 1)
+
+
+def test_the_compare_app_command_needs_a_producer_and_valid_planners(capsys):
+    from adaptflow.cli import main
+
+    base = ["compare-app", "--app", "tests.apps.shop:app", "--mapping", "m.yaml", "--scenario", "mmc"]
+    assert main([*base, "--planners", "static"]) == 2
+    assert "give the producer's command after --" in capsys.readouterr().err
+    assert main([*base, "--planners", "static,nope", "--", sys.executable, "-c", "pass"]) == 2
+    assert "nope" in capsys.readouterr().err
