@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-ppo", action="store_true")
     parser.add_argument("--workload-steps", type=int, default=5_000, help="steps per run of part 3")
     args = parser.parse_args(argv)
+    for name in ("steps", "ppo_steps", "workload_steps", "repeat"):
+        if getattr(args, name) < 1:  # a ratio of runs of no steps is a division by zero, not a figure
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
     ours, ref = best_of(
         args.repeat,
         lambda: steps_per_second(*AUTOSCALE, args.steps),
