@@ -131,6 +131,7 @@ def test_forecast_error_command(capsys):
     assert "interval must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 def test_env_benchmark_script_prints_one_json_line():
     result = subprocess.run(
         [sys.executable, "benchmarks/bench_env.py", "--steps", "500", "--repeat", "1", "--ppo-steps", "512"],

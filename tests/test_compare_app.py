@@ -19,6 +19,7 @@ PRODUCE = [sys.executable, "-m", "tests.apps.shop_produce", "--orders", str(ORDE
 PRODUCE += ["--seed", "7", "--work", "0.02", "0.5", "0.02"]
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the shop fixture)
     table = compare_on_app(
         "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "keda:target=2"], PRODUCE,

@@ -321,6 +321,7 @@ def test_the_service_of_an_exported_model_counts_a_load_takeover(trained: tuple[
 # -- the live event log ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 @pytest.mark.live
 def test_the_live_event_log_records_each_takeover_and_hand_back(broker: str, workers, tmp_path: Path) -> None:
     """A guard whose training saw no load at all: the live load makes it take over, and once

@@ -390,6 +390,7 @@ def test_cli_loadgen_and_live(broker: str, workers, tmp_path: Path, capsys: pyte
     assert "interval" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 @pytest.mark.live
 def test_compare_live_runs_both_worlds_and_the_autoscaler_on_one_trace(broker: str, tmp_path: Path) -> None:
     from adaptflow.experiments.compare_live import compare_live

@@ -214,6 +214,7 @@ FIELDS = [
 TALLY = {"mutants": 0, "clear errors": 0, "valid runs": 0}
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(HOSTILE + BENIGN), min_size=1, max_size=2))
 def test_every_mutant_of_a_training_config_errs_clearly_or_trains(changes, tmp_path_factory):

@@ -244,6 +244,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 def test_sweep_on_a_local_ray_cluster(tmp_path):
     """A Ray head node started here on loopback, then the sweep connects to it by address."""
     import shutil
