@@ -150,6 +150,7 @@ def test_end_to_end_loadgen_celery_monitor_planner_resizes_the_pool(broker: str,
     assert result.totals.arrived > 150 and result.totals.completed > 0.7 * result.totals.arrived
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 @pytest.mark.live
 def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_path: Path) -> None:
     """loadgen -> Celery -> monitor -> ONNX planner -> pool resized: a planner trained in
@@ -211,6 +212,7 @@ def test_end_to_end_with_the_exported_onnx_planner(broker: str, workers, tmp_pat
     assert result.totals.completed > 0.5 * result.totals.arrived
 
 
+@pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 @pytest.mark.live
 def test_pool_size_reconciliation(broker: str, workers, tmp_path: Path) -> None:
     """The pool the executor applied, what the worker's stats say and what the tasks' own start

@@ -125,7 +125,11 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+    ("sig", "code", "word"),
+    [
+        (signal.SIGTERM, 143, "terminated"),
+        pytest.param(signal.SIGINT, 130, "interrupted", marks=pytest.mark.slow),  # the same path as SIGTERM
+    ],
 )
 def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, sig, code, word):
     """SIGTERM (a service manager, a scheduler, ``kill``) like Ctrl-C: a final checkpoint at the
