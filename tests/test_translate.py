@@ -133,3 +133,11 @@ def test_a_bad_mapping_is_refused_with_the_field_named(patch, needle):
     with pytest.raises(ValueError, match="mapping is not valid") as info:
         load_mapping({**MAPPING, **patch})
     assert needle in str(info.value)
+
+
+def test_a_loop_that_sizes_pools_refuses_a_mapping_without_every_stages_worker():
+    mapping = load_mapping(MAPPING)  # only parse names its worker
+    with pytest.raises(ValueError, match=r"stages \['check', 'write'\] name no worker"):
+        mapping.require_workers()
+    with pytest.raises(ValueError, match=r"stages \['extra'\] name no worker"):
+        load_mapping({**MAPPING, "stages": {"parse": MAPPING["stages"]["parse"]}}).require_workers(["parse", "extra"])

@@ -445,25 +445,14 @@ def planned_control(
     through a :class:`RedisPlanPublisher` (inside :class:`~.live.outage.ResilientExecutor`) on the
     app's broker. The mapping must name each stage's worker (the pools are read from them).
     ``interval``: wall seconds (a user's app runs at its own pace)."""
-    from adaptflow.agents.analyzers import ready_analyzer
-    from adaptflow.agents.safety import envelope_for
-    from adaptflow.policies.registry import make_planner
 
     from .celery_app import redis_client
-    from .fallback import FallbackPlanner
+    from .fallback import live_planner
     from .live import CeleryMonitor, PoolLedger, ResilientExecutor, ResilientMonitor, WallClock, live_envelope
     from .live.system import app_system
 
-    unnamed = sorted(set(scenario.stages) - set(mapping.workers()))
-    if unnamed:
-        raise ValueError(f"mapping: stages {unnamed} name no worker; expected stages.<name>.worker for every stage")
-    primary, forecaster = make_planner(planner, scenario, interval, guard_fallback=fallback)
-    analyzer = ready_analyzer(primary, scenario, interval, forecaster)
-    if analyzer is None:
-        raise ValueError(
-            f"planner {planner!r} forecasts with {forecaster!r}, which is fitted by simulation; expected an exported "
-            "planner (its sidecar carries its fitted analyzer) or a planner with an EWMA forecaster (erlang, threshold)"
-        )
+    mapping.require_workers(scenario.stages)
+    guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
     system = app_system(app, mapping, scenario, stream)
     clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout).sync()
     envelope = live_envelope(scenario, max_step=max_step, cooldown=cooldown)
@@ -472,7 +461,6 @@ def planned_control(
     monitor = CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout, system=system)
     resilient = ResilientMonitor(monitor, executor, backoff_cap=max(0.5, min(5.0, interval)))
     loop = ControlLoop(resilient, analyzer, executor, clock, CostModel(), interval)
-    guarded = FallbackPlanner(primary, make_planner(fallback, scenario, interval)[0], envelope_for(scenario))
     log_file = EventLog(event_log) if event_log is not None else None
     return PlannedControl(Coordinator(loop, guarded, log_file), publisher, monitor, ledger)
 

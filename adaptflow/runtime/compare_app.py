@@ -51,15 +51,14 @@ from adaptflow.agents import (
     Plan,
     Planner,
 )
-from adaptflow.agents.analyzers import StandardAnalyzer, ready_analyzer
+from adaptflow.agents.analyzers import StandardAnalyzer
 from adaptflow.agents.coordinator import Transition
-from adaptflow.agents.safety import envelope_for
 from adaptflow.policies.guard import GuardedPlanner
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.scenario import Scenario, load_scenario
 
 from .celery_app import redis_client
-from .fallback import FallbackPlanner
+from .fallback import FallbackPlanner, live_planner
 from .live import (
     CeleryExecutor,
     CeleryMonitor,
@@ -270,14 +269,7 @@ def _coordinator(
     """The parts of a run (the producer's watch comes on top): the monitor, the planner's
     analyzer, the executor, the wall clock, the planner behind its fallback and the planner."""
     scenario = target.scenario
-    primary, forecaster = make_planner(spec, scenario, interval, guard_fallback=FALLBACK)
-    analyzer = ready_analyzer(primary, scenario, interval, forecaster)
-    if analyzer is None:
-        raise ValueError(
-            f"planner {spec!r} forecasts with {forecaster!r}, which is fitted by simulation; expected an exported "
-            "planner (its sidecar carries its fitted analyzer) or a planner with an EWMA forecaster"
-        )
-    guarded = FallbackPlanner(primary, make_planner(FALLBACK, scenario, interval)[0], envelope_for(scenario))
+    guarded, primary, analyzer = live_planner(spec, scenario, interval, FALLBACK)
     timeout = target.inspect_timeout
     clock, ledger = WallClock(), PoolLedger(target.app, target.workers, timeout=timeout).sync()
     envelope = live_envelope(scenario)
@@ -409,9 +401,7 @@ def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str |
     if len(set(labels)) != len(labels):
         raise ValueError(f"planners {planners}: labels {labels} repeat; expected one run per label (label@spec)")
     the_mapping, the_scenario = load_mapping(mapping), load_scenario(scenario)
-    unnamed = sorted(set(the_scenario.stages) - set(the_mapping.workers()))
-    if unnamed:
-        raise ValueError(f"mapping: stages {unnamed} name no worker; expected stages.<name>.worker for every stage")
+    the_mapping.require_workers(the_scenario.stages)
     for spec in planners:  # parsed and built now: a typo fails before the first run, not after it
         make_planner(spec, the_scenario, interval, guard_fallback=FALLBACK)
     return AppUnderTest(load_app(app_spec), the_mapping, the_scenario, inspect_timeout)

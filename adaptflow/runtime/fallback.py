@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
 from adaptflow.agents.safety import SafetyEnvelope
@@ -103,3 +104,28 @@ class FallbackPlanner(Planner):
             type(self.fallback).__name__,
         )
         return backup
+
+
+def live_planner(
+    spec: str, scenario: Any, interval: float, fallback: str = "erlang"
+) -> tuple[FallbackPlanner, Planner, Any]:
+    """The planner a loop on a user's app runs, with no simulator at hand: ``spec`` (a registry
+    spec) behind a :class:`FallbackPlanner` with the rule ``fallback`` (which also takes over
+    when a learned planner leaves its training range), and the analyzer it needs (the one its
+    sidecar carries, or an EWMA one). Returns the guarded planner, the primary and the analyzer.
+    A planner whose forecaster must be fitted by simulation (Holt-Winters for a rule) is refused.
+    One builder for the KEDA scaler, the planned autoscaler's loop and compare-app."""
+    from adaptflow.agents.analyzers import ready_analyzer
+    from adaptflow.agents.safety import envelope_for
+    from adaptflow.policies.registry import make_planner
+
+    primary, forecaster = make_planner(spec, scenario, interval, guard_fallback=fallback)
+    analyzer = ready_analyzer(primary, scenario, interval, forecaster)
+    if analyzer is None:
+        raise ValueError(
+            f"planner {spec!r} forecasts with {forecaster!r}, which is fitted by simulation, and a loop on a live "
+            "app runs none: expected an exported planner (its sidecar carries its fitted analyzer) or a planner "
+            "with an EWMA forecaster (e.g. erlang, threshold)"
+        )
+    backup, _ = make_planner(fallback, scenario, interval)
+    return FallbackPlanner(primary, backup, envelope_for(scenario)), primary, analyzer

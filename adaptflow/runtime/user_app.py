@@ -36,9 +36,7 @@ def observe_app(spec: str, mapping: str | Path, scenario: str | Path, inspect_ti
     """Import the app ``MODULE:APP``, check its mapping against ``scenario`` (every problem
     before any connection), receive its events and sync the pools of its mapped workers."""
     the_mapping, the_scenario = load_mapping(mapping), load_scenario(scenario)
-    unmapped = sorted(set(the_mapping.stages) - set(the_mapping.workers()))
-    if unmapped:
-        raise ValueError(f"mapping: stages {unmapped} name no worker; expected a worker (name@host) per stage")
+    the_mapping.require_workers()
     app = load_app(spec)
     stream = EventStream(app).start()
     try:

@@ -237,20 +237,9 @@ def decision_loop_for(
     and the scenario's envelope with ``max_step`` and ``cooldown``. A planner whose forecaster
     must be fitted by simulation (Holt-Winters for a rule) is refused: the runtime's scaler does
     not run SimPy; an exported planner carries its fitted analyzer."""
-    from adaptflow.agents.analyzers import ready_analyzer
     from adaptflow.agents.safety import envelope_for
-    from adaptflow.policies.registry import make_planner
-    from adaptflow.runtime.fallback import FallbackPlanner
+    from adaptflow.runtime.fallback import live_planner
 
-    primary, forecaster = make_planner(planner, scenario, interval, guard_fallback=fallback)
-    backup, _ = make_planner(fallback, scenario, interval)
-    analyzer = ready_analyzer(primary, scenario, interval, forecaster)
-    if analyzer is None:
-        raise ValueError(
-            f"planner {planner!r} forecasts with {forecaster!r}, which is fitted by simulation; the KEDA scaler "
-            "runs none: expected an exported planner (its sidecar carries its fitted analyzer) or a planner with "
-            "an EWMA forecaster (e.g. erlang, threshold)"
-        )
+    guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
     envelope = envelope_for(scenario, max_step=max_step, cooldown=cooldown)
-    guarded = FallbackPlanner(primary, backup, envelope)
     return DecisionLoop(monitor, analyzer, guarded, envelope, interval, LatestPlan.for_scenario(scenario))

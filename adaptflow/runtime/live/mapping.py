@@ -22,6 +22,7 @@ tracked (counted as unmapped). Celery must send task events: ``worker_send_task_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -121,6 +122,15 @@ class AppMapping(_Strict):
     def workers(self) -> dict[str, str]:
         """The worker node of each stage that names one (for pool reads and control)."""
         return {stage: match.worker for stage, match in self.stages.items() if match.worker}
+
+    def require_workers(self, stages: Iterable[str] | None = None) -> None:
+        """Refuse a mapping that names no worker for one of ``stages`` (default: its own): a
+        loop that reads and resizes pools needs every stage's worker."""
+        unnamed = sorted(set(self.stages if stages is None else stages) - set(self.workers()))
+        if unnamed:
+            raise ValueError(
+                f"mapping: stages {unnamed} name no worker; expected stages.<name>.worker (name@host) for every stage"
+            )
 
     def queues(self) -> dict[str, list[str]]:
         """The broker queues of each stage (whose lengths are the stage's queue)."""
