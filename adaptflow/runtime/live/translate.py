@@ -65,6 +65,12 @@ class EventTranslator:
         self._tasks: OrderedDict[str, _Task] = OrderedDict()
         self._items: OrderedDict[str, float] = OrderedDict()  # item -> created (arrival) time
         self._early: OrderedDict[str, list[Event]] = OrderedDict()
+        self._handlers = {  # built once: every event of a task in flight goes through one
+            "task-started": self._started,
+            "task-succeeded": self._succeeded,
+            "task-failed": self._failed,
+            "task-retried": self._retried,
+        }
         self.unmapped = 0  # tasks that matched no stage
         self.forgotten = 0  # entries dropped to stay within capacity
 
@@ -88,13 +94,7 @@ class EventTranslator:
         if task is None:
             self._remember_early(uuid, event)
             return
-        handler = {
-            "task-started": self._started,
-            "task-succeeded": self._succeeded,
-            "task-failed": self._failed,
-            "task-retried": self._retried,
-        }.get(kind, self._dropped)
-        handler(event, uuid, task, out)
+        self._handlers.get(kind, self._dropped)(event, uuid, task, out)
 
     # -- entering --------------------------------------------------------------------------------
     def _enter(self, event: Event, uuid: str, out: list[RecordDict]) -> None:
