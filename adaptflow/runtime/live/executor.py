@@ -78,10 +78,7 @@ class CeleryExecutor(Executor):
         applied = self.envelope.constrain(plan, self.current_workers(), self.clock.now())
         applied.clamps += [f"{owner}: split not applied (a user's app routes its own tasks)" for owner in refused]
         for stage, wanted in applied.workers.items():
-            pool = self.ledger.pools.get(stage)
-            if pool is None:  # a user's stage whose worker the mapping does not name
-                applied.clamps.append(f"{stage}: not controlled (the mapping names no worker for it)")
-                continue
+            pool = self.ledger.pools[stage]  # every stage has its worker (AppMapping.require_workers)
             have = pool.target
             if wanted > have:
                 reason = self._command("pool_grow", pool.worker, wanted - have)
