@@ -234,3 +234,50 @@ def test_a_mixture_must_share_its_layout_and_horizon() -> None:
         make("adaptflow/Autoscale-v0", scenario=["etl_azure", "mmc"], max_episode_steps=10)
     with pytest.raises(ValueError, match="expected one horizon"):
         make("adaptflow/Autoscale-v0", scenario=["etl_azure", "etl_alibaba"], part="train", max_episode_steps=10)
+
+
+def test_a_mixture_observes_the_week_whichever_workload_comes_first() -> None:
+    """The layout is decided for the whole mixture: a synthetic member listed first does not
+    take the week features away from the series members (nor shift the layout between them)."""
+    from adaptflow.envs import make
+
+    names = lambda env: [f.name for f in env.unwrapped.encoder.features]  # noqa: E731
+    synthetic_first = make("adaptflow/Autoscale-v0", scenario=["etl_synthetic", "etl_azure"], part="train")
+    series_first = make("adaptflow/Autoscale-v0", scenario=["etl_azure", "etl_synthetic"], part="train")
+    assert "week_sin:" in names(synthetic_first) and names(synthetic_first) == names(series_first)
+    assert "week_sin:" not in names(make("adaptflow/Autoscale-v0", scenario="etl_synthetic"))
+
+
+def test_a_model_trained_on_a_mixture_runs_on_its_synthetic_member(tmp_path) -> None:
+    """The bug this pins: a PPO trained on [etl_azure, etl_synthetic] was loaded for an
+    evaluation on etl_synthetic alone with etl_synthetic's own layout (no week features), two
+    features short of the policy's input; its final evaluation failed on the guard's check. The
+    sidecar's mixture now gives the layout, whichever member runs."""
+    from adaptflow.experiments.evaluation import run_episode
+    from adaptflow.experiments.training import train
+    from adaptflow.policies.sb3 import SB3Planner
+
+    run = train(
+        "configs/train/tiny.yaml",
+        [
+            f"output_dir={tmp_path}",
+            "env.options.scenario=[etl_azure, etl_synthetic]",
+            "env.options.horizon=3600",
+            "env.options.part=train",
+            "total_timesteps=256",
+            "evaluation.every=256",
+            "evaluation.final_seeds=0",
+        ],
+    )
+    synthetic = load_scenario("etl_synthetic", horizon=3600)
+    planner = SB3Planner.load(run.best_model, synthetic, 30.0)
+    assert planner.encoder.size == run_model_inputs(run.best_model)
+    assert "week_sin:" in [f.name for f in planner.encoder.features]
+    result = run_episode(synthetic, planner, 1_000_000, 30.0)
+    assert result["cost"] > 0
+
+
+def run_model_inputs(path) -> int:
+    from stable_baselines3 import PPO
+
+    return int(PPO.load(path, device="cpu").observation_space.shape[0])

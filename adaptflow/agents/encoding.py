@@ -29,6 +29,11 @@ class Feature:
     high: float
 
 
+def has_calendar_week(scenario: Scenario) -> bool:
+    """Whether the load is a recorded series, whose calendar has weekdays worth observing."""
+    return any(source.process == "series" for source in scenario.sources.values())
+
+
 def reference_rate_of(scenario: Scenario) -> float:
     """A scale for arrival rates: the peak rate summed over sources (for a trace, twice its mean)."""
     total = 0.0
@@ -100,7 +105,12 @@ class ObservationEncoder:
 
     @classmethod
     def for_scenario(
-        cls, scenario: Scenario, forecast_steps: int = 0, splits: bool = True, reference_rate: float | None = None
+        cls,
+        scenario: Scenario,
+        forecast_steps: int = 0,
+        splits: bool = True,
+        reference_rate: float | None = None,
+        week: bool | None = None,
     ) -> ObservationEncoder:
         """The standard layout: per stage queue, wait, utilization, pool state and arrival rate;
         per source the estimated rate and optionally ``forecast_steps`` forecasts; the split
@@ -109,7 +119,9 @@ class ObservationEncoder:
         sees the clock of the episode learns schedules instead of load (see the env docstring).
 
         ``reference_rate``: the arrival rate that reads as 1 (default: the scenario's peak). A
-        planner trained over several workloads fixes it, so that one rate reads the same in all."""
+        planner trained over several workloads fixes it, so that one rate reads the same in all.
+        ``week``: whether to observe the time of week (default: when the load is a recorded
+        series); a mixture of workloads decides it once for all of them, so one layout fits all."""
         ref_rate = reference_rate_of(scenario) if reference_rate is None else reference_rate
         sla = scenario.sla.latency
         f: list[Feature] = []
@@ -137,7 +149,9 @@ class ObservationEncoder:
             Feature("time_sin:", 1, -1, 1),
             Feature("time_cos:", 1, -1, 1),
         ]
-        if any(source.process == "series" for source in scenario.sources.values()):
+        if week is None:
+            week = has_calendar_week(scenario)
+        if week:
             f += [Feature("week_sin:", 1, -1, 1), Feature("week_cos:", 1, -1, 1)]
         return cls(f, load_period(scenario), scenario.horizon)
 

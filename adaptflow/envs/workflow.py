@@ -26,7 +26,7 @@ from adaptflow.agents import (
 )
 from adaptflow.agents.analyzers import load_fitted
 from adaptflow.agents.cost import reward_scale
-from adaptflow.agents.encoding import reference_rate_of
+from adaptflow.agents.encoding import has_calendar_week, reference_rate_of
 from adaptflow.agents.fitting import fit_analyzer
 from adaptflow.agents.types import CostComponents
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario
@@ -58,6 +58,21 @@ class StepInfo(dict):
         for key, value in self.items():
             copied[key] = value if value.__class__ in self._IMMUTABLE else copy.deepcopy(value, memo)
         return copied
+
+
+def observation_encoder(scenarios: list[Scenario], opts: EnvOptions) -> ObservationEncoder:
+    """The observation layout of an env on ``scenarios`` (one, or a mixture sharing stages and
+    sources): the first one's stages, the rate scale and the week features decided for all of
+    them at once, so that every workload of a mixture, and a trained model evaluated on any one
+    of them (``SB3Planner.load``), reads the same layout."""
+    return ObservationEncoder.for_scenario(
+        scenarios[0],
+        forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0,
+        reference_rate=opts.rate_reference
+        if opts.rate_reference is not None or len(scenarios) == 1
+        else max(reference_rate_of(s) for s in scenarios),
+        week=any(has_calendar_week(s) for s in scenarios),
+    )
 
 
 def episode_steps(horizon: float, interval: float) -> int:
@@ -97,6 +112,9 @@ class EnvOptions(BaseModel):
     augment: dict[str, Any] | None = None
     # The arrival rate that reads as 1 in observations (default: the scenarios' highest peak).
     rate_reference: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # The scenarios whose shared observation layout to use (default: ``scenario``'s): a model
+    # trained on a mixture, run on one of its workloads, reads the mixture's layout (SB3Planner.load).
+    layout: Annotated[list[str | Path | Scenario], Field(min_length=1)] | None = None
 
 
 def _options(kwargs: dict[str, Any]) -> EnvOptions:
@@ -227,13 +245,7 @@ class WorkflowEnv(gym.Env):
             worker_levels=opts.worker_levels,
             split_levels=opts.split_levels,
         )
-        self.encoder = ObservationEncoder.for_scenario(
-            self.scenario,
-            forecast_steps=opts.forecast_steps if opts.observe_forecasts else 0,
-            reference_rate=opts.rate_reference
-            if opts.rate_reference is not None or len(self.scenarios) == 1
-            else max(reference_rate_of(s) for s in self.scenarios),
-        )
+        self.encoder = observation_encoder(self._layout_scenarios(opts), opts)
         # A fitted forecaster comes from the options (a saved model's) or is fitted once per
         # process and scenario (cached); a mixture has one analyzer per workload.
         self.analyzers = [
@@ -278,6 +290,19 @@ class WorkflowEnv(gym.Env):
                     f"{first.horizon:g} s; expected one horizon (set the horizon option)"
                 )
         return scenarios
+
+    def _layout_scenarios(self, opts: EnvOptions) -> list[Scenario]:
+        """The scenarios the observation layout is built from: ``layout`` if given (checked to
+        share the running scenario's stages and sources), else the running ones."""
+        if opts.layout is None:
+            return self.scenarios
+        layout = self._load_scenarios(opts.model_copy(update={"scenario": opts.layout}))
+        if _layout(layout[0]) != _layout(self.scenario):
+            raise ValueError(
+                f"layout: {layout[0].name!r} has another layout than the scenario {self.scenario.name!r}; "
+                "expected the same stages (and worker bounds), sources and controllable splits"
+            )
+        return layout
 
     @staticmethod
     def _series_part(scenario: Scenario) -> str:

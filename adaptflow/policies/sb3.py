@@ -138,6 +138,8 @@ class SB3Planner(Planner):
             meta = json.loads(sidecar.read_text())
             env_id, names = meta["env_id"], (meta["algorithm"],)
             env_options = {**meta["options"], "analyzer": meta.get("fitted_analyzer"), **env_options}
+            if isinstance(meta["options"].get("scenario"), list):  # trained on a mixture: its layout
+                env_options.setdefault("layout", meta["options"]["scenario"])
             normalizer = ObservationNormalizer.from_dict(meta.get("observation_normalization"))
             fitted = meta["options"].get("forecaster") in ("holt_winters", "autoregressive")
             if "fitted_analyzer" not in meta and fitted:
