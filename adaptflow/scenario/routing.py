@@ -4,6 +4,8 @@ null                         -> the item leaves the system
 "stage"                      -> one next stage
 [{to: a, p: .7}, {to: b, p: .3}]   or {split: [...], controllable: true}  -> a random split
 {attribute: flagged, routes: {true: quarantine, false: load}}           -> by item attribute
+{fork: [a, b], join: merge}                 -> one part per branch; the parts meet at ``merge``
+{scatter: a, parts: 4, join: merge}         -> N parts to one stage (N fixed or drawn), meeting at ``merge``
 
 Why the routes own their behaviour (as Ciw's ``Probabilistic.next_node``): the SimPy model, the
 live Celery task, the staffing rules and the schema's graph checks all ask a route the same three
@@ -16,6 +18,11 @@ questions, so each route answers them itself, once:
 * :meth:`expected_branches` ``(splits)``: ``(target, expected share)`` pairs, the routing row of
   the traffic equations a staffing rule solves.
 * :meth:`targets`: every place the route can send an item, for the graph checks.
+
+A fan-out (:class:`Fork`, :class:`Scatter`) does not choose one target: it answers
+:meth:`~Fork.part_targets` ``(draw)``, the targets of the parts it makes, and names its ``join``, the
+stage where they meet (``None``: they meet at the exit). The join waits for every part of an
+item and then serves the item once (a Celery chord: the header's tasks, then the body).
 
 A meaning written twice drifts apart: before routes owned it, dispatch was written four times
 (simulator, live task, staffing, schema), and the copies had begun to differ in how a split's
@@ -183,6 +190,128 @@ class ByAttribute(_Strict):
         return list(self.routes.values())
 
 
+MAX_PARTS = 10_000
+"""Most parts one fan-out may make: bounds the work a scenario asks for per item."""
+
+
+class _FanOut(_Strict):
+    """What a fork and a scatter share: the join, and their rows of the traffic equations."""
+
+    join: Name | None
+
+    def expected_parts(self) -> float:  # pragma: no cover - each fan-out says
+        raise NotImplementedError
+
+    def expected_branches(self, splits: SplitProbs | None = None) -> list[tuple[Target, float]]:
+        """Each part's first stage, and the join with ``1 - k`` for ``k`` expected parts.
+
+        Why the negative row: every part's path ends at the join, so the traffic equations see
+        ``k`` arrivals there per item, of which the join serves one (the item, once all parts
+        are in). ``1 - k`` from the fan-out's owner cancels the other ``k - 1`` exactly, so
+        ``v = e + v P`` stays linear and gives the join one visit per item."""
+        rows = self._first_stages()
+        if self.join is not None:
+            rows.append((self.join, 1.0 - self.expected_parts()))
+        return rows
+
+    def _first_stages(self) -> list[tuple[Target, float]]:  # pragma: no cover - each fan-out says
+        raise NotImplementedError
+
+    def choose(self, item: Routable | None, draw: Draw | None = None, splits: SplitProbs | None = None) -> Target:
+        raise TypeError(f"a {self.kind} sends an item to several stages at once; ask part_targets(draw), not choose()")
+
+
+class Fork(_FanOut):
+    """One part per branch, all at once; they meet at ``join``."""
+
+    kind: Literal["fork"] = "fork"
+    fork: list[Name] = Field(min_length=2, max_length=MAX_PARTS)
+
+    def part_targets(self, draw: Draw | None = None) -> list[Target]:
+        """The first stage of each part: the branches, in declared order (no uniform drawn)."""
+        return list(self.fork)
+
+    def expected_parts(self) -> float:
+        return float(len(self.fork))
+
+    def branches(self) -> list[str]:
+        """The distinct first stages of the parts."""
+        return list(dict.fromkeys(self.fork))
+
+    def _first_stages(self) -> list[tuple[Target, float]]:
+        return [(branch, 1.0) for branch in self.fork]
+
+    def targets(self) -> list[Target]:
+        return [*dict.fromkeys(self.fork), self.join]
+
+
+class PartCount(_Strict):
+    """How many parts a scatter makes: uniform integers in ``[low, high]``, or one of ``samples``
+    with equal chance (an empirical fan-out, e.g. from a recorded workflow)."""
+
+    low: int | None = Field(default=None, ge=1, le=MAX_PARTS)
+    high: int | None = Field(default=None, ge=1, le=MAX_PARTS)
+    samples: list[Annotated[int, Field(ge=1, le=MAX_PARTS)]] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PartCount:
+        if self.samples is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either samples or low and high; got both")
+        elif self.low is None or self.high is None:
+            raise ValueError("expected low and high (uniform integers) or samples: [...]")
+        elif self.low > self.high:
+            raise ValueError(f"low is {self.low} and high is {self.high}; expected low <= high")
+        return self
+
+    def draw(self, draw: Draw) -> int:
+        """One count from one uniform."""
+        if self.samples is not None:
+            return self.samples[min(int(draw() * len(self.samples)), len(self.samples) - 1)]
+        span = self.high - self.low + 1  # type: ignore[operator]
+        return self.low + min(int(draw() * span), span - 1)  # type: ignore[operator]
+
+    def mean(self) -> float:
+        if self.samples is not None:
+            return sum(self.samples) / len(self.samples)
+        return (self.low + self.high) / 2  # type: ignore[operator]
+
+
+class Scatter(_FanOut):
+    """``parts`` parts (fixed, or drawn per item from the routing stream) to one stage."""
+
+    kind: Literal["scatter"] = "scatter"
+    scatter: Name
+    parts: Annotated[int, Field(ge=1, le=MAX_PARTS)] | PartCount
+
+    def parts_of(self, draw: Draw | None) -> int:
+        """How many parts this item makes."""
+        if isinstance(self.parts, int):
+            return self.parts
+        return self.parts.draw(draw)  # type: ignore[arg-type]
+
+    def part_targets(self, draw: Draw | None = None) -> list[Target]:
+        """The first stage of each part: ``scatter``, once per part (one uniform drawn when the
+        count is random, none when fixed)."""
+        return [self.scatter] * self.parts_of(draw)
+
+    def expected_parts(self) -> float:
+        return float(self.parts) if isinstance(self.parts, int) else self.parts.mean()
+
+    def branches(self) -> list[str]:
+        """The distinct first stages of the parts."""
+        return [self.scatter]
+
+    def _first_stages(self) -> list[tuple[Target, float]]:
+        return [(self.scatter, self.expected_parts())]
+
+    def targets(self) -> list[Target]:
+        return [self.scatter, self.join]
+
+
+FAN_OUTS = (Fork, Scatter)
+
+
 def _route_shorthand(value: Any) -> Any:
     if value is None:
         return {"kind": "exit"}
@@ -195,15 +324,20 @@ def _route_shorthand(value: Any) -> Any:
             return {"kind": "split", **value}
         if "attribute" in value:
             return {"kind": "attribute", **value}
+        if "fork" in value:
+            return {"kind": "fork", **value}
+        if "scatter" in value:
+            return {"kind": "scatter", **value}
         raise ValueError(
-            f"expected null, a stage name, a list of {{to, p}} branches, {{split: [...]}} or "
-            f"{{attribute: ..., routes: ...}}; got {value!r}"
+            f"expected null, a stage name, a list of {{to, p}} branches, {{split: [...]}}, "
+            f"{{attribute: ..., routes: ...}}, {{fork: [...], join: ...}} or {{scatter: ..., parts: N, join: ...}}; "
+            f"got {value!r}"
         )
     return value
 
 
 Route = Annotated[
-    Exit | Direct | Split | ByAttribute,
+    Exit | Direct | Split | ByAttribute | Fork | Scatter,
     Field(discriminator="kind"),
     BeforeValidator(_route_shorthand),
 ]

@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from .base import Name, NonNegFloat, PositiveFloat, Probability, _Strict
 from .profiles import Constant, ProbabilityProfile, RateProfile
-from .routing import ATTRIBUTE_VALUES, ByAttribute, Exit, Route, Split
+from .routing import ATTRIBUTE_VALUES, FAN_OUTS, ByAttribute, Exit, Route, Split
 from .series import DATASETS, DAY, NOISE_CLIP, Part, RawSeries, WindowRate, load_csv_series, load_dataset, window_rate
 
 if TYPE_CHECKING:
@@ -579,6 +579,9 @@ class Scenario(_Strict):
                 problems.append(f"sources.{name}: {problem}")
         if problems:
             raise ValueError("\n".join(problems))
+        problems = _unjoinable_parts(self)
+        if problems:
+            raise ValueError("\n".join(problems))
         cycle = _trapping_cycle(self)
         if cycle:
             raise ValueError(
@@ -697,3 +700,48 @@ def _trapping_cycle(scenario: Scenario) -> list[str]:
         path.append(node)
         node = next(t for t in succ[node] if t is not None)
     return [*path[path.index(node) :], node]
+
+
+def _unjoinable_parts(scenario: Scenario) -> list[str]:
+    """One line per fan-out whose parts can miss their join: a path from a part's first stage
+    that reaches the exit without passing the join. That join could never complete, and the
+    item would never leave. (A join at the exit, ``join: null``, is always reached.)
+
+    A nested fan-out on the way counts as a step to its own join (its parts are checked on
+    their own); every branch counts, including those with p=0, as in :func:`_trapping_cycle`."""
+    owners = {f"sources.{n}.to": s.to for n, s in scenario.sources.items()}
+    owners.update({f"stages.{n}.next": s.next for n, s in scenario.stages.items()})
+    problems = []
+    for where, route in owners.items():
+        if not isinstance(route, FAN_OUTS) or route.join is None:
+            continue
+        for first in route.branches():
+            path = _path_to_exit(scenario, first, route.join)
+            if path:
+                problems.append(
+                    f"{where}: a part sent to {first!r} can leave the system ({' -> '.join(path)} -> exit) "
+                    f"without reaching its join {route.join!r}; expected every path of a part to lead to {route.join!r}"
+                )
+    return problems
+
+
+def _path_to_exit(scenario: Scenario, start: str, join: str) -> list[str]:
+    """A path of stages from ``start`` to the exit that avoids ``join``, or ``[]``."""
+    parent: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        node = frontier.pop()
+        if node == join:
+            continue
+        route = scenario.stages[node].next
+        nexts = [route.join] if isinstance(route, FAN_OUTS) else route.targets()
+        for target in nexts:
+            if target is None:
+                path = [node]
+                while parent[path[-1]] is not None:
+                    path.append(parent[path[-1]])  # type: ignore[arg-type]
+                return path[::-1]
+            if target not in parent:
+                parent[target] = node
+                frontier.append(target)
+    return []

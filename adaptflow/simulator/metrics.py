@@ -67,6 +67,9 @@ class Counters(NamedTuple):
     caught: int  # bad items that left flagged
     false_rejections: int  # good items that left flagged
     n_latencies: int  # length of the end-to-end latency list
+    # each join's counters (joins.JoinCounters), by join stage ("exit" for a join at the exit);
+    # empty for a pipeline (a default, so a world without joins need not build it)
+    joins: dict[str, Any] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
     @property
     def in_system(self) -> int:
@@ -126,7 +129,7 @@ def summarize(sim: Simulation, start: Counters | None, end: Counters) -> dict[st
         for name, e in end.stages.items()
     }
     end_to_end = _end_to_end(start, end, samples.end_to_end(), duration)
-    return {
+    summary = {
         "time": end.time,
         "duration": duration,
         "stages": stages,
@@ -134,6 +137,27 @@ def summarize(sim: Simulation, start: Counters | None, end: Counters) -> dict[st
         "cost": sum(stage["cost"] for stage in stages.values()),
         "items_arrived": end_to_end["arrivals"],
         "items_completed": end_to_end["completed"],
+    }
+    if end.joins:  # only a scenario with fork/join has the key, so a pipeline's columns stay as they were
+        summary["joins"] = {
+            name: _join_summary(e, start.joins[name] if start else None, duration) for name, e in end.joins.items()
+        }
+    return summary
+
+
+def _join_summary(e: Any, s: Any, duration: float) -> dict[str, Any]:
+    """How long parts and items waited at a join (``e``, ``s``: ``joins.JoinCounters``)."""
+
+    def delta(field: str) -> float:
+        return getattr(e, field) - (getattr(s, field) if s else 0)
+
+    return {
+        "parts": int(delta("parts")),
+        "joined": int(delta("joined")),
+        "mean_part_wait": _ratio(delta("wait_sum"), delta("released")),  # per part, the last one's 0 included
+        "mean_join_delay": _ratio(delta("delay_sum"), delta("joined")),  # per item: first part in -> last part in
+        "mean_waiting": _ratio(delta("area"), duration),  # parts waiting, time-averaged
+        "waiting": e.waiting,
     }
 
 

@@ -38,6 +38,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from heapq import heappop, heappush, heapreplace
+from types import MethodType
 from typing import Any
 
 import numpy as np
@@ -47,11 +48,12 @@ from simpy.core import Infinity as INFINITY
 from simpy.events import NORMAL, Event
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
-from adaptflow.scenario.routing import Route, Split, Target
+from adaptflow.scenario.routing import FAN_OUTS, Route, Split, Target
 from adaptflow.scenario.schema import Scenario, Stage
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, service_sampler
 
 from . import metrics
+from .joins import Family, Forker, JoinPoint
 
 _new_tuple, _Counters, _StageCounters = tuple.__new__, metrics.Counters, metrics.StageCounters
 """Counters are built with ``tuple.__new__`` in field order: a third of the time of the named
@@ -91,7 +93,7 @@ class Wakeup(Event):
 class Item:
     """One unit of work flowing through the pipeline."""
 
-    __slots__ = ("attempt", "bad", "created", "enter", "flagged", "gone", "late", "size", "source", "visit")
+    __slots__ = ("attempt", "bad", "created", "enter", "family", "flagged", "gone", "late", "size", "source", "visit")
 
     def __init__(self, source: str, created: float, size: float, bad: bool):
         self.source = source
@@ -102,6 +104,7 @@ class Item:
         self.attempt = 0  # failed attempts at the current stage
         self.late = False  # counted as an SLA violation already
         self.gone = False  # left the system (completed, dropped or given up)
+        self.family: Family | None = None  # set on a part of a forked item (see joins.py)
 
 
 def _uniforms(rng: np.random.Generator) -> Callable[[], float]:
@@ -210,8 +213,7 @@ class StageState:
         if self.capacity is not None and len(self.queue) >= self.capacity:
             self.drops += 1
             self.dropped_wait += now - item.enter  # > 0 only after a dispatch delay
-            self.sim._leave(item, now)
-            self.sim.dropped += 1
+            self.sim._drop(item, now)
         else:
             self.queue.append(item)
             self.queue_enter_sum += item.enter  # = now, unless it was dispatching since enter
@@ -275,8 +277,7 @@ class StageState:
                 self._wait_or_drop(item, now)
         else:
             self.failed_items += 1
-            self.sim._leave(item, now)
-            self.sim.failed += 1
+            self.sim._give_up(item, now)
 
     # -- the worker pool ---------------------------------------------------------------------
     @property
@@ -451,7 +452,12 @@ class Simulation:
         self._env = simpy.Environment()
         self._calendar = scenario.calendar()
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
+        self.joins = self._join_points(scenario)
+        if self.joins:  # parts end their way at a join, not at the exit (see joins.py)
+            self._exit = self._exit_or_join
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
+        for name, point in self.joins.items():
+            point.go_on = MethodType(Simulation._exit, self) if name is None else self.stages[name].enter
         self.sources = {n: SourceState(self, n, s, streams, k) for k, (n, s) in enumerate(scenario.sources.items())}
         self.splits: dict[str, _SplitRouter] = {}
         for name, stage in self.stages.items():
@@ -470,7 +476,9 @@ class Simulation:
         """The function that hands an item on after ``owner``, built once from its route: the
         route decides (``choose``), this only maps its answer to a stage's ``enter`` or the exit.
         A split draws from the owner's routing stream; a route with one target needs no choice."""
-        deliver = {t: (self._exit if t is None else self.stages[t].enter) for t in route.targets()}
+        deliver = {t: self._delivery(t) for t in route.targets()}
+        if isinstance(route, FAN_OUTS):
+            return Forker(route, deliver, self.joins[route.join], _uniforms(streams.get("routing", owner)), Item)
         if isinstance(route, Split):
             router = _SplitRouter(route, deliver, _uniforms(streams.get("routing", owner)))
             self.splits[owner] = router
@@ -480,7 +488,46 @@ class Simulation:
         choose = route.choose
         return lambda item: deliver[choose(item)](item)
 
+    def _join_points(self, scenario: Scenario) -> dict[Target, JoinPoint]:
+        """One join point per join target any fan-out names (a stage, or ``None``: the exit)."""
+        routes = [s.to for s in scenario.sources.values()] + [s.next for s in scenario.stages.values()]
+        return {r.join: JoinPoint(self, r.join) for r in routes if isinstance(r, FAN_OUTS)}
+
+    def _delivery(self, target: Target) -> Callable[[Item], None]:
+        """How an item is handed to ``target``: the exit, a stage's enter, or, at a join stage,
+        the join's check of whether it is a part to wait there."""
+        if target is None:
+            return self._exit
+        point = self.joins.get(target)
+        enter = self.stages[target].enter
+        return enter if point is None else point.enter_or_wait(enter)
+
+    def _exit_or_join(self, item: Item) -> None:
+        """The exit of a scenario with joins: a part's way ends at its family's join."""
+        if item.family is None:
+            Simulation._exit(self, item)
+        else:
+            item.family.point.arrive(item)
+
+    def _drop(self, item: Item, now: float) -> None:
+        """Refused by a full queue: the item is dropped (a part takes its whole item with it)."""
+        if item.family is not None:
+            item.family.kill(now, dropped=True)
+            return
+        self._leave(item, now)
+        self.dropped += 1
+
+    def _give_up(self, item: Item, now: float) -> None:
+        """Failed after its last retry: the item is given up (a part takes its item with it)."""
+        if item.family is not None:
+            item.family.kill(now, dropped=False)
+            return
+        self._leave(item, now)
+        self.failed += 1
+
     def _exit(self, item: Item) -> None:
+        """An item leaves served. A scenario with joins binds :meth:`_exit_or_join` in its place
+        (per instance), so a pipeline's exit pays nothing for joins."""
         now = self._env._now
         self.exits += 1
         self.e2e_latencies.append(now - item.created)
@@ -626,6 +673,7 @@ class Simulation:
                 self.caught,
                 self.false_rejections,
                 len(self.e2e_latencies),  # n_latencies
+                {"exit" if name is None else name: point.counters(now) for name, point in self.joins.items()},
             ),
         )
 

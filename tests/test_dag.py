@@ -1,0 +1,254 @@
+"""Fork and join: sample paths with deterministic times, the whole-item rules, and the checks
+that refuse a join that could never complete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptflow.policies.staffing import visit_ratios
+from adaptflow.scenario import ScenarioError, parse_scenario
+from adaptflow.simulator import Simulation
+from tests.helpers import scenario, stage, trace_source
+
+
+def _dag(tmp_path, times, to, stages, sla=100.0, horizon=50.0):
+    return scenario(stages, sources={"t": trace_source(tmp_path, times, to)}, horizon=horizon, sla=sla)
+
+
+def test_a_fork_joins_when_its_slowest_part_arrives_and_the_join_serves_the_item_once(tmp_path):
+    """Parts of 1 s and 3 s, a join of 1 s: the item leaves at 4; part a waited 2 s at the join."""
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"fork": ["a", "b"], "join": "m"},
+        {
+            "a": stage(1, "deterministic", 1.0, next="m"),
+            "b": stage(1, "deterministic", 3.0, next="m"),
+            "m": stage(1, "deterministic", 1.0),
+        },
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(2.0)
+    mid = sim.counters()
+    assert mid.joins["m"].waiting == 1 and mid.in_system == 1
+    sim.run()
+    end = sim.counters()
+    assert sim.e2e_latencies == [4.0]
+    assert (end.exits, end.arrived, end.in_system) == (1, 1, 0)
+    assert {n: c.completed for n, c in end.stages.items()} == {"a": 1, "b": 1, "m": 1}
+    join = end.joins["m"]
+    assert (join.parts, join.joined, join.released, join.waiting) == (2, 1, 2, 0)
+    assert join.wait_sum == pytest.approx(2.0) and join.delay_sum == pytest.approx(2.0)
+    assert join.area == pytest.approx(2.0)  # one part waiting from 1 to 3
+    summary = sim.summary()["joins"]["m"]
+    assert summary["mean_part_wait"] == pytest.approx(1.0) and summary["mean_join_delay"] == pytest.approx(2.0)
+
+
+def test_a_scatter_at_the_exit_leaves_when_its_last_part_is_served(tmp_path):
+    """Three parts of 1 s on one worker: the item leaves at 3, once."""
+    spec = _dag(tmp_path, [0.0], {"scatter": "a", "parts": 3, "join": None}, {"a": stage(1, "deterministic", 1.0)})
+    sim = Simulation(spec, rng=0)
+    sim.run()
+    end = sim.counters()
+    assert sim.e2e_latencies == [3.0] and end.exits == 1 and end.stages["a"].completed == 3
+    assert end.joins["exit"].joined == 1 and end.joins["exit"].wait_sum == pytest.approx(2 + 1)
+
+
+def test_a_dropped_part_drops_its_whole_item_once_and_the_other_parts_are_discarded_at_the_join(tmp_path):
+    """Scatter 3 parts onto 1 worker with no room to wait: the second part is dropped, so the
+    item is dropped (once), the third part is never sent, and the first is discarded at the join."""
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"scatter": "a", "parts": 3, "join": "m"},
+        {"a": {**stage(1, "deterministic", 1.0, next="m"), "queue": {"capacity": 0}}, "m": stage(1)},
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run()
+    end = sim.counters()
+    assert (end.dropped, end.exits, end.in_system) == (1, 0, 0)
+    assert (end.stages["a"].arrivals, end.stages["a"].drops, end.stages["a"].completed) == (2, 1, 1)
+    assert (end.joins["m"].parts, end.joins["m"].joined, end.joins["m"].waiting) == (1, 0, 0)
+    assert end.stages["m"].arrivals == 0
+
+
+def test_a_part_given_up_fails_its_item_and_ends_the_waits_of_its_siblings(tmp_path):
+    """Part b always fails (no retry) after 2 s; part a has waited at the join since 1 s."""
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"fork": ["a", "b"], "join": "m"},
+        {
+            "a": stage(1, "deterministic", 1.0, next="m"),
+            "b": stage(1, "deterministic", 2.0, next="m", failure={"prob": 1.0}),
+            "m": stage(1),
+        },
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run()
+    end = sim.counters()
+    assert (end.failed, end.dropped, end.exits, end.in_system) == (1, 0, 0, 0)
+    join = end.joins["m"]
+    assert (join.waiting, join.released, join.joined) == (0, 1, 0) and join.wait_sum == pytest.approx(1.0)
+
+
+def test_an_item_is_late_once_while_its_parts_are_in_flight(tmp_path):
+    """Deadline 2 s, parts of 5 s: late at the first check after 2 s, counted once."""
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"fork": ["a", "b"], "join": None},
+        {"a": stage(1, "deterministic", 5.0), "b": stage(1, "deterministic", 5.0)},
+        sla=2.0,
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(3.0)
+    assert sim.counters().late == 1
+    sim.run()
+    end = sim.counters()
+    assert (end.late, end.exits, end.deadlines_passed) == (1, 1, 1)
+
+
+def test_a_flagged_part_flags_its_item_which_is_caught_once(tmp_path):
+    """A bad item's parts are bad; validation on one branch flags it; the item counts once."""
+    spec = scenario(
+        {
+            "a": stage(1, "deterministic", 1.0, validation={"detect_prob": 1.0}),
+            "b": stage(1, "deterministic", 1.0),
+        },
+        sources={"t": trace_source(tmp_path, [0.0], {"fork": ["a", "b"], "join": None}, quality={"bad_rate": 1.0})},
+        horizon=10.0,
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run()
+    end = sim.counters()
+    assert (end.caught, end.escapes, end.exits) == (1, 0, 1)
+    assert end.stages["a"].detected == 1
+
+
+def test_nested_scatter_inside_a_branch_joins_before_the_outer_join(tmp_path):
+    """Branch a (1 s) scatters 2 parts of 0.5 s onto one worker, joined at a2 (0.5 s); branch b
+    takes 1 s; the outer join m takes 1 s: a's side reaches m at 2.5, so the item leaves at 3.5."""
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"fork": ["a", "b"], "join": "m"},
+        {
+            "a": stage(1, "deterministic", 1.0, next={"scatter": "x", "parts": 2, "join": "a2"}),
+            "x": stage(1, "deterministic", 0.5, next="a2"),
+            "a2": stage(1, "deterministic", 0.5, next="m"),
+            "b": stage(1, "deterministic", 1.0, next="m"),
+            "m": stage(1, "deterministic", 1.0),
+        },
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run()
+    end = sim.counters()
+    assert sim.e2e_latencies == [3.5]  # a 0-1, x 1-1.5-2, a2 2-2.5, m 2.5-3.5
+    assert end.joins["a2"].joined == 1 and end.joins["m"].joined == 1 and end.exits == 1
+
+
+def test_a_drawn_part_count_takes_its_values_from_the_routing_stream_reproducibly():
+    spec = scenario(
+        {"a": stage(50, "exponential", 0.1)},
+        sources={
+            "s": {
+                "process": "poisson",
+                "rate": 2.0,
+                "to": {"scatter": "a", "parts": {"low": 1, "high": 4}, "join": None},
+            }
+        },
+        horizon=2000.0,
+    )
+    counts = []
+    for _ in range(2):
+        sim = Simulation(spec, rng=7)
+        sim.run()
+        end = sim.counters()
+        counts.append((end.stages["a"].arrivals, end.exits))
+    assert counts[0] == counts[1]
+    parts_per_item = counts[0][0] / counts[0][1]
+    assert 2.3 < parts_per_item < 2.7  # the mean of 1..4 is 2.5
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ({"fork": ["a", "b"], "join": "m"}, {"a": 1.0, "b": 1.0, "m": 1.0}),
+        ({"scatter": "a", "parts": 4, "join": "m"}, {"a": 4.0, "b": 0.0, "m": 1.0}),
+        ({"scatter": "a", "parts": {"samples": [2, 4]}, "join": "m"}, {"a": 3.0, "b": 0.0, "m": 1.0}),
+    ],
+)
+def test_the_traffic_equations_give_the_join_one_visit_per_item(route, expected):
+    spec = scenario(
+        {"a": stage(1, next="m"), "b": stage(1, next="m"), "m": stage(1)},
+        sources={"s": {"process": "poisson", "rate": 1.0, "to": route}},
+    )
+    assert visit_ratios(spec)["s"] == pytest.approx(expected)
+
+
+def _refusal(stages, to):
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(
+            {
+                "name": "bad",
+                "horizon": 10.0,
+                "sla": {"latency": 1.0},
+                "sources": {"s": {"process": "poisson", "rate": 1.0, "to": to}},
+                "stages": stages,
+            }
+        )
+    return str(info.value)
+
+
+def test_a_part_that_can_leave_before_its_join_is_refused_with_the_path():
+    message = _refusal(
+        {"a": stage(1, next="m"), "b": stage(1, next="c"), "c": stage(1, next=None), "m": stage(1)},
+        {"fork": ["a", "b"], "join": "m"},
+    )
+    assert "sources.s.to: a part sent to 'b' can leave the system (b -> c -> exit)" in message
+    assert "without reaching its join 'm'" in message
+
+
+def test_a_part_routed_away_on_quality_is_refused():
+    quarantine = {"attribute": "flagged", "routes": {True: None, False: "m"}}
+    message = _refusal(
+        {"a": stage(1, next=quarantine, validation={"detect_prob": 0.9}), "m": stage(1)},
+        {"scatter": "a", "parts": 2, "join": "m"},
+    )
+    assert "a part sent to 'a' can leave the system (a -> exit)" in message
+
+
+def test_a_nested_join_at_the_exit_inside_a_branch_is_refused():
+    message = _refusal(
+        {
+            "a": stage(1, next={"scatter": "x", "parts": 2, "join": None}),
+            "x": stage(1),
+            "b": stage(1, next="m"),
+            "m": stage(1),
+        },
+        {"fork": ["a", "b"], "join": "m"},
+    )
+    assert "a part sent to 'a' can leave the system (a -> exit)" in message
+
+
+@pytest.mark.parametrize(
+    ("route", "needle"),
+    [
+        ({"fork": ["a"], "join": None}, "at least 2"),
+        ({"scatter": "a", "parts": 0, "join": None}, "greater than or equal to 1"),
+        ({"scatter": "a", "parts": {"low": 3, "high": 2}, "join": None}, "low is 3 and high is 2"),
+        ({"scatter": "a", "parts": 10, "join": "nowhere"}, "'nowhere', which is not a stage"),
+        ({"scatter": "a", "parts": 20_000, "join": None}, "less than or equal to 10000"),
+    ],
+)
+def test_bad_fan_outs_are_refused_with_the_field(route, needle):
+    assert needle in _refusal({"a": stage(1)}, route)
+
+
+def test_a_pipeline_has_no_join_metrics_and_pays_nothing_for_joins():
+    sim = Simulation(scenario({"a": stage(1)}, rate=0.5, horizon=100.0), rng=np.random.default_rng(0))
+    sim.run()
+    assert "joins" not in sim.summary() and sim.counters().joins == {}
+    assert sim._exit.__func__ is Simulation._exit  # the plain exit, not the join-aware one
