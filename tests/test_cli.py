@@ -107,9 +107,10 @@ def test_progress_bar_appears_only_on_long_runs(monkeypatch):
     assert shown == [module.PROGRESS_AFTER_SECONDS]
 
 
-def test_benchmark_script_prints_one_json_line():
+@pytest.mark.parametrize("script", ["bench_simulator.py", "bench_dag.py"])
+def test_benchmark_script_prints_one_json_line(script):
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_simulator.py", "--items", "5000", "--repeat", "1"],
+        [sys.executable, f"benchmarks/{script}", "--items", "5000", "--repeat", "1"],
         capture_output=True,
         text=True,
         timeout=120,
