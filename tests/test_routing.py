@@ -16,7 +16,7 @@ from adaptflow.runtime.celery_app import LiveItem, context_of, make_app
 from adaptflow.scenario import Scenario, load_scenario
 from adaptflow.scenario.outcome import Outcome, outcome_rule, visit_outcome
 from adaptflow.scenario.routing import ByAttribute, Direct, Exit, Routable, Split
-from adaptflow.scenario.schema import Stage
+from adaptflow.scenario.schema import Sla, Stage
 from adaptflow.simulator import Simulation
 from adaptflow.simulator.model import Item
 
@@ -90,7 +90,7 @@ def test_attribute_routes_choose_by_the_items_attribute():
 
 def test_both_worlds_items_are_routable():
     flagged = ByAttribute(attribute="flagged", routes={True: "q", False: None})
-    sim_item = Item("a", 0.0, 1.0, True)
+    sim_item = Item("a", 0.0, 1.0, True, Sla(latency=5.0))
     sim_item.flagged = True
     live_item = LiveItem("a-1", "a", 0.0, bad=True, flagged=True)
     for item in (sim_item, live_item):

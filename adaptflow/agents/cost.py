@@ -42,9 +42,10 @@ class CostModel:
         worker_cost = 0.0  # a loop, not sum(generator): this runs on every env step
         for stage in snapshot.stages.values():
             worker_cost += stage.cost
+        late = snapshot.sla_violation_units  # job classes price their lateness; NaN: a count
         return CostComponents(
             w.workers * worker_cost,
-            w.sla * snapshot.sla_violations,
+            w.sla * (snapshot.sla_violations if late != late else late),
             w.drops * (snapshot.drops + snapshot.failed),
             w.escapes * snapshot.escapes,
         )

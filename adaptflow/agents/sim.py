@@ -45,7 +45,6 @@ class SimMonitor(Monitor):
         dt = cur.time - prev.time
         samples, prices, prev_stages = sim.samples(prev, cur), self._prices, prev.stages
         stages: dict[str, StageMetrics] = {}
-        in_system = 0
         for name, c in cur.stages.items():
             p = prev_stages[name]
             waits = samples.waits(name)
@@ -68,7 +67,6 @@ class SimMonitor(Monitor):
                 billed,  # worker_seconds
                 billed * prices[name],  # cost
             )
-            in_system += c.queue_length + c.busy
         source_arrivals = cur.source_arrivals.copy()
         for name, arrived in prev.source_arrivals.items():
             source_arrivals[name] -= arrived
@@ -87,11 +85,14 @@ class SimMonitor(Monitor):
             sum(latencies) / len(latencies) if latencies else NAN,  # mean_latency
             {owner: sim.split(owner) for owner in self.controllable} if self.controllable else {},  # splits
             NAN,  # p95_latency
-            in_system,
+            cur.in_system,  # items, not a fork's parts: created and not gone
             sim.calendar(cur.time),  # calendar
         )
         if self.percentiles and latencies:
             snapshot.p95_latency = float(np.percentile(latencies, 95))
+        if cur.classes:  # job classes: lateness priced by class (see JobClass.late_weight)
+            units = sum(c.late_units - prev.classes[n].late_units for n, c in cur.classes.items())
+            snapshot.sla_violation_units = units
         return snapshot
 
 

@@ -74,6 +74,9 @@ class MetricsSnapshot:
     # The workload's calendar second now (a recorded series' own clock; a live system's wall
     # clock), NaN when the load has none: time-of-day features read it (see agents.encoding).
     calendar: float = field(default=math.nan, metadata={"request": NAN_AS_NULL})
+    # SLA violations weighted by their job class's late_weight (a scenario with classes); NaN:
+    # every violation weighs 1. What the cost model prices, where sla_violations is the count.
+    sla_violation_units: float = field(default=math.nan, metadata={"request": NAN_AS_NULL})
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))

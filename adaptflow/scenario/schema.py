@@ -59,6 +59,17 @@ class Quality(_Strict):
 class _SourceBase(_Strict):
     to: Route
     quality: Quality = Field(default_factory=Quality)
+    # the share of each job class among this source's items (the scenario's ``classes``)
+    classes: dict[Name, Probability] | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _shares_sum_to_one(cls, shares: dict[str, float] | None) -> dict[str, float] | None:
+        if shares is not None:
+            total = sum(shares.values())
+            if not shares or abs(total - 1.0) > 1e-9:
+                raise ValueError(f"class shares sum to {total:.12g}; expected 1 (within 1e-9)")
+        return shares
 
     @field_validator("to")
     @classmethod
@@ -512,6 +523,9 @@ class Stage(_Strict):
     service: Service
     dispatch_delay: Annotated[float, Field(ge=0, le=MAX_HORIZON, allow_inf_nan=False)] = 0.0
     queue: QueueSpec = Field(default_factory=QueueSpec)
+    # who waits first: arrival order, or the job class's priority (non-preemptive: a job in
+    # service is never interrupted; FIFO within a class)
+    discipline: Literal["fifo", "priority"] = "fifo"
     failure: Failure | None = None
     validation: Validation | None = None
     next: Route = Field(default_factory=Exit)
@@ -534,6 +548,17 @@ class Sla(_Strict):
         return now - self.latency
 
 
+class JobClass(_Strict):
+    """A kind of job with its own deadline and price of lateness. ``priority``: at a stage with
+    ``discipline: priority`` a waiting job of a lower number starts first. ``sla``: its deadline
+    (default: the scenario's). ``late_weight``: what one late job of this class costs, in units
+    of the cost model's SLA price (default 1)."""
+
+    priority: int = Field(default=0, ge=0, le=1_000)
+    sla: Sla | None = None
+    late_weight: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] = 1.0
+
+
 class Scenario(_Strict):
     """A whole workflow. See ``configs/scenarios/README.md`` for the user-facing schema."""
 
@@ -544,10 +569,11 @@ class Scenario(_Strict):
     sla: Sla
     sources: dict[Name, Source] = Field(min_length=1)
     stages: dict[Name, Stage] = Field(min_length=1)
+    classes: dict[Name, JobClass] = Field(default_factory=dict, max_length=64)
 
     @model_validator(mode="after")
     def _check_graph(self) -> Scenario:
-        problems: list[str] = []
+        problems: list[str] = _class_problems(self)
         clash = sorted(set(self.sources) & set(self.stages))
         if clash:
             problems.append(f"names {clash} are both a source and a stage; expected distinct names")
@@ -641,6 +667,10 @@ class Scenario(_Strict):
             if isinstance(source, SeriesSource) and source.window is not None:
                 return source.rate.start, source.rate.speed
         return None
+
+    def class_slas(self) -> list[Sla]:
+        """Each job class's deadline rule, in declared order (``[sla]`` without classes)."""
+        return [c.sla or self.sla for c in self.classes.values()] or [self.sla]
 
     def controllable_splits(self) -> dict[str, Split]:
         """The splits a planner may change, keyed by their owner (a source or stage name)."""
@@ -745,3 +775,25 @@ def _path_to_exit(scenario: Scenario, start: str, join: str) -> list[str]:
                 parent[target] = node
                 frontier.append(target)
     return []
+
+
+def _class_problems(scenario: Scenario) -> list[str]:
+    """Job classes: every source of a scenario with classes gives their shares (and only theirs);
+    a scenario without classes has no shares and no priority stage."""
+    problems = []
+    names = list(scenario.classes)
+    for name, source in scenario.sources.items():
+        if source.classes is None:
+            if names:
+                problems.append(f"sources.{name}.classes: missing; expected the share of each class of {names}")
+            continue
+        unknown = sorted(set(source.classes) - set(names))
+        if unknown:
+            problems.append(f"sources.{name}.classes: {unknown} are not job classes; expected names from {names}")
+    if not names:
+        for name, stage in scenario.stages.items():
+            if stage.discipline == "priority":
+                problems.append(
+                    f"stages.{name}.discipline: 'priority' needs job classes; expected 'fifo' or a classes: map"
+                )
+    return problems

@@ -106,6 +106,22 @@ def arrivals_with_quality(
             return
 
 
+def class_picker(shares: dict[str, float], names: list[str], rng: np.random.Generator) -> Callable[[], int]:
+    """A zero-argument callable giving each new item's job class (its index in ``names``),
+    drawn with the source's ``shares`` from ``rng`` (a stream of the source's own, so that a
+    scenario that only adds classes keeps the same arrivals). One uniform per item, in batches."""
+    weights = [shares.get(name, 0.0) for name in names]
+    edges = np.cumsum(weights)
+    last = max(k for k, w in enumerate(weights) if w > 0)
+    edges[last:] = 2.0  # the round-off of the shares goes to the last class with a share
+
+    def classes() -> Iterator[int]:
+        while True:
+            yield from np.searchsorted(edges, rng.random(BATCH), side="right").tolist()
+
+    return classes().__next__
+
+
 # --------------------------------------------------------------------------------------------
 # Service times
 # --------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class Forker:
         family = Family(item, self.point, len(targets))
         deliver, new_item = self.deliver, self.new_item
         for target in targets:
-            part = new_item(item.source, item.created, item.size, item.bad)
+            part = new_item(item.source, item.created, item.size, item.bad, item.sla, item.klass)
             part.family = family
             deliver[target](part)
             if family.dead:  # a part was dropped at once: the item is gone, send no more

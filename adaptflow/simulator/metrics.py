@@ -70,6 +70,8 @@ class Counters(NamedTuple):
     # each join's counters (joins.JoinCounters), by join stage ("exit" for a join at the exit);
     # empty for a pipeline (a default, so a world without joins need not build it)
     joins: dict[str, Any] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
+    # each job class's counters (classes.ClassCounters), by class; empty without classes
+    classes: dict[str, Any] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
     @property
     def in_system(self) -> int:
@@ -98,6 +100,12 @@ class Samples:
     def end_to_end(self) -> list[float]:
         s = self._start.n_latencies if self._start else 0
         return self._sim.e2e_latencies[s : self._end.n_latencies]
+
+    def of_class(self, name: str) -> list[float]:
+        """End-to-end latencies of the items of job class ``name`` that left served."""
+        s = self._start.classes[name].n_latencies if self._start else 0
+        k = self._sim.class_book.names.index(name)  # type: ignore[union-attr]
+        return self._sim.class_book.latencies[k][s : self._end.classes[name].n_latencies]  # type: ignore[union-attr]
 
 
 def _stats(values: list[float], prefix: str) -> dict[str, float]:
@@ -142,7 +150,31 @@ def summarize(sim: Simulation, start: Counters | None, end: Counters) -> dict[st
         summary["joins"] = {
             name: _join_summary(e, start.joins[name] if start else None, duration) for name, e in end.joins.items()
         }
+    if end.classes:  # only a scenario with job classes has the key
+        summary["classes"] = {
+            name: _class_summary(e, start.classes[name] if start else None, samples.of_class(name), duration)
+            for name, e in end.classes.items()
+        }
     return summary
+
+
+def _class_summary(e: Any, s: Any, latencies: list[float], duration: float) -> dict[str, Any]:
+    """One job class's counts, lateness and latencies (``e``, ``s``: ``classes.ClassCounters``)."""
+
+    def delta(field: str) -> float:
+        return getattr(e, field) - (getattr(s, field) if s else 0)
+
+    return {
+        "arrivals": int(delta("arrived")),
+        "completed": int(delta("exits")),
+        "drops": int(delta("dropped")),
+        "failed_items": int(delta("failed")),
+        "throughput": _ratio(delta("exits"), duration),
+        **_stats(latencies, "latency"),
+        "sla_violations": int(delta("late")),
+        "sla_violation_rate": _ratio(delta("late"), delta("deadlines_passed")),
+        "late_units": delta("late_units"),  # violations x the class's late_weight
+    }
 
 
 def _join_summary(e: Any, s: Any, duration: float) -> dict[str, Any]:

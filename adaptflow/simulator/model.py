@@ -18,6 +18,9 @@ Design, for speed without losing exactness:
   lateness is :class:`adaptflow.scenario.schema.Sla`. The live Celery task calls the same code. The
   model binds each of them once (a delivery closure per owner, a rule per stage, the SLA's bound
   methods), so the hot path pays a call, not a lookup.
+* Fork/join (:mod:`.joins`) and job classes (:mod:`.classes`) live in files of their own. A
+  scenario without them binds the plain exit and keeps a plain ``deque`` per stage, so a
+  pipeline's hot path pays nothing for either (benchmarks/bench_simulator.py).
 * The SimPy environment is private (``_env``): stepping it from outside would process the
   model's re-armable events as SimPy's and break the next :meth:`Simulation.run`. Read the model
   through :meth:`Simulation.counters` and :meth:`Simulation.samples`.
@@ -49,10 +52,11 @@ from simpy.events import NORMAL, Event
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
 from adaptflow.scenario.routing import FAN_OUTS, Route, Split, Target
-from adaptflow.scenario.schema import Scenario, Stage
-from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, service_sampler
+from adaptflow.scenario.schema import Scenario, Sla, Stage
+from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, class_picker, service_sampler
 
 from . import metrics
+from .classes import ClassBook, PriorityQueue
 from .joins import Family, Forker, JoinPoint
 
 _new_tuple, _Counters, _StageCounters = tuple.__new__, metrics.Counters, metrics.StageCounters
@@ -93,10 +97,15 @@ class Wakeup(Event):
 class Item:
     """One unit of work flowing through the pipeline."""
 
-    __slots__ = ("attempt", "bad", "created", "enter", "family", "flagged", "gone", "late", "size", "source", "visit")
+    __slots__ = (
+        "attempt", "bad", "created", "enter", "family", "flagged", "gone", "klass", "late", "size", "sla", "source",
+        "visit",
+    )  # fmt: skip
 
-    def __init__(self, source: str, created: float, size: float, bad: bool):
+    def __init__(self, source: str, created: float, size: float, bad: bool, sla: Sla, klass: int = 0):
         self.source = source
+        self.sla = sla  # its deadline rule: the scenario's, or its job class's
+        self.klass = klass  # its job class (index in the scenario's classes; 0 without classes)
         self.created = created
         self.size = size  # multiplies every service time (a trace's item size)
         self.bad = bad  # the truth about quality, never seen by a planner
@@ -151,7 +160,9 @@ class StageState:
 
     def __init__(self, sim: Simulation, name: str, spec: Stage, streams: Streams):
         self.sim, self._env, self.name, self.spec = sim, sim._env, name, spec
-        self.queue: deque[Item] = deque()
+        self.queue: deque[Item] | PriorityQueue = deque()
+        if spec.discipline == "priority":  # the queue decides who is next (see classes.py)
+            self.queue = PriorityQueue([c.priority for c in sim.scenario.classes.values()])
         self.capacity = spec.queue.capacity
         w = spec.workers
         self.min_workers, self.max_workers = w.min, w.max
@@ -399,6 +410,11 @@ class SourceState:
         )
         self.deliver: Callable[[Item], None] = sim._exit  # set by Simulation
         self.deadlines = sim._deadlines  # items, in creation (hence deadline) order
+        self.sla = sim.sla
+        self.pick_class: Callable[[], int] | None = None
+        if sim.class_book is not None:  # each item's job class, from a stream of this source's own
+            self.pick_class = class_picker(spec.classes, sim.class_book.names, streams.get("class", name))
+            self.slas = sim.scenario.class_slas()
         self.countdown = DEADLINE_SCAN_EVERY  # arrivals until the next check of deadlines
         self.arrived = 0
 
@@ -417,8 +433,14 @@ class SourceState:
             heappop(heap)
         else:
             heapreplace(heap, (following[0], self.order, self, following))
-        item = Item(self.name, now, size, bad)
-        self.deadlines.append(item)
+        if self.pick_class is None:
+            item = Item(self.name, now, size, bad, self.sla)
+            self.deadlines.append(item)
+        else:
+            k = self.pick_class()
+            item = Item(self.name, now, size, bad, self.slas[k], k)
+            self.sim._pending[k][1].append(item)  # each class's deadlines in their own order
+            self.sim.class_book.arrived[k] += 1  # type: ignore[union-attr]
         # Retire expired deadlines every few arrivals, so that only about the last SLA window of
         # items is held (holding every item until the next metrics read slows Python's GC badly).
         # Not at every arrival: when deadlines are checked changes no count read through
@@ -448,16 +470,28 @@ class Simulation:
         self.scenario = scenario
         self.horizon = scenario.horizon
         self.sla = scenario.sla  # the one rule of lateness
-        self._is_late = self.sla.is_late  # bound once: every exit asks it
         self._env = simpy.Environment()
         self._calendar = scenario.calendar()
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
+        # job classes (see classes.py): each class's deadline rule and unchecked items; one pair
+        # without classes. Items of one class reach their deadlines in creation order.
+        self.class_book = ClassBook(scenario) if scenario.classes else None
+        slas = scenario.class_slas()
+        self._pending = [(self.sla, self._deadlines)] if self.class_book is None else [(sla, deque()) for sla in slas]
+        # bound once, every exit asks it; with classes, _exit_classed asks the item's own rule first
+        self._is_late = self.sla.is_late if self.class_book is None else _never_late
         self.joins = self._join_points(scenario)
-        if self.joins:  # parts end their way at a join, not at the exit (see joins.py)
+        # how an item leaves served: the plain exit, or with its class's books; a part's way
+        # ends at its family's join instead (see joins.py). Bound per instance, so a pipeline
+        # pays nothing for either.
+        self._served = self._exit_classed if self.class_book is not None else MethodType(Simulation._exit, self)
+        if self.joins:
             self._exit = self._exit_or_join
+        elif self.class_book is not None:
+            self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         for name, point in self.joins.items():
-            point.go_on = MethodType(Simulation._exit, self) if name is None else self.stages[name].enter
+            point.go_on = self._served if name is None else self.stages[name].enter
         self.sources = {n: SourceState(self, n, s, streams, k) for k, (n, s) in enumerate(scenario.sources.items())}
         self.splits: dict[str, _SplitRouter] = {}
         for name, stage in self.stages.items():
@@ -505,9 +539,18 @@ class Simulation:
     def _exit_or_join(self, item: Item) -> None:
         """The exit of a scenario with joins: a part's way ends at its family's join."""
         if item.family is None:
-            Simulation._exit(self, item)
+            self._served(item)
         else:
             item.family.point.arrive(item)
+
+    def _exit_classed(self, item: Item) -> None:
+        """The exit, judged late by the item's class's own deadline, and the class's books."""
+        if not item.late and item.sla.is_late(item.created, self._env._now):
+            self._count_late(item)
+        Simulation._exit(self, item)  # its own lateness check answers no (_never_late)
+        book, k = self.class_book, item.klass
+        book.exits[k] += 1  # type: ignore[union-attr]
+        book.latencies[k].append(self.e2e_latencies[-1])  # type: ignore[union-attr]
 
     def _drop(self, item: Item, now: float) -> None:
         """Refused by a full queue: the item is dropped (a part takes its whole item with it)."""
@@ -516,6 +559,8 @@ class Simulation:
             return
         self._leave(item, now)
         self.dropped += 1
+        if self.class_book is not None:
+            self.class_book.dropped[item.klass] += 1
 
     def _give_up(self, item: Item, now: float) -> None:
         """Failed after its last retry: the item is given up (a part takes its item with it)."""
@@ -524,6 +569,8 @@ class Simulation:
             return
         self._leave(item, now)
         self.failed += 1
+        if self.class_book is not None:
+            self.class_book.failed[item.klass] += 1
 
     def _exit(self, item: Item) -> None:
         """An item leaves served. A scenario with joins binds :meth:`_exit_or_join` in its place
@@ -546,9 +593,8 @@ class Simulation:
     def _leave(self, item: Item, now: float) -> None:
         """A dropped or given-up item: late too if its deadline had already passed."""
         item.gone = True
-        if not item.late and self.sla.is_late(item.created, now):
-            item.late = True
-            self.late += 1
+        if not item.late and item.sla.is_late(item.created, now):
+            self._count_late(item)
 
     def check_deadlines(self) -> None:
         """Count as late every item still in the system whose deadline has passed.
@@ -559,22 +605,25 @@ class Simulation:
         (amortized O(1) per item); an item that leaves after its deadline but before a check is
         counted as it leaves. After a check at time t the count is the same whatever the earlier
         checks were."""
-        cutoff = self.sla.cutoff(self._env._now)
-        pending = self._deadlines
-        while pending and pending[0].created < cutoff:
-            expired = pending.popleft()
-            if not expired.gone:
-                self._count_late(expired)
+        now = self._env._now
+        for sla, pending in self._pending:  # one pair per job class (one without classes)
+            cutoff = sla.cutoff(now)
+            while pending and pending[0].created < cutoff:
+                expired = pending.popleft()
+                if not expired.gone:
+                    self._count_late(expired)
 
     def _count_late(self, item: Item) -> None:
         if not item.late:
             item.late = True
             self.late += 1
+            if self.class_book is not None:
+                self.class_book.late[item.klass] += 1
 
     @property
     def deadlines_passed(self) -> int:
         """Items whose deadline has been checked: the denominator of the violation rate."""
-        return self.arrived - len(self._deadlines)
+        return self.arrived - sum(len(pending) for _, pending in self._pending)
 
     # -- the steppable interface ---------------------------------------------------------------
     @property
@@ -668,12 +717,13 @@ class Simulation:
                 self.dropped,
                 self.failed,
                 self.late,
-                arrived - len(self._deadlines),  # deadlines_passed
+                arrived - sum(len(pending) for _, pending in self._pending),  # deadlines_passed
                 self.escapes,
                 self.caught,
                 self.false_rejections,
                 len(self.e2e_latencies),  # n_latencies
                 {"exit" if name is None else name: point.counters(now) for name, point in self.joins.items()},
+                {} if self.class_book is None else self.class_book.counters([p for _, p in self._pending]),
             ),
         )
 
@@ -714,6 +764,12 @@ class Simulation:
         """Run to ``until`` and return one row of window metrics per ``interval`` seconds, with
         flat column names (``stages.work.mean_wait``, ``end_to_end.p95_latency``, ``cost``)."""
         return frames(self.windows(interval, until))
+
+
+def _never_late(created: float, now: float) -> bool:
+    """The scenario-wide lateness check of a scenario with job classes, where each item is
+    judged by its own class's deadline before (see ``Simulation._exit_classed``)."""
+    return False
 
 
 def frames(windows: Iterable[dict[str, Any]]) -> pd.DataFrame:
