@@ -147,3 +147,18 @@ def test_a_fifo_stage_with_classes_gives_every_class_the_mm1_wait():
     for name in ("gold", "silver"):
         latencies = [r["classes"][name]["mean_latency"] - 1.0 for r in runs]
         assert_within_ci(latencies, 0.6 / (1 - 0.6), f"FIFO {name} wait", 0.05)
+
+
+def test_the_monitor_reports_each_class_backlog_and_the_encoder_observes_it():
+    from adaptflow.agents import ObservationEncoder
+
+    spec = _classed(0.95, 400.0)
+    sim = Simulation(spec, rng=2)
+    monitor = SimMonitor(sim)
+    sim.run(300.0)
+    snapshot = monitor.observe()
+    classes = sim.counters().classes
+    assert snapshot.class_backlog == {n: c.arrived - c.exits - c.dropped - c.failed for n, c in classes.items()}
+    assert sum(snapshot.class_backlog.values()) == snapshot.in_system > 0
+    names = [f.name for f in ObservationEncoder.for_scenario(spec).features]
+    assert {"backlog:gold", "backlog:silver"} <= set(names)

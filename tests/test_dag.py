@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adaptflow.policies.staffing import visit_ratios
-from adaptflow.scenario import ScenarioError, parse_scenario
+from adaptflow.scenario import ScenarioError, load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
 from tests.helpers import scenario, stage, trace_source
 
@@ -252,3 +252,75 @@ def test_a_pipeline_has_no_join_metrics_and_pays_nothing_for_joins():
     sim.run()
     assert "joins" not in sim.summary() and sim.counters().joins == {}
     assert sim._exit.__func__ is Simulation._exit  # the plain exit, not the join-aware one
+
+
+def test_the_monitor_reports_parts_waiting_at_a_join_and_the_encoder_observes_them(tmp_path):
+    from adaptflow.agents import ObservationEncoder, SimMonitor
+
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"fork": ["a", "b"], "join": "m"},
+        {
+            "a": stage(1, "deterministic", 1.0, next="m"),
+            "b": stage(1, "deterministic", 3.0, next="m"),
+            "m": stage(1, "deterministic", 1.0),
+        },
+    )
+    sim = Simulation(spec, rng=0)
+    monitor = SimMonitor(sim)
+    sim.run(2.0)
+    snapshot = monitor.observe()
+    assert snapshot.join_waiting == {"m": 1} and snapshot.in_system == 1  # one item, not its two parts
+    encoder = ObservationEncoder.for_scenario(spec)
+    names = [f.name for f in encoder.features]
+    assert "join:m" in names
+    from adaptflow.agents.types import Insights
+
+    insights = Insights(rates={"t": 0.0}, forecasts={"t": []}, stage_rates={n: 0.0 for n in spec.stages})
+    value = encoder.encode(snapshot, insights)[names.index("join:m")]
+    assert value == pytest.approx(1 / 20)  # 1 part / (10 items x 2 parts)
+
+
+def test_the_envs_run_a_shipped_dag_scenario_through_the_checker_deterministically():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import adaptflow.envs  # noqa: F401  (registers the envs)
+
+    env = gym.make("adaptflow/Autoscale-v0", scenario="epigenomics_dag", horizon=1800)
+    check_env(env.unwrapped, skip_render_check=True)
+    runs = []
+    for _ in range(2):
+        obs, _ = env.reset(seed=4)
+        env.action_space.seed(4)
+        trace = [obs]
+        for _ in range(30):
+            obs, *_ = env.step(env.action_space.sample())
+            trace.append(obs)
+        runs.append(np.array(trace))
+    assert np.array_equal(runs[0], runs[1])
+    joins = [f.name for f in env.unwrapped.encoder.features if f.name.startswith("join:")]
+    assert joins == ["join:mapMerge"]
+
+
+def test_the_service_asks_a_dag_planner_for_its_join_buffers_and_a_pipeline_for_none():
+    from fastapi.testclient import TestClient
+
+    from adaptflow.agents import SimMonitor
+    from adaptflow.runtime.service import app_for
+
+    sim = Simulation(load_scenario("epigenomics_dag"), rng=1)
+    monitor = SimMonitor(sim)
+    sim.run(600.0)
+    body = {"metrics": monitor.observe().to_dict()}
+    client = TestClient(app_for("erlang", "epigenomics_dag", fallback="static"))
+    assert client.post("/v1/decide", json=body).status_code == 200
+    body["metrics"].pop("join_waiting")
+    refused = client.post("/v1/decide", json=body)
+    assert refused.status_code == 422 and "join_waiting" in refused.text
+    pipeline = TestClient(app_for("erlang", "mmc", fallback="static"))
+    mm = Simulation(load_scenario("mmc"), rng=1)
+    mm_monitor = SimMonitor(mm)
+    mm.run(60.0)
+    assert pipeline.post("/v1/decide", json={"metrics": mm_monitor.observe().to_dict()}).status_code == 200

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from adaptflow.scenario import Scenario
+from adaptflow.scenario.routing import JOIN_AT_EXIT
 
 from .types import Insights, MetricsSnapshot, Plan
 
@@ -27,6 +28,15 @@ class Feature:
     scale: float
     low: float
     high: float
+
+
+def _join_parts(scenario: Scenario) -> dict[str, float]:
+    """Each join's expected parts per item (the largest fan-out joining there)."""
+    parts: dict[str, float] = {}
+    for route in scenario.fan_outs().values():
+        name = JOIN_AT_EXIT if route.join is None else route.join
+        parts[name] = max(parts.get(name, 0.0), route.expected_parts())
+    return parts
 
 
 def has_calendar_week(scenario: Scenario) -> bool:
@@ -81,6 +91,8 @@ RAW: dict[str, tuple[str, bool]] = {
     "bad_rate": ("i.bad_rate", True),
     "drift": ("float(i.drift)", False),
     "sla_violations": ("(s.sla_violations / s.completed if s.completed else 0.0)", False),
+    "join": ("s.join_waiting[{key}]", False),  # parts waiting at a join
+    "backlog": ("s.class_backlog[{key}]", False),  # items of a job class in the system
     # Time of day and of week: from the workload's own calendar when the snapshot has one (a
     # series' clock, wherever the episode's window starts), else from the load cycle's period.
     "time_sin": ("sin(2 * pi * (s.calendar / 86400.0 if s.calendar == s.calendar else s.time / period))", False),
@@ -144,6 +156,10 @@ class ObservationEncoder:
             f += [Feature(f"split:{owner}", 1, 0, 1) for owner in scenario.controllable_splits()]
         if any(st.validation for st in scenario.stages.values()):
             f += [Feature("bad_rate:", 1, 0, 1), Feature("drift:", 1, 0, 1)]
+        for name, parts in _join_parts(scenario).items():  # scaled by the parts of about 10 items
+            f.append(Feature(f"join:{name}", 10 * parts, 0, 5))
+        for name in scenario.classes:  # scaled by the items of one SLA window at the reference rate
+            f.append(Feature(f"backlog:{name}", max(ref_rate * sla, 1.0), 0, 5))
         f += [
             Feature("sla_violations:", 1, 0, 1),
             Feature("time_sin:", 1, -1, 1),

@@ -90,7 +90,10 @@ class SimMonitor(Monitor):
         )
         if self.percentiles and latencies:
             snapshot.p95_latency = float(np.percentile(latencies, 95))
+        if cur.joins:
+            snapshot.join_waiting = {name: j.waiting for name, j in cur.joins.items()}
         if cur.classes:  # job classes: lateness priced by class (see JobClass.late_weight)
+            snapshot.class_backlog = {n: c.arrived - c.exits - c.dropped - c.failed for n, c in cur.classes.items()}
             units = sum(c.late_units - prev.classes[n].late_units for n, c in cur.classes.items())
             snapshot.sla_violation_units = units
         return snapshot

@@ -77,6 +77,10 @@ class MetricsSnapshot:
     # SLA violations weighted by their job class's late_weight (a scenario with classes); NaN:
     # every violation weighs 1. What the cost model prices, where sla_violations is the count.
     sla_violation_units: float = field(default=math.nan, metadata={"request": NAN_AS_NULL})
+    # Fork/join: parts waiting at each join now (by join stage, "exit" for join: null).
+    join_waiting: dict[str, int] = field(default_factory=dict, metadata=_keyed("joins"))
+    # Job classes: items of each class in the system now (created, not gone).
+    class_backlog: dict[str, int] = field(default_factory=dict, metadata=_keyed("classes"))
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))

@@ -152,6 +152,10 @@ class WorkflowEnv(gym.Env):
     per source the estimated arrival rate (and, with ``observe_forecasts``, the next
     ``forecast_steps`` forecasts) / the peak rate; the split shares; if any stage validates, the
     estimated bad-item rate and a drift flag; the share of SLA violations in the last interval;
+    for a DAG scenario (fork/join), the parts waiting at each join / 10 items' parts; for a
+    scenario with job classes, each class's items in the system / one SLA window of arrivals at
+    the reference rate (a priority stage's queue hides which class is waiting, so the backlog
+    per class is what tells a planner whose deadlines are at stake);
     the time of day (sine, cosine) and, for a recorded series, of the week. Time comes from the
     workload's own calendar when it has one (a series source: wherever the seed put the
     episode's window, the features say which hour and weekday of the series it is), else from
@@ -196,7 +200,8 @@ class WorkflowEnv(gym.Env):
     ("ewma", "holt_winters" or "autoregressive", fitted on the training part of a series),
     ``forecast_steps``, ``action_mode``, ``scale_step``,
     ``worker_levels``, ``split_levels``, ``max_step`` and ``cooldown`` (safety envelope),
-    ``workers`` (sizes of stages the agent does not control), and ``render_mode`` ("ansi":
+    ``workers`` (sizes of stages the agent does not control), ``layout`` (the scenarios whose
+    observation layout to use, a trained mixture's), and ``render_mode`` ("ansi":
     one text line per step; "rgb_array": a small dashboard frame).
 
     In a subprocess that has not imported adaptflow (SB3's SubprocVecEnv starts its workers
@@ -206,6 +211,10 @@ class WorkflowEnv(gym.Env):
     (per-episode rate scale, stretch and noise of series sources).
 
     ## Version History
+    * v0, since issue 17: DAG scenarios (fork/join) observe their join buffers (``join:<name>``)
+      and scenarios with job classes their backlog per class (``backlog:<class>``); pipelines'
+      layouts are unchanged. A mixture decides the week features for all its workloads at once
+      (``observation_encoder``), and the ``layout`` option gives a model its training layout.
     * v0, since adaptflow 0.2 (issue 14): observations no longer hold episode progress; time features
       come from a series' calendar and include the week for series; episodes of series and
       randomized profiles are drawn per seed. (Kept as ``-v0``: the ids are used by saved

@@ -90,6 +90,8 @@ class Expected(BaseModel):
     sources: list[str]
     splits: dict[str, list[str]]
     forecast_steps: int
+    joins: list[str] = []  # a DAG scenario's join names (Scenario.join_names)
+    classes: list[str] = []  # its job classes
 
 
 def _keyed(name: str, fields: dict[str, Any]) -> type[BaseModel]:
@@ -121,6 +123,8 @@ def _keyed_field(name: str, hint: Any, keys: str, expected: Expected, stage: typ
         shares = {o: _keyed(f"Split{i}", dict.fromkeys(ts, Share)) for i, (o, ts) in enumerate(expected.splits.items())}
         return _keyed("Splits", shares), ...
     value = typing.get_args(hint)[1]
+    if keys in ("joins", "classes") and not getattr(expected, keys):  # a pipeline: only an empty mapping
+        return dict[str, Count], Field(default_factory=dict, max_length=0)
     if value is StageMetrics:
         kind: Any = stage
     elif typing.get_origin(value) is list:
@@ -636,6 +640,8 @@ def expected_for(scenario: Scenario, forecast_steps: int = 4) -> Expected:
             o: ["null" if b.to is None else b.to for b in s.split] for o, s in scenario.controllable_splits().items()
         },
         forecast_steps=forecast_steps,
+        joins=scenario.join_names(),
+        classes=list(scenario.classes),
     )
 
 

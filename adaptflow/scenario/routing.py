@@ -190,6 +190,9 @@ class ByAttribute(_Strict):
         return list(self.routes.values())
 
 
+JOIN_AT_EXIT = "exit"
+"""The name metrics and observations give the join of parts that meet at the exit (``join: null``)."""
+
 MAX_PARTS = 10_000
 """Most parts one fan-out may make: bounds the work a scenario asks for per item."""
 

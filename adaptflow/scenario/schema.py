@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from .base import Name, NonNegFloat, PositiveFloat, Probability, _Strict
 from .profiles import Constant, ProbabilityProfile, RateProfile
-from .routing import ATTRIBUTE_VALUES, FAN_OUTS, ByAttribute, Exit, Route, Split
+from .routing import ATTRIBUTE_VALUES, FAN_OUTS, JOIN_AT_EXIT, ByAttribute, Exit, Fork, Route, Scatter, Split
 from .series import DATASETS, DAY, NOISE_CLIP, Part, RawSeries, WindowRate, load_csv_series, load_dataset, window_rate
 
 if TYPE_CHECKING:
@@ -668,15 +668,28 @@ class Scenario(_Strict):
                 return source.rate.start, source.rate.speed
         return None
 
+    def routes(self) -> dict[str, Route]:
+        """Every route, keyed by its owner (a source's ``to``, a stage's ``next``)."""
+        owners: dict[str, Any] = {n: s.to for n, s in self.sources.items()}
+        owners.update({n: s.next for n, s in self.stages.items()})
+        return owners
+
+    def fan_outs(self) -> dict[str, Fork | Scatter]:
+        """The fork and scatter routes, keyed by their owner (a source or stage name)."""
+        return {n: r for n, r in self.routes().items() if isinstance(r, FAN_OUTS)}
+
+    def join_names(self) -> list[str]:
+        """The joins of the scenario's fan-outs by the names metrics give them: the join stage,
+        or ``"exit"`` for parts that meet at the exit (``join: null``)."""
+        return list(dict.fromkeys(JOIN_AT_EXIT if r.join is None else r.join for r in self.fan_outs().values()))
+
     def class_slas(self) -> list[Sla]:
         """Each job class's deadline rule, in declared order (``[sla]`` without classes)."""
         return [c.sla or self.sla for c in self.classes.values()] or [self.sla]
 
     def controllable_splits(self) -> dict[str, Split]:
         """The splits a planner may change, keyed by their owner (a source or stage name)."""
-        owners: dict[str, Any] = {n: s.to for n, s in self.sources.items()}
-        owners.update({n: s.next for n, s in self.stages.items()})
-        return {n: r for n, r in owners.items() if isinstance(r, Split) and r.controllable}
+        return {n: r for n, r in self.routes().items() if isinstance(r, Split) and r.controllable}
 
 
 def _episode_source(name: str, source: Any, streams: Streams, horizon: float) -> Any:

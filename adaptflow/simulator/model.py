@@ -51,7 +51,7 @@ from simpy.core import Infinity as INFINITY
 from simpy.events import NORMAL, Event
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
-from adaptflow.scenario.routing import FAN_OUTS, Route, Split, Target
+from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Route, Split, Target
 from adaptflow.scenario.schema import Scenario, Sla, Stage
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, class_picker, service_sampler
 
@@ -524,8 +524,7 @@ class Simulation:
 
     def _join_points(self, scenario: Scenario) -> dict[Target, JoinPoint]:
         """One join point per join target any fan-out names (a stage, or ``None``: the exit)."""
-        routes = [s.to for s in scenario.sources.values()] + [s.next for s in scenario.stages.values()]
-        return {r.join: JoinPoint(self, r.join) for r in routes if isinstance(r, FAN_OUTS)}
+        return {r.join: JoinPoint(self, r.join) for r in scenario.fan_outs().values()}
 
     def _delivery(self, target: Target) -> Callable[[Item], None]:
         """How an item is handed to ``target``: the exit, a stage's enter, or, at a join stage,
@@ -722,7 +721,7 @@ class Simulation:
                 self.caught,
                 self.false_rejections,
                 len(self.e2e_latencies),  # n_latencies
-                {"exit" if name is None else name: point.counters(now) for name, point in self.joins.items()},
+                {JOIN_AT_EXIT if name is None else name: point.counters(now) for name, point in self.joins.items()},
                 {} if self.class_book is None else self.class_book.counters([p for _, p in self._pending]),
             ),
         )
