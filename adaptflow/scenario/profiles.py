@@ -269,6 +269,12 @@ class Diurnal(_Profile):
     def randomized(self) -> bool:
         return any(r is not None for r in (self.peak_time_jitter, self.scale, self.amplitude_scale))
 
+    @property
+    def phase_drawn(self) -> bool:
+        """Whether each episode draws where in the cycle the peak falls: then the clock does not
+        tell the phase, and a forecaster must not assume one (see ``season_lengths``)."""
+        return self.peak_time_jitter is not None and self.peak_time_jitter[1] > self.peak_time_jitter[0]
+
     def _drawn(self, u: np.ndarray) -> tuple[float, float, float]:
         """(base, amplitude, peak_time) for the uniforms ``u`` (jitter, scale, amplitude scale)."""
         scale = _uniform(self.scale, u[1], 1.0)
