@@ -37,7 +37,14 @@ from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies import StaticPlanner
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.celery_app import context_of, make_app
-from adaptflow.runtime.live_run import LiveResult, load_live_config, run_live, run_live_config
+from adaptflow.runtime.live_run import (
+    LiveResult,
+    build_loop,
+    live_analyzer,
+    load_live_config,
+    run_live,
+    run_live_config,
+)
 from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
 from adaptflow.runtime.worker import WorkerProcess
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
@@ -156,15 +163,22 @@ def measured(
             built, forecaster = make_planner(planner, spec, interval)
         else:
             built, forecaster = StaticPlanner(), "ewma"
+        # The loop first, then the load on its clock: scenario time 0 is the first arrival's
+        # origin in both worlds, so the first decision sees the empty interval the simulated one
+        # sees (a load started before the loop handed the live planner a head start of arrivals).
+        loop = build_loop(
+            app, names, interval, analyzer=live_analyzer(spec, interval, built, forecaster),
+            managed=planner is not None,
+        )  # fmt: skip
         stop = threading.Event()
-        load = threading.Thread(
-            target=run_loadgen, kwargs={"scenario": spec, "app": app, "duration": duration, "seed": seed, "stop": stop}
-        )
+        load = threading.Thread(target=run_loadgen, kwargs={
+            "scenario": spec, "app": app, "duration": duration, "seed": seed, "stop": stop, "start": loop.clock.start,
+        })  # fmt: skip
         load.start()
         try:
             result = run_live(
                 app, names, built, StaticPlanner(), interval=interval, duration=duration, forecaster=forecaster,
-                event_log=workdir / f"{label}.jsonl", managed=planner is not None,
+                event_log=workdir / f"{label}.jsonl", managed=planner is not None, live=loop,
             )  # fmt: skip
         finally:
             stop.set()

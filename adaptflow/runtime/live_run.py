@@ -177,7 +177,7 @@ def build_loop(
         envelope.bounds = {}  # nothing to resize: a plan naming a pool is an error
     executor = ResilientExecutor(CeleryExecutor(app, ledger, clock, envelope, timeout=inspect_timeout))
     monitor = ResilientMonitor(
-        CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout),
+        CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout, empty_start=True),
         executor,
         give_up_after=give_up_after,
         backoff_cap=max(0.5, min(5.0, interval / ctx.time_scale)),

@@ -4,6 +4,7 @@ probabilities in Redis, inside the shared safety envelope."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from adaptflow.agents.safety import SafetyEnvelope, StageBounds, envelope_for
 from adaptflow.scenario.schema import Scenario
 
 from ..celery_app import LiveContext, context_of
-from .ledger import PoolLedger
+from .ledger import PoolLedger, PoolState
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,13 @@ def live_envelope(scenario: Any, max_step: int | None = None, cooldown: float = 
     return env
 
 
+def _last_grow(pool: PoolState) -> float:
+    """Wall time the target last went up (``-inf`` if never): the grown processes start at the
+    pool's next maintenance tick, so the process list lags for up to ``PoolLedger.SETTLE`` s."""
+    ups = [t for (t, n), (_, before) in zip(pool.history[1:], pool.history, strict=False) if n > before]
+    return ups[-1] if ups else -math.inf
+
+
 class CeleryExecutor(Executor):
     """Resizes each stage worker's prefork pool with ``pool_grow``/``pool_shrink`` aimed at that
     worker alone, after the shared :class:`SafetyEnvelope` (bounds, cooldown, largest step; every
@@ -37,9 +45,16 @@ class CeleryExecutor(Executor):
     processes, and a retiring process stays in its list (idle) until it is joined, so a second
     ``shrink(1)`` right after the first picks the same process again: measured, five
     ``shrink(1)`` on a 6-process pool retired 2 processes while the pool's own count went to 1.
-    A shrink with fewer idle processes than asked retires those it found and answers an error;
-    the target is then held, and the monitor's reconciliation adopts the worker's process list
-    once it has settled. The worker must run without ``--autoscale``.
+    A shrink with fewer idle processes than asked retires those it found (billiard lowers its own
+    count by as many) and answers an error: the pool is then smaller than the target, by a number
+    the answer does not give. A retired process leaves the worker's process list a second or more
+    later (its SIGTERM handler exits after a 1 s pause, and it is joined after that), so the pool
+    is re-based on the list at the following decisions (:meth:`adopt_retired`), for
+    ``PoolLedger.SETTLE`` wall seconds after the refusal. Holding the target instead (as before)
+    billed and counted processes that were gone, and since a planner asking for the held target
+    sent no ``pool_grow``, the pool shrank with every refused shrink and never grew back: measured
+    on ``mmc`` with the Erlang planner, a target of 11-12 on 6-8 processes for 200 scenario
+    seconds, and a queue of 580. The worker must run without ``--autoscale``.
 
     On a user's app (``scenario`` given: the app has no adaptflow context), the same pool
     commands go to the mapped workers; splits are the app's own routing, which adaptflow does not
@@ -59,6 +74,7 @@ class CeleryExecutor(Executor):
         self.scenario = scenario if scenario is not None else self.context.scenario
         self.envelope = envelope or live_envelope(self.scenario)
         self.splits: dict[str, dict[str | None, float]] = {}
+        self.refused: dict[str, float] = {}  # stage -> wall time of its last refused pool_shrink
 
     def current_workers(self) -> dict[str, int]:
         return self.ledger.targets()
@@ -71,10 +87,32 @@ class CeleryExecutor(Executor):
             return f"{worker} did not answer {name}"
         return None if "ok" in answer else str(answer.get("error", answer))
 
+    def adopt_retired(self, now: float) -> None:
+        """Re-base each pool whose shrink was refused on what its worker runs: the processes it
+        lists (or more, if more tasks ran at once; the monitor's reconciliation just read both into
+        ``pool.active``), when that is below the target. Processes retired by the refused shrink
+        leave the list over the next seconds, so this repeats until ``PoolLedger.SETTLE`` wall
+        seconds after the refusal; it never raises a target (a list holding a retiring process
+        says nothing more)."""
+        for stage, since in list(self.refused.items()):
+            pool = self.ledger.pools[stage]
+            grown = _last_grow(pool)
+            if now - grown > self.ledger.SETTLE and pool.active < pool.target:  # no grown process pending
+                log.info(
+                    "stage %s: a refused pool_shrink retired %d of %d processes; target re-based to %d",
+                    stage, pool.target - pool.active, pool.target, pool.active,
+                )  # fmt: skip
+                # billed from the refusal on (when billiard retired them), unless re-based since
+                pool.set_target(pool.active, max(since, pool.history[-1][0]))
+                pool.starting = 0
+            if now - max(since, grown) > self.ledger.SETTLE:
+                del self.refused[stage]
+
     def apply(self, plan: Plan) -> Applied:
         refused = list(plan.splits) if self.context is None else []
         if refused:  # a user's app routes its own tasks: adaptflow does not reach its splits
             plan = Plan(workers=plan.workers)
+        self.adopt_retired(time.time())
         applied = self.envelope.constrain(plan, self.current_workers(), self.clock.now())
         applied.clamps += [f"{owner}: split not applied (a user's app routes its own tasks)" for owner in refused]
         for stage, wanted in applied.workers.items():
@@ -83,6 +121,7 @@ class CeleryExecutor(Executor):
             if wanted > have:
                 reason = self._command("pool_grow", pool.worker, wanted - have)
                 if reason is None:
+                    self.refused.pop(stage, None)  # the list now lags the grow: settled rules re-base
                     pool.set_target(wanted, time.time())
                 else:
                     applied.clamps.append(f"{stage}: held at {have}, pool_grow refused: {reason}")
@@ -91,7 +130,7 @@ class CeleryExecutor(Executor):
                 if reason is None:
                     pool.set_target(wanted, time.time())
                 else:  # billiard retired the idle ones it found: the process list will say how many
-                    pool.changed_at = time.time()
+                    pool.changed_at = self.refused[stage] = time.time()
                     applied.clamps.append(
                         f"{stage}: pool_shrink to {wanted} refused ({reason}); held at {have} until the "
                         "worker's process list shows what was retired"
