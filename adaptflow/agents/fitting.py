@@ -156,7 +156,8 @@ def _holt_winters(scenario: Scenario, source: str, data: TrainingSeries) -> Holt
     why = (
         f"its training data has {usable} intervals, under two load cycles of {m}"
         if m
-        else "it has no load cycle (no periodic rate profile, no season in its series)"
+        else "it has no load cycle at a known phase (no periodic rate profile, a cycle whose phase each episode "
+        "draws, or no season in its series)"
     )
     log.warning(
         "forecaster 'holt_winters' on source %r of %r: %s; fitted without a season (simple exponential "
