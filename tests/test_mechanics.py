@@ -369,3 +369,31 @@ def test_simulated_numbers_are_pinned_bit_for_bit(name):
     first = next(iter(s["stages"].values()))
     got = (s["items_arrived"], e2e["completed"], e2e["sla_violations"], e2e["escapes"], e2e["caught"])
     assert (*got, first["mean_wait"], e2e["mean_latency"]) == PINNED[name]
+
+
+def test_workers_with_a_startup_tick_start_together_at_the_pools_next_tick():
+    """Celery's prefork pool starts grown processes at its maintenance tick: with a tick of
+    10 s (phase drawn per episode) and a start-up of 1 s after it, requests at different times
+    before one tick are ready together, 1 s after that tick, and never later than tick + 1."""
+    from tests.helpers import scenario, stage
+
+    data = scenario({"w": stage(1)}, rate=0.1, horizon=200.0).model_dump(mode="json", by_alias=True)
+    data["stages"]["w"]["workers"].update(max=10, startup_delay=1.0, startup_tick=10.0)
+    from adaptflow.scenario import parse_scenario
+    from adaptflow.simulator import Simulation
+
+    spec = parse_scenario(data)
+    sim = Simulation(spec, rng=3)
+    phase = sim.stages["w"].tick_phase
+    assert 0.0 <= phase < 10.0
+    sim.run(phase + 20.5)  # just after a tick
+    sim.set_workers("w", 2)
+    sim.run(phase + 27.0)
+    sim.set_workers("w", 3)
+    sim.run(phase + 30.9)
+    assert sim.counters().stages["w"].starting == 2  # neither is ready before the tick at +30, + 1 s
+    sim.run(phase + 31.1)
+    c = sim.counters().stages["w"]
+    assert (c.starting, c.idle + c.busy) == (0, 3)
+    again = Simulation(spec, rng=3)
+    assert again.stages["w"].tick_phase == phase  # drawn from the seed, its own stream

@@ -167,6 +167,8 @@ class StageState:
         w = spec.workers
         self.min_workers, self.max_workers = w.min, w.max
         self.startup_delay, self.price = w.startup_delay, w.cost_per_second
+        self.tick = w.startup_tick  # workers start at the pool's ticks (see Workers)
+        self.tick_phase = float(streams.get("startup", name).random()) * self.tick if self.tick else 0.0
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
         self.dispatch_delay = spec.dispatch_delay
         self.dispatching = 0  # items sent, their dispatch delay not over yet
@@ -330,13 +332,19 @@ class StageState:
         return n
 
     def _request_worker(self) -> None:
-        if self.startup_delay == 0:
+        delay = self.startup_delay + (self._to_next_tick() if self.tick else 0.0)
+        if delay == 0:
             self._worker_ready(None)
             return
         token = [False]
         self._pending_starts.append(token)
         self.starting += 1
-        Wakeup(self._env, self.startup_delay, token, self._worker_ready)
+        Wakeup(self._env, delay, token, self._worker_ready)
+
+    def _to_next_tick(self) -> float:
+        """Seconds to the pool's next maintenance tick strictly after now."""
+        since = (self._env._now - self.tick_phase) % self.tick  # type: ignore[operator]
+        return self.tick - since  # type: ignore[operator]
 
     def _worker_ready(self, event: Wakeup | None) -> None:
         now = self._env._now
