@@ -324,3 +324,66 @@ def test_the_service_asks_a_dag_planner_for_its_join_buffers_and_a_pipeline_for_
     mm_monitor = SimMonitor(mm)
     mm.run(60.0)
     assert pipeline.post("/v1/decide", json={"metrics": mm_monitor.observe().to_dict()}).status_code == 200
+
+
+def test_nested_scatters_multiply_the_work_bound_and_a_run_that_asks_too_much_is_refused_before_it_starts():
+    from adaptflow.experiments.simulation import check_work
+
+    nested = scenario(
+        {"a": stage(1, next={"scatter": "x", "parts": 10_000, "join": "m"}), "x": stage(1, next="m"), "m": stage(1)},
+        sources={"s": {"process": "poisson", "rate": 1.0, "to": {"scatter": "a", "parts": 10_000, "join": None}}},
+        horizon=10.0,
+    )
+    assert nested.parts_per_item() >= 10_000 * 10_000
+    with pytest.raises(ValueError, match=r"about 10 arrivals x up to [\d,]+ parts each"):
+        check_work(nested, None)
+    sequential = scenario(
+        {"a": stage(1, next="b"), "b": stage(1, next={"scatter": "c", "parts": 5, "join": None}), "c": stage(1)},
+        sources={"s": {"process": "poisson", "rate": 1.0, "to": {"scatter": "a", "parts": 4, "join": "b"}}},
+    )
+    assert sequential.parts_per_item() == 1 + 4 + 5  # one after the other: they add
+
+
+def test_parts_that_can_fork_again_have_no_bound_and_are_refused_before_they_run():
+    """A part of a's scatter may go back to a and scatter again before its join: a branching
+    process with no bound on its parts. (An item that loops after its join forks once per pass,
+    as any item visits a stage once per pass: that is the traffic of a feedback loop.)"""
+    from adaptflow.experiments.simulation import check_work
+
+    looping = scenario(
+        {
+            "a": stage(1, next={"scatter": "x", "parts": 2, "join": "m"}),
+            "x": stage(1, next=[{"to": "a", "p": 0.5}, {"to": "m", "p": 0.5}]),
+            "m": stage(1),
+        },
+        sources={"s": {"process": "poisson", "rate": 1.0, "to": "a"}},
+    )
+    assert looping.parts_per_item() == float("inf")
+    with pytest.raises(ValueError, match="parts each"):
+        check_work(looping, None)
+
+
+@pytest.mark.parametrize("join", ["m", None])
+def test_nested_fan_outs_with_the_same_join_complete_the_inner_family_then_the_outer(tmp_path, join):
+    """The outer fork's branch a scatters 2 parts that meet at the same join as the outer fork
+    (a stage m, or the exit): the inner family completes first, then its parent (an outer part)
+    waits for its sibling b there, and the item goes on once: m serves it once, it exits once."""
+    spec = _dag(
+        tmp_path,
+        [0.0],
+        {"fork": ["a", "b"], "join": join},
+        {
+            "a": stage(1, "deterministic", 1.0, next={"scatter": "x", "parts": 2, "join": join}),
+            "x": stage(2, "deterministic", 1.0, next=join),
+            "b": stage(1, "deterministic", 5.0, next=join),
+            **({"m": stage(1, "deterministic", 1.0)} if join else {}),
+        },
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run()
+    end = sim.counters()
+    name = join or "exit"
+    assert (end.exits, end.in_system, end.joins[name].joined) == (1, 0, 2)  # inner and outer family
+    assert sim.e2e_latencies == [6.0 if join else 5.0]  # b takes 5, then m 1
+    if join:
+        assert end.stages["m"].completed == 1

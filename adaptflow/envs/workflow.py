@@ -328,10 +328,10 @@ class WorkflowEnv(gym.Env):
                 f"decision_interval: {interval:g} s is longer than the horizon of {scenario.horizon:g} s; "
                 "expected at most the horizon"
             )
-        items = scenario.expected_arrivals()
-        if not items <= MAX_ITEMS:  # also a NaN estimate
+        items, what = scenario.expected_work()
+        if not items <= MAX_ITEMS:  # also a NaN or infinite estimate
             raise ValueError(
-                f"horizon: about {items:,.0f} arrivals per episode over {scenario.horizon:g} s; "
+                f"horizon: {what} per episode over {scenario.horizon:g} s; "
                 f"expected at most {MAX_ITEMS:,} (roughly a minute of simulation per episode)"
             )
 

@@ -39,10 +39,10 @@ def check_work(
                 f"interval: {record_interval:g} s over a horizon of {spec.horizon:g} s is {windows:,.0f} windows; "
                 f"expected at most {MAX_WINDOWS:,} (an interval of at least {spec.horizon / MAX_WINDOWS:g} s)"
             )
-    items = spec.expected_arrivals()
-    if not items <= max_items:  # also a NaN estimate
+    items, what = spec.expected_work()
+    if not items <= max_items:  # also a NaN or infinite estimate (a fan-out on a loop)
         raise ValueError(
-            f"{label or spec.name}: sources: about {items:,.0f} arrivals over a horizon of {spec.horizon:g} s, "
+            f"{label or spec.name}: sources: {what} over a horizon of {spec.horizon:g} s, "
             f"more than the limit of "
             f"{max_items:,.0f} (roughly a minute of wall time per 20 million); shorten --horizon or raise --max-items"
         )

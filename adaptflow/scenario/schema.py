@@ -630,6 +630,22 @@ class Scenario(_Strict):
         horizon = self.horizon if horizon is None else horizon
         return float(sum(_expected_count(source, horizon) for source in self.sources.values()))
 
+    def expected_work(self, horizon: float | None = None) -> tuple[float, str]:
+        """``(units, what)``: the arrivals over ``horizon`` times the parts each item can become
+        (:meth:`parts_per_item`), what :data:`MAX_ITEMS` bounds; and those words for an error."""
+        items, parts = self.expected_arrivals(horizon), self.parts_per_item()
+        what = f"about {items:,.0f} arrivals" + (f" x up to {parts:,.0f} parts each" if parts > 1 else "")
+        return items * parts, what
+
+    def parts_per_item(self) -> float:
+        """An upper bound on the visits-making units one item can become: 1 for a pipeline; a
+        fan-out adds its largest part count times (1 + what the fan-outs on its parts' way to
+        its join add), so nested scatters multiply and sequential ones add. Infinite when a
+        fan-out can reach itself (a loop that forks again). What bounds a run's work together
+        with :meth:`expected_arrivals`, before any of it is done."""
+        weights: dict[str, float] = {}
+        return 1.0 + sum(_fan_out_weight(self, owner, weights, ()) for owner in self.fan_outs())
+
     def for_part(self, part: Part, augment: dict[str, Any] | None = None) -> Scenario:
         """This scenario with every series source drawing its windows from ``part`` ("train",
         "validation", "test" or "all"), and with ``augment`` (an :class:`Augment` as a dict) if
@@ -818,3 +834,40 @@ def _class_problems(scenario: Scenario) -> list[str]:
                     f"stages.{name}.discipline: 'priority' needs job classes; expected 'fifo' or a classes: map"
                 )
     return problems
+
+
+def _fan_out_weight(scenario: Scenario, owner: str, memo: dict[str, float], stack: tuple[str, ...]) -> float:
+    """Most parts the fan-out after ``owner`` makes, counting the fan-outs its parts meet before
+    its join (see :meth:`Scenario.parts_per_item`)."""
+    if owner in memo:
+        return memo[owner]
+    if owner in stack:
+        return math.inf
+    route = scenario.fan_outs()[owner]
+    most = float(len(route.fork)) if isinstance(route, Fork) else float(_max_parts(route))
+    inner = 0.0
+    for stage in _stages_before(scenario, route.branches(), route.join):
+        if isinstance(scenario.stages[stage].next, FAN_OUTS):
+            inner += _fan_out_weight(scenario, stage, memo, (*stack, owner))
+    memo[owner] = most * (1.0 + inner)
+    return memo[owner]
+
+
+def _max_parts(route: Scatter) -> int:
+    parts = route.parts
+    if isinstance(parts, int):
+        return parts
+    return max(parts.samples) if parts.samples is not None else int(parts.high)  # type: ignore[arg-type]
+
+
+def _stages_before(scenario: Scenario, starts: list[str], join: str | None) -> set[str]:
+    """Stages reachable from ``starts`` without passing ``join``."""
+    seen: set[str] = set()
+    frontier = [s for s in starts if s != join]
+    while frontier:
+        node = frontier.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        frontier += [t for t in scenario.stages[node].next.targets() if t is not None and t != join and t not in seen]
+    return seen

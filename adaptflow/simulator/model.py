@@ -499,7 +499,9 @@ class Simulation:
             self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         for name, point in self.joins.items():
-            point.go_on = self._served if name is None else self.stages[name].enter
+            # where a joined item goes: as any item sent there, so that an item that is itself a
+            # part (nested forks) goes on to its own family's join, even at the same stage
+            point.go_on = self._delivery(name)
         self.sources = {n: SourceState(self, n, s, streams, k) for k, (n, s) in enumerate(scenario.sources.items())}
         self.splits: dict[str, _SplitRouter] = {}
         for name, stage in self.stages.items():
