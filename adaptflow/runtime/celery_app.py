@@ -21,6 +21,18 @@ This module imports the scenario room (not the SimPy model), and asks it what th
 means: the route objects decide where an item goes (``choose``), :func:`outcome_rule` decides a
 visit's failure, retry and validation, and the service samplers draw the same distributions.
 The simulator calls the same code, so the two worlds cannot drift apart.
+
+Fork and join (a :class:`~adaptflow.scenario.routing.Fork` or ``Scatter`` route) run as the
+simulator runs them (:mod:`adaptflow.simulator.joins`): the visit whose route fans out publishes
+the parts at once, as a Celery group of visit messages, each part carrying its family (id, join,
+expected parts, its index, the parent item). A part is an item of its own at every stage; its way
+ends at its family's join, kept in Redis by :class:`JoinStore` (see there for why not a Celery
+chord). The part whose arrival completes the family sends the parent on, once: to the join
+stage's queue, or out (``join: null``). A dropped or given-up part kills the family: the item
+leaves dropped or failed once, and the other parts are discarded when they reach the join. The
+item counts as a whole: only the parent has ``arrive`` and ``exit``/``drop``/``giveup`` records;
+a part's own drop is a ``drop`` record with ``w`` = 0 (the stage's count, not the item's), and a
+part's arrival at its join a ``join`` record (``j`` join, ``i`` item, ``p`` part, ``o`` outcome).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +57,7 @@ from kombu import Queue
 
 from adaptflow.scenario.loading import load_scenario
 from adaptflow.scenario.outcome import DETECTED, FAILED_RETRY, Decide, Outcome, outcome_rule
-from adaptflow.scenario.routing import Route, Split, Target
+from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Fork, Route, Scatter, Split, Target
 from adaptflow.scenario.schema import Scenario, TraceSource, load_trace
 from adaptflow.scenario.streams import service_sampler
 
@@ -73,6 +86,9 @@ MIN_VISIBILITY_TIMEOUT = 10.0
 REDIS_PATIENCE = 600.0
 """Wall seconds a visit whose item is in hand waits for Redis to come back before it fails; a
 failed task is acknowledged, and its item would be lost."""
+FAMILY_TTL = 86_400.0
+"""Wall seconds a fork's join markers live after their last arrival (at least 3 visibility
+timeouts): longer than a part can take to reach its join, short enough to bound Redis."""
 LONGEST_VISIT_QUANTILE = 0.9999
 """A stage's longest expected visit: this quantile of its service time (one visit in 10,000 runs
 longer and may be redelivered while it still runs: work wasted, never an item routed twice)."""
@@ -111,9 +127,12 @@ class LiveItem:
     bad: bool = False  # the truth about quality
     flagged: bool = False  # what a validation stage concluded
     attempt: int = 0  # failed attempts at the current stage
+    # A part of a forked item: its family {id, join (stage or None: the exit), n (parts),
+    # k (this part's index), parent (the parent item's message, itself maybe a part)}.
+    family: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
-        return {
+        message = {
             "id": self.id,
             "source": self.source,
             "created": self.created,
@@ -122,6 +141,18 @@ class LiveItem:
             "flagged": self.flagged,
             "attempt": self.attempt,
         }
+        if self.family is not None:  # a pipeline's messages stay as they were
+            message["family"] = self.family
+        return message
+
+    def parent(self) -> LiveItem:
+        """The item this part was forked from (a part itself when fan-outs nest)."""
+        assert self.family is not None, "not a part"
+        return LiveItem.from_message(self.family["parent"])
+
+    def root(self) -> LiveItem:
+        """The item as the source created it: what is counted end to end."""
+        return self if self.family is None else self.parent().root()
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> LiveItem:
@@ -155,6 +186,117 @@ class SplitStore:
         return {owner: self.read(owner) for owner in self.defaults}
 
 
+_JOIN_ARRIVE = """
+-- KEYS: 1 parts set, 2 dead marker, 3 completer, 4 flagged, 5 waiting hash (join -> parts)
+-- ARGV: 1 part index, 2 expected parts, 3 part flagged (0/1), 4 ttl seconds, 5 join name
+local who = redis.call('GET', KEYS[3])
+if who then
+  if who == ARGV[1] then return {'complete', 0} end
+  return {'duplicate', 0}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'dead', 0} end
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if ARGV[3] == '1' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[4]) end
+local n = redis.call('SCARD', KEYS[1])
+if n < tonumber(ARGV[2]) then
+  if added == 1 then redis.call('HINCRBY', KEYS[5], ARGV[5], 1) end
+  return {'wait', 0}
+end
+local flagged = redis.call('EXISTS', KEYS[4])
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+redis.call('HINCRBY', KEYS[5], ARGV[5], 1 - n)
+redis.call('DEL', KEYS[1], KEYS[4])
+return {'complete', flagged}
+"""
+_JOIN_KILL = """
+-- KEYS: 1 parts set, 2 dead marker, 3 completer, 4 flagged, 5 waiting hash
+-- ARGV: 1 killer token, 2 ttl seconds, 3 join name
+local who = redis.call('GET', KEYS[2])
+if who then
+  if who == ARGV[1] then return 1 end
+  return 0
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('HINCRBY', KEYS[5], ARGV[3], 0 - redis.call('SCARD', KEYS[1]))
+redis.call('DEL', KEYS[1], KEYS[4])
+return 1
+"""
+
+
+class JoinStore:
+    """The joins of a live run, in Redis, as Celery's Redis backend keeps a chord's header count.
+
+    Why not a Celery chord: a chord's header is a fixed set of tasks, and the body runs when
+    those tasks have *returned* (``on_chord_part_return`` in ``celery/backends/redis.py``, with
+    a result backend, which this app does without: ``task_ignore_result``). A part here is not
+    one task: its way is a chain of visits (stages, retries, splits) that ends at the join, and
+    it may be dropped or given up on the way, which must end the whole item at once, not make
+    the join wait forever. So the join is kept as that backend keeps a chord's count, in one Lua
+    script per arrival (atomic, so two parts arriving at once cannot both complete the family
+    nor both miss it):
+
+    * an arriving part does ``SADD`` of its index into the family's set: a part that arrives
+      twice (its step written again after a lost reply) counts once, as Celery 5.7 dedupes a
+      redelivered header task by its id (its ``.d`` set);
+    * the arrival that makes ``SCARD`` reach the expected count takes the family's completer key
+      (``SET``; Celery's claim key ``.c``) and alone sends the parent on; asking again with the
+      same index answers ``complete`` again (its successor's task id is derived, so a parent
+      published twice is routed once by its visit's ``done`` claim);
+    * a dropped or given-up part sets the family's dead marker: the first killer (asked again,
+      still the first) counts the item as dropped or failed; parts arriving later are discarded;
+    * the parts waiting at each join are a hash (``<prefix>:joinwait``) kept by the same scripts,
+      which the monitor reads as ``MetricsSnapshot.join_waiting``.
+
+    A completed family deletes its set; the completer and dead keys, which must outlive any
+    late duplicate or part still in flight, expire after ``ttl`` wall seconds (refreshed by each
+    arrival), so a long run's Redis holds only the families in flight plus a day's small markers.
+    A part is lost only as any item is: a worker killed between a visit's ``done`` claim and its
+    routing step (microseconds); a killed worker's running and queued parts are redelivered."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl: float):
+        self.client, self.prefix, self.ttl = client, prefix, int(ttl)
+        self._arrive = client.register_script(_JOIN_ARRIVE)
+        self._kill = client.register_script(_JOIN_KILL)
+
+    @property
+    def waiting_key(self) -> str:
+        return f"{self.prefix}:joinwait"
+
+    def keys(self, family: dict[str, Any]) -> list[str]:
+        base = f"{self.prefix}:fam:{family['id']}"
+        return [f"{base}:parts", f"{base}:dead", f"{base}:done", f"{base}:flag", self.waiting_key]
+
+    def arrive(self, family: dict[str, Any], flagged: bool) -> tuple[str, bool]:
+        """Part ``family['k']`` reached the join: ``('wait' | 'complete' | 'dead' | 'duplicate',
+        whether a part of the family was flagged)``; the flag is known on ``complete`` only."""
+        args = [family["k"], family["n"], int(flagged), self.ttl, join_name(family["join"])]
+        outcome, flag = self._arrive(keys=self.keys(family), args=args)
+        return str(outcome), bool(int(flag))
+
+    def kill(self, family: dict[str, Any], token: str) -> bool:
+        """Mark the family dead; ``True`` for the killer that did it first (and for it again)."""
+        args = [token, self.ttl, join_name(family["join"])]
+        return bool(int(self._kill(keys=self.keys(family), args=args)))
+
+    def waiting(self, joins: list[str]) -> dict[str, int]:
+        """Parts waiting now at each join (by :meth:`Scenario.join_names`)."""
+        raw = self.client.hgetall(self.waiting_key)
+        return {name: max(0, int(raw.get(name, 0))) for name in joins}
+
+
+def join_name(join: str | None) -> str:
+    """A join's name in metrics: its stage, or ``"exit"`` (``join: null``)."""
+    return JOIN_AT_EXIT if join is None else join
+
+
+def part_task_id(family_id: str, k: int) -> str:
+    """The task id of part ``k``'s first visit: derived, so a fan-out step written again after
+    a lost reply publishes the same visits (run twice, routed once by their ``done`` claims)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{family_id}/{k}"))
+
+
 @dataclass
 class LiveContext:
     """What the tasks, the load generator and the monitor share: the scenario, the broker, the
@@ -172,6 +314,7 @@ class LiveContext:
     _rng: random.Random | None = field(default=None, repr=False)
     _pid: int = field(default=0, repr=False)
     task: Any = field(default=None, repr=False)  # the visit task, set by make_app
+    _joins: JoinStore | None = field(default=None, repr=False)
 
     @property
     def events_key(self) -> str:
@@ -222,6 +365,18 @@ class LiveContext:
             approximate=True,
         )
 
+    @property
+    def joins(self) -> JoinStore:
+        if self._joins is None:
+            self._joins = JoinStore(self.client, self.prefix, max(FAMILY_TTL, 3 * self.visibility_timeout))
+        return self._joins
+
+    @property
+    def items_key(self) -> str:
+        """The set of the items in the system now (a DAG scenario's ``in_system``: its parts are
+        visits at several stages at once, so queue plus busy would count an item many times)."""
+        return f"{self.prefix}:items"
+
     # -- routing -------------------------------------------------------------------------------
     def next_stage(self, owner: str, route: Route, item: LiveItem) -> Target:
         """Where ``route`` (the route after ``owner``) sends ``item``; ``None`` is the exit. The
@@ -230,37 +385,122 @@ class LiveContext:
         return route.choose(item, self.uniform, splits)
 
     def deliver(self, owner: str, route: Route, item: LiveItem, task_id: str | None = None) -> None:
-        """Hand ``item`` on after ``owner`` (a source or a stage): to a stage's queue, or out."""
-        self.enqueue(self.next_stage(owner, route, item), item, task_id)
+        """Hand ``item`` on after ``owner`` (a source or a stage): to a stage's queue, out, or,
+        for a fan-out, as parts to their stages' queues."""
+        if isinstance(route, FAN_OUTS):
+            self.fan_out(route, item, task_id)
+        else:
+            self.enqueue(self.next_stage(owner, route, item), item, task_id)
+
+    def fan_out(self, route: Fork | Scatter, item: LiveItem, task_id: str | None = None) -> None:
+        """Send ``item``'s parts to their first stages at once, as one Celery group. The family id
+        is the visit's successor id (derived: written again, the same parts). As in the simulator,
+        a part refused by a full queue kills the family and no further part is sent."""
+        from celery import group
+
+        family_id = task_id or uuid.uuid4().hex
+        targets = route.part_targets(self.uniform)
+        parent, now, sigs = item.to_message(), time.time(), []
+        for k, stage in enumerate(targets):
+            family = {"id": family_id, "join": route.join, "n": len(targets), "k": k, "parent": parent}
+            part = LiveItem(f"{item.id}.{k}", item.source, item.created, item.size, item.bad, family=family)
+            if self.full(stage):
+                self.drop(stage, part, now)
+                break
+            visit_id = part_task_id(family_id, k)
+            self.event("enter", s=stage, i=part.id, k=visit_id, t=now)
+            sigs.append(self.task.signature((part.to_message(), stage, now), queue=stage, task_id=visit_id))
+        if sigs:
+            group(sigs).apply_async()
+
+    def full(self, stage: str) -> bool:
+        capacity = self.scenario.stages[stage].queue.capacity
+        return capacity is not None and self.client.llen(stage) >= capacity
 
     def enqueue(self, stage: str | None, item: LiveItem, task_id: str | None = None) -> None:
-        """Queue a visit of ``item`` at ``stage`` (its retry when ``item.attempt > 0``: the
-        ``enter`` record then carries ``r``), or record its exit (``stage=None``). ``task_id``:
-        the new visit's id (default a fresh one); a visit gives its successor an id derived from
-        its own, so that a successor published twice (a write retried through an outage) is run
-        twice but routed once, by the ``done`` claim."""
-        now = time.time()
-        if stage is None:
-            self.event("exit", i=item.id, c=item.created, t=now, b=item.bad, f=item.flagged)
-            return
-        capacity = self.scenario.stages[stage].queue.capacity
-        if capacity is not None and self.client.llen(stage) >= capacity:
-            self.event("drop", s=stage, i=item.id, c=item.created, t=now)
-            return
-        from celery import uuid
+        """Hand ``item`` to ``stage`` (``None``: the exit): a part whose way ends there arrives at
+        its family's join; anything else is queued there (:meth:`visit_at`) or leaves."""
+        family = item.family
+        if family is not None and family["join"] == stage:
+            self.arrive_at_join(item, task_id)
+        elif stage is None:
+            self.leave("exit", item, time.time())
+        else:
+            self.visit_at(stage, item, task_id)
 
-        task_id = task_id or uuid()
+    def visit_at(self, stage: str, item: LiveItem, task_id: str | None = None) -> None:
+        """Queue a visit of ``item`` at ``stage`` (its retry when ``item.attempt > 0``: the
+        ``enter`` record then carries ``r``). ``task_id``: the new visit's id (default a fresh
+        one); a visit gives its successor an id derived from its own, so that a successor
+        published twice (a write retried through an outage) is run twice but routed once, by the
+        ``done`` claim."""
+        now = time.time()
+        if self.full(stage):
+            self.drop(stage, item, now)
+            return
+        from celery import uuid as celery_uuid
+
+        task_id = task_id or celery_uuid()
         retry = {"r": item.attempt} if item.attempt else {}
         self.event("enter", s=stage, i=item.id, k=task_id, t=now, **retry)
         self.task.apply_async((item.to_message(), stage, now), queue=stage, task_id=task_id)
+
+    def arrive_at_join(self, part: LiveItem, task_id: str | None) -> None:
+        """``part`` reached its family's join; the arrival that completes the family sends the
+        parent on (into the join stage, bypassing the join, or out), with ``task_id``."""
+        family = part.family
+        assert family is not None
+        outcome, flagged = self.joins.arrive(family, part.flagged)
+        root = part.root()
+        self.event("join", j=join_name(family["join"]), i=root.id, p=part.id, o=outcome, t=time.time())
+        if outcome != "complete":
+            return
+        parent = part.parent()
+        parent.flagged = parent.flagged or flagged
+        if family["join"] is None:
+            self.enqueue(None, parent, task_id)
+        else:
+            self.visit_at(family["join"], parent, task_id)
+
+    def drop(self, stage: str, item: LiveItem, now: float) -> None:
+        """``item`` was refused by ``stage``'s full queue: dropped, a part taking its item with
+        it (once: a ``drop`` record with ``w`` = 0 counts only the stage's drop)."""
+        root = self.kill(item)
+        if root is None:
+            self.event("drop", s=stage, i=item.id, c=item.created, t=now, w=0)
+        else:
+            self.leave("drop", root, now, s=stage)
+
+    def kill(self, item: LiveItem) -> LiveItem | None:
+        """``item`` is gone (dropped or given up): its family dies with it, and their parents'
+        families; the root item if this death is the first to reach it, else ``None``."""
+        if item.family is None:
+            return item
+        if not self.joins.kill(item.family, str(item.family["k"])):
+            return None
+        return self.kill(item.parent())
+
+    def leave(self, kind: str, item: LiveItem, now: float, **fields: Any) -> None:
+        """A root item leaves (``exit``, ``drop``, ``giveup``): its one record."""
+        if kind == "exit":
+            fields |= {"b": item.bad, "f": item.flagged}
+        self.event(kind, i=item.id, c=item.created, t=now, **fields)
+        if self._dag:
+            self.client.srem(self.items_key, item.id)
 
     def submit(self, source: str, index: int, size: float = 1.0, bad: bool = False) -> str:
         """A new item from ``source`` (the load generator's call): recorded, then routed."""
         now = time.time()
         item = LiveItem(f"{source}-{index}", source, now, float(size), bool(bad))
+        if self._dag:
+            self.client.sadd(self.items_key, item.id)
         self.event("arrive", src=source, i=item.id, t=now)
         self.deliver(source, self.scenario.sources[source].to, item)
         return item.id
+
+    @cached_property
+    def _dag(self) -> bool:
+        return bool(self.scenario.fan_outs())
 
     # -- one visit -----------------------------------------------------------------------------
     def visit(self, item: LiveItem, stage: str, enter: float, task_id: str, host: str) -> None:
@@ -288,12 +528,19 @@ class LiveContext:
         successor = str(uuid.uuid5(uuid.NAMESPACE_URL, task_id))
         if outcome is FAILED_RETRY:
             item.attempt += 1
-            self.until_redis(lambda: self.enqueue(stage, item, successor))  # enter record with r = item.attempt
+            self.until_redis(lambda: self.visit_at(stage, item, successor))  # enter record with r = item.attempt
         elif outcome.failed:
-            self.until_redis(lambda: self.event("giveup", s=stage, i=item.id, c=item.created, t=end))
+            self.until_redis(lambda: self.give_up(stage, item, end))
         else:
             item.attempt = 0  # retries are counted per stage visit
             self.until_redis(lambda: self.deliver(stage, spec.next, item, successor))
+
+    def give_up(self, stage: str, item: LiveItem, now: float) -> None:
+        """``item`` failed its last retry at ``stage``: given up, a part taking its item with it
+        (once; the stage's failure is the visit's ``finish`` record)."""
+        root = self.kill(item)
+        if root is not None:
+            self.leave("giveup", root, now, s=stage)
 
     def until_redis(self, action: Callable[[], T], patience: float = REDIS_PATIENCE) -> T:
         """``action`` (a visit's Redis step), retried with backoff (0.05 s doubling to 2 s) while
@@ -382,6 +629,20 @@ def _encode(value: Any) -> str | int | float:
     return value
 
 
+def refuse_unsupported(scenario: Scenario) -> Scenario:
+    """``scenario``, or a ``ValueError`` for what the live world does not run as the simulator
+    does, raised before any worker runs.
+
+    Job classes (``classes``, a stage's ``discipline: priority``) are not run live: every stage
+    is one FIFO Celery queue, and a class's own deadline would be judged by the scenario's."""
+    if scenario.classes:
+        raise ValueError(
+            f"scenario {scenario.name!r}: classes {sorted(scenario.classes)} (job classes) are not supported "
+            f"live; expected a scenario without classes (stages are single FIFO Celery queues)"
+        )
+    return scenario
+
+
 def make_app(
     scenario: str | Path | Scenario,
     broker_url: str,
@@ -402,7 +663,7 @@ def make_app(
         raise ValueError(f"time_scale must be > 0, got {time_scale}")
     if visibility_timeout is not None and not visibility_timeout > 0:
         raise ValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
-    spec = load_scenario(scenario)
+    spec = refuse_unsupported(load_scenario(scenario))
     if visibility_timeout is None:
         visibility_timeout = default_visibility_timeout(spec, time_scale)
     app = Celery(f"adaptflow-{spec.name}", broker=broker_url, set_as_current=False)

@@ -7,7 +7,11 @@ see :mod:`adaptflow.runtime.celery_app`): ``arrive`` (``i`` item, ``src``, ``t``
 ``enter`` (``s`` stage, ``i``, ``k`` task id, ``t``, ``r`` retry number, absent or 0 on a first
 visit), ``start`` (``s``, ``k``, ``t``, ``q`` its enter time) and ``finish`` (``s``, ``k``, ``t``,
 ``st`` its start, ``x`` failed, ``d`` detected), and ``exit`` / ``drop`` / ``giveup`` (``i``, ``c``
-created, ``t``; ``b`` bad and ``f`` flagged on an exit; ``s`` on a drop).
+created, ``t``; ``b`` bad and ``f`` flagged on an exit; ``s`` on a drop). A fork's parts are
+visits like any other; only their item has ``arrive`` and leaving records, so items count as
+wholes (late, dropped, exited once). A ``drop`` with ``w`` = 0 is a part's drop after its item
+was already gone: the stage's drop, not another item's. ``join`` records (a part at its join)
+are not folded: the parts waiting at a join are read from Redis by the monitor.
 
 Units: record times are wall seconds (``time.time()``). Areas (queue x time, busy x time) stay in
 wall seconds: the monitor divides them by wall durations. Waits, latencies and the deadline are
@@ -204,6 +208,9 @@ class EventFold:
         self._open[f["i"]] = _IN_SYSTEM
 
     def _leave(self, kind: str, f: Record) -> None:
+        if f.get("w") == "0":  # a part's drop when its item is gone already: the stage's count only
+            self.visits[f["s"]].now.drops += 1
+            return
         item, created, t = f["i"], self.scenario_time(float(f["c"])), self.scenario_time(float(f["t"]))
         state = self._open.get(item)
         if state is _IN_SYSTEM:

@@ -29,6 +29,8 @@ class _Reading:
     queued: dict[str, int]  # stage -> queue length plus its worker's reserved messages
     splits: dict[str, dict[str | None, float]]
     records: list[Record] = field(default_factory=list)
+    in_system: int | None = None  # items in the system, when the system knows (a DAG's)
+    join_waiting: dict[str, int] = field(default_factory=dict)  # parts waiting per join
 
 
 class CeleryMonitor(Monitor):
@@ -38,7 +40,9 @@ class CeleryMonitor(Monitor):
     starting, target), counts of the interval (arrivals, completions, failures, drops, validation
     flags), mean wait, time-average queue length, utilization (busy / ready worker time), worker
     time and its cost, end-to-end latency and SLA violations (counted when the deadline passes, as
-    in simulation).
+    in simulation). In a DAG scenario (fork and join), ``in_system`` counts items, not parts, and
+    ``join_waiting`` the parts waiting at each join now, both read from the run's Redis (see
+    :class:`~adaptflow.runtime.celery_app.JoinStore`), as SimMonitor fills them.
 
     What it reads comes from a :class:`~.system.LiveSystem`: adaptflow's own app (its tasks'
     Redis stream, quality escapes known from the load generator's synthetic quality) or any
@@ -91,6 +95,10 @@ class CeleryMonitor(Monitor):
             for name in self.scenario.stages
         }
         reading = _Reading(stats, active, queued, self.system.splits())
+        if self.system.in_system is not None:
+            reading.in_system = self.system.in_system()
+        if self.system.join_waiting is not None:
+            reading.join_waiting = self.system.join_waiting()
         reading.records = self.system.records.read()  # last: the in-memory feeds change state here
         return reading
 
@@ -124,7 +132,7 @@ class CeleryMonitor(Monitor):
             for name, st in interval.stages.items()
         }
         self._prev_active = {n: p.active for n, p in self.ledger.pools.items()}
-        return self._snapshot(interval, stages, reading.splits)
+        return self._snapshot(interval, stages, reading)
 
     def _stage_metrics(self, name: str, st: StageInterval, interval: Interval, queued: int, busy: int) -> StageMetrics:
         """One stage's metrics: the fold's tallies, priced on the pool's target over the interval
@@ -159,9 +167,7 @@ class CeleryMonitor(Monitor):
             cost=billed * scale * price,
         )
 
-    def _snapshot(
-        self, interval: Interval, stages: dict[str, StageMetrics], splits: dict[str, dict[str | None, float]]
-    ) -> MetricsSnapshot:
+    def _snapshot(self, interval: Interval, stages: dict[str, StageMetrics], reading: _Reading) -> MetricsSnapshot:
         # With empty_start, the loop's first observation reports interval 0, as the simulator's
         # at t=0 does: it covers only the moments since the clock started, and a rate over such a
         # sliver (0, or a few arrivals over milliseconds) seeded the analyzer's forecasts with
@@ -180,8 +186,12 @@ class CeleryMonitor(Monitor):
             escapes=interval.escapes,
             caught=interval.caught,
             mean_latency=interval.mean_latency,
-            splits=splits,
-            in_system=sum(s.queue_length + s.busy for s in stages.values()),
+            splits=reading.splits,
+            # items, not a fork's parts (as SimMonitor's): a DAG's system counts them in Redis
+            in_system=sum(s.queue_length + s.busy for s in stages.values())
+            if reading.in_system is None
+            else reading.in_system,
+            join_waiting=dict(reading.join_waiting),
         )
         if self.percentiles and interval.latencies:
             snapshot.p95_latency = float(np.percentile(interval.latencies, 95))

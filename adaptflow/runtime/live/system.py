@@ -47,6 +47,11 @@ class LiveSystem:
     queue_lengths: Callable[[], dict[str, int]]  # stage -> messages waiting in the broker
     splits: Callable[[], dict[str, dict[str | None, float]]]
     gaps: Callable[[], list[Gap]] = list  # times events may have been lost (a user's app only)
+    # Fork/join (adaptflow's own app, a DAG scenario): the items in the system now (parts are
+    # visits at several stages at once), and the parts waiting at each join. None: not known,
+    # the monitor counts queue plus busy, and no joins.
+    in_system: Callable[[], int] | None = None
+    join_waiting: Callable[[], dict[str, int]] | None = None
 
 
 class StreamRecords:
@@ -89,13 +94,15 @@ class CeleryEventRecords:
 def builtin_system(app: Celery) -> LiveSystem:
     """adaptflow's own app: the scenario, time scale, stream and splits of its :class:`LiveContext`."""
     context = context_of(app)
-    client = context.client
+    client, joins = context.client, context.scenario.join_names()
     return LiveSystem(
         scenario=context.scenario,
         time_scale=context.time_scale,
         records=StreamRecords(client, context.events_key),
         queue_lengths=lambda: {name: client.llen(name) for name in context.scenario.stages},
         splits=context.splits.read_all,
+        in_system=(lambda: int(client.scard(context.items_key))) if joins else None,
+        join_waiting=(lambda: context.joins.waiting(joins)) if joins else None,
     )
 
 
