@@ -81,6 +81,28 @@ def test_loadgen_submits_the_simulators_arrival_trace() -> None:
     assert live == simulated
 
 
+def test_the_simulated_reference_starts_workers_at_celerys_pool_ticks() -> None:
+    """compare-live's simulated world grows a pool as Celery's prefork pool does: at the pool's
+    next maintenance tick (every 5 wall s, in scenario seconds at the time scale) plus the time
+    to fork a process, with Celery's dispatch floor on every visit; every pool keeps one process."""
+    from adaptflow.experiments.compare_live import as_live
+    from adaptflow.simulator import Simulation
+
+    spec = as_live("mmc", time_scale=10.0)
+    workers = spec.stages["work"].workers
+    assert (workers.startup_tick, workers.startup_delay, workers.min) == (50.0, pytest.approx(0.8), 1)
+    assert spec.stages["work"].dispatch_delay == pytest.approx(0.02)
+    sim = Simulation(spec, rng=1)
+    stage = sim.stages["work"]
+    tick = stage.tick_phase
+    sim.run(tick + 1.0)  # just after a tick: a request waits the whole next tick
+    sim.set_workers("work", 15)
+    sim.run(tick + 50.7)
+    assert sim.counters().stages["work"].starting == 5
+    sim.run(tick + 50.9)
+    assert sim.counters().stages["work"].starting == 0
+
+
 def test_wall_clock_keeps_a_fixed_grid() -> None:
     clock = WallClock(time_scale=20.0)
     for _ in range(3):
