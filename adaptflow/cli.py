@@ -333,7 +333,7 @@ def _compare_live(args: argparse.Namespace) -> int:
 
     table = compare_live(
         args.scenario, args.broker, args.planner, seed=args.seed, duration=args.duration, interval=args.interval,
-        time_scale=args.time_scale, autoscaler=not args.no_autoscaler, workdir=args.out,
+        time_scale=args.time_scale, autoscaler=not args.no_autoscaler, workdir=args.out, tick_phases=args.tick_phases,
     )  # fmt: skip
     console = _console()
     print_table(console, table, LIVE_COLUMNS, f"{args.scenario}: {args.planner}, simulated and live (scenario s)")
@@ -640,6 +640,10 @@ def _add_compare_live(commands: Any) -> None:
     cl.add_argument("--interval", type=float, default=30.0, help="decision interval, scenario s")
     cl.add_argument("--time-scale", type=float, default=10.0)
     cl.add_argument("--no-autoscaler", action="store_true", help="skip the Celery --autoscale run")
+    cl.add_argument(
+        "--tick-phases", type=int, default=8, choices=range(1, 65), metavar="K",
+        help="simulate K phases of Celery's pool ticks and show their mean, min and max (default 8)",
+    )  # fmt: skip
     cl.add_argument("--out", default="runs/compare-live")
     cl.set_defaults(handler=_compare_live)
 

@@ -99,8 +99,25 @@ def test_the_simulated_reference_starts_workers_at_celerys_pool_ticks() -> None:
     sim.set_workers("work", 15)
     sim.run(tick + 50.7)
     assert sim.counters().stages["work"].starting == 5
-    sim.run(tick + 50.9)
+    sim.run(tick + 50.9)  # forked one after another, 0.8 s apart, from the tick
+    assert sim.counters().stages["work"].starting == 4
+    sim.run(tick + 54.1)
     assert sim.counters().stages["work"].starting == 0
+
+
+def test_the_simulated_reference_spans_the_phases_of_celerys_pool_ticks() -> None:
+    """compare-live's simulated rows: the mean over tick phases, and the column-wise min and
+    max; a planner that grows the pool (erlang from 1 worker) meets the ticks at different
+    times, a static pool never does."""
+    from adaptflow.experiments.compare_live import as_live, at_tick_phase, simulated_over_ticks
+
+    spec = as_live("mmc", time_scale=10.0)
+    assert at_tick_phase(spec, 0.5).stages["work"].workers.startup_tick_phase == 25.0
+    rows = {r["world"]: r for r in simulated_over_ticks(spec, "erlang", seed=1, duration=300, interval=10, phases=4)}
+    assert set(rows) == {"simulated", "simulated, min", "simulated, max"}
+    assert rows["simulated, min"]["mean_wait"] < rows["simulated"]["mean_wait"] < rows["simulated, max"]["mean_wait"]
+    static = simulated_over_ticks(spec, "static", seed=1, duration=300, interval=10, phases=4)
+    assert static[1]["mean_wait"] == static[2]["mean_wait"]  # no grow, no tick to meet
 
 
 def test_wall_clock_keeps_a_fixed_grid() -> None:

@@ -372,9 +372,9 @@ def test_simulated_numbers_are_pinned_bit_for_bit(name):
 
 
 def test_workers_with_a_startup_tick_start_together_at_the_pools_next_tick():
-    """Celery's prefork pool starts grown processes at its maintenance tick: with a tick of
-    10 s (phase drawn per episode) and a start-up of 1 s after it, requests at different times
-    before one tick are ready together, 1 s after that tick, and never later than tick + 1."""
+    """Celery's prefork pool starts grown processes at its maintenance tick, forking them one
+    after another: with a tick of 10 s (phase drawn per episode) and a start-up of 1 s, two
+    requests made at different times before one tick are ready 1 and 2 s after that tick."""
     from tests.helpers import scenario, stage
 
     data = scenario({"w": stage(1)}, rate=0.1, horizon=200.0).model_dump(mode="json", by_alias=True)
@@ -393,6 +393,8 @@ def test_workers_with_a_startup_tick_start_together_at_the_pools_next_tick():
     sim.run(phase + 30.9)
     assert sim.counters().stages["w"].starting == 2  # neither is ready before the tick at +30, + 1 s
     sim.run(phase + 31.1)
+    assert sim.counters().stages["w"].starting == 1  # the first one forked
+    sim.run(phase + 32.1)
     c = sim.counters().stages["w"]
     assert (c.starting, c.idle + c.busy) == (0, 3)
     again = Simulation(spec, rng=3)

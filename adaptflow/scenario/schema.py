@@ -431,8 +431,9 @@ class Workers(_Strict):
     busy) costs ``cost_per_second``.
 
     ``startup_tick`` (seconds, optional): workers start only at the pool's maintenance ticks,
-    one every ``startup_tick`` seconds at a phase drawn per episode, and are ready
-    ``startup_delay`` after the tick that follows their request. Celery's prefork pool grows this
+    one every ``startup_tick`` seconds at a phase drawn per episode (or ``startup_tick_phase``),
+    and the workers starting at one tick are ready one after another, ``startup_delay`` apart,
+    after it (the pool forks them serially). Celery's prefork pool grows this
     way (``pool_grow`` raises a count; the pool's maintenance loop starts the processes, every 5
     wall seconds), so a request waits 0 to 5 s, not a constant: measured on the built-in app,
     grown processes came 10-32 scenario seconds later at x10 where a constant half tick said 25."""
@@ -442,11 +443,20 @@ class Workers(_Strict):
     max: int = Field(ge=1, le=MAX_WORKERS)
     startup_delay: NonNegFloat = 0.0
     startup_tick: Annotated[float, Field(gt=0, le=MAX_HORIZON, allow_inf_nan=False)] | None = None
+    # where the ticks fall (the first tick's time, in [0, startup_tick)); None: drawn per episode
+    startup_tick_phase: NonNegFloat | None = None
     # Bounded so that a run's cost stays a finite number (1e308 made the cost infinite).
     cost_per_second: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> Workers:
+        if self.startup_tick_phase is not None and not (
+            self.startup_tick and self.startup_tick_phase < self.startup_tick
+        ):
+            raise ValueError(
+                f"startup_tick_phase is {self.startup_tick_phase}; expected a time in [0, startup_tick) "
+                f"(startup_tick is {self.startup_tick})"
+            )
         if self.min > self.max:
             raise ValueError(f"min is {self.min} and max is {self.max}; expected min <= max")
         if not self.min <= self.initial <= self.max:

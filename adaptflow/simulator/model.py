@@ -168,7 +168,10 @@ class StageState:
         self.min_workers, self.max_workers = w.min, w.max
         self.startup_delay, self.price = w.startup_delay, w.cost_per_second
         self.tick = w.startup_tick  # workers start at the pool's ticks (see Workers)
-        self.tick_phase = float(streams.get("startup", name).random()) * self.tick if self.tick else 0.0
+        self.tick_phase = w.startup_tick_phase
+        self._tick_batch: list[float] = [-1.0, 0]  # [the next tick's time, workers starting at it]
+        if self.tick and self.tick_phase is None:  # drawn per episode, from a stream of its own
+            self.tick_phase = float(streams.get("startup", name).random()) * self.tick
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
         self.dispatch_delay = spec.dispatch_delay
         self.dispatching = 0  # items sent, their dispatch delay not over yet
@@ -332,7 +335,7 @@ class StageState:
         return n
 
     def _request_worker(self) -> None:
-        delay = self.startup_delay + (self._to_next_tick() if self.tick else 0.0)
+        delay = self._tick_start() if self.tick else self.startup_delay
         if delay == 0:
             self._worker_ready(None)
             return
@@ -341,10 +344,16 @@ class StageState:
         self.starting += 1
         Wakeup(self._env, delay, token, self._worker_ready)
 
-    def _to_next_tick(self) -> float:
-        """Seconds to the pool's next maintenance tick strictly after now."""
-        since = (self._env._now - self.tick_phase) % self.tick  # type: ignore[operator]
-        return self.tick - since  # type: ignore[operator]
+    def _tick_start(self) -> float:
+        """Seconds until a worker requested now is ready: the pool's next maintenance tick
+        (strictly after now), then ``startup_delay`` per worker starting at that tick, one after
+        another (Celery's pool forks them serially in the worker's main process)."""
+        now = self._env._now
+        tick = now + self.tick - (now - self.tick_phase) % self.tick  # type: ignore[operator]
+        if self._tick_batch[0] != tick:
+            self._tick_batch = [tick, 0]
+        self._tick_batch[1] += 1
+        return tick - now + self.startup_delay * self._tick_batch[1]
 
     def _worker_ready(self, event: Wakeup | None) -> None:
         now = self._env._now
