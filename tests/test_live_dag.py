@@ -109,6 +109,7 @@ def test_the_join_counts_each_part_once_and_completes_once(broker: str) -> None:
 # Real workers
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.live
+@pytest.mark.slow  # a second live run, of the dead-family path: make test-slow (about 9 s)
 def test_a_given_up_part_fails_its_item_once(broker: str, workers, tmp_path: Path) -> None:
     """b fails half its parts for good: their items leave failed once, never reach m, and the
     other part is released or discarded at the join (nothing waits there at the end)."""

@@ -5,6 +5,7 @@ replication means, the interval at most a few percent wide."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.helpers import assert_within_ci, replicate, scenario, stage
 
@@ -33,6 +34,7 @@ def test_a_two_way_fork_join_of_mm1_queues_matches_nelson_tantawi():
     assert_within_ci([r["end_to_end"]["mean_latency"] for r in runs], nelson_tantawi(0.5, 1.0), "fork-join R")
 
 
+@pytest.mark.slow  # 30 replications at rho 0.7 (6 s); rho 0.5 at the exit runs in make test
 def test_a_join_stage_adds_its_own_time_to_nelson_tantawi():
     """The same fork joined at a stage of (nearly) zero service: the item's time to the join is
     the fork-join response time, whether the parts meet at the exit or at a stage.
