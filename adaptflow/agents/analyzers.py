@@ -786,8 +786,12 @@ def fit_key(scenario: Scenario, interval: float) -> str:
     A series source is fitted on its :data:`FIT_PART` part at nominal speed and scale, so the
     part its episodes come from, a pinned window and the augmentations do not enter (the same
     fit serves ``for_part("train")`` and ``for_part("test")``); the training values themselves
-    do, as a digest, so that an edited CSV under the same path is a different fit."""
-    data = scenario.model_dump(mode="json", by_alias=True)
+    do, as a digest, so that an edited CSV under the same path is a different fit.
+
+    Fields left at their defaults are left out: a field the schema gains later (with a default)
+    must not make every saved analyzer "fitted for another scenario" (adding ``startup_tick``
+    did, and each model's forecaster was refitted by simulation, with a warning, at load)."""
+    data = scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     data.pop("horizon", None)
     key: dict[str, Any] = {"scenario": data, "interval": float(interval)}
     recorded = {name: s for name, s in scenario.sources.items() if s.process == "series"}
