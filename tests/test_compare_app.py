@@ -22,18 +22,18 @@ PRODUCE += ["--seed", "7", "--work", "0.02", "0.5", "0.02"]
 @pytest.mark.slow  # make test-slow: keeps make test under 8 minutes on 2 cores
 def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the shop fixture)
     table = compare_on_app(
-        "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "keda:target=2"], PRODUCE,
+        "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "queue@keda:target=2"], PRODUCE,
         interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0,
     )  # fmt: skip
     rows = table.set_index("planner")
-    assert list(rows.index) == ["static", "keda:target=2"]
+    assert list(rows.index) == ["static", "queue"]  # a LABEL@SPEC row is named by its label
     # the same orders replayed: every one arrived and left in both runs
     assert (rows["arrived"] == ORDERS).all() and (rows["completed"] == ORDERS).all()
     # a queue forms at enrich: KEDA's rule grows its pool, static holds the scenario's single process
     assert rows.loc["static", "mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
-    assert rows.loc["keda:target=2", "mean_pool_enrich"] > rows.loc["static", "mean_pool_enrich"] + 0.3
-    assert rows.loc["keda:target=2", "mean_wait"] < rows.loc["static", "mean_wait"]
-    for label in ("static", "keda_target=2"):
+    assert rows.loc["queue", "mean_pool_enrich"] > rows.loc["static", "mean_pool_enrich"] + 0.3
+    assert rows.loc["queue", "mean_wait"] < rows.loc["static", "mean_wait"]
+    for label in ("static", "queue"):
         records = [json.loads(line) for line in (tmp_path / f"{label}.jsonl").read_text().splitlines()]
         assert records and all("plan" in r for r in records)
     assert (tmp_path / "compare_app.csv").is_file()

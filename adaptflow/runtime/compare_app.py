@@ -300,7 +300,7 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     finally:
         stream.stop()
     seconds = transitions[-1].snapshot.time if transitions else 0.0
-    return RunResult(spec, transitions, watch.totals, seconds, guarded.fallbacks, pools)
+    return RunResult(split_label(spec)[0], transitions, watch.totals, seconds, guarded.fallbacks, pools)
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
