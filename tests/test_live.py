@@ -441,8 +441,8 @@ def test_compare_live_runs_both_worlds_and_the_autoscaler_on_one_trace(broker: s
     scenario_path = write_scenario(tmp_path, SINGLE)
     options = {"seed": 4, "duration": 60, "interval": 10, "time_scale": TIME_SCALE, "workdir": tmp_path / "cl"}
     table = compare_live(scenario_path, broker, "erlang", **options)
-    assert list(table["world"]) == ["simulated", "live", "live"]
-    assert list(table["planner"]) == ["erlang", "erlang", "celery --autoscale"]
+    assert list(table["world"]) == ["simulated", "simulated, min", "simulated, max", "live", "live"]
+    assert list(table["planner"]) == ["erlang"] * 4 + ["celery --autoscale"]
     # the same arrival trace in all three runs (the last live arrival may land after the last
     # decision's read, at the edge of the run)
     assert table["arrived"].max() - table["arrived"].min() <= 2 and (table["arrived"] > 30).all()

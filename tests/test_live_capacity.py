@@ -57,6 +57,7 @@ def test_a_refused_shrink_is_not_counted_as_applied_and_the_pool_grows_back(
     wait_for(lambda: len(events(app, "start")) == 3, 5, 0.05, "3 visits started")
     assert monitor.observe().interval > 0
 
+    getattr(executor, "executor", executor).idle_only = False  # ask for all 3 at once: how a refusal is handled
     applied = executor.apply(Plan(workers={"work": 1}))  # shrink(3): billiard retires the idle one only
     assert any("pool_shrink to 1 refused" in c for c in applied.clamps), applied.clamps
     wait_for(lambda: listed(app, worker.name) == 3, 8, 0.2, "the retired process to leave the list")
@@ -72,3 +73,36 @@ def test_a_refused_shrink_is_not_counted_as_applied_and_the_pool_grows_back(
     assert start[1] == 3, pool.history
     time.sleep(0.2)
     assert monitor.observe().stages["work"].target == 4
+
+
+def prefetch(app, worker: str) -> int:
+    stats = app.control.inspect(destination=[worker], timeout=1.0).stats() or {}
+    return int(stats[worker]["prefetch_count"]) if worker in stats else -1
+
+
+@pytest.mark.live
+def test_a_shrink_retires_the_idle_processes_only_and_keeps_the_prefetch_in_step(
+    broker: str, workers, tmp_path: Path
+) -> None:
+    """With three of four processes busy, a plan for 1 shrinks by the one idle process now (no
+    refusal), so Celery lowers the worker's prefetch with it; the busy ones are left for later
+    decisions. (A refused shrink retires the idle process but leaves the prefetch at 4: the
+    worker then reserves messages it has no process for.)"""
+    scenario = write_scenario(tmp_path, LONG)
+    (worker,) = workers.start(scenario, broker, {"work": 4})
+    app = app_for(scenario, broker)
+    live = build_loop(app, {"work": worker.name}, interval=10)
+    executor, pool = live.executor, live.ledger.pools["work"]
+    assert prefetch(app, worker.name) == 4  # worker_prefetch_multiplier 1 x 4 processes
+    for k in range(3):
+        context_of(app).submit("jobs", k)
+    wait_for(lambda: len(events(app, "start")) == 3, 5, 0.05, "3 visits started")
+
+    applied = executor.apply(Plan(workers={"work": 1}))
+    assert not any("refused" in c for c in applied.clamps), applied.clamps
+    assert any("1 idle: shrinking by 1 now" in c for c in applied.clamps), applied.clamps
+    assert applied.workers == {"work": 3} and pool.target == 3
+    wait_for(lambda: listed(app, worker.name) == 3, 8, 0.2, "the idle process to leave the list")
+    assert prefetch(app, worker.name) == 3
+    again = executor.apply(Plan(workers={"work": 1}))  # still all busy: nothing to retire yet
+    assert again.workers == {"work": 3} and not any("refused" in c for c in again.clamps)
