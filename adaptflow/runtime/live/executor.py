@@ -45,7 +45,9 @@ class CeleryExecutor(Executor):
     processes, and a retiring process stays in its list (idle) until it is joined, so a second
     ``shrink(1)`` right after the first picks the same process again: measured, five
     ``shrink(1)`` on a 6-process pool retired 2 processes while the pool's own count went to 1.
-    A shrink with fewer idle processes than asked retires those it found (billiard lowers its own
+    It asks for no more than the idle processes (:meth:`_shrink_now`; the busy ones retire at
+    later decisions, as they finish). A shrink with fewer idle processes than asked, which a task
+    starting in between can still cause, retires those it found (billiard lowers its own
     count by as many) and answers an error: the pool is then smaller than the target, by a number
     the answer does not give. A retired process leaves the worker's process list a second or more
     later (its SIGTERM handler exits after a 1 s pause, and it is joined after that), so the pool
