@@ -225,7 +225,7 @@ def test_compare_live_runs_a_dag_scenario(broker: str, tmp_path: Path) -> None:
 
     options = {"seed": 2, "duration": 20, "interval": 5, "time_scale": TIME_SCALE, "workdir": tmp_path / "cl"}
     table = compare_live(DAG, broker, "threshold", autoscaler=False, **options)
-    assert list(table["world"]) == ["simulated", "live"]
+    assert list(table["world"]) == ["simulated", "simulated, min", "simulated, max", "live"]
     assert table["arrived"].max() - table["arrived"].min() <= 2 and (table["arrived"] > 20).all()
     assert (table["completed"] >= 0.5 * table["arrived"]).all() and (table["completed"] <= table["arrived"]).all()
     assert table[["mean_wait", "p95_latency", "throughput", "cost"]].notna().all().all()
