@@ -251,6 +251,7 @@ def _in_flight(client, queue: str) -> int:
     return sum(json.loads(raw)[2] == queue for raw in client.hvals("unacked"))
 
 
+@pytest.mark.slow  # a worker killed whole and redelivery after the visibility timeout (13 s): make test-slow
 @pytest.mark.live
 def test_a_worker_killed_whole_with_an_item_in_hand_loses_no_item(deployment: Deployment) -> None:
     """The aggregate worker's pool is frozen, so it holds an item it cannot finish; the whole

@@ -40,6 +40,7 @@ def listed(app, worker: str) -> int:
     return len(stats[worker]["pool"]["processes"]) if worker in stats else -1
 
 
+@pytest.mark.slow  # the refusal path, now rare (shrinks ask for idle processes): make test-slow (12 s)
 @pytest.mark.live
 def test_a_refused_shrink_is_not_counted_as_applied_and_the_pool_grows_back(
     broker: str, workers, tmp_path: Path

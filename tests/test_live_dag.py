@@ -135,6 +135,7 @@ def test_a_given_up_part_fails_its_item_once(broker: str, workers, tmp_path: Pat
     assert ctx.joins.waiting(["m"]) == {"m": 0} and ctx.client.scard(ctx.items_key) == 0
 
 
+@pytest.mark.slow  # a third live run (7 s); the killed-worker fork/join run stays in make test
 @pytest.mark.live
 def test_the_monitor_counts_items_whole_and_parts_waiting_at_the_join(broker: str, workers) -> None:
     """b unserved: every item's a part waits at m. The monitor sees items (not parts) in the
