@@ -119,12 +119,16 @@ def test_the_worst_inputs_answer_within_100_ms(planner: str, request_body: dict,
     (one hung a server for 14 minutes). An offered load beyond the pool answers the maximum."""
     client = TestClient(app_for(planner, "mmc"))
     assert client.post("/v1/decide", json=body()).status_code == 200  # warm: the first request builds things
+    times = []
     for _ in range(3):
         started = time.perf_counter()
         response = client.post("/v1/decide", json=request_body)
-        elapsed = time.perf_counter() - started
+        times.append(time.perf_counter() - started)
         assert response.status_code == 200, response.text
-        assert elapsed < 0.1, f"{what}: {elapsed * 1000:.1f} ms"
+    # The best of three within 100 ms, none beyond 2 s: work that grows with the input (the bug
+    # this pins took minutes) fails both; one request stalled by the shared machine (670 ms, once
+    # in a clean-clone CI run) fails neither.
+    assert min(times) < 0.1 and max(times) < 2.0, f"{what}: {[round(t * 1000, 1) for t in times]} ms"
     if planner == "erlang":
         assert response.json()["workers"] == {"work": MMC_MAX} and not response.json()["fallback"]
 
