@@ -17,12 +17,12 @@ Prints one JSON line: adaptflow_items_per_s, simpy_items_per_s, ratio (target: >
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 
 import simpy
+from _ratio import best_ratio  # benchmarks/_ratio.py, beside this script
 
 from adaptflow.scenario import parse_scenario
 from adaptflow.simulator import Simulation
@@ -103,22 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    best_ours = best_ref = 0.0
-    for rep in range(args.repeat):
-        n, t = adaptflow_run(args.items, seed=rep)
-        best_ours = max(best_ours, n / t)
-        n, t = idiomatic_simpy(args.items, seed=rep)
-        best_ref = max(best_ref, n / t)
-    result = {
-        "benchmark": "simulator_dag",
-        "items": args.items,
-        "adaptflow_items_per_s": round(best_ours),
-        "simpy_items_per_s": round(best_ref),
-        "ratio": round(best_ours / best_ref, 3),
-        "target_ratio": 2.5,
-    }
-    print(json.dumps(result))
-    return result
+    return best_ratio("simulator_dag", adaptflow_run, idiomatic_simpy, args.items, args.repeat, target=2.5)
 
 
 if __name__ == "__main__":
