@@ -59,11 +59,7 @@ class Family:
             return
         self.dead = True
         self.point.release_waiting(self, now)
-        sim = self.point.sim
-        if dropped:
-            sim._drop(self.item, now)
-        else:
-            sim._give_up(self.item, now)
+        self.point.sim._lost(self.item, now, dropped)
 
 
 class JoinPoint:

@@ -229,7 +229,7 @@ class StageState:
         if self.capacity is not None and len(self.queue) >= self.capacity:
             self.drops += 1
             self.dropped_wait += now - item.enter  # > 0 only after a dispatch delay
-            self.sim._drop(item, now)
+            self.sim._lost(item, now, dropped=True)
         else:
             self.queue.append(item)
             self.queue_enter_sum += item.enter  # = now, unless it was dispatching since enter
@@ -293,7 +293,7 @@ class StageState:
                 self._wait_or_drop(item, now)
         else:
             self.failed_items += 1
-            self.sim._give_up(item, now)
+            self.sim._lost(item, now, dropped=False)
 
     # -- the worker pool ---------------------------------------------------------------------
     @property
@@ -570,25 +570,19 @@ class Simulation:
         book.exits[k] += 1  # type: ignore[union-attr]
         book.latencies[k].append(self.e2e_latencies[-1])  # type: ignore[union-attr]
 
-    def _drop(self, item: Item, now: float) -> None:
-        """Refused by a full queue: the item is dropped (a part takes its whole item with it)."""
+    def _lost(self, item: Item, now: float, dropped: bool) -> None:
+        """The item is dropped (refused by a full queue) or, ``dropped`` False, given up after
+        its last retry; a part takes its whole item with it (see ``Family.kill``)."""
         if item.family is not None:
-            item.family.kill(now, dropped=True)
+            item.family.kill(now, dropped)
             return
         self._leave(item, now)
-        self.dropped += 1
+        if dropped:
+            self.dropped += 1
+        else:
+            self.failed += 1
         if self.class_book is not None:
-            self.class_book.dropped[item.klass] += 1
-
-    def _give_up(self, item: Item, now: float) -> None:
-        """Failed after its last retry: the item is given up (a part takes its item with it)."""
-        if item.family is not None:
-            item.family.kill(now, dropped=False)
-            return
-        self._leave(item, now)
-        self.failed += 1
-        if self.class_book is not None:
-            self.class_book.failed[item.klass] += 1
+            (self.class_book.dropped if dropped else self.class_book.failed)[item.klass] += 1
 
     def _exit(self, item: Item) -> None:
         """An item leaves served. A scenario with joins binds :meth:`_exit_or_join` in its place
