@@ -15,6 +15,7 @@ is built about twice as fast as a frozen dataclass; it is as immutable and is re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -121,6 +122,15 @@ def _stats(values: list[float], prefix: str) -> dict[str, float]:
     }
 
 
+def _delta(end: Any, start: Any | None) -> Callable[[str], float]:
+    """A field's change from ``start`` (a counters tuple, or None: from t=0) to ``end``."""
+
+    def delta(field: str) -> float:
+        return getattr(end, field) - (getattr(start, field) if start else 0)
+
+    return delta
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else NAN
 
@@ -161,9 +171,7 @@ def summarize(sim: Simulation, start: Counters | None, end: Counters) -> dict[st
 def _class_summary(e: Any, s: Any, latencies: list[float], duration: float) -> dict[str, Any]:
     """One job class's counts, lateness and latencies (``e``, ``s``: ``classes.ClassCounters``)."""
 
-    def delta(field: str) -> float:
-        return getattr(e, field) - (getattr(s, field) if s else 0)
-
+    delta = _delta(e, s)
     return {
         "arrivals": int(delta("arrived")),
         "completed": int(delta("exits")),
@@ -180,9 +188,7 @@ def _class_summary(e: Any, s: Any, latencies: list[float], duration: float) -> d
 def _join_summary(e: Any, s: Any, duration: float) -> dict[str, Any]:
     """How long parts and items waited at a join (``e``, ``s``: ``joins.JoinCounters``)."""
 
-    def delta(field: str) -> float:
-        return getattr(e, field) - (getattr(s, field) if s else 0)
-
+    delta = _delta(e, s)
     return {
         "parts": int(delta("parts")),
         "joined": int(delta("joined")),
@@ -196,9 +202,7 @@ def _join_summary(e: Any, s: Any, duration: float) -> dict[str, Any]:
 def _stage_summary(
     e: StageCounters, s: StageCounters | None, samples: Samples, name: str, price: float, duration: float
 ) -> dict[str, Any]:
-    def delta(field: str) -> float:
-        return getattr(e, field) - (getattr(s, field) if s else 0)
-
+    delta = _delta(e, s)
     return {
         "arrivals": int(delta("arrivals")),
         "completed": int(delta("completed")),
