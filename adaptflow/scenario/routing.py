@@ -237,6 +237,9 @@ class Fork(_FanOut):
     def expected_parts(self) -> float:
         return float(len(self.fork))
 
+    def max_parts(self) -> int:
+        return len(self.fork)
+
     def branches(self) -> list[str]:
         """The distinct first stages of the parts."""
         return list(dict.fromkeys(self.fork))
@@ -279,6 +282,9 @@ class PartCount(_Strict):
             return sum(self.samples) / len(self.samples)
         return (self.low + self.high) / 2  # type: ignore[operator]
 
+    def most(self) -> int:
+        return max(self.samples) if self.samples is not None else self.high  # type: ignore[return-value]
+
 
 class Scatter(_FanOut):
     """``parts`` parts (fixed, or drawn per item from the routing stream) to one stage."""
@@ -300,6 +306,10 @@ class Scatter(_FanOut):
 
     def expected_parts(self) -> float:
         return float(self.parts) if isinstance(self.parts, int) else self.parts.mean()
+
+    def max_parts(self) -> int:
+        """The most parts one item can make (what bounds a run's work)."""
+        return self.parts if isinstance(self.parts, int) else self.parts.most()
 
     def branches(self) -> list[str]:
         """The distinct first stages of the parts."""

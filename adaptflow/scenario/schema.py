@@ -654,7 +654,7 @@ class Scenario(_Strict):
         fan-out can reach itself (a loop that forks again). What bounds a run's work together
         with :meth:`expected_arrivals`, before any of it is done."""
         weights: dict[str, float] = {}
-        return 1.0 + sum(_fan_out_weight(self, owner, weights, ()) for owner in self.fan_outs())
+        return 1.0 + sum(_fan_out_weight(self, owner, route, weights, ()) for owner, route in self.fan_outs().items())
 
     def for_part(self, part: Part, augment: dict[str, Any] | None = None) -> Scenario:
         """This scenario with every series source drawing its windows from ``part`` ("train",
@@ -846,28 +846,22 @@ def _class_problems(scenario: Scenario) -> list[str]:
     return problems
 
 
-def _fan_out_weight(scenario: Scenario, owner: str, memo: dict[str, float], stack: tuple[str, ...]) -> float:
-    """Most parts the fan-out after ``owner`` makes, counting the fan-outs its parts meet before
-    its join (see :meth:`Scenario.parts_per_item`)."""
+def _fan_out_weight(
+    scenario: Scenario, owner: str, route: Fork | Scatter, memo: dict[str, float], stack: tuple[str, ...]
+) -> float:
+    """Most parts ``route`` (the fan-out after ``owner``) makes, counting the fan-outs its parts
+    meet before its join (see :meth:`Scenario.parts_per_item`)."""
     if owner in memo:
         return memo[owner]
     if owner in stack:
         return math.inf
-    route = scenario.fan_outs()[owner]
-    most = float(len(route.fork)) if isinstance(route, Fork) else float(_max_parts(route))
     inner = 0.0
     for stage in _stages_before(scenario, route.branches(), route.join):
-        if isinstance(scenario.stages[stage].next, FAN_OUTS):
-            inner += _fan_out_weight(scenario, stage, memo, (*stack, owner))
-    memo[owner] = most * (1.0 + inner)
+        nested = scenario.stages[stage].next
+        if isinstance(nested, FAN_OUTS):
+            inner += _fan_out_weight(scenario, stage, nested, memo, (*stack, owner))
+    memo[owner] = route.max_parts() * (1.0 + inner)
     return memo[owner]
-
-
-def _max_parts(route: Scatter) -> int:
-    parts = route.parts
-    if isinstance(parts, int):
-        return parts
-    return max(parts.samples) if parts.samples is not None else int(parts.high)  # type: ignore[arg-type]
 
 
 def _stages_before(scenario: Scenario, starts: list[str], join: str | None) -> set[str]:
