@@ -635,7 +635,17 @@ class Simulation:
     @property
     def deadlines_passed(self) -> int:
         """Items whose deadline has been checked: the denominator of the violation rate."""
-        return self.arrived - sum(len(pending) for _, pending in self._pending)
+        return self.arrived - self._unchecked()
+
+    def _unchecked(self) -> int:
+        """Items whose deadline has not been checked yet: one deque without job classes (a
+        monitor asks on every env step, so no sum over classes there)."""
+        if self.class_book is None:
+            return len(self._deadlines)
+        return sum(len(pending) for _, pending in self._pending)
+
+    def _join_counters(self, now: float) -> dict[str, Any]:
+        return {JOIN_AT_EXIT if name is None else name: point.counters(now) for name, point in self.joins.items()}
 
     # -- the steppable interface ---------------------------------------------------------------
     @property
@@ -729,12 +739,12 @@ class Simulation:
                 self.dropped,
                 self.failed,
                 self.late,
-                arrived - sum(len(pending) for _, pending in self._pending),  # deadlines_passed
+                arrived - self._unchecked(),  # deadlines_passed
                 self.escapes,
                 self.caught,
                 self.false_rejections,
                 len(self.e2e_latencies),  # n_latencies
-                {JOIN_AT_EXIT if name is None else name: point.counters(now) for name, point in self.joins.items()},
+                self._join_counters(now) if self.joins else {},
                 {} if self.class_book is None else self.class_book.counters([p for _, p in self._pending]),
             ),
         )
