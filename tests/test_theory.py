@@ -98,6 +98,54 @@ def test_a_retry_pays_the_dispatch_delay_again(tmp_path):
     assert sim.counters().stages["w"].busy_area == pytest.approx(2.0)
 
 
+def test_mm1_with_a_turnaround_is_mg1_on_the_time_a_worker_is_held():
+    """M/M/1 (service mean 1) with a turnaround T = 0.25 after each visit: the worker is held
+    for S + T, so the wait is Pollaczek-Khinchine's for that time (mean 1.25, variance 1), while
+    utilization (busy over ready time) counts the service only, as live counts task-started to
+    task-succeeded."""
+    spec = scenario({"w": stage(1, "exponential", 1.0, turnaround=0.25)}, rate=0.6, horizon=50_000)
+    runs = replicate(spec, n=20, warmup=1000)
+    held, scv = 1.25, 1.0 / 1.25**2
+    assert spec.stages["w"].occupancy() == held
+    assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mg1_mean_wait(0.6, held, scv), "M/M/1 + T Wq")
+    assert_within_ci([r["stages"]["w"]["utilization"] for r in runs], 0.6, "M/M/1 + T utilization", 0.01)
+
+
+def test_turnaround_sample_path_and_a_scale_down_while_turning(tmp_path):
+    """1 worker, service 1 s, turnaround 0.5 s; items at 0, 0.1 and 3: the second waits for the
+    first's service and turnaround (starts at 1.5), the third finds the worker free (no wait).
+    An item of size 2 takes twice the service and twice the turnaround.
+    A scale-down to 0 asked while the only worker turns retires it when its turnaround ends."""
+    spec = scenario(
+        {"w": stage(1, "deterministic", 1.0, turnaround=0.5)},
+        sources={"t": trace_source(tmp_path, [0.0, 0.1, 3.0], "w")},
+        horizon=6.0,
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(1.2)
+    mid = sim.counters().stages["w"]
+    assert (mid.busy, mid.idle, mid.queue_length, mid.completed) == (0, 1, 1, 1)  # turning reads as idle
+    sim.run(6.0)
+    assert sim.stages["w"].waits == pytest.approx([0.0, 1.4, 0.0])
+    assert sim.counters().stages["w"].busy_area == pytest.approx(3.0)
+    sized = tmp_path / "sized.csv"  # the turnaround scales with the size of the item just served
+    sized.write_text("timestamp,size\n0.0,2.0\n0.1,1.0\n")
+    spec2 = scenario(
+        {"w": stage(1, "deterministic", 1.0, turnaround=0.5)},
+        sources={"t": {"process": "trace", "file": str(sized), "to": "w"}},
+        horizon=6.0,
+    )
+    sim2 = Simulation(spec2, rng=0)
+    sim2.run(6.0)
+    assert sim2.stages["w"].waits == pytest.approx([0.0, 2.9])  # served 0-2, turning 2-3
+    shrink = Simulation(spec, rng=0)
+    shrink.run(1.2)
+    assert shrink.set_workers("w", 0) == 0 and shrink.counters().stages["w"].target == 0
+    shrink.run(6.0)
+    end = shrink.counters().stages["w"]
+    assert (end.idle, end.busy, end.completed, end.queue_length) == (0, 0, 1, 2)
+
+
 def test_md1_mean_wait_matches_pollaczek_khinchine():
     spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
     runs = replicate(spec, n=40, warmup=1000)

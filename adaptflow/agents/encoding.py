@@ -139,7 +139,7 @@ class ObservationEncoder:
         f: list[Feature] = []
         for name, st in scenario.stages.items():
             w = float(st.workers.max)
-            capacity = w / st.service.expected()
+            capacity = w / st.occupancy()
             f += [
                 Feature(f"queue:{name}", w, 0, 10),
                 Feature(f"wait:{name}", sla, 0, 10),

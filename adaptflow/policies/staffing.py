@@ -28,16 +28,20 @@ from adaptflow.scenario.theory import erlang_c
 
 
 def service_scv(scenario: Scenario, stage: str) -> float:
-    """Squared coefficient of variation of a stage's service time."""
-    s = scenario.stages[stage].service
+    """Squared coefficient of variation of the time a worker is held per attempt: the service
+    time plus the stage's constant turnaround (which adds to the mean, not to the variance)."""
+    spec = scenario.stages[stage]
+    s = spec.service
     if s.dist == "exponential":
-        return 1.0
-    if s.dist == "deterministic":
-        return 0.0
-    if s.dist in ("lognormal", "gamma"):
-        return float(s.cv) ** 2
-    samples = np.asarray(s.samples, dtype=float)
-    return float(samples.var() / samples.mean() ** 2)
+        scv = 1.0
+    elif s.dist == "deterministic":
+        scv = 0.0
+    elif s.dist in ("lognormal", "gamma"):
+        scv = float(s.cv) ** 2
+    else:
+        samples = np.asarray(s.samples, dtype=float)
+        scv = float(samples.var() / samples.mean() ** 2)
+    return scv * (s.expected() / spec.occupancy()) ** 2
 
 
 def attempts_per_visit(scenario: Scenario, stage: str) -> float:
@@ -120,7 +124,7 @@ class _StaffingPlanner(Planner):
         self.interval = interval
         # Default: a tenth of the SLA per stage, leaving the rest for service and the other stages.
         self.target_wait = target_wait if target_wait is not None else 0.1 * scenario.sla.latency
-        self.mean = {n: s.service.expected() * attempts_per_visit(scenario, n) for n, s in scenario.stages.items()}
+        self.mean = {n: s.occupancy() * attempts_per_visit(scenario, n) for n, s in scenario.stages.items()}
         self.scv = {n: service_scv(scenario, n) for n in scenario.stages}
         self.bounds = {n: (s.workers.min, s.workers.max) for n, s in scenario.stages.items()}
         self.delay = {n: s.workers.startup_delay for n, s in scenario.stages.items()}

@@ -152,6 +152,11 @@ class StageState:
     ``busy``, ``starting`` (requested, not ready yet) and ``draining`` (busy, retiring after
     their current item: scale-down is graceful).
 
+    With a ``turnaround`` a worker that finished a visit is ``turning`` for that long times the
+    item's size (ready, not serving, not free) before it can start the next: the item has left,
+    the process slot has not refilled yet. Counted as ready (paid, in the active area) and reported as idle, as live
+    sees a process between tasks.
+
     With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
     is first ``dispatching`` (sent, not yet able to start) for that long, then joins the queue
     or starts. It counts as waiting from when it entered, in its wait, in the queue's area and in
@@ -173,6 +178,7 @@ class StageState:
         if self.tick and self.tick_phase is None:  # drawn per episode, from a stream of its own
             self.tick_phase = float(streams.get("startup", name).random()) * self.tick
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
+        self.turnaround, self.turning = spec.turnaround, 0  # workers between visits (see above)
         self.dispatch_delay = spec.dispatch_delay
         self.dispatching = 0  # items sent, their dispatch delay not over yet
         self._pending_starts: deque[list[bool]] = deque()  # one [cancelled] token per start
@@ -193,6 +199,7 @@ class StageState:
         self.start_sum = self.finish_sum = 0.0  # sums of service start and end times
         self._finish_callback = self._finish  # bound once: the hot path schedules it per item
         self._dispatched_callback = self._dispatched
+        self._turned_callback = self._turned
         self.active_area = self.billed_area = 0.0
         self._area_time = 0.0
 
@@ -254,6 +261,10 @@ class StageState:
             self._integrate(now)
             self.busy -= 1
             self.draining -= 1
+        elif self.turnaround:  # free again only after its turnaround
+            self.busy -= 1
+            self.turning += 1
+            Wakeup(self._env, self.turnaround * item.size, None, self._turned_callback)
         else:
             self.busy -= 1
             self.idle += 1
@@ -279,6 +290,21 @@ class StageState:
         self.latencies.append(now - item.visit)
         self.deliver(item)
 
+    def _turned(self, event: Wakeup) -> None:
+        """A worker's turnaround is over: it retires if more are draining than busy ones can
+        cover (a scale-down asked while it turned), else it takes the next queued item."""
+        now = self._env._now
+        self.turning -= 1
+        if self.draining > self.busy:
+            self._integrate(now)
+            self.draining -= 1
+            return
+        self.idle += 1
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.queue_enter_sum -= nxt.enter
+            self._start(nxt, now)
+
     def _failed(self, item: Item, now: float, retry: bool) -> None:
         """An attempt failed: queue the item again at the back (``retry``), or give it up."""
         self.failures += 1
@@ -299,11 +325,11 @@ class StageState:
     @property
     def target(self) -> int:
         """Workers the pool is heading for: ready ones not retiring, plus those starting."""
-        return self.idle + self.busy - self.draining + self.starting
+        return self.idle + self.busy + self.turning - self.draining + self.starting
 
     def _integrate(self, now: float) -> None:
         dt = now - self._area_time
-        active = self.idle + self.busy
+        active = self.idle + self.busy + self.turning
         self.active_area += active * dt
         self.billed_area += (active + self.starting) * dt
         self._area_time = now
@@ -388,7 +414,7 @@ class StageState:
         :class:`~adaptflow.simulator.metrics.StageCounters` (a monitor reads them every env step;
         tests/test_counters.py checks every field by name against the model)."""
         self._integrate(now)
-        idle, busy, starting, draining = self.idle, self.busy, self.starting, self.draining
+        idle, busy, starting, draining = self.idle + self.turning, self.busy, self.starting, self.draining
         return _new_tuple(
             _StageCounters,
             (

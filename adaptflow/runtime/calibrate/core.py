@@ -5,10 +5,11 @@ Writes, beside ``out``:
 * ``out`` itself: the scenario, its sources replaying the recorded arrivals (``trace``), so
   that a simulation sees the very load that was recorded;
 * ``<stem>.arrivals.<source>.csv``: those arrivals (``timestamp``, seconds from the start of
-  recording), referenced by the scenario by file name;
+  recording, and each item's ``size`` when items differ: see :mod:`.sizes`; the stages' service
+  times are then fitted to what the size leaves), referenced by the scenario by file name;
 * ``<stem>.rate.yaml``: the same scenario with each source a Poisson process of the fitted rate
   (constant or piecewise per bin), for runs over many seeds (a trace replays the same load
-  whatever the seed);
+  whatever the seed), its stages fitted to the raw service times (its items are new ones);
 * ``<stem>.fit.json`` and ``<stem>.fit.md``: every statistic behind the fit and every assumption.
 
 Both scenarios are validated by the scenario loader before they are written; every file is
@@ -17,6 +18,7 @@ written atomically.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -34,9 +36,10 @@ from adaptflow._json import to_jsonable
 from adaptflow.scenario import ScenarioError, parse_scenario
 
 from . import system
-from .distributions import fit_arrivals, fit_service, sig
+from .distributions import fit_arrivals, fit_service, sig, with_moments
 from .recording import Recording, read_recording
 from .report import ASSUMPTIONS, render_markdown
+from .sizes import ItemSizes, fit_sizes
 from .timeline import StageObs, Timeline, build_timeline
 
 log = logging.getLogger(__name__)
@@ -103,8 +106,11 @@ def _name(stem: str) -> str:
 
 def _write_checked(fitted: dict[str, Any], paths: dict[str, Any], out: Path) -> None:
     """Write the arrival CSVs, validate both scenarios against them, then write the scenarios."""
-    for source, times in fitted["trace"].items():
-        text = "timestamp\n" + "".join(f"{t!r}\n" for t in times)
+    for source, rows in fitted["trace"].items():
+        if any(size != 1.0 for _, size in rows):
+            text = "timestamp,size\n" + "".join(f"{t!r},{sig(size)!r}\n" for t, size in rows)
+        else:
+            text = "timestamp\n" + "".join(f"{t!r}\n" for t, _ in rows)
         atomic_write_text(paths["csv"][source], text)
     header = f"# Calibrated by adaptflow from {fitted['report']['recording']['path']}; see {paths['md'].name}\n"
     try:
@@ -137,7 +143,9 @@ def fit(recording: Recording, timeline: Timeline, rate_bin: float = RATE_BIN) ->
         stage["next"] = routes.get(name)
         if name not in routes:
             report["assumptions"].append(f"stages.{name}.next: no item was seen leaving {name!r}; taken as the exit")
-    trace, rates = _fit_sources(recording, timeline, gaps, rate_bin, report)
+    sizes = fit_sizes(timeline)
+    report["sizes"] = sizes.report
+    trace, rates = _fit_sources(recording, timeline, gaps, rate_bin, report, sizes)
     sla, why = system.fit_sla(recording, timeline)
     report["sla"] = {"latency": sla, "source": why}
     if recording.mapping.sla is None:
@@ -148,12 +156,28 @@ def fit(recording: Recording, timeline: Timeline, rate_bin: float = RATE_BIN) ->
         "seed": 0,
         "sla": {"latency": sla},
     }
-    scenario = {"name": "", **base, "sources": {}, "stages": stages}
+    scenario = {"name": "", **base, "sources": {}, "stages": _given_sizes(stages, sizes, report)}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
     return {"scenario": scenario, "rate_scenario": rate_scenario, "trace": trace, "report": report}
+
+
+def _given_sizes(stages: dict[str, Any], sizes: ItemSizes, report: dict[str, Any]) -> dict[str, Any]:
+    """The trace scenario's stages: with item sizes, each stage's service fitted to the times
+    divided by their item's size (the rate scenario keeps the raw times' fit)."""
+    if not sizes.sizes:
+        return stages
+    given = copy.deepcopy(stages)
+    for name, stage in given.items():
+        service, service_report, warnings = fit_service(sizes.residuals[name], name)
+        mean, cv = sizes.moments[name]
+        stage["service"] = with_moments(service, mean, cv)
+        service_report.update(moment_mean=mean, moment_cv=cv)
+        report["stages"][name]["service_given_size"] = service_report
+        report["warnings"] += [f"{w} (times divided by item size)" for w in warnings]
+    return given
 
 
 def _description(recording: Recording) -> str:
@@ -219,7 +243,9 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
     workers, workers_report, more = system.fit_workers(recording, obs, name)
     delay, startup_report = system.fit_startup(recording, obs, name)
     failure, failure_report, failure_warnings = system.fit_failure(obs)
-    dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name)
+    first, _, _ = system.fit_dispatch(recording, obs, name)
+    turnaround, turnaround_report, _ = system.fit_turnaround(obs, name, first)
+    dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround)
     if delay is None:
         startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"
         report["assumptions"].append(f"stages.{name}.workers.startup_delay: {startup_report['note']}")
@@ -232,11 +258,14 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
         "startup": startup_report,
         "failure": failure_report,
         "dispatch": dispatch_report,
+        "turnaround": turnaround_report,
         "mean_wait": sum(obs.waits) / len(obs.waits) if obs.waits else None,
         "completed": obs.completed,
         "drops": obs.drops,
     }
     stage: dict[str, Any] = {"workers": workers, "service": service, "dispatch_delay": sig(dispatch)}
+    if turnaround > 0:
+        stage["turnaround"] = sig(turnaround)
     if failure is not None:
         stage["failure"] = failure
     return stage
@@ -263,13 +292,20 @@ def _fit_routes(
 
 
 def _fit_sources(
-    recording: Recording, timeline: Timeline, gaps: list[tuple[float, float]], rate_bin: float, report: dict[str, Any]
-) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Each source's recorded arrivals (the trace) and fitted rate; sources never seen left out."""
-    trace: dict[str, list[float]] = {}
+    recording: Recording,
+    timeline: Timeline,
+    gaps: list[tuple[float, float]],
+    rate_bin: float,
+    report: dict[str, Any],
+    sizes: ItemSizes,
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Any]]:
+    """Each source's recorded arrivals (the trace: time and item size) and fitted rate; sources
+    never seen left out."""
+    trace: dict[str, list[tuple[float, float]]] = {}
     rates: dict[str, Any] = {}
     for source in recording.mapping.sources:
-        times = timeline.arrivals(source)
+        arrived = timeline.arrived(source)
+        times = np.asarray([t for t, _ in arrived], dtype=float)
         if source not in report["routes"]:
             report["warnings"].append(f"source {source!r}: no arrival of it reached a modelled stage; left out")
             continue
@@ -277,7 +313,7 @@ def _fit_sources(
         if early:
             report["warnings"].append(f"source {source!r}: {early} arrivals stamped before recording started, set to 0")
             times = np.maximum(times, 0.0)
-        trace[source] = [float(t) for t in times]
+        trace[source] = [(float(t), sizes.of(item)) for t, (_, item) in zip(times, arrived, strict=True)]
         rates[source], report["sources"][source] = fit_arrivals(times, timeline.horizon, gaps, rate_bin)
     if not trace:
         raise ValueError(f"{recording.path}: no arrival of any source reached a mapped stage; nothing to fit")

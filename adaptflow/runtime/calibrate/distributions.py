@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 ALPHA = 0.05
 """KS significance level below which a family is rejected."""
@@ -110,6 +110,40 @@ def fit_service(samples: list[float], stage: str) -> tuple[dict[str, Any], dict[
         "replayed (empirical)"
     )
     return {"dist": "empirical", "samples": _quantiles(x)}, {**report, "chosen": "empirical"}, warnings
+
+
+def with_moments(service: dict[str, Any], mean: float, cv: float) -> dict[str, Any]:
+    """``service`` (a fitted block) moved to the given mean and cv, keeping its family: the
+    family says the shape, the moments come from elsewhere (see :mod:`.sizes`). An exponential
+    whose cv must differ becomes a gamma; a replayed sample is raised to the power that gives
+    the cv (bisection: the cv of ``x ** k`` grows with ``k``) and scaled to the mean."""
+    dist = service["dist"]
+    if cv < DETERMINISTIC_CV:
+        return {"dist": "deterministic", "mean": sig(mean)}
+    if dist == "empirical":
+        x = np.asarray(service["samples"], dtype=float)
+        k = _power_for_cv(x, cv)
+        y = x**k
+        return {"dist": "empirical", "samples": [sig(v) for v in y * (mean / y.mean())]}
+    if dist in ("deterministic", "exponential") and abs(cv - 1.0) > DETERMINISTIC_CV:
+        dist = "gamma"
+    out = {"dist": dist, "mean": sig(mean)}
+    if dist != "exponential":
+        out["cv"] = sig(cv)
+    return out
+
+
+def _power_for_cv(x: np.ndarray, cv: float) -> float:
+    def gap(k: float) -> float:
+        y = x**k
+        return float(np.std(y) / np.mean(y)) - cv
+
+    lo, hi = 1e-3, 1.0
+    while gap(hi) < 0 and hi < 64:
+        hi *= 2
+    if gap(lo) > 0 or gap(hi) < 0:
+        return hi if gap(hi) < 0 else lo
+    return float(optimize.brentq(gap, lo, hi, xtol=1e-6))
 
 
 def _quantiles(x: np.ndarray) -> list[float]:

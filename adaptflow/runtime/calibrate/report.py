@@ -23,7 +23,10 @@ ASSUMPTIONS = (
     "service-time families are tested with Kolmogorov-Smirnov using parameters fitted to the same data "
     "(optimistic p-values); the lowest BIC among the families not rejected is chosen",
     "dispatch delay of a stage: the median wait of the visits that entered while it had an idle process (attempts "
-    "running fewer than the recorded pool), a constant per visit and per retry; their mean is reported beside it",
+    "running or in their turnaround fewer than the recorded pool), a constant per visit and per retry; their mean "
+    "is reported beside it",
+    "turnaround of a stage: the mean gap between an attempt's finish and the next start on the same process when "
+    "that next attempt was already waiting; a constant after every attempt, during which the process serves nothing",
 )
 
 
@@ -35,13 +38,15 @@ def _num(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def _service_rows(stages: dict[str, Any]) -> list[str]:
+def _service_rows(stages: dict[str, Any], key: str = "service") -> list[str]:
     rows = [
         "| stage | n | mean s (95% CI) | cv | chosen | exp KS D / p | lognormal KS D / p | gamma KS D / p |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, stage in stages.items():
-        s = stage["service"]
+        if key not in stage:
+            continue
+        s = stage[key]
         ci = s["mean_ci95"]
         fits = s.get("fits", {})
         tests = [
@@ -58,8 +63,9 @@ def _service_rows(stages: dict[str, Any]) -> list[str]:
 def _stage_rows(stages: dict[str, Any]) -> list[str]:
     rows = [
         "| stage | pool initial (seen min-max) | start-up delay s | failure p (95% CI) | max retries "
-        "| dispatch delay s (95% CI; idle visits) | idle visits' mean wait s | mean wait s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dispatch delay s (95% CI; idle visits) | idle visits' mean wait s | turnaround s (95% CI; gaps) "
+        "| mean wait s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, stage in stages.items():
         w, f, up = stage["workers"], stage["failure"], stage["startup"]
@@ -68,7 +74,8 @@ def _stage_rows(stages: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {name} | {w['initial']} ({w['seen_min']}-{w['seen_max']}) | {delay} | {fail} "
             f"| {f.get('max_retries', '-')} | {_dispatch(stage.get('dispatch', {}))} "
-            f"| {_num(stage.get('dispatch', {}).get('idle_mean'))} | {_num(stage['mean_wait'])} |"
+            f"| {_num(stage.get('dispatch', {}).get('idle_mean'))} | {_turnaround(stage.get('turnaround', {}))} "
+            f"| {_num(stage['mean_wait'])} |"
         )
     return rows
 
@@ -78,6 +85,13 @@ def _dispatch(d: dict[str, Any]) -> str:
         return f"0 ({d.get('idle_visits', 0)} idle visits)"
     lo, hi = d["delay_ci95"]
     return f"{_num(d['delay'])} ({_num(lo)}, {_num(hi)}; {d['idle_visits']:,})"
+
+
+def _turnaround(t: dict[str, Any]) -> str:
+    if "turnaround" not in t:
+        return f"0 ({t.get('backlogged_gaps', 0)} gaps)"
+    lo, hi = t["turnaround_ci95"]
+    return f"{_num(t['turnaround'])} ({_num(lo)}, {_num(hi)}; {t['backlogged_gaps']:,})"
 
 
 def _route_rows(routes: dict[str, Any]) -> list[str]:
@@ -100,6 +114,25 @@ def _source_rows(sources: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _size_lines(sizes: dict[str, Any]) -> list[str]:
+    if not sizes.get("fitted"):
+        return [f"No item sizes: {sizes.get('note', 'not fitted')}."]
+    q, lo_hi = sizes["size_quantiles"], sizes["tau2_ci95"]
+    own = ", ".join(f"{stage} {_num(v)}" for stage, v in sizes["sigma2"].items())
+    return [
+        f"{sizes['note'].capitalize()}.",
+        "",
+        f"Items {sizes['items']:,} ({sizes['items_repeated']:,} with two or more attempts). Variance of log service "
+        f"time shared by an item's attempts {_num(sizes['tau2'])} (95% CI {_num(lo_hi[0])} to {_num(lo_hi[1])}; "
+        f"z = {_num(sizes['z'])}, p = {_num(sizes['pvalue'])}); each stage's own: {own}. Sizes written to the "
+        f"trace, quantiles 5/25/50/75/95 %: {', '.join(_num(q[k]) for k in q)}.",
+        "",
+        "Service times divided by their item's size (the trace scenario's stages; the rate scenario keeps the "
+        "table above):",
+        "",
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The fit report as Markdown: the recording, then one table per part of the fit."""
     rec = report["recording"]
@@ -116,6 +149,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Service times",
         *_service_rows(report["stages"]),
+        "",
+        "## Item sizes",
+        *_size_lines(report.get("sizes", {})),
+        *(_service_rows(report["stages"], "service_given_size") if report.get("sizes", {}).get("fitted") else []),
         "",
         "## Pools, failures, waits",
         *_stage_rows(report["stages"]),

@@ -32,10 +32,14 @@ class StageObs:
     for the dispatch delay, when each started attempt entered and when attempts were running."""
 
     services: list[float] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # the task id of each service time, in step with services
     waits: list[float] = field(default_factory=list)
     enters: list[float] = field(default_factory=list)  # the enter time of each wait, in step with waits
     spans: list[tuple[float, float]] = field(default_factory=list)  # (start, finish) of each finished attempt
     running: dict[str, float] = field(default_factory=dict)  # task id -> start, of attempts not finished
+    entered: dict[str, float] = field(default_factory=dict)  # task id -> enter, of attempts not finished
+    attempt_times: list[tuple[float, float, float, str]] = field(default_factory=list)  # (enter, start, finish, k)
+    process_of: dict[str, tuple[str, int]] = field(default_factory=dict)  # task id -> its last start's process
     attempts: int = 0  # finished attempts (failed or not)
     failures: int = 0
     completed: int = 0  # successful finishes
@@ -71,8 +75,11 @@ class Timeline:
 
     def arrivals(self, source: str) -> np.ndarray:
         """Sorted arrival times of one source's items."""
-        times = [i.created for i in self.items.values() if i.source == source and i.created is not None]
-        return np.sort(np.asarray(times, dtype=float))
+        return np.asarray([t for t, _ in self.arrived(source)], dtype=float)
+
+    def arrived(self, source: str) -> list[tuple[float, str]]:
+        """(arrival time, item id) of one source's items that arrived while recording, in time order."""
+        return sorted((i.created, k) for k, i in self.items.items() if i.source == source and i.created is not None)
 
 
 def build_timeline(recording: Recording) -> Timeline:
@@ -107,6 +114,7 @@ def _take(record: dict[str, str], origin: float, tl: Timeline, task_stage: dict[
         obs.waits.append(t - entered)
         obs.enters.append(entered)
         obs.running[record["k"]] = t
+        obs.entered[record["k"]] = entered
     elif kind == "finish":
         _finish(record, t, origin, tl)
     elif kind in ("exit", "giveup", "drop"):
@@ -122,8 +130,12 @@ def _take(record: dict[str, str], origin: float, tl: Timeline, task_stage: dict[
 def _finish(record: dict[str, str], t: float, origin: float, tl: Timeline) -> None:
     obs, failed, started = tl.stages[record["s"]], record.get("x") == "1", float(record["st"]) - origin
     obs.services.append(t - started)
+    obs.tasks.append(record["k"])
     obs.spans.append((started, t))
     obs.running.pop(record["k"], None)
+    entered = obs.entered.pop(record["k"], None)
+    if entered is not None:
+        obs.attempt_times.append((entered, started, t, record["k"]))
     obs.attempts += 1
     obs.failures += failed
     obs.completed += not failed
@@ -146,6 +158,7 @@ def _join_processes(recording: Recording, tl: Timeline, task_stage: dict[str, st
         if stage is not None:
             process = (str(event.get("hostname", "")), int(event["pid"]))
             tl.stages[stage].starts.append((float(event["timestamp"]) - recording.origin, process))
+            tl.stages[stage].process_of[str(event.get("uuid"))] = process
     for obs in tl.stages.values():
         obs.starts.sort()
 

@@ -60,10 +60,13 @@ def recorded_metrics(recording: Recording, timeline: Timeline) -> dict[str, dict
 def validation_scenario(recording: Recording, timeline: Timeline, scenario: Scenario, folder: Path) -> Scenario:
     """``scenario`` on the recorded arrivals (a trace per source, written to ``folder``) over the
     recording's length, each pool starting at its first recorded size and free to take every
-    recorded size (the changes are applied by the caller)."""
+    recorded size (the changes are applied by the caller). A source that is a trace already is
+    kept: calibrate's trace is the recorded arrivals, with the item sizes it fitted."""
     data = scenario.model_dump(mode="json", by_alias=True, exclude_none=False)
     data["horizon"] = recording.duration
     for source, spec in data["sources"].items():
+        if spec["process"] == "trace":
+            continue
         csv = folder / f"{source}.csv"
         times = timeline.arrivals(source)
         csv.write_text("timestamp\n" + "".join(f"{max(float(t), 0.0)!r}\n" for t in times))
