@@ -154,3 +154,85 @@ def test_a_redis_restart_mid_run_loses_nothing(broker: str, redis_server, worker
     wait_for(lambda: len(events(app, "exit")) >= N_ITEMS, ctx.visibility_timeout * 1.25 + 20, 0.2, "every item out")
     time.sleep(0.5)
     assert_each_item_exits_once(app, items)
+
+
+@pytest.mark.live
+def test_a_channel_closed_after_its_connection_leaves_unacked_messages_to_the_sweep(redis_server) -> None:
+    """The state kombu's ``collect()`` leaves when a broker outage catches a channel mid-poll
+    (see adaptflow.runtime.redis_transport): the channel still open, holding a message delivered
+    and not acknowledged, and the transport's client dropped. Closing that channel crashed the
+    worker with kombu's own transport (AttributeError, which Celery takes for unrecoverable); with
+    adaptflow's, the close is quiet and the message, still in Redis's unacked set, returns to its
+    queue at the first sweep after the visibility timeout."""
+    from kombu import Connection, Exchange, Queue
+    from kombu.transport import redis as kombu_redis
+
+    from adaptflow.runtime.redis_transport import Transport
+
+    redis_server.flush()
+    queue = Queue("work", Exchange("work", "direct"), "work")
+    options = {"visibility_timeout": 1.0, "unacked_restore_throttle": 0}
+
+    def deliver_then_drop_the_client(transport) -> Connection:
+        conn = Connection(redis_server.url, transport=transport, transport_options=options)
+        with Connection(redis_server.url) as publisher:
+            publisher.Producer().publish({"i": 1}, exchange=queue.exchange, routing_key="work", declare=[queue])
+        held = []
+        conn.Consumer([queue], callbacks=[lambda body, message: held.append(message)], no_ack=False).consume()
+        conn.drain_events(timeout=5)
+        assert len(held) == 1
+        conn.transport.client = None  # what collect() leaves behind
+        return conn
+
+    stock = deliver_then_drop_the_client(kombu_redis.Transport)
+    with pytest.raises(AttributeError):
+        stock.default_channel.close()
+    ours = deliver_then_drop_the_client(Transport)
+    ours.default_channel.close()  # no exception
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.llen("work") == 0 and client.hlen("unacked") == 2  # both waiting in the unacked set
+    time.sleep(1.1)
+    with Connection(redis_server.url, transport_options=options) as sweeper:
+        sweeper.default_channel.qos.restore_visible()
+    assert client.llen("work") == 2 and client.hlen("unacked") == 0
+
+
+@pytest.mark.live
+def test_a_message_popped_as_the_broker_dies_is_put_back_when_it_returns(redis_server) -> None:
+    """kombu pops a message (BRPOP) and only then records it as unacknowledged: a broker that
+    dies in between leaves it nowhere. With kombu's own transport it is gone; with adaptflow's,
+    the failed record keeps it in the worker, and the first consumer after the restart puts it
+    back at the head of its queue."""
+    import json
+
+    from kombu import Connection, Exchange, Queue
+    from kombu.transport import redis as kombu_redis
+
+    from adaptflow.runtime.redis_transport import Transport
+
+    queue = Queue("work", Exchange("work", "direct"), "work")
+    client = redis.Redis.from_url(redis_server.url)
+
+    def pop_then_die(transport) -> None:
+        if redis_server.process is None or redis_server.process.poll() is not None:
+            redis_server.start()
+        redis_server.flush()
+        with Connection(redis_server.url) as publisher:
+            publisher.Producer().publish({"i": 7}, exchange=queue.exchange, routing_key="work", declare=[queue])
+        conn = Connection(redis_server.url, transport=transport)
+        channel = conn.default_channel
+        channel.basic_consume("work", False, lambda message: None, "t")
+        popped = json.loads(client.rpop("work"))  # what BRPOP hands the channel
+        redis_server.kill()
+        with pytest.raises(channel.connection_errors):
+            conn.transport._callbacks["work"](popped)  # the record fails: the broker is gone
+        redis_server.start()
+        again = Connection(redis_server.url, transport=transport).default_channel
+        again.basic_consume("work", False, lambda message: None, "t2")
+
+    pop_then_die(kombu_redis.Transport)
+    assert client.llen("work") == 0 and client.hlen("unacked") == 0  # lost
+    pop_then_die(Transport)
+    assert client.llen("work") == 1 and client.hlen("unacked") == 0  # back in its queue
+    body = json.loads(client.lindex("work", 0))
+    assert body["properties"]["delivery_info"]["redelivered"] is True

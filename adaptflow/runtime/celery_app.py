@@ -55,6 +55,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
+from adaptflow.runtime.redis_transport import TRANSPORT as REDIS_TRANSPORT
 from adaptflow.scenario.loading import load_scenario
 from adaptflow.scenario.outcome import DETECTED, FAILED_RETRY, Decide, Outcome, outcome_rule
 from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Fork, Route, Scatter, Split, Target
@@ -643,31 +644,9 @@ def refuse_unsupported(scenario: Scenario) -> Scenario:
     return scenario
 
 
-def make_app(
-    scenario: str | Path | Scenario,
-    broker_url: str,
-    time_scale: float = 1.0,
-    prefix: str = "adaptflow",
-    seed: int | None = None,
-    visibility_timeout: float | None = None,
-) -> Celery:
-    """A Celery app for ``scenario`` on the Redis broker ``broker_url``: one queue per stage and
-    the visit task. The same factory builds the workers' app and the client's (loadgen, monitor,
-    executor); ``app.adaptflow`` is the :class:`LiveContext` they share.
-
-    ``visibility_timeout``: wall seconds after which a visit delivered to a worker that never
-    acknowledged it (the worker died) is put back on its queue; default
-    :func:`default_visibility_timeout`. Every worker on the broker sweeps with its own value:
-    give them all the same."""
-    if not time_scale > 0:
-        raise ValueError(f"time_scale must be > 0, got {time_scale}")
-    if visibility_timeout is not None and not visibility_timeout > 0:
-        raise ValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
-    spec = refuse_unsupported(load_scenario(scenario))
-    if visibility_timeout is None:
-        visibility_timeout = default_visibility_timeout(spec, time_scale)
-    app = Celery(f"adaptflow-{spec.name}", broker=broker_url, set_as_current=False)
-    app.conf.update(
+def app_config(spec: Scenario, visibility_timeout: float) -> dict[str, Any]:
+    """The Celery settings of adaptflow's app (why each one: in the comments)."""
+    return dict(
         task_queues=[Queue(name) for name in spec.stages],
         task_default_queue=next(iter(spec.stages)),
         task_ignore_result=True,
@@ -692,8 +671,38 @@ def make_app(
         # (see redelivery_options); task_reject_on_worker_lost covers only a dead pool process.
         broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5}
         | redelivery_options(visibility_timeout),
+        # kombu's Redis transport with two outage windows closed (see redis_transport): a message
+        # popped as Redis died is put back, and a close mid-poll no longer crashes the worker.
+        broker_transport=REDIS_TRANSPORT,
         result_backend=None,
     )
+
+
+def make_app(
+    scenario: str | Path | Scenario,
+    broker_url: str,
+    time_scale: float = 1.0,
+    prefix: str = "adaptflow",
+    seed: int | None = None,
+    visibility_timeout: float | None = None,
+) -> Celery:
+    """A Celery app for ``scenario`` on the Redis broker ``broker_url``: one queue per stage and
+    the visit task. The same factory builds the workers' app and the client's (loadgen, monitor,
+    executor); ``app.adaptflow`` is the :class:`LiveContext` they share.
+
+    ``visibility_timeout``: wall seconds after which a visit delivered to a worker that never
+    acknowledged it (the worker died) is put back on its queue; default
+    :func:`default_visibility_timeout`. Every worker on the broker sweeps with its own value:
+    give them all the same."""
+    if not time_scale > 0:
+        raise ValueError(f"time_scale must be > 0, got {time_scale}")
+    if visibility_timeout is not None and not visibility_timeout > 0:
+        raise ValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
+    spec = refuse_unsupported(load_scenario(scenario))
+    if visibility_timeout is None:
+        visibility_timeout = default_visibility_timeout(spec, time_scale)
+    app = Celery(f"adaptflow-{spec.name}", broker=broker_url, set_as_current=False)
+    app.conf.update(app_config(spec, visibility_timeout))
     context = LiveContext(spec, broker_url, time_scale, prefix, seed, visibility_timeout)
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
