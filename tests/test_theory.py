@@ -45,6 +45,7 @@ def test_mmc_mean_wait_matches_erlang_c():
     assert_within_ci([r["stages"]["w"]["utilization"] for r in runs], 0.9, "M/M/10 utilization", 0.01)
 
 
+@pytest.mark.slow  # 19 s; the dispatch delay's sample path and its calibrated replay stay in make test
 def test_mmc_with_a_dispatch_delay_waits_the_delay_plus_erlang_c():
     """M/M/10 at utilization 0.9 with a dispatch delay d: the items join the queue at their
     arrival times shifted by the constant d, which is again a Poisson process of the same rate,
