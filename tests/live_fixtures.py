@@ -145,6 +145,12 @@ class RedisServer:
     def flush(self) -> None:
         redis.Redis(host="127.0.0.1", port=self.port).flushall()
 
+    def ensure_running(self) -> RedisServer:
+        """Started again if a test left it stopped or killed."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        return self
+
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
@@ -158,9 +164,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def broker(redis_server: RedisServer) -> str:
     """The test's broker URL, on an emptied server (tests share one server)."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    redis_server.flush()
+    redis_server.ensure_running().flush()
     return redis_server.url
 
 

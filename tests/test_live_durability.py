@@ -4,6 +4,7 @@ live_fixtures.py). Every item is counted from the run's own event stream: one ``
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from kombu import Connection, Exchange, Queue
+from kombu.transport.redis import Transport as KombuTransport
 
 from adaptflow.runtime.celery_app import (
     MIN_VISIBILITY_TIMEOUT,
@@ -21,12 +24,20 @@ from adaptflow.runtime.celery_app import (
     make_app,
 )
 from adaptflow.runtime.live_run import LiveConfig
+from adaptflow.runtime.redis_transport import Transport as RepairedTransport
 from adaptflow.runtime.worker import WorkerProcess
 from adaptflow.scenario import load_scenario
 
 from .live_fixtures import SINGLE, app_for, events, wait_for, write_scenario
 
 N_ITEMS = 10
+WORK = Queue("work", Exchange("work", "direct"), "work")
+
+
+def publish_one(url: str, body: dict) -> None:
+    """One message on the ``work`` queue, published as Celery's client does."""
+    with Connection(url) as publisher:
+        publisher.Producer().publish(body, exchange=WORK.exchange, routing_key="work", declare=[WORK])
 
 
 def single(service: dict) -> dict:
@@ -164,30 +175,23 @@ def test_a_channel_closed_after_its_connection_leaves_unacked_messages_to_the_sw
     worker with kombu's own transport (AttributeError, which Celery takes for unrecoverable); with
     adaptflow's, the close is quiet and the message, still in Redis's unacked set, returns to its
     queue at the first sweep after the visibility timeout."""
-    from kombu import Connection, Exchange, Queue
-    from kombu.transport import redis as kombu_redis
-
-    from adaptflow.runtime.redis_transport import Transport
-
-    redis_server.flush()
-    queue = Queue("work", Exchange("work", "direct"), "work")
+    redis_server.ensure_running().flush()
     options = {"visibility_timeout": 1.0, "unacked_restore_throttle": 0}
 
     def deliver_then_drop_the_client(transport) -> Connection:
         conn = Connection(redis_server.url, transport=transport, transport_options=options)
-        with Connection(redis_server.url) as publisher:
-            publisher.Producer().publish({"i": 1}, exchange=queue.exchange, routing_key="work", declare=[queue])
+        publish_one(redis_server.url, {"i": 1})
         held = []
-        conn.Consumer([queue], callbacks=[lambda body, message: held.append(message)], no_ack=False).consume()
+        conn.Consumer([WORK], callbacks=[lambda body, message: held.append(message)], no_ack=False).consume()
         conn.drain_events(timeout=5)
         assert len(held) == 1
         conn.transport.client = None  # what collect() leaves behind
         return conn
 
-    stock = deliver_then_drop_the_client(kombu_redis.Transport)
+    stock = deliver_then_drop_the_client(KombuTransport)
     with pytest.raises(AttributeError):
         stock.default_channel.close()
-    ours = deliver_then_drop_the_client(Transport)
+    ours = deliver_then_drop_the_client(RepairedTransport)
     ours.default_channel.close()  # no exception
     client = redis.Redis.from_url(redis_server.url)
     assert client.llen("work") == 0 and client.hlen("unacked") == 2  # both waiting in the unacked set
@@ -203,22 +207,11 @@ def test_a_message_popped_as_the_broker_dies_is_put_back_when_it_returns(redis_s
     dies in between leaves it nowhere. With kombu's own transport it is gone; with adaptflow's,
     the failed record keeps it in the worker, and the first consumer after the restart puts it
     back at the head of its queue."""
-    import json
-
-    from kombu import Connection, Exchange, Queue
-    from kombu.transport import redis as kombu_redis
-
-    from adaptflow.runtime.redis_transport import Transport
-
-    queue = Queue("work", Exchange("work", "direct"), "work")
     client = redis.Redis.from_url(redis_server.url)
 
     def pop_then_die(transport) -> None:
-        if redis_server.process is None or redis_server.process.poll() is not None:
-            redis_server.start()
-        redis_server.flush()
-        with Connection(redis_server.url) as publisher:
-            publisher.Producer().publish({"i": 7}, exchange=queue.exchange, routing_key="work", declare=[queue])
+        redis_server.ensure_running().flush()
+        publish_one(redis_server.url, {"i": 7})
         conn = Connection(redis_server.url, transport=transport)
         channel = conn.default_channel
         channel.basic_consume("work", False, lambda message: None, "t")
@@ -230,9 +223,9 @@ def test_a_message_popped_as_the_broker_dies_is_put_back_when_it_returns(redis_s
         again = Connection(redis_server.url, transport=transport).default_channel
         again.basic_consume("work", False, lambda message: None, "t2")
 
-    pop_then_die(kombu_redis.Transport)
+    pop_then_die(KombuTransport)
     assert client.llen("work") == 0 and client.hlen("unacked") == 0  # lost
-    pop_then_die(Transport)
+    pop_then_die(RepairedTransport)
     assert client.llen("work") == 1 and client.hlen("unacked") == 0  # back in its queue
     body = json.loads(client.lindex("work", 0))
     assert body["properties"]["delivery_info"]["redelivered"] is True

@@ -99,6 +99,8 @@ def requeue_orphans(channel: redis.Channel) -> int:
     with _orphans_lock:
         pending = list(_orphans)
         _orphans.clear()
+    if not pending:  # the usual case: every consumer's start asks
+        return 0
     done = 0
     try:
         with channel.conn_or_acquire() as client:

@@ -154,8 +154,8 @@ class StageState:
 
     With a ``turnaround`` a worker that finished a visit is ``turning`` for that long times the
     item's size (ready, not serving, not free) before it can start the next: the item has left,
-    the process slot has not refilled yet. Counted as ready (paid, in the active area) and reported as idle, as live
-    sees a process between tasks.
+    the process slot has not refilled yet. Counted as ready (paid, in the active area) and
+    reported as idle, as live sees a process between tasks.
 
     With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
     is first ``dispatching`` (sent, not yet able to start) for that long, then joins the queue
@@ -299,6 +299,11 @@ class StageState:
             self._integrate(now)
             self.draining -= 1
             return
+        self._free_worker(now)
+
+    def _free_worker(self, now: float) -> None:
+        """One more worker is free: it takes the next queued item, if any. (``_finish`` does the
+        same inline, re-arming its completion event: it runs once per item.)"""
         self.idle += 1
         if self.queue:
             nxt = self.queue.popleft()
@@ -390,11 +395,7 @@ class StageState:
                 return
             self._pending_starts.remove(token)
             self.starting -= 1
-        self.idle += 1
-        if self.queue:
-            nxt = self.queue.popleft()
-            self.queue_enter_sum -= nxt.enter
-            self._start(nxt, now)
+        self._free_worker(now)
 
     def queue_area(self, now: float) -> float:
         """Integral of the queue length from 0 to ``now``: finished waits plus the partial

@@ -244,7 +244,7 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
     delay, startup_report = system.fit_startup(recording, obs, name)
     failure, failure_report, failure_warnings = system.fit_failure(obs)
     first, _, _ = system.fit_dispatch(recording, obs, name)
-    turnaround, turnaround_report, _ = system.fit_turnaround(obs, name, first)
+    turnaround, turnaround_report = system.fit_turnaround(obs, first)
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround)
     if delay is None:
         startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"

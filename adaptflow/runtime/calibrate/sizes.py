@@ -108,9 +108,8 @@ def fit_sizes(timeline: Timeline) -> ItemSizes:
         name: [x / sizes.get(items.get(k, ""), 1.0) for x, k in zip(obs.services, obs.tasks, strict=True)]
         for name, obs in timeline.stages.items()
     }
-    drawn = list(sizes.values())  # a simulated visit's size: any item's, as routes ignore sizes
-    moments = {name: _moments(obs.services, drawn) for name, obs in timeline.stages.items() if obs.services}
-    values = np.asarray(list(sizes.values()))
+    values = np.asarray(list(sizes.values()))  # a simulated visit's size: any item's, as routes ignore sizes
+    moments = {name: _moments(obs.services, values) for name, obs in timeline.stages.items() if obs.services}
     report.update(
         fitted=True,
         size_quantiles={q: float(np.quantile(values, q / 100)) for q in (5, 25, 50, 75, 95)},
@@ -122,7 +121,7 @@ def fit_sizes(timeline: Timeline) -> ItemSizes:
     return ItemSizes(sizes, residuals, report, moments)
 
 
-def _moments(services: list[float], sizes: list[float]) -> tuple[float, float]:
+def _moments(services: list[float], sizes: np.ndarray) -> tuple[float, float]:
     """(mean, cv) of a service time that, times an independent draw of ``sizes``, has the mean
     and second moment of ``services``; cv 0 when the sizes alone spread as much."""
     x, s = np.asarray(services, dtype=float), np.asarray(sizes, dtype=float)

@@ -219,8 +219,8 @@ def fit_dispatch(
 TURNAROUND_MIN_GAPS = 20
 
 
-def fit_turnaround(obs: StageObs, stage: str, dispatch: float) -> tuple[float, dict[str, Any], list[str]]:
-    """The stage's turnaround (see the module docstring), its report and warnings: the mean gap
+def fit_turnaround(obs: StageObs, dispatch: float) -> tuple[float, dict[str, Any]]:
+    """The stage's turnaround (see the module docstring) and its report: the mean gap
     between an attempt's finish and the next start on the same worker process, over the gaps
     where that next attempt was ready (sent, plus the dispatch delay) before the finish, so the
     process had work waiting and the gap is the process's own."""
@@ -238,13 +238,13 @@ def fit_turnaround(obs: StageObs, stage: str, dispatch: float) -> tuple[float, d
     report: dict[str, Any] = {"backlogged_gaps": len(gaps)}
     if len(gaps) < TURNAROUND_MIN_GAPS:
         report["note"] = f"{len(gaps)} attempts followed a backlogged one (< {TURNAROUND_MIN_GAPS}): taken as 0"
-        return 0.0, report, []
+        return 0.0, report
     x = np.asarray(gaps)
     half = 1.96 * float(x.std(ddof=1)) / math.sqrt(len(x))
     mean = float(x.mean())
     report.update(turnaround=mean, turnaround_ci95=[mean - half, mean + half], median=float(np.median(x)),
                   p95=float(np.percentile(x, 95)))  # fmt: skip
-    return mean, report, []
+    return mean, report
 
 
 def median_ci(values: np.ndarray, z: float = 1.96) -> list[float]:
