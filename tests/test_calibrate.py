@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from adaptflow.runtime.calibrate import calibrate, read_recording, validate_calibration
-from adaptflow.runtime.calibrate.distributions import EMPIRICAL_POINTS, fit_arrivals, fit_service
+from adaptflow.runtime.calibrate.distributions import EMPIRICAL_POINTS, fit_arrivals, fit_service, with_moments
 from adaptflow.runtime.calibrate.system import DISPATCH_MIN_VISITS, fit_dispatch
 from adaptflow.runtime.calibrate.timeline import build_timeline
-from adaptflow.scenario import load_scenario
+from adaptflow.scenario import load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
 
 ORIGIN = 1_700_000_000.0  # wall time the recording started
@@ -327,6 +327,22 @@ def test_a_turnaround_between_tasks_is_recovered_and_the_replay_matches(tmp_path
     assert "| turnaround s (95% CI; gaps) |" in result.report_md.read_text()
     errors = validate_calibration(folder, result.scenario, Simulation, seeds=3).set_index(["scope", "metric"])
     assert (errors["rel_error"] < 0.10).all(), errors.to_string()
+
+
+@pytest.mark.parametrize("dist", ["deterministic", "exponential", "lognormal", "gamma"])
+@pytest.mark.parametrize("cv", [0.3, 1.0, 1.5])
+def test_a_fitted_family_moved_to_given_moments_is_a_valid_service_with_them(dist: str, cv: float):
+    """Whatever family the quotients chose, the block written has the moments asked for and the
+    scenario loader takes it (a fixed time asked for cv 1 was once written as a deterministic
+    block with a cv, which the schema refuses)."""
+    fitted = {"dist": dist, "mean": 1.0} | ({"cv": 0.5} if dist in ("lognormal", "gamma") else {})
+    block = with_moments(fitted, 0.4, cv)
+    stage = {"workers": {"initial": 1, "min": 1, "max": 1}, "service": block}
+    spec = parse_scenario({"name": "m", "horizon": 10, "sla": {"latency": 5},
+                           "sources": {"s": {"process": "poisson", "rate": 1, "to": "w"}},
+                           "stages": {"w": stage}})  # fmt: skip
+    service = spec.stages["w"].service
+    assert service.expected() == pytest.approx(0.4) and (service.cv or 1.0) == pytest.approx(cv)
 
 
 def test_independent_items_get_no_sizes(recorded):

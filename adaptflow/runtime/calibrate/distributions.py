@@ -114,9 +114,10 @@ def fit_service(samples: list[float], stage: str) -> tuple[dict[str, Any], dict[
 
 def with_moments(service: dict[str, Any], mean: float, cv: float) -> dict[str, Any]:
     """``service`` (a fitted block) moved to the given mean and cv, keeping its family: the
-    family says the shape, the moments come from elsewhere (see :mod:`.sizes`). An exponential
-    whose cv must differ becomes a gamma; a replayed sample is raised to the power that gives
-    the cv (bisection: the cv of ``x ** k`` grows with ``k``) and scaled to the mean."""
+    family says the shape, the moments come from elsewhere (see :mod:`.sizes`). A fixed time
+    that must spread, or an exponential whose cv must differ, becomes a gamma; a replayed sample
+    is raised to the power that gives the cv (bisection: the cv of ``x ** k`` grows with ``k``)
+    and scaled to the mean."""
     dist = service["dist"]
     if cv < DETERMINISTIC_CV:
         return {"dist": "deterministic", "mean": sig(mean)}
@@ -125,8 +126,8 @@ def with_moments(service: dict[str, Any], mean: float, cv: float) -> dict[str, A
         k = _power_for_cv(x, cv)
         y = x**k
         return {"dist": "empirical", "samples": [sig(v) for v in y * (mean / y.mean())]}
-    if dist in ("deterministic", "exponential") and abs(cv - 1.0) > DETERMINISTIC_CV:
-        dist = "gamma"
+    if dist == "deterministic" or (dist == "exponential" and abs(cv - 1.0) > DETERMINISTIC_CV):
+        dist = "gamma"  # a deterministic block takes no cv: with cv near 1 it was written invalid
     out = {"dist": dist, "mean": sig(mean)}
     if dist != "exponential":
         out["cv"] = sig(cv)
