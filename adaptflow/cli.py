@@ -366,7 +366,7 @@ def _record(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from adaptflow.runtime.calibrate import calibrate
 
-    result = calibrate(args.recording, args.out, rate_bin=args.rate_bin)
+    result = calibrate(args.recording, args.out, rate_bin=args.rate_bin, cores=args.cores)
     print(f"adaptflow: wrote {result.scenario} (fit report {result.report_md})", file=sys.stderr)
     if args.validate:
         from adaptflow.experiments.calibration import validate_calibration
@@ -680,6 +680,12 @@ def _add_calibrate(commands: Any) -> None:
     cb.add_argument("recording", help="a directory written by adaptflow record")
     cb.add_argument("--out", required=True, help="the scenario YAML to write (its fit report is written beside it)")
     cb.add_argument("--rate-bin", type=float, default=60.0, help="seconds per bin of the fitted rate profile (60)")
+    cb.add_argument(
+        "--cores", default=None, metavar="auto|NAME=N,...",
+        help="the machines the workers ran on (the part after @ of their node names) and their cores: places the "
+        "stages on hosts whose cores their processes share, and fits each stage's CPU share. auto: the recording "
+        "machine's own cores",
+    )  # fmt: skip
     cb.add_argument(
         "--validate", type=int, default=0, metavar="SEEDS",
         help="then simulate it on the recorded arrivals over SEEDS seeds and compare with the recording",

@@ -131,6 +131,10 @@ BAD_INPUTS = {
         lambda d, tmp: d["stages"]["work"].update(dispatch_delay=float("inf")),
         ["stages.work.dispatch_delay", "finite"],
     ),
+    "dispatch distribution without cv": (
+        lambda d, tmp: d["stages"]["work"].update(dispatch_delay={"dist": "gamma", "mean": 0.05}),
+        ["stages.work.dispatch_delay", "needs cv"],
+    ),
     "lognormal without cv": (
         lambda d, tmp: d["stages"]["work"]["service"].update(dist="lognormal"),
         ["stages.work.service", "needs cv"],
@@ -142,6 +146,18 @@ BAD_INPUTS = {
     "attribute value unrouted": (
         lambda d, tmp: d["stages"]["work"].update(next={"attribute": "flagged", "routes": {True: None}}),
         ["stages.work.next.routes", "flagged = ['false']"],
+    ),
+    "unknown host": (
+        lambda d, tmp: d["stages"]["work"].update(host="vm"),
+        ["stages.work.host", "'vm' is not a host", "none declared in hosts"],
+    ),
+    "cpu without a host": (
+        lambda d, tmp: d["stages"]["work"].update(cpu=0.5),
+        ["stages.work.cpu", "0.5 without a host"],
+    ),
+    "host without cores": (
+        lambda d, tmp: d.update(hosts={"vm": {"cores": 0}}),
+        ["hosts.vm.cores", "greater than 0"],
     ),
     "missing field": (lambda d, tmp: d.pop("sla"), ["sla", "required"]),
     "name with a dot": (lambda d, tmp: d["stages"].update({"a.b": d["stages"].pop("work")}), ["a.b", "pattern"]),

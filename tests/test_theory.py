@@ -61,6 +61,18 @@ def test_mmc_with_a_dispatch_delay_waits_the_delay_plus_erlang_c():
     assert_within_ci([s["mean_queue_length"] for s in st], little, "Little's law with a dispatch delay")
 
 
+def test_a_dispatch_delay_drawn_per_visit_adds_its_mean_to_erlang_c():
+    """M/M/2 at utilization 0.7 with a dispatch delay drawn per visit (gamma, mean 0.5, cv 1):
+    each item reaches the queue after its own independent delay, and a Poisson stream so
+    displaced is again Poisson of the same rate (the displacement theorem), so the mean wait is
+    the mean delay plus Erlang C's, as for a constant delay; the order of items may change."""
+    delay = {"dist": "gamma", "mean": 0.5, "cv": 1.0}
+    spec = scenario({"w": stage(2, "exponential", 1.0, dispatch_delay=delay)}, rate=1.4, horizon=20_000)
+    assert spec.stages["w"].dispatch_mean() == 0.5
+    runs = replicate(spec, n=20, warmup=1000)
+    assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], 0.5 + mmc_mean_wait(1.4, 1.0, 2), "M/M/2 + D wait")
+
+
 def test_dispatch_delay_sample_path_drops_on_joining_and_counts_waiting_from_entering(tmp_path):
     """1 worker (service 1 s), room for 1 waiting, dispatch delay 0.5 s, items sent at 0, 0.1,
     0.2, 0.3: each can join only 0.5 s after it was sent, so the first starts at 0.5, the second
@@ -275,3 +287,44 @@ def test_mmpp_long_run_rate_and_burstiness():
     assert_within_ci([r["stages"]["w"]["arrival_rate"] for r in runs], mean_rate, "MMPP mean rate", 0.03)
     counts = Simulation(spec, rng=np.random.default_rng(3)).record(interval=50.0)["stages.w.arrivals"]
     assert counts.var() / counts.mean() > 3.0
+
+
+# -- a host's cores shared by the pools on it (scenario ``hosts``) ------------------------------
+def test_a_pool_larger_than_its_hosts_cores_serves_as_many_servers_as_cores():
+    """4 processes of exponential CPU work (mean 1) on a 2-core host: each of the n busy ones runs
+    at min(1, 2/n), so the stage completes at rate min(n, 2): the number in system is that of
+    M/M/2, whatever the pool. By Little's law the mean time in the stage (wait + slowed
+    service) is M/M/2's. The wait before starting is shorter (4 processes take items sooner and
+    serve them slower): items wait only when N > 4, and M/M/2's tail is geometric in
+    rho = 0.8 from N = 2, so the queue is rho**2 times M/M/2's, and so is the mean wait."""
+    hosted = stage(4, "exponential", 1.0, host="vm")
+    spec = scenario({"w": hosted}, rate=1.6, horizon=20_000, hosts={"vm": {"cores": 2}})
+    runs = replicate(spec, n=20, warmup=1000)
+    sojourn = mmc_mean_wait(1.6, 1.0, 2) + 1.0
+    assert_within_ci([r["stages"]["w"]["mean_latency"] for r in runs], sojourn, "M/M/4 on 2 cores = M/M/2 sojourn")
+    waits = [r["stages"]["w"]["mean_wait"] for r in runs]
+    assert_within_ci(waits, 0.8**2 * mmc_mean_wait(1.6, 1.0, 2), "M/M/4 on 2 cores wait", 0.08)
+
+
+def test_host_sample_path_shares_cores_among_the_cpu_work_in_progress(tmp_path):
+    """One core. (a) Two CPU-bound visits of 1 s at two stages, both at t = 0: each runs at half
+    speed, both end at 2. (b) One visit at 0 and one at 0.5 at the same 2-process stage: the
+    first has 0.5 s of work left at half speed (ends 1.5), the second then runs alone (ends 2).
+    (c) cpu 0.5: the first half of each visit is a plain delay, the CPU halves share the core
+    from 0.5, so both end at 1.5. A stage on a host with cpu 0 runs at full speed."""
+    hosts = {"vm": {"cores": 1}}
+
+    def run(stages, times_by_stage):
+        sources = {f"t{k}": trace_source(tmp_path, t, to, name=f"t{k}") for k, (to, t) in enumerate(times_by_stage)}
+        sim = Simulation(scenario(stages, sources=sources, horizon=10.0, hosts=hosts), rng=0)
+        sim.run(10.0)
+        return {name: sorted(s.latencies) for name, s in sim.stages.items()}
+
+    one = stage(1, "deterministic", 1.0, host="vm")
+    assert run({"a": one, "b": one}, [("a", [0.0]), ("b", [0.0])]) == {"a": [2.0], "b": [2.0]}
+    two = stage(2, "deterministic", 1.0, host="vm")
+    assert run({"a": two}, [("a", [0.0, 0.5])]) == {"a": pytest.approx([1.5, 1.5])}  # ends 1.5 and 2.0
+    half = stage(1, "deterministic", 1.0, host="vm", cpu=0.5)
+    assert run({"a": half, "b": half}, [("a", [0.0]), ("b", [0.0])]) == {"a": [1.5], "b": [1.5]}
+    free = stage(1, "deterministic", 1.0, host="vm", cpu=0.0)
+    assert run({"a": free, "b": free}, [("a", [0.0]), ("b", [0.0])]) == {"a": [1.0], "b": [1.0]}

@@ -94,7 +94,8 @@ def as_live(scenario: str | Path | Scenario, time_scale: float = 1.0) -> Scenari
         w = stage["workers"]
         w["startup_tick"] = CELERY_POOL_TICK * time_scale
         w["startup_delay"] = CELERY_FORK_SECONDS * time_scale
-        stage["dispatch_delay"] = max(stage.get("dispatch_delay", 0.0), CELERY_DISPATCH_SECONDS * time_scale)
+        if not isinstance(stage.get("dispatch_delay"), dict):  # a fitted distribution is kept as it is
+            stage["dispatch_delay"] = max(stage.get("dispatch_delay", 0.0), CELERY_DISPATCH_SECONDS * time_scale)
         w["min"], w["max"] = max(1, w["min"]), max(1, w["max"])
         w["initial"] = min(max(w["initial"], w["min"]), w["max"])
     return parse_scenario(data)

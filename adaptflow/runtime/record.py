@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -88,8 +90,16 @@ def _write_header(out_dir: Path, spec: str, app: Celery, started: float, stopped
         "started": started,
         "stopped": stopped,
         "adaptflow": package_versions(("adaptflow",)).get("adaptflow"),
+        "host": local_host(),  # the recording machine and its cores, for calibrate --cores auto
     }
     atomic_write_text(out_dir / "recording.json", json.dumps(header, indent=2) + "\n")
+
+
+def local_host() -> dict[str, Any]:
+    """This machine as ``recording.json`` holds it: its name (what a worker's ``%h`` expands to)
+    and the cores this process may run on (a container's CPU set, not the host's count), for
+    ``adaptflow calibrate --cores auto``."""
+    return {"name": socket.gethostname(), "cores": len(os.sched_getaffinity(0))}
 
 
 class Recorder:

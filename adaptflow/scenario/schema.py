@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from .base import Name, NonNegFloat, PositiveFloat, Probability, _Strict
 from .profiles import Constant, ProbabilityProfile, RateProfile
@@ -500,6 +500,15 @@ class Service(_Strict):
         return float(np.mean(self.samples)) if self.dist == "empirical" else float(self.mean)  # type: ignore[arg-type]
 
 
+DispatchDelay = Annotated[
+    Annotated[Annotated[float, Field(ge=0, le=MAX_HORIZON, allow_inf_nan=False)], Tag("seconds")]
+    | Annotated[Service, Tag("distribution")],
+    Discriminator(lambda v: "distribution" if isinstance(v, dict | Service) else "seconds"),
+]
+"""A stage's dispatch delay: constant seconds, or a distribution drawn per visit (as a service
+time is). Chosen by the value's shape, so a bad value gets the errors of its own form only."""
+
+
 class QueueSpec(_Strict):
     """``capacity``: how many items may wait (not counting those in service); beyond it an
     arriving item is dropped. ``null`` is unbounded."""
@@ -532,10 +541,14 @@ class Stage(_Strict):
     a pool process starting the task, 2-8 ms per visit measured on the example app, which a
     queue at low load is made of entirely. It counts as waiting (in the wait, the queue length
     and its area, as the live fold counts task-sent -> task-started), and a retry pays it again
-    (a retry is a new message). A constant: it stands for the wait floor at low load, its spread
-    is milliseconds against service times of tens to hundreds, a constant shift keeps Poisson
-    arrivals Poisson (so queueing theory still checks the simulator exactly), and it draws no
-    random number (so no other stream moves). ``adaptflow calibrate`` fits it.
+    (a retry is a new message). Seconds, or a distribution (the form of ``service``) drawn per
+    visit from a stream of its own (so no other stream moves): on a loaded machine the hand-off
+    is tens of milliseconds and skewed (the example app on 2 shared cores: median 45-55 ms, mean
+    59-74 ms), and a constant at its median reads the waits of lightly loaded stages 20-30 %
+    short. Either way queueing theory still checks the simulator exactly: a Poisson stream whose
+    items are each delayed independently is again Poisson (the displacement theorem), so the
+    wait is the mean delay plus the queue's own. Items may overtake each other on the way, as
+    Celery's messages do. ``adaptflow calibrate`` fits it.
 
     ``turnaround`` (seconds, default 0) is how long a worker that finished a visit stays unable
     to start the next, though the item has left: with late acknowledgement and a prefetch of
@@ -548,11 +561,19 @@ class Stage(_Strict):
     Like the service time it is multiplied by the item's size (a trace's ``size``): the gaps
     measured there grew with the service times beside them (correlation 0.45 with the task
     before, 0.58 with the one after; slow stretches of a shared machine slow both). ``adaptflow
-    calibrate`` fits it from those backlogged gaps."""
+    calibrate`` fits it from those backlogged gaps.
+
+    ``host`` (a name from the scenario's ``hosts``, optional) places the pool's processes on a
+    machine whose cores they share with the other pools placed there, and ``cpu`` (default 1
+    with a host) is the share of the service time that is CPU work: that share slows down when
+    the host's busy processes outnumber its cores (see :class:`Host`); the rest (I/O, sleeps)
+    does not. Without a host a process serves at full speed however many run beside it."""
 
     workers: Workers
     service: Service
-    dispatch_delay: Annotated[float, Field(ge=0, le=MAX_HORIZON, allow_inf_nan=False)] = 0.0
+    host: Name | None = None
+    cpu: Probability | None = None
+    dispatch_delay: DispatchDelay = 0.0
     turnaround: Annotated[float, Field(ge=0, le=MAX_HORIZON, allow_inf_nan=False)] = 0.0
     queue: QueueSpec = Field(default_factory=QueueSpec)
     # who waits first: arrival order, or the job class's priority (non-preemptive: a job in
@@ -562,10 +583,35 @@ class Stage(_Strict):
     validation: Validation | None = None
     next: Route = Field(default_factory=Exit)
 
+    @property
+    def cpu_share(self) -> float:
+        """The share of the service time that competes for the host's cores (0 without a host)."""
+        if self.host is None:
+            return 0.0
+        return 1.0 if self.cpu is None else self.cpu
+
+    def dispatch_mean(self) -> float:
+        """Mean seconds of the dispatch delay (a constant's own value)."""
+        d = self.dispatch_delay
+        return d.expected() if isinstance(d, Service) else float(d)
+
     def occupancy(self) -> float:
         """Mean seconds a worker is held per attempt: the service time and the turnaround after
         it. What capacity is made of, for planners, encoders and theory."""
         return self.service.expected() + self.turnaround
+
+
+class Host(_Strict):
+    """A machine the processes of one or more stages' pools run on, with ``cores`` CPUs (a
+    fraction, as a Kubernetes CPU limit, is allowed). Its cores are shared equally among the CPU
+    work in progress (egalitarian processor sharing, as a kernel's fair scheduler shares them
+    among runnable processes): with ``n`` busy CPU-bound processes on ``c`` cores each runs at
+    ``min(1, c / n)`` of its full speed. So a pool grown past the cores adds no capacity, only
+    slower tasks: measured on the example app, 13-14 processes on a 2-core VM took about 2.5
+    times as long per task as 5. Why a scenario needs it: a planner trained without it learns
+    that more processes always help, which on a real machine they do not."""
+
+    cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
 
 
 class Sla(_Strict):
@@ -607,10 +653,11 @@ class Scenario(_Strict):
     sources: dict[Name, Source] = Field(min_length=1)
     stages: dict[Name, Stage] = Field(min_length=1)
     classes: dict[Name, JobClass] = Field(default_factory=dict, max_length=64)
+    hosts: dict[Name, Host] = Field(default_factory=dict, max_length=1024)
 
     @model_validator(mode="after")
     def _check_graph(self) -> Scenario:
-        problems: list[str] = _class_problems(self)
+        problems: list[str] = _class_problems(self) + _host_problems(self)
         clash = sorted(set(self.sources) & set(self.stages))
         if clash:
             problems.append(f"names {clash} are both a source and a stage; expected distinct names")
@@ -841,6 +888,18 @@ def _path_to_exit(scenario: Scenario, start: str, join: str) -> list[str]:
                 parent[target] = node
                 frontier.append(target)
     return []
+
+
+def _host_problems(scenario: Scenario) -> list[str]:
+    """A stage's ``host`` must name one of the scenario's hosts, and ``cpu`` needs a host."""
+    problems = []
+    for name, stage in scenario.stages.items():
+        if stage.host is not None and stage.host not in scenario.hosts:
+            hosts = ", ".join(scenario.hosts) or "none declared in hosts"
+            problems.append(f"stages.{name}.host: {stage.host!r} is not a host; expected one of: {hosts}")
+        if stage.host is None and stage.cpu is not None:
+            problems.append(f"stages.{name}.cpu: {stage.cpu} without a host; expected a host for the stage's CPU work")
+    return problems
 
 
 def _class_problems(scenario: Scenario) -> list[str]:

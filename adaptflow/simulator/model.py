@@ -48,16 +48,17 @@ import numpy as np
 import pandas as pd
 import simpy
 from simpy.core import Infinity as INFINITY
-from simpy.events import NORMAL, Event
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
 from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Route, Split, Target
-from adaptflow.scenario.schema import Scenario, Sla, Stage
+from adaptflow.scenario.schema import Scenario, Service, Sla, Stage
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, class_picker, service_sampler
 
 from . import metrics
 from .classes import ClassBook, PriorityQueue
+from .hosts import HostState
 from .joins import Family, Forker, JoinPoint
+from .wakeup import Wakeup
 
 _new_tuple, _Counters, _StageCounters = tuple.__new__, metrics.Counters, metrics.StageCounters
 """Counters are built with ``tuple.__new__`` in field order: a third of the time of the named
@@ -65,33 +66,6 @@ tuple's own ``__new__`` (a Python function), and a monitor builds them on every 
 
 DEADLINE_SCAN_EVERY = 32
 """A source checks the deadlines every this many arrivals (see :meth:`SourceState.arrive`)."""
-
-
-class Wakeup(Event):
-    """A timeout created with its one callback: the cheapest event SimPy can process.
-
-    It is SimPy's own ``Timeout.__init__`` (an ``Event`` subclass that schedules itself) minus
-    the separate ``callbacks.append`` call, with ``Environment.schedule`` inlined: the same
-    ``(time, priority, event id)`` heap entry, so it orders exactly as a ``Timeout`` would
-    (tests/test_mechanics.py checks this). It runs once per item per stage, and the two saved
-    calls are 7% of the simulator's speed. It touches SimPy's ``_queue`` and ``_eid``, which is
-    why pyproject.toml pins simpy below 5."""
-
-    def __init__(self, env: simpy.Environment, delay: float, value: Any, callback: Callable[[Any], None]):
-        self.env = env
-        self.callbacks = [callback]
-        self._value = value
-        self._ok = True
-        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))
-
-    def rearm(self, delay: float, value: Any) -> None:
-        """Schedule this event again, ``delay`` from now, with a new value and the same callback.
-
-        Only :meth:`Simulation.run` processes Wakeups, and it leaves their callbacks in place,
-        so a processed Wakeup can be scheduled again; it then orders as a new Timeout would."""
-        env = self.env
-        self._value = value
-        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), self))
 
 
 class Item:
@@ -179,10 +153,17 @@ class StageState:
             self.tick_phase = float(streams.get("startup", name).random()) * self.tick
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
         self.turnaround, self.turning = spec.turnaround, 0  # workers between visits (see above)
-        self.dispatch_delay = spec.dispatch_delay
+        # the dispatch delay: a constant, or a draw per visit from a stream of its own
+        self.dispatch_delay = spec.dispatch_mean()
+        self._draw_dispatch: Callable[[], float] | None = None
+        if isinstance(spec.dispatch_delay, Service):
+            self._draw_dispatch = service_sampler(spec.dispatch_delay, streams.get("dispatch", name))
         self.dispatching = 0  # items sent, their dispatch delay not over yet
         self._pending_starts: deque[list[bool]] = deque()  # one [cancelled] token per start
         self.sample = service_sampler(spec.service, streams.get("service", name))
+        # the host whose cores the CPU share of each service shares (see hosts.py); None: full speed
+        self.cpu = spec.cpu_share
+        self.host: HostState | None = sim.hosts[spec.host] if spec.host is not None and self.cpu else None
         # the visit rule of the scenario room, bound to this stage's failure and validation streams
         self.decide = outcome_rule(
             spec, _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
@@ -216,10 +197,11 @@ class StageState:
             self._wait_or_drop(item, now)
 
     def _send(self, item: Item, now: float) -> None:
-        """The item is on its way to a worker: it may start ``dispatch_delay`` from now."""
+        """The item is on its way to a worker: it may start a dispatch delay from now."""
         self.dispatching += 1
         self.queue_enter_sum += now
-        Wakeup(self._env, self.dispatch_delay, item, self._dispatched_callback)
+        delay = self.dispatch_delay if self._draw_dispatch is None else self._draw_dispatch()
+        Wakeup(self._env, delay, item, self._dispatched_callback)
 
     def _dispatched(self, event: Wakeup) -> None:
         """The dispatch delay is over: start on an idle worker, or queue (or be dropped) now."""
@@ -248,13 +230,31 @@ class StageState:
         self.busy += 1
         self.waits.append(now - item.enter)
         self.start_sum += now
-        if event is None:
+        if self.host is not None:
+            self._serve_on_host(item, self.sample() * item.size)
+        elif event is None:
             Wakeup(self._env, self.sample() * item.size, item, self._finish_callback)
         else:
             event.rearm(self.sample() * item.size, item)
 
+    def _serve_on_host(self, item: Item, seconds: float) -> None:
+        """A service of ``seconds`` at full speed: its non-CPU share first, as a plain delay,
+        then its CPU share on the host, slowed while the host's cores are oversubscribed."""
+        if self.cpu < 1.0:
+            Wakeup(self._env, seconds * (1.0 - self.cpu), (item, seconds * self.cpu), self._io_done)
+        else:
+            self.host.run(seconds, item, self._served)  # type: ignore[union-attr]
+
+    def _io_done(self, event: Wakeup) -> None:
+        item, work = event._value
+        self.host.run(work, item, self._served)  # type: ignore[union-attr]
+
     def _finish(self, event: Wakeup) -> None:
-        item: Item = event._value
+        self._served(event._value, event)
+
+    def _served(self, item: Item, event: Wakeup | None = None) -> None:
+        """A visit's service is over: the worker turns, retires or takes the next item (re-arming
+        ``event``, the completion it just had, if any), and the visit's outcome is decided."""
         now = self._env._now
         self.finish_sum += now
         if self.draining:  # this worker retires
@@ -515,6 +515,7 @@ class Simulation:
         self.horizon = scenario.horizon
         self.sla = scenario.sla  # the one rule of lateness
         self._env = simpy.Environment()
+        self.hosts = {name: HostState(self._env, host.cores) for name, host in scenario.hosts.items()}
         self._calendar = scenario.calendar()
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
         # job classes (see classes.py): each class's deadline rule and unchecked items; one pair

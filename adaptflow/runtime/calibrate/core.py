@@ -37,6 +37,7 @@ from adaptflow.scenario import ScenarioError, parse_scenario
 
 from . import system
 from .distributions import fit_arrivals, fit_service, sig, with_moments
+from .hosts import HostFit, busy_peak, fit_hosts, parse_cores
 from .recording import Recording, read_recording
 from .report import ASSUMPTIONS, render_markdown
 from .sizes import ItemSizes, fit_sizes
@@ -60,18 +61,24 @@ class Calibration:
     report: dict[str, Any]
 
 
-def calibrate(recording_dir: str | Path, out: str | Path, rate_bin: float = RATE_BIN) -> Calibration:
+def calibrate(
+    recording_dir: str | Path, out: str | Path, rate_bin: float = RATE_BIN, cores: str | None = None
+) -> Calibration:
     """Fit a scenario to the recording in ``recording_dir`` and write it to ``out`` (see the
     module docstring for everything written beside it). ``rate_bin``: seconds per bin of a
-    piecewise arrival rate."""
+    piecewise arrival rate. ``cores`` (``auto`` or ``NAME=N,...``): the machines the workers
+    ran on and their cores, to place stages on hosts and fit their CPU share (see :mod:`.hosts`)."""
     out = Path(out)
     if out.suffix not in (".yaml", ".yml"):
         raise ValueError(f"out {str(out)!r}: expected a .yaml file")
     if not (math.isfinite(rate_bin) and rate_bin > 0):
         raise ValueError(f"rate_bin: {rate_bin!r}; expected seconds > 0")
+    if cores is not None and cores != "auto":
+        parse_cores(cores, None)  # a malformed value is refused before any reading
     recording = read_recording(recording_dir)
     timeline = build_timeline(recording)
-    fitted = fit(recording, timeline, rate_bin)
+    host_fit = _fit_hosts(recording, timeline, cores)
+    fitted = fit(recording, timeline, rate_bin, host_fit)
     paths = _paths(out, fitted["trace"])
     fitted["scenario"]["name"] = fitted["rate_scenario"]["name"] = _name(out.stem)
     fitted["rate_scenario"]["name"] += "_rate"
@@ -133,11 +140,26 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def fit(recording: Recording, timeline: Timeline, rate_bin: float = RATE_BIN) -> dict[str, Any]:
+def _fit_hosts(recording: Recording, timeline: Timeline, cores: str | None) -> HostFit | None:
+    """The host fit, with the timeline's service times divided by each visit's stretch (the
+    scenario holds full-speed times); None without ``cores``."""
+    if cores is None:
+        return None
+    host_fit = fit_hosts(timeline, parse_cores(cores, recording.meta.get("host")))
+    for stage, stretch in host_fit.stretch.items():
+        obs = timeline.stages[stage]
+        obs.services = (np.asarray(obs.services, dtype=float) / stretch).tolist()
+    return host_fit
+
+
+def fit(
+    recording: Recording, timeline: Timeline, rate_bin: float = RATE_BIN, host_fit: HostFit | None = None
+) -> dict[str, Any]:
     """The fitted scenarios (as dicts), the recorded arrivals per source, and the report."""
     gaps = system.relative_gaps(recording)
     report = _recording_report(recording, timeline)
     stages = _fit_stages(recording, timeline, report)
+    _place_on_hosts(stages, host_fit, recording, timeline, report)
     routes = _fit_routes(timeline, gaps, set(stages), report)
     for name, stage in stages.items():
         stage["next"] = routes.get(name)
@@ -158,10 +180,34 @@ def fit(recording: Recording, timeline: Timeline, rate_bin: float = RATE_BIN) ->
     }
     scenario = {"name": "", **base, "sources": {}, "stages": _given_sizes(stages, sizes, report)}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
+    if host_fit is not None and host_fit.hosts:
+        scenario["hosts"] = rate_scenario["hosts"] = host_fit.hosts
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
     return {"scenario": scenario, "rate_scenario": rate_scenario, "trace": trace, "report": report}
+
+
+def _place_on_hosts(
+    stages: dict[str, Any], host_fit: HostFit | None, recording: Recording, timeline: Timeline, report: dict[str, Any]
+) -> None:
+    """Each stage's ``host`` and ``cpu`` from the host fit; without one, a warning when the
+    recording machine ran more busy processes than it has cores (services slowed, unmodelled)."""
+    if host_fit is None:
+        local = recording.meta.get("host")
+        if isinstance(local, dict) and isinstance(local.get("cores"), int | float) and local.get("name"):
+            peak = busy_peak(timeline, str(local["name"]))
+            if peak > local["cores"]:
+                report["warnings"].append(
+                    f"up to {peak} processes were busy at once on {local['name']} ({local['cores']} cores): service "
+                    "times include that contention; --cores auto models it (a host in the scenario)"
+                )
+        return
+    report["hosts"] = host_fit.report
+    report["warnings"] += host_fit.warnings
+    for name, placed in host_fit.stages.items():
+        if name in stages:
+            stages[name].update(placed)
 
 
 def _given_sizes(stages: dict[str, Any], sizes: ItemSizes, report: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +292,10 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
     first, _, _ = system.fit_dispatch(recording, obs, name)
     turnaround, turnaround_report = system.fit_turnaround(obs, first)
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround)
+    block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(
+        recording, obs, name, turnaround, dispatch
+    )
+    dispatch_warnings += more_dispatch
     if delay is None:
         startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"
         report["assumptions"].append(f"stages.{name}.workers.startup_delay: {startup_report['note']}")
@@ -263,7 +313,11 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
         "completed": obs.completed,
         "drops": obs.drops,
     }
-    stage: dict[str, Any] = {"workers": workers, "service": service, "dispatch_delay": sig(dispatch)}
+    stage: dict[str, Any] = {
+        "workers": workers,
+        "service": service,
+        "dispatch_delay": block if isinstance(block, dict) else sig(block),
+    }
     if turnaround > 0:
         stage["turnaround"] = sig(turnaround)
     if failure is not None:

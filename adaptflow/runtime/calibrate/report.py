@@ -63,7 +63,7 @@ def _service_rows(stages: dict[str, Any], key: str = "service") -> list[str]:
 def _stage_rows(stages: dict[str, Any]) -> list[str]:
     rows = [
         "| stage | pool initial (seen min-max) | start-up delay s | failure p (95% CI) | max retries "
-        "| dispatch delay s (95% CI; idle visits) | idle visits' mean wait s | turnaround s (95% CI; gaps) "
+        "| dispatch delay: median s (95% CI; idle visits) | idle visits' mean wait s | turnaround s (95% CI; gaps) "
         "| mean wait s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -84,7 +84,9 @@ def _dispatch(d: dict[str, Any]) -> str:
     if "delay" not in d:
         return f"0 ({d.get('idle_visits', 0)} idle visits)"
     lo, hi = d["delay_ci95"]
-    return f"{_num(d['delay'])} ({_num(lo)}, {_num(hi)}; {d['idle_visits']:,})"
+    chosen = d.get("distribution", {}).get("chosen")
+    drawn = f"; drawn from: {chosen}" if chosen and not chosen.startswith("constant") else ""
+    return f"{_num(d['delay'])} ({_num(lo)}, {_num(hi)}; {d['idle_visits']:,}{drawn})"
 
 
 def _turnaround(t: dict[str, Any]) -> str:
@@ -133,6 +135,28 @@ def _size_lines(sizes: dict[str, Any]) -> list[str]:
     ]
 
 
+def _host_lines(hosts: dict[str, Any]) -> list[str]:
+    if not hosts:
+        return []
+    rows = [
+        "## Hosts",
+        "Stages whose processes share a machine's cores (`--cores`). CPU share: the `c` whose full-speed times "
+        "`wall / (1 - c + c / mean speed)` no longer correlate with the CPU speed at a visit's start; service "
+        "times above are those full-speed times.",
+        "",
+        "| host | cores | stage | visits | started slowed | corr(wall, speed at start), p | CPU share | mean speed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, host in hosts.items():
+        for stage, r in host["stages"].items():
+            corr = f"{_num(r['raw_correlation'])}, {_num(r['raw_p'])}" if "raw_correlation" in r else "-"
+            rows.append(
+                f"| {name} | {_num(host['cores'])} | {stage} | {r['visits']:,} | {r['started_slowed']:,} | {corr} "
+                f"| {_num(r['cpu']) if 'note' not in r else 'not read'} | {_num(r['mean_speed'])} |"
+            )
+    return [*rows, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The fit report as Markdown: the recording, then one table per part of the fit."""
     rec = report["recording"]
@@ -150,6 +174,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Service times",
         *_service_rows(report["stages"]),
         "",
+        *_host_lines(report.get("hosts", {})),
         "## Item sizes",
         *_size_lines(report.get("sizes", {})),
         *(_service_rows(report["stages"], "service_given_size") if report.get("sizes", {}).get("fitted") else []),
