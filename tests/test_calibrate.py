@@ -392,9 +392,10 @@ def test_cores_shared_by_the_stages_are_fitted_and_predict_a_bigger_pool(tmp_pat
     errors = validate_calibration(folder, hosted.scenario, Simulation, seeds=3).set_index(["scope", "metric"])
     assert (errors["rel_error"] < 0.10).all(), errors.to_string()
 
-    bigger = build_timeline(read_recording(write_recording(
+    folder3 = write_recording(
         tmp_path / "rec3", SyntheticApp(seed=8, horizon=horizon, cpu=cpu, cores=1.0, servers=3).run(), horizon=horizon
-    )))  # fmt: skip
+    )
+    bigger = build_timeline(read_recording(folder3))
     truth = {name: float(np.mean(obs.services)) for name, obs in bigger.stages.items()}
 
     def predicted(path: Path) -> dict[str, float]:
@@ -411,6 +412,10 @@ def test_cores_shared_by_the_stages_are_fitted_and_predict_a_bigger_pool(tmp_pat
     for name in TRUTH:
         assert with_hosts[name] == pytest.approx(truth[name], rel=0.10), (name, with_hosts, truth)
     assert without["parse"] < 0.9 * truth["parse"], (without, truth)
+    # told 2 cores where the 9 processes had 1, calibrate finds they slowed as on about one
+    overstated = calibrate(folder3, tmp_path / "two.yaml", cores="box=2")
+    assert overstated.report["hosts"]["box"]["effective_cores"] == pytest.approx(1.0, abs=0.25)
+    assert load_scenario(overstated.scenario).hosts["box"].cores < 1.25
 
 
 @pytest.mark.parametrize("dist", ["deterministic", "exponential", "lognormal", "gamma"])

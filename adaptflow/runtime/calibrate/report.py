@@ -144,15 +144,18 @@ def _host_lines(hosts: dict[str, Any]) -> list[str]:
         "`wall / (1 - c + c / mean speed)` no longer correlate with the CPU speed at a visit's start; service "
         "times above are those full-speed times.",
         "",
-        "| host | cores | stage | visits | started slowed | corr(wall, speed at start), p | CPU share | mean speed |",
+        "| host | cores (effective) | stage | visits | started slowed | corr(wall, speed at start), p | CPU share "
+        "| mean speed |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, host in hosts.items():
         for stage, r in host["stages"].items():
             corr = f"{_num(r['raw_correlation'])}, {_num(r['raw_p'])}" if "raw_correlation" in r else "-"
+            cores = f"{_num(host['cores'])} ({_num(host.get('effective_cores', host['cores']))})"
+            share = _num(r["cpu"]) if "note" not in r else "not read"
             rows.append(
-                f"| {name} | {_num(host['cores'])} | {stage} | {r['visits']:,} | {r['started_slowed']:,} | {corr} "
-                f"| {_num(r['cpu']) if 'note' not in r else 'not read'} | {_num(r['mean_speed'])} |"
+                f"| {name} | {cores} | {stage} | {r['visits']:,} | {r['started_slowed']:,} | {corr} | {share} "
+                f"| {_num(r['mean_speed'])} |"
             )
     return [*rows, ""]
 

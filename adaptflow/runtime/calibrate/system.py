@@ -25,9 +25,9 @@ their start-up delay, and the SLA.
   synthetic recording with a known 5 ms: the mean of such visits gave 7 ms). The price: a skewed
   hand-off is underestimated (on the example app the median was 20-35 % below the mean, which
   the report gives beside it). So when those waits spread (interquartile range at least
-  ``DISPATCH_SPREAD`` of the median) the scenario gets their distribution, drawn per visit, instead
-  of the median (:func:`dispatch_block`); nearly constant ones keep the median. Fewer than ``DISPATCH_MIN_VISITS`` such visits: 0, with a
-  warning. A process in its turnaround (next point) is not idle.
+  ``DISPATCH_SPREAD`` of the median) the scenario gets their distribution, drawn per visit,
+  instead of the median (:func:`dispatch_block`); nearly constant ones keep the median. Fewer
+  than ``DISPATCH_MIN_VISITS`` such visits: 0, with a warning. A process in its turnaround (next point) is not idle.
 * Turnaround: the mean gap between an attempt's finish and the next start on the same worker
   process, over the attempts that were ready (sent, plus a first dispatch estimate) before that
   finish: the process had work waiting, so the gap is Celery refilling its slot (with
