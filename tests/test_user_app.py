@@ -202,3 +202,26 @@ def test_the_event_stream_marks_a_broker_restart_as_a_gap(shop, redis_server):  
         stream.stop()
     gap = stream.gaps[0]
     assert gap.end > gap.start and "lost" in gap.reason
+
+
+def test_an_unreachable_broker_is_refused_before_any_file_naming_it_without_its_password(tmp_path, monkeypatch):
+    """record and compare-app check the app's broker first: a line naming it (password hidden),
+    not a traceback from the first connection, and no recording directory left behind."""
+    from celery import Celery
+
+    from adaptflow.runtime.record import require_broker
+
+    from .live_fixtures import free_port
+
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    named = r"broker 'redis://:\*\*@127\.0\.0\.1:\d+/0' of the app does not answer"
+    with pytest.raises(ValueError, match=named) as info:
+        require_broker(Celery("nowhere", broker=url), timeout=0.5)
+    assert "secret" not in str(info.value)
+    (tmp_path / "nowhere_app.py").write_text(f"from celery import Celery\napp = Celery('nowhere', broker={url!r})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump(MAPPING))
+    with pytest.raises(ValueError, match="does not answer"):
+        record("nowhere_app:app", mapping, tmp_path / "rec", duration=1.0)
+    assert not (tmp_path / "rec").exists()

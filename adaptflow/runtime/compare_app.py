@@ -72,7 +72,7 @@ from .live import (
 from .live.events import EventStream
 from .live.mapping import AppMapping, load_mapping
 from .live.system import app_system
-from .record import load_app
+from .record import load_app, require_broker
 from .worker import expand_node
 
 log = logging.getLogger(__name__)
@@ -404,4 +404,6 @@ def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str |
     the_mapping.require_workers(the_scenario.stages)
     for spec in planners:  # parsed and built now: a typo fails before the first run, not after it
         make_planner(spec, the_scenario, interval, guard_fallback=FALLBACK)
-    return AppUnderTest(load_app(app_spec), the_mapping, the_scenario, inspect_timeout)
+    app = load_app(app_spec)
+    require_broker(app)
+    return AppUnderTest(app, the_mapping, the_scenario, inspect_timeout)

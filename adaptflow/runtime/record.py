@@ -72,6 +72,20 @@ def load_app(spec: str) -> Celery:
     return app
 
 
+def require_broker(app: Celery, timeout: float = 2.0) -> None:
+    """Refuse to start when the app's broker does not answer: one line naming it (without its
+    password), before any file or run, instead of a traceback from the first connection."""
+    url = maybe_sanitize_url(app.conf.broker_url or "")
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    except Exception as exc:  # kombu raises its OperationalError, or the transport's own error
+        raise ValueError(
+            f"broker {url!r} of the app does not answer ({type(exc).__name__}: {exc}); expected it running "
+            "and reachable (the app's broker_url)"
+        ) from None
+
+
 def _prepare(out_dir: Path, mapping_path: Path, app: Celery, spec: str) -> AppMapping:
     """Check everything, then create the directory with its mapping and header."""
     mapping = load_mapping(mapping_path)
@@ -175,6 +189,7 @@ def record(
     out_dir, mapping_path = Path(out_dir), Path(mapping_path)
     load_yaml_file(mapping_path)  # a missing or unreadable file: its own clear error first
     app = load_app(spec)
+    require_broker(app)
     mapping = _prepare(out_dir, mapping_path, app, spec)
     header = json.loads((out_dir / "recording.json").read_text())
     recorder = Recorder(app, mapping, out_dir, sample_every)
