@@ -21,6 +21,10 @@ The service times are then divided by each visit's stretch ``1 - c + c / v`` bef
 distributions and item sizes are fitted: the scenario holds full-speed times, and the simulator,
 sharing the cores, stretches them again as the load of the moment does.
 
+The cores written are the machine's *effective* cores (:func:`effective_cores`): fewer than
+stated when tasks slow down with the load more than even all-CPU work on the stated cores
+explains, as when Celery's own processes, the broker and a hypervisor take part of them.
+
 What it cannot tell: a stage whose visits never started with more demand than cores has nothing
 to read; it is left off the host, with a warning. The weighted demand is an expectation (a
 process computes or waits at any instant), which reads a stage that computes half its time a
