@@ -118,6 +118,10 @@ def test_the_simulated_reference_spans_the_phases_of_celerys_pool_ticks() -> Non
     assert rows["simulated, min"]["mean_wait"] < rows["simulated"]["mean_wait"] < rows["simulated, max"]["mean_wait"]
     static = simulated_over_ticks(spec, "static", seed=1, duration=300, interval=10, phases=4)
     assert static[1]["mean_wait"] == static[2]["mean_wait"]  # no grow, no tick to meet
+    # each stage's figures, as compare-app's live rows have them: one stage holds all the waits
+    assert static[0]["mean_wait_work"] == pytest.approx(static[0]["mean_wait"])
+    assert static[0]["mean_pool_work"] == pytest.approx(spec.stages["work"].workers.initial)
+    assert rows["simulated"]["mean_pool_work"] > spec.stages["work"].workers.initial  # erlang grows from it
 
 
 def test_wall_clock_keeps_a_fixed_grid() -> None:

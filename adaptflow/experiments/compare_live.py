@@ -144,7 +144,9 @@ def simulated_over_ticks(
 
 
 def simulated(scenario: Scenario, planner: str, seed: int, duration: float, interval: float) -> dict[str, float]:
-    """The planner through the Coordinator in simulation, on the trace of ``seed``."""
+    """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
+    of :func:`_figures`, and each stage's mean wait and mean pool (``mean_wait_<stage>``,
+    ``mean_pool_<stage>``)."""
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
     built, forecaster = make_planner(planner, spec, interval)
@@ -154,10 +156,15 @@ def simulated(scenario: Scenario, planner: str, seed: int, duration: float, inte
     end = sim.counters()  # the whole run: counters since t=0, per-item values from t=0
     whole = sim.samples(None, end)
     waits = [w for name in end.stages for w in whole.waits(name)]
-    return _figures(
+    figures = _figures(
         waits, whole.end_to_end(), end.exits, end.arrived, end.late, sum(s.cost.total for s in steps),
         sum(st.worker_seconds for s in steps for st in s.snapshot.stages.values()), duration,
     )  # fmt: skip
+    for name in end.stages:  # each stage's, as compare-app's live rows have them (mean_pool_<stage>)
+        stage_waits = whole.waits(name)
+        figures[f"mean_wait_{name}"] = float(np.mean(stage_waits)) if len(stage_waits) else float("nan")
+        figures[f"mean_pool_{name}"] = sum(s.snapshot.stages[name].worker_seconds for s in steps) / duration
+    return figures
 
 
 def _live_figures(result: LiveResult, duration: float) -> dict[str, float]:
