@@ -155,14 +155,14 @@ def simulated(scenario: Scenario, planner: str, seed: int, duration: float, inte
     steps = Coordinator(loop, built).run(until=duration)
     end = sim.counters()  # the whole run: counters since t=0, per-item values from t=0
     whole = sim.samples(None, end)
-    waits = [w for name in end.stages for w in whole.waits(name)]
+    stage_waits = {name: whole.waits(name) for name in end.stages}
+    waits = [w for ws in stage_waits.values() for w in ws]
     figures = _figures(
         waits, whole.end_to_end(), end.exits, end.arrived, end.late, sum(s.cost.total for s in steps),
         sum(st.worker_seconds for s in steps for st in s.snapshot.stages.values()), duration,
     )  # fmt: skip
-    for name in end.stages:  # each stage's, as compare-app's live rows have them (mean_pool_<stage>)
-        stage_waits = whole.waits(name)
-        figures[f"mean_wait_{name}"] = float(np.mean(stage_waits)) if len(stage_waits) else float("nan")
+    for name, ws in stage_waits.items():  # each stage's, as compare-app's live rows have them (mean_pool_<stage>)
+        figures[f"mean_wait_{name}"] = float(np.mean(ws)) if len(ws) else float("nan")
         figures[f"mean_pool_{name}"] = sum(s.snapshot.stages[name].worker_seconds for s in steps) / duration
     return figures
 

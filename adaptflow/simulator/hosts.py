@@ -40,11 +40,6 @@ class HostState:
         self._jobs: list[tuple[float, int, Callable[[Any], None], Any]] = []  # (end reading, order, callback, value)
         self._order = 0  # breaks ties in the heap: jobs ending together end in the order they started
         self._plan = 0  # the number of the current wakeup plan; older wakeups are stale
-        self.work_done = 0.0  # CPU seconds delivered: the integral of the busy cores
-
-    @property
-    def in_progress(self) -> int:
-        return len(self._jobs)
 
     def speed(self) -> float:
         """How fast each job in progress runs now, as a share of its full speed."""
@@ -59,15 +54,10 @@ class HostState:
         heappush(self._jobs, (self.virtual + work, self._order, callback, value))
         self._replan()
 
-    def busy_cores(self) -> float:
-        """Cores in use now: ``min(n, cores)``."""
-        return min(float(len(self._jobs)), self.cores)
-
     def _advance(self, now: float) -> None:
         dt = now - self._updated
         if dt and self._jobs:
             self.virtual += dt * self.speed()
-            self.work_done += dt * self.busy_cores()
         self._updated = now
 
     def _replan(self) -> None:

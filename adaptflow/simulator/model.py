@@ -302,7 +302,7 @@ class StageState:
         self._free_worker(now)
 
     def _free_worker(self, now: float) -> None:
-        """One more worker is free: it takes the next queued item, if any. (``_finish`` does the
+        """One more worker is free: it takes the next queued item, if any. (``_served`` does the
         same inline, re-arming its completion event: it runs once per item.)"""
         self.idle += 1
         if self.queue:
