@@ -73,11 +73,12 @@ def calibrate(
         raise ValueError(f"out {str(out)!r}: expected a .yaml file")
     if not (math.isfinite(rate_bin) and rate_bin > 0):
         raise ValueError(f"rate_bin: {rate_bin!r}; expected seconds > 0")
-    if cores is not None and cores != "auto":
-        parse_cores(cores, None)  # a malformed value is refused before any reading
+    given = parse_cores(cores, None) if cores not in (None, "auto") else None  # refused before any reading
     recording = read_recording(recording_dir)
     timeline = build_timeline(recording)
-    host_fit = _fit_hosts(recording, timeline, cores)
+    if cores == "auto":
+        given = parse_cores(cores, recording.meta.get("host"))
+    host_fit = _fit_hosts(timeline, given)
     fitted = fit(recording, timeline, rate_bin, host_fit)
     paths = _paths(out, fitted["trace"])
     fitted["scenario"]["name"] = fitted["rate_scenario"]["name"] = _name(out.stem)
@@ -140,12 +141,12 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def _fit_hosts(recording: Recording, timeline: Timeline, cores: str | None) -> HostFit | None:
+def _fit_hosts(timeline: Timeline, cores: dict[str, float] | None) -> HostFit | None:
     """The host fit, with the timeline's service times divided by each visit's stretch (the
     scenario holds full-speed times); None without ``cores``."""
     if cores is None:
         return None
-    host_fit = fit_hosts(timeline, parse_cores(cores, recording.meta.get("host")))
+    host_fit = fit_hosts(timeline, cores)
     for stage, stretch in host_fit.stretch.items():
         obs = timeline.stages[stage]
         obs.services = (np.asarray(obs.services, dtype=float) / stretch).tolist()
@@ -291,10 +292,9 @@ def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str,
     failure, failure_report, failure_warnings = system.fit_failure(obs)
     first, _, _ = system.fit_dispatch(recording, obs, name)
     turnaround, turnaround_report = system.fit_turnaround(obs, first)
-    dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround)
-    block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(
-        recording, obs, name, turnaround, dispatch
-    )
+    idle = system.idle_waits(recording, obs, name, turnaround)
+    dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround, idle)
+    block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(idle, name, dispatch)
     dispatch_warnings += more_dispatch
     if delay is None:
         startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"

@@ -35,6 +35,8 @@ of busy processes: that reads as CPU share, so on a shared machine ``c`` leans h
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,10 @@ RESIDUAL = 0.05
 """The correlation left between full-speed times and the speed at a visit's start that still
 counts as explained: on a synthetic app with known cores and shares the fit leaves -0.045 at
 the true cores (and -0.08 at 1.2 times them); on the example app -0.07 to -0.2 at 2 cores."""
+
+
+MachineFit = tuple[dict[str, float], dict[str, np.ndarray], dict[str, dict[str, Any]]]
+"""One machine's fit on some cores: each stage's CPU share, each visit's stretch, each stage's report row."""
 
 
 @dataclass
@@ -101,18 +107,20 @@ def fit_hosts(timeline: Timeline, cores: dict[str, float]) -> HostFit:
             seen = sorted(set().union(*machines.values()))
             fit.warnings.append(f"--cores {machine}: no stage's workers all ran on {machine!r}; machines seen: {seen}")
             continue
-        effective, why = effective_cores(timeline, stages, count)
+        fit_on = functools.cache(functools.partial(_fit_machine, timeline, stages))  # cores -> fit, once each
+        effective, why = effective_cores(fit_on, count)
         fit.report[machine].update(effective_cores=effective, effective_note=why)
         if effective < count:
             fit.warnings.append(f"{machine}: {why}")
-        shares, stretch, rows = _fit_machine(timeline, stages, effective)
+        shares, stretch, rows = fit_on(effective)
         for stage in stages:
             row = rows[stage]
             fit.report[machine]["stages"][stage] = row
             if row["started_slowed"] < MIN_STRETCHED:
                 fit.warnings.append(
-                    f"stages.{stage}: only {row['started_slowed']} visits started with more CPU work than {machine}'s "
-                    f"{count:g} cores (need {MIN_STRETCHED}); its CPU share cannot be read: not placed on the host"
+                    f"stages.{stage}: only {row['started_slowed']} visits started with more CPU work than "
+                    f"{machine}'s {effective:.3g} cores (need {MIN_STRETCHED}); its CPU share cannot be read: "
+                    "not placed on the host"
                 )
                 continue
             fit.hosts[machine] = {"cores": sig(effective, 4)}
@@ -121,18 +129,19 @@ def fit_hosts(timeline: Timeline, cores: dict[str, float]) -> HostFit:
     return fit
 
 
-def effective_cores(timeline: Timeline, stages: list[str], cores: float) -> tuple[float, str]:
+def effective_cores(fit_on: Callable[[float], MachineFit], cores: float) -> tuple[float, str]:
     """The cores the stages' processes effectively had: ``cores``, unless some stage's tasks
     slow down with the load more than all-CPU work on ``cores`` explains (its share fitted at 1
     and its full-speed times still significantly dependent on the speed at their start). Then
     the machine gave these processes fewer cores than it has (Celery's own main processes, the
     broker, other tenants, a hypervisor's steal): the most cores, down to one, at which every
     stage's slowdown is explained, found by bisection. Measured on the example app's 2-core VM:
-    1.3 with one process per stage, 1.0 with Celery's rule growing the pools to 13."""
-    if not _unexplained(timeline, stages, cores):
+    1.3 with one process per stage, 1.0 with Celery's rule growing the pools to 13. ``fit_on``:
+    the machine's fit (:func:`_fit_machine`) on a number of cores."""
+    if not _unexplained(fit_on(cores)[2]):
         return cores, f"tasks slow down with the load no more than {cores:g} cores explain"
     low = min(1.0, cores)
-    if _unexplained(timeline, stages, low):
+    if _unexplained(fit_on(low)[2]):
         return cores, (
             f"tasks slow down with the load more than even {low:g} core explains (other load on the machine?): "
             f"kept at {cores:g}"
@@ -140,19 +149,18 @@ def effective_cores(timeline: Timeline, stages: list[str], cores: float) -> tupl
     high = cores
     while high - low > 1e-3 * cores:
         middle = (low + high) / 2
-        low, high = (low, middle) if _unexplained(timeline, stages, middle) else (middle, high)
+        low, high = (low, middle) if _unexplained(fit_on(middle)[2]) else (middle, high)
     return low, (
         f"tasks slow down with the load as on {low:.3g} of its {cores:g} cores (the most at which every stage's "
         "slowdown is explained): the host is written with those"
     )
 
 
-def _unexplained(timeline: Timeline, stages: list[str], cores: float) -> list[str]:
-    """The stages whose tasks, with shares fitted on ``cores``, still slow down with the load
+def _unexplained(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The stages whose tasks, with shares fitted on some cores (``rows``), still slow down with the load
     more than all-CPU work explains: share 1, and the full-speed times' correlation with the
     speed at the start significantly negative (below -1.96 / sqrt(visits)) and material (below
     ``-RESIDUAL``: the expected-demand approximation leaves a little even on the true cores)."""
-    _, _, rows = _fit_machine(timeline, stages, cores)
     return [
         s for s, r in rows.items()
         if r["cpu"] >= 1.0 and r.get("correlation_at_1", 0.0) < -max(1.96 / np.sqrt(r["visits"]), RESIDUAL)
@@ -173,19 +181,25 @@ def busy_peak(timeline: Timeline, machine: str) -> int:
     ]  # fmt: skip
     if not spans:
         return 0
+    return round(float(_demand(spans, [1.0] * len(spans))[1].max()))
+
+
+def _demand(spans: list[np.ndarray], weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The busy processes of several stages (``spans``: each stage's (start, finish) rows),
+    each counted with its stage's weight, as a step function: the times it changes (at a tie
+    an end before a start: a process freed and one starting then are not busy together) and
+    its value from each of them on."""
     times = np.concatenate([np.concatenate([s[:, 0], s[:, 1]]) for s in spans])
-    steps = np.concatenate([np.concatenate([np.ones(len(s)), -np.ones(len(s))]) for s in spans])
-    order = np.lexsort((steps, times))  # at a tie an end (-1) before a start: not busy together
-    return int(np.cumsum(steps[order]).max())
+    steps = np.concatenate([np.repeat([w, -w], len(s)) for s, w in zip(spans, weights, strict=True)])
+    order = np.lexsort((steps, times))
+    return times[order], np.cumsum(steps[order])
 
 
 def _machines(timeline: Timeline) -> dict[str, set[str]]:
     return {name: {machine_of(node) for _, (node, _) in obs.starts} for name, obs in timeline.stages.items()}
 
 
-def _fit_machine(
-    timeline: Timeline, stages: list[str], cores: float
-) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+def _fit_machine(timeline: Timeline, stages: list[str], cores: float) -> MachineFit:
     """Every stage's CPU share on one machine, from all shares at 1 until they settle (each
     stage's demand on the cores depends on the others' shares); and each visit's stretch."""
     spans = {s: np.asarray(timeline.stages[s].spans, dtype=float) for s in stages}
@@ -216,10 +230,7 @@ def _speeds(
     the other busy processes weighted by their stages' CPU shares (each is computing that share
     of its time): the weighted count of busy processes, a step function of time, with the
     visit's own weight ``c`` replaced by 1."""
-    times = np.concatenate([np.concatenate([s[:, 0], s[:, 1]]) for s in spans.values()])
-    steps = np.concatenate([np.repeat([shares[n], -shares[n]], len(s)) for n, s in spans.items()])
-    order = np.argsort(times, kind="stable")
-    times, demand = times[order], np.cumsum(steps[order])
+    times, demand = _demand(list(spans.values()), [shares[n] for n in spans])
     out = {}
     for name, span in spans.items():
         speed = np.minimum(1.0, cores / np.maximum(1.0, demand + 1.0 - shares[name]))  # on [times[k], times[k+1])

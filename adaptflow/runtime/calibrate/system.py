@@ -201,11 +201,13 @@ DISPATCH_MIN_VISITS = 20
 
 
 def fit_dispatch(
-    recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0
+    recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0, idle: np.ndarray | None = None
 ) -> tuple[float, dict[str, Any], list[str]]:
     """The stage's dispatch delay (see the module docstring), its report and warnings. A
-    process in its ``turnaround`` after an attempt is not idle."""
-    idle = idle_waits(recording, obs, stage, turnaround)
+    process in its ``turnaround`` after an attempt is not idle. ``idle``: the
+    :func:`idle_waits` for that turnaround, if the caller has them already."""
+    if idle is None:
+        idle = idle_waits(recording, obs, stage, turnaround)
     report: dict[str, Any] = {"visits": len(obs.waits), "idle_visits": len(idle)}
     if len(idle) < DISPATCH_MIN_VISITS:
         report["note"] = f"{len(idle)} visits found an idle process (< {DISPATCH_MIN_VISITS}): taken as 0"
@@ -231,15 +233,16 @@ queued behind one sent just before them (see the module docstring) do not move i
 
 
 def dispatch_block(
-    recording: Recording, obs: StageObs, stage: str, turnaround: float, delay: float
+    idle: np.ndarray, stage: str, delay: float
 ) -> tuple[float | dict[str, Any], dict[str, Any], list[str]]:
     """What the scenario's ``dispatch_delay`` is written as: the median ``delay`` (a constant)
     when the hand-offs are nearly constant, else their distribution, fitted as a service time
     is. A constant at the median of a skewed hand-off (the example app on a loaded machine:
-    median 45-55 ms, mean 59-74 ms) read the waits of lightly loaded stages 20-30 % short."""
+    median 45-55 ms, mean 59-74 ms) read the waits of lightly loaded stages 20-30 % short.
+    ``idle``: the :func:`idle_waits` ``delay`` is the median of."""
     if delay <= 0:
         return delay, {}, []
-    idle = np.maximum(idle_waits(recording, obs, stage, turnaround), 1e-6)
+    idle = np.maximum(idle, 1e-6)
     q1, q3 = np.percentile(idle, [25, 75])
     spread = float((q3 - q1) / delay)
     if spread < DISPATCH_SPREAD:  # nearly constant: a few long waits are visits behind another
