@@ -58,6 +58,15 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("1.0000001", "expected 1"),
     ),
     "huge_rate": (MMC.replace("rate: 9.0", "rate: 1.0e+6"), ("about 20,000,000,000 arrivals", "--max-items")),
+    # The stationary rate is 0.01/s, but the first stay (mean 0.01 s at 10^12/s) holds 10^10
+    # arrivals: bounded by the count from the initial state, not by the long-run rate.
+    "mmpp_first_stay": (
+        MMC.replace(
+            "{process: poisson, rate: 9.0, to: work}",
+            "{process: mmpp, rates: [1.0e+12, 0.01], switch_rates: [100.0, 1.0e-9], to: work}",
+        ),
+        ("about 10,000,200,200 arrivals", "--max-items"),
+    ),
 }
 
 

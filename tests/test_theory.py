@@ -289,6 +289,40 @@ def test_mmpp_long_run_rate_and_burstiness():
     assert counts.var() / counts.mean() > 3.0
 
 
+def _arrival_counts(source, horizon: float, seeds: int) -> list[int]:
+    return [
+        sum(1 for _ in arrivals_with_quality(source, np.random.default_rng(s), np.random.default_rng(0), horizon))
+        for s in range(seeds)
+    ]
+
+
+def test_mmpp_expected_arrivals_include_the_first_stay():
+    """Over a horizon short against the stays, the count depends on the initial state: the chance
+    of state 0 at t is pi0 + (p0 - pi0) exp(-(s0 + s1) t), integrated over the horizon. That is
+    what bounds a run's work before it starts; the stationary rate alone read 21 arrivals here, not 80."""
+    source = {"process": "mmpp", "rates": [10.0, 0.5], "switch_rates": [0.05, 0.01], "to": "w"}
+    spec = parse_scenario(
+        {"name": "mmpp", "horizon": 10, "sla": {"latency": 5}, "sources": {"src": source}, "stages": {"w": stage(4)}}
+    )
+    expected = spec.expected_arrivals()
+    assert expected == pytest.approx(10 * (10.0 / 6 + 0.5 * 5 / 6) + 9.5 * (5 / 6) * (1 - np.exp(-0.6)) / 0.06)
+    totals = _arrival_counts(spec.sources["src"], 10.0, seeds=400)
+    assert_within_ci(totals, expected, "MMPP arrivals from state 0 over 10 s", 0.05)
+
+
+def test_a_long_mmpp_stay_at_a_high_rate_is_drawn_in_pieces_with_poisson_counts():
+    """A first stay of mean 10^6 s at 10^4 arrivals/s would be 10^10 arrival times in one draw
+    (80 GB); pieces of at most 2^20 keep the memory bounded, and the count over the horizon is
+    still Poisson(10^4 x 2): mean and variance 20,000."""
+    source = {"process": "mmpp", "rates": [1e4, 0.0], "switch_rates": [1e-6, 1.0], "to": "w"}
+    spec = parse_scenario(
+        {"name": "mmpp", "horizon": 2, "sla": {"latency": 5}, "sources": {"src": source}, "stages": {"w": stage(4)}}
+    )
+    totals = _arrival_counts(spec.sources["src"], 2.0, seeds=30)
+    assert_within_ci(totals, 20_000.0, "MMPP long stay count", 0.01)
+    assert stats.chi2(29).ppf(0.001) < np.var(totals, ddof=1) * 29 / 20_000 < stats.chi2(29).ppf(0.999)
+
+
 # -- a host's cores shared by the pools on it (scenario ``hosts``) ------------------------------
 def test_a_pool_larger_than_its_hosts_cores_serves_as_many_servers_as_cores():
     """4 processes of exponential CPU work (mean 1) on a 2-core host: each of the n busy ones runs

@@ -815,8 +815,13 @@ def _expected_count(source: Any, horizon: float) -> float:
         grid = np.linspace(0.0, horizon, 20_001)
         return float(np.mean(source.rate.at(grid))) * horizon
     if isinstance(source, MMPPSource):
+        # Exact over a finite horizon from the initial state: the chance of state 0 at t is
+        # pi0 + (p0 - pi0) exp(-(s0 + s1) t). The stationary rate alone misses a first stay at a
+        # high rate that the horizon never leaves.
         (r0, r1), (s0, s1) = source.rates, source.switch_rates
-        return (r0 * s1 + r1 * s0) / (s0 + s1) * horizon  # stationary share of state 0 is s1/(s0+s1)
+        pi0, p0, speed = s1 / (s0 + s1), float(source.initial_state == 0), s0 + s1
+        transient = -np.expm1(-speed * horizon) / speed
+        return (r0 * pi0 + r1 * (1 - pi0)) * horizon + (r0 - r1) * (p0 - pi0) * transient
     times, _ = load_trace(source.file, source.time_column, source.size_column)
     return float(np.searchsorted(times, horizon))
 

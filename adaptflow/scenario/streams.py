@@ -8,6 +8,7 @@ same stream would be, only faster.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -16,6 +17,7 @@ import numpy as np
 from .schema import MMPPSource, PoissonSource, SeriesSource, Service, Source, TraceSource, load_trace
 
 BATCH = 4096
+MAX_PIECE = 1 << 20  # arrivals one MMPP draw may hold (8 MiB of times)
 
 
 class Streams:
@@ -60,16 +62,30 @@ def poisson_arrivals(spec: PoissonSource | SeriesSource, rng: np.random.Generato
 
 def mmpp_arrivals(spec: MMPPSource, rng: np.random.Generator) -> ArrivalBatches:
     """Two-state MMPP: in state s for an Exp(switch_rates[s]) sojourn, arrivals within it are a
-    Poisson(rates[s] * sojourn) count placed uniformly (the order statistics of a Poisson process)."""
+    Poisson(rates[s] * sojourn) count placed uniformly (the order statistics of a Poisson process).
+
+    A sojourn expecting more than :data:`MAX_PIECE` arrivals is drawn in equal pieces, each its
+    own Poisson count placed uniformly (the same process: counts on disjoint intervals are
+    independent). Without that, one long stay at a high rate asks numpy for all of its arrivals at
+    once, however far past the horizon they lie (a rate of 10^9 for a mean stay of 10^4 s is
+    80 TB). Sojourns under the cap draw exactly as before, so seeded runs keep their numbers."""
     state, t = spec.initial_state, 0.0
+    chunks: list[np.ndarray] = []
+    pending = 0
     while True:
-        chunks = []
-        while sum(len(c) for c in chunks) < BATCH // 4:
-            end = t + rng.exponential(1.0 / spec.switch_rates[state])
-            count = rng.poisson(spec.rates[state] * (end - t))
-            chunks.append(np.sort(rng.uniform(t, end, count)))
-            t, state = end, 1 - state
-        yield np.concatenate(chunks), None, t
+        end = t + rng.exponential(1.0 / spec.switch_rates[state])
+        rate = spec.rates[state]
+        pieces = max(1, math.ceil(rate * (end - t) / MAX_PIECE))
+        step = (end - t) / pieces
+        for k in range(pieces):
+            start, stop = t + k * step, (end if k == pieces - 1 else t + (k + 1) * step)
+            count = rng.poisson(rate * (stop - start))
+            chunks.append(np.sort(rng.uniform(start, stop, count)))
+            pending += count
+            if pending >= BATCH // 4:
+                yield np.concatenate(chunks), None, stop
+                chunks, pending = [], 0
+        t, state = end, 1 - state
 
 
 def trace_arrivals(spec: TraceSource, rng: np.random.Generator) -> ArrivalBatches:
