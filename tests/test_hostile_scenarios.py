@@ -67,6 +67,15 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
         ("about 10,000,200,200 arrivals", "--max-items"),
     ),
+    # A microsecond at 10^9/s adds 1,000 arrivals, but thinning draws at the peak rate over the
+    # whole horizon: 2 x 10^13 candidates, hours of work behind a small expected count.
+    "narrow_spike": (
+        MMC.replace(
+            "{process: poisson, rate: 9.0, to: work}",
+            "{process: poisson, rate: {shape: spike, base: 1.0, peak: 1.0e+9, start: 100, duration: 1.0e-6}, to: work}",
+        ),
+        ("about 21,000 arrivals drawn from 20,000,000,000,000 candidates", "--max-items"),
+    ),
 }
 
 
