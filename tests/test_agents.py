@@ -407,6 +407,24 @@ def test_a_fit_is_done_once_per_scenario_and_interval_and_is_the_fit_of_before()
     assert load_fitted(saved, load_scenario("etl_diurnal", seed=5), 30.0) is None  # another scenario
 
 
+def test_a_trace_source_is_fitted_by_its_content_not_its_path(tmp_path):
+    """The same recording copied beside another scenario is the same fit; edited in place, it
+    is another (its path alone kept a stale analyzer)."""
+    from tests.helpers import scenario as make_scenario
+    from tests.helpers import stage, trace_source
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    def spec(folder: str):
+        return make_scenario({"w": stage(2)}, {"rec": trace_source(tmp_path / folder, [0.5, 1.0, 2.5], "w")})
+
+    here, copy = spec("a"), spec("b")
+    assert fit_key(here, 5.0) == fit_key(copy, 5.0)
+    (tmp_path / "a" / "trace.csv").write_text("timestamp\n0.5\n1.0\n2.0\n")
+    assert fit_key(here, 5.0) != fit_key(copy, 5.0)
+
+
 def test_a_field_the_schema_gains_with_its_default_leaves_saved_analyzers_valid():
     """fit_key leaves defaults out: a scenario written before ``startup_tick`` or ``classes``
     existed has the key it has with them at their defaults, so a saved analyzer still loads;

@@ -36,6 +36,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -788,12 +789,19 @@ def fit_key(scenario: Scenario, interval: float) -> str:
     fit serves ``for_part("train")`` and ``for_part("test")``); the training values themselves
     do, as a digest, so that an edited CSV under the same path is a different fit.
 
+    A trace source enters by its file's content, not its path: a recording edited in place is
+    a different fit (its path alone kept the stale one), and the same file moved or copied
+    beside a calibrated scenario is the same.
+
     Fields left at their defaults are left out: a field the schema gains later (with a default)
     must not make every saved analyzer "fitted for another scenario" (adding ``startup_tick``
     did, and each model's forecaster was refitted by simulation, with a warning, at load)."""
     data = scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     data.pop("horizon", None)
     key: dict[str, Any] = {"scenario": data, "interval": float(interval)}
+    for name, source in scenario.sources.items():
+        if source.process == "trace":
+            data["sources"][name]["file"] = _content_digest(source.file)
     recorded = {name: s for name, s in scenario.sources.items() if s.process == "series"}
     if recorded:
         from adaptflow.scenario.series import part_rates
@@ -810,6 +818,15 @@ def fit_key(scenario: Scenario, interval: float) -> str:
         }
     text = json.dumps(key, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _content_digest(path: Path) -> str:
+    """A short digest of a file's bytes (its path, if it cannot be read: the scenario's own
+    validation reports that)."""
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return str(path)
 
 
 def load_fitted(
