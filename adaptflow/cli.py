@@ -397,10 +397,15 @@ def _compare_app(args: argparse.Namespace) -> int:
     produce = args.produce[1:] if args.produce[:1] == ["--"] else args.produce
     if not produce:
         raise ValueError("give the producer's command after --, e.g. -- python -m myapp.produce --seed 7")
-    table = compare_on_app(
+    compare: Any = compare_on_app
+    options: dict[str, Any] = {"settle": args.settle, "limit": args.limit, "allow_pickle": args.allow_pickle}
+    if args.simulate:
+        from adaptflow.experiments.compare_app import compare_app_with_simulation
+
+        compare, options["seeds"] = compare_app_with_simulation, args.simulate
+    table = compare(
         args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
-        args.interval, args.drain, Path(args.out) if args.out else None,
-        settle=args.settle, limit=args.limit, allow_pickle=args.allow_pickle,
+        args.interval, args.drain, Path(args.out) if args.out else None, **options,
     )  # fmt: skip
     print_table(_console(), table, LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
     return 0
@@ -735,6 +740,10 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument("--settle", type=float, default=120.0, help="seconds to wait for an idle app before a run")
     ca.add_argument("--limit", type=float, default=3600.0, help="longest run in seconds")
     ca.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
+    ca.add_argument(
+        "--simulate", type=int, default=0, metavar="SEEDS",
+        help="after each run, the planner in simulation on the scenario with that run's arrivals, over SEEDS seeds",
+    )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)
 

@@ -39,6 +39,32 @@ def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the
     assert (tmp_path / "compare_app.csv").is_file()
 
 
+def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # noqa: F811
+    """``--simulate``: after the live run, the same planner simulated on the scenario with every
+    source replaced by that run's arrivals. The shop's tasks sleep fixed times (0.02, 0.5, 0.02 s),
+    so its scenario is exact: one enrich process at utilization 1.5, whose waits the two worlds
+    must agree on (within 15 %: live adds Celery's hand-offs, a few ms a task)."""
+    from adaptflow.experiments.compare_app import compare_app_with_simulation
+
+    exact = {**SCENARIO, "stages": {name: {**stage} for name, stage in SCENARIO["stages"].items()}}
+    for name, seconds in zip(("ingest", "enrich", "store"), (0.02, 0.5, 0.02), strict=True):
+        exact["stages"][name]["service"] = {"dist": "deterministic", "mean": seconds}
+    table = compare_app_with_simulation(
+        "tests.apps.shop:app", MAPPING, parse_scenario(exact), ["static"], PRODUCE,
+        interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0, seeds=2,
+    )  # fmt: skip
+    rows = table.set_index("world")
+    assert list(rows.index) == ["live", "simulated", "simulated, min", "simulated, max"]
+    live, sim = rows.loc["live"], rows.loc["simulated"]
+    assert live["arrived"] == sim["arrived"] == ORDERS and live["completed"] == sim["completed"] == ORDERS
+    arrivals = (tmp_path / "static.arrivals.orders.csv").read_text().splitlines()
+    assert arrivals[0] == "timestamp,size" and len(arrivals) == ORDERS + 1
+    assert live["mean_wait_enrich"] > 2.0  # a real queue: 30 orders at 3/s on one 0.5 s process
+    for column in ("mean_wait_enrich", "mean_wait", "p95_latency"):
+        assert sim[column] == pytest.approx(live[column], rel=0.15), column
+    assert sim["mean_pool_enrich"] == pytest.approx(1.0) and live["mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
+
+
 def test_a_failing_producer_is_an_error_naming_it(shop, tmp_path):  # noqa: F811
     with pytest.raises(RuntimeError, match="exited with 2"):
         compare_on_app(

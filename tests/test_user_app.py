@@ -4,6 +4,7 @@ workers."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from adaptflow.runtime.live import CeleryExecutor, CeleryMonitor, PoolLedger, Wa
 from adaptflow.runtime.live.events import EventStream
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.runtime.live.system import app_system
-from adaptflow.runtime.record import record
+from adaptflow.runtime.record import Recorder, record
 from adaptflow.scenario import parse_scenario
 
 from .live_fixtures import broker, forget_connections, redis_server, wait_for  # noqa: F401  (fixtures)
@@ -57,15 +58,20 @@ class ShopWorkers:
         self.processes: list[subprocess.Popen] = []
 
     def start(self, concurrency: int = 1) -> ShopWorkers:
-        env = {**os.environ, "SHOP_BROKER_URL": self.broker_url}
         for stage in STAGES:
-            argv = [sys.executable, "-m", "celery", "-A", "tests.apps.shop", "worker", "-Q", stage]
-            argv += ["-n", f"{stage}@%h", "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "info"]
-            log = (self.log_dir / f"{stage}.log").open("ab")
-            self.processes.append(
-                subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            )
+            self.add(stage, f"{stage}@%h", concurrency)
         return self
+
+    def add(self, stage: str, node: str, concurrency: int) -> subprocess.Popen:
+        """One more worker on ``stage``'s queue, as node ``node`` (a pod of a scaled stage)."""
+        env = {**os.environ, "SHOP_BROKER_URL": self.broker_url}
+        argv = [sys.executable, "-m", "celery", "-A", "tests.apps.shop", "worker", "-Q", stage]
+        argv += ["-n", node, "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "info"]
+        log = (self.log_dir / f"{node.replace('@', '_')}.log").open("ab")
+        out = {"stdout": log, "stderr": subprocess.STDOUT}
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, **out)
+        self.processes.append(process)
+        return process
 
     def wait_ready(self, app) -> None:
         import socket
@@ -93,6 +99,7 @@ def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
     forget_connections(module.app)
     module.app.conf.broker_url = broker
     workers = ShopWorkers(broker, tmp_path).start()
+    module.workers = workers  # a test may start more (the pods of a scaled stage)
     try:
         workers.wait_ready(module.app)
         yield module
@@ -151,6 +158,58 @@ def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
     wait_for(lambda: processes() == 1, 20, 0.5, "the enrich pool back at 1")
     refused = executor.apply(Plan(workers={"ingest": 2}, splits={"ingest": {"enrich": 1.0}}))
     assert any("split not applied" in c for c in refused.clamps)
+
+
+def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
+    """KEDA runs a stage as pods, each a Celery node of its own: ``worker: enrich@*`` reads them
+    as one pool (processes, running tasks, reserved messages summed over the nodes a ping finds),
+    re-based when a node leaves; the central executor refuses to resize such a group."""
+    group = {**MAPPING, "stages": {**MAPPING["stages"], "enrich": {"queues": ["enrich"], "worker": "enrich@*"}}}
+    mapping, scenario = load_mapping(group), parse_scenario(SCENARIO)
+    pods = [shop.workers.add("enrich", f"enrich@pod-{k}", concurrency=2) for k in (1, 2)]
+    nodes = ["enrich@pod-1", "enrich@pod-2"]
+    wait_for(lambda: len(shop.app.control.ping(destination=nodes, timeout=0.5) or []) == 2, 60, 0.5, "the pods")
+    stream = EventStream(shop.app).start()
+    try:
+        ledger = PoolLedger(shop.app, mapping.workers()).sync()
+        assert ledger.pools["enrich"].target == 5 and ledger.pools["ingest"].target == 1  # 1 + 2 + 2; one node
+        sample = io.StringIO()
+        Recorder(shop.app, mapping, tmp_path)._sample(sample)  # what `adaptflow record` writes every 5 s
+        pools = json.loads(sample.getvalue().splitlines()[0])["pools"]
+        assert pools == {"ingest": 1, "enrich": 5, "store": 1}
+        with pytest.raises(ValueError, match=r"stages\.enrich\.worker: 'enrich@\*' names a group of nodes"):
+            CeleryExecutor(shop.app, ledger, WallClock(), scenario=scenario)
+        monitor = CeleryMonitor(shop.app, ledger, WallClock(), system=app_system(shop.app, mapping, scenario, stream))
+        submit(shop, 10, work=(0.01, 1.5, 0.01))
+        busy: list[int] = []
+
+        def five_at_once() -> bool:
+            busy.append(monitor.observe().stages["enrich"].busy)
+            return busy[-1] == 5
+
+        wait_for(five_at_once, 30, 0.1, "the enrich tasks running on all three nodes at once")
+        os.killpg(pods[1].pid, signal.SIGTERM)  # KEDA removes a replica
+        pods[1].wait(30)
+
+        def three_left() -> bool:
+            return monitor.observe().stages["enrich"].active == 3
+
+        wait_for(three_left, 30, 0.2, "the pool re-based on the two nodes left")
+        assert ledger.pools["enrich"].target == 3
+    finally:
+        stream.stop()
+    assert max(busy) == 5 > 2  # more than any one node runs: the group is summed
+
+
+def test_a_group_of_nodes_is_refused_where_pools_are_resized_and_matches_its_nodes():
+    from adaptflow.runtime.live.nodes import covers
+
+    group = load_mapping({**MAPPING, "stages": {**MAPPING["stages"], "store": {"queues": ["x"], "worker": "store@*"}}})
+    assert group.stage_of(None, None, "store@pod-7") == "store" and covers("store@*", "store@pod-7")
+    assert not covers("store@*", "enrich@pod-7") and covers("store@pod-?", "store@pod-7")
+    with pytest.raises(ValueError, match=r"^mapping: stages\.store\.worker: 'store@\*' names a group.*compare-app"):
+        group.require_named_workers("compare-app resets and resizes each stage's pool")
+    load_mapping(MAPPING).require_named_workers("named nodes pass")
 
 
 def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop, tmp_path):

@@ -157,13 +157,17 @@ def simulated(scenario: Scenario, planner: str, seed: int, duration: float, inte
     whole = sim.samples(None, end)
     stage_waits = {name: whole.waits(name) for name in end.stages}
     waits = [w for ws in stage_waits.values() for w in ws]
+    # The steps' worker time covers their intervals, the last one past ``duration`` when the
+    # interval does not divide it: the mean pool is over that span (as the live rows' is).
+    span = sum(s.snapshot.interval for s in steps) or duration
     figures = _figures(
         waits, whole.end_to_end(), end.exits, end.arrived, end.late, sum(s.cost.total for s in steps),
         sum(st.worker_seconds for s in steps for st in s.snapshot.stages.values()), duration,
     )  # fmt: skip
+    figures["mean_pool"] *= duration / span
     for name, ws in stage_waits.items():  # each stage's, as compare-app's live rows have them (mean_pool_<stage>)
         figures[f"mean_wait_{name}"] = float(np.mean(ws)) if len(ws) else float("nan")
-        figures[f"mean_pool_{name}"] = sum(s.snapshot.stages[name].worker_seconds for s in steps) / duration
+        figures[f"mean_pool_{name}"] = sum(s.snapshot.stages[name].worker_seconds for s in steps) / span
     return figures
 
 

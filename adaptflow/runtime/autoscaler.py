@@ -452,6 +452,7 @@ def planned_control(
     from .live.system import app_system
 
     mapping.require_workers(scenario.stages)
+    mapping.require_named_workers("adaptflow control publishes one count per stage, which every node would apply")
     guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
     system = app_system(app, mapping, scenario, stream)
     clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout).sync()

@@ -32,7 +32,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -261,13 +261,47 @@ class RunResult:
     seconds: float  # wall seconds from the monitor's start to the last observation
     fallbacks: int
     pools: dict[str, int] = field(default_factory=dict)  # each stage's pool at the start
+    # each source's arrivals, scenario seconds from the run's start, as the monitor folded them
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _coordinator(
-    target: AppUnderTest, spec: str, interval: float, stream: EventStream, until: float
-) -> tuple[ResilientMonitor, StandardAnalyzer, ResilientExecutor, WallClock, FallbackPlanner, Planner]:
-    """The parts of a run (the producer's watch comes on top): the monitor, the planner's
-    analyzer, the executor, the wall clock, the planner behind its fallback and the planner."""
+class ArrivalTap:
+    """The arrivals of a run, read off the records the monitor folds (a :class:`~.live.system.RecordSource`
+    in front of the app's): what lets a simulation replay the very arrivals a live run met
+    (:func:`adaptflow.experiments.compare_live.simulated_app_runs`). Kept per run, so bounded
+    by the run's ``limit``, as its transitions are; taken on ``advance``, as the fold takes them."""
+
+    def __init__(self, inner: Any, origin: float):
+        self.inner, self.origin = inner, origin
+        self.arrivals: dict[str, list[float]] = {}
+        self._read: list[tuple[str, float]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        records = self.inner.read()
+        self._read = [(str(r["src"]), float(r["t"]) - self.origin) for r in records if r.get("e") == "arrive"]
+        return records
+
+    def advance(self) -> None:
+        self.inner.advance()
+        for source, t in self._read:
+            self.arrivals.setdefault(source, []).append(t)
+        self._read = []
+
+
+@dataclass
+class _Parts:
+    """The parts of a run (the producer's watch comes on top)."""
+
+    monitor: ResilientMonitor
+    analyzer: StandardAnalyzer
+    executor: ResilientExecutor
+    clock: WallClock
+    guarded: FallbackPlanner  # the planner behind its fallback
+    primary: Planner
+    arrivals: ArrivalTap
+
+
+def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: EventStream, until: float) -> _Parts:
     scenario = target.scenario
     guarded, primary, analyzer = live_planner(spec, scenario, interval, FALLBACK)
     timeout = target.inspect_timeout
@@ -275,9 +309,10 @@ def _coordinator(
     envelope = live_envelope(scenario)
     executor = ResilientExecutor(CeleryExecutor(target.app, ledger, clock, envelope, timeout, scenario=scenario))
     system = app_system(target.app, target.mapping, scenario, stream)
+    system.records = tap = ArrivalTap(system.records, clock.start)
     monitor = CeleryMonitor(target.app, ledger, clock, percentiles=True, inspect_timeout=timeout, system=system)
     resilient = ResilientMonitor(monitor, executor, give_up_after=until, backoff_cap=max(0.5, min(5.0, interval)))
-    return resilient, analyzer, executor, clock, guarded, primary
+    return _Parts(resilient, analyzer, executor, clock, guarded, primary, tap)
 
 
 def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult:
@@ -288,19 +323,19 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     logs = settings.event_log_dir
     stream = EventStream(target.app).start()  # receiving before anything is produced
     try:
-        monitor, analyzer, executor, clock, guarded, primary = _coordinator(
-            target, spec, settings.interval, stream, settings.limit
-        )
-        run_clock = RunClock(clock, settings.limit)
+        parts = _coordinator(target, spec, settings.interval, stream, settings.limit)
+        run_clock = RunClock(parts.clock, settings.limit)
         producer_log = logs / f"{label}.producer.log" if logs else None
         with Producer(settings.produce, producer_log, settings.cwd, settings.env) as producer:
-            watch = EndWatch(monitor, run_clock, producer, settings.drain)
-            loop = ControlLoop(watch, analyzer, executor, run_clock, CostModel(), settings.interval)
-            transitions = _run(loop, guarded, primary, logs / f"{label}.jsonl" if logs else None)
+            watch = EndWatch(parts.monitor, run_clock, producer, settings.drain)
+            loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
+            transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
     finally:
         stream.stop()
     seconds = transitions[-1].snapshot.time if transitions else 0.0
-    return RunResult(split_label(spec)[0], transitions, watch.totals, seconds, guarded.fallbacks, pools)
+    result = RunResult(split_label(spec)[0], transitions, watch.totals, seconds, parts.guarded.fallbacks, pools)
+    result.arrivals = parts.arrivals.arrivals
+    return result
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
@@ -343,6 +378,7 @@ def figures(run: RunResult, stages: Sequence[str]) -> dict[str, Any]:
         "worker_cost": math.fsum(st.cost for s in run.transitions for st in s.snapshot.stages.values()),
     }
     row |= {f"mean_pool_{name}": ws / span if span > 0 else math.nan for name, ws in worker_seconds.items()}
+    row |= {f"mean_wait_{name}": t.stage_mean_wait(name) for name in stages}
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 
@@ -363,6 +399,7 @@ def compare_on_app(
     limit: float = 3600.0,
     inspect_timeout: float = 2.0,
     allow_pickle: bool = False,
+    after_run: Callable[[RunResult], list[dict[str, Any]]] | None = None,
 ) -> pd.DataFrame:
     """Each planner's live run on the user's app ``app_spec`` (``MODULE:APP``), on the arrivals
     the command ``produce`` submits (the same each run: the producer must be reproducible, e.g.
@@ -370,7 +407,8 @@ def compare_on_app(
     (``LABEL.jsonl``), its producer's output and ``compare_app.csv`` are written there.
 
     Every spec and setting is checked before the first run; an ``sb3:`` planner (a pickled
-    model) is refused unless ``allow_pickle``."""
+    model) is refused unless ``allow_pickle``. ``after_run``: rows to add after each run's own
+    (the simulated side of :func:`adaptflow.experiments.compare_live.compare_app_with_simulation`)."""
     target = _target(app_spec, mapping, scenario, planners, produce, interval, drain, inspect_timeout, allow_pickle)
     if event_log_dir is not None:
         event_log_dir = Path(event_log_dir)
@@ -379,7 +417,10 @@ def compare_on_app(
     rows = []
     for spec in planners:
         log.info("compare on %s: running %s", app_spec, spec)
-        rows.append(figures(run_one(target, spec, settings), list(target.scenario.stages)))
+        run = run_one(target, spec, settings)
+        rows.append(figures(run, list(target.scenario.stages)))
+        if after_run is not None:
+            rows += after_run(run)
     table = pd.DataFrame(rows)
     if event_log_dir is not None:
         table.to_csv(event_log_dir / "compare_app.csv", index=False)
@@ -402,6 +443,7 @@ def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str |
         raise ValueError(f"planners {planners}: labels {labels} repeat; expected one run per label (label@spec)")
     the_mapping, the_scenario = load_mapping(mapping), load_scenario(scenario)
     the_mapping.require_workers(the_scenario.stages)
+    the_mapping.require_named_workers("compare-app resets and resizes each stage's pool")
     for spec in planners:  # parsed and built now: a typo fails before the first run, not after it
         make_planner(spec, the_scenario, interval, guard_fallback=FALLBACK)
     app = load_app(app_spec)

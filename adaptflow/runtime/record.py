@@ -40,6 +40,7 @@ from adaptflow._yaml import load_yaml_file
 from .celery_app import redis_client
 from .live.events import EventStream
 from .live.mapping import AppMapping, load_mapping
+from .live.nodes import NodeReader
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class Recorder:
         self.client = redis_client(app.conf.broker_url) if str(app.conf.broker_url).startswith("redis") else None
         self.events = self.task_events = 0
         self._gaps_written = 0
+        workers = mapping.workers()  # a stage's node or group of nodes, read as one pool
+        self.nodes = NodeReader(app, workers, timeout=2.0) if workers else None
 
     def run(self, duration: float | None, stop: threading.Event) -> None:
         """Record until ``duration`` seconds have passed or ``stop`` is set (Ctrl-C: the caller's)."""
@@ -156,13 +159,11 @@ class Recorder:
 
     def _sample(self, out: IO[str]) -> None:
         """The mapped workers' process counts and the stages' queue lengths, now."""
-        workers, now = self.mapping.workers(), time.time()
-        if workers:
-            from celery.utils.nodenames import host_format
-
-            names = {stage: host_format(name) for stage, name in workers.items()}
-            stats = self.app.control.inspect(destination=list(names.values()), timeout=2.0).stats() or {}
-            pools = {stage: len(stats[n]["pool"]["processes"]) for stage, n in names.items() if n in stats}
+        now = time.time()
+        if self.nodes is not None:
+            stats = self.nodes.read("stats")[0]
+            patterns = self.nodes.patterns
+            pools = {stage: len(stats[p]["pool"]["processes"]) for stage, p in patterns.items() if p in stats}
             self._line(out, {"type": "adaptflow-pools", "timestamp": now, "pools": pools})
         if self.client is not None:
             queues = {stage: sum(self.client.llen(q) for q in qs) for stage, qs in self.mapping.queues().items()}

@@ -102,10 +102,16 @@ class LiveTotals:
     retries: int = 0
     waits: LogHistogram = field(default_factory=LogHistogram)
     latencies: LogHistogram = field(default_factory=LogHistogram)
+    stage_waits: dict[str, tuple[float, int]] = field(default_factory=dict)  # stage -> (wait sum, starts)
 
     @property
     def mean_wait(self) -> float:
         return self.waits.mean
+
+    def stage_mean_wait(self, stage: str) -> float:
+        """A stage's mean wait over the run (scenario seconds; NaN before any visit started)."""
+        total, started = self.stage_waits.get(stage, (0.0, 0))
+        return total / started if started else math.nan
 
     @property
     def mean_latency(self) -> float:
@@ -331,6 +337,9 @@ class EventFold:
         t.failed += done.failed
         t.late += done.late
         t.retries += sum(s.retries for s in done.stages.values())
+        for name, st in done.stages.items():
+            total, started = t.stage_waits.get(name, (0.0, 0))
+            t.stage_waits[name] = (total + st.wait_sum, started + st.started)
         t.latencies.extend(done.latencies)
 
     def tracked(self) -> dict[str, int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from ..worker import expand_node
+from .nodes import NodeReader, is_group
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class PoolState:
     worker: str
     target: int
     history: list[tuple[float, int]]  # (wall time, target from then on)
-    pid: int | None = None  # the worker's main process, to notice a restart
+    pid: object = None  # the worker's main process, to notice a restart (a group's: its nodes')
     reported_processes: int | None = None  # len(stats.pool.processes)
     reported_max_concurrency: int | None = None  # stats.pool.max-concurrency: its start-up value
     autoscaler: dict | None = None  # stats.autoscaler of a worker run with --autoscale
@@ -68,13 +68,14 @@ class PoolLedger:
 
     def __init__(self, app: Celery, workers: dict[str, str], timeout: float = 2.0):
         self.app, self.timeout = app, timeout
-        self.workers = {stage: expand_node(name) for stage, name in workers.items()}
+        self.nodes = NodeReader(app, workers, timeout)
+        self.workers = self.nodes.patterns  # stage -> its node, or its group's pattern (nodes.py)
         self.pools: dict[str, PoolState] = {}
 
     def stats(self) -> dict[str, dict]:
-        """``inspect().stats()`` of the managed workers, by node name (missing if silent)."""
-        names = list(self.workers.values())
-        return self.app.control.inspect(destination=names, timeout=self.timeout).stats() or {}
+        """``inspect().stats()`` of the managed workers, by node name or group pattern (a named
+        node that does not answer is missing; a group is its nodes' stats merged)."""
+        return self.nodes.read("stats")[0]
 
     def sync(self) -> PoolLedger:
         stats, now = self.stats(), time.time()
@@ -142,6 +143,12 @@ class PoolLedger:
         restarted worker (a new pid: it runs its command-line concurrency again)."""
         if pool.autoscaler:
             pool.set_target(int(pool.autoscaler.get("current", pool.reported_processes)), now)
+        elif s.get("pid") != pool.pid and is_group(pool.worker):  # KEDA added or removed a node
+            log.info(
+                "stage %s: the nodes of %s are now %s: pool re-based from %d to their %d processes",
+                stage, pool.worker, s.get("nodes"), pool.target, pool.reported_processes,
+            )  # fmt: skip
+            pool.set_target(int(pool.reported_processes or 0), now)
         elif s.get("pid") != pool.pid:
             log.warning(
                 "worker %s (stage %s) restarted (pid %s -> %s): pool re-based from %d to its %d processes",

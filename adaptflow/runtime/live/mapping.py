@@ -8,7 +8,7 @@ A mapping file (YAML)::
     stages:
       parse: {queues: [parse], worker: parse@%h}     # tasks routed to queue "parse"
       validate: {tasks: [etl.validate], worker: validate@%h}   # or by task name
-      write: {queues: [write], worker: write@%h}
+      write: {queues: [write], worker: "write@*"}   # a group: every node named write@...
     sources:
       uploads: {tasks: [etl.parse]}   # a task sent with no parent is an item of this source
     end: {tasks: [etl.write]}         # an item leaves when one of these succeeds
@@ -18,6 +18,11 @@ A task matches a stage by its queue first (the ``queue`` / ``routing_key`` of it
 event), then by its name, then by the worker that received it; a task that matches none is not
 tracked (counted as unmapped). Celery must send task events: ``worker_send_task_events = True``
 (or ``celery worker -E``) and, for queue times, ``task_send_sent_event = True``.
+
+A stage's ``worker`` is one node, or a shell-style pattern naming a group of nodes (the pods of
+a Deployment KEDA scales, ``celery worker -n write@$(POD_NAME)``): the monitor and the recorder
+read a group as one pool, summed over the nodes it finds at each read; only ``adaptflow keda``
+runs over a group, since resizing one node of many is not resizing the stage (:mod:`.nodes`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class _Strict(BaseModel):
 
 class StageMatch(_Strict):
     """The tasks of one stage: by queue or by task name (at least one), and the worker node
-    (``name@host``, ``%h`` for this host) that serves them, for pool reads and control."""
+    (``name@host``, ``%h`` for this host) that serves them, for pool reads and control, or a
+    pattern naming a group of nodes (``name@*``), for pool reads only (see :mod:`.nodes`)."""
 
     queues: TaskNames
     tasks: TaskNames
@@ -132,16 +138,26 @@ class AppMapping(_Strict):
                 f"mapping: stages {unnamed} name no worker; expected stages.<name>.worker (name@host) for every stage"
             )
 
+    def require_named_workers(self, why: str) -> None:
+        """Refuse a mapping whose worker of some stage is a group of nodes (``parse@*``): a path
+        that resizes pools needs one node per stage (see :mod:`.nodes`); ``why`` says which."""
+        from .nodes import group_refusal, is_group
+
+        groups = {stage: w for stage, w in self.workers().items() if is_group(w)}
+        if groups:
+            raise ValueError(group_refusal(groups, why))
+
     def queues(self) -> dict[str, list[str]]:
         """The broker queues of each stage (whose lengths are the stage's queue)."""
         return {stage: list(match.queues) for stage, match in self.stages.items()}
 
 
 def _same_node(pattern: str, worker: str) -> bool:
-    """Whether a node name from the mapping (``%h`` allowed) names ``worker``."""
-    from celery.utils.nodenames import host_format
+    """Whether a node name (or a group's pattern, see :mod:`.nodes`) from the mapping names
+    ``worker``, or has its name part (``parse`` of ``parse@host``)."""
+    from .nodes import covers
 
-    return host_format(pattern) == worker or pattern.split("@", 1)[0] == worker.split("@", 1)[0]
+    return covers(pattern, worker) or pattern.split("@", 1)[0] == worker.split("@", 1)[0]
 
 
 def load_mapping(source: str | Path | dict[str, Any]) -> AppMapping:

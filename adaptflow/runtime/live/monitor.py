@@ -86,9 +86,8 @@ class CeleryMonitor(Monitor):
 
     # -- reading (no state changes) --------------------------------------------------------------
     def _read(self) -> _Reading:
-        names = list(self.ledger.workers.values())
-        inspect = self.app.control.inspect(destination=names, timeout=self.inspect_timeout)
-        stats, active, reserved = inspect.stats() or {}, inspect.active() or {}, inspect.reserved() or {}
+        # each stage's node, or its group of nodes merged (nodes.py), in one round of inspect
+        stats, active, reserved = self.ledger.nodes.read("stats", "active", "reserved")
         lengths, workers = self.system.queue_lengths(), self.ledger.workers
         queued = {
             name: lengths.get(name, 0) + len(reserved.get(workers.get(name, ""), []) or [])

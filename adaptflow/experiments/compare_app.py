@@ -1,0 +1,123 @@
+"""Simulation against live on a user's app, for the very arrivals each live run met.
+
+``adaptflow compare-app --simulate N`` runs each planner live (:func:`adaptflow.runtime.compare_app.compare_on_app`)
+and, after each run, the same planner in simulation on the calibrated scenario as the live
+system runs it (:func:`~.compare_live.as_live`: Celery's pool ticks, fork time, dispatch floor),
+with every source replaced by a trace of that run's arrivals, for ``N`` seeds. The rows sit
+under the live one: ``simulated`` (the mean over the seeds), ``simulated, min`` and ``, max``.
+
+Why the run's own arrivals: a recording's trace starts when the recorder started, the live
+run's when its monitor did, and a producer's timing drifts with the machine's load; shifting
+the recorded trace by hand (as docs/deploy.md did before) aligns them only to the first
+arrival. The monitor's own arrival records are what the live figures count, so both worlds
+count the same items. A calibrated trace's item sizes are kept in order when the run replayed
+as many items as the trace holds (the same seeded producer submits the same items in the same
+order); otherwise every item gets size 1, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptflow.policies.registry import split_label
+from adaptflow.runtime.compare_app import RunResult, compare_on_app
+from adaptflow.scenario import Scenario, load_scenario, parse_scenario
+from adaptflow.scenario.schema import TraceSource, load_trace
+
+from .compare_live import as_live, simulated
+
+log = logging.getLogger(__name__)
+
+MAX_SEEDS = 100
+"""Most seeds a compare may simulate per run (each is one simulation of the run's length)."""
+
+
+def on_arrivals(scenario: Scenario, run: RunResult, folder: Path, horizon: float) -> Scenario:
+    """``scenario`` with each source a trace of ``run``'s arrivals (written as
+    ``folder/<label>.arrivals.<source>.csv``) and ``horizon``."""
+    data = scenario.model_dump(mode="json", by_alias=True)
+    for name, source in scenario.sources.items():
+        times = np.sort(np.asarray(run.arrivals.get(name, []), dtype=float))
+        path = folder / f"{_safe(run.planner)}.arrivals.{name}.csv"
+        frame = pd.DataFrame({"timestamp": np.maximum(times, 0.0), "size": _sizes(name, source, len(times))})
+        frame.to_csv(path, index=False)
+        kept = {key: value for key, value in data["sources"][name].items() if key in ("to", "quality", "classes")}
+        data["sources"][name] = {**kept, "process": "trace", "file": str(path)}
+    data["horizon"] = horizon
+    return parse_scenario(data)
+
+
+def _sizes(name: str, source: Any, count: int) -> np.ndarray:
+    """The calibrated trace's item sizes, in order, if it holds exactly ``count`` items; else 1."""
+    if isinstance(source, TraceSource):
+        _, sizes = load_trace(source.file, source.time_column, source.size_column)
+        if sizes is not None and len(sizes) == count:
+            return np.asarray(sizes, dtype=float)
+        if sizes is not None:
+            log.warning(
+                "source %s: the run met %d arrivals, the calibrated trace holds %d; simulating every item at size 1",
+                name, count, len(sizes),
+            )  # fmt: skip
+    return np.ones(count)
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
+
+
+def simulated_app_run(
+    scenario: Scenario, run: RunResult, spec: str, seeds: int, interval: float, folder: Path
+) -> list[dict[str, Any]]:
+    """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
+    spec the run used (``LABEL@SPEC`` allowed)."""
+    # As many decisions as the live run made: its last interval ended when the last item was
+    # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
+    duration = max(1, round(run.seconds / interval)) * interval
+    replay = as_live(on_arrivals(scenario, run, folder, duration))
+    runs = pd.DataFrame([simulated(replay, split_label(spec)[1], seed, duration, interval) for seed in range(seeds)])
+    rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
+    if seeds > 1:
+        rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})
+        rows.append({"world": "simulated, max", "planner": run.planner, **runs.max().to_dict()})
+    return rows
+
+
+def compare_app_with_simulation(
+    app_spec: str,
+    mapping: Any,
+    scenario: str | Path | Scenario,
+    planners: list[str],
+    produce: list[str],
+    interval: float,
+    drain: float,
+    event_log_dir: Path | None = None,
+    *,
+    seeds: int = 3,
+    **options: Any,
+) -> pd.DataFrame:
+    """:func:`~adaptflow.runtime.compare_app.compare_on_app`, each live row followed by its
+    simulated rows over ``seeds`` seeds. The arrival traces go to ``event_log_dir`` (kept beside
+    the event logs), or to a temporary directory removed at the end."""
+    if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
+        raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
+    spec = load_scenario(scenario)
+    by_label = {split_label(p)[0]: p for p in planners}
+    with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
+        folder = Path(event_log_dir) if event_log_dir is not None else Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def after_run(run: RunResult) -> list[dict[str, Any]]:
+            return simulated_app_run(spec, run, by_label[run.planner], seeds, interval, folder)
+
+        return compare_on_app(
+            app_spec, mapping, spec, planners, produce, interval, drain, event_log_dir, after_run=after_run, **options
+        )
+
+
+__all__ = ["MAX_SEEDS", "compare_app_with_simulation", "on_arrivals", "simulated_app_run"]
