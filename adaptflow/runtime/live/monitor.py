@@ -87,7 +87,7 @@ class CeleryMonitor(Monitor):
     # -- reading (no state changes) --------------------------------------------------------------
     def _read(self) -> _Reading:
         # each stage's node, or its group of nodes merged (nodes.py), in one round of inspect
-        stats, active, reserved = self.ledger.nodes.read("stats", "active", "reserved")
+        stats, active, reserved = self.ledger.nodes.read("stats", "active", "reserved", timeout=self.inspect_timeout)
         lengths, workers = self.system.queue_lengths(), self.ledger.workers
         queued = {
             name: lengths.get(name, 0) + len(reserved.get(workers.get(name, ""), []) or [])

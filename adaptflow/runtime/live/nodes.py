@@ -64,14 +64,16 @@ class NodeReader:
         }
         return self.members
 
-    def read(self, *methods: str) -> list[dict[str, Any]]:
+    def read(self, *methods: str, timeout: float | None = None) -> list[dict[str, Any]]:
         """For each ``inspect`` method named (``stats``, ``active``, ``reserved``), its replies by
-        pattern, from one discovery and one inspect round addressed to the members found."""
+        pattern, from one discovery and one inspect round addressed to the members found
+        (waiting at most ``timeout`` seconds, default the reader's)."""
         members = self.discover()
         destination = sorted({n for nodes in members.values() for n in nodes})
         if not destination:  # an empty destination would broadcast to every node of the broker
             return [{p: _merge(m, []) for p in members if is_group(p)} for m in methods]
-        inspect = self.app.control.inspect(destination=destination, timeout=self.timeout)
+        wait = self.timeout if timeout is None else timeout
+        inspect = self.app.control.inspect(destination=destination, timeout=wait)
         out = []
         for method in methods:
             replies = getattr(inspect, method)() or {}
