@@ -17,6 +17,7 @@ order); otherwise every item gets size 1, with a warning.
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adaptflow.policies.registry import split_label
+from adaptflow.agents.fitting import analyzer_for
+from adaptflow.policies.registry import make_planner, split_label
 from adaptflow.runtime.compare_app import RunResult, compare_on_app
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, load_trace
@@ -80,7 +82,15 @@ def simulated_app_run(
     # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
     duration = max(1, round(run.seconds / interval)) * interval
     replay = as_live(on_arrivals(scenario, run, folder, duration))
-    runs = pd.DataFrame([simulated(replay, split_label(spec)[1], seed, duration, interval) for seed in range(seeds)])
+    # the analyzer the live run had: built for the calibrated scenario, not for the replay
+    built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
+    analyzer = analyzer_for(built, scenario, interval, forecaster)
+    runs = pd.DataFrame(
+        [
+            simulated(replay, split_label(spec)[1], seed, duration, interval, copy.deepcopy(analyzer))
+            for seed in range(seeds)
+        ]
+    )
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     if seeds > 1:
         rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})

@@ -143,14 +143,17 @@ def simulated_over_ticks(
     return rows
 
 
-def simulated(scenario: Scenario, planner: str, seed: int, duration: float, interval: float) -> dict[str, float]:
+def simulated(
+    scenario: Scenario, planner: str, seed: int, duration: float, interval: float, analyzer: Any = None
+) -> dict[str, float]:
     """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
     of :func:`_figures`, and each stage's mean wait and mean pool (``mean_wait_<stage>``,
-    ``mean_pool_<stage>``)."""
+    ``mean_pool_<stage>``). ``analyzer``: the one to run with (reset at the start), e.g. the live
+    run's own; default the planner's for ``scenario``."""
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
     built, forecaster = make_planner(planner, spec, interval)
-    analyzer = analyzer_for(built, spec, interval, forecaster)
+    analyzer = analyzer if analyzer is not None else analyzer_for(built, spec, interval, forecaster)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), CostModel(), interval)
     steps = Coordinator(loop, built).run(until=duration)
     end = sim.counters()  # the whole run: counters since t=0, per-item values from t=0
