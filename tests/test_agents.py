@@ -423,6 +423,11 @@ def test_a_trace_source_is_fitted_by_its_content_not_its_path(tmp_path):
     assert fit_key(here, 5.0) == fit_key(copy, 5.0)
     (tmp_path / "a" / "trace.csv").write_text("timestamp\n0.5\n1.0\n2.0\n")
     assert fit_key(here, 5.0) != fit_key(copy, 5.0)
+    # an analyzer saved before (keyed by the path) still loads: no saved model goes stale
+    analyzer = StandardAnalyzer.for_scenario(here, 5.0)
+    analyzer.fitted_on = fit_key(here, 5.0, trace_by="path")
+    assert load_fitted(analyzer.to_dict(state=False), here, 5.0) is not None
+    assert load_fitted(analyzer.to_dict(state=False), copy, 5.0) is None  # another path, another content
 
 
 def test_a_field_the_schema_gains_with_its_default_leaves_saved_analyzers_valid():

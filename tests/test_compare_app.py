@@ -65,6 +65,25 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     assert sim["mean_pool_enrich"] == pytest.approx(1.0) and live["mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
 
 
+def test_a_source_no_arrival_came_from_is_left_out_of_the_replay(tmp_path):
+    """A trace needs a row: a source the live run met no arrival of is left out of the replay
+    (a run with none at all has nothing to simulate), and a mapping whose sources are not the
+    scenario's is refused before any run."""
+    from adaptflow.experiments.compare_app import compare_app_with_simulation, on_arrivals
+    from adaptflow.runtime.compare_app import RunResult
+
+    returns = {"process": "poisson", "rate": 0.5, "to": "store"}
+    spec = parse_scenario({**SCENARIO, "sources": {**SCENARIO["sources"], "returns": returns}})
+    run = RunResult("static", [], None, 12.0, 0, arrivals={"orders": [0.5, 1.5, 4.0]})  # type: ignore[arg-type]
+    replay = on_arrivals(spec, run, tmp_path, 12.0)
+    assert list(replay.sources) == ["orders"] and replay.horizon == 12.0
+    assert replay.expected_arrivals() == 3
+    assert on_arrivals(spec, RunResult("static", [], None, 12.0, 0), tmp_path, 12.0) is None  # type: ignore[arg-type]
+    other = {**MAPPING, "sources": {"checkout": {"tasks": ["shop.ingest"]}}}
+    with pytest.raises(ValueError, match=r"sources \['checkout'\] are not the scenario's"):
+        compare_app_with_simulation("tests.apps.shop:app", other, spec, ["static"], ["true"], 1.0, 1.0, seeds=2)
+
+
 def test_a_failing_producer_is_an_error_naming_it(shop, tmp_path):  # noqa: F811
     with pytest.raises(RuntimeError, match="exited with 2"):
         compare_on_app(

@@ -4,7 +4,9 @@ live_fixtures.py). Every item is counted from the run's own event stream: one ``
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import time
@@ -199,6 +201,41 @@ def test_a_channel_closed_after_its_connection_leaves_unacked_messages_to_the_sw
     with Connection(redis_server.url, transport_options=options) as sweeper:
         sweeper.default_channel.qos.restore_visible()
     assert client.llen("work") == 2 and client.hlen("unacked") == 0
+
+
+@pytest.mark.live
+def test_a_late_ack_on_a_channel_closed_in_an_outage_is_a_connection_error(redis_server) -> None:
+    """A task acknowledged late (task_acks_late) after its channel was closed in an outage, the
+    connection collected: kombu's own ack raises AttributeError, which Celery's ack_log_error
+    does not catch (the worker shut down as "unrecoverable"); adaptflow's raises a connection
+    error, which it catches and logs, and the message waits in the unacked set for the sweep."""
+    redis_server.ensure_running().flush()
+    options = {"visibility_timeout": 1.0, "unacked_restore_throttle": 0}
+
+    def delivered_then_closed(transport):
+        conn = Connection(redis_server.url, transport=transport, transport_options=options)
+        publish_one(redis_server.url, {"i": 3})
+        held = []
+        conn.Consumer([WORK], callbacks=[lambda body, message: held.append(message)], no_ack=False).consume()
+        conn.drain_events(timeout=5)
+        channel = conn.default_channel
+        conn.transport.client = None  # what collect() leaves behind
+        with contextlib.suppress(AttributeError):  # kombu's own close fails here (repair 2)
+            channel.close()
+        return conn, held[0]
+
+    stock, message = delivered_then_closed(KombuTransport)
+    with pytest.raises(AttributeError):
+        message.ack_log_error(logging.getLogger("test"), stock.connection_errors)
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    ours, message = delivered_then_closed(RepairedTransport)
+    message.ack_log_error(logging.getLogger("test"), ours.connection_errors)  # logged, not raised
+    assert client.llen("work") == 0 and client.hlen("unacked") == 1
+    time.sleep(1.1)
+    with Connection(redis_server.url, transport_options=options) as sweeper:
+        sweeper.default_channel.qos.restore_visible()
+    assert client.llen("work") == 1 and client.hlen("unacked") == 0
 
 
 @pytest.mark.live

@@ -202,7 +202,14 @@ def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
 
 
 def test_a_group_of_nodes_is_refused_where_pools_are_resized_and_matches_its_nodes():
-    from adaptflow.runtime.live.nodes import covers
+    from adaptflow.runtime.live.nodes import _merge, covers
+
+    # a member that did not answer makes the read partial: no task list (the monitor falls back
+    # on the tasks' records), stats marked so the ledger keeps the pool rather than re-base it
+    assert _merge("active", [("store@a", [{"id": 1}])], members=2) is None
+    assert _merge("active", [("store@a", [{"id": 1}]), ("store@b", [])], members=2) == [{"id": 1}]
+    stats = _merge("stats", [("store@a", {"pid": 7, "pool": {"processes": [1, 2]}})], members=2)
+    assert stats["partial"] and stats["pool"]["processes"] == [1, 2] and stats["pid"] == (("store@a", 7),)
 
     group = load_mapping({**MAPPING, "stages": {**MAPPING["stages"], "store": {"queues": ["x"], "worker": "store@*"}}})
     assert group.stage_of(None, None, "store@pod-7") == "store" and covers("store@*", "store@pod-7")

@@ -780,7 +780,7 @@ FIT_PART = "train"
 scenario's episodes are drawn from (a model trained on ``train`` is evaluated on ``test``)."""
 
 
-def fit_key(scenario: Scenario, interval: float) -> str:
+def fit_key(scenario: Scenario, interval: float, trace_by: str = "content") -> str:
     """What a fitted analyzer depends on, as a short digest: the scenario (all of it but the
     horizon, which a fit does not use) and the decision interval.
 
@@ -795,12 +795,14 @@ def fit_key(scenario: Scenario, interval: float) -> str:
 
     Fields left at their defaults are left out: a field the schema gains later (with a default)
     must not make every saved analyzer "fitted for another scenario" (adding ``startup_tick``
-    did, and each model's forecaster was refitted by simulation, with a warning, at load)."""
+    did, and each model's forecaster was refitted by simulation, with a warning, at load).
+    ``trace_by="path"``: the key as it was before traces entered by content, which
+    :func:`load_fitted` still accepts, for the same reason."""
     data = scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     data.pop("horizon", None)
     key: dict[str, Any] = {"scenario": data, "interval": float(interval)}
     for name, source in scenario.sources.items():
-        if source.process == "trace":
+        if source.process == "trace" and trace_by == "content":
             data["sources"][name]["file"] = _content_digest(source.file)
     recorded = {name: s for name, s in scenario.sources.items() if s.process == "series"}
     if recorded:
@@ -843,7 +845,8 @@ def load_fitted(
         return None
     analyzer = StandardAnalyzer.from_dict(data)
     problems = []
-    if analyzer.fitted_on != fit_key(scenario, interval):
+    # a model saved before traces entered by content carries the key of the trace's path
+    if analyzer.fitted_on not in (fit_key(scenario, interval), fit_key(scenario, interval, trace_by="path")):
         problems.append(f"it was fitted for another scenario or interval than {scenario.name!r} at {interval:g} s")
     if forecaster is not None and analyzer.forecaster != forecaster:
         problems.append(f"its forecaster is {analyzer.forecaster!r}, not {forecaster!r}")

@@ -29,6 +29,7 @@ import pandas as pd
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import make_planner, split_label
 from adaptflow.runtime.compare_app import RunResult, compare_on_app
+from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, load_trace
 
@@ -40,17 +41,23 @@ MAX_SEEDS = 100
 """Most seeds a compare may simulate per run (each is one simulation of the run's length)."""
 
 
-def on_arrivals(scenario: Scenario, run: RunResult, folder: Path, horizon: float) -> Scenario:
+def on_arrivals(scenario: Scenario, run: RunResult, folder: Path, horizon: float) -> Scenario | None:
     """``scenario`` with each source a trace of ``run``'s arrivals (written as
-    ``folder/<label>.arrivals.<source>.csv``) and ``horizon``."""
+    ``folder/<label>.arrivals.<source>.csv``) and ``horizon``; a source the run met no arrival
+    of is left out (a trace needs a row), and None when no source had any."""
     data = scenario.model_dump(mode="json", by_alias=True)
     for name, source in scenario.sources.items():
         times = np.sort(np.asarray(run.arrivals.get(name, []), dtype=float))
+        if not len(times):
+            del data["sources"][name]
+            continue
         path = folder / f"{_safe(run.planner)}.arrivals.{name}.csv"
         frame = pd.DataFrame({"timestamp": np.maximum(times, 0.0), "size": _sizes(name, source, len(times))})
         frame.to_csv(path, index=False)
         kept = {key: value for key, value in data["sources"][name].items() if key in ("to", "quality", "classes")}
         data["sources"][name] = {**kept, "process": "trace", "file": str(path)}
+    if not data["sources"]:
+        return None
     data["horizon"] = horizon
     return parse_scenario(data)
 
@@ -80,8 +87,12 @@ def simulated_app_run(
     spec the run used (``LABEL@SPEC`` allowed)."""
     # As many decisions as the live run made: its last interval ended when the last item was
     # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
-    duration = max(1, round(run.seconds / interval)) * interval
-    replay = as_live(on_arrivals(scenario, run, folder, duration))
+    duration = max(1, len(run.transitions)) * interval
+    aligned = on_arrivals(scenario, run, folder, duration)
+    if aligned is None:
+        log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
+        return []
+    replay = as_live(aligned)
     # the analyzer the live run had: built for the calibrated scenario, not for the replay
     built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
     analyzer = analyzer_for(built, scenario, interval, forecaster)
@@ -117,6 +128,12 @@ def compare_app_with_simulation(
     if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
         raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
     spec = load_scenario(scenario)
+    unknown = sorted(set(load_mapping(mapping).sources) - set(spec.sources))
+    if unknown:  # their arrivals would be counted live and replayed nowhere
+        raise ValueError(
+            f"mapping: sources {unknown} are not the scenario's; expected some of {sorted(spec.sources)} "
+            "(the simulation replays each source's live arrivals)"
+        )
     by_label = {split_label(p)[0]: p for p in planners}
     with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
         folder = Path(event_log_dir) if event_log_dir is not None else Path(scratch)

@@ -268,7 +268,7 @@ class RunResult:
 class ArrivalTap:
     """The arrivals of a run, read off the records the monitor folds (a :class:`~.live.system.RecordSource`
     in front of the app's): what lets a simulation replay the very arrivals a live run met
-    (:func:`adaptflow.experiments.compare_live.simulated_app_runs`). Kept per run, so bounded
+    (:func:`adaptflow.experiments.compare_app.simulated_app_run`). Kept per run, so bounded
     by the run's ``limit``, as its transitions are; taken on ``advance``, as the fold takes them."""
 
     def __init__(self, inner: Any, origin: float):
@@ -408,7 +408,7 @@ def compare_on_app(
 
     Every spec and setting is checked before the first run; an ``sb3:`` planner (a pickled
     model) is refused unless ``allow_pickle``. ``after_run``: rows to add after each run's own
-    (the simulated side of :func:`adaptflow.experiments.compare_live.compare_app_with_simulation`)."""
+    (the simulated side of :func:`adaptflow.experiments.compare_app.compare_app_with_simulation`)."""
     target = _target(app_spec, mapping, scenario, planners, produce, interval, drain, inspect_timeout, allow_pickle)
     if event_log_dir is not None:
         event_log_dir = Path(event_log_dir)

@@ -1,4 +1,4 @@
-"""kombu's Redis transport with two repairs for a broker outage, so that a live item is lost
+"""kombu's Redis transport with three repairs for a broker outage, so that a live item is lost
 neither to the outage nor to the worker it crashes.
 
 **1. A message popped as the broker died is put back.** kombu takes a message off its queue with
@@ -24,6 +24,17 @@ in the unacked set, from which a worker's sweep returns it after the visibility 
 :func:`adaptflow.runtime.celery_app.redelivery_options`). So without a client the channel leaves
 them there, and says so.
 
+**3. A late acknowledgement after the reconnection does not crash the worker either.** With
+``task_acks_late`` a task that ran through the outage acknowledges its message when it ends,
+and by then the message's channel may be closed (its connection collected, as above): kombu
+builds the ack's Redis client from the closed channel's transport, gets ``None``, and raises
+``AttributeError: 'NoneType' object has no attribute 'client'``, outside the connection errors
+Celery's ``ack_log_error`` expects, so the worker shut down as "unrecoverable" (measured: 1 run
+in 3 of ``tests/test_live.py``'s Redis kill; the worker never came back). Here such an ack or
+reject raises a connection error instead, which Celery logs ("Couldn't ack"); the message
+stays in the unacked set and returns to its queue after the visibility timeout, where the
+repeated visit is recognized (at least once, as everywhere in the live runtime).
+
 Everything else is kombu's own. Use it by naming it in an app's configuration, beside the
 ``redis://`` broker URL: ``broker_transport = "adaptflow.runtime.redis_transport:Transport"``
 (adaptflow's own app does; a user's app can too).
@@ -37,6 +48,7 @@ from collections import deque
 from typing import Any
 
 from kombu.transport import redis
+from redis.exceptions import ConnectionError as BrokerGone
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +65,23 @@ _orphans_lock = threading.Lock()
 
 
 class QoS(redis.QoS):
+    def ack(self, delivery_tag: str) -> None:
+        self._require_connection(delivery_tag, "acknowledged")
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self._require_connection(delivery_tag, "rejected")
+        super().reject(delivery_tag, requeue=requeue)
+
+    def _require_connection(self, delivery_tag: str, what: str) -> None:
+        """Repair 3: a connection error (which Celery logs) where kombu would raise AttributeError."""
+        transport = self.channel.connection
+        if transport is None or getattr(transport, "client", None) is None:
+            raise BrokerGone(
+                f"message {delivery_tag} cannot be {what}: its channel's broker connection is gone; it stays "
+                "in the unacked set and returns to its queue after the visibility timeout"
+            )
+
     def append(self, message: Any, delivery_tag: str) -> None:
         try:
             super().append(message, delivery_tag)

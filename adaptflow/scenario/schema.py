@@ -843,7 +843,9 @@ def _thinning_draws(source: Any, horizon: float) -> float:
     """The candidates a time-varying rate is thinned from (:func:`~.streams.poisson_arrivals`
     draws at the peak rate over the whole horizon): a spike of 10^9/s lasting a microsecond adds
     a thousand arrivals but 10^9 draws per second of horizon."""
-    if isinstance(source, PoissonSource | SeriesSource) and getattr(source.rate, "shape", None) != "constant":
+    if isinstance(source, SeriesSource):  # an episode's window: at most the series' scaled peak
+        return source.peak_bound() * horizon
+    if isinstance(source, PoissonSource) and getattr(source.rate, "shape", None) != "constant":
         return source.rate.peak() * horizon
     return 0.0
 

@@ -128,7 +128,7 @@ class PoolLedger:
         now = time.time()
         for stage, pool in self.pools.items():
             s = stats.get(pool.worker)
-            if s is None:
+            if s is None or s.get("partial"):  # a group with a silent member is read next time
                 log.warning("worker %s (stage %s) did not answer stats; pool assumed unchanged", pool.worker, stage)
                 continue
             self._read(pool, s)

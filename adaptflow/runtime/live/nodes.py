@@ -50,17 +50,20 @@ class NodeReader:
         self.app, self.timeout = app, timeout
         self.patterns = {stage: expand_node(name) for stage, name in patterns.items()}
         self.members: dict[str, list[str]] = {}  # pattern -> the nodes the last read found
+        self._answered: set[str] = set()  # group members that answered the last inspect round
 
     def discover(self) -> dict[str, list[str]]:
         """The nodes of every worker pattern now: a named node is its own member; a group's
-        members are the nodes answering a broadcast ping (only when the mapping has a group)."""
+        members are the nodes answering a broadcast ping (only when the mapping has a group),
+        and those that answered the last inspect round: a node whose ping reply came late (a
+        stalled main loop) is still asked, and is left out only once it stops answering."""
         groups = [p for p in self.patterns.values() if is_group(p)]
-        alive: list[str] = []
+        alive: set[str] = set()
         if groups:
             replies = self.app.control.ping(timeout=min(self.timeout, PING_TIMEOUT)) or []
-            alive = sorted({node for reply in replies for node in reply})
+            alive = {node for reply in replies for node in reply} | self._answered
         self.members = {
-            p: [n for n in alive if fnmatchcase(n, p)] if is_group(p) else [p] for p in self.patterns.values()
+            p: sorted(n for n in alive if fnmatchcase(n, p)) if is_group(p) else [p] for p in self.patterns.values()
         }
         return self.members
 
@@ -74,16 +77,18 @@ class NodeReader:
             return [{p: _merge(m, []) for p in members if is_group(p)} for m in methods]
         wait = self.timeout if timeout is None else timeout
         inspect = self.app.control.inspect(destination=destination, timeout=wait)
-        out = []
+        out, answered = [], set(destination)
         for method in methods:
             replies = getattr(inspect, method)() or {}
+            answered &= set(replies)
             by_pattern: dict[str, Any] = {}
             for pattern, nodes in members.items():
                 if is_group(pattern):
-                    by_pattern[pattern] = _merge(method, [(n, replies[n]) for n in nodes if n in replies])
+                    by_pattern[pattern] = _merge(method, [(n, replies[n]) for n in nodes if n in replies], len(nodes))
                 elif pattern in replies:
                     by_pattern[pattern] = replies[pattern]
             out.append(by_pattern)
+        self._answered = {n for n in answered if any(is_group(p) and fnmatchcase(n, p) for p in members)}
         return out
 
 
@@ -96,13 +101,19 @@ def group_refusal(groups: dict[str, str], why: str) -> str:
     )
 
 
-def _merge(method: str, replies: list[tuple[str, Any]]) -> Any:
+def _merge(method: str, replies: list[tuple[str, Any]], members: int = 0) -> Any:
     """A group's replies as one node's: task lists joined; stats with every node's processes,
     their start-up concurrencies summed, and as ``pid`` the (node, pid) pairs, so a node that
-    joins, leaves or restarts reads as a restart (the ledger re-bases the pool on what runs)."""
+    joins, leaves or restarts reads as a restart (the ledger re-bases the pool on what runs).
+
+    With fewer replies than ``members`` the read is partial: a task list is None (as a silent
+    node's: the monitor falls back on the tasks' records, rather than read a member's running
+    visits as gone) and the stats say ``partial`` (the ledger keeps the pool, as for a silent
+    node, rather than re-base it down and up again)."""
     if method != "stats":
-        return [task for _, tasks in replies for task in tasks or []]
+        return None if len(replies) < members else [task for _, tasks in replies for task in tasks or []]
     return {
+        "partial": len(replies) < members,
         "pid": tuple((node, s.get("pid")) for node, s in replies),
         "pool": {
             "processes": [p for _, s in replies for p in s.get("pool", {}).get("processes", [])],
