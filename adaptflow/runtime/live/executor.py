@@ -16,7 +16,7 @@ from adaptflow.scenario.schema import Scenario
 
 from ..celery_app import LiveContext, context_of
 from .ledger import PoolLedger, PoolState
-from .nodes import group_refusal, is_group
+from .nodes import refuse_groups
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ class CeleryExecutor(Executor):
         timeout: float = 2.0,
         scenario: Scenario | None = None,
     ):
-        groups = {stage: w for stage, w in ledger.workers.items() if is_group(w)}
-        if groups:
-            raise ValueError(group_refusal(groups, "the central executor resizes one named worker per stage"))
+        refuse_groups(ledger.workers, "the central executor resizes one named worker per stage")
         self.app, self.ledger, self.clock, self.timeout = app, ledger, clock, timeout
         self.context: LiveContext | None = context_of(app) if scenario is None else None
         self.scenario = scenario if scenario is not None else self.context.scenario

@@ -143,17 +143,17 @@ class PoolLedger:
         restarted worker (a new pid: it runs its command-line concurrency again)."""
         if pool.autoscaler:
             pool.set_target(int(pool.autoscaler.get("current", pool.reported_processes)), now)
-        elif s.get("pid") != pool.pid and is_group(pool.worker):  # KEDA added or removed a node
-            log.info(
-                "stage %s: the nodes of %s are now %s: pool re-based from %d to their %d processes",
-                stage, pool.worker, s.get("nodes"), pool.target, pool.reported_processes,
-            )  # fmt: skip
-            pool.set_target(int(pool.reported_processes or 0), now)
         elif s.get("pid") != pool.pid:
-            log.warning(
-                "worker %s (stage %s) restarted (pid %s -> %s): pool re-based from %d to its %d processes",
-                pool.worker, stage, pool.pid, s.get("pid"), pool.target, pool.reported_processes,
-            )  # fmt: skip
+            if is_group(pool.worker):  # KEDA added or removed a node: the group's pid is its (node, pid) pairs
+                log.info(
+                    "stage %s: the nodes of %s are now %s: pool re-based from %d to their %d processes",
+                    stage, pool.worker, s.get("nodes"), pool.target, pool.reported_processes,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "worker %s (stage %s) restarted (pid %s -> %s): pool re-based from %d to its %d processes",
+                    pool.worker, stage, pool.pid, s.get("pid"), pool.target, pool.reported_processes,
+                )  # fmt: skip
             pool.set_target(int(pool.reported_processes or 0), now)
         pool.pid = s.get("pid")
 

@@ -141,11 +141,9 @@ class AppMapping(_Strict):
     def require_named_workers(self, why: str) -> None:
         """Refuse a mapping whose worker of some stage is a group of nodes (``parse@*``): a path
         that resizes pools needs one node per stage (see :mod:`.nodes`); ``why`` says which."""
-        from .nodes import group_refusal, is_group
+        from .nodes import refuse_groups
 
-        groups = {stage: w for stage, w in self.workers().items() if is_group(w)}
-        if groups:
-            raise ValueError(group_refusal(groups, why))
+        refuse_groups(self.workers(), why)
 
     def queues(self) -> dict[str, list[str]]:
         """The broker queues of each stage (whose lengths are the stage's queue)."""

@@ -14,7 +14,7 @@ node (scaled to zero) is a pool of 0, not a silent worker.
 
 A group is observed, never resized: ``pool_grow`` to one node of many is not the stage's pool,
 and a count published to each pod's autoscaler would be applied by every pod. The central
-executor and ``adaptflow control`` refuse groups (:func:`group_refusal`); KEDA sizes them.
+executor and ``adaptflow control`` refuse groups (:func:`refuse_groups`); KEDA sizes them.
 """
 
 from __future__ import annotations
@@ -92,13 +92,16 @@ class NodeReader:
         return out
 
 
-def group_refusal(groups: dict[str, str], why: str) -> str:
-    """The one-line refusal of a path that resizes pools, for the stages whose worker is a group."""
-    named = ", ".join(f"stages.{stage}.worker: {pattern!r}" for stage, pattern in sorted(groups.items()))
-    return (
-        f"mapping: {named} names a group of nodes, which is observed, not resized; {why}: "
-        "expected one node (name@host), or `adaptflow keda` to scale the group's replicas"
-    )
+def refuse_groups(workers: dict[str, str], why: str) -> None:
+    """Refuse, in one line, the stages whose worker (stage -> node or pattern) is a group: a path
+    that resizes pools (``why`` names it) needs one node per stage."""
+    groups = sorted((stage, pattern) for stage, pattern in workers.items() if is_group(pattern))
+    if groups:
+        named = ", ".join(f"stages.{stage}.worker: {pattern!r}" for stage, pattern in groups)
+        raise ValueError(
+            f"mapping: {named} names a group of nodes, which is observed, not resized; {why}: "
+            "expected one node (name@host), or `adaptflow keda` to scale the group's replicas"
+        )
 
 
 def _merge(method: str, replies: list[tuple[str, Any]], members: int = 0) -> Any:
@@ -124,4 +127,4 @@ def _merge(method: str, replies: list[tuple[str, Any]], members: int = 0) -> Any
     }
 
 
-__all__ = ["GLOB_CHARACTERS", "NodeReader", "covers", "group_refusal", "is_group"]
+__all__ = ["GLOB_CHARACTERS", "NodeReader", "covers", "is_group", "refuse_groups"]
