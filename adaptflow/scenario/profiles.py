@@ -36,6 +36,11 @@ class _Profile(_Strict):
         """An upper bound of ``at`` over all time (and, for a randomized profile, over all draws)."""
         raise NotImplementedError
 
+    def integral(self, horizon: float) -> float:
+        """The integral of ``at`` over ``[0, horizon]`` (a rate's expected arrivals): from a fine
+        grid, unless the shape knows it exactly."""
+        return grid_integral(self, horizon)
+
     @property
     def randomized(self) -> bool:
         """Whether :meth:`for_episode` draws anything (False: it returns the profile itself)."""
@@ -45,6 +50,13 @@ class _Profile(_Strict):
         """This episode's concrete profile, drawn from ``rng``; a fixed profile is its own draw
         (and draws nothing, so a fixed profile never moves another stream's numbers)."""
         return self  # type: ignore[return-value]
+
+
+def grid_integral(rate: Any, horizon: float) -> float:
+    """The integral of ``rate.at`` over ``[0, horizon]`` as the mean over 20,001 points: any
+    rate (a profile, a series window)."""
+    grid = np.linspace(0.0, horizon, 20_001)
+    return float(np.mean(rate.at(grid))) * horizon
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,6 +157,11 @@ class Spike(_Profile):
 
     def peak(self) -> float:
         return max(self.base, self.peak_value)
+
+    def integral(self, horizon: float) -> float:
+        """Exact: a grid can land on a spike narrower than its step, or step over it."""
+        inside = max(0.0, min(horizon, self.start + self.duration) - min(horizon, self.start))
+        return self.base * horizon + (self.peak_value - self.base) * inside
 
 
 class Ramp(_Profile):

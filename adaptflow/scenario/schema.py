@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from .base import Name, NonNegFloat, PositiveFloat, Probability, _Strict
-from .profiles import Constant, ProbabilityProfile, RateProfile, Spike
+from .profiles import Constant, ProbabilityProfile, RateProfile, grid_integral
 from .routing import ATTRIBUTE_VALUES, FAN_OUTS, JOIN_AT_EXIT, ByAttribute, Exit, Fork, Route, Scatter, Split
 from .series import DATASETS, DAY, NOISE_CLIP, Part, RawSeries, WindowRate, load_csv_series, load_dataset, window_rate
 
@@ -820,13 +820,10 @@ def _episode_source(name: str, source: Any, streams: Streams, horizon: float) ->
 
 
 def _expected_count(source: Any, horizon: float) -> float:
-    if isinstance(source, PoissonSource) and isinstance(source.rate, Spike):  # a grid can step over a spike
-        rate = source.rate
-        inside = max(0.0, min(horizon, rate.start + rate.duration) - min(horizon, rate.start))
-        return rate.base * horizon + (rate.peak_value - rate.base) * inside
-    if isinstance(source, PoissonSource | SeriesSource):
-        grid = np.linspace(0.0, horizon, 20_001)
-        return float(np.mean(source.rate.at(grid))) * horizon
+    if isinstance(source, PoissonSource):
+        return source.rate.integral(horizon)
+    if isinstance(source, SeriesSource):
+        return grid_integral(source.rate, horizon)
     if isinstance(source, MMPPSource):
         # Exact over a finite horizon from the initial state: the chance of state 0 at t is
         # pi0 + (p0 - pi0) exp(-(s0 + s1) t). The stationary rate alone misses a first stay at a
