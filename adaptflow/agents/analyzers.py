@@ -37,7 +37,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -780,7 +780,7 @@ FIT_PART = "train"
 scenario's episodes are drawn from (a model trained on ``train`` is evaluated on ``test``)."""
 
 
-def fit_key(scenario: Scenario, interval: float, trace_by: str = "content") -> str:
+def fit_key(scenario: Scenario, interval: float, trace_by: Literal["content", "path"] = "content") -> str:
     """What a fitted analyzer depends on, as a short digest: the scenario (all of it but the
     horizon, which a fit does not use) and the decision interval.
 

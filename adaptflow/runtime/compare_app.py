@@ -333,9 +333,8 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     finally:
         stream.stop()
     seconds = transitions[-1].snapshot.time if transitions else 0.0
-    result = RunResult(split_label(spec)[0], transitions, watch.totals, seconds, parts.guarded.fallbacks, pools)
-    result.arrivals = parts.arrivals.arrivals
-    return result
+    label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
+    return RunResult(label, transitions, watch.totals, seconds, fallbacks, pools, parts.arrivals.arrivals)
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
