@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptflow.policies.staffing import mean_wait, staff
+from tests.helpers import confidence_interval
 
 
 def fewest_by_definition(rate: float, mean: float, target: float, scv: float, lo: int, hi: int) -> int:
@@ -51,3 +52,63 @@ def test_work_grows_with_the_answer_not_with_its_square():
     assert 20_000 < c < 20_500
     assert mean_wait(20_000.0, 1.0, c, 1.0) <= 0.01 < mean_wait(20_000.0, 1.0, c - 1, 1.0)
     assert elapsed < 2.0  # the old search took minutes here (O(c) Erlang C per candidate)
+
+
+def hosted(cores: float | None, peak: float = 5.0):
+    """Two CPU-bound stages (0.5 s and 0.3 s a visit) on a host of ``cores`` (None: no host),
+    fed a daily cycle that peaks at ``peak`` items/s: 0.8 * peak CPU seconds a second."""
+    from adaptflow.scenario import parse_scenario
+
+    def stage(mean: float, nxt: str | None = None) -> dict:
+        spec = {
+            "workers": {"initial": 2, "min": 1, "max": 30, "startup_delay": 10.0, "cost_per_second": 1.0},
+            "service": {"dist": "gamma", "mean": mean, "cv": 0.5},
+            "next": nxt,
+        }
+        return {**spec, "host": "vm", "cpu": 1.0} if cores is not None else spec
+
+    rate = {"shape": "diurnal", "base": 0.6 * peak, "amplitude": 0.4 * peak, "period": 7200.0, "peak_time": 3600.0}
+    doc = {
+        "name": "hosted",
+        "horizon": 7200.0,
+        "sla": {"latency": 30.0},
+        "sources": {"src": {"process": "poisson", "to": "a", "rate": rate}},
+        "stages": {"a": stage(0.5, "b"), "b": stage(0.3)},
+    }
+    return parse_scenario({**doc, "hosts": {"vm": {"cores": cores}}} if cores is not None else doc)
+
+
+def test_a_host_asked_for_more_than_its_cores_is_staffed_for_what_it_can_serve():
+    """5 items/s ask 4 CPU seconds a second of a 2-core host: each stage is staffed for half its
+    rate, as many workers as 2.5 items/s need, where the rule without the host staffs for 5."""
+    from adaptflow.policies import ErlangPlanner
+
+    aware, blind = ErlangPlanner(hosted(2.0)), ErlangPlanner(hosted(None))
+    rates = {"a": 5.0, "b": 5.0}
+    assert aware.servable(rates) == {"a": 2.5, "b": 2.5}
+    assert aware.staff_all(rates) == blind.staff_all({"a": 2.5, "b": 2.5})
+    assert sum(aware.staff_all(rates).values()) < sum(blind.staff_all(rates).values())
+    # within its cores (1.6 CPU seconds a second of 2) a host changes nothing
+    assert aware.staff_all({"a": 2.0, "b": 2.0}) == blind.staff_all({"a": 2.0, "b": 2.0})
+    # a host with room to spare: the same as no host at all
+    assert ErlangPlanner(hosted(64.0)).staff_all(rates) == blind.staff_all(rates)
+
+
+def test_on_an_overloaded_host_the_host_aware_rule_costs_less_than_the_blind_one():
+    """The same hosted scenario (peak 4 CPU seconds a second on 2 cores) run with Erlang
+    staffing that knows the host and with the old rule (the planner given the scenario without
+    its host), on paired seeds: the blind rule pays for processes the cores cannot run."""
+    from adaptflow.experiments.evaluation import run_episode
+    from adaptflow.policies import ErlangPlanner
+
+    spec, blind = hosted(2.0), hosted(None)
+    diffs, completed = [], []
+    for seed in range(3):
+        aware_run = run_episode(spec, ErlangPlanner(spec), 9000 + seed)
+        blind_run = run_episode(spec, ErlangPlanner(blind), 9000 + seed)
+        diffs.append(aware_run["cost"] - blind_run["cost"])
+        assert aware_run["cost_workers"] < blind_run["cost_workers"]
+        completed.append((aware_run["completed"], blind_run["completed"]))
+    mean, half = confidence_interval(diffs)
+    assert mean + half < 0, f"cost difference {mean:.0f} +- {half:.0f}"
+    assert all(a >= b for a, b in completed)  # and serves no fewer items

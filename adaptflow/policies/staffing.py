@@ -14,6 +14,10 @@ the rate they received under the previous one.
 The wait is Erlang C's M/M/c mean wait scaled by Allen-Cunneen's ``(1 + cs^2) / 2`` for the
 service distribution's squared coefficient of variation (exact for M/M/c, a good approximation
 for M/G/c).
+
+On a scenario with ``hosts`` the rule staffs for what each host's cores can serve
+(:meth:`_StaffingPlanner.servable`): Erlang C takes every process for a server of full speed,
+and would keep adding processes to an overloaded host that only slow each other down.
 """
 
 from __future__ import annotations
@@ -128,17 +132,49 @@ class _StaffingPlanner(Planner):
         self.scv = {n: service_scv(scenario, n) for n in scenario.stages}
         self.bounds = {n: (s.workers.min, s.workers.max) for n, s in scenario.stages.items()}
         self.delay = {n: s.workers.startup_delay for n, s in scenario.stages.items()}
+        # CPU seconds of a host's cores each visit asks for (service share only: the turnaround
+        # and the non-CPU share do not run on the host's cores, see hosts.py)
+        self.cpu_work = {
+            n: s.service.expected() * s.cpu_share * attempts_per_visit(scenario, n) for n, s in scenario.stages.items()
+        }
+        self.hosts = {
+            h: (host.cores, [n for n, s in scenario.stages.items() if s.host == h and s.cpu_share > 0])
+            for h, host in scenario.hosts.items()
+        }
 
     def staff_for(self, stage: str, rate: float) -> int:
         lo, hi = self.bounds[stage]
         return staff(rate, self.mean[stage], self.target_wait, self.scv[stage], lo, hi)
+
+    def staff_all(self, rates: dict[str, float]) -> dict[str, int]:
+        """Every stage's pool for the rates into it, as far as its host can serve them
+        (:meth:`servable`)."""
+        rates = self.servable(rates)
+        return {n: self.staff_for(n, rates[n]) for n in self.scenario.stages}
+
+    def servable(self, rates: dict[str, float]) -> dict[str, float]:
+        """The rates the stages' hosts can serve: a host asked for more CPU seconds a second
+        than it has cores serves each of its stages that share of its rate, and no more.
+
+        Why: Erlang C counts every process as a server of full speed, so past a host's cores it
+        keeps adding processes for load they cannot serve; they share the same cores and only
+        slow each other down (the simulator's hosts, and the example app measured on 2 cores).
+        Staffed for what the host can serve, a pool stays near what its share of the cores can
+        run. A scenario without hosts is unchanged."""
+        out = dict(rates)
+        for cores, stages in self.hosts.values():
+            demand = sum(max(rates[n], 0.0) * self.cpu_work[n] for n in stages)
+            if demand > cores:
+                for n in stages:
+                    out[n] = rates[n] * cores / demand
+        return out
 
 
 class ErlangPlanner(_StaffingPlanner):
     """Staff each stage for the arrival rate the analyzer estimates into it now."""
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
-        return Plan(workers={n: self.staff_for(n, insights.stage_rates[n]) for n in self.scenario.stages})
+        return Plan(workers=self.staff_all(insights.stage_rates))
 
 
 def rates_for_splits(
@@ -213,8 +249,7 @@ class PlannedSplitPlanner(ErlangPlanner):
         if not self.staffing:
             return Plan(splits=self.cap(snapshot, insights, route.splits))
         rates = rates_for_splits(self.scenario, insights, route.splits)
-        workers = {n: self.staff_for(n, rates[n]) for n in self.scenario.stages}
-        return Plan(workers=workers, splits=self.cap(snapshot, insights, route.splits))
+        return Plan(workers=self.staff_all(rates), splits=self.cap(snapshot, insights, route.splits))
 
 
 class PredictivePlanner(_StaffingPlanner):
@@ -224,15 +259,15 @@ class PredictivePlanner(_StaffingPlanner):
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
         visits = visit_ratios(self.scenario, snapshot.splits)
-        workers = {}
+        peaks = {}
         for name in self.scenario.stages:
             steps = math.ceil(self.delay[name] / self.interval) + 1
             peak = 0.0
             for source, forecast in insights.forecasts.items():
                 horizon = forecast[:steps] if forecast else [insights.rates.get(source, 0.0)]
                 peak += max(horizon) * visits[source][name]
-            workers[name] = self.staff_for(name, peak)
-        return Plan(workers=workers)
+            peaks[name] = peak
+        return Plan(workers=self.staff_all(peaks))
 
 
 class ClairvoyantPlanner(_StaffingPlanner):
@@ -265,9 +300,8 @@ class ClairvoyantPlanner(_StaffingPlanner):
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
         visits = visit_ratios(self.scenario, snapshot.splits)
         now = snapshot.time
-        workers = {}
+        peaks = {}
         for name in self.scenario.stages:
             end = now + self.delay[name] + self.interval
-            peak = sum(self.true_rate(src, now, end) * visits[src][name] for src in self.scenario.sources)
-            workers[name] = self.staff_for(name, peak)
-        return Plan(workers=workers)
+            peaks[name] = sum(self.true_rate(src, now, end) * visits[src][name] for src in self.scenario.sources)
+        return Plan(workers=self.staff_all(peaks))
