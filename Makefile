@@ -32,8 +32,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/adaptflow train configs/train/quickstart.yaml
 
+# Two processes: the live tests in one, one at a time, the rest beside them (tests/conftest.py).
 test: lint redis
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-slow: $(STAMP) redis
 	$(BIN)/python -m pytest -m slow
