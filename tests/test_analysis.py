@@ -24,6 +24,8 @@ from adaptflow.scenario import load_scenario
 
 from .helpers import train_and_export
 
+pytestmark = pytest.mark.xdist_group("analysis")  # one process builds the artifacts both use
+
 RULES = ["static", "erlang", "threshold", "predictive"]
 SEEDS = [1_000_000, 1_000_001, 1_000_002]
 HORIZON = 1800.0  # the tiny run's (configs/train/tiny.yaml): 60 decisions of 30 s

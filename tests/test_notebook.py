@@ -13,6 +13,8 @@ from nbclient import NotebookClient
 
 from .test_analysis import Artifacts, build_artifacts
 
+pytestmark = pytest.mark.xdist_group("analysis")  # one process builds the artifacts both use
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_policies.ipynb"
 FIGURES = ("comparison", "learning_curves", "side_by_side", "sensitivity", "policy_map", "forecast_error", "what_if")
 TABLES = ("summary", "worst_episodes")
