@@ -162,8 +162,9 @@ def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
 
 def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
     """KEDA runs a stage as pods, each a Celery node of its own: ``worker: enrich@*`` reads them
-    as one pool (processes, running tasks, reserved messages summed over the nodes a ping finds),
-    re-based when a node leaves; the central executor refuses to resize such a group."""
+    as one pool (processes, running tasks, reserved messages summed over the nodes a ping or
+    their heartbeats find), re-based when a node leaves; the central executor refuses to resize
+    such a group."""
     group = {**MAPPING, "stages": {**MAPPING["stages"], "enrich": {"queues": ["enrich"], "worker": "enrich@*"}}}
     mapping, scenario = load_mapping(group), parse_scenario(SCENARIO)
     pods = [shop.workers.add("enrich", f"enrich@pod-{k}", concurrency=2) for k in (1, 2)]
@@ -171,8 +172,9 @@ def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
     wait_for(lambda: len(shop.app.control.ping(destination=nodes, timeout=0.5) or []) == 2, 60, 0.5, "the pods")
     stream = EventStream(shop.app).start()
     try:
-        ledger = PoolLedger(shop.app, mapping.workers()).sync()
+        ledger = PoolLedger(shop.app, mapping.workers(), roster=stream.alive_nodes).sync()
         assert ledger.pools["enrich"].target == 5 and ledger.pools["ingest"].target == 1  # 1 + 2 + 2; one node
+        assert ledger.nodes.pings == 1  # the stream has not heard every node's heartbeat yet: a ping
         sample = io.StringIO()
         Recorder(shop.app, mapping, tmp_path)._sample(sample)  # what `adaptflow record` writes every 5 s
         pools = json.loads(sample.getvalue().splitlines()[0])["pools"]
@@ -188,14 +190,20 @@ def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
             return busy[-1] == 5
 
         wait_for(five_at_once, 30, 0.1, "the enrich tasks running on all three nodes at once")
+        # once the stream has heard every node's heartbeat, the group's nodes are known for free
+        wait_for(lambda: stream.alive_nodes() is not None, 30, 0.2, "the heartbeats' roster")
+        assert {"enrich@pod-1", "enrich@pod-2"} <= stream.alive_nodes()
+        pings = ledger.nodes.pings
         os.killpg(pods[1].pid, signal.SIGTERM)  # KEDA removes a replica
         pods[1].wait(30)
+        wait_for(lambda: "enrich@pod-2" not in stream.alive_nodes(), 10, 0.1, "pod-2's worker-offline event")
 
         def three_left() -> bool:
             return monitor.observe().stages["enrich"].active == 3
 
         wait_for(three_left, 30, 0.2, "the pool re-based on the two nodes left")
         assert ledger.pools["enrich"].target == 3
+        assert ledger.nodes.pings == pings  # read through the heartbeats: not one ping more
     finally:
         stream.stop()
     assert max(busy) == 5 > 2  # more than any one node runs: the group is summed
@@ -217,6 +225,27 @@ def test_a_group_of_nodes_is_refused_where_pools_are_resized_and_matches_its_nod
     with pytest.raises(ValueError, match=r"^mapping: stages\.store\.worker: 'store@\*' names a group.*compare-app"):
         group.require_named_workers("compare-app resets and resizes each stage's pool")
     load_mapping(MAPPING).require_named_workers("named nodes pass")
+
+
+def test_the_heartbeat_roster_follows_online_heartbeat_and_offline_events():
+    """The nodes a group is read from, by the worker events Celery sends (no broker needed: the
+    events are handed to the stream's handler as its receiver would)."""
+    from celery import Celery
+
+    from adaptflow.runtime.live.events import ROSTER_WINDOW
+
+    stream = EventStream(Celery("roster", broker="memory://"))
+    assert stream.alive_nodes() is None  # not connected: it cannot tell
+    stream._connected_now()  # subscribed, as the receiver's consume-ready callback says
+    assert stream.alive_nodes() is None  # too soon: a live node may not have sent a heartbeat yet
+    stream._since -= ROSTER_WINDOW
+    stream._on_event({"type": "worker-online", "hostname": "store@a", "freq": 0.2})
+    stream._on_event({"type": "worker-heartbeat", "hostname": "store@b", "freq": 60.0})
+    stream._on_event({"type": "worker-heartbeat", "hostname": "store@c", "freq": 60.0})
+    assert stream.alive_nodes() == {"store@a", "store@b", "store@c"}
+    stream._on_event({"type": "worker-offline", "hostname": "store@c"})
+    time.sleep(0.8)  # more than three of store@a's heartbeat periods without one
+    assert stream.alive_nodes() == {"store@b"}
 
 
 def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop, tmp_path):

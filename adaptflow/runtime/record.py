@@ -127,7 +127,7 @@ class Recorder:
         self.events = self.task_events = 0
         self._gaps_written = 0
         workers = mapping.workers()  # a stage's node or group of nodes, read as one pool
-        self.nodes = NodeReader(app, workers, timeout=2.0) if workers else None
+        self.nodes = NodeReader(app, workers, timeout=2.0, roster=self.stream.alive_nodes) if workers else None
 
     def run(self, duration: float | None, stop: threading.Event) -> None:
         """Record until ``duration`` seconds have passed or ``stop`` is set (Ctrl-C: the caller's)."""

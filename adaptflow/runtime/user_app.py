@@ -41,7 +41,7 @@ def observe_app(spec: str, mapping: str | Path, scenario: str | Path, inspect_ti
     stream = EventStream(app).start()
     try:
         system = app_system(app, the_mapping, the_scenario, stream)
-        ledger = PoolLedger(app, the_mapping.workers(), timeout=inspect_timeout).sync()
+        ledger = PoolLedger(app, the_mapping.workers(), timeout=inspect_timeout, roster=stream.alive_nodes).sync()
         clock = WallClock()
         monitor = CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout, system=system)
     except BaseException:

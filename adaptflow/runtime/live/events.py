@@ -43,6 +43,13 @@ EVENT_FIELDS = (
 )
 """The fields kept of an event (args, kwargs and results are the user's data: never kept)."""
 
+HEARTBEAT_EXPIRY = 3.0
+"""Heartbeat periods (each node's own ``freq``) without a word after which a node is gone, as
+Celery's ``events.state`` decides (two periods and its allowance for drift)."""
+ROSTER_WINDOW = 5.0
+"""Seconds the stream must have been connected before it can say which nodes are alive: two
+and a half of Celery's default heartbeat periods (2 s), so that every live node was heard."""
+
 
 @dataclass
 class Gap:
@@ -79,6 +86,10 @@ class EventStream:
         self.gaps: deque[Gap] = deque(maxlen=1000)
         self.overflowed = 0
         self.received = 0
+        # the worker nodes heard from: hostname -> (monotonic time last heard, heartbeat period);
+        # bounded by the nodes alive, since a node is dropped once it expires (alive_nodes)
+        self._nodes: dict[str, tuple[float, float]] = {}
+        self._since: float | None = None  # monotonic time the stream last (re)connected
 
     # -- the thread ------------------------------------------------------------------------------
     def start(self, wait: float = 10.0) -> EventStream:
@@ -129,10 +140,14 @@ class EventStream:
         if gap is not None and gap.end is None and gap.reason.startswith("event stream lost"):
             gap.end = time.time()
             log.warning("event stream back after %.1f s; events of that time are missing", gap.end - gap.start)
+        self._since = time.monotonic()
         self._connected.set()
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if self.task_only and not str(event.get("type", "")).startswith("task-"):
+        kind = str(event.get("type", ""))
+        if kind.startswith("worker-"):
+            self._heard(kind, event)
+        if self.task_only and not kind.startswith("task-"):
             return
         with self._lock:
             if len(self._buffer) >= self.capacity:
@@ -143,7 +158,31 @@ class EventStream:
             self._buffer.append(slim(event))
             self.received += 1
 
+    def _heard(self, kind: str, event: dict[str, Any]) -> None:
+        """A worker's online, heartbeat or offline event: the roster of live nodes follows it."""
+        node = event.get("hostname")
+        if not node:
+            return
+        with self._lock:
+            if kind == "worker-offline":
+                self._nodes.pop(node, None)
+            else:
+                self._nodes[node] = (time.monotonic(), float(event.get("freq") or 2.0))
+
     # -- the reader ------------------------------------------------------------------------------
+    def alive_nodes(self) -> set[str] | None:
+        """The worker nodes alive by their heartbeats (Flower's way of knowing them: free, where
+        a broadcast ping waits its whole timeout), or None when the stream cannot tell: not
+        connected, or connected for less than :data:`ROSTER_WINDOW` (a node not heard yet may be
+        alive). Nodes started with ``--without-heartbeat`` send none: ping those."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._connected.is_set() or self._since is None or now - self._since < ROSTER_WINDOW:
+                return None
+            for node in [n for n, (seen, freq) in self._nodes.items() if now - seen > freq * HEARTBEAT_EXPIRY]:
+                del self._nodes[node]
+            return set(self._nodes)
+
     def drain(self) -> list[dict[str, Any]]:
         """Every event received since the last drain, in arrival order."""
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from celery import Celery
@@ -66,9 +67,15 @@ class PoolLedger:
     start (a fresh worker's process list is right), then moved by the executor and corrected by
     the monitor's reconciliation."""
 
-    def __init__(self, app: Celery, workers: dict[str, str], timeout: float = 2.0):
+    def __init__(
+        self,
+        app: Celery,
+        workers: dict[str, str],
+        timeout: float = 2.0,
+        roster: Callable[[], set[str] | None] | None = None,
+    ):
         self.app, self.timeout = app, timeout
-        self.nodes = NodeReader(app, workers, timeout)
+        self.nodes = NodeReader(app, workers, timeout, roster)  # roster: a group's nodes by heartbeat
         self.workers = self.nodes.patterns  # stage -> its node, or its group's pattern (nodes.py)
         self.pools: dict[str, PoolState] = {}
 

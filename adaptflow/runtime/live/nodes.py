@@ -7,10 +7,13 @@ own (``celery worker -n parse@$(POD_NAME)``). The monitor and the recorder read 
 pool: the processes, running tasks and reserved messages of all its nodes, summed.
 
 Why a pattern and not a list: the pods come and go with the replicas KEDA sets, under names
-Kubernetes makes up. A group's members are found at every read by a broadcast ``ping`` (the
-one Celery control call every node answers, whatever its options), then read with the
-``inspect`` calls addressed to them, so a read costs the ping's timeout once. A group with no
-node (scaled to zero) is a pool of 0, not a silent worker.
+Kubernetes makes up. A group's members are found at every read, then read with the ``inspect``
+calls addressed to them. Found how: by the nodes' heartbeats on the app's event stream (a
+``roster``, :meth:`EventStream.alive_nodes`, as Flower knows its workers), which costs nothing;
+without one, or while it shows no node of a group (a group scaled to zero, or nodes started
+``--without-heartbeat``), by a broadcast ``ping`` (the one control call every node answers,
+whatever its options), which waits its whole timeout. A group with no node is a pool of 0, not
+a silent worker.
 
 A group is observed, never resized: ``pool_grow`` to one node of many is not the stage's pool,
 and a count published to each pod's autoscaler would be applied by every pod. The central
@@ -19,6 +22,7 @@ executor and ``adaptflow control`` refuse groups (:func:`refuse_groups`); KEDA s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -44,10 +48,19 @@ def covers(pattern: str, node: str) -> bool:
 class NodeReader:
     """``inspect`` replies of each stage's worker, keyed by the worker's pattern as the mapping
     gives it (``%h`` expanded): a named node's own reply (missing when it does not answer), or a
-    group's replies merged (see the module docstring). ``patterns``: stage -> worker."""
+    group's replies merged (see the module docstring). ``patterns``: stage -> worker;
+    ``roster``: the nodes alive by their heartbeats, or None when it cannot tell (the event
+    stream's ``alive_nodes``)."""
 
-    def __init__(self, app: Celery, patterns: dict[str, str], timeout: float = 2.0):
-        self.app, self.timeout = app, timeout
+    def __init__(
+        self,
+        app: Celery,
+        patterns: dict[str, str],
+        timeout: float = 2.0,
+        roster: Callable[[], set[str] | None] | None = None,
+    ):
+        self.app, self.timeout, self.roster = app, timeout, roster
+        self.pings = 0  # broadcast pings sent: what a roster saves
         self.patterns = {stage: expand_node(name) for stage, name in patterns.items()}
         self.members: dict[str, list[str]] = {}  # pattern -> the nodes the last read found
         self._answered: set[str] = set()  # group members that answered the last inspect round
@@ -60,8 +73,12 @@ class NodeReader:
         groups = [p for p in self.patterns.values() if is_group(p)]
         alive: set[str] = set()
         if groups:
-            replies = self.app.control.ping(timeout=min(self.timeout, PING_TIMEOUT)) or []
-            alive = {node for reply in replies for node in reply} | self._answered
+            heard = self.roster() if self.roster is not None else None
+            if heard is None or not all(any(fnmatchcase(n, p) for n in heard) for p in groups):
+                self.pings += 1
+                replies = self.app.control.ping(timeout=min(self.timeout, PING_TIMEOUT)) or []
+                heard = (heard or set()) | {node for reply in replies for node in reply}
+            alive = heard | self._answered
         self.members = {
             p: sorted(n for n in alive if fnmatchcase(n, p)) if is_group(p) else [p] for p in self.patterns.values()
         }
