@@ -62,9 +62,9 @@ class ShopWorkers:
             self.add(stage, f"{stage}@%h", concurrency)
         return self
 
-    def add(self, stage: str, node: str, concurrency: int) -> subprocess.Popen:
+    def add(self, stage: str, node: str, concurrency: int, **env_extra: str) -> subprocess.Popen:
         """One more worker on ``stage``'s queue, as node ``node`` (a pod of a scaled stage)."""
-        env = {**os.environ, "SHOP_BROKER_URL": self.broker_url}
+        env = {**os.environ, "SHOP_BROKER_URL": self.broker_url, **env_extra}
         argv = [sys.executable, "-m", "celery", "-A", "tests.apps.shop", "worker", "-Q", stage]
         argv += ["-n", node, "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "info"]
         log = (self.log_dir / f"{node.replace('@', '_')}.log").open("ab")
@@ -158,6 +158,50 @@ def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
     wait_for(lambda: processes() == 1, 20, 0.5, "the enrich pool back at 1")
     refused = executor.apply(Plan(workers={"ingest": 2}, splits={"ingest": {"enrich": 1.0}}))
     assert any("split not applied" in c for c in refused.clamps)
+
+
+def test_a_retired_process_that_lingers_is_not_taken_for_capacity(shop):
+    """A process a ``pool_shrink`` retired but that did not exit (its SIGTERM swallowed: measured
+    on the example app) stays in the worker's process list and serves nothing. The ledger used
+    to re-base the pool on that list, so the next decision shrank again and retired the last
+    healthy process: the stage stood still with a backlog (15 s there; here, for good)."""
+    default = shop.workers.processes[STAGES.index("enrich")]
+    os.killpg(default.pid, signal.SIGTERM)  # the enrich queue is the lingering node's alone
+    default.wait(30)
+    node = "enrich@linger"
+    linger = shop.workers.add("enrich", node, concurrency=2, SHOP_RETIRED_LINGER="1")
+    try:
+        wait_for(lambda: shop.app.control.ping(destination=[node], timeout=0.5), 60, 0.5, "the enrich node")
+        stages = {**MAPPING["stages"], "enrich": {"queues": ["enrich"], "worker": node}}
+        mapping = load_mapping({**MAPPING, "stages": stages})
+        scenario = parse_scenario(SCENARIO)
+        ledger = PoolLedger(shop.app, mapping.workers()).sync()
+        executor = CeleryExecutor(shop.app, ledger, WallClock(), scenario=scenario)
+        assert executor.apply(Plan(workers={"enrich": 1})).workers["enrich"] == 1  # both idle: shrink(1)
+
+        def inspect(what: str):
+            return (getattr(shop.app.control.inspect(destination=[node], timeout=2), what)() or {}).get(node)
+
+        time.sleep(PoolLedger.SETTLE + 1)
+        assert len(inspect("stats")["pool"]["processes"]) == 2  # the retired process is still listed
+        stream = EventStream(shop.app).start()
+        try:
+            system = app_system(shop.app, mapping, scenario, stream)
+            monitor = CeleryMonitor(shop.app, ledger, WallClock(), system=system)
+            submit(shop, 12, work=(0.01, 0.3, 0.01))
+            wait_for(lambda: inspect("active"), 20, 0.1, "enrich tasks running")
+            monitor.observe()  # reconciles with the worker's list: the old ledger re-based enrich to 2
+            assert ledger.pools["enrich"].target == 1
+            executor.apply(Plan(workers={"enrich": 1}))  # the old executor sent shrink(1) again here
+            wait_for(
+                lambda: (inspect("stats") or {}).get("total", {}).get("shop.enrich", 0) == 12,
+                30, 0.5, "every enrich task done by the one process that serves",
+            )  # fmt: skip
+        finally:
+            stream.stop()
+    finally:
+        os.killpg(linger.pid, signal.SIGKILL)  # its lingering child ignores SIGTERM
+        linger.wait(10)
 
 
 def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):

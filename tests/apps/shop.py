@@ -25,6 +25,18 @@ app.conf.update(
 )
 
 
+if os.environ.get("SHOP_RETIRED_LINGER"):
+    # A pool process that outlives its retirement, as one does whose SIGTERM Python swallowed
+    # (billiard's handler raised SystemExit inside a weakref callback: "Exception ignored").
+    import signal
+
+    from celery.signals import worker_process_init
+
+    @worker_process_init.connect
+    def _ignore_sigterm(**_: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @app.task(name="shop.ingest")
 def ingest(order: dict) -> None:
     time.sleep(order["work"][0])

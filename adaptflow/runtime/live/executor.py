@@ -168,7 +168,7 @@ class CeleryExecutor(Executor):
                     continue
                 reason = self._command("pool_shrink", pool.worker, have - wanted)
                 if reason is None:
-                    pool.set_target(wanted, time.time())
+                    pool.set_target(wanted, time.time(), shrink=True)
                 else:  # billiard retired the idle ones it found: the process list will say how many
                     pool.changed_at = self.refused[stage] = time.time()
                     applied.clamps.append(

@@ -44,9 +44,14 @@ class PoolState:
     active: int = 0  # reconciled: ready processes now
     starting: int = 0  # reconciled: applied but not ready yet
     changed_at: float = 0.0  # wall time of the last resize command
+    shrunk_to: int | None = None  # the size the executor's last resize shrank to (None: it grew)
+    lingering: bool = False  # a retired process still listed, said once (see PoolLedger._correct)
 
-    def set_target(self, n: int, wall: float) -> None:
+    def set_target(self, n: int, wall: float, shrink: bool = False) -> None:
+        """``shrink``: the executor's own ``pool_shrink`` to ``n`` (what it leaves listed may be
+        retiring processes, see :meth:`PoolLedger._correct`)."""
         self.changed_at = wall
+        self.shrunk_to, self.lingering = (n if shrink else None), False
         if n != self.target:
             self.target = n
             self.history.append((wall, n))
@@ -172,7 +177,21 @@ class PoolLedger:
         listed = int(pool.reported_processes or 0)
         settled = now - pool.changed_at > self.SETTLE and not pool.autoscaler
         starved = listed < pool.target and queued > 0 and measured <= listed
-        if settled and (listed > pool.target or starved):
+        if settled and listed > pool.target and pool.shrunk_to == pool.target:
+            # After a shrink of ours the surplus is a retired process that has not exited: billiard
+            # lists it until it does, and one whose SIGTERM Python swallowed (raised inside a
+            # weakref callback: "Exception ignored") lingers on. It serves nothing. Taking it for
+            # capacity made the next shrink retire the last healthy process, and the stage stood
+            # still with a backlog (measured: 15 s on the example app). Only tasks running at
+            # once (below) prove the pool bigger.
+            if not pool.lingering:
+                log.warning(
+                    "stage %s: the worker still lists %d processes, %.0f s after it was shrunk to %d: a "
+                    "retired process has not exited; the target stays %d",
+                    stage, listed, now - pool.changed_at, pool.target, pool.target,
+                )  # fmt: skip
+            pool.lingering = True
+        elif settled and (listed > pool.target or starved):
             log.warning(
                 "stage %s: the worker lists %d processes, %.0f s after it was set to %d; target re-based",
                 stage, listed, now - pool.changed_at, pool.target,
