@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -159,13 +160,14 @@ class PlannedWorker:
     """One ``celery worker`` of the user's app, started with the deployment's config module and
     ``--autoscale=4,1``: the owner's command line plus two options, the app itself unchanged."""
 
-    def __init__(self, broker_url: str, stage: str, log_path: Path):
-        self.broker_url, self.stage, self.log_path = broker_url, stage, log_path
+    def __init__(self, broker_url: str, stage: str, log_path: Path, **env_extra: str):
+        self.broker_url, self.stage, self.log_path, self.env_extra = broker_url, stage, log_path, env_extra
         self.node = f"{stage}@{socket.gethostname()}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> PlannedWorker:
         env = {**os.environ, "SHOP_BROKER_URL": self.broker_url, "ADAPTFLOW_PLANS_STALE_AFTER": str(STALE_AFTER)}
+        env.update(self.env_extra)
         argv = [sys.executable, "-m", "celery", "-A", "tests.apps.shop", "--config", "tests.apps.shop_planned"]
         argv += ["worker", "-Q", self.stage, "-n", f"{self.stage}@%h", "--autoscale=4,1"]
         argv += ["--without-gossip", "--without-mingle", "-l", "info"]
@@ -194,19 +196,49 @@ class PlannedWorker:
 
 
 @pytest.fixture
-def enrich_worker(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
+def enrich_worker(broker, tmp_path, monkeypatch, request):  # noqa: F811  (the broker fixture)
+    """The enrich worker; a test marked ``lingering`` gets one whose retired processes ignore
+    SIGTERM (tests/apps/shop.py)."""
     monkeypatch.setenv("SHOP_BROKER_URL", broker)
     from tests.apps import shop
 
     forget_connections(shop.app)
     shop.app.conf.broker_url = broker
-    worker = PlannedWorker(broker, "enrich", tmp_path / "enrich.log").start()
+    extra = {"SHOP_RETIRED_LINGER": "1"} if "lingering" in request.fixturenames else {}
+    worker = PlannedWorker(broker, "enrich", tmp_path / "enrich.log", **extra).start()
     try:
         wait_for(lambda: bool(shop.app.control.ping(destination=[worker.node], timeout=0.5)), 60, 0.5, "the worker")
         yield shop, worker
     finally:
+        if extra and worker.process is not None:  # its lingering processes ignore SIGTERM
+            os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.wait(10)
         worker.stop()
         forget_connections(shop.app)
+
+
+@pytest.fixture
+def lingering() -> None:
+    """Asks ``enrich_worker`` for a worker whose retired processes do not exit."""
+
+
+def test_a_retired_process_that_lingers_does_not_stop_the_pool_shrinking(lingering, enrich_worker):
+    """A process a shrink retired but that did not exit stays in the pool's list. The planned
+    autoscaler waits for retired processes to leave the list before it shrinks again (billiard
+    could pick one twice); it used to wait for good, and the pool never shrank again."""
+    shop, worker = enrich_worker
+    publisher = RedisPlanPublisher(client_for(shop.app.conf.broker_url), parse_scenario(SCENARIO), interval=1.0)
+
+    def counted(n: int) -> int:
+        publisher.apply(Plan(workers={"enrich": n}))
+        return int(worker.pool(shop.app)[1].get("current", -1))
+
+    wait_for(lambda: counted(3) == 3 and worker.pool(shop.app)[0] == 3, 20, 0.5, "the pool grown to 3")
+    wait_for(lambda: counted(2) == 2, 20, 0.5, "the pool shrunk to 2")
+    time.sleep(2)
+    assert worker.pool(shop.app)[0] == 3  # the retired process is still listed
+    wait_for(lambda: counted(1) == 1, 30, 0.5, "the pool shrunk to 1 despite the lingering process")
+    assert "a retired process has not exited" in worker.log_path.read_text()
 
 
 def test_a_planned_worker_follows_the_published_count_and_falls_back_to_celery_when_it_is_stale(enrich_worker):

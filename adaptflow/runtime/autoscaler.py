@@ -45,7 +45,9 @@ Deviations from Celery's autoscaler, each for a reason read in Celery 5.7's code
   never shrink. Flapping is the envelope's business (its cooldown and largest step, applied
   centrally); the shrink itself still retires only idle processes.
 * A shrink waits until the processes retired by the last one have left the pool's list: billiard
-  picks any process without a job, a retiring one included, and would count it twice.
+  picks any process without a job, a retiring one included, and would count it twice. It waits
+  :data:`LINGER_GRACE` seconds at most: a retired process whose SIGTERM was swallowed never
+  leaves the list.
 * The pool keeps at least one process under a plan (as :func:`~.live.executor.live_envelope`):
   a prefork pool with none holds its reserved messages and runs nothing.
 
@@ -118,6 +120,12 @@ RETRY_AFTER = 5.0
 """Seconds between attempts while Redis cannot be read: each attempt may hold the worker's event
 loop for up to the socket timeout."""
 SOCKET_TIMEOUT = 0.25
+
+LINGER_GRACE = 10.0
+"""Seconds a shrink waits for the processes the last one retired to leave the pool's list. A
+process still listed after that has not exited and may never (its SIGTERM swallowed inside a
+weakref callback, measured on the example app): waiting for it would keep the pool from ever
+shrinking again."""
 
 _PUBLISH = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -292,6 +300,8 @@ class PlannedAutoscaler(Autoscaler):
         self.settings, self.reader = settings, settings.reader()
         self.last: PlanReading | None = None
         self._following: str | None = None  # the kind of the last reading logged
+        self._unsettled_since: float | None = None  # monotonic time the list first held a retiring process
+        self._lingering_said = False
         hub = getattr(worker, "hub", None)
         if hub is not None:  # Celery's event loop calls us every keepalive seconds only
             hub.call_repeatedly(settings.poll, self.maybe_scale)
@@ -317,9 +327,28 @@ class PlannedAutoscaler(Autoscaler):
         return None
 
     def _settled(self) -> bool:
-        """Whether every process the pool lists is one it counts (none retiring)."""
+        """Whether every process the pool lists is one it counts (none retiring), or the ones
+        retiring have been listed for :data:`LINGER_GRACE` seconds and will not leave. A shrink
+        after that may pick a lingering process again (billiard takes any without a job): the
+        pool then serves one process more than it counts, which costs, where waiting for good
+        left it at its size for the rest of the worker's life."""
         listed = getattr(getattr(self.pool, "_pool", None), "_pool", None)
-        return listed is None or len(listed) <= self.processes
+        if listed is None or len(listed) <= self.processes:
+            self._unsettled_since = None
+            return True
+        now = time.monotonic()
+        if self._unsettled_since is None:
+            self._unsettled_since = now
+        if now - self._unsettled_since < LINGER_GRACE:
+            return False
+        if not self._lingering_said:
+            self._lingering_said = True
+            logger.warning(
+                "adaptflow autoscaler (stage %s): %d processes listed, %d counted, for %.0f s: a retired "
+                "process has not exited; shrinking without waiting for it",
+                self.settings.stage, len(listed), self.processes, now - self._unsettled_since,
+            )  # fmt: skip
+        return True
 
     def _say(self, reading: PlanReading) -> None:
         """Log a change between following the plan and Celery's own rule (and its reason), once."""
