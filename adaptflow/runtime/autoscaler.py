@@ -121,7 +121,7 @@ RETRY_AFTER = 5.0
 loop for up to the socket timeout."""
 SOCKET_TIMEOUT = 0.25
 
-LINGER_GRACE = 10.0
+LINGER_GRACE = 5.0
 """Seconds a shrink waits for the processes the last one retired to leave the pool's list. A
 process still listed after that has not exited and may never (its SIGTERM swallowed inside a
 weakref callback, measured on the example app): waiting for it would keep the pool from ever
