@@ -308,5 +308,7 @@ def test_the_control_command_runs_the_loop_for_its_duration_and_refuses_bad_argu
     common += ["--planner", "erlang"]
     assert main([*common, "--interval", "0", "--duration", "5"]) == 2  # refused before any connection
     log = tmp_path / "decisions.jsonl"
+    handler = signal.getsignal(signal.SIGTERM)
     assert main([*common, "--interval", "1", "--duration", "4", "--event-log", str(log)]) == 0
     assert 3 <= len(read_event_log(log)) <= 5
+    assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stopped the loop; the caller's is back

@@ -534,10 +534,12 @@ def run_planned_control(
         raise ValueError(f"--duration {duration}: expected seconds in (0, 604800] (a week)")
     the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
     stream = EventStream(the_app).start()
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         control = planned_control(the_app, the_mapping, the_scenario, planner, interval, stream, **options)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
         with contextlib.suppress(KeyboardInterrupt):
             control.coordinator.run(until=duration)
     finally:
+        signal.signal(signal.SIGTERM, previous)  # a caller in the same process keeps its own
         stream.stop()
