@@ -44,14 +44,14 @@ class PoolState:
     active: int = 0  # reconciled: ready processes now
     starting: int = 0  # reconciled: applied but not ready yet
     changed_at: float = 0.0  # wall time of the last resize command
-    shrunk_to: int | None = None  # the size the executor's last resize shrank to (None: it grew)
+    shrunk: bool = False  # the last resize was the executor's own pool_shrink
     lingering: bool = False  # a retired process still listed, said once (see PoolLedger._correct)
 
     def set_target(self, n: int, wall: float, shrink: bool = False) -> None:
         """``shrink``: the executor's own ``pool_shrink`` to ``n`` (what it leaves listed may be
         retiring processes, see :meth:`PoolLedger._correct`)."""
         self.changed_at = wall
-        self.shrunk_to, self.lingering = (n if shrink else None), False
+        self.shrunk, self.lingering = shrink, False
         if n != self.target:
             self.target = n
             self.history.append((wall, n))
@@ -177,7 +177,7 @@ class PoolLedger:
         listed = int(pool.reported_processes or 0)
         settled = now - pool.changed_at > self.SETTLE and not pool.autoscaler
         starved = listed < pool.target and queued > 0 and measured <= listed
-        if settled and listed > pool.target and pool.shrunk_to == pool.target:
+        if settled and listed > pool.target and pool.shrunk:
             # After a shrink of ours the surplus is a retired process that has not exited: billiard
             # lists it until it does, and one whose SIGTERM Python swallowed (raised inside a
             # weakref callback: "Exception ignored") lingers on. It serves nothing. Taking it for
