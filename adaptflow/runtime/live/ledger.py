@@ -19,12 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from celery import Celery
 
-from .nodes import NodeReader, is_group
+from .nodes import NodeReader, Roster, is_group
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class PoolLedger:
         app: Celery,
         workers: dict[str, str],
         timeout: float = 2.0,
-        roster: Callable[[], set[str] | None] | None = None,
+        roster: Roster | None = None,
     ):
         self.app, self.timeout = app, timeout
         self.nodes = NodeReader(app, workers, timeout, roster)  # roster: a group's nodes by heartbeat

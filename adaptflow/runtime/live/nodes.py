@@ -31,6 +31,8 @@ from celery import Celery
 from ..worker import expand_node
 
 GLOB_CHARACTERS = frozenset("*?[")
+Roster = Callable[[], set[str] | None]
+"""The nodes alive by their heartbeats, or None when it cannot tell (``EventStream.alive_nodes``)."""
 PING_TIMEOUT = 1.0
 """Most seconds a group's discovery waits for pings (a broadcast waits for all of it)."""
 
@@ -57,7 +59,7 @@ class NodeReader:
         app: Celery,
         patterns: dict[str, str],
         timeout: float = 2.0,
-        roster: Callable[[], set[str] | None] | None = None,
+        roster: Roster | None = None,
     ):
         self.app, self.timeout, self.roster = app, timeout, roster
         self.pings = 0  # broadcast pings sent: what a roster saves
@@ -144,4 +146,4 @@ def _merge(method: str, replies: list[tuple[str, Any]], members: int = 0) -> Any
     }
 
 
-__all__ = ["GLOB_CHARACTERS", "NodeReader", "covers", "is_group", "refuse_groups"]
+__all__ = ["GLOB_CHARACTERS", "NodeReader", "Roster", "covers", "is_group", "refuse_groups"]
