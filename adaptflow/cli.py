@@ -403,6 +403,9 @@ def _compare_app(args: argparse.Namespace) -> int:
         from adaptflow.experiments.compare_app import compare_app_with_simulation
 
         compare, options["seeds"] = compare_app_with_simulation, args.simulate
+        options["live_handoffs"] = args.live_handoffs
+    elif args.live_handoffs:
+        raise ValueError("--live-handoffs: the hand-offs are replayed in simulation; give --simulate SEEDS too")
     table = compare(
         args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
         args.interval, args.drain, Path(args.out) if args.out else None, **options,
@@ -743,6 +746,10 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument(
         "--simulate", type=int, default=0, metavar="SEEDS",
         help="after each run, the planner in simulation on the scenario with that run's arrivals, over SEEDS seeds",
+    )  # fmt: skip
+    ca.add_argument(
+        "--live-handoffs", action="store_true",
+        help="with --simulate: each stage's turnaround the hand-off the run met between tasks (handoff_<stage>)",
     )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)

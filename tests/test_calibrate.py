@@ -91,6 +91,8 @@ class SyntheticApp:
         self.servers = servers  # every stage's pool, instead of TRUTH's and the late grow
         pools = {stage: servers or spec["servers"] for stage, spec in TRUTH.items()}
         self.idle = {stage: [next(self.pids) for _ in range(n)] for stage, n in pools.items()}
+        # Celery stamps task events with the node's main process, never the pool process serving
+        self.node_pid = {stage: 100 + k for k, stage in enumerate(TRUTH)}
         self.pools = pools
         self.tasks = itertools.count()
         # the machine's cores, shared equally by the CPU work in progress: each job's remaining
@@ -139,7 +141,7 @@ class SyntheticApp:
         spec = TRUTH[stage]
         while self.queues[stage] and self.idle[stage]:
             pid, visit = self.idle[stage].pop(), self.queues[stage].popleft()
-            self.emit(t, type="task-started", uuid=visit.uuid, hostname=f"{stage}@box", pid=pid)
+            self.emit(t, type="task-started", uuid=visit.uuid, hostname=f"{stage}@box", pid=self.node_pid[stage])
             if spec["dist"] == "exponential":
                 service = self.rng.exponential(spec["mean"])
             elif spec["dist"] == "deterministic":
@@ -187,7 +189,7 @@ class SyntheticApp:
             self.push(t + self.turnaround, "free", stage, pid)
         else:
             self.idle[stage].insert(0, pid)  # the process idle longest takes the next task; a fresh one first
-        done = {"uuid": visit.uuid, "hostname": f"{stage}@box", "pid": pid, "runtime": t - started}
+        done = {"uuid": visit.uuid, "hostname": f"{stage}@box", "pid": self.node_pid[stage], "runtime": t - started}
         if spec["fail"] and self.rng.random() < spec["fail"]:
             if visit.attempt < spec["retries"]:
                 self.emit(t, type="task-retried", exception="Timeout()", **done)

@@ -80,11 +80,29 @@ def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
 
 
+def with_handoffs(scenario: Scenario, handoffs: dict[str, float | None]) -> Scenario:
+    """``scenario`` with each stage's ``turnaround`` the hand-off measured for it (stages
+    measured as None keep their own)."""
+    data = scenario.model_dump(mode="json", by_alias=True)
+    for name, seconds in handoffs.items():
+        if seconds is not None and name in data["stages"]:
+            data["stages"][name]["turnaround"] = max(0.0, seconds)
+    return parse_scenario(data)
+
+
 def simulated_app_run(
-    scenario: Scenario, run: RunResult, spec: str, seeds: int, interval: float, folder: Path
+    scenario: Scenario,
+    run: RunResult,
+    spec: str,
+    seeds: int,
+    interval: float,
+    folder: Path,
+    live_handoffs: bool = False,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
-    spec the run used (``LABEL@SPEC`` allowed)."""
+    spec the run used (``LABEL@SPEC`` allowed). ``live_handoffs``: each stage's turnaround is the
+    hand-off the run met between its tasks where it was measured (``handoff_<stage>`` of the live
+    row), not the scenario's; each simulated row's ``handoff_<stage>`` is the one it ran with."""
     # As many decisions as the live run made: its last interval ended when the last item was
     # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
     duration = max(1, len(run.transitions)) * interval
@@ -92,6 +110,8 @@ def simulated_app_run(
     if aligned is None:
         log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
         return []
+    if live_handoffs:
+        aligned = with_handoffs(aligned, run.handoffs(scenario))
     replay = as_live(aligned)
     # the analyzer the live run had: built for the calibrated scenario, not for the replay
     built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
@@ -102,6 +122,8 @@ def simulated_app_run(
             for seed in range(seeds)
         ]
     )
+    for name, stage in replay.stages.items():  # what the simulation ran with, beside what the live run met
+        runs[f"handoff_{name}"], runs[f"service_{name}"] = stage.turnaround, stage.service.expected()
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     if seeds > 1:
         rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})
@@ -120,11 +142,13 @@ def compare_app_with_simulation(
     event_log_dir: Path | None = None,
     *,
     seeds: int = 3,
+    live_handoffs: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """:func:`~adaptflow.runtime.compare_app.compare_on_app`, each live row followed by its
-    simulated rows over ``seeds`` seeds. The arrival traces go to ``event_log_dir`` (kept beside
-    the event logs), or to a temporary directory removed at the end."""
+    simulated rows over ``seeds`` seeds (``live_handoffs``: see :func:`simulated_app_run`). The
+    arrival traces go to ``event_log_dir`` (kept beside the event logs), or to a temporary
+    directory removed at the end."""
     if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
         raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
     spec = load_scenario(scenario)
@@ -140,11 +164,11 @@ def compare_app_with_simulation(
         folder.mkdir(parents=True, exist_ok=True)
 
         def after_run(run: RunResult) -> list[dict[str, Any]]:
-            return simulated_app_run(spec, run, by_label[run.planner], seeds, interval, folder)
+            return simulated_app_run(spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs)
 
         return compare_on_app(
             app_spec, mapping, spec, planners, produce, interval, drain, event_log_dir, after_run=after_run, **options
         )
 
 
-__all__ = ["MAX_SEEDS", "compare_app_with_simulation", "on_arrivals", "simulated_app_run"]
+__all__ = ["MAX_SEEDS", "compare_app_with_simulation", "on_arrivals", "simulated_app_run", "with_handoffs"]

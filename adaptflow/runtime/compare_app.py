@@ -70,6 +70,7 @@ from .live import (
     live_envelope,
 )
 from .live.events import EventStream
+from .live.handoff import Attempt, mean_handoff
 from .live.mapping import AppMapping, load_mapping
 from .live.system import app_system
 from .record import load_app, require_broker
@@ -263,28 +264,49 @@ class RunResult:
     pools: dict[str, int] = field(default_factory=dict)  # each stage's pool at the start
     # each source's arrivals, scenario seconds from the run's start, as the monitor folded them
     arrivals: dict[str, list[float]] = field(default_factory=dict)
+    # each stage's finished attempts: (enter, start, finish, node), the same seconds
+    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
+
+    def handoffs(self, scenario: Scenario) -> dict[str, float | None]:
+        """Each stage's mean hand-off between tasks (:func:`~.live.handoff.mean_handoff`, with
+        the stage's dispatch delay as the time a sent task takes to be ready); None for a stage
+        with too few backlogged gaps to tell."""
+        return {
+            name: mean_handoff(self.attempts.get(name, []), stage.dispatch_mean())
+            for name, stage in scenario.stages.items()
+        }
 
 
-class ArrivalTap:
-    """The arrivals of a run, read off the records the monitor folds (a :class:`~.live.system.RecordSource`
-    in front of the app's): what lets a simulation replay the very arrivals a live run met
-    (:func:`adaptflow.experiments.compare_app.simulated_app_run`). Kept per run, so bounded
-    by the run's ``limit``, as its transitions are; taken on ``advance``, as the fold takes them."""
+class RunTap:
+    """The arrivals and the task attempts of a run, read off the records the monitor folds (a
+    :class:`~.live.system.RecordSource` in front of the app's): what lets a simulation replay
+    the very arrivals a live run met (:func:`adaptflow.experiments.compare_app.simulated_app_run`),
+    and the hand-off between tasks it met (:func:`handoffs`). Kept per run, so bounded by the
+    run's ``limit``, as its transitions are; taken on ``advance``, as the fold takes them."""
 
     def __init__(self, inner: Any, origin: float):
         self.inner, self.origin = inner, origin
         self.arrivals: dict[str, list[float]] = {}
-        self._read: list[tuple[str, float]] = []
+        self.attempts: dict[str, list[Attempt]] = {}  # per stage: (enter, start, finish, node)
+        self._started: dict[str, tuple[float, str]] = {}  # task id -> (enter, node), until it finishes
+        self._read: list[dict[str, Any]] = []
 
     def read(self) -> list[dict[str, Any]]:
         records = self.inner.read()
-        self._read = [(str(r["src"]), float(r["t"]) - self.origin) for r in records if r.get("e") == "arrive"]
+        self._read = [r for r in records if r.get("e") in ("arrive", "start", "finish")]
         return records
 
     def advance(self) -> None:
         self.inner.advance()
-        for source, t in self._read:
-            self.arrivals.setdefault(source, []).append(t)
+        for r in self._read:
+            t = float(r["t"]) - self.origin
+            if r["e"] == "arrive":
+                self.arrivals.setdefault(str(r["src"]), []).append(t)
+            elif r["e"] == "start":
+                self._started[str(r["k"])] = (float(r["q"]) - self.origin, str(r.get("h", "")))
+            elif (started := self._started.pop(str(r["k"]), None)) is not None:
+                enter, node = started
+                self.attempts.setdefault(str(r["s"]), []).append((enter, float(r["st"]) - self.origin, t, node))
         self._read = []
 
 
@@ -298,7 +320,7 @@ class _Parts:
     clock: WallClock
     guarded: FallbackPlanner  # the planner behind its fallback
     primary: Planner
-    arrivals: ArrivalTap
+    tap: RunTap
 
 
 def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: EventStream, until: float) -> _Parts:
@@ -309,7 +331,7 @@ def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: Event
     envelope = live_envelope(scenario)
     executor = ResilientExecutor(CeleryExecutor(target.app, ledger, clock, envelope, timeout, scenario=scenario))
     system = app_system(target.app, target.mapping, scenario, stream)
-    system.records = tap = ArrivalTap(system.records, clock.start)
+    system.records = tap = RunTap(system.records, clock.start)
     monitor = CeleryMonitor(target.app, ledger, clock, percentiles=True, inspect_timeout=timeout, system=system)
     resilient = ResilientMonitor(monitor, executor, give_up_after=until, backoff_cap=max(0.5, min(5.0, interval)))
     return _Parts(resilient, analyzer, executor, clock, guarded, primary, tap)
@@ -334,7 +356,8 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
         stream.stop()
     seconds = transitions[-1].snapshot.time if transitions else 0.0
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
-    return RunResult(label, transitions, watch.totals, seconds, fallbacks, pools, parts.arrivals.arrivals)
+    tap = parts.tap
+    return RunResult(label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts)
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
@@ -355,10 +378,17 @@ def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: P
 
 
 # -- the table -----------------------------------------------------------------------------------
-def figures(run: RunResult, stages: Sequence[str]) -> dict[str, Any]:
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     """One row: the columns of ``adaptflow compare-live`` (mean wait, p95 latency, throughput,
-    SLA violation rate, cost, mean pool, arrived, completed) and each stage's mean pool."""
-    t = run.totals
+    SLA violation rate, cost, mean pool, arrived, completed), each stage's mean pool and mean
+    wait, each stage's mean service time (``service_<stage>``: started to finished, as Celery's
+    events stamp them) and mean hand-off between tasks (``handoff_<stage>``, NaN when too few
+    tasks waited to tell: :meth:`RunResult.handoffs`)."""
+    t, stages = run.totals, list(scenario.stages)
     span = math.fsum(s.snapshot.interval for s in run.transitions)
     worker_seconds = {
         name: math.fsum(s.snapshot.stages[name].worker_seconds for s in run.transitions) for name in stages
@@ -378,6 +408,8 @@ def figures(run: RunResult, stages: Sequence[str]) -> dict[str, Any]:
     }
     row |= {f"mean_pool_{name}": ws / span if span > 0 else math.nan for name, ws in worker_seconds.items()}
     row |= {f"mean_wait_{name}": t.stage_mean_wait(name) for name in stages}
+    row |= {f"handoff_{name}": math.nan if h is None else h for name, h in run.handoffs(scenario).items()}
+    row |= {f"service_{name}": _mean([f - s for _, s, f, _ in run.attempts.get(name, [])]) for name in stages}
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 
@@ -417,7 +449,7 @@ def compare_on_app(
     for spec in planners:
         log.info("compare on %s: running %s", app_spec, spec)
         run = run_one(target, spec, settings)
-        rows.append(figures(run, list(target.scenario.stages)))
+        rows.append(figures(run, target.scenario))
         if after_run is not None:
             rows += after_run(run)
     table = pd.DataFrame(rows)

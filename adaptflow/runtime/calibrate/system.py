@@ -11,11 +11,13 @@ their start-up delay, and the SLA.
 * Failure: ``prob`` = failed attempts / attempts; ``max_retries`` = the most retries any visit
   was seen to take (or give up after).
 * Pools: from the ``adaptflow-pools`` lines; the first line's count is ``initial``.
-* Start-up delay: per pool grow (the count rising between two lines, taken to happen halfway
-  between them), the time until a task first started on a worker process that had not served
-  before; their median. The sampling interval bounds its precision (reported). A process that
-  idled before its first task makes the delay too long (said when no task was waiting), and one
-  that replaced a retired process (``max_tasks_per_child``) looks new too.
+* Start-up delay: per pool grow from ``n`` (the count rising between two lines, taken to happen
+  halfway between them), the time until more than ``n`` of the stage's tasks first ran at once
+  (a new process served), before the pool line changed again; their median. Not "the first task
+  of a process not seen before": Celery's ``task-started`` names the worker node's main process,
+  never the pool process, so no new pid ever shows within a node. The sampling interval bounds
+  its precision (reported). A grow met by no backlog is served only when work comes (said when
+  no task was waiting: the delay is then an upper bound).
 * Dispatch delay: the median wait of the visits that entered while the stage had an idle process
   (attempts running at the enter time fewer than the pool size recorded then) and no visit
   waiting before them. Such a visit queued behind nothing, so its whole wait is the hand-off
@@ -28,9 +30,10 @@ their start-up delay, and the SLA.
   ``DISPATCH_SPREAD`` of the median) the scenario gets their distribution, drawn per visit,
   instead of the median (:func:`dispatch_block`); nearly constant ones keep the median. Fewer
   than ``DISPATCH_MIN_VISITS`` such visits: 0, with a warning. A process in its turnaround (next point) is not idle.
-* Turnaround: the mean gap between an attempt's finish and the next start on the same worker
-  process, over the attempts that were ready (sent, plus a first dispatch estimate) before that
-  finish: the process had work waiting, so the gap is Celery refilling its slot (with
+* Turnaround: the mean gap between an attempt's finish and the start that took its freed slot
+  on the same worker node (:mod:`adaptflow.runtime.live.handoff`: Celery's events name the node,
+  not the pool process), over the attempts that were ready (sent, plus a first dispatch
+  estimate) before that finish: the node had work waiting, so the gap is Celery refilling its slot (with
   ``task_acks_late`` and a prefetch of one, the ack, the next fetch and the hand-off). The mean,
   not the median: it is capacity, and capacity is spent on average. Measured on the example app
   on a loaded machine: 80 ms at four stages, as long as their service times, which made the
@@ -40,7 +43,6 @@ their start-up delay, and the SLA.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from collections import Counter
@@ -48,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..live.handoff import MIN_GAPS, backlogged_gaps
 from .distributions import fit_service, sig
 from .recording import Recording
 from .timeline import ItemObs, StageObs, Timeline
@@ -160,10 +163,10 @@ def fit_workers(recording: Recording, obs: StageObs, stage: str) -> tuple[dict[s
         sizes = [n for _, n in series]
         initial, low, high = sizes[0], min(sizes), max(sizes)
     else:
-        initial = low = high = max(1, len({process for _, process in obs.starts}))
+        initial = low = high = max(1, _most_at_once(obs))
         warnings.append(
-            f"no adaptflow-pools line names stage {stage!r}: its pool is taken as the {initial} worker "
-            "processes seen serving it"
+            f"no adaptflow-pools line names stage {stage!r}: its pool is taken as the {initial} tasks "
+            "seen running at once"
         )
     block = {"initial": initial, "min": 0 if low == 0 else min(1, initial), "max": max(2 * high, 1)}
     report = {"initial": initial, "seen_min": low, "seen_max": high, "samples": len(series)}
@@ -171,19 +174,22 @@ def fit_workers(recording: Recording, obs: StageObs, stage: str) -> tuple[dict[s
 
 
 def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float | None, dict[str, Any]]:
-    """The start-up delay measured at the stage's pool grows (None: no grow with a new process)."""
-    first_seen: dict[tuple[str, int], float] = {}
-    for t, process in obs.starts:  # in time order
-        first_seen.setdefault(process, t)
-    debuts = sorted(first_seen.values())  # when each process served its first task
+    """The start-up delay measured at the stage's pool grows (None: no grow that a new process
+    served): per grow from ``n0``, the first time more than ``n0`` of its attempts ran at once,
+    before the pool line changed again. Celery's events do not name a pool's processes (see
+    :mod:`adaptflow.runtime.live.handoff`), so a new process shows by what the pool does at once."""
+    series = pool_series(recording, stage)
     grows = []
-    for (t0, n0), (t1, n1) in itertools.pairwise(pool_series(recording, stage)):
-        k = bisect.bisect_right(debuts, t0)  # the first process not seen by the line before the grow
-        if n1 <= n0 or k == len(debuts):
+    for i, ((t0, n0), (t1, n1)) in enumerate(itertools.pairwise(series)):
+        if n1 <= n0:
+            continue
+        until = next((t for t, n in series[i + 2 :] if n != n1), math.inf)
+        first = _first_beyond(obs, n0, t0, until)
+        if first is None:
             continue
         grow_at = (t0 + t1) / 2
-        grows.append({"at": grow_at, "from": n0, "to": n1, "first_new_process": debuts[k],
-                      "delay": max(0.0, debuts[k] - grow_at), "sampling": t1 - t0,
+        grows.append({"at": grow_at, "from": n0, "to": n1, "first_new_process": first,
+                      "delay": max(0.0, first - grow_at), "sampling": t1 - t0,
                       "queue": _queue_at(recording, stage, t1)})  # fmt: skip
     if not grows:
         return None, {"grows": []}
@@ -195,6 +201,28 @@ def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float 
             "delay is an upper bound"
         )
     return delay, report
+
+
+def _first_beyond(obs: StageObs, pool: int, after: float, before: float) -> float | None:
+    """The first start in (``after``, ``before``) at which more than ``pool`` attempts of the
+    stage ran at once (a finish at the very time has ended)."""
+    starts, finishes = _starts_and_finishes(obs)
+    candidates = starts[(starts > after) & (starts < before)]
+    running = np.searchsorted(starts, candidates, side="right") - np.searchsorted(finishes, candidates, side="right")
+    beyond = np.flatnonzero(running > pool)
+    return float(candidates[beyond[0]]) if len(beyond) else None
+
+
+def _most_at_once(obs: StageObs) -> int:
+    """The most attempts of the stage seen running at once."""
+    starts, finishes = _starts_and_finishes(obs)
+    running = np.searchsorted(starts, starts, side="right") - np.searchsorted(finishes, starts, side="right")
+    return int(running.max()) if len(running) else 0
+
+
+def _starts_and_finishes(obs: StageObs) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.sort(np.asarray([s for s, _ in obs.spans] + list(obs.running.values()), dtype=float))
+    return starts, np.sort(np.asarray([f for _, f in obs.spans], dtype=float))
 
 
 DISPATCH_MIN_VISITS = 20
@@ -251,25 +279,16 @@ def dispatch_block(
     return block, {**report, "relative_iqr": spread}, warnings
 
 
-TURNAROUND_MIN_GAPS = 20
+TURNAROUND_MIN_GAPS = MIN_GAPS
 
 
 def fit_turnaround(obs: StageObs, dispatch: float) -> tuple[float, dict[str, Any]]:
-    """The stage's turnaround (see the module docstring) and its report: the mean gap
-    between an attempt's finish and the next start on the same worker process, over the gaps
-    where that next attempt was ready (sent, plus the dispatch delay) before the finish, so the
-    process had work waiting and the gap is the process's own."""
-    by_process: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-    for enter, start, finish, k in obs.attempt_times:
-        process = obs.process_of.get(k)
-        if process is not None:
-            by_process.setdefault(process, []).append((start, finish, enter))
-    gaps = []
-    for attempts in by_process.values():
-        attempts.sort()
-        for (_, finish, _), (start, _, enter) in itertools.pairwise(attempts):
-            if enter + dispatch <= finish <= start:
-                gaps.append(start - finish)
+    """The stage's turnaround (see the module docstring) and its report: the mean of the
+    :func:`~adaptflow.runtime.live.handoff.backlogged_gaps` of its attempts, each on the worker
+    node that started it."""
+    node = obs.process_of
+    attempts = [(enter, start, finish, node[k]) for enter, start, finish, k in obs.attempt_times if k in node]
+    gaps = backlogged_gaps(attempts, dispatch)
     report: dict[str, Any] = {"backlogged_gaps": len(gaps)}
     if len(gaps) < TURNAROUND_MIN_GAPS:
         report["note"] = f"{len(gaps)} attempts followed a backlogged one (< {TURNAROUND_MIN_GAPS}): taken as 0"
@@ -306,10 +325,10 @@ def _waiting_at(enters: np.ndarray, waits: np.ndarray) -> np.ndarray:
 
 def _pool_at(recording: Recording, obs: StageObs, stage: str, times: np.ndarray) -> np.ndarray:
     """The stage's pool size at each of ``times``: the last ``adaptflow-pools`` line before it
-    (the first line before any), or the worker processes seen serving it if no line names it."""
+    (the first line before any), or the most tasks seen running at once if no line names it."""
     series = pool_series(recording, stage)
     if not series:
-        return np.full(len(times), max(1, len({process for _, process in obs.starts})))
+        return np.full(len(times), max(1, _most_at_once(obs)))
     at, sizes = np.array([t for t, _ in series]), np.array([n for _, n in series])
     index = np.clip(np.searchsorted(at, times, side="right") - 1, 0, len(sizes) - 1)
     return sizes[index]

@@ -4,7 +4,8 @@ The meaning of an event is :class:`~adaptflow.runtime.live.translate.EventTransl
 this module only gathers its records (``enter``, ``start``, ``finish``, ``arrive``, ``exit``,
 ``giveup``, ``drop``) per stage and per item. Two things the records do not carry are joined in
 by task id: the item of a finish (from its visit's ``enter``), and the worker process of a
-start (``hostname`` and ``pid`` of Celery's ``task-started``, for the start-up delay).
+start (``hostname`` and ``pid`` of Celery's ``task-started``: the worker node, whose main
+process stamps the event).
 
 One inference goes beyond the translator: an item whose last task succeeded and sent no
 follow-up (a probabilistic exit the mapping's ``end`` cannot name) has left the system. It is

@@ -10,7 +10,8 @@ A Celery task is one stage visit; its ``root_id`` is the item. The rules:
   same task id sent again (a retry) re-enters with ``r`` = the attempt number.
 * ``task-received`` stands in for ``task-sent`` when the app does not send those (the queue
   wait then starts when the worker took the message, not when it was published).
-* ``task-started`` is ``start``; ``task-succeeded`` is a ``finish``, and an ``exit`` of the item
+* ``task-started`` is ``start`` (with the worker node's ``hostname``, as the built-in app's
+  records have it); ``task-succeeded`` is a ``finish``, and an ``exit`` of the item
   if the mapping says this task ends it; ``task-retried`` is a failed ``finish`` (the retry comes
   as a new ``task-sent``); ``task-failed`` is a failed ``finish`` and the item's ``giveup``;
   ``task-rejected`` and ``task-revoked`` drop the item at the stage.
@@ -129,7 +130,7 @@ class EventTranslator:
     # -- a visit's progress ----------------------------------------------------------------------
     def _started(self, event: Event, uuid: str, task: _Task, out: list[RecordDict]) -> None:
         task.start, task.waiting = float(event["timestamp"]), False
-        out.append(_record("start", s=task.stage, k=uuid, t=task.start, q=task.enter))
+        out.append(_record("start", s=task.stage, k=uuid, t=task.start, q=task.enter, h=event.get("hostname") or ""))
 
     def _finish(self, event: Event, uuid: str, task: _Task, failed: bool, out: list[RecordDict]) -> float:
         t = float(event["timestamp"])

@@ -1,0 +1,55 @@
+"""A worker's hand-off between tasks, read off its task events: the one rule that both
+``adaptflow calibrate`` (a stage's ``turnaround``) and ``adaptflow compare-app`` (the hand-off a
+live run met) use, so they cannot mean different things by it.
+
+Celery stamps ``task-started`` with the worker node's main process (its event dispatcher's
+pid), not with the pool process that runs the task: events tell nodes apart, not the processes
+of a node's pool. So a gap is read per node, by matching: in time order, each finish frees a
+slot of the node's pool, and each start takes the slot freed longest ago (first in, first out,
+as billiard hands the next task to the process that became free first). The gap is the start
+less that finish, and it counts only when the task started had been ready (sent, plus the
+dispatch delay) by that finish: the node had work waiting, so the time between is the node
+refilling its slot (the ack, the next fetch, the hand-off to the process), not idling. A start
+with no freed slot before it (a process idle since the run began, or a grown one) matches
+nothing. With one process per node this is the gap between consecutive tasks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable
+
+MIN_GAPS = 20
+"""Fewer gaps than this measure no hand-off (taken as 0 by calibration, unknown by a compare)."""
+
+Attempt = tuple[float, float, float, Hashable]
+"""One attempt of a stage's task: (enter, start, finish, node)."""
+
+
+def backlogged_gaps(attempts: Iterable[Attempt], dispatch: float = 0.0) -> list[float]:
+    """The hand-off gaps of ``attempts`` (see the module docstring), in no particular order."""
+    by_node: dict[Hashable, list[tuple[float, int, float]]] = {}
+    for enter, start, finish, node in attempts:
+        moments = by_node.setdefault(node, [])
+        moments.append((finish, 0, 0.0))  # a slot freed (sorted before a start at the same time)
+        moments.append((start, 1, enter))  # a slot taken by a task ready at ``enter + dispatch``
+    gaps = []
+    for moments in by_node.values():
+        freed: deque[float] = deque()
+        for t, kind, enter in sorted(moments):
+            if kind == 0:
+                freed.append(t)
+            elif freed:
+                finish = freed.popleft()
+                if enter + dispatch <= finish:
+                    gaps.append(t - finish)
+    return gaps
+
+
+def mean_handoff(attempts: Iterable[Attempt], dispatch: float = 0.0) -> float | None:
+    """The mean of :func:`backlogged_gaps`; None when fewer than :data:`MIN_GAPS` were seen."""
+    gaps = backlogged_gaps(attempts, dispatch)
+    return sum(gaps) / len(gaps) if len(gaps) >= MIN_GAPS else None
+
+
+__all__ = ["MIN_GAPS", "Attempt", "backlogged_gaps", "mean_handoff"]
