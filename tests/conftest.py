@@ -41,3 +41,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"--dist loadgroup: {len(lost)} live tests lost their group ({lost[0]}); "
             "this pytest and pytest-xdist do not keep groups (pytest-xdist#1386)"
         )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_the_test_tree(tmp_path_factory: pytest.TempPathFactory):
+    """SB3 makes an empty ``SB3-<date>`` folder in the system's temp directory for every
+    ``learn()`` that logs nowhere (tests train bare models); point it into pytest's own tree,
+    which pytest prunes, instead of leaving one behind per test run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3-logs")))
+        yield

@@ -29,6 +29,7 @@ from adaptflow.agents import (
     ControlLoop,
     Coordinator,
     CostModel,
+    Planner,
     SimClock,
     SimExecutor,
     SimMonitor,
@@ -144,16 +145,24 @@ def simulated_over_ticks(
 
 
 def simulated(
-    scenario: Scenario, planner: str, seed: int, duration: float, interval: float, analyzer: Any = None
+    scenario: Scenario, planner: str | Planner, seed: int, duration: float, interval: float, analyzer: Any = None
 ) -> dict[str, float]:
     """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
-    of :func:`_figures`, and each stage's mean wait and mean pool (``mean_wait_<stage>``,
-    ``mean_pool_<stage>``). ``analyzer``: the one to run with (reset at the start), e.g. the live
-    run's own; default the planner's for ``scenario``."""
+    of :func:`_figures`, and each stage's mean wait, mean pool and mean service time per attempt
+    (``mean_wait_<stage>``, ``mean_pool_<stage>``, ``service_<stage>``: a host's sharing
+    included). ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
+    for the scenario a live run had), reset at the start; then ``analyzer`` is needed too.
+    ``analyzer``: the one to run with (reset at the start), e.g. the live run's own; default the
+    planner's for ``scenario``."""
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
-    built, forecaster = make_planner(planner, spec, interval)
-    analyzer = analyzer if analyzer is not None else analyzer_for(built, spec, interval, forecaster)
+    if isinstance(planner, Planner):
+        if analyzer is None:
+            raise ValueError("simulated: a planner built already needs the analyzer it was built with")
+        built = planner
+    else:
+        built, forecaster = make_planner(planner, spec, interval)
+        analyzer = analyzer if analyzer is not None else analyzer_for(built, spec, interval, forecaster)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), CostModel(), interval)
     steps = Coordinator(loop, built).run(until=duration)
     end = sim.counters()  # the whole run: counters since t=0, per-item values from t=0
@@ -171,6 +180,9 @@ def simulated(
     for name, ws in stage_waits.items():  # each stage's, as compare-app's live rows have them (mean_pool_<stage>)
         figures[f"mean_wait_{name}"] = float(np.mean(ws)) if len(ws) else float("nan")
         figures[f"mean_pool_{name}"] = sum(s.snapshot.stages[name].worker_seconds for s in steps) / span
+        stage = end.stages[name]
+        attempts = stage.completed + stage.failures
+        figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
     return figures
 
 

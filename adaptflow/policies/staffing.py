@@ -23,6 +23,7 @@ and would keep adding processes to an overloaded host that only slow each other 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -91,6 +92,15 @@ def mean_wait(rate: float, mean_service: float, servers: int, scv: float) -> flo
     return erlang_c(servers, a) * mean_service / (servers - a) * (1 + scv) / 2
 
 
+def erlang_b_steps(offered_load: float, most: int) -> Iterator[tuple[int, float]]:
+    """Erlang B with k = 1, 2, ..., ``most`` servers, one step of the stable recursion of
+    ``theory.erlang_c`` each: the whole work of :func:`staff`, counted by its tests."""
+    b = 1.0
+    for k in range(1, most + 1):
+        b = offered_load * b / (k + offered_load * b)
+        yield k, b
+
+
 def staff(rate: float, mean_service: float, target_wait: float, scv: float = 1.0, lo: int = 0, hi: int = 10**6) -> int:
     """Fewest workers in [lo, hi] whose mean wait is at most ``target_wait`` (hi if none).
 
@@ -106,9 +116,7 @@ def staff(rate: float, mean_service: float, target_wait: float, scv: float = 1.0
     if not a < hi:  # also catches a NaN or infinite load
         return hi
     first = max(lo, 1)
-    b = 1.0  # Erlang B with k servers, by the stable recursion of theory.erlang_c
-    for k in range(1, hi + 1):
-        b = a * b / (k + a * b)
+    for k, b in erlang_b_steps(a, hi):
         if k < first or k <= a:
             continue
         rho = a / k
