@@ -329,6 +329,48 @@ def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop,
     assert result["summary"].task_events >= 60  # sent, received, started, succeeded for each of 15
 
 
+def test_a_pool_grow_on_a_real_worker_is_calibrated_as_its_start_up_delay(shop, tmp_path):
+    """Celery stamps ``task-started`` with the worker's main process, never the pool process
+    that runs the task, so calibration cannot see a new process by a new pid (it read no grow at
+    all on a real worker, and took the schema's 0 s): it sees one by more tasks at once than the
+    pool had. Here enrich's one process is backlogged with 0.4 s tasks and grown to 2."""
+    from adaptflow.runtime.calibrate import calibrate
+    from adaptflow.scenario import load_scenario
+
+    mapping_path = tmp_path / "mapping.yaml"
+    mapping_path.write_text(yaml.safe_dump(MAPPING))
+    out, stop = tmp_path / "rec", threading.Event()
+    thread = threading.Thread(
+        target=lambda: record("tests.apps.shop:app", mapping_path, out, sample_every=0.5, stop=stop)
+    )
+    thread.start()
+    enrich = f"enrich@{__import__('socket').gethostname()}"
+    try:
+        wait_for(lambda: (out / "events.jsonl").is_file(), 20, 0.2, "the recording to begin")
+        time.sleep(1.5)  # the receiver subscribes and a pool line is written before any work
+        submit(shop, 24, work=(0.01, 0.4, 0.01))
+        time.sleep(2.0)  # a backlog at enrich, on one process
+        shop.app.control.pool_grow(1, destination=[enrich], reply=True, timeout=5)
+
+        def succeeded() -> int:
+            return (out / "events.jsonl").read_text().count('"task-succeeded"')
+
+        wait_for(lambda: succeeded() >= 72, 60, 0.5, "every task done")
+        time.sleep(1.0)  # a pool line after the last task
+    finally:
+        stop.set()
+        thread.join(30)
+    result = calibrate(out, tmp_path / "shop.yaml")
+    startup = result.report["stages"]["enrich"]["startup"]
+    assert [(g["from"], g["to"]) for g in startup["grows"]] == [(1, 2)], startup
+    # billiard starts a grown process at once or at its next maintenance pass, and the queue waited
+    assert 0.0 <= startup["delay"] < 6.0 and startup["grows"][0]["queue"] > 0, startup
+    written = load_scenario(result.scenario).stages["enrich"].workers.startup_delay
+    assert written == pytest.approx(startup["delay"], rel=1e-3)
+    turnaround = result.report["stages"]["enrich"]["turnaround"]
+    assert turnaround["backlogged_gaps"] >= 20 and 0.0 < turnaround["turnaround"] < 0.2, turnaround
+
+
 def test_the_event_stream_marks_a_broker_restart_as_a_gap(shop, redis_server):  # noqa: F811
     stream = EventStream(shop.app, retry=0.5).start()
     try:
