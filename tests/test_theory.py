@@ -181,7 +181,7 @@ def test_tandem_jackson_network_per_stage_waits():
         "b": stage(1, "exponential", 0.2, next="c"),
         "c": stage(3, "exponential", 0.6),
     }
-    runs = replicate(scenario(stages, rate=4.0, horizon=20_000), n=20, warmup=1000)
+    runs = replicate(scenario(stages, rate=4.0, horizon=10_000), n=20, warmup=1000)
     for name, servers, mean in [("a", 5, 1.0), ("b", 1, 0.2), ("c", 3, 0.6)]:
         waits = [r["stages"][name]["mean_wait"] for r in runs]
         assert_within_ci(waits, mmc_mean_wait(4.0, mean, servers), f"tandem stage {name} Wq")
@@ -218,7 +218,7 @@ def test_littles_law_on_every_stage():
         "b": {**stage(2, "deterministic", 0.55, next="c")},
         "c": {**stage(8, "gamma", 2.0), "service": {"dist": "gamma", "mean": 2.0, "cv": 1.5}},
     }
-    runs = replicate(scenario(stages, rate=3.0, horizon=20_000), n=20, warmup=1000)
+    runs = replicate(scenario(stages, rate=3.0, horizon=10_000), n=20, warmup=1000)
     for name in ["a", "b", "c"]:
         st = [r["stages"][name] for r in runs]
         queue = [s["mean_queue_length"] for s in st]

@@ -819,6 +819,7 @@ def _final_evaluation(config: TrainConfig, run_dir: Path, probe: gym.Env, best: 
                 interval=inner.interval,
                 weights=inner.cost_model.weights,
                 out_dir=out,
+                processes=config.evaluation.processes,
                 progress=progress,
                 part="test" if scenario.series_labels() else None,  # already chosen: recorded as such
             )
