@@ -152,7 +152,9 @@ def test_healthz_answers_while_a_slow_decision_is_in_progress() -> None:
         started = time.perf_counter()
         health = httpx.get(f"{base}/healthz", timeout=5)
         health_seconds = time.perf_counter() - started
-        assert health.status_code == 200 and health_seconds < 0.1, health_seconds
+        # A loop blocked by the planner would answer after it, 60 s on (the client gives up at 5):
+        # a bound far from that, not a speed (0.11 s seen in a clean-clone run beside other tests).
+        assert health.status_code == 200 and health_seconds < 2.0, health_seconds
         first.join(5)
         decide()  # the planner is still stuck in the first decision
         for response, seconds in answers:
