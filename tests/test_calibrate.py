@@ -559,3 +559,16 @@ def test_a_gap_in_the_recording_is_left_out_of_routes_and_rates(tmp_path):
     arrived = result.report["sources"]["uploads"]["arrivals"]
     assert result.report["routes"]["uploads"]["transitions"] == arrived - int(skipped.split()[0])
     assert result.report["sources"]["uploads"]["mean_rate"] == pytest.approx(RATE, rel=0.1)  # 840 s seen, not 900
+
+
+def test_a_pool_no_line_names_is_the_most_tasks_seen_running_at_once(tmp_path):
+    """Without the recorder's pool lines a stage's pool is what it was seen to do: the most tasks
+    running at once. Not the processes seen serving it: Celery's events name each worker node
+    once, whatever its pool (that read every pool of this recording as 1)."""
+    horizon = 1800.0
+    lines = SyntheticApp(seed=5, horizon=horizon, rate=6.0, servers=3).run()
+    folder = write_recording(tmp_path / "rec", [e for e in lines if e["type"] != "adaptflow-pools"], horizon=horizon)
+    result = calibrate(folder, tmp_path / "out" / "etl.yaml")
+    spec = load_scenario(result.scenario)
+    assert {s: spec.stages[s].workers.initial for s in TRUTH} == dict.fromkeys(TRUTH, 3)
+    assert any("its pool is taken as the 3 tasks seen running at once" in w for w in result.report["warnings"])
