@@ -48,7 +48,7 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     one enrich process at utilization 1.5 they add up along the queue (a CI run waited 18 % longer
     than the sleeps alone give). So the scenario is made exact from the run itself: each stage's
     service the run's measured mean, and ``live_handoffs`` its hand-off. Then the two worlds'
-    waits must agree within 10 %."""
+    waits must agree within 15 %."""
     from adaptflow.experiments.compare_app import simulated_app_run
 
     def after_run(run):
@@ -73,8 +73,9 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     assert 0.0 < live["handoff_enrich"] < 0.25 and sim["handoff_enrich"] == pytest.approx(live["handoff_enrich"])
     assert math.isnan(live["handoff_ingest"]) and sim["handoff_ingest"] == 0.0  # never backlogged: unknown
     assert 0.5 <= live["service_enrich"] < 0.6 and sim["service_enrich"] == pytest.approx(live["service_enrich"])
-    for column in ("mean_wait_enrich", "mean_wait", "p95_latency"):
-        assert sim[column] == pytest.approx(live[column], rel=0.10), column
+    shown = rows[["mean_wait_enrich", "mean_wait", "p95_latency", "service_enrich", "handoff_enrich"]].to_string()
+    for column in ("mean_wait_enrich", "mean_wait", "p95_latency"):  # 3 % apart where printed; a miss shows both rows
+        assert sim[column] == pytest.approx(live[column], rel=0.15), f"{column}:\n{shown}"
     assert sim["mean_pool_enrich"] == pytest.approx(1.0) and live["mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
 
 

@@ -3,6 +3,8 @@ compare-app's ``handoff_<stage>`` share; and compare-app's tap of a run's attemp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,21 @@ def test_the_run_tap_keeps_arrivals_and_attempts_as_the_fold_takes_them():
     assert tap.arrivals == {"orders": [0.5]}
     # a task whose start the run did not see (started before it) has no attempt
     assert tap.attempts == {"enrich": [(0.5, 1.0, 1.5, "enrich@x")]}
+
+
+def test_a_run_whose_tasks_strayed_from_the_simulation_is_said_to():
+    """compare-app warns, per stage, when a live run's mean service or hand-off was more than
+    1.25 times the simulation's either way (the 15-process run of docs/deploy.md: 1.8 x, 4.9 x)."""
+    from adaptflow.experiments.compare_app import timing_drift
+
+    live = {"service_a": 0.185, "handoff_a": 0.403, "service_b": 0.10, "handoff_b": math.nan, "service_c": 0.05}
+    sim = {"service_a": 0.102, "handoff_a": 0.0821, "service_b": 0.09, "handoff_b": 0.0, "service_c": 0.07}
+    lines = timing_drift("static", live, sim, ["a", "b", "c"])
+    assert lines == [
+        "static: stage a's service was 0.185 s live against 0.102 s simulated (1.81 x): "
+        "the simulated waits of this run are not the live machine's",
+        "static: stage a's hand-off between tasks was 0.403 s live against 0.0821 s simulated (4.91 x): "
+        "the simulated waits of this run are not the live machine's",
+        "static: stage c's service was 0.05 s live against 0.07 s simulated (0.71 x): "
+        "the simulated waits of this run are not the live machine's",
+    ]  # b: within 1.25 x, and a hand-off not measured is no drift

@@ -267,6 +267,17 @@ class RunResult:
     # each stage's finished attempts: (enter, start, finish, node), the same seconds
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)
 
+    def per_task(self, scenario: Scenario) -> dict[str, float]:
+        """Each stage's mean service per attempt (``service_<stage>``: started to finished, as
+        Celery's events stamp them) and mean hand-off (``handoff_<stage>``, :meth:`handoffs`);
+        NaN where there is nothing to tell."""
+        row = {}
+        for name, seconds in self.handoffs(scenario).items():
+            spans = [finish - start for _, start, finish, _ in self.attempts.get(name, [])]
+            row[f"service_{name}"] = math.fsum(spans) / len(spans) if spans else math.nan
+            row[f"handoff_{name}"] = math.nan if seconds is None else seconds
+        return row
+
     def handoffs(self, scenario: Scenario) -> dict[str, float | None]:
         """Each stage's mean hand-off between tasks (:func:`~.live.handoff.mean_handoff`, with
         the stage's dispatch delay as the time a sent task takes to be ready); None for a stage
@@ -378,16 +389,10 @@ def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: P
 
 
 # -- the table -----------------------------------------------------------------------------------
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values) if values else math.nan
-
-
 def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     """One row: the columns of ``adaptflow compare-live`` (mean wait, p95 latency, throughput,
     SLA violation rate, cost, mean pool, arrived, completed), each stage's mean pool and mean
-    wait, each stage's mean service time (``service_<stage>``: started to finished, as Celery's
-    events stamp them) and mean hand-off between tasks (``handoff_<stage>``, NaN when too few
-    tasks waited to tell: :meth:`RunResult.handoffs`)."""
+    wait, and each stage's mean service and hand-off between tasks (:meth:`RunResult.per_task`)."""
     t, stages = run.totals, list(scenario.stages)
     span = math.fsum(s.snapshot.interval for s in run.transitions)
     worker_seconds = {
@@ -408,8 +413,7 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     }
     row |= {f"mean_pool_{name}": ws / span if span > 0 else math.nan for name, ws in worker_seconds.items()}
     row |= {f"mean_wait_{name}": t.stage_mean_wait(name) for name in stages}
-    row |= {f"handoff_{name}": math.nan if h is None else h for name, h in run.handoffs(scenario).items()}
-    row |= {f"service_{name}": _mean([f - s for _, s, f, _ in run.attempts.get(name, [])]) for name in stages}
+    row |= run.per_task(scenario)
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 
