@@ -414,6 +414,18 @@ def test_cores_shared_by_the_stages_are_fitted_and_predict_a_bigger_pool(tmp_pat
     for name in TRUTH:
         assert with_hosts[name] == pytest.approx(truth[name], rel=0.10), (name, with_hosts, truth)
     assert without["parse"] < 0.9 * truth["parse"], (without, truth)
+    # a host fitted while every pool held its size says so, naming the sizes
+    held = "hosts: fitted with every hosted pool held at one size"
+    assert any(a.startswith(f"{held} (check 1, parse 1, write 1)") for a in hosted.report["assumptions"])
+    fixed = calibrate(folder3, tmp_path / "fixed.yaml", cores="box=1").report["assumptions"]
+    assert any(a.startswith(f"{held} (check 3, parse 3, write 3)") for a in fixed), fixed
+    # and not when a pool changed while recording
+    from adaptflow.runtime.calibrate.core import _held_pools
+
+    report = {"assumptions": [], "stages": {n: {"workers": {"seen_min": 1, "seen_max": 1}} for n in TRUTH}}
+    report["stages"]["check"]["workers"]["seen_max"] = 2
+    _held_pools({n: {"host": "box"} for n in TRUTH}, hosted_fit := type("Fit", (), {"hosts": {"box": {}}})(), report)
+    assert report["assumptions"] == [] and hosted_fit.hosts
     # told 2 cores where the 9 processes had 1, calibrate finds they slowed as on about one
     overstated = calibrate(folder3, tmp_path / "two.yaml", cores="box=2")
     assert overstated.report["hosts"]["box"]["effective_cores"] == pytest.approx(1.0, abs=0.25)

@@ -209,6 +209,23 @@ def _place_on_hosts(
     for name, placed in host_fit.stages.items():
         if name in stages:
             stages[name].update(placed)
+    _held_pools(stages, host_fit, report)
+
+
+def _held_pools(stages: dict[str, Any], host_fit: HostFit, report: dict[str, Any]) -> None:
+    """Say so when the hosts were fitted at one set of pools: measured on the example app, a
+    shared host slowed tasks 1.5-2.2 times and hand-offs 3-5 times more at 2-3 times the
+    processes than sharing its cores explains (docs/deploy.md), which no recording at fixed pools
+    can show."""
+    hosted = [name for name in stages if "host" in stages[name]]
+    seen = [report["stages"][name]["workers"] for name in hosted]
+    if host_fit.hosts and hosted and all(w["seen_min"] == w["seen_max"] for w in seen):
+        sizes = ", ".join(sorted(f"{name} {w['seen_max']}" for name, w in zip(hosted, seen, strict=True)))
+        report["assumptions"].append(
+            f"hosts: fitted with every hosted pool held at one size ({sizes}): "
+            "a planner that moves pools runs where this was not measured, and on a shared host tasks slow with the "
+            "processes more than sharing the cores explains (docs/deploy.md); record while pools change to see it"
+        )
 
 
 def _given_sizes(stages: dict[str, Any], sizes: ItemSizes, report: dict[str, Any]) -> dict[str, Any]:

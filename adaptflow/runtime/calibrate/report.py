@@ -25,8 +25,9 @@ ASSUMPTIONS = (
     "dispatch delay of a stage: the median wait of the visits that entered while it had an idle process (attempts "
     "running or in their turnaround fewer than the recorded pool), a constant per visit and per retry; their mean "
     "is reported beside it",
-    "turnaround of a stage: the mean gap between an attempt's finish and the next start on the same process when "
-    "that next attempt was already waiting; a constant after every attempt, during which the process serves nothing",
+    "turnaround of a stage: the mean gap between an attempt's finish and the start that took its slot on the same "
+    "worker node (Celery's events name the node, not the pool process) when that task was already waiting; a "
+    "constant after every attempt, during which the process serves nothing",
 )
 
 
