@@ -80,13 +80,15 @@ def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
 
 
-def with_handoffs(scenario: Scenario, handoffs: dict[str, float | None]) -> Scenario:
-    """``scenario`` with each stage's ``turnaround`` the hand-off measured for it (stages
-    measured as None keep their own)."""
+def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
+    """``scenario`` with each stage's ``turnaround`` the hand-off measured for it
+    (``handoff_<stage>`` of ``timing``, :meth:`RunResult.per_task`; stages measured as NaN keep
+    their own)."""
     data = scenario.model_dump(mode="json", by_alias=True)
-    for name, seconds in handoffs.items():
-        if seconds is not None and name in data["stages"]:
-            data["stages"][name]["turnaround"] = max(0.0, seconds)
+    for name, stage in data["stages"].items():
+        seconds = timing.get(f"handoff_{name}", math.nan)
+        if math.isfinite(seconds):
+            stage["turnaround"] = max(0.0, seconds)
     return parse_scenario(data)
 
 
@@ -135,8 +137,9 @@ def simulated_app_run(
     if aligned is None:
         log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
         return []
+    timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
     if live_handoffs:
-        aligned = with_handoffs(aligned, run.handoffs(scenario))
+        aligned = with_handoffs(aligned, timing)
     replay = as_live(aligned)
     # The planner and analyzer the live run had: built for the calibrated scenario, not for the
     # replay (a planner built for the replay would staff for its live hand-offs, which the live
@@ -151,7 +154,7 @@ def simulated_app_run(
     for name, stage in replay.stages.items():  # what the simulation ran with, beside what the live run met
         runs[f"handoff_{name}"] = stage.turnaround
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
-    for line in timing_drift(run.planner, run.per_task(scenario), rows[0], list(scenario.stages)):
+    for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
         log.warning("%s", line)
     if seeds > 1:
         rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})

@@ -269,30 +269,25 @@ class RunResult:
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         """Each stage's mean service per attempt (``service_<stage>``: started to finished, as
-        Celery's events stamp them) and mean hand-off (``handoff_<stage>``, :meth:`handoffs`);
-        NaN where there is nothing to tell."""
+        Celery's events stamp them) and mean hand-off between tasks (``handoff_<stage>``:
+        :func:`~.live.handoff.mean_handoff`, with the stage's dispatch delay as the time a sent
+        task takes to be ready); NaN where there is nothing to tell (no attempt; too few
+        backlogged gaps)."""
         row = {}
-        for name, seconds in self.handoffs(scenario).items():
-            spans = [finish - start for _, start, finish, _ in self.attempts.get(name, [])]
+        for name, stage in scenario.stages.items():
+            attempts = self.attempts.get(name, [])
+            spans = [finish - start for _, start, finish, _ in attempts]
+            handoff = mean_handoff(attempts, stage.dispatch_mean())
             row[f"service_{name}"] = math.fsum(spans) / len(spans) if spans else math.nan
-            row[f"handoff_{name}"] = math.nan if seconds is None else seconds
+            row[f"handoff_{name}"] = math.nan if handoff is None else handoff
         return row
-
-    def handoffs(self, scenario: Scenario) -> dict[str, float | None]:
-        """Each stage's mean hand-off between tasks (:func:`~.live.handoff.mean_handoff`, with
-        the stage's dispatch delay as the time a sent task takes to be ready); None for a stage
-        with too few backlogged gaps to tell."""
-        return {
-            name: mean_handoff(self.attempts.get(name, []), stage.dispatch_mean())
-            for name, stage in scenario.stages.items()
-        }
 
 
 class RunTap:
     """The arrivals and the task attempts of a run, read off the records the monitor folds (a
     :class:`~.live.system.RecordSource` in front of the app's): what lets a simulation replay
     the very arrivals a live run met (:func:`adaptflow.experiments.compare_app.simulated_app_run`),
-    and the hand-off between tasks it met (:func:`handoffs`). Kept per run, so bounded by the
+    and the hand-off between tasks it met (:meth:`RunResult.per_task`). Kept per run, so bounded by the
     run's ``limit``, as its transitions are; taken on ``advance``, as the fold takes them."""
 
     def __init__(self, inner: Any, origin: float):

@@ -38,7 +38,7 @@ their start-up delay, and the SLA.
   not the median: it is capacity, and capacity is spent on average. Measured on the example app
   on a loaded machine: 80 ms at four stages, as long as their service times, which made the
   recorded waits 20-40 % longer than a scenario without it simulated. Fewer than
-  ``TURNAROUND_MIN_GAPS`` such gaps: 0. The dispatch delay is then fitted again with it.
+  ``MIN_GAPS`` such gaps: 0. The dispatch delay is then fitted again with it.
 """
 
 from __future__ import annotations
@@ -179,12 +179,13 @@ def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float 
     before the pool line changed again. Celery's events do not name a pool's processes (see
     :mod:`adaptflow.runtime.live.handoff`), so a new process shows by what the pool does at once."""
     series = pool_series(recording, stage)
+    starts, finishes = _starts_and_finishes(obs)
     grows = []
     for i, ((t0, n0), (t1, n1)) in enumerate(itertools.pairwise(series)):
         if n1 <= n0:
             continue
         until = next((t for t, n in series[i + 2 :] if n != n1), math.inf)
-        first = _first_beyond(obs, n0, t0, until)
+        first = _first_beyond(starts, finishes, n0, t0, until)
         if first is None:
             continue
         grow_at = (t0 + t1) / 2
@@ -203,10 +204,9 @@ def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float 
     return delay, report
 
 
-def _first_beyond(obs: StageObs, pool: int, after: float, before: float) -> float | None:
-    """The first start in (``after``, ``before``) at which more than ``pool`` attempts of the
-    stage ran at once (a finish at the very time has ended)."""
-    starts, finishes = _starts_and_finishes(obs)
+def _first_beyond(starts: np.ndarray, finishes: np.ndarray, pool: int, after: float, before: float) -> float | None:
+    """The first of ``starts`` in (``after``, ``before``) at which more than ``pool`` attempts
+    ran at once (a finish at the very time has ended); both arrays from :func:`_starts_and_finishes`."""
     candidates = starts[(starts > after) & (starts < before)]
     running = np.searchsorted(starts, candidates, side="right") - np.searchsorted(finishes, candidates, side="right")
     beyond = np.flatnonzero(running > pool)
@@ -221,6 +221,7 @@ def _most_at_once(obs: StageObs) -> int:
 
 
 def _starts_and_finishes(obs: StageObs) -> tuple[np.ndarray, np.ndarray]:
+    """The stage's attempt starts (running ones too) and finishes, each sorted."""
     starts = np.sort(np.asarray([s for s, _ in obs.spans] + list(obs.running.values()), dtype=float))
     return starts, np.sort(np.asarray([f for _, f in obs.spans], dtype=float))
 
@@ -279,9 +280,6 @@ def dispatch_block(
     return block, {**report, "relative_iqr": spread}, warnings
 
 
-TURNAROUND_MIN_GAPS = MIN_GAPS
-
-
 def fit_turnaround(obs: StageObs, dispatch: float) -> tuple[float, dict[str, Any]]:
     """The stage's turnaround (see the module docstring) and its report: the mean of the
     :func:`~adaptflow.runtime.live.handoff.backlogged_gaps` of its attempts, each on the worker
@@ -290,8 +288,8 @@ def fit_turnaround(obs: StageObs, dispatch: float) -> tuple[float, dict[str, Any
     attempts = [(enter, start, finish, node[k]) for enter, start, finish, k in obs.attempt_times if k in node]
     gaps = backlogged_gaps(attempts, dispatch)
     report: dict[str, Any] = {"backlogged_gaps": len(gaps)}
-    if len(gaps) < TURNAROUND_MIN_GAPS:
-        report["note"] = f"{len(gaps)} attempts followed a backlogged one (< {TURNAROUND_MIN_GAPS}): taken as 0"
+    if len(gaps) < MIN_GAPS:
+        report["note"] = f"{len(gaps)} attempts followed a backlogged one (< {MIN_GAPS}): taken as 0"
         return 0.0, report
     x = np.asarray(gaps)
     half = 1.96 * float(x.std(ddof=1)) / math.sqrt(len(x))
@@ -312,9 +310,8 @@ def median_ci(values: np.ndarray, z: float = 1.96) -> list[float]:
 def _busy_at(obs: StageObs, times: np.ndarray, turnaround: float = 0.0) -> np.ndarray:
     """Processes of the stage held at each of ``times``: an attempt started before it and not
     finished, turnaround included, by it (a process freed at the very time is idle then)."""
-    starts = np.sort([s for s, _ in obs.spans] + list(obs.running.values()))
-    finishes = np.sort([f + turnaround for _, f in obs.spans])
-    return np.searchsorted(starts, times, side="left") - np.searchsorted(finishes, times, side="right")
+    starts, finishes = _starts_and_finishes(obs)
+    return np.searchsorted(starts, times, side="left") - np.searchsorted(finishes + turnaround, times, side="right")
 
 
 def _waiting_at(enters: np.ndarray, waits: np.ndarray) -> np.ndarray:
