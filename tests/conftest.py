@@ -51,3 +51,21 @@ def _sb3_logs_in_the_test_tree(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3-logs")))
         yield
+
+
+@pytest.fixture
+def erlang_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The Erlang B recursion steps the staffing rule takes (its whole work), counted in ``[0]``:
+    tests bound work by counting it, not by timing it on a shared machine."""
+    from adaptflow.policies import staffing
+
+    counted = [0]
+    original = staffing.erlang_b_steps
+
+    def counting(offered_load: float, most: int):
+        for step in original(offered_load, most):
+            counted[0] += 1
+            yield step
+
+    monkeypatch.setattr(staffing, "erlang_b_steps", counting)
+    return counted

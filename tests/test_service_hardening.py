@@ -114,21 +114,23 @@ def slow_app(seconds: float, limits: Limits) -> tuple[FastAPI, Slow]:
     ],
 )
 @pytest.mark.parametrize("planner", ["erlang", "threshold"])
-def test_the_worst_inputs_answer_within_100_ms(planner: str, request_body: dict, what: str) -> None:
+def test_the_worst_inputs_answer_with_bounded_work(planner: str, request_body: dict, what: str, erlang_steps) -> None:
     """The ``erlang`` fallback runs on every decision, so every served planner met these inputs
-    (one hung a server for 14 minutes). An offered load beyond the pool answers the maximum."""
+    (one hung a server for 14 minutes, in a staffing search whose work grew with the load). An
+    offered load beyond the pool answers the maximum."""
     client = TestClient(app_for(planner, "mmc"))
     assert client.post("/v1/decide", json=body()).status_code == 200  # warm: the first request builds things
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        response = client.post("/v1/decide", json=request_body)
-        times.append(time.perf_counter() - started)
-        assert response.status_code == 200, response.text
-    # The best of three within 100 ms, none beyond 2 s: work that grows with the input (the bug
-    # this pins took minutes) fails both; one request stalled by the shared machine (670 ms, once
-    # in a clean-clone CI run) fails neither.
-    assert min(times) < 0.1 and max(times) < 2.0, f"{what}: {[round(t * 1000, 1) for t in times]} ms"
+    assert erlang_steps[0] > 0  # the count sees the staffing rule's work on an ordinary load
+    erlang_steps[0] = 0
+    started = time.perf_counter()
+    response = client.post("/v1/decide", json=request_body)
+    seconds = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    # The work, counted: each of the (at most two) staffing rules a decision runs takes at most
+    # one recursion step per worker the stage may have, whatever the load (the old search took
+    # minutes). The clock is only a guard against a hang, far from a speed.
+    assert erlang_steps[0] <= 2 * (MMC_MAX + 1), f"{what}: {erlang_steps[0]} steps"
+    assert seconds < 5.0, f"{what}: {seconds:.2f} s"
     if planner == "erlang":
         assert response.json()["workers"] == {"work": MMC_MAX} and not response.json()["fallback"]
 
