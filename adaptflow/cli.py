@@ -379,6 +379,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_growth(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
+
+    fit = fit_growth_file(args.scenario, args.runs, args.out, host=args.host, reference=args.reference)
+    print("\n".join(report_lines(fit)))
+    print(f"adaptflow: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _control(args: argparse.Namespace) -> int:
     from adaptflow.runtime.autoscaler import run_planned_control
 
@@ -701,6 +710,27 @@ def _add_calibrate(commands: Any) -> None:
     cb.set_defaults(handler=_calibrate)
 
 
+def _add_fit_growth(commands: Any) -> None:
+    fg = commands.add_parser(
+        "fit-growth",
+        help="fit how a host's hand-offs grow with its processes, from compare-app runs at several held pool sizes",
+        description="adaptflow fit-growth SCENARIO RUN_CSV [RUN_CSV ...] --out scenario.yaml",
+    )
+    fg.add_argument("scenario", help="the calibrated scenario (adaptflow calibrate --cores writes its hosts)")
+    fg.add_argument(
+        "runs", nargs="+", metavar="RUN_CSV",
+        help="compare_app.csv files of adaptflow compare-app --planners static runs on the same arrivals, at the "
+        "calibrated pools and at other held sizes (rows of planners that moved the pools are skipped)",
+    )  # fmt: skip
+    fg.add_argument("--out", required=True, help="the scenario YAML to write, beside the scenario (may be the same)")
+    fg.add_argument("--host", default=None, help="the host to fit (default: the scenario's only one)")
+    fg.add_argument(
+        "--reference", type=int, default=None,
+        help="the processes the host ran when the turnarounds were calibrated (default: its stages' initial pools)",
+    )  # fmt: skip
+    fg.set_defaults(handler=_fit_growth)
+
+
 def _add_control(commands: Any) -> None:
     ct = commands.add_parser(
         "control",
@@ -805,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_live(commands)
     _add_record(commands)
     _add_calibrate(commands)
+    _add_fit_growth(commands)
     _add_control(commands)
     _add_compare_app(commands)
     _add_keda(commands)

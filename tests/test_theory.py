@@ -159,6 +159,39 @@ def test_turnaround_sample_path_and_a_scale_down_while_turning(tmp_path):
     assert (end.idle, end.busy, end.completed, end.queue_length) == (0, 0, 1, 2)
 
 
+def test_a_hosts_turnaround_growth_sample_path(tmp_path):
+    """A host whose turnarounds grow by half of themselves per process beyond 1: ``w`` (1
+    process, service 1 s, turnaround 0.5 s) shares it with ``x``'s 2 idle processes, so each of
+    w's turnarounds is 0.5 * (1 + 0.5 * (3 - 1)) = 1 s. Items at 0 and 0.1: the second starts
+    at 2 (wait 1.9); the third, at 3, waits for that turnaround (1.0). x grown to 4 at t = 3 with
+    a start-up of 10 s: its starting processes do not count until 13, so the third item's
+    turnaround is still 1 s; the fourth, at 14, ends with 5 processes there: 0.5 * 3 = 1.5 s."""
+    spec = scenario(
+        {
+            "w": stage(1, "deterministic", 1.0, turnaround=0.5, host="h"),
+            "x": stage(2, "deterministic", 1.0, max_workers=4, startup_delay=10.0, host="h"),
+        },
+        sources={"t": trace_source(tmp_path, [0.0, 0.1, 3.0, 14.0], "w", name="grown")},
+        horizon=20.0,
+        hosts={"h": {"cores": 100.0, "turnaround_growth": {"per_process": 0.5, "reference": 1}}},
+    )
+    sim = Simulation(spec, rng=0)
+    sim.run(3.0)
+    sim.set_workers("x", 4)
+    sim.run(20.0)
+    assert sim.stages["w"].waits == pytest.approx([0.0, 1.9, 1.0, 0.0])
+    assert sim.counters().stages["w"].turnaround_sum == pytest.approx(1.0 + 1.0 + 1.0 + 1.5)
+    constant = scenario(  # without the growth, the same host and pools: 0.5 s each
+        {"w": stage(1, "deterministic", 1.0, turnaround=0.5, host="h"), "x": stage(2, "deterministic", 1.0, host="h")},
+        sources={"t": trace_source(tmp_path, [0.0, 0.1], "w", name="plain")},
+        horizon=20.0,
+        hosts={"h": {"cores": 100.0}},
+    )
+    plain = Simulation(constant, rng=0)
+    plain.run(20.0)
+    assert plain.stages["w"].waits == pytest.approx([0.0, 1.4]) and plain.counters().stages["w"].turnaround_sum == 1.0
+
+
 def test_md1_mean_wait_matches_pollaczek_khinchine():
     spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
     runs = replicate(spec, n=40, warmup=1000)

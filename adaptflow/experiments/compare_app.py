@@ -83,8 +83,10 @@ def _safe(label: str) -> str:
 def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
     """``scenario`` with each stage's ``turnaround`` the hand-off measured for it
     (``handoff_<stage>`` of ``timing``, :meth:`RunResult.per_task`; stages measured as NaN keep
-    their own)."""
+    their own). A host's ``turnaround_growth`` is dropped: the hand-offs a run met include it."""
     data = scenario.model_dump(mode="json", by_alias=True)
+    for host in data.get("hosts", {}).values():
+        host["turnaround_growth"] = None
     for name, stage in data["stages"].items():
         seconds = timing.get(f"handoff_{name}", math.nan)
         if math.isfinite(seconds):
@@ -129,7 +131,8 @@ def simulated_app_run(
     """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
     spec the run used (``LABEL@SPEC`` allowed). ``live_handoffs``: each stage's turnaround is the
     hand-off the run met between its tasks where it was measured (``handoff_<stage>`` of the live
-    row), not the scenario's; each simulated row's ``handoff_<stage>`` is the one it ran with."""
+    row), not the scenario's; each simulated row's ``handoff_<stage>`` is the mean turnaround it
+    ran with."""
     # As many decisions as the live run made: its last interval ended when the last item was
     # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
     duration = max(1, len(run.transitions)) * interval
@@ -150,9 +153,7 @@ def simulated_app_run(
         built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
         analyzer = analyzer_for(built, scenario, interval, forecaster)
         figures.append(simulated(replay, built, seed, duration, interval, analyzer))
-    runs = pd.DataFrame(figures)
-    for name, stage in replay.stages.items():  # what the simulation ran with, beside what the live run met
-        runs[f"handoff_{name}"] = stage.turnaround
+    runs = pd.DataFrame(figures)  # handoff_<stage>: the mean turnaround the simulation ran with
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
         log.warning("%s", line)

@@ -150,7 +150,8 @@ def simulated(
     """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
     of :func:`_figures`, and each stage's mean wait, mean pool and mean service time per attempt
     (``mean_wait_<stage>``, ``mean_pool_<stage>``, ``service_<stage>``: a host's sharing
-    included). ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
+    included; ``handoff_<stage>``: the mean turnaround per attempt, a host's growth included).
+    ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
     for the scenario a live run had), reset at the start; then ``analyzer`` is needed too.
     ``analyzer``: the one to run with (reset at the start), e.g. the live run's own; default the
     planner's for ``scenario``."""
@@ -183,6 +184,7 @@ def simulated(
         stage = end.stages[name]
         attempts = stage.completed + stage.failures
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
+        figures[f"handoff_{name}"] = stage.turnaround_sum / attempts if attempts else float("nan")
     return figures
 
 

@@ -604,6 +604,29 @@ class Stage(_Strict):
         return self.service.expected() + self.turnaround
 
 
+class TurnaroundGrowth(_Strict):
+    """How the turnaround of every stage on a host grows with the pool processes the host runs:
+    each turnaround is multiplied by :meth:`factor` of the processes running there when a visit
+    ends (idle, serving or between tasks; not those still starting). ``reference`` is the
+    processes the host ran when the turnarounds were measured, so there the factor is 1.
+
+    Why: a Celery worker's main process acks, fetches and hands each task to a pool process,
+    and it competes for the cores with every pool process on the machine. On the example app on
+    a 2-core VM, the same arrivals with every stage held at 1, 2 and 3 processes (5, 10, 15 on
+    the host) met hand-offs 2.6-3.3 and 3.9-5.4 times those at 5 (parse, fed by the producer:
+    1.9 and 2.5), a straight line in the processes, about 0.35 of the turnaround per process;
+    and a planner that moved the pools (erlang, 5 to 9 processes) was reproduced within 5 % on
+    p95, cost and pools by this law where a constant turnaround missed p95 by 44 %.
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes (docs/deploy.md)."""
+
+    per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+    reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
+
+    def factor(self, processes: int) -> float:
+        """The turnaround's multiplier with ``processes`` on the host (never below 0)."""
+        return max(0.0, 1.0 + self.per_process * (processes - self.reference))
+
+
 class Host(_Strict):
     """A machine the processes of one or more stages' pools run on, with ``cores`` CPUs (a
     fraction, as a Kubernetes CPU limit, is allowed). Its cores are shared equally among the CPU
@@ -612,9 +635,13 @@ class Host(_Strict):
     ``min(1, c / n)`` of its full speed. So a pool grown past the cores adds no capacity, only
     slower tasks: measured on the example app, 13-14 processes on a 2-core VM took about 2.5
     times as long per task as 5. Why a scenario needs it: a planner trained without it learns
-    that more processes always help, which on a real machine they do not."""
+    that more processes always help, which on a real machine they do not.
+
+    ``turnaround_growth`` (optional, :class:`TurnaroundGrowth`): how the turnarounds of the
+    stages placed here grow with the processes the host runs."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
+    turnaround_growth: TurnaroundGrowth | None = None
 
 
 class Sla(_Strict):

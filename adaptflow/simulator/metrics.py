@@ -50,6 +50,7 @@ class StageCounters(NamedTuple):
     starting: int  # requested, not ready yet
     draining: int  # busy, retiring after their current item
     target: int  # where the pool is heading (ready, not retiring, plus starting)
+    turnaround_sum: float  # seconds of turnaround begun (per attempt: / (completed + failures))
 
 
 class Counters(NamedTuple):

@@ -127,7 +127,8 @@ class StageState:
     their current item: scale-down is graceful).
 
     With a ``turnaround`` a worker that finished a visit is ``turning`` for that long times the
-    item's size (ready, not serving, not free) before it can start the next: the item has left,
+    item's size, and times the host's ``turnaround_growth`` factor for the processes the host
+    runs at that moment if it has one (ready, not serving, not free) before it can start the next: the item has left,
     the process slot has not refilled yet. Counted as ready (paid, in the active area) and
     reported as idle, as live sees a process between tasks.
 
@@ -153,6 +154,12 @@ class StageState:
             self.tick_phase = float(streams.get("startup", name).random()) * self.tick
         self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
         self.turnaround, self.turning = spec.turnaround, 0  # workers between visits (see above)
+        # a host's turnaround growth (see TurnaroundGrowth): the stages whose processes it counts,
+        # set by Simulation once every stage exists; None, the constant turnaround
+        host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
+        self._growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
+        self.host_stages: list[StageState] = []
+        self.turnaround_sum = 0.0  # seconds of turnaround begun (each one as long as it was drawn)
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
@@ -264,7 +271,11 @@ class StageState:
         elif self.turnaround:  # free again only after its turnaround
             self.busy -= 1
             self.turning += 1
-            Wakeup(self._env, self.turnaround * item.size, None, self._turned_callback)
+            seconds = self.turnaround * item.size
+            if self._growth is not None:
+                seconds *= self._growth.factor(self._host_processes())
+            self.turnaround_sum += seconds
+            Wakeup(self._env, seconds, None, self._turned_callback)
         else:
             self.busy -= 1
             self.idle += 1
@@ -289,6 +300,11 @@ class StageState:
         self.completed += 1
         self.latencies.append(now - item.visit)
         self.deliver(item)
+
+    def _host_processes(self) -> int:
+        """The pool processes running on this stage's host: idle, serving or between tasks (a
+        draining one is serving; a starting one does not run yet)."""
+        return sum(s.idle + s.busy + s.turning for s in self.host_stages)
 
     def _turned(self, event: Wakeup) -> None:
         """A worker's turnaround is over: it retires if more are draining than busy ones can
@@ -438,6 +454,7 @@ class StageState:
                 starting,
                 draining,
                 idle + busy - draining + starting,  # target (as the property)
+                self.turnaround_sum,
             ),
         )
 
@@ -535,6 +552,9 @@ class Simulation:
         elif self.class_book is not None:
             self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
+        for stage in self.stages.values():
+            if stage._growth is not None:
+                stage.host_stages = [s for s in self.stages.values() if s.spec.host == stage.spec.host]
         for name, point in self.joins.items():
             # where a joined item goes: as any item sent there, so that an item that is itself a
             # part (nested forks) goes on to its own family's join, even at the same stage

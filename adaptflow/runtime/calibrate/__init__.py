@@ -6,6 +6,8 @@
 * :mod:`.distributions`: service-time families (KS test, BIC) and arrival rates.
 * :mod:`.system`: routes, failure and retry, pools, start-up delay, SLA.
 * :mod:`.core`: :func:`calibrate`, which writes the scenario, its arrivals and the fit report.
+* :mod:`.growth`: a host's turnaround growth with its processes, fitted from compare-app runs at
+  held pool sizes (``adaptflow fit-growth``).
 * :mod:`.validate`: :func:`validate_calibration`, the calibrated scenario simulated against the
   recording (the simulation is handed in: the runtime does not import the simulator).
 """

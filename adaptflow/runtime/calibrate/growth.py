@@ -1,0 +1,233 @@
+"""A host's turnaround growth fitted from live runs at several pool sizes (``adaptflow fit-growth``).
+
+A recording made with every pool held at one size measures each stage's turnaround at that many
+processes on the host, and says nothing of how it changes with more (``adaptflow calibrate``
+says so in its assumptions). Runs of ``adaptflow compare-app --planners static`` on the same
+arrivals, with the pools held at other sizes, measure the hand-off at each (``handoff_<stage>``
+of their live rows, by the one rule of :mod:`adaptflow.runtime.live.handoff`). The law fitted
+is the scenario's :class:`~adaptflow.scenario.schema.TurnaroundGrowth`: each hand-off, relative
+to its own at the reference processes, grows by ``per_process`` for each process beyond them:
+
+    handoff_s(P) / handoff_s(R) - 1 = per_process * (P - R)
+
+a least-squares line through the origin over every stage and run (each stage its own
+baseline, so a stage with a short hand-off weighs as much as one with a long one). Runs whose
+pools moved are refused: the processes of a moving planner change with the load, and the load
+lengthens hand-offs on its own (on the example app, a fit on an erlang run read three times
+the slope the held pools showed). A file's rows of such planners are skipped, and said so.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from adaptflow._io import atomic_write_text
+from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from adaptflow.scenario.loading import load_yaml_file
+from adaptflow.scenario.schema import TurnaroundGrowth
+
+from .core import _PlainDumper
+
+MAX_RUN_FILES = 100
+MAX_RUN_FILE_BYTES = 1 << 20  # a compare_app.csv is a few kB
+HELD = 1e-6
+"""A stage's mean pool this close to a whole number was held at it for the whole run."""
+
+
+@dataclass(frozen=True)
+class GrowthRun:
+    """One live run at held pools: where it was read, the host's processes, each hosted stage's
+    measured hand-off (stages with too few backlogged gaps are left out)."""
+
+    source: str
+    processes: int
+    handoffs: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GrowthFit:
+    """The fitted law and what it was fitted from."""
+
+    host: str
+    growth: TurnaroundGrowth
+    runs: list[GrowthRun]
+    skipped: list[str]  # live rows not used, and why
+    per_stage: dict[str, float]  # each stage's own slope, for the report
+    ratios: dict[str, dict[int, float]]  # stage -> processes -> mean hand-off / its reference
+
+
+def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
+    """The host to fit (``host``, or the scenario's only one) and the stages placed on it."""
+    if host is None:
+        if len(scenario.hosts) != 1:
+            names = ", ".join(scenario.hosts) or "none"
+            raise ValueError(f"--host: the scenario has {len(scenario.hosts)} hosts ({names}); expected one named")
+        host = next(iter(scenario.hosts))
+    if host not in scenario.hosts:
+        names = ", ".join(scenario.hosts)
+        raise ValueError(f"--host: {host!r} is not a host of the scenario; expected one of: {names}")
+    stages = [name for name, stage in scenario.stages.items() if stage.host == host]
+    if not any(scenario.stages[s].turnaround for s in stages):
+        raise ValueError(f"hosts.{host}: no stage placed on it has a turnaround; there is nothing to grow")
+    return host, stages
+
+
+def read_runs(paths: Sequence[str | Path], stages: list[str]) -> tuple[list[GrowthRun], list[str]]:
+    """The live rows of ``compare_app.csv`` files that ran at held pools, and a line for each
+    live row skipped (its planner moved the pools); every problem of every file in one
+    :class:`ValueError`, a line each."""
+    if not 1 <= len(paths) <= MAX_RUN_FILES:
+        raise ValueError(f"runs: {len(paths)} files; expected 1 to {MAX_RUN_FILES} compare_app.csv files")
+    problems: list[str] = []
+    runs: list[GrowthRun] = []
+    skipped: list[str] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            problems.append(f"{path}: no such file; expected a compare_app.csv written by adaptflow compare-app")
+        elif path.stat().st_size > MAX_RUN_FILE_BYTES:
+            problems.append(f"{path}: {path.stat().st_size:,} bytes; expected a compare_app.csv of at most 1 MiB")
+        else:
+            runs += _read_one(path, stages, problems, skipped)
+    if problems:
+        raise ValueError("\n".join(problems))
+    return runs, skipped
+
+
+def _read_one(path: Path, stages: list[str], problems: list[str], skipped: list[str]) -> list[GrowthRun]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        needed = ["world", "planner"] + [f"{c}_{s}" for s in stages for c in ("mean_pool", "handoff")]
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
+        if missing:
+            names = ", ".join(missing)
+            problems.append(f"{path}: no column {names}; expected a compare_app.csv of this scenario's stages")
+            return []
+        runs = []
+        for line, row in enumerate(reader, start=2):
+            if row["world"] == "live":
+                run = _run_of(f"{path}:{line}", row, stages, problems, skipped)
+                if run is not None:
+                    runs.append(run)
+        return runs
+
+
+def _run_of(
+    source: str, row: dict[str, str], stages: list[str], problems: list[str], skipped: list[str]
+) -> GrowthRun | None:
+    pools, handoffs = 0, {}
+    for stage in stages:
+        try:
+            pool, handoff = float(row[f"mean_pool_{stage}"]), float(row[f"handoff_{stage}"] or "nan")
+        except ValueError:
+            problems.append(f"{source}: mean_pool_{stage} or handoff_{stage} is not a number")
+            return None
+        if not abs(pool - round(pool)) <= HELD:
+            skipped.append(f"{source}: planner {row['planner']!r} moved its pools (mean_pool_{stage} {pool:.3g})")
+            return None
+        pools += round(pool)
+        if math.isfinite(handoff) and handoff > 0:
+            handoffs[stage] = handoff
+    return GrowthRun(source, pools, handoffs)
+
+
+def fit_growth(runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None) -> GrowthFit:
+    """The least-squares slope (see the module docstring); clear errors when the runs cannot
+    give one."""
+    at_reference = [r for r in runs if r.processes == reference]
+    elsewhere = sorted({r.processes for r in runs if r.processes != reference})
+    if not at_reference or not elsewhere:
+        seen = sorted({r.processes for r in runs})
+        raise ValueError(
+            f"runs: the live runs at held pools had {seen} processes on {host}; expected at least one run at the "
+            f"reference {reference} (the processes the turnarounds were calibrated at) and one at another size"
+            + "".join(f"\nskipped {line}" for line in skipped or [])
+        )
+    base = {s: _mean([r.handoffs[s] for r in at_reference if s in r.handoffs]) for s in _stages(runs)}
+    ratios: dict[str, dict[int, float]] = {}
+    for stage, b in base.items():
+        if b is not None:
+            by_size = {p: _mean([r.handoffs[stage] / b for r in runs if r.processes == p and stage in r.handoffs])
+                       for p in elsewhere}  # fmt: skip
+            ratios[stage] = {p: v for p, v in by_size.items() if v is not None}
+    points = [(p - reference, v - 1.0) for by_size in ratios.values() for p, v in by_size.items()]
+    if not points:
+        raise ValueError(
+            f"runs: no stage on {host} had its hand-off measured both at {reference} processes and at another size"
+        )
+    per_stage = {
+        s: _slope([(p - reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items() if by_size
+    }
+    growth = TurnaroundGrowth(per_process=max(0.0, _round(_slope(points))), reference=reference)
+    return GrowthFit(host, growth, runs, list(skipped or []), per_stage, ratios)
+
+
+def fit_growth_file(
+    scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
+    host: str | None = None, reference: int | None = None,
+) -> GrowthFit:  # fmt: skip
+    """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
+    the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
+    default the host's processes in the scenario (its stages' ``initial`` pools)."""
+    scenario_path, out = Path(scenario_path), Path(out)
+    scenario = load_scenario(scenario_path)
+    host, stages = hosted_stages(scenario, host)
+    if reference is None:
+        reference = sum(scenario.stages[s].workers.initial for s in stages)
+    if reference < 1:
+        raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
+    runs, skipped = read_runs(run_paths, stages)
+    fit = fit_growth(runs, reference, host, skipped)
+    data = load_yaml_file(scenario_path)
+    data["hosts"][host]["turnaround_growth"] = {"per_process": fit.growth.per_process, "reference": reference}
+    try:
+        parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
+    except ScenarioError as exc:
+        hint = "" if out.parent.resolve() == scenario_path.parent.resolve() else (
+            "\n--out: write it beside the scenario, whose trace paths are relative to its folder")  # fmt: skip
+        raise ScenarioError(f"{exc}{hint}") from None
+    sources = ", ".join(r.source for r in fit.runs)
+    header = f"# {scenario_path.name}, hosts.{host}.turnaround_growth fitted by adaptflow fit-growth from {sources}\n"
+    text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
+    atomic_write_text(out, header + text)
+    return fit
+
+
+def report_lines(fit: GrowthFit) -> list[str]:
+    """The fit, a line each: each stage's hand-off ratios by processes and its own slope."""
+    sizes = sorted({p for by_size in fit.ratios.values() for p in by_size})
+    g = fit.growth
+    lines = [
+        f"hosts.{fit.host}.turnaround_growth: per_process {g.per_process} of the turnaround, "
+        f"reference {g.reference} processes ({len(fit.runs)} live runs)"
+    ]
+    for stage, by_size in fit.ratios.items():
+        cells = ", ".join(f"{p}: x{by_size[p]:.2f}" for p in sizes if p in by_size)
+        lines.append(f"  {stage}: hand-off at {cells} (its own slope {fit.per_stage.get(stage, math.nan):.3f})")
+    lines += [f"  skipped {line}" for line in fit.skipped]
+    return lines
+
+
+def _stages(runs: list[GrowthRun]) -> list[str]:
+    return sorted({s for r in runs for s in r.handoffs})
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least squares through the origin."""
+    return sum(x * y for x, y in points) / sum(x * x for x, _ in points)
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+__all__ = ["GrowthFit", "GrowthRun", "fit_growth", "fit_growth_file", "hosted_stages", "read_runs", "report_lines"]

@@ -1,0 +1,107 @@
+"""A host's turnaround growth fitted from compare-app runs at held pool sizes (``adaptflow
+fit-growth``, adaptflow/runtime/calibrate/growth.py): the slope is recovered from hand-offs
+that follow the law exactly, runs of moving planners are skipped and said so, bad inputs get one
+line each, and the scenario written loads with the law and simulates with it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from adaptflow.cli import main
+from adaptflow.experiments.compare_app import with_handoffs
+from adaptflow.runtime.calibrate.growth import fit_growth_file
+from adaptflow.scenario import load_scenario
+
+STAGES = ("parse", "check")
+BASE = {"parse": 0.01, "check": 0.06}  # each stage's hand-off at the reference
+
+
+def write_scenario(folder: Path) -> Path:
+    """Two stages of one process each on host ``vm`` (reference: 2 processes)."""
+    (folder / "arrivals.csv").write_text("timestamp\n0.0\n1.0\n")
+    path = folder / "app.yaml"
+    path.write_text(
+        "name: app\nhorizon: 100\nsla: {latency: 10}\n"
+        "sources: {uploads: {process: trace, file: arrivals.csv, to: parse}}\n"
+        "hosts: {vm: {cores: 2.0}}\n"
+        "stages:\n"
+        "  parse: {workers: {initial: 1, max: 4}, service: {dist: deterministic, mean: 0.1}, turnaround: 0.01,"
+        " host: vm, next: check}\n"
+        "  check: {workers: {initial: 1, max: 4}, service: {dist: deterministic, mean: 0.05}, turnaround: 0.06,"
+        " host: vm, next: null}\n"
+    )
+    return path
+
+
+def write_runs(path: Path, rows: list[tuple[str, str, float, dict[str, float]]]) -> Path:
+    """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off)."""
+    columns = ["world", "planner", "mean_wait"] + [f"{c}_{s}" for s in STAGES for c in ("mean_pool", "handoff")]
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(columns)
+        for world, planner, pool, handoffs in rows:
+            cells = [str(x) for s in STAGES for x in (pool, handoffs.get(s, ""))]
+            out.writerow([world, planner, "0.1", *cells])
+    return path
+
+
+def on_the_law(processes: int, slope: float) -> dict[str, float]:
+    return {s: b * (1 + slope * (processes - 2)) for s, b in BASE.items()}
+
+
+def test_the_slope_of_hand_offs_on_the_law_is_recovered_and_moving_runs_are_skipped(tmp_path):
+    scenario = write_scenario(tmp_path)
+    runs = [
+        write_runs(tmp_path / "one.csv", [
+            ("live", "static", 1.0, on_the_law(2, 0.4)),
+            ("simulated", "static", 1.0, {s: 9.0 for s in STAGES}),  # not a live row: not read
+            ("live", "erlang", 1.37, on_the_law(3, 2.0)),  # moved its pools: skipped, said so
+        ]),
+        write_runs(tmp_path / "two.csv", [("live", "static", 2.0, on_the_law(4, 0.4))]),
+        write_runs(tmp_path / "three.csv", [("live", "static", 3.0, on_the_law(6, 0.4))]),
+    ]  # fmt: skip
+    out = tmp_path / "grown.yaml"
+    fit = fit_growth_file(scenario, runs, out)
+    assert fit.growth.per_process == pytest.approx(0.4) and fit.growth.reference == 2
+    assert fit.per_stage == pytest.approx({"parse": 0.4, "check": 0.4})
+    assert fit.ratios["check"] == pytest.approx({4: 1.8, 6: 2.6})
+    assert len(fit.skipped) == 1 and "one.csv:4: planner 'erlang' moved its pools" in fit.skipped[0]
+    grown = load_scenario(out)
+    assert grown.hosts["vm"].turnaround_growth.factor(6) == pytest.approx(2.6)
+    assert grown.stages["check"].turnaround == 0.06  # the calibrated turnarounds are kept
+    # a replay with a run's own hand-offs drops the law: those hand-offs include it
+    replay = with_handoffs(grown, {"handoff_check": 0.2})
+    assert replay.hosts["vm"].turnaround_growth is None and replay.stages["check"].turnaround == 0.2
+
+
+def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, capsys):
+    scenario = write_scenario(tmp_path)
+    held = [
+        write_runs(tmp_path / "a.csv", [("live", "static", 1.0, on_the_law(2, 0.3))]),
+        write_runs(tmp_path / "b.csv", [("live", "static", 3.0, on_the_law(6, 0.3))]),
+    ]
+    out = tmp_path / "out.yaml"
+    assert main(["fit-growth", str(scenario), *map(str, held), "--out", str(out)]) == 0
+    assert "per_process 0.3 of the turnaround, reference 2 processes" in capsys.readouterr().out
+    assert load_scenario(out).hosts["vm"].turnaround_growth.per_process == pytest.approx(0.3)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("world,planner\nlive,static\n")
+    only_reference = held[:1]
+    for args, expected in [
+        ([str(held[0]), str(tmp_path / "missing.csv"), str(bad)], [
+            "missing.csv: no such file",
+            "bad.csv: no column mean_pool_parse, handoff_parse, mean_pool_check, handoff_check",
+        ]),
+        ([*map(str, only_reference)], ["had [2] processes on vm; expected at least one run at the reference 2"]),
+        ([*map(str, held), "--host", "gpu"], ["--host: 'gpu' is not a host of the scenario; expected one of: vm"]),
+        ([*map(str, held), "--reference", "0"], ["--reference: 0; expected the processes"]),
+    ]:  # fmt: skip
+        written = tmp_path / "never.yaml"
+        assert main(["fit-growth", str(scenario), *args, "--out", str(written)]) == 2, args
+        err = capsys.readouterr().err
+        assert all(line in err for line in expected), err
+        assert not written.exists()  # validated before any file
