@@ -159,6 +159,10 @@ BAD_INPUTS = {
         lambda d, tmp: d.update(hosts={"vm": {"cores": 0}}),
         ["hosts.vm.cores", "greater than 0"],
     ),
+    "turnaround growth below 0": (
+        lambda d, tmp: d.update(hosts={"vm": {"cores": 2, "turnaround_growth": {"per_process": -0.3, "reference": 5}}}),
+        ["hosts.vm.turnaround_growth.per_process", "greater than or equal to 0", "got -0.3"],
+    ),
     "missing field": (lambda d, tmp: d.pop("sla"), ["sla", "required"]),
     "name with a dot": (lambda d, tmp: d["stages"].update({"a.b": d["stages"].pop("work")}), ["a.b", "pattern"]),
 }
