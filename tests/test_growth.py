@@ -90,12 +90,15 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
 
     bad = tmp_path / "bad.csv"
     bad.write_text("world,planner\nlive,static\n")
+    short = tmp_path / "short.csv"  # the header of a compare_app.csv, a row cut short
+    short.write_text(held[0].read_text().splitlines()[0] + "\nlive,static,0.1\n")
     only_reference = held[:1]
     for args, expected in [
         ([str(held[0]), str(tmp_path / "missing.csv"), str(bad)], [
             "missing.csv: no such file",
             "bad.csv: no column mean_pool_parse, handoff_parse, mean_pool_check, handoff_check",
         ]),
+        ([*map(str, held), str(short)], ["short.csv:2: mean_pool_parse or handoff_parse is not a number"]),
         ([*map(str, only_reference)], ["had [2] processes on vm; expected at least one run at the reference 2"]),
         ([*map(str, held), "--host", "gpu"], ["--host: 'gpu' is not a host of the scenario; expected one of: vm"]),
         ([*map(str, held), "--reference", "0"], ["--reference: 0; expected the processes"]),

@@ -127,10 +127,11 @@ class StageState:
     their current item: scale-down is graceful).
 
     With a ``turnaround`` a worker that finished a visit is ``turning`` for that long times the
-    item's size, and times the host's ``turnaround_growth`` factor for the processes the host
-    runs at that moment if it has one (ready, not serving, not free) before it can start the next: the item has left,
+    item's size (ready, not serving, not free) before it can start the next: the item has left,
     the process slot has not refilled yet. Counted as ready (paid, in the active area) and
-    reported as idle, as live sees a process between tasks.
+    reported as idle, as live sees a process between tasks. On a host with a
+    ``turnaround_growth``, each turnaround is also multiplied by its factor for the processes the
+    host runs at that moment.
 
     With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
     is first ``dispatching`` (sent, not yet able to start) for that long, then joins the queue
@@ -157,9 +158,9 @@ class StageState:
         # a host's turnaround growth (see TurnaroundGrowth): the stages whose processes it counts,
         # set by Simulation once every stage exists; None, the constant turnaround
         host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
-        self._growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
+        self.growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
         self.host_stages: list[StageState] = []
-        self.turnaround_sum = 0.0  # seconds of turnaround begun (each one as long as it was drawn)
+        self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
@@ -272,8 +273,8 @@ class StageState:
             self.busy -= 1
             self.turning += 1
             seconds = self.turnaround * item.size
-            if self._growth is not None:
-                seconds *= self._growth.factor(self._host_processes())
+            if self.growth is not None:
+                seconds *= self.growth.factor(self._host_processes())
             self.turnaround_sum += seconds
             Wakeup(self._env, seconds, None, self._turned_callback)
         else:
@@ -553,7 +554,7 @@ class Simulation:
             self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         for stage in self.stages.values():
-            if stage._growth is not None:
+            if stage.growth is not None:
                 stage.host_stages = [s for s in self.stages.values() if s.spec.host == stage.spec.host]
         for name, point in self.joins.items():
             # where a joined item goes: as any item sent there, so that an item that is itself a

@@ -124,7 +124,7 @@ def _run_of(
     for stage in stages:
         try:
             pool, handoff = float(row[f"mean_pool_{stage}"]), float(row[f"handoff_{stage}"] or "nan")
-        except ValueError:
+        except (TypeError, ValueError):  # TypeError: a short row's missing cells read as None
             problems.append(f"{source}: mean_pool_{stage} or handoff_{stage} is not a number")
             return None
         if not abs(pool - round(pool)) <= HELD:
