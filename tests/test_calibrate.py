@@ -417,7 +417,10 @@ def test_cores_shared_by_the_stages_are_fitted_and_predict_a_bigger_pool(tmp_pat
     assert without["parse"] < 0.9 * truth["parse"], (without, truth)
     # a host fitted while every pool held its size says so, naming the sizes
     held = "hosts: fitted with every hosted pool held at one size"
-    assert any(a.startswith(f"{held} (check 1, parse 1, write 1)") for a in hosted.report["assumptions"])
+    assert any(
+        a.startswith(f"{held} (check 1, parse 1, write 1)") and "adaptflow fit-growth" in a
+        for a in hosted.report["assumptions"]
+    )
     fixed = calibrate(folder3, tmp_path / "fixed.yaml", cores="box=1").report["assumptions"]
     assert any(a.startswith(f"{held} (check 3, parse 3, write 3)") for a in fixed), fixed
     # and not when a pool changed while recording

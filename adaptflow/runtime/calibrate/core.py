@@ -223,8 +223,9 @@ def _held_pools(stages: dict[str, Any], host_fit: HostFit, report: dict[str, Any
         sizes = ", ".join(sorted(f"{name} {w['seen_max']}" for name, w in zip(hosted, seen, strict=True)))
         report["assumptions"].append(
             f"hosts: fitted with every hosted pool held at one size ({sizes}): "
-            "a planner that moves pools runs where this was not measured, and on a shared host tasks slow with the "
-            "processes more than sharing the cores explains (docs/deploy.md); record while pools change to see it"
+            "a planner that moves pools runs where this was not measured, and on a shared host tasks and hand-offs "
+            "slow with the processes more than sharing the cores explains (docs/deploy.md); adaptflow fit-growth fits "
+            "the hand-offs' growth from compare-app runs at other held pool sizes"
         )
 
 
