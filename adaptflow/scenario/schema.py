@@ -614,10 +614,12 @@ class TurnaroundGrowth(_Strict):
     and it competes for the cores with every pool process on the machine. On the example app on
     a 2-core VM, the same arrivals with every stage held at 1, 2 and 3 processes (5, 10, 15 on
     the host) met hand-offs 2.6-3.3 and 3.9-5.4 times those at 5 (parse, fed by the producer:
-    1.9 and 2.5), a straight line in the processes, about 0.35 of the turnaround per process;
-    and a planner that moved the pools (erlang, 5 to 9 processes) was reproduced within 5 % on
-    p95, cost and pools by this law where a constant turnaround missed p95 by 44 %.
-    ``adaptflow fit-growth`` fits it from live runs at several pool sizes (docs/deploy.md)."""
+    1.9 and 2.5), about 0.31 of the turnaround per process; with it, a planner that moved the
+    pools (erlang, 5 to 9 processes) was simulated within 10 % of a live run on every figure,
+    where a constant turnaround missed wait and p95 by 36-38 %. An empirical line, not the
+    mechanism: at 7 held processes the hand-offs grew 1.06-1.2 times, not the line's 1.62, and
+    the live machine lost there in the services instead (docs/deploy.md).
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes."""
 
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
