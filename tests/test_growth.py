@@ -85,7 +85,9 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
     ]
     out = tmp_path / "out.yaml"
     assert main(["fit-growth", str(scenario), *map(str, held), "--out", str(out)]) == 0
-    assert "per_process 0.3 of the turnaround, reference 2 processes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "per_process 0.3 of the turnaround, reference 2 processes" in printed
+    assert "the line: hand-off at 6: x2.20" in printed and "check: hand-off at 6: x2.20" in printed
     assert load_scenario(out).hosts["vm"].turnaround_growth.per_process == pytest.approx(0.3)
 
     bad = tmp_path / "bad.csv"

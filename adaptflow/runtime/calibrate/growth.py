@@ -206,6 +206,8 @@ def report_lines(fit: GrowthFit) -> list[str]:
         f"hosts.{fit.host}.turnaround_growth: per_process {g.per_process} of the turnaround, "
         f"reference {g.reference} processes ({len(fit.runs)} live runs)"
     ]
+    line = ", ".join(f"{p}: x{g.factor(p):.2f}" for p in sizes)
+    lines.append(f"  the line: hand-off at {line} (each stage's below; a line through them, not a mechanism)")
     for stage, by_size in fit.ratios.items():
         cells = ", ".join(f"{p}: x{by_size[p]:.2f}" for p in sizes if p in by_size)
         lines.append(f"  {stage}: hand-off at {cells} (its own slope {fit.per_stage.get(stage, math.nan):.3f})")
