@@ -23,13 +23,12 @@ and would keep adding processes to an overloaded host that only slow each other 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
 from adaptflow.scenario import Scenario
-from adaptflow.scenario.theory import erlang_c
+from adaptflow.scenario.theory import erlang_b_steps, erlang_c
 
 
 def service_scv(scenario: Scenario, stage: str) -> float:
@@ -90,15 +89,6 @@ def mean_wait(rate: float, mean_service: float, servers: int, scv: float) -> flo
     if servers <= a:
         return math.inf
     return erlang_c(servers, a) * mean_service / (servers - a) * (1 + scv) / 2
-
-
-def erlang_b_steps(offered_load: float, most: int) -> Iterator[tuple[int, float]]:
-    """Erlang B with k = 1, 2, ..., ``most`` servers, one step of the stable recursion of
-    ``theory.erlang_c`` each: the whole work of :func:`staff`, counted by its tests."""
-    b = 1.0
-    for k in range(1, most + 1):
-        b = offered_load * b / (k + offered_load * b)
-        yield k, b
 
 
 def staff(rate: float, mean_service: float, target_wait: float, scv: float = 1.0, lo: int = 0, hi: int = 10**6) -> int:

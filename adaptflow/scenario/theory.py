@@ -7,6 +7,17 @@ Gross and Harris, *Fundamentals of Queueing Theory*.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+
+
+def erlang_b_steps(offered_load: float, most: int) -> Iterator[tuple[int, float]]:
+    """Erlang B with k = 1, 2, ..., ``most`` servers (``offered_load`` in Erlangs), one step of
+    its stable recursion each: :func:`erlang_c` takes the last, and the staffing rule searches
+    them (its tests count its work by these steps)."""
+    b = 1.0
+    for k in range(1, most + 1):
+        b = offered_load * b / (k + offered_load * b)
+        yield k, b
 
 
 def erlang_c(servers: int, offered_load: float) -> float:
@@ -19,8 +30,8 @@ def erlang_c(servers: int, offered_load: float) -> float:
     if not 0 <= offered_load < servers:
         raise ValueError(f"offered load {offered_load} must be in [0, {servers}) for a stable queue")
     b = 1.0
-    for k in range(1, servers + 1):
-        b = offered_load * b / (k + offered_load * b)
+    for _, step in erlang_b_steps(offered_load, servers):
+        b = step  # the last: Erlang B with all the servers
     rho = offered_load / servers
     return b / (1 - rho + rho * b)
 
