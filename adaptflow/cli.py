@@ -412,9 +412,10 @@ def _compare_app(args: argparse.Namespace) -> int:
         from adaptflow.experiments.compare_app import compare_app_with_simulation
 
         compare, options["seeds"] = compare_app_with_simulation, args.simulate
-        options["live_handoffs"] = args.live_handoffs
-    elif args.live_handoffs:
-        raise ValueError("--live-handoffs: the hand-offs are replayed in simulation; give --simulate SEEDS too")
+        options["live_handoffs"], options["probe_speed"] = args.live_handoffs, args.probe_speed
+    elif args.live_handoffs or args.probe_speed:
+        flag = "--live-handoffs: the hand-offs are" if args.live_handoffs else "--probe-speed: the speed is"
+        raise ValueError(f"{flag} replayed in simulation; give --simulate SEEDS too")
     table = compare(
         args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
         args.interval, args.drain, Path(args.out) if args.out else None, **options,
@@ -780,6 +781,11 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument(
         "--live-handoffs", action="store_true",
         help="with --simulate: each stage's turnaround the hand-off the run met between tasks (handoff_<stage>)",
+    )  # fmt: skip
+    ca.add_argument(
+        "--probe-speed", action="store_true",
+        help="with --simulate: each probed host at the speed a CPU probe measured around the run, against "
+        "the calibration's (hosts.<h>.probe; speed_<host> in the table)",
     )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)

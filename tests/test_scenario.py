@@ -163,6 +163,14 @@ BAD_INPUTS = {
         lambda d, tmp: d.update(hosts={"vm": {"cores": 2, "turnaround_growth": {"per_process": -0.3, "reference": 5}}}),
         ["hosts.vm.turnaround_growth.per_process", "greater than or equal to 0", "got -0.3"],
     ),
+    "host speed of 0": (
+        lambda d, tmp: d.update(hosts={"vm": {"cores": 2, "speed": 0}}),
+        ["hosts.vm.speed", "greater than 0", "got 0"],
+    ),
+    "host probe below 0": (
+        lambda d, tmp: d.update(hosts={"vm": {"cores": 2, "probe": -5}}),
+        ["hosts.vm.probe", "greater than 0", "got -5"],
+    ),
     "missing field": (lambda d, tmp: d.pop("sla"), ["sla", "required"]),
     "name with a dot": (lambda d, tmp: d["stages"].update({"a.b": d["stages"].pop("work")}), ["a.b", "pattern"]),
 }

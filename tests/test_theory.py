@@ -192,6 +192,31 @@ def test_a_hosts_turnaround_growth_sample_path(tmp_path):
     assert plain.stages["w"].waits == pytest.approx([0.0, 1.4]) and plain.counters().stages["w"].turnaround_sum == 1.0
 
 
+def test_a_hosts_speed_sample_path(tmp_path):
+    """A host at speed 2 (its CPU twice as fast as when the stage was calibrated): a 1 s service
+    with CPU share 0.5 takes 0.5 s off the CPU plus 0.5 / 2 on it, a 0.5 s turnaround 0.25 s and
+    a 0.2 s dispatch delay 0.1 s. Items at 0 and 0.1: the first starts at 0.1, is served until
+    0.85 and turns until 1.1, where the second starts (wait 1.0 from its entry). At speed 1 it
+    starts at 0.2, is served until 1.2 and turns until 1.7 (the second waits 1.6)."""
+
+    def run(speed: float) -> Simulation:
+        spec = scenario(
+            {"w": stage(1, "deterministic", 1.0, turnaround=0.5, dispatch_delay=0.2, host="h", cpu=0.5)},
+            sources={"t": trace_source(tmp_path, [0.0, 0.1], "w", name=f"speed{speed}")},
+            horizon=20.0,
+            hosts={"h": {"cores": 1.0, "speed": speed}},
+        )
+        sim = Simulation(spec, rng=0)
+        sim.run(20.0)
+        return sim
+
+    fast, calibrated = run(2.0), run(1.0)
+    assert fast.stages["w"].waits == pytest.approx([0.1, 1.0])
+    assert fast.counters().stages["w"].turnaround_sum == pytest.approx(0.5)
+    assert calibrated.stages["w"].waits == pytest.approx([0.2, 1.6])
+    assert calibrated.counters().stages["w"].turnaround_sum == pytest.approx(1.0)
+
+
 def test_md1_mean_wait_matches_pollaczek_khinchine():
     spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
     runs = replicate(spec, n=40, warmup=1000)

@@ -326,6 +326,7 @@ def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop,
     assert pools and pools[-1]["pools"] == dict.fromkeys(STAGES, 1)
     header = json.loads((out / "recording.json").read_text())
     assert header["stopped"] is not None and "@" not in header["broker"].split("//")[-1].split(":")[0]
+    assert len(header["probes"]) == 2 and all(p > 0 for p in header["probes"])  # the CPU probe at start and stop
     assert result["summary"].task_events >= 60  # sent, received, started, succeeded for each of 15
 
 

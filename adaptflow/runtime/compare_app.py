@@ -54,7 +54,7 @@ from adaptflow.agents import (
 from adaptflow.agents.analyzers import StandardAnalyzer
 from adaptflow.agents.coordinator import Transition
 from adaptflow.policies.guard import GuardedPlanner
-from adaptflow.policies.registry import check_trusted, make_planner, split_label
+from adaptflow.policies.registry import check_trusted, split_label
 from adaptflow.scenario import Scenario, load_scenario
 
 from .celery_app import redis_client
@@ -73,6 +73,7 @@ from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff
 from .live.mapping import AppMapping, load_mapping
 from .live.system import app_system
+from .probe import cpu_probe, speed_against
 from .record import load_app, require_broker
 from .worker import expand_node
 
@@ -266,6 +267,18 @@ class RunResult:
     arrivals: dict[str, list[float]] = field(default_factory=dict)
     # each stage's finished attempts: (enter, start, finish, node), the same seconds
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)
+    # the CPU probe (probe.py) on the idle app before and after the run; empty when the scenario's
+    # hosts carry no calibration probe to compare it with
+    probes: list[float] = field(default_factory=list)
+
+    def speeds(self, scenario: Scenario) -> dict[str, float]:
+        """Each probed host's speed in this run against its calibration (``Host.speed``)."""
+        out = {}
+        for name, host in scenario.hosts.items():
+            speed = speed_against(host.probe, *self.probes)
+            if speed is not None:
+                out[name] = speed
+        return out
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         """Each stage's mean service per attempt (``service_<stage>``: started to finished, as
@@ -347,6 +360,8 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     """One planner's run on an emptied app with its initial pools (see the module docstring)."""
     wait_idle(target, settings.settle)
     pools = reset_pools(target, settings.settle)
+    probing = any(host.probe is not None for host in target.scenario.hosts.values())
+    probes = [cpu_probe()] if probing else []  # the machine's speed, on the idle app
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", split_label(spec)[0])
     logs = settings.event_log_dir
     stream = EventStream(target.app).start()  # receiving before anything is produced
@@ -360,10 +375,12 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
             transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
     finally:
         stream.stop()
+    if probing:  # after the run has drained: the mean of both stands for the run
+        probes.append(cpu_probe())
     seconds = transitions[-1].snapshot.time if transitions else 0.0
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
     tap = parts.tap
-    return RunResult(label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts)
+    return RunResult(label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes)
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
@@ -409,6 +426,7 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     row |= {f"mean_pool_{name}": ws / span if span > 0 else math.nan for name, ws in worker_seconds.items()}
     row |= {f"mean_wait_{name}": t.stage_mean_wait(name) for name in stages}
     row |= run.per_task(scenario)
+    row |= {f"speed_{name}": speed for name, speed in run.speeds(scenario).items()}
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 
@@ -474,8 +492,8 @@ def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str |
     the_mapping, the_scenario = load_mapping(mapping), load_scenario(scenario)
     the_mapping.require_workers(the_scenario.stages)
     the_mapping.require_named_workers("compare-app resets and resizes each stage's pool")
-    for spec in planners:  # parsed and built now: a typo fails before the first run, not after it
-        make_planner(spec, the_scenario, interval, guard_fallback=FALLBACK)
+    for spec in planners:  # built now as each run builds it: a typo, or a planner a live loop cannot
+        live_planner(spec, the_scenario, interval, FALLBACK)  # feed, fails before the first run, not after it
     app = load_app(app_spec)
     require_broker(app)
     return AppUnderTest(app, the_mapping, the_scenario, inspect_timeout)

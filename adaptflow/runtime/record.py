@@ -7,7 +7,8 @@ asks them to start, as Flower does) and its publishers ``task-sent`` events for 
 A recording is a directory:
 
 * ``mapping.yaml``: the app's mapping (:mod:`.live.mapping`), copied;
-* ``recording.json``: the app, the broker (without its password), start and stop times;
+* ``recording.json``: the app, the broker (without its password), start and stop times, the
+  machine and its cores, and a CPU probe of its speed at the start and the stop (:mod:`.probe`);
 * ``events.jsonl``: one JSON object per line, in arrival order: Celery's task events, slimmed to
   the fields adaptflow reads (:data:`.live.events.EVENT_FIELDS`: never arguments or results),
   and adaptflow's own lines: ``adaptflow-pools`` (each mapped worker's process count, every
@@ -41,6 +42,7 @@ from .celery_app import redis_client
 from .live.events import EventStream
 from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
+from .probe import cpu_probe
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,14 @@ def _prepare(out_dir: Path, mapping_path: Path, app: Celery, spec: str) -> AppMa
         raise ValueError(f"{str(out_dir)!r} already holds a recording; expected a new or empty directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "mapping.yaml", mapping_path.read_text())
-    _write_header(out_dir, spec, app, started=time.time(), stopped=None)
+    probes = [cpu_probe()]  # before the first event is read: start the recorder before the load
+    _write_header(out_dir, spec, app, started=time.time(), stopped=None, probes=probes)
     return mapping
 
 
-def _write_header(out_dir: Path, spec: str, app: Celery, started: float, stopped: float | None) -> None:
+def _write_header(
+    out_dir: Path, spec: str, app: Celery, started: float, stopped: float | None, probes: list[float]
+) -> None:
     header = {
         "app": spec,
         "broker": maybe_sanitize_url(app.conf.broker_url or ""),
@@ -106,6 +111,7 @@ def _write_header(out_dir: Path, spec: str, app: Celery, started: float, stopped
         "stopped": stopped,
         "adaptflow": package_versions(("adaptflow",)).get("adaptflow"),
         "host": local_host(),  # the recording machine and its cores, for calibrate --cores auto
+        "probes": probes,  # the machine's speed at the start and the stop (see probe.py)
     }
     atomic_write_text(out_dir / "recording.json", json.dumps(header, indent=2) + "\n")
 
@@ -197,6 +203,7 @@ def record(
     try:
         recorder.run(duration, stop or threading.Event())
     finally:
-        _write_header(out_dir, spec, app, header["started"], time.time())
+        stopped = time.time()  # the probe after it is not recorded time
+        _write_header(out_dir, spec, app, header["started"], stopped, [*header["probes"], cpu_probe()])
     seconds = time.time() - header["started"]
     return RecordingSummary(out_dir, recorder.events, recorder.task_events, len(recorder.stream.gaps), seconds)

@@ -640,10 +640,29 @@ class Host(_Strict):
     that more processes always help, which on a real machine they do not.
 
     ``turnaround_growth`` (optional, :class:`TurnaroundGrowth`): how the turnarounds of the
-    stages placed here grow with the processes the host runs."""
+    stages placed here grow with the processes the host runs.
+
+    ``speed`` (default 1): how fast the host's CPU runs relative to when its stages were
+    calibrated; every CPU second of a service (its ``cpu`` share), every turnaround and every
+    dispatch delay of a stage placed here takes ``1 / speed`` as long (:meth:`cpu_seconds`).
+    The dispatch delay too: it is the worker's main process's work and, with the broker on the
+    same machine, the broker's; on the example app it shrank 2.1-2.4 times between two
+    recordings a day apart, as the turnarounds (2.0-2.5) and the services (1.5-2.0) did. Why: a
+    shared VM's speed moves with its neighbours. On the example app the same arrivals and pools
+    met tasks twice as fast as on the day they were calibrated, and the simulation at the
+    calibrated speed missed every wait by a factor of 3 to 5 (docs/deploy.md).
+    ``probe``: what ``adaptflow record``'s CPU probe measured on this host
+    while the services were recorded (:mod:`adaptflow.runtime.probe`), so that a later probe can
+    tell the speed of the moment (``adaptflow compare-app --probe-speed``)."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
+    speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
+    probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+    def cpu_seconds(self, calibrated: float) -> float:
+        """The seconds ``calibrated`` CPU seconds of the calibration take on this host now."""
+        return calibrated / self.speed
 
 
 class Sla(_Strict):

@@ -159,6 +159,9 @@ class StageState:
         # set by Simulation once every stage exists; None, the constant turnaround
         host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
         self.growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
+        # the host's speed against the calibration's (Host.speed): CPU work, turnarounds and
+        # dispatch delays scale
+        self.host_spec = host_spec
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
@@ -209,6 +212,8 @@ class StageState:
         self.dispatching += 1
         self.queue_enter_sum += now
         delay = self.dispatch_delay if self._draw_dispatch is None else self._draw_dispatch()
+        if self.host_spec is not None:  # Celery's own work, at the host's speed
+            delay = self.host_spec.cpu_seconds(delay)
         Wakeup(self._env, delay, item, self._dispatched_callback)
 
     def _dispatched(self, event: Wakeup) -> None:
@@ -246,12 +251,14 @@ class StageState:
             event.rearm(self.sample() * item.size, item)
 
     def _serve_on_host(self, item: Item, seconds: float) -> None:
-        """A service of ``seconds`` at full speed: its non-CPU share first, as a plain delay,
-        then its CPU share on the host, slowed while the host's cores are oversubscribed."""
+        """A service of ``seconds`` as calibrated: its non-CPU share first, as a plain delay,
+        then its CPU share on the host, at the host's speed (``Host.speed``) and slowed while its
+        cores are oversubscribed."""
+        work = self.host_spec.cpu_seconds(seconds * self.cpu)  # type: ignore[union-attr]
         if self.cpu < 1.0:
-            Wakeup(self._env, seconds * (1.0 - self.cpu), (item, seconds * self.cpu), self._io_done)
+            Wakeup(self._env, seconds * (1.0 - self.cpu), (item, work), self._io_done)
         else:
-            self.host.run(seconds, item, self._served)  # type: ignore[union-attr]
+            self.host.run(work, item, self._served)  # type: ignore[union-attr]
 
     def _io_done(self, event: Wakeup) -> None:
         item, work = event._value
@@ -273,6 +280,8 @@ class StageState:
             self.busy -= 1
             self.turning += 1
             seconds = self.turnaround * item.size
+            if self.host_spec is not None:
+                seconds = self.host_spec.cpu_seconds(seconds)
             if self.growth is not None:
                 seconds *= self.growth.factor(self._host_processes())
             self.turnaround_sum += seconds

@@ -182,11 +182,28 @@ def fit(
     scenario = {"name": "", **base, "sources": {}, "stages": _given_sizes(stages, sizes, report)}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     if host_fit is not None and host_fit.hosts:
-        scenario["hosts"] = rate_scenario["hosts"] = host_fit.hosts
+        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording.meta, report)
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
     return {"scenario": scenario, "rate_scenario": rate_scenario, "trace": trace, "report": report}
+
+
+def _with_probe(hosts: dict[str, Any], meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """The recording machine's host with the mean of the recorder's CPU probes as its ``probe``
+    (``Host.probe``): what a later probe compares with to tell the machine's speed then."""
+    local, probes = meta.get("host"), meta.get("probes")
+    name = local.get("name") if isinstance(local, dict) else None
+    ok = isinstance(probes, list) and probes and all(isinstance(p, int | float) and p > 0 for p in probes)
+    if name not in hosts or not ok:
+        return hosts
+    probe = sig(math.fsum(probes) / len(probes), 4)
+    if max(probes) > 1.25 * min(probes):
+        report["warnings"].append(
+            f"the CPU probe read {[sig(p, 4) for p in probes]} at the recording's start and stop: the machine's "
+            f"speed moved by more than a quarter while it was recorded; hosts.{name}.probe is their mean, {probe}"
+        )
+    return {**hosts, name: {**hosts[name], "probe": probe}}
 
 
 def _place_on_hosts(

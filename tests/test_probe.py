@@ -1,0 +1,96 @@
+"""The machine's speed of the moment (adaptflow/runtime/probe.py, ``Host.speed``): the recorder's
+CPU probe is kept by calibration as the host's ``probe``, and compare-app's simulation of a live
+run runs the host at that run's probe against it. The speed's meaning itself (CPU work and
+turnarounds take 1/speed as long) is checked on a sample path in test_theory.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from adaptflow.cli import main
+from adaptflow.experiments.compare_app import compare_app_with_simulation, simulated_app_run, with_speeds
+from adaptflow.runtime.compare_app import RunResult
+from adaptflow.runtime.probe import cpu_probe, speed_against
+from adaptflow.scenario import load_scenario, parse_scenario
+
+from .test_user_app import MAPPING, SCENARIO
+
+
+def test_the_probe_measures_work_per_second_and_refuses_a_bad_window():
+    rate = cpu_probe(0.05)
+    assert math.isfinite(rate) and rate > 0
+    for bad in (0.0, -1.0, math.nan, 61.0):
+        with pytest.raises(ValueError, match="probe seconds"):
+            cpu_probe(bad)
+    assert speed_against(100.0, 150.0, 250.0) == pytest.approx(2.0)
+    assert speed_against(None, 150.0) is None and speed_against(100.0) is None
+
+
+def hosted(folder: Path, probe: float | None) -> Path:
+    """One stage of one process on host ``vm`` (1 core): 0.2 s of CPU a visit, 0.1 s turnaround."""
+    (folder / "arrivals.csv").write_text("timestamp\n" + "".join(f"{t}\n" for t in (0.0, 1.0, 2.0, 3.0)))
+    path = folder / "app.yaml"
+    probe_text = "" if probe is None else f", probe: {probe}"
+    path.write_text(
+        "name: app\nhorizon: 20\nsla: {latency: 10}\n"
+        "sources: {uploads: {process: trace, file: arrivals.csv, to: work}}\n"
+        f"hosts: {{vm: {{cores: 1.0{probe_text}}}}}\n"
+        "stages:\n"
+        "  work: {workers: {initial: 1, max: 1}, service: {dist: deterministic, mean: 0.2}, turnaround: 0.1,"
+        " host: vm, next: null}\n"
+    )
+    return path
+
+
+def test_a_run_is_simulated_at_the_speed_its_probes_measured(tmp_path):
+    """Probes reading twice the calibration's: the simulated visit and turnaround take half as
+    long, and the rows say at what speed they ran. Without ``probe_speed``, as calibrated."""
+    scenario = load_scenario(hosted(tmp_path, probe=1000.0))
+    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]})  # type: ignore[arg-type]
+    run.probes = [1900.0, 2100.0]
+    assert run.speeds(scenario) == {"vm": pytest.approx(2.0)}
+    fast = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, probe_speed=True)[0]
+    plain = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path)[0]
+    assert fast["service_work"] == pytest.approx(0.1) and fast["handoff_work"] == pytest.approx(0.05)
+    assert plain["service_work"] == pytest.approx(0.2) and plain["handoff_work"] == pytest.approx(0.1)
+    assert fast["speed_vm"] == pytest.approx(2.0) and "speed_vm" not in plain
+    assert with_speeds(scenario, {"vm": 2.0}).hosts["vm"].speed == 2.0
+    unprobed = load_scenario(hosted(tmp_path, probe=None))
+    assert run.speeds(unprobed) == {}  # no calibration probe: nothing to compare with
+
+
+def test_probe_speed_needs_a_probed_host_and_a_simulation(tmp_path, capsys):
+    with pytest.raises(ValueError, match="--probe-speed: no host of scenario 'shop' has a probe"):
+        compare_app_with_simulation(
+            "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"], ["true"], 1.0, 1.0, probe_speed=True
+        )
+    base = ["compare-app", "--app", "tests.apps.shop:app", "--mapping", "m.yaml", "--scenario", "mmc"]
+    assert main([*base, "--planners", "static", "--probe-speed", "--", sys.executable, "-c", "pass"]) == 2
+    assert "--probe-speed: the speed is replayed in simulation; give --simulate SEEDS too" in capsys.readouterr().err
+
+
+def test_calibration_keeps_the_recorders_probe_on_the_recording_machine(tmp_path):
+    """The mean of the recording's probes becomes the recording machine's ``probe``; probes that
+    disagree by more than a quarter are reported; a recording without probes (before they were
+    taken) calibrates as before."""
+    from adaptflow.runtime.calibrate import calibrate
+
+    from .test_calibrate import SyntheticApp, write_recording
+
+    folder = write_recording(tmp_path / "rec", SyntheticApp(seed=5, horizon=600.0, cpu={"parse": 1.0}, cores=1.0).run())
+    meta_path = folder / "recording.json"
+    meta = json.loads(meta_path.read_text())
+    plain = calibrate(folder, tmp_path / "plain.yaml", cores="box=1")
+    assert load_scenario(plain.scenario).hosts["box"].probe is None
+    meta_path.write_text(json.dumps(meta | {"host": {"name": "box", "cores": 1}, "probes": [900.0, 1100.0]}))
+    steady = calibrate(folder, tmp_path / "steady.yaml", cores="box=1")
+    assert load_scenario(steady.scenario).hosts["box"].probe == pytest.approx(1000.0)
+    assert not any("CPU probe" in w for w in steady.report["warnings"])
+    meta_path.write_text(json.dumps(meta | {"host": {"name": "box", "cores": 1}, "probes": [800.0, 1200.0]}))
+    moved = calibrate(folder, tmp_path / "moved.yaml", cores="box=1")
+    assert any("CPU probe read [800.0, 1200.0]" in w for w in moved.report["warnings"]), moved.report["warnings"]
