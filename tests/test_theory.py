@@ -11,6 +11,8 @@ so the suite is stable. M/D/1 with 20 replications from seed 1000 was such a mis
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -109,6 +111,32 @@ def test_a_retry_pays_the_dispatch_delay_again(tmp_path):
     assert sim.stages["w"].waits == pytest.approx([0.25, 0.25])
     assert (s["stages"]["w"]["failures"], s["end_to_end"]["failed_items"]) == (2, 1)
     assert sim.counters().stages["w"].busy_area == pytest.approx(2.0)
+
+
+def test_an_items_size_multiplies_its_dispatch_delay_as_its_service(tmp_path):
+    """Sizes 1, 3 and 0.5 sent at 0, 10 and 20 to an idle worker (service 1 s, dispatch delay
+    0.2 s): each waits 0.2 times its size and is served for its size (a message carries its
+    item's data: Stage.dispatch_delay), and on a host at speed 2 the hand-off takes half."""
+    path = tmp_path / "sized.csv"
+    path.write_text("timestamp,size\n0,1\n10,3\n20,0.5\n")
+    trace = {"process": "trace", "file": str(path), "to": "w"}
+
+    def run(**host: Any) -> Simulation:
+        extra = {"host": "h", "cpu": 1.0} if host else {}
+        spec = scenario(
+            {"w": stage(1, "deterministic", 1.0, dispatch_delay=0.2, **extra)},
+            sources={"t": trace},
+            horizon=40.0,
+            **({"hosts": {"h": {"cores": 1.0, **host}}} if host else {}),
+        )
+        sim = Simulation(spec, rng=0)
+        sim.run(40.0)
+        return sim
+
+    plain = run()
+    assert plain.stages["w"].waits == pytest.approx([0.2, 0.6, 0.1])
+    assert plain.stages["w"].latencies == pytest.approx([1.2, 3.6, 0.6])
+    assert run(speed=2.0).stages["w"].waits == pytest.approx([0.1, 0.3, 0.05])
 
 
 def test_mm1_with_a_turnaround_is_mg1_on_the_time_a_worker_is_held():

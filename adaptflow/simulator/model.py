@@ -134,7 +134,7 @@ class StageState:
     host runs at that moment.
 
     With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
-    is first ``dispatching`` (sent, not yet able to start) for that long, then joins the queue
+    is first ``dispatching`` (sent, not yet able to start) for that long times its size, then joins the queue
     or starts. It counts as waiting from when it entered, in its wait, in the queue's area and in
     ``queue_length`` (as live counts a visit sent and not started, whether it is in the broker's
     list or reserved by a worker)."""
@@ -212,6 +212,7 @@ class StageState:
         self.dispatching += 1
         self.queue_enter_sum += now
         delay = self.dispatch_delay if self._draw_dispatch is None else self._draw_dispatch()
+        delay *= item.size  # a big item's message is slow to hand over too (Stage.dispatch_delay)
         if self.host_spec is not None:  # Celery's own work, at the host's speed
             delay = self.host_spec.cpu_seconds(delay)
         Wakeup(self._env, delay, item, self._dispatched_callback)

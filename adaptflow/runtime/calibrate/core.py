@@ -179,7 +179,7 @@ def fit(
         "seed": 0,
         "sla": {"latency": sla},
     }
-    scenario = {"name": "", **base, "sources": {}, "stages": _given_sizes(stages, sizes, report)}
+    scenario = {"name": "", **base, "sources": {}, "stages": _given_sizes(stages, sizes, recording, timeline, report)}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     if host_fit is not None and host_fit.hosts:
         scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording.meta, report)
@@ -246,9 +246,12 @@ def _held_pools(stages: dict[str, Any], host_fit: HostFit, report: dict[str, Any
         )
 
 
-def _given_sizes(stages: dict[str, Any], sizes: ItemSizes, report: dict[str, Any]) -> dict[str, Any]:
-    """The trace scenario's stages: with item sizes, each stage's service fitted to the times
-    divided by their item's size (the rate scenario keeps the raw times' fit)."""
+def _given_sizes(
+    stages: dict[str, Any], sizes: ItemSizes, recording: Recording, timeline: Timeline, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The trace scenario's stages: with item sizes, each stage's service and dispatch delay
+    fitted to the times divided by their item's size, as the simulator multiplies both by it
+    (the rate scenario's items are new: it keeps the raw times' fits)."""
     if not sizes.sizes:
         return stages
     given = copy.deepcopy(stages)
@@ -259,6 +262,14 @@ def _given_sizes(stages: dict[str, Any], sizes: ItemSizes, report: dict[str, Any
         service_report.update(moment_mean=mean, moment_cv=cv)
         report["stages"][name]["service_given_size"] = service_report
         report["warnings"] += [f"{w} (times divided by item size)" for w in warnings]
+        if stage.get("dispatch_delay"):
+            turnaround = float(stage.get("turnaround", 0.0))
+            block, dispatch_report, more = system.dispatch_given_sizes(
+                recording, timeline.stages[name], name, turnaround, sizes
+            )
+            stage["dispatch_delay"] = block if isinstance(block, dict) else sig(block)
+            report["stages"][name]["dispatch_given_size"] = dispatch_report
+            report["warnings"] += [f"{w} (idle waits divided by item size)" for w in more]
     return given
 
 

@@ -69,9 +69,19 @@ class ItemSizes:
     residuals: dict[str, list[float]]
     report: dict[str, Any] = field(default_factory=dict)
     moments: dict[str, tuple[float, float]] = field(default_factory=dict)
+    items: dict[str, str] = field(default_factory=dict)  # task id -> item id
 
     def of(self, item: str) -> float:
         return self.sizes.get(item, 1.0)
+
+    def of_task(self, task: str) -> float:
+        """The size of the item a task (a visit) belongs to; 1 for a task of no known item."""
+        return self.sizes.get(self.items.get(task, ""), 1.0)
+
+    def moments_of(self, times: list[float] | np.ndarray) -> tuple[float, float]:
+        """(mean, cv) of a per-visit time that, times the size of an item drawn at random, has
+        the mean and second moment of ``times`` (as ``moments`` are for the services)."""
+        return _moments(list(times), np.asarray(list(self.sizes.values()) or [1.0]))
 
 
 def fit_sizes(timeline: Timeline) -> ItemSizes:
@@ -118,7 +128,7 @@ def fit_sizes(timeline: Timeline) -> ItemSizes:
             "part of each service time and the stages' distributions are fitted to the rest"
         ),
     )
-    return ItemSizes(sizes, residuals, report, moments)
+    return ItemSizes(sizes, residuals, report, moments, items)
 
 
 def _moments(services: list[float], sizes: np.ndarray) -> tuple[float, float]:

@@ -36,6 +36,7 @@ class StageObs:
     tasks: list[str] = field(default_factory=list)  # the task id of each service time, in step with services
     waits: list[float] = field(default_factory=list)
     enters: list[float] = field(default_factory=list)  # the enter time of each wait, in step with waits
+    started: list[str] = field(default_factory=list)  # the task id of each wait, in step with waits
     spans: list[tuple[float, float]] = field(default_factory=list)  # (start, finish) of each finished attempt
     running: dict[str, float] = field(default_factory=dict)  # task id -> start, of attempts not finished
     entered: dict[str, float] = field(default_factory=dict)  # task id -> enter, of attempts not finished
@@ -114,6 +115,7 @@ def _take(record: dict[str, str], origin: float, tl: Timeline, task_stage: dict[
         obs, entered = tl.stages[record["s"]], float(record["q"]) - origin
         obs.waits.append(t - entered)
         obs.enters.append(entered)
+        obs.started.append(record["k"])
         obs.running[record["k"]] = t
         obs.entered[record["k"]] = entered
     elif kind == "finish":
