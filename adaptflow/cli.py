@@ -413,8 +413,15 @@ def _compare_app(args: argparse.Namespace) -> int:
 
         compare, options["seeds"] = compare_app_with_simulation, args.simulate
         options["live_handoffs"], options["probe_speed"] = args.live_handoffs, args.probe_speed
-    elif args.live_handoffs or args.probe_speed:
-        flag = "--live-handoffs: the hand-offs are" if args.live_handoffs else "--probe-speed: the speed is"
+        options["live_speed"] = args.live_speed
+    elif args.live_handoffs or args.probe_speed or args.live_speed:
+        flag = (
+            "--live-handoffs: the hand-offs are"
+            if args.live_handoffs
+            else "--probe-speed: the speed is"
+            if args.probe_speed
+            else "--live-speed: the speed is"
+        )
         raise ValueError(f"{flag} replayed in simulation; give --simulate SEEDS too")
     table = compare(
         args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
@@ -786,6 +793,11 @@ def _add_compare_app(commands: Any) -> None:
         "--probe-speed", action="store_true",
         help="with --simulate: each probed host at the speed a CPU probe measured around the run, against "
         "the calibration's (hosts.<h>.probe; speed_<host> in the table)",
+    )  # fmt: skip
+    ca.add_argument(
+        "--live-speed", action="store_true",
+        help="with --simulate, a diagnosis: simulated again with each host at the speed the run's own services "
+        "met (simulated over live service, from the probe's speed with --probe-speed)",
     )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)

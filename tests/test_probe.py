@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from adaptflow.cli import main
-from adaptflow.experiments.compare_app import compare_app_with_simulation, simulated_app_run, with_speeds
+from adaptflow.experiments.compare_app import (
+    compare_app_with_simulation,
+    live_speeds,
+    simulated_app_run,
+    with_speeds,
+)
 from adaptflow.runtime.compare_app import RunResult
 from adaptflow.runtime.probe import cpu_probe, speed_against
 from adaptflow.scenario import load_scenario, parse_scenario
@@ -62,6 +67,33 @@ def test_a_run_is_simulated_at_the_speed_its_probes_measured(tmp_path):
     assert with_speeds(scenario, {"vm": 2.0}).hosts["vm"].speed == 2.0
     unprobed = load_scenario(hosted(tmp_path, probe=None))
     assert run.speeds(unprobed) == {}  # no calibration probe: nothing to compare with
+
+
+def test_a_run_can_be_simulated_at_the_speed_its_own_tasks_met(tmp_path):
+    """Live tasks that took 0.4 s where the scenario says 0.2 (all CPU, one core, no queue): the
+    host's speed is read as 0.5 from them, and the run simulated at it serves in 0.4 s and
+    turns in 0.2; from a probed speed of 2 the same tasks read as 0.5 too (the step starts from
+    the speed simulated). A host none of whose stages was measured live keeps no speed."""
+    scenario = load_scenario(hosted(tmp_path, probe=1000.0))
+    attempts = {"work": [(t, t, t + 0.4, "node") for t in (0.0, 1.0, 2.0, 3.0)]}
+    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]}, attempts=attempts)  # type: ignore[arg-type]
+    slow = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)[0]
+    assert slow["speed_vm"] == pytest.approx(0.5)
+    assert slow["service_work"] == pytest.approx(0.4) and slow["handoff_work"] == pytest.approx(0.2)
+    run.probes = [1900.0, 2100.0]
+    probed = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, probe_speed=True, live_speed=True)[0]
+    assert probed["speed_vm"] == pytest.approx(0.5) and probed["service_work"] == pytest.approx(0.4)
+    assert live_speeds(scenario, {"service_work": math.nan}, {"service_work": 0.2}, {}) == {}
+
+
+def test_live_speed_needs_a_host_and_a_simulation(capsys):
+    with pytest.raises(ValueError, match="--live-speed: scenario 'shop' has no hosts"):
+        compare_app_with_simulation(
+            "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"], ["true"], 1.0, 1.0, live_speed=True
+        )
+    base = ["compare-app", "--app", "tests.apps.shop:app", "--mapping", "m.yaml", "--scenario", "mmc"]
+    assert main([*base, "--planners", "static", "--live-speed", "--", sys.executable, "-c", "pass"]) == 2
+    assert "--live-speed: the speed is replayed in simulation; give --simulate SEEDS too" in capsys.readouterr().err
 
 
 def test_probe_speed_needs_a_probed_host_and_a_simulation(tmp_path, capsys):

@@ -140,6 +140,28 @@ def timing_drift(planner: str, live: dict[str, Any], simulated: dict[str, Any], 
     return lines
 
 
+def live_speeds(
+    scenario: Scenario, timing: dict[str, float], simulated_row: dict[str, Any], speeds: dict[str, float]
+) -> dict[str, float]:
+    """Each host's speed as the run's own tasks met it: the speed it was simulated at (``speeds``,
+    else its ``speed``) times the geometric mean, over the stages placed on it, of the simulated
+    mean service over the live one (``service_<stage>`` of ``simulated_row`` and ``timing``). One
+    step, not a fit: a stage whose service is partly I/O moves less than its host's speed, and
+    the rows' ``service_<stage>`` show how near it came. Hosts with no stage measured both ways
+    are left out."""
+    out = {}
+    for name, host in scenario.hosts.items():
+        ratios = [
+            simulated_row.get(f"service_{stage}", math.nan) / timing.get(f"service_{stage}", math.nan)
+            for stage, spec in scenario.stages.items()
+            if spec.host == name
+        ]
+        ratios = [r for r in ratios if math.isfinite(r) and r > 0]
+        if ratios:
+            out[name] = speeds.get(name, host.speed) * math.exp(math.fsum(map(math.log, ratios)) / len(ratios))
+    return out
+
+
 def simulated_app_run(
     scenario: Scenario,
     run: RunResult,
@@ -149,6 +171,7 @@ def simulated_app_run(
     folder: Path,
     live_handoffs: bool = False,
     probe_speed: bool = False,
+    live_speed: bool = False,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
     spec the run used (``LABEL@SPEC`` allowed). ``live_handoffs``: each stage's turnaround is the
@@ -156,7 +179,11 @@ def simulated_app_run(
     row), not the scenario's; each simulated row's ``handoff_<stage>`` is the mean turnaround it
     ran with. ``probe_speed``: each probed host runs at the speed the CPU probe measured around
     the live run (:meth:`RunResult.speeds`; ``speed_<host>`` in the rows), not at the
-    calibration's: a measurement of the machine, not of the run's tasks or waits."""
+    calibration's: a measurement of the machine, not of the run's tasks or waits.
+    ``live_speed``: simulated once more, each host at the speed the run's own services met
+    (:func:`live_speeds`, from the probe's speed with ``probe_speed``): a diagnosis, as
+    ``live_handoffs`` is (it takes a figure from the live side), which tells how much of a gap
+    is the machine's speed during the run and how much the model's."""
     # As many decisions as the live run made: its last interval ended when the last item was
     # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
     duration = max(1, len(run.transitions)) * interval
@@ -168,17 +195,10 @@ def simulated_app_run(
     if live_handoffs:
         aligned = with_handoffs(aligned, timing)
     speeds = run.speeds(scenario) if probe_speed else {}
-    replay = as_live(with_speeds(aligned, speeds))
-    # The planner and analyzer the live run had: built for the calibrated scenario, not for the
-    # replay (a planner built for the replay would staff for its live hand-offs, which the live
-    # planner did not know: measured, erlang then held 1.97 processes a stage against 1.2-1.9).
-    # Built afresh per seed: a planner may hold what cannot be copied (an ONNX session).
-    figures = []
-    for seed in range(seeds):
-        built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
-        analyzer = analyzer_for(built, scenario, interval, forecaster)
-        figures.append(simulated(replay, built, seed, duration, interval, analyzer))
-    runs = pd.DataFrame(figures)  # handoff_<stage>: the mean turnaround the simulation ran with
+    runs = _seeds(scenario, as_live(with_speeds(aligned, speeds)), spec, seeds, duration, interval)
+    if live_speed:
+        speeds = live_speeds(aligned, timing, runs.mean().to_dict(), speeds)
+        runs = _seeds(scenario, as_live(with_speeds(aligned, speeds)), spec, seeds, duration, interval)
     runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
@@ -187,6 +207,23 @@ def simulated_app_run(
         rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})
         rows.append({"world": "simulated, max", "planner": run.planner, **runs.max().to_dict()})
     return rows
+
+
+def _seeds(
+    scenario: Scenario, replay: Scenario, spec: str, seeds: int, duration: float, interval: float
+) -> pd.DataFrame:
+    """One simulated row per seed of ``replay`` (``handoff_<stage>``: the mean turnaround it ran with).
+
+    The planner and analyzer the live run had: built for the calibrated ``scenario``, not for
+    the replay (a planner built for the replay would staff for its live hand-offs, which the
+    live planner did not know: measured, erlang then held 1.97 processes a stage against
+    1.2-1.9). Built afresh per seed: a planner may hold what cannot be copied (an ONNX session)."""
+    figures = []
+    for seed in range(seeds):
+        built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
+        analyzer = analyzer_for(built, scenario, interval, forecaster)
+        figures.append(simulated(replay, built, seed, duration, interval, analyzer))
+    return pd.DataFrame(figures)
 
 
 def compare_app_with_simulation(
@@ -202,11 +239,13 @@ def compare_app_with_simulation(
     seeds: int = 3,
     live_handoffs: bool = False,
     probe_speed: bool = False,
+    live_speed: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """:func:`~adaptflow.runtime.compare_app.compare_on_app`, each live row followed by its
-    simulated rows over ``seeds`` seeds (``live_handoffs``, ``probe_speed``: see
-    :func:`simulated_app_run`; ``probe_speed`` needs a host with a calibration ``probe``). The
+    simulated rows over ``seeds`` seeds (``live_handoffs``, ``probe_speed``, ``live_speed``: see
+    :func:`simulated_app_run`; ``probe_speed`` needs a host with a calibration ``probe``,
+    ``live_speed`` a host). The
     arrival traces go to ``event_log_dir`` (kept beside the event logs), or to a temporary
     directory removed at the end."""
     if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
@@ -223,6 +262,11 @@ def compare_app_with_simulation(
             f"--probe-speed: no host of scenario {spec.name!r} has a probe to compare with; expected a scenario "
             "calibrated (adaptflow calibrate --cores auto) from a recording whose recording.json has probes"
         )
+    if live_speed and not spec.hosts:
+        raise ValueError(
+            f"--live-speed: scenario {spec.name!r} has no hosts whose speed could be set; expected a scenario "
+            "calibrated with --cores (its stages placed on a host)"
+        )
     by_label = {split_label(p)[0]: p for p in planners}
     with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
         folder = Path(event_log_dir) if event_log_dir is not None else Path(scratch)
@@ -230,7 +274,7 @@ def compare_app_with_simulation(
 
         def after_run(run: RunResult) -> list[dict[str, Any]]:
             return simulated_app_run(
-                spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs, probe_speed
+                spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs, probe_speed, live_speed
             )
 
         return compare_on_app(
@@ -242,6 +286,7 @@ __all__ = [
     "DRIFT",
     "MAX_SEEDS",
     "compare_app_with_simulation",
+    "live_speeds",
     "on_arrivals",
     "simulated_app_run",
     "timing_drift",
