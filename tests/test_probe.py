@@ -86,24 +86,25 @@ def test_a_run_can_be_simulated_at_the_speed_its_own_tasks_met(tmp_path):
     assert live_speeds(scenario, {"service_work": math.nan}, {"service_work": 0.2}, {}) == {}
 
 
-def test_live_speed_needs_a_host_and_a_simulation(capsys):
-    with pytest.raises(ValueError, match="--live-speed: scenario 'shop' has no hosts"):
+@pytest.mark.parametrize(
+    ("flag", "refused"),
+    [
+        ("probe_speed", "--probe-speed: no host of scenario 'shop' has a probe"),
+        ("live_speed", "--live-speed: scenario 'shop' has no hosts"),
+    ],
+)
+def test_a_speed_flag_needs_a_host_and_a_simulation(flag, refused, capsys):
+    """The shop scenario has no host: either speed is refused before any run, and either flag
+    without --simulate is refused by the command line."""
+    with pytest.raises(ValueError, match=refused):
         compare_app_with_simulation(
-            "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"], ["true"], 1.0, 1.0, live_speed=True
+            "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"], ["true"], 1.0, 1.0, **{flag: True}
         )
+    option = "--" + flag.replace("_", "-")
     base = ["compare-app", "--app", "tests.apps.shop:app", "--mapping", "m.yaml", "--scenario", "mmc"]
-    assert main([*base, "--planners", "static", "--live-speed", "--", sys.executable, "-c", "pass"]) == 2
-    assert "--live-speed: the speed is replayed in simulation; give --simulate SEEDS too" in capsys.readouterr().err
-
-
-def test_probe_speed_needs_a_probed_host_and_a_simulation(tmp_path, capsys):
-    with pytest.raises(ValueError, match="--probe-speed: no host of scenario 'shop' has a probe"):
-        compare_app_with_simulation(
-            "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"], ["true"], 1.0, 1.0, probe_speed=True
-        )
-    base = ["compare-app", "--app", "tests.apps.shop:app", "--mapping", "m.yaml", "--scenario", "mmc"]
-    assert main([*base, "--planners", "static", "--probe-speed", "--", sys.executable, "-c", "pass"]) == 2
-    assert "--probe-speed: the speed is replayed in simulation; give --simulate SEEDS too" in capsys.readouterr().err
+    assert main([*base, "--planners", "static", option, "--", sys.executable, "-c", "pass"]) == 2
+    expected = f"{option}: the speed is replayed in simulation; give --simulate SEEDS too"
+    assert expected in capsys.readouterr().err
 
 
 def test_calibration_keeps_the_recorders_probe_on_the_recording_machine(tmp_path):
