@@ -414,15 +414,15 @@ def _compare_app(args: argparse.Namespace) -> int:
         compare, options["seeds"] = compare_app_with_simulation, args.simulate
         options["live_handoffs"], options["probe_speed"] = args.live_handoffs, args.probe_speed
         options["live_speed"] = args.live_speed
-    elif args.live_handoffs or args.probe_speed or args.live_speed:
-        flag = (
-            "--live-handoffs: the hand-offs are"
-            if args.live_handoffs
-            else "--probe-speed: the speed is"
-            if args.probe_speed
-            else "--live-speed: the speed is"
+    else:
+        replayed = (
+            (args.live_handoffs, "--live-handoffs: the hand-offs are"),
+            (args.probe_speed, "--probe-speed: the speed is"),
+            (args.live_speed, "--live-speed: the speed is"),
         )
-        raise ValueError(f"{flag} replayed in simulation; give --simulate SEEDS too")
+        for given, flag in replayed:
+            if given:
+                raise ValueError(f"{flag} replayed in simulation; give --simulate SEEDS too")
     table = compare(
         args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
         args.interval, args.drain, Path(args.out) if args.out else None, **options,
