@@ -162,6 +162,7 @@ class StageState:
         # the host's speed against the calibration's (Host.speed): CPU work, turnarounds and
         # dispatch delays scale
         self.host_spec = host_spec
+        self.contended = host_spec is not None and host_spec.contention > 0
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
@@ -213,8 +214,10 @@ class StageState:
         self.queue_enter_sum += now
         delay = self.dispatch_delay if self._draw_dispatch is None else self._draw_dispatch()
         delay *= item.size  # a big item's message is slow to hand over too (Stage.dispatch_delay)
-        if self.host_spec is not None:  # Celery's own work, at the host's speed
+        if self.host_spec is not None:  # Celery's own work, at the host's speed and load
             delay = self.host_spec.cpu_seconds(delay)
+            if self.contended:
+                delay *= self.host_spec.overhead_factor(self._host_busy())
         Wakeup(self._env, delay, item, self._dispatched_callback)
 
     def _dispatched(self, event: Wakeup) -> None:
@@ -283,6 +286,8 @@ class StageState:
             seconds = self.turnaround * item.size
             if self.host_spec is not None:
                 seconds = self.host_spec.cpu_seconds(seconds)
+                if self.contended:  # this process no longer counts: it has just finished
+                    seconds *= self.host_spec.overhead_factor(self._host_busy())
             if self.growth is not None:
                 seconds *= self.growth.factor(self._host_processes())
             self.turnaround_sum += seconds
@@ -311,6 +316,10 @@ class StageState:
         self.completed += 1
         self.latencies.append(now - item.visit)
         self.deliver(item)
+
+    def _host_busy(self) -> int:
+        """The pool processes serving a task on this stage's host (Host.contention)."""
+        return sum(s.busy for s in self.host_stages)
 
     def _host_processes(self) -> int:
         """The pool processes running on this stage's host: idle, serving or between tasks (a
@@ -564,7 +573,7 @@ class Simulation:
             self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         for stage in self.stages.values():
-            if stage.growth is not None:
+            if stage.growth is not None or stage.contended:
                 stage.host_stages = [s for s in self.stages.values() if s.spec.host == stage.spec.host]
         for name, point in self.joins.items():
             # where a joined item goes: as any item sent there, so that an item that is itself a

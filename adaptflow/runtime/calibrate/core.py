@@ -36,6 +36,7 @@ from adaptflow._json import to_jsonable
 from adaptflow.scenario import ScenarioError, parse_scenario
 
 from . import system
+from .contention import ContentionFit, Factor, fit_contention
 from .distributions import fit_arrivals, fit_service, sig, with_moments
 from .hosts import HostFit, busy_peak, fit_hosts, parse_cores
 from .recording import Recording, read_recording
@@ -159,14 +160,15 @@ def fit(
     """The fitted scenarios (as dicts), the recorded arrivals per source, and the report."""
     gaps = system.relative_gaps(recording)
     report = _recording_report(recording, timeline)
-    stages = _fit_stages(recording, timeline, report)
+    sizes = fit_sizes(timeline)
+    contention = _fit_contention(recording, timeline, host_fit, sizes, report)
+    stages = _fit_stages(recording, timeline, report, contention)
     _place_on_hosts(stages, host_fit, recording, timeline, report)
     routes = _fit_routes(timeline, gaps, set(stages), report)
     for name, stage in stages.items():
         stage["next"] = routes.get(name)
         if name not in routes:
             report["assumptions"].append(f"stages.{name}.next: no item was seen leaving {name!r}; taken as the exit")
-    sizes = fit_sizes(timeline)
     report["sizes"] = sizes.report
     trace, rates = _fit_sources(recording, timeline, gaps, rate_bin, report, sizes)
     sla, why = system.fit_sla(recording, timeline)
@@ -179,14 +181,31 @@ def fit(
         "seed": 0,
         "sla": {"latency": sla},
     }
-    scenario = {"name": "", **base, "sources": {}, "stages": _given_sizes(stages, sizes, recording, timeline, report)}
+    given = _given_sizes(stages, sizes, recording, timeline, report, contention)
+    scenario = {"name": "", **base, "sources": {}, "stages": given}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     if host_fit is not None and host_fit.hosts:
-        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording.meta, report)
+        hosts = {
+            name: {**host, "contention": sig(contention.hosts[name])} if contention.hosts.get(name) else host
+            for name, host in host_fit.hosts.items()
+        }
+        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(hosts, recording.meta, report)
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
     return {"scenario": scenario, "rate_scenario": rate_scenario, "trace": trace, "report": report}
+
+
+def _fit_contention(
+    recording: Recording, timeline: Timeline, host_fit: HostFit | None, sizes: ItemSizes, report: dict[str, Any]
+) -> ContentionFit:
+    """Each host's contention (:mod:`.contention`), from the stages placed on it; none without hosts."""
+    if host_fit is None or not host_fit.stages:
+        return ContentionFit()
+    contention = fit_contention(recording, timeline, host_fit.stages, sizes)
+    report["contention"] = contention.report
+    report["warnings"] += contention.warnings
+    return contention
 
 
 def _with_probe(hosts: dict[str, Any], meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +266,12 @@ def _held_pools(stages: dict[str, Any], host_fit: HostFit, report: dict[str, Any
 
 
 def _given_sizes(
-    stages: dict[str, Any], sizes: ItemSizes, recording: Recording, timeline: Timeline, report: dict[str, Any]
+    stages: dict[str, Any],
+    sizes: ItemSizes,
+    recording: Recording,
+    timeline: Timeline,
+    report: dict[str, Any],
+    contention: ContentionFit,
 ) -> dict[str, Any]:
     """The trace scenario's stages: with item sizes, each stage's service and dispatch delay
     fitted to the times divided by their item's size, as the simulator multiplies both by it
@@ -263,9 +287,9 @@ def _given_sizes(
         report["stages"][name]["service_given_size"] = service_report
         report["warnings"] += [f"{w} (times divided by item size)" for w in warnings]
         if stage.get("dispatch_delay"):
-            turnaround = float(stage.get("turnaround", 0.0))
+            turnaround = report["stages"][name]["turnaround"].get("recorded_mean", float(stage.get("turnaround", 0.0)))
             block, dispatch_report, more = system.dispatch_given_sizes(
-                recording, timeline.stages[name], name, turnaround, sizes
+                recording, timeline.stages[name], name, turnaround, sizes, contention.factor(name)
             )
             stage["dispatch_delay"] = block if isinstance(block, dict) else sig(block)
             report["stages"][name]["dispatch_given_size"] = dispatch_report
@@ -318,27 +342,38 @@ def _recording_report(recording: Recording, timeline: Timeline) -> dict[str, Any
     return report
 
 
-def _fit_stages(recording: Recording, timeline: Timeline, report: dict[str, Any]) -> dict[str, Any]:
+def _fit_stages(
+    recording: Recording, timeline: Timeline, report: dict[str, Any], contention: ContentionFit
+) -> dict[str, Any]:
     """Each stage that finished a task while recording (the others are left out, with a warning)."""
     stages: dict[str, Any] = {}
     for name, obs in timeline.stages.items():
         if not obs.attempts:
             report["warnings"].append(f"stage {name!r} of the mapping finished no task while recording: left out")
             continue
-        stages[name] = _fit_stage(recording, name, obs, report)
+        stages[name] = _fit_stage(recording, name, obs, report, contention.factor(name))
     if not stages:
         raise ValueError(f"{recording.path}: no task of any mapped stage finished while recording; nothing to fit")
     return stages
 
 
-def _fit_stage(recording: Recording, name: str, obs: StageObs, report: dict[str, Any]) -> dict[str, Any]:
+def _fit_stage(
+    recording: Recording, name: str, obs: StageObs, report: dict[str, Any], factor: Factor | None = None
+) -> dict[str, Any]:
+    """One stage's block. ``factor``: the stretch of its Celery work by its host's load at a
+    time (:mod:`.contention`): its dispatch delay and turnaround are fitted to the recorded
+    ones divided by it."""
     service, service_report, warnings = fit_service(obs.services, name)
     workers, workers_report, more = system.fit_workers(recording, obs, name)
     delay, startup_report = system.fit_startup(recording, obs, name)
     failure, failure_report, failure_warnings = system.fit_failure(obs)
     first, _, _ = system.fit_dispatch(recording, obs, name)
-    turnaround, turnaround_report = system.fit_turnaround(obs, first)
-    idle = system.idle_waits(recording, obs, name, turnaround)
+    recorded, turnaround_report = system.fit_turnaround(obs, first)  # what decides a process busy
+    turnaround = recorded
+    if factor is not None and recorded > 0:  # on a machine with nothing else running (.contention)
+        turnaround, turnaround_report = system.fit_turnaround(obs, first, factor)
+        turnaround_report["recorded_mean"] = recorded
+    idle = system.idle_waits(recording, obs, name, recorded, factor)
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround, idle)
     block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(idle, name, dispatch)
     dispatch_warnings += more_dispatch

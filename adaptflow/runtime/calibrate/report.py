@@ -183,6 +183,27 @@ def _host_lines(hosts: dict[str, Any]) -> list[str]:
     return [*rows, ""]
 
 
+def _contention_lines(contention: dict[str, Any]) -> list[str]:
+    if not contention:
+        return []
+    rows = [
+        "Contention: how much each hand-off (divided by its item's size) and each turnaround of a host's stages grew "
+        "per pool process busy on the host when it ran; the scenario's dispatch delays and turnarounds are the "
+        "recorded ones divided by `1 + contention * busy` of their moment.",
+        "",
+        "| host | contention (95% CI) | hand-offs and gaps | share at 0, 1, 2, 3+ busy |",
+        "|---|---|---|---|",
+    ]
+    for name, r in contention.items():
+        if "note" in r:
+            rows.append(f"| {name} | {r['note']} | {r['samples']:,} | - |")
+            continue
+        lo, hi = r["contention_ci95"]
+        shares = ", ".join(_num(v) for _, v in sorted(r["busy_shares"].items(), key=lambda kv: int(kv[0])))
+        rows.append(f"| {name} | {_num(r['contention'])} ({_num(lo)}, {_num(hi)}) | {r['samples']:,} | {shares} |")
+    return [*rows, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The fit report as Markdown: the recording, then one table per part of the fit."""
     rec = report["recording"]
@@ -201,6 +222,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_service_rows(report["stages"]),
         "",
         *_host_lines(report.get("hosts", {})),
+        *_contention_lines(report.get("contention", {})),
         "## Item sizes",
         *_size_lines(report.get("sizes", {})),
         *(_service_rows(report["stages"], "service_given_size") if report.get("sizes", {}).get("fitted") else []),

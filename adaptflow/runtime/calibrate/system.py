@@ -46,18 +46,21 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from ..live.handoff import MIN_GAPS, backlogged_gaps
+from ..live.handoff import MIN_GAPS, timed_gaps
 from .distributions import fit_service, sig, with_moments
 from .recording import Recording
 from .sizes import ItemSizes
 from .timeline import ItemObs, StageObs, Timeline
 
 Target = str | None
+Factor = Callable[[np.ndarray], np.ndarray]
+"""The stretch of a stage's Celery work at some times (:mod:`.contention`)."""
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
@@ -249,10 +252,23 @@ def fit_dispatch(
     return delay, report, []
 
 
-def idle_waits(recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0) -> np.ndarray:
+def idle_waits(
+    recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0, factor: Factor | None = None
+) -> np.ndarray:
     """The waits of the visits that entered when a process of the stage was free (not serving,
-    not in its turnaround) and no visit was waiting: each is the hand-off alone."""
-    return np.asarray(obs.waits, dtype=float)[idle_visits(recording, obs, stage, turnaround)]
+    not in its turnaround) and no visit was waiting: each is the hand-off alone. ``factor``:
+    the stretch of the stage's Celery work at a time (:mod:`.contention`), each wait divided by
+    it at the wait's middle."""
+    mask = idle_visits(recording, obs, stage, turnaround)
+    return np.asarray(obs.waits, dtype=float)[mask] / _stretch_of(obs, mask, factor)
+
+
+def _stretch_of(obs: StageObs, mask: np.ndarray, factor: Factor | None) -> np.ndarray | float:
+    """``factor`` at the middle of each masked wait (1 without one)."""
+    if factor is None:
+        return 1.0
+    waits = np.asarray(obs.waits, dtype=float)[mask]
+    return factor(np.asarray(obs.enters, dtype=float)[mask] + waits / 2)
 
 
 def idle_visits(recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0) -> np.ndarray:
@@ -288,7 +304,7 @@ def dispatch_block(
 
 
 def dispatch_given_sizes(
-    recording: Recording, obs: StageObs, stage: str, turnaround: float, sizes: ItemSizes
+    recording: Recording, obs: StageObs, stage: str, turnaround: float, sizes: ItemSizes, factor: Factor | None = None
 ) -> tuple[float | dict[str, Any], dict[str, Any], list[str]]:
     """The trace scenario's dispatch delay, whose items carry sizes: :func:`dispatch_block` of
     each idle visit's wait divided by its item's size (the simulator multiplies it back, as it
@@ -300,9 +316,10 @@ def dispatch_given_sizes(
     correlations 0.30-0.38; the first, whose 2.5 ms hand-off barely matters, 0.25 (-0.10 to
     0.60) and 0.04. One rule for every stage, as for the service time, rather than a choice per
     stage on a slope that is noise where it is small; a stage whose interval holds 0 is warned of.
-    Fewer than ``DISPATCH_MIN_VISITS`` idle visits: 0 (the plain fit warned already)."""
+    Fewer than ``DISPATCH_MIN_VISITS`` idle visits: 0 (the plain fit warned already). ``factor``:
+    as :func:`idle_waits`'."""
     mask = idle_visits(recording, obs, stage, turnaround)
-    waits = np.maximum(np.asarray(obs.waits, dtype=float)[mask], 0.0)
+    waits = np.maximum(np.asarray(obs.waits, dtype=float)[mask], 0.0) / _stretch_of(obs, mask, factor)
     if len(waits) < DISPATCH_MIN_VISITS:
         return 0.0, {}, []
     factors = np.asarray([sizes.of_task(k) for k in np.asarray(obs.started)[mask]], dtype=float)
@@ -341,13 +358,14 @@ def _size_following(waits: np.ndarray, factors: np.ndarray) -> dict[str, float]:
     }
 
 
-def fit_turnaround(obs: StageObs, dispatch: float) -> tuple[float, dict[str, Any]]:
+def fit_turnaround(obs: StageObs, dispatch: float, factor: Factor | None = None) -> tuple[float, dict[str, Any]]:
     """The stage's turnaround (see the module docstring) and its report: the mean of the
     :func:`~adaptflow.runtime.live.handoff.backlogged_gaps` of its attempts, each on the worker
-    node that started it."""
-    node = obs.process_of
-    attempts = [(enter, start, finish, node[k]) for enter, start, finish, k in obs.attempt_times if k in node]
-    gaps = backlogged_gaps(attempts, dispatch)
+    node that started it; each divided by ``factor`` at its finish (:mod:`.contention`), if given."""
+    timed = turnaround_gaps(obs, dispatch)
+    gaps = [gap for _, gap in timed]
+    if factor is not None and timed:
+        gaps = (np.asarray(gaps) / factor(np.asarray([t for t, _ in timed]))).tolist()
     report: dict[str, Any] = {"backlogged_gaps": len(gaps)}
     if len(gaps) < MIN_GAPS:
         report["note"] = f"{len(gaps)} attempts followed a backlogged one (< {MIN_GAPS}): taken as 0"
@@ -358,6 +376,14 @@ def fit_turnaround(obs: StageObs, dispatch: float) -> tuple[float, dict[str, Any
     report.update(turnaround=mean, turnaround_ci95=[mean - half, mean + half], median=float(np.median(x)),
                   p95=float(np.percentile(x, 95)))  # fmt: skip
     return mean, report
+
+
+def turnaround_gaps(obs: StageObs, dispatch: float) -> list[tuple[float, float]]:
+    """The stage's backlogged gaps with their finishes (:func:`~..live.handoff.timed_gaps`), each
+    attempt on the worker node that started it."""
+    node = obs.process_of
+    attempts = [(enter, start, finish, node[k]) for enter, start, finish, k in obs.attempt_times if k in node]
+    return timed_gaps(attempts, dispatch)
 
 
 def median_ci(values: np.ndarray, z: float = 1.96) -> list[float]:

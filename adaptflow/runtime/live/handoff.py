@@ -28,6 +28,12 @@ Attempt = tuple[float, float, float, Hashable]
 
 def backlogged_gaps(attempts: Iterable[Attempt], dispatch: float = 0.0) -> list[float]:
     """The hand-off gaps of ``attempts`` (see the module docstring), in no particular order."""
+    return [gap for _, gap in timed_gaps(attempts, dispatch)]
+
+
+def timed_gaps(attempts: Iterable[Attempt], dispatch: float = 0.0) -> list[tuple[float, float]]:
+    """:func:`backlogged_gaps` with each gap's finish: ``(finish, gap)`` pairs, so that a caller
+    can ask what else the machine was doing when the slot was refilled."""
     by_node: dict[Hashable, list[tuple[float, int, float]]] = {}
     for enter, start, finish, node in attempts:
         moments = by_node.setdefault(node, [])
@@ -42,7 +48,7 @@ def backlogged_gaps(attempts: Iterable[Attempt], dispatch: float = 0.0) -> list[
             elif freed:
                 finish = freed.popleft()
                 if enter + dispatch <= finish:
-                    gaps.append(t - finish)
+                    gaps.append((finish, t - finish))
     return gaps
 
 
@@ -52,4 +58,4 @@ def mean_handoff(attempts: Iterable[Attempt], dispatch: float = 0.0) -> float | 
     return sum(gaps) / len(gaps) if len(gaps) >= MIN_GAPS else None
 
 
-__all__ = ["MIN_GAPS", "Attempt", "backlogged_gaps", "mean_handoff"]
+__all__ = ["MIN_GAPS", "Attempt", "backlogged_gaps", "mean_handoff", "timed_gaps"]
