@@ -139,37 +139,40 @@ def test_an_items_size_multiplies_its_dispatch_delay_as_its_service(tmp_path):
     assert run(speed=2.0).stages["w"].waits == pytest.approx([0.1, 0.3, 0.05])
 
 
-def test_a_hosts_contention_stretches_hand_offs_and_turnarounds_by_the_busy_processes(tmp_path):
-    """A host (2 cores: no CPU slowdown here) with contention 0.5: stage ``w`` (service 1 s,
-    dispatch delay 0.2 s, turnaround 0.4 s) gets items at 1, 1.1 and 20 while stage ``b`` on the
-    same host serves one item from 0 to 10. The first two are handed over while ``b`` serves
-    (1 busy: 0.2 x 1.5 = 0.3 s), the first's turnaround ends at 2.9 (0.4 x 1.5 after its finish
-    at 2.3; ``w``'s own process no longer counts), so the second waits 1.8 s; the third, with
-    ``b`` done, 0.2 s. Without contention: 0.2, 1.5 and 0.2 (Host.contention)."""
+def test_a_stages_contention_stretches_its_hand_offs_and_turnarounds_by_the_busy_processes(tmp_path):
+    """A host of 2 cores (no CPU slowdown here): stage ``w`` (service 1 s, dispatch delay 0.2 s,
+    turnaround 0.4 s; contention 0.5 on the hand-off, 0.25 on the turnaround) gets items at 1,
+    1.1 and 20 while stage ``b`` on the same host serves one item from 0 to 10. The first two
+    are handed over while ``b`` serves (1 busy: 0.2 x 1.5 = 0.3 s); the first's turnaround ends
+    at 2.8 (0.4 x 1.25 after its finish at 2.3: ``w``'s own process no longer counts), so the
+    second waits 1.7 s; the third, with ``b`` done, 0.2 s. Without contention: 0.2, 1.5 and 0.2
+    (Stage.contention)."""
     busy, handed = tmp_path / "busy.csv", tmp_path / "handed.csv"
     busy.write_text("timestamp\n0\n")
     handed.write_text("timestamp\n1\n1.1\n20\n")
 
-    def waits(contention: float) -> list[float]:
-        on_host = {"host": "h", "cpu": 1.0}
+    def waits(**contention: float) -> list[float]:
+        on_host: dict[str, Any] = {"host": "h", "cpu": 1.0}
         spec = scenario(
             {
                 "b": stage(1, "deterministic", 10.0, **on_host),
-                "w": stage(1, "deterministic", 1.0, dispatch_delay=0.2, turnaround=0.4, **on_host),
+                "w": stage(
+                    1, "deterministic", 1.0, dispatch_delay=0.2, turnaround=0.4, contention=contention, **on_host
+                ),
             },
             sources={
                 "busy": {"process": "trace", "file": str(busy), "to": "b"},
                 "handed": {"process": "trace", "file": str(handed), "to": "w"},
             },
             horizon=40.0,
-            hosts={"h": {"cores": 2.0, "contention": contention}},
+            hosts={"h": {"cores": 2.0}},
         )
         sim = Simulation(spec, rng=0)
         sim.run(40.0)
         return sim.stages["w"].waits
 
-    assert waits(0.5) == pytest.approx([0.3, 1.8, 0.2])
-    assert waits(0.0) == pytest.approx([0.2, 1.5, 0.2])
+    assert waits(dispatch=0.5, turnaround=0.25) == pytest.approx([0.3, 1.7, 0.2])
+    assert waits() == pytest.approx([0.2, 1.5, 0.2])
 
 
 def test_mm1_with_a_turnaround_is_mg1_on_the_time_a_worker_is_held():

@@ -577,7 +577,10 @@ class Stage(_Strict):
     machine whose cores they share with the other pools placed there, and ``cpu`` (default 1
     with a host) is the share of the service time that is CPU work: that share slows down when
     the host's busy processes outnumber its cores (see :class:`Host`); the rest (I/O, sleeps)
-    does not. Without a host a process serves at full speed however many run beside it."""
+    does not. Without a host a process serves at full speed however many run beside it.
+
+    ``contention`` (optional, with a host; :class:`StageContention`): how the dispatch delay
+    and the turnaround slow with the processes busy on the host."""
 
     workers: Workers
     service: Service
@@ -585,6 +588,7 @@ class Stage(_Strict):
     cpu: Probability | None = None
     dispatch_delay: DispatchDelay = 0.0
     turnaround: Annotated[float, Field(ge=0, le=MAX_HORIZON, allow_inf_nan=False)] = 0.0
+    contention: StageContention | None = None
     queue: QueueSpec = Field(default_factory=QueueSpec)
     # who waits first: arrival order, or the job class's priority (non-preemptive: a job in
     # service is never interrupted; FIFO within a class)
@@ -636,6 +640,31 @@ class TurnaroundGrowth(_Strict):
         return max(0.0, 1.0 + self.per_process * (processes - self.reference))
 
 
+class StageContention(_Strict):
+    """How a hosted stage's dispatch delay and turnaround slow with the work running beside them:
+    each takes ``1 + c * b`` times its calibrated seconds (:meth:`factor`), ``c`` its kind's
+    coefficient here and ``b`` the pool processes serving a task on the stage's host when it
+    begins (not the one that has just finished, nor the one that sent the item).
+
+    Why: that work (fetching, decoding and handing over a message; the result, the ack and the
+    next fetch) waits for the cores like any other, so a burst that keeps the machine busy holds
+    every stage's hand-offs up together, and an item met by a burst waits longer at every stage.
+    On the example app (2-core VM) a hand-off grew 0.17-0.51 per busy process and a turnaround
+    0.07-0.52, fitted per stage in two recordings; with constant ones the replayed p95 latency
+    was 10 and 16.5 % short with every mean wait within 13 %, with these 5 and 12 % short and
+    every mean wait within 8 %. Per stage and kind because they differ: parse's turnaround
+    0.09-0.14 against write's 0.40-0.52 in both recordings.
+    :mod:`adaptflow.runtime.calibrate.contention` fits them (docs/deploy.md)."""
+
+    dispatch: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
+    turnaround: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
+
+    @staticmethod
+    def factor(coefficient: float, busy: int) -> float:
+        """How many times its calibrated seconds the work takes with ``busy`` processes serving."""
+        return 1.0 + coefficient * busy
+
+
 class Host(_Strict):
     """A machine the processes of one or more stages' pools run on, with ``cores`` CPUs (a
     fraction, as a Kubernetes CPU limit, is allowed). Its cores are shared equally among the CPU
@@ -660,33 +689,16 @@ class Host(_Strict):
     calibrated speed missed every wait by a factor of 3 to 5 (docs/deploy.md).
     ``probe``: what ``adaptflow record``'s CPU probe measured on this host
     while the services were recorded (:mod:`adaptflow.runtime.probe`), so that a later probe can
-    tell the speed of the moment (``adaptflow compare-app --probe-speed``).
-
-    ``contention`` (default 0): how much Celery's own work on this host slows with the tasks
-    running beside it: every dispatch delay and turnaround of a stage placed here takes
-    :meth:`overhead_factor` of the host's pool processes serving when it begins times its
-    calibrated seconds. Why: that work (fetching, decoding and handing over a message; the
-    result, the ack and the next fetch) waits for the cores like any other, so a burst that
-    keeps the machine busy holds every stage's hand-offs up together, and an item met by a
-    burst waits longer at every stage. Fitted on the example app: 0.29 and 0.34 (95 %
-    intervals 0.26-0.33, 0.30-0.38) per busy process in two recordings; without it the
-    replayed p95 latency was 10 and 16.5 % short with every mean wait within 13 %, with it 6
-    and 13 % (:mod:`adaptflow.runtime.calibrate.contention`, docs/deploy.md)."""
+    tell the speed of the moment (``adaptflow compare-app --probe-speed``)."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    contention: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
 
     def cpu_seconds(self, calibrated: float) -> float:
         """The seconds ``calibrated`` CPU seconds of the calibration take on this host now."""
         return calibrated / self.speed
-
-    def overhead_factor(self, busy: int) -> float:
-        """How many times its calibrated seconds a dispatch delay or turnaround takes while
-        ``busy`` pool processes serve on this host (see ``contention``)."""
-        return 1.0 + self.contention * busy
 
 
 class Sla(_Strict):
@@ -989,7 +1001,7 @@ def _path_to_exit(scenario: Scenario, start: str, join: str) -> list[str]:
 
 
 def _host_problems(scenario: Scenario) -> list[str]:
-    """A stage's ``host`` must name one of the scenario's hosts, and ``cpu`` needs a host."""
+    """A stage's ``host`` must name one of the scenario's hosts; ``cpu`` and ``contention`` need one."""
     problems = []
     for name, stage in scenario.stages.items():
         if stage.host is not None and stage.host not in scenario.hosts:
@@ -997,6 +1009,8 @@ def _host_problems(scenario: Scenario) -> list[str]:
             problems.append(f"stages.{name}.host: {stage.host!r} is not a host; expected one of: {hosts}")
         if stage.host is None and stage.cpu is not None:
             problems.append(f"stages.{name}.cpu: {stage.cpu} without a host; expected a host for the stage's CPU work")
+        if stage.host is None and stage.contention is not None:
+            problems.append(f"stages.{name}.contention: given without a host; expected a host whose load it counts")
     return problems
 
 

@@ -51,7 +51,7 @@ from simpy.core import Infinity as INFINITY
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
 from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Route, Split, Target
-from adaptflow.scenario.schema import Scenario, Service, Sla, Stage
+from adaptflow.scenario.schema import Scenario, Service, Sla, Stage, StageContention
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, class_picker, service_sampler
 
 from . import metrics
@@ -162,7 +162,10 @@ class StageState:
         # the host's speed against the calibration's (Host.speed): CPU work, turnarounds and
         # dispatch delays scale
         self.host_spec = host_spec
-        self.contended = host_spec is not None and host_spec.contention > 0
+        # how its hand-offs and turnarounds slow with the host's load (Stage.contention); None: not at all
+        contention = spec.contention if host_spec is not None else None
+        self.dispatch_contention = contention.dispatch if contention is not None else 0.0
+        self.turnaround_contention = contention.turnaround if contention is not None else 0.0
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
@@ -216,8 +219,8 @@ class StageState:
         delay *= item.size  # a big item's message is slow to hand over too (Stage.dispatch_delay)
         if self.host_spec is not None:  # Celery's own work, at the host's speed and load
             delay = self.host_spec.cpu_seconds(delay)
-            if self.contended:
-                delay *= self.host_spec.overhead_factor(self._host_busy())
+            if self.dispatch_contention:  # the sender's process has finished: it no longer counts
+                delay *= StageContention.factor(self.dispatch_contention, self._host_busy())
         Wakeup(self._env, delay, item, self._dispatched_callback)
 
     def _dispatched(self, event: Wakeup) -> None:
@@ -286,8 +289,8 @@ class StageState:
             seconds = self.turnaround * item.size
             if self.host_spec is not None:
                 seconds = self.host_spec.cpu_seconds(seconds)
-                if self.contended:  # this process no longer counts: it has just finished
-                    seconds *= self.host_spec.overhead_factor(self._host_busy())
+                if self.turnaround_contention:  # this process no longer counts: it has just finished
+                    seconds *= StageContention.factor(self.turnaround_contention, self._host_busy())
             if self.growth is not None:
                 seconds *= self.growth.factor(self._host_processes())
             self.turnaround_sum += seconds
@@ -318,7 +321,7 @@ class StageState:
         self.deliver(item)
 
     def _host_busy(self) -> int:
-        """The pool processes serving a task on this stage's host (Host.contention)."""
+        """The pool processes serving a task on this stage's host (Stage.contention)."""
         return sum(s.busy for s in self.host_stages)
 
     def _host_processes(self) -> int:
@@ -573,7 +576,7 @@ class Simulation:
             self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         for stage in self.stages.values():
-            if stage.growth is not None or stage.contended:
+            if stage.growth is not None or stage.dispatch_contention or stage.turnaround_contention:
                 stage.host_stages = [s for s in self.stages.values() if s.spec.host == stage.spec.host]
         for name, point in self.joins.items():
             # where a joined item goes: as any item sent there, so that an item that is itself a

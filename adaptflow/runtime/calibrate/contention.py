@@ -1,35 +1,44 @@
-"""How Celery's own work on a machine slows with the tasks running beside it (``Host.contention``).
+"""How Celery's own work on a machine slows with the tasks running beside it (``Stage.contention``).
 
 A stage's dispatch delay and turnaround are Celery's work, not the task's: the worker's main
 process fetching a message, decoding it and handing it to a pool process, and after the task
 the result, the ack and the next fetch, with the broker on the same machine. That work waits
-for the cores like any other, so it takes longer while the machine's pool processes are busy.
-On the example app (five one-process stages on a 2-core VM) the hand-offs divided by their
-item's size were 10-45 % longer with two or three tasks running on the machine than with one,
-and the turnarounds 20-45 %; a simulation with constant hand-offs met a burst with the same
-waits downstream as a quiet moment, where the live app's downstream stages were held up: its
-items' waits at successive stages covaried twice as much as the simulation's, and the p95
-latency came out 10-16 % short with every mean right (docs/deploy.md).
+for the cores like any other, so it takes longer while the machine is busy. On the example app
+(five one-process stages on a 2-core VM) the hand-offs divided by their item's size were 10-45 %
+longer with two or three tasks running on the machine than with one, and the turnarounds
+20-45 %; a simulation with constant hand-offs met a burst with the same waits downstream as a
+quiet moment, where the live app's downstream stages were held up: its items' waits at
+successive stages covaried twice as much as the simulation's, and the p95 latency came out
+10-16 % short with every mean right (docs/deploy.md).
 
-The model (the simulator's, :meth:`~adaptflow.scenario.schema.Host.overhead_factor`): each
-dispatch delay and turnaround of a stage on a host with contention ``c`` takes ``1 + c * b``
-times its calibrated seconds, ``b`` the host's pool processes serving a task when it begins
-(not the one that has just finished, nor the one that sent the item).
+The model (the simulator's, ``Stage.contention``): each dispatch delay and turnaround of a
+hosted stage takes ``1 + c * b`` times its calibrated seconds, ``c`` that stage's coefficient
+for that kind of work and ``b`` the host's pool processes serving a task when it begins (not
+the one that has just finished, nor the one that sent the item). Per stage and kind because
+they differ, alike in two recordings (parse's turnaround 0.09-0.14, write's 0.40-0.52).
 
 The fit, from a recording: every hand-off (the wait of a visit that found an idle process,
-divided by its item's size) with ``b`` at the middle of its wait (at its start the task that
-sent it is still running for a few milliseconds: Celery's ``task-sent`` comes before the
-sender's ``task-succeeded``), and every turnaround gap with ``b`` just after the finish. Then
-``log y = a_g + log(1 + c * b)``, a level ``a_g`` per stage and kind, ``c`` by least squares (the
-levels profiled out), its 95 % interval where the likelihood ratio crosses chi-square's 3.84. The
-logarithm because these times are skewed: a few hand-offs queued behind one sent just before
-them would otherwise set ``c``. The stages' dispatch delays and turnarounds are then fitted to
-the times divided by ``1 + c * b`` of their own moment: the times of a machine with nothing
-else running, which the simulator stretches again by the load it meets.
+divided by its item's size) with ``b`` at its enter, less the task that sent it if that one is
+still running then (Celery's ``task-sent`` comes a few milliseconds before the sender's
+``task-succeeded``; the simulator's sender has finished), and every turnaround gap with ``b``
+just after its finish. Then, per stage and kind, ``log y = a + log(1 + c * b)`` by least
+squares (``a`` profiled out), its 95 % interval where the likelihood ratio crosses chi-square's
+3.84. The logarithm because these times are skewed: a few hand-offs queued behind one sent just
+before them would otherwise set ``c``. (Read at the middle of the wait instead, ``b`` is a
+noisy stand-in for the load the hand-off began with, and on a synthetic app with a known 0.6
+the fit read 0.31.) The stage's dispatch delay and turnaround are then fitted to the times
+divided by ``1 + c * b`` of their own moment: the times of a machine with nothing else
+running, which the simulator stretches again by the load it meets.
+
+Tried and left: a second load, the items sent and not yet started on the host. It fitted the
+times better (likelihood ratio above 100) but replayed write's mean wait 14-16 % long: the
+messages waiting in a burst are mostly parse's, sitting in the broker at no cost, and a line
+fitted where a few wait overshoots where ten do.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,125 +51,150 @@ from ..live.handoff import MIN_GAPS
 from . import system
 from .recording import Recording
 from .sizes import ItemSizes
+from .system import Stretch
 from .timeline import StageObs, Timeline
 
-MAX_CONTENTION = 5.0
-"""The largest contention fitted: each busy process making Celery's work six times as long."""
+MAX_COEFFICIENT = 5.0
+"""The largest coefficient fitted: each busy process making Celery's work six times as long."""
 MIN_SAMPLES = 30
-"""Fewer hand-offs and turnaround gaps than this on a host read no contention (taken as 0)."""
+"""Fewer hand-offs and turnaround gaps than this on a host read no contention (none written)."""
 
-Factor = system.Factor
+Counter = Callable[[np.ndarray], np.ndarray]
+"""How many of something are open at each of some times."""
+
+
+KINDS = ("dispatch", "turnaround")
+"""The two kinds of a stage's Celery work, as ``Stage.contention`` names them."""
 
 
 @dataclass
 class ContentionFit:
-    """Each host's contention and, per hosted stage, the stretch of its Celery work at any time."""
+    """Each hosted stage's contention per kind and the stretch of that work at any time."""
 
-    hosts: dict[str, float] = field(default_factory=dict)
-    factors: dict[str, Factor] = field(default_factory=dict)  # stage -> stretch at times
-    report: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> kind -> coefficient
+    factors: dict[tuple[str, str], Stretch] = field(default_factory=dict)  # (stage, kind) -> its stretch
+    report: dict[str, Any] = field(default_factory=dict)  # stage -> kind -> fit row
     warnings: list[str] = field(default_factory=list)
 
-    def factor(self, stage: str) -> Factor | None:
-        """The stretch of ``stage``'s Celery work, or None where none was fitted."""
-        return self.factors.get(stage)
+    def factor(self, stage: str, kind: str) -> Stretch | None:
+        """The stretch of ``stage``'s ``kind`` of work (:data:`KINDS`): for ``dispatch`` a
+        :data:`~.system.VisitStretch`, for ``turnaround`` a :data:`~.system.GapStretch`; None
+        where none was fitted."""
+        return self.factors.get((stage, kind))
 
 
-def busy_counter(stages: list[StageObs]) -> Callable[[np.ndarray], np.ndarray]:
+def busy_counter(stages: list[StageObs]) -> Counter:
     """The number of attempts of ``stages`` running at each of some times (started at or before
     it, not finished by it: an attempt finishing at that very time no longer counts)."""
     spans = [span for obs in stages for span in obs.spans]
-    starts = np.sort(np.asarray([s for s, _ in spans], dtype=float))
-    finishes = np.sort(np.asarray([f for _, f in spans], dtype=float))
+    return _between([s for s, _ in spans], [f for _, f in spans])
 
-    def busy(times: np.ndarray) -> np.ndarray:
-        return np.searchsorted(starts, times, side="right") - np.searchsorted(finishes, times, side="right")
 
-    return busy
+def _between(opens: list[float], closes: list[float]) -> Counter:
+    """How many of the intervals ``[open, close)`` hold each of some times."""
+    opened, closed = np.sort(np.asarray(opens, dtype=float)), np.sort(np.asarray(closes, dtype=float))
+
+    def count(times: np.ndarray) -> np.ndarray:
+        return np.searchsorted(opened, times, side="right") - np.searchsorted(closed, times, side="right")
+
+    return count
+
+
+def sender_spans(timeline: Timeline) -> dict[str, tuple[float, float]]:
+    """The (start, finish) of the attempt that sent each task: its item's visit before it."""
+    span = {k: (start, finish) for obs in timeline.stages.values() for _, start, finish, k in obs.attempt_times}
+    senders = {}
+    for item in timeline.items.values():
+        for (_, _, before), (_, _, task) in itertools.pairwise(item.visits):
+            if before in span:
+                senders[task] = span[before]
+    return senders
+
+
+def handoff_busy(obs: StageObs, mask: np.ndarray, busy: Counter, senders: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The busy processes each masked visit's hand-off began with: at its enter, less its sender
+    if still running then."""
+    enters = np.asarray(obs.enters, dtype=float)[mask]
+    tasks = np.asarray(obs.started)[mask]
+    spans = [senders.get(k, (1.0, 0.0)) for k in tasks]  # no sender: an empty span
+    running = [start <= t < finish for t, (start, finish) in zip(enters, spans, strict=True)]
+    return busy(enters) - np.asarray(running, dtype=int)
 
 
 def stage_samples(
-    recording: Recording, obs: StageObs, stage: str, sizes: ItemSizes
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A stage's Celery work as recorded: the hand-offs (idle visits' waits over their item's
-    size) with the middle of each wait, and the turnaround gaps with each finish."""
+    recording: Recording, obs: StageObs, stage: str, sizes: ItemSizes, busy: Counter,
+    senders: dict[str, tuple[float, float]],
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """A stage's Celery work as recorded, each time with the busy processes it began with: the
+    hand-offs (idle visits' waits over their item's size) and the turnaround gaps."""
     first, _, _ = system.fit_dispatch(recording, obs, stage)
     timed = system.turnaround_gaps(obs, first)
     turnaround = float(np.mean([g for _, g in timed])) if len(timed) >= MIN_GAPS else 0.0
     mask = system.idle_visits(recording, obs, stage, turnaround)
     waits = np.asarray(obs.waits, dtype=float)[mask]
-    middles = np.asarray(obs.enters, dtype=float)[mask] + waits / 2
     divided = waits / np.asarray([sizes.of_task(k) for k in np.asarray(obs.started)[mask]], dtype=float)
+    gaps = np.asarray([g for _, g in timed], dtype=float)
     finishes = np.asarray([t for t, _ in timed], dtype=float)
-    return divided, middles, np.asarray([g for _, g in timed], dtype=float), finishes
+    return (divided, handoff_busy(obs, mask, busy, senders)), (gaps, busy(finishes))
 
 
 def fit_contention(
     recording: Recording, timeline: Timeline, placed: dict[str, dict[str, Any]], sizes: ItemSizes
 ) -> ContentionFit:
-    """Each host's contention (see the module docstring) from the stages ``placed`` on it
-    (stage -> ``{"host": name, ...}``, the host fit's placement)."""
-    fit = ContentionFit()
+    """Each hosted stage's contention per kind (see the module docstring), the busy processes
+    counted over the stages ``placed`` on its host (stage -> ``{"host": name, ...}``, the host
+    fit's placement)."""
+    fit, senders = ContentionFit(), sender_spans(timeline)
     for host in sorted({p["host"] for p in placed.values()}):
         names = [n for n, p in placed.items() if p["host"] == host and n in timeline.stages]
         busy = busy_counter([timeline.stages[n] for n in names])
-        logs, loads, groups = [], [], []
-        for k, name in enumerate(names):
-            handoffs, middles, gaps, finishes = stage_samples(recording, timeline.stages[name], name, sizes)
-            for g, (y, at) in enumerate(((handoffs, middles), (gaps, finishes))):
-                ok = y > 0
-                logs.append(np.log(y[ok]))
-                loads.append(busy(at[ok]).astype(float))
-                groups.append(np.full(int(ok.sum()), 2 * k + g))
-        y, b, group = np.concatenate(logs), np.concatenate(loads), np.concatenate(groups)
-        c, row = contention_of(y, b, group)
-        fit.report[host] = row
-        if "note" in row:
-            fit.warnings.append(f"hosts.{host}.contention: {row['note']}")
-            continue
-        lo, hi = row["contention_ci95"]
-        if lo <= 0.0:
-            fit.warnings.append(
-                f"hosts.{host}.contention: the hand-offs and turnarounds did not slow with the busy processes "
-                f"(contention {c:.3g}, 95% CI {lo:.3g} to {hi:.3g}); written all the same"
-            )
-        fit.hosts[host] = c
         for name in names:
-            fit.factors[name] = _stretch(busy, c)
+            obs = timeline.stages[name]
+            samples = stage_samples(recording, obs, name, sizes, busy, senders)
+            for kind, (y, b) in zip(KINDS, samples, strict=True):
+                ok = y > 0
+                c, row = contention_of(np.log(y[ok]), b[ok].astype(float))
+                fit.report.setdefault(name, {})[kind] = row
+                if c is None:
+                    continue
+                fit.stages.setdefault(name, {})[kind] = c
+                if kind == "dispatch":
+                    fit.factors[(name, kind)] = _visit_stretch(obs, busy, senders, c)
+                else:
+                    fit.factors[(name, kind)] = _gap_stretch(busy, c)
     return fit
 
 
-def _stretch(busy: Callable[[np.ndarray], np.ndarray], c: float) -> Factor:
-    return lambda times: 1.0 + c * busy(np.asarray(times, dtype=float))
+def _visit_stretch(obs: StageObs, busy: Counter, senders: dict[str, tuple[float, float]], c: float) -> Stretch:
+    return lambda mask: 1.0 + c * handoff_busy(obs, mask, busy, senders)
 
 
-def contention_of(y: np.ndarray, b: np.ndarray, group: np.ndarray) -> tuple[float, dict[str, Any]]:
-    """``c`` of ``y = a_group + log(1 + c b) + noise`` by least squares, with its likelihood-ratio
-    interval: ``y`` the logs of the times, ``b`` the busy processes at each, ``group`` each
-    one's level (a stage's hand-offs, its turnarounds), numbered from 0."""
+def _gap_stretch(busy: Counter, c: float) -> Stretch:
+    return lambda finishes: 1.0 + c * busy(np.asarray(finishes, dtype=float))
+
+
+def contention_of(y: np.ndarray, busy: np.ndarray) -> tuple[float | None, dict[str, Any]]:
+    """``c`` of ``y = a + log(1 + c * busy) + noise`` by least squares, with its likelihood-ratio
+    interval: ``y`` the logs of one kind of a stage's times, ``busy`` the processes serving at
+    each. None, with a note, when there are too few times or the busy count never varies."""
     n = len(y)
-    if n < MIN_SAMPLES or float(np.ptp(b)) == 0.0:
-        note = f"{n} hand-offs and turnarounds (< {MIN_SAMPLES}) or busy counts not varying: taken as 0"
-        return 0.0, {"samples": n, "note": note}
-    counts = np.bincount(group)
-    used = counts > 0
+    if n < MIN_SAMPLES or float(np.ptp(busy)) == 0.0:
+        return None, {"samples": n, "note": f"{n} times (< {MIN_SAMPLES}) or the busy count not varying: none fitted"}
 
     def sse(c: float) -> float:
-        r = y - np.log1p(c * b)
-        means = np.bincount(group, r)[used] / counts[used]
-        full = np.zeros(len(counts))
-        full[used] = means
-        return float(((r - full[group]) ** 2).sum())
+        r = y - np.log1p(c * busy)
+        return float(((r - r.mean()) ** 2).sum())
 
-    best = optimize.minimize_scalar(sse, bounds=(0.0, MAX_CONTENTION), method="bounded", options={"xatol": 1e-4})
-    c, floor = float(best.x), sse(float(best.x))
-    limit = floor * math.exp(float(stats.chi2.ppf(0.95, 1)) / n)
+    best = optimize.minimize_scalar(sse, bounds=(0.0, MAX_COEFFICIENT), method="bounded", options={"xatol": 1e-5})
+    c = float(best.x)
+    limit = sse(c) * math.exp(float(stats.chi2.ppf(0.95, 1)) / n)
 
     def crossing(bound: float) -> float:  # where sse meets the limit between c and a bound
         if sse(bound) <= limit:
             return bound
-        return float(optimize.brentq(lambda x: sse(x) - limit, min(bound, c), max(bound, c)))
+        return float(optimize.brentq(lambda x: sse(x) - limit, min(bound, c), max(bound, c), xtol=1e-5))
 
-    lo, hi = crossing(0.0), crossing(MAX_CONTENTION)
-    levels = {int(v): float(np.mean(b == v)) for v in np.unique(np.minimum(b, 3))}
-    return c, {"contention": c, "contention_ci95": [lo, hi], "samples": n, "busy_shares": levels}
+    shares = {int(v): float(np.mean(np.minimum(busy, 3) == v)) for v in range(4)}
+    row = {"contention": c, "contention_ci95": [crossing(0.0), crossing(MAX_COEFFICIENT)], "samples": n,
+           "busy_shares": shares}  # fmt: skip
+    return c, row

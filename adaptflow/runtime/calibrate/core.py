@@ -36,7 +36,7 @@ from adaptflow._json import to_jsonable
 from adaptflow.scenario import ScenarioError, parse_scenario
 
 from . import system
-from .contention import ContentionFit, Factor, fit_contention
+from .contention import ContentionFit, fit_contention
 from .distributions import fit_arrivals, fit_service, sig, with_moments
 from .hosts import HostFit, busy_peak, fit_hosts, parse_cores
 from .recording import Recording, read_recording
@@ -185,11 +185,7 @@ def fit(
     scenario = {"name": "", **base, "sources": {}, "stages": given}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     if host_fit is not None and host_fit.hosts:
-        hosts = {
-            name: {**host, "contention": sig(contention.hosts[name])} if contention.hosts.get(name) else host
-            for name, host in host_fit.hosts.items()
-        }
-        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(hosts, recording.meta, report)
+        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording.meta, report)
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
@@ -289,7 +285,7 @@ def _given_sizes(
         if stage.get("dispatch_delay"):
             turnaround = report["stages"][name]["turnaround"].get("recorded_mean", float(stage.get("turnaround", 0.0)))
             block, dispatch_report, more = system.dispatch_given_sizes(
-                recording, timeline.stages[name], name, turnaround, sizes, contention.factor(name)
+                recording, timeline.stages[name], name, turnaround, sizes, contention.factor(name, "dispatch")
             )
             stage["dispatch_delay"] = block if isinstance(block, dict) else sig(block)
             report["stages"][name]["dispatch_given_size"] = dispatch_report
@@ -351,18 +347,18 @@ def _fit_stages(
         if not obs.attempts:
             report["warnings"].append(f"stage {name!r} of the mapping finished no task while recording: left out")
             continue
-        stages[name] = _fit_stage(recording, name, obs, report, contention.factor(name))
+        stages[name] = _fit_stage(recording, name, obs, report, contention)
     if not stages:
         raise ValueError(f"{recording.path}: no task of any mapped stage finished while recording; nothing to fit")
     return stages
 
 
 def _fit_stage(
-    recording: Recording, name: str, obs: StageObs, report: dict[str, Any], factor: Factor | None = None
+    recording: Recording, name: str, obs: StageObs, report: dict[str, Any], contention: ContentionFit
 ) -> dict[str, Any]:
-    """One stage's block. ``factor``: the stretch of its Celery work by its host's load at a
-    time (:mod:`.contention`): its dispatch delay and turnaround are fitted to the recorded
-    ones divided by it."""
+    """One stage's block. Where ``contention`` has a stretch of its dispatch delay or
+    turnaround by its host's load (:mod:`.contention`), that one is fitted to the recorded
+    times divided by it, and the stage's ``contention`` says how the simulator stretches it."""
     service, service_report, warnings = fit_service(obs.services, name)
     workers, workers_report, more = system.fit_workers(recording, obs, name)
     delay, startup_report = system.fit_startup(recording, obs, name)
@@ -370,10 +366,11 @@ def _fit_stage(
     first, _, _ = system.fit_dispatch(recording, obs, name)
     recorded, turnaround_report = system.fit_turnaround(obs, first)  # what decides a process busy
     turnaround = recorded
-    if factor is not None and recorded > 0:  # on a machine with nothing else running (.contention)
-        turnaround, turnaround_report = system.fit_turnaround(obs, first, factor)
+    stretched = contention.factor(name, "turnaround")
+    if stretched is not None and recorded > 0:  # on a machine with nothing else running or waiting
+        turnaround, turnaround_report = system.fit_turnaround(obs, first, stretched)
         turnaround_report["recorded_mean"] = recorded
-    idle = system.idle_waits(recording, obs, name, recorded, factor)
+    idle = system.idle_waits(recording, obs, name, recorded, contention.factor(name, "dispatch"))
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround, idle)
     block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(idle, name, dispatch)
     dispatch_warnings += more_dispatch
@@ -401,6 +398,9 @@ def _fit_stage(
     }
     if turnaround > 0:
         stage["turnaround"] = sig(turnaround)
+    fitted = {kind: sig(c) for kind, c in contention.stages.get(name, {}).items() if kind == "dispatch" or turnaround}
+    if any(fitted.values()):
+        stage["contention"] = fitted
     if failure is not None:
         stage["failure"] = failure
     return stage

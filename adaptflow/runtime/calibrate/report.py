@@ -187,20 +187,22 @@ def _contention_lines(contention: dict[str, Any]) -> list[str]:
     if not contention:
         return []
     rows = [
-        "Contention: how much each hand-off (divided by its item's size) and each turnaround of a host's stages grew "
-        "per pool process busy on the host when it ran; the scenario's dispatch delays and turnarounds are the "
+        "Contention: how much each stage's hand-offs (divided by their item's size) and turnaround gaps grew per "
+        "pool process busy on its host when they ran; the scenario's dispatch delays and turnarounds are the "
         "recorded ones divided by `1 + contention * busy` of their moment.",
         "",
-        "| host | contention (95% CI) | hand-offs and gaps | share at 0, 1, 2, 3+ busy |",
-        "|---|---|---|---|",
+        "| stage | work | contention (95% CI) | times | share at 0, 1, 2, 3+ busy |",
+        "|---|---|---|---|---|",
     ]
-    for name, r in contention.items():
-        if "note" in r:
-            rows.append(f"| {name} | {r['note']} | {r['samples']:,} | - |")
-            continue
-        lo, hi = r["contention_ci95"]
-        shares = ", ".join(_num(v) for _, v in sorted(r["busy_shares"].items(), key=lambda kv: int(kv[0])))
-        rows.append(f"| {name} | {_num(r['contention'])} ({_num(lo)}, {_num(hi)}) | {r['samples']:,} | {shares} |")
+    for stage, kinds in contention.items():
+        for kind, r in kinds.items():
+            if "note" in r:
+                rows.append(f"| {stage} | {kind} | {r['note']} | {r['samples']:,} | - |")
+                continue
+            lo, hi = r["contention_ci95"]
+            shares = ", ".join(_num(v) for _, v in sorted(r["busy_shares"].items(), key=lambda kv: int(kv[0])))
+            rows.append(f"| {stage} | {kind} | {_num(r['contention'])} ({_num(lo)}, {_num(hi)}) | {r['samples']:,} "
+                        f"| {shares} |")  # fmt: skip
     return [*rows, ""]
 
 

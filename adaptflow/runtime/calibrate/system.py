@@ -59,8 +59,11 @@ from .sizes import ItemSizes
 from .timeline import ItemObs, StageObs, Timeline
 
 Target = str | None
-Factor = Callable[[np.ndarray], np.ndarray]
-"""The stretch of a stage's Celery work at some times (:mod:`.contention`)."""
+Stretch = Callable[[np.ndarray], np.ndarray]
+"""How many times a stage's Celery work was stretched by its host's load (:mod:`.contention`):
+a ``VisitStretch`` maps a boolean mask over ``StageObs.waits`` to each masked hand-off's
+stretch, a ``GapStretch`` the finishes of turnaround gaps to theirs."""
+VisitStretch = GapStretch = Stretch
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
@@ -253,22 +256,13 @@ def fit_dispatch(
 
 
 def idle_waits(
-    recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0, factor: Factor | None = None
+    recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0, factor: VisitStretch | None = None
 ) -> np.ndarray:
     """The waits of the visits that entered when a process of the stage was free (not serving,
     not in its turnaround) and no visit was waiting: each is the hand-off alone. ``factor``:
-    the stretch of the stage's Celery work at a time (:mod:`.contention`), each wait divided by
-    it at the wait's middle."""
+    the stretch of each by its host's load (:mod:`.contention`), divided out."""
     mask = idle_visits(recording, obs, stage, turnaround)
-    return np.asarray(obs.waits, dtype=float)[mask] / _stretch_of(obs, mask, factor)
-
-
-def _stretch_of(obs: StageObs, mask: np.ndarray, factor: Factor | None) -> np.ndarray | float:
-    """``factor`` at the middle of each masked wait (1 without one)."""
-    if factor is None:
-        return 1.0
-    waits = np.asarray(obs.waits, dtype=float)[mask]
-    return factor(np.asarray(obs.enters, dtype=float)[mask] + waits / 2)
+    return np.asarray(obs.waits, dtype=float)[mask] / (1.0 if factor is None else factor(mask))
 
 
 def idle_visits(recording: Recording, obs: StageObs, stage: str, turnaround: float = 0.0) -> np.ndarray:
@@ -304,7 +298,12 @@ def dispatch_block(
 
 
 def dispatch_given_sizes(
-    recording: Recording, obs: StageObs, stage: str, turnaround: float, sizes: ItemSizes, factor: Factor | None = None
+    recording: Recording,
+    obs: StageObs,
+    stage: str,
+    turnaround: float,
+    sizes: ItemSizes,
+    factor: VisitStretch | None = None,
 ) -> tuple[float | dict[str, Any], dict[str, Any], list[str]]:
     """The trace scenario's dispatch delay, whose items carry sizes: :func:`dispatch_block` of
     each idle visit's wait divided by its item's size (the simulator multiplies it back, as it
@@ -319,7 +318,7 @@ def dispatch_given_sizes(
     Fewer than ``DISPATCH_MIN_VISITS`` idle visits: 0 (the plain fit warned already). ``factor``:
     as :func:`idle_waits`'."""
     mask = idle_visits(recording, obs, stage, turnaround)
-    waits = np.maximum(np.asarray(obs.waits, dtype=float)[mask], 0.0) / _stretch_of(obs, mask, factor)
+    waits = np.maximum(np.asarray(obs.waits, dtype=float)[mask], 0.0) / (1.0 if factor is None else factor(mask))
     if len(waits) < DISPATCH_MIN_VISITS:
         return 0.0, {}, []
     factors = np.asarray([sizes.of_task(k) for k in np.asarray(obs.started)[mask]], dtype=float)
@@ -358,7 +357,7 @@ def _size_following(waits: np.ndarray, factors: np.ndarray) -> dict[str, float]:
     }
 
 
-def fit_turnaround(obs: StageObs, dispatch: float, factor: Factor | None = None) -> tuple[float, dict[str, Any]]:
+def fit_turnaround(obs: StageObs, dispatch: float, factor: GapStretch | None = None) -> tuple[float, dict[str, Any]]:
     """The stage's turnaround (see the module docstring) and its report: the mean of the
     :func:`~adaptflow.runtime.live.handoff.backlogged_gaps` of its attempts, each on the worker
     node that started it; each divided by ``factor`` at its finish (:mod:`.contention`), if given."""
