@@ -260,7 +260,7 @@ def compare_app_with_simulation(
             f"mapping: sources {unknown} are not the scenario's; expected some of {sorted(spec.sources)} "
             "(the simulation replays each source's live arrivals)"
         )
-    if probe_speed and not any(host.probe is not None for host in spec.hosts.values()):
+    if probe_speed and not spec.probed:
         raise ValueError(
             f"--probe-speed: no host of scenario {spec.name!r} has a probe to compare with; expected a scenario "
             "calibrated (adaptflow calibrate --cores auto) from a recording whose recording.json has probes"

@@ -360,8 +360,7 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     """One planner's run on an emptied app with its initial pools (see the module docstring)."""
     wait_idle(target, settings.settle)
     pools = reset_pools(target, settings.settle)
-    probing = any(host.probe is not None for host in target.scenario.hosts.values())
-    probes = [cpu_probe()] if probing else []  # the machine's speed, on the idle app
+    probes = [cpu_probe()] if target.scenario.probed else []  # the machine's speed, on the idle app
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", split_label(spec)[0])
     logs = settings.event_log_dir
     stream = EventStream(target.app).start()  # receiving before anything is produced
@@ -375,7 +374,7 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
             transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
     finally:
         stream.stop()
-    if probing:  # after the run has drained: the mean of both stands for the run
+    if probes:  # after the run has drained: the mean of both stands for the run
         probes.append(cpu_probe())
     seconds = transitions[-1].snapshot.time if transitions else 0.0
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks

@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from ..live.handoff import MIN_GAPS
 from . import system
 from .recording import Recording
 from .sizes import ItemSizes
@@ -127,10 +126,10 @@ def stage_samples(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """A stage's Celery work as recorded, each time with the busy processes it began with: the
     hand-offs (idle visits' waits over their item's size) and the turnaround gaps."""
-    first, _, _ = system.fit_dispatch(recording, obs, stage)
+    first, _, _ = system.fit_dispatch(recording, obs, stage)  # the same steps as the stage's own fit
+    recorded, _ = system.fit_turnaround(obs, first)
+    mask = system.idle_visits(recording, obs, stage, recorded)
     timed = system.turnaround_gaps(obs, first)
-    turnaround = float(np.mean([g for _, g in timed])) if len(timed) >= MIN_GAPS else 0.0
-    mask = system.idle_visits(recording, obs, stage, turnaround)
     waits = np.asarray(obs.waits, dtype=float)[mask]
     divided = waits / np.asarray([sizes.of_task(k) for k in np.asarray(obs.started)[mask]], dtype=float)
     gaps = np.asarray([g for _, g in timed], dtype=float)
