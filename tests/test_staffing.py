@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptflow.policies.staffing import mean_wait, staff
+from adaptflow.scenario.schema import StageContention
 from tests.helpers import confidence_interval
 
 
@@ -109,3 +112,25 @@ def test_on_an_overloaded_host_the_host_aware_rule_costs_less_than_the_blind_one
     mean, half = confidence_interval(diffs)
     assert mean + half < 0, f"cost difference {mean:.0f} +- {half:.0f}"
     assert all(a >= b for a, b in completed)  # and serves no fewer items
+
+
+def test_a_turnaround_that_slows_with_the_busy_processes_is_staffed_for_the_load():
+    """Stage b's 0.2 s turnaround grows by half for every process busy on its host (contention
+    0.5). With 2 items/s into a (0.5 s) and 5 into b (0.3 s) the host keeps 1 + 1.5 = 2.5
+    processes serving, so b holds a process 0.3 + 0.2 x (1 + 0.5 x 2.5) = 0.75 s per visit, and
+    is staffed for that: as Erlang C staffs a stage whose turnaround is 0.45 s, more than for
+    the plain 0.5 s. With no load the holding time is the plain 0.5 s."""
+    from adaptflow.policies import ErlangPlanner
+
+    def scenario(contention: float | None, turnaround: float = 0.2) -> Any:
+        spec = hosted(64.0)
+        stretch = None if contention is None else StageContention(turnaround=contention)
+        b = spec.stages["b"].model_copy(update={"turnaround": turnaround, "contention": stretch})
+        return spec.model_copy(update={"stages": {"a": spec.stages["a"], "b": b}})
+
+    rates = {"a": 2.0, "b": 5.0}
+    planner = ErlangPlanner(scenario(0.5))
+    assert planner.loaded_means(rates)["b"] == pytest.approx(0.3 + 0.2 * (1 + 0.5 * 2.5))
+    assert planner.loaded_means({"a": 0.0, "b": 0.0})["b"] == pytest.approx(0.5)
+    assert planner.staff_all(rates) == ErlangPlanner(scenario(None, turnaround=0.45)).staff_all(rates)
+    assert planner.staff_all(rates)["b"] > ErlangPlanner(scenario(None)).staff_all(rates)["b"]

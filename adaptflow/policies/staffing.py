@@ -139,16 +139,49 @@ class _StaffingPlanner(Planner):
             h: (host.cores, [n for n, s in scenario.stages.items() if s.host == h and s.cpu_share > 0])
             for h, host in scenario.hosts.items()
         }
+        # a turnaround that slows with the processes busy on its host (Stage.contention): the
+        # seconds per visit it adds per busy process, and the busy seconds each visit of a
+        # hosted stage keeps a process serving
+        self.stretched = {
+            n: (s.host, s.turnaround * s.contention.turnaround * attempts_per_visit(scenario, n))
+            for n, s in scenario.stages.items()
+            if s.host is not None and s.contention is not None and s.contention.turnaround and s.turnaround
+        }
+        self.busy_work = {
+            n: (s.host, s.service.expected() * attempts_per_visit(scenario, n))
+            for n, s in scenario.stages.items()
+            if s.host is not None
+        }
 
-    def staff_for(self, stage: str, rate: float) -> int:
+    def staff_for(self, stage: str, rate: float, mean: float | None = None) -> int:
         lo, hi = self.bounds[stage]
-        return staff(rate, self.mean[stage], self.target_wait, self.scv[stage], lo, hi)
+        return staff(rate, self.mean[stage] if mean is None else mean, self.target_wait, self.scv[stage], lo, hi)
 
     def staff_all(self, rates: dict[str, float]) -> dict[str, int]:
         """Every stage's pool for the rates into it, as far as its host can serve them
-        (:meth:`servable`)."""
+        (:meth:`servable`), each held per visit as long as those rates make it (:meth:`loaded_means`)."""
         rates = self.servable(rates)
-        return {n: self.staff_for(n, rates[n]) for n in self.scenario.stages}
+        means = self.loaded_means(rates)
+        return {n: self.staff_for(n, rates[n], means[n]) for n in self.scenario.stages}
+
+    def loaded_means(self, rates: dict[str, float]) -> dict[str, float]:
+        """Each stage's mean holding time per visit at these rates: its turnaround stretched by
+        the processes they keep busy on its host (Little's law: rate times service, summed over
+        the host's stages), as the simulator stretches it (``Stage.contention``).
+
+        Why: calibration fits a contended turnaround to what it takes on an idle machine, so
+        its plain value undercounts the capacity a loaded stage loses. On the example app
+        Erlang C staffed from it held 6.1 processes live where it had held 8 from the loaded
+        mean, and let validate run at 87 % utilization (docs/deploy.md)."""
+        if not self.stretched:
+            return self.mean
+        busy: dict[str, float] = {}
+        for name, (host, work) in self.busy_work.items():
+            busy[host] = busy.get(host, 0.0) + max(rates.get(name, 0.0), 0.0) * work
+        means = dict(self.mean)
+        for name, (host, per_busy) in self.stretched.items():
+            means[name] += per_busy * busy[host]
+        return means
 
     def servable(self, rates: dict[str, float]) -> dict[str, float]:
         """The rates the stages' hosts can serve: a host asked for more CPU seconds a second
