@@ -426,6 +426,7 @@ def test_hand_offs_and_turnarounds_that_slow_with_the_busy_processes_are_fitted_
     for stage in TRUTH:
         row = fitted[stage]["dispatch"]
         assert row["contention_ci95"][0] > 0.4 and row["contention"] == pytest.approx(0.6, abs=0.1), (stage, row)
+    assert not [w for w in result.report["warnings"] if "did not follow the busy processes" in w]
     spec = load_scenario(result.scenario)
     assert spec.stages["write"].contention is not None and spec.stages["write"].contention.dispatch > 0.3
     assert "| stage | work | contention (95% CI) |" in result.report_md.read_text()

@@ -56,10 +56,10 @@ from .timeline import StageObs, Timeline
 MAX_COEFFICIENT = 5.0
 """The largest coefficient fitted: each busy process making Celery's work six times as long."""
 MIN_SAMPLES = 30
-"""Fewer hand-offs and turnaround gaps than this on a host read no contention (none written)."""
+"""Fewer times than this of one kind of a stage's work read no contention (none written)."""
 
-Counter = Callable[[np.ndarray], np.ndarray]
-"""How many of something are open at each of some times."""
+CountAt = Callable[[np.ndarray], np.ndarray]
+"""How many of something are under way at each of some times."""
 
 
 KINDS = ("dispatch", "turnaround")
@@ -82,14 +82,14 @@ class ContentionFit:
         return self.factors.get((stage, kind))
 
 
-def busy_counter(stages: list[StageObs]) -> Counter:
+def busy_counter(stages: list[StageObs]) -> CountAt:
     """The number of attempts of ``stages`` running at each of some times (started at or before
     it, not finished by it: an attempt finishing at that very time no longer counts)."""
     spans = [span for obs in stages for span in obs.spans]
     return _between([s for s, _ in spans], [f for _, f in spans])
 
 
-def _between(opens: list[float], closes: list[float]) -> Counter:
+def _between(opens: list[float], closes: list[float]) -> CountAt:
     """How many of the intervals ``[open, close)`` hold each of some times."""
     opened, closed = np.sort(np.asarray(opens, dtype=float)), np.sort(np.asarray(closes, dtype=float))
 
@@ -110,7 +110,7 @@ def sender_spans(timeline: Timeline) -> dict[str, tuple[float, float]]:
     return senders
 
 
-def handoff_busy(obs: StageObs, mask: np.ndarray, busy: Counter, senders: dict[str, tuple[float, float]]) -> np.ndarray:
+def handoff_busy(obs: StageObs, mask: np.ndarray, busy: CountAt, senders: dict[str, tuple[float, float]]) -> np.ndarray:
     """The busy processes each masked visit's hand-off began with: at its enter, less its sender
     if still running then."""
     enters = np.asarray(obs.enters, dtype=float)[mask]
@@ -121,7 +121,7 @@ def handoff_busy(obs: StageObs, mask: np.ndarray, busy: Counter, senders: dict[s
 
 
 def stage_samples(
-    recording: Recording, obs: StageObs, stage: str, sizes: ItemSizes, busy: Counter,
+    recording: Recording, obs: StageObs, stage: str, sizes: ItemSizes, busy: CountAt,
     senders: dict[str, tuple[float, float]],
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """A stage's Celery work as recorded, each time with the busy processes it began with: the
@@ -156,6 +156,12 @@ def fit_contention(
                 fit.report.setdefault(name, {})[kind] = row
                 if c is None:
                     continue
+                lo, hi = row["contention_ci95"]
+                if lo <= 0.0:  # no sign of it: a small c does little harm, and one rule for every stage
+                    fit.warnings.append(
+                        f"stages.{name}.contention.{kind}: the recorded times did not follow the busy processes "
+                        f"({c:.3g}, 95% CI {lo:.3g} to {hi:.3g}); written all the same"
+                    )
                 fit.stages.setdefault(name, {})[kind] = c
                 if kind == "dispatch":
                     fit.factors[(name, kind)] = _visit_stretch(obs, busy, senders, c)
@@ -164,11 +170,11 @@ def fit_contention(
     return fit
 
 
-def _visit_stretch(obs: StageObs, busy: Counter, senders: dict[str, tuple[float, float]], c: float) -> Stretch:
+def _visit_stretch(obs: StageObs, busy: CountAt, senders: dict[str, tuple[float, float]], c: float) -> Stretch:
     return lambda mask: 1.0 + c * handoff_busy(obs, mask, busy, senders)
 
 
-def _gap_stretch(busy: Counter, c: float) -> Stretch:
+def _gap_stretch(busy: CountAt, c: float) -> Stretch:
     return lambda finishes: 1.0 + c * busy(np.asarray(finishes, dtype=float))
 
 
