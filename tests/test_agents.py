@@ -450,3 +450,26 @@ def test_a_field_the_schema_gains_with_its_default_leaves_saved_analyzers_valid(
     # field a default (left out of the key), or accept and say so in the change.
     assert fit_key(load_scenario("mmc"), 30.0) == "69f418f9b4021c26"
     assert fit_key(scenario, 30.0) == "661ec8e95af6bd30"
+
+
+def test_a_replay_settles_past_its_decisions_until_every_item_has_left(tmp_path):
+    """Three items at 0, 0.1 and 0.2 on one worker serving 0.9 s each leave at 0.9, 1.8 and 2.7.
+    Run to 1 s the replay stops with two still in the system; with ``settle`` it decides on each
+    second until the last has left (the decision at 3 s), as a live run ends, and no longer;
+    ``settle`` bounds it."""
+    from adaptflow.experiments.compare_live import simulated
+    from tests.helpers import scenario, stage
+
+    trace = tmp_path / "three.csv"
+    trace.write_text("timestamp\n0\n0.1\n0.2\n")
+    spec = scenario(
+        {"w": stage(1, "deterministic", 0.9)},
+        sources={"t": {"process": "trace", "file": str(trace), "to": "w"}},
+        horizon=10.0,
+    )
+    cut = simulated(spec, "static", 0, 1.0, 1.0)
+    settled = simulated(spec, "static", 0, 1.0, 1.0, settle=10.0)
+    bounded = simulated(spec, "static", 0, 1.0, 1.0, settle=1.0)
+    assert cut["arrived"] == settled["arrived"] == 3
+    assert cut["completed"] == 1 and settled["completed"] == 3 and bounded["completed"] == 2
+    assert settled["throughput"] == pytest.approx(3 / 3.0)  # over the 3 s it ran

@@ -111,12 +111,17 @@ class Coordinator:
     def __init__(self, loop: ControlLoop, planner: Planner, log: EventLog | None = None):
         self.loop, self.planner, self.log = loop, planner, log
 
-    def run(self, until: float) -> list[Transition]:
-        """Decide every interval until the clock reaches ``until``; return the transitions."""
+    def run(self, until: float, settle: float = 0.0) -> list[Transition]:
+        """Decide every interval until the clock reaches ``until``; return the transitions.
+        ``settle``: past ``until`` go on deciding while items are still in the system, for at
+        most that many seconds more: a replay of a live run ends as the run did, at the first
+        decision after every arrival has left (a fixed count of decisions cut off an item
+        whose exit fell a few milliseconds past the last one)."""
         self.planner.reset()
         snapshot, insights = self.loop.start()
         transitions = []
-        while self.loop.clock.now() < until - 1e-9:
+        limit = until + max(settle, 0.0)
+        while (now := self.loop.clock.now()) < until - 1e-9 or (snapshot.in_system > 0 and now < limit - 1e-9):
             plan = self.planner.plan(snapshot, insights)
             step = self.loop.act(plan)
             if self.log is not None:

@@ -187,8 +187,10 @@ def simulated_app_run(
     (:func:`live_speeds`, from the probe's speed with ``probe_speed``): a diagnosis, as
     ``live_handoffs`` is (it takes a figure from the live side), which tells how much of a gap
     is the machine's speed during the run and how much the model's."""
-    # As many decisions as the live run made: its last interval ended when the last item was
-    # seen leaving, and a simulation run to that odd time would decide (and pay) once more.
+    # As many decisions as the live run made (its last interval ended when the last item was
+    # seen leaving, and a simulation run to that odd time would decide and pay once more), then
+    # more only while items remain, as the live run ended: an exit a few milliseconds past the
+    # last decision is not cut off. At most as long again (_seeds).
     duration = max(1, len(run.transitions)) * interval
     aligned = on_arrivals(scenario, run, folder, duration)
     if aligned is None:
@@ -225,7 +227,7 @@ def _seeds(
     for seed in range(seeds):
         built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
         analyzer = analyzer_for(built, scenario, interval, forecaster)
-        figures.append(simulated(replay, built, seed, duration, interval, analyzer))
+        figures.append(simulated(replay, built, seed, duration, interval, analyzer, settle=duration))
     return pd.DataFrame(figures)
 
 

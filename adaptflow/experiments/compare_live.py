@@ -145,7 +145,13 @@ def simulated_over_ticks(
 
 
 def simulated(
-    scenario: Scenario, planner: str | Planner, seed: int, duration: float, interval: float, analyzer: Any = None
+    scenario: Scenario,
+    planner: str | Planner,
+    seed: int,
+    duration: float,
+    interval: float,
+    analyzer: Any = None,
+    settle: float = 0.0,
 ) -> dict[str, float]:
     """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
     of :func:`_figures`, and each stage's mean wait, mean pool and mean service time per attempt
@@ -154,7 +160,8 @@ def simulated(
     ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
     for the scenario a live run had), reset at the start; then ``analyzer`` is needed too.
     ``analyzer``: the one to run with (reset at the start), e.g. the live run's own; default the
-    planner's for ``scenario``."""
+    planner's for ``scenario``. ``settle``: past ``duration``, decide on while items remain, at
+    most that long (:meth:`Coordinator.run`); the figures then cover the time run."""
     spec = load_scenario(scenario, horizon=duration)
     sim = Simulation(spec, rng=np.random.default_rng(seed))
     if isinstance(planner, Planner):
@@ -165,7 +172,8 @@ def simulated(
         built, forecaster = make_planner(planner, spec, interval)
         analyzer = analyzer if analyzer is not None else analyzer_for(built, spec, interval, forecaster)
     loop = ControlLoop(SimMonitor(sim), analyzer, SimExecutor(sim), SimClock(sim), CostModel(), interval)
-    steps = Coordinator(loop, built).run(until=duration)
+    steps = Coordinator(loop, built).run(until=duration, settle=settle)
+    duration = max(duration, sim.now)  # a settled replay covers its extra decisions too
     end = sim.counters()  # the whole run: counters since t=0, per-item values from t=0
     whole = sim.samples(None, end)
     stage_waits = {name: whole.waits(name) for name in end.stages}
