@@ -40,6 +40,7 @@ class HostState:
         self._jobs: list[tuple[float, int, Callable[[Any], None], Any]] = []  # (end reading, order, callback, value)
         self._order = 0  # breaks ties in the heap: jobs ending together end in the order they started
         self._plan = 0  # the number of the current wakeup plan; older wakeups are stale
+        self.serving = 0  # pool processes of any stage placed here serving a task (Stage.contention)
 
     def speed(self) -> float:
         """How fast each job in progress runs now, as a share of its full speed."""
