@@ -121,6 +121,13 @@ class _SplitRouter:
         self.deliver[self._pick(self.uniform(), self.edges)](item)
 
 
+def _contention(spec: Stage, host: Any) -> tuple[float, float]:
+    """A stage's (dispatch, turnaround) coefficients of Stage.contention; 0 without a host."""
+    if host is None or spec.contention is None:
+        return 0.0, 0.0
+    return spec.contention.dispatch, spec.contention.turnaround
+
+
 class StageState:
     """A queue and a worker pool. Workers are counted, not modelled as objects: ``idle``,
     ``busy``, ``starting`` (requested, not ready yet) and ``draining`` (busy, retiring after
@@ -162,10 +169,8 @@ class StageState:
         # the host's speed against the calibration's (Host.speed): CPU work, turnarounds and
         # dispatch delays scale
         self.host_spec = host_spec
-        # how its hand-offs and turnarounds slow with the host's load (Stage.contention); None: not at all
-        contention = spec.contention if host_spec is not None else None
-        self.dispatch_contention = contention.dispatch if contention is not None else 0.0
-        self.turnaround_contention = contention.turnaround if contention is not None else 0.0
+        # how much its hand-offs and turnarounds slow per process serving on the host (0: not at all)
+        self.dispatch_contention, self.turnaround_contention = _contention(spec, host_spec)
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
