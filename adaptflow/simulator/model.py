@@ -183,9 +183,10 @@ class StageState:
         self.sample = service_sampler(spec.service, streams.get("service", name))
         # the host whose cores the CPU share of each service shares (see hosts.py); None: full speed
         self.cpu = spec.cpu_share
-        self.host: HostState | None = sim.hosts[spec.host] if spec.host is not None and self.cpu else None
-        # the host whatever the CPU share: it counts the processes serving there (Stage.contention)
+        # the host whatever the CPU share: it counts the processes serving there (Stage.contention);
+        # ``host``, the same one where the stage's CPU work shares its cores
         self.on_host: HostState | None = sim.hosts[spec.host] if spec.host is not None else None
+        self.host: HostState | None = self.on_host if self.cpu else None
         # the visit rule of the scenario room, bound to this stage's failure and validation streams
         self.decide = outcome_rule(
             spec, _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
