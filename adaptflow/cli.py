@@ -796,8 +796,9 @@ def _add_compare_app(commands: Any) -> None:
     )  # fmt: skip
     ca.add_argument(
         "--live-speed", action="store_true",
-        help="with --simulate, a diagnosis: simulated again with each host at the speed the run's own services "
-        "met (simulated over live service, from the probe's speed with --probe-speed)",
+        help="with --simulate, a diagnosis: one more row per run, 'simulated, live speed', with each host at the "
+        "speed the run's own services met and each stage's service scaled to its live mean (speed_<host>, "
+        "scale_<stage>)",
     )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)

@@ -14,6 +14,7 @@ import pytest
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import (
+    LIVE_SPEED,
     compare_app_with_simulation,
     live_speeds,
     simulated_app_run,
@@ -77,13 +78,47 @@ def test_a_run_can_be_simulated_at_the_speed_its_own_tasks_met(tmp_path):
     scenario = load_scenario(hosted(tmp_path, probe=1000.0))
     attempts = {"work": [(t, t, t + 0.4, "node") for t in (0.0, 1.0, 2.0, 3.0)]}
     run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]}, attempts=attempts)  # type: ignore[arg-type]
-    slow = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)[0]
+    plain, slow = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)
+    assert plain["world"] == "simulated" and plain["service_work"] == pytest.approx(0.2)
+    assert slow["world"] == LIVE_SPEED
     assert slow["speed_vm"] == pytest.approx(0.5)
     assert slow["service_work"] == pytest.approx(0.4) and slow["handoff_work"] == pytest.approx(0.2)
     run.probes = [1900.0, 2100.0]
-    probed = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, probe_speed=True, live_speed=True)[0]
+    probed = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, probe_speed=True, live_speed=True)[-1]
     assert probed["speed_vm"] == pytest.approx(0.5) and probed["service_work"] == pytest.approx(0.4)
+    assert slow["scale_work"] == pytest.approx(1.0) and probed["scale_work"] == pytest.approx(1.0)
     assert live_speeds(scenario, {"service_work": math.nan}, {"service_work": 0.2}, {}) == {}
+
+
+def test_stages_that_slowed_unequally_are_each_replayed_at_their_own_live_service(tmp_path):
+    """Two stages on one host (2 cores, never oversubscribed): ``cut`` all CPU, live 0.4 s
+    against 0.2 simulated; ``pack`` half CPU, live as simulated. The host's one step (geometric
+    mean, 1/sqrt 2) would leave cut 0.28 s and pack 0.24; each stage's residual scale (cut
+    sqrt 2, pack 0.83: the step shortens only pack's CPU half) brings both to their live mean."""
+    (tmp_path / "arrivals.csv").write_text("timestamp\n0\n1\n2\n3\n")
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "name: two\nhorizon: 20\nsla: {latency: 10}\n"
+        "sources: {uploads: {process: trace, file: arrivals.csv, to: cut}}\n"
+        "hosts: {vm: {cores: 2.0}}\n"
+        "stages:\n"
+        "  cut: {workers: {initial: 1, max: 1}, service: {dist: deterministic, mean: 0.2}, host: vm, next: pack}\n"
+        "  pack: {workers: {initial: 1, max: 1}, service: {dist: deterministic, mean: 0.2}, host: vm, cpu: 0.5,"
+        " next: null}\n"
+    )
+    scenario = load_scenario(path)
+    attempts = {
+        "cut": [(t, t, t + 0.4, "node") for t in (0.0, 1.0, 2.0, 3.0)],
+        "pack": [(t + 0.4, t + 0.4, t + 0.6, "node") for t in (0.0, 1.0, 2.0, 3.0)],
+    }
+    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]}, attempts=attempts)  # type: ignore[arg-type]
+    row = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)[-1]
+    assert row["speed_vm"] == pytest.approx(2**-0.5)
+    assert row["scale_cut"] == pytest.approx(2**0.5) and row["scale_pack"] == pytest.approx(0.2 / (0.1 + 0.1 * 2**0.5))
+    assert row["service_cut"] == pytest.approx(0.4) and row["service_pack"] == pytest.approx(0.2)
+    assert scenario.stages["cut"].service.scaled(3.0).mean == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="service scale"):
+        scenario.stages["cut"].service.scaled(0.0)
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,39 @@ def live_speeds(
     return out
 
 
+def live_services(
+    scenario: Scenario, timing: dict[str, float], simulated_row: dict[str, Any], steps: dict[str, float]
+) -> dict[str, float]:
+    """Each stage's service scale left once its host took its step (``steps``: host -> new speed
+    over the speed simulated, :func:`live_speeds` against the speed before): the live mean
+    service over the simulated one (``service_<stage>`` of ``timing`` and ``simulated_row``)
+    over what the step alone makes of the simulated one (its CPU share ``1 / step`` as long, the
+    rest as it was). Why per
+    stage: on one machine at one moment the stages did not slow alike (a slow quarter hour of
+    the example app: write's service ran 1.29 times the simulation's, validate's 1.08), and a
+    stage staffed near saturation turns a few per cent of service into tens of per cent of
+    wait. Stages not measured both ways, or not on a stepped host, are left out."""
+    out = {}
+    for stage, spec in scenario.stages.items():
+        seen, assumed = timing.get(f"service_{stage}", math.nan), simulated_row.get(f"service_{stage}", math.nan)
+        step = steps.get(spec.host, math.nan) if spec.host is not None else math.nan
+        if all(math.isfinite(x) and x > 0 for x in (seen, assumed, step)):
+            stepped = (1.0 - spec.cpu_share) + spec.cpu_share / step
+            out[stage] = seen / (assumed * stepped)
+    return out
+
+
+def with_service_scales(scenario: Scenario, scales: dict[str, float]) -> Scenario:
+    """``scenario`` with each stage in ``scales`` serving that many times as long
+    (:meth:`~adaptflow.scenario.schema.Service.scaled`)."""
+    if not scales:
+        return scenario
+    data = scenario.model_dump(mode="json", by_alias=True)
+    for name, factor in scales.items():
+        data["stages"][name]["service"] = scenario.stages[name].service.scaled(factor).model_dump(mode="json")
+    return parse_scenario(data)
+
+
 def simulated_app_run(
     scenario: Scenario,
     run: RunResult,
@@ -183,8 +216,9 @@ def simulated_app_run(
     ran with. ``probe_speed``: each probed host runs at the speed the CPU probe measured around
     the live run (:meth:`RunResult.speeds`; ``speed_<host>`` in the rows), not at the
     calibration's: a measurement of the machine, not of the run's tasks or waits.
-    ``live_speed``: simulated once more, each host at the speed the run's own services met
-    (:func:`live_speeds`, from the probe's speed with ``probe_speed``): a diagnosis, as
+    ``live_speed``: one more row, :data:`LIVE_SPEED`, simulated with each host at the speed the
+    run's own services met and each stage's service scaled to its own live mean
+    (:func:`_at_live_speed`, from the probe's speed with ``probe_speed``): a diagnosis, as
     ``live_handoffs`` is (it takes a figure from the live side), which tells how much of a gap
     is the machine's speed during the run and how much the model's."""
     # As many decisions as the live run made (its last interval ended when the last item was
@@ -201,9 +235,6 @@ def simulated_app_run(
         aligned = with_handoffs(aligned, timing)
     speeds = run.speeds(scenario) if probe_speed else {}
     runs = _seeds(scenario, as_live(with_speeds(aligned, speeds)), spec, seeds, duration, interval)
-    if live_speed:
-        speeds = live_speeds(aligned, timing, runs.mean().to_dict(), speeds)
-        runs = _seeds(scenario, as_live(with_speeds(aligned, speeds)), spec, seeds, duration, interval)
     runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
@@ -211,7 +242,36 @@ def simulated_app_run(
     if seeds > 1:
         rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})
         rows.append({"world": "simulated, max", "planner": run.planner, **runs.max().to_dict()})
+    if live_speed:
+        rows.append(
+            {
+                "world": LIVE_SPEED,
+                "planner": run.planner,
+                **_at_live_speed(scenario, aligned, timing, rows[0], speeds, spec, seeds, duration, interval),
+            }
+        )
     return rows
+
+
+LIVE_SPEED = "simulated, live speed"
+"""The ``world`` of the row simulated at the live run's own speed (``live_speed``)."""
+
+
+def _at_live_speed(
+    scenario: Scenario, aligned: Scenario, timing: dict[str, float], first: dict[str, Any],
+    speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The mean over ``seeds`` of ``aligned`` replayed with each host one step nearer the speed
+    the run's services met (:func:`live_speeds`, from ``first``, the row simulated at
+    ``speeds``) and each stage's service scaled by what the step left (:func:`live_services`);
+    ``speed_<host>`` and ``scale_<stage>`` say which."""
+    stepped = live_speeds(aligned, timing, first, speeds)
+    steps = {h: v / speeds.get(h, aligned.hosts[h].speed) for h, v in stepped.items()}
+    scales = live_services(aligned, timing, first, steps)
+    replay = with_service_scales(with_speeds(aligned, stepped), scales)
+    runs = _seeds(scenario, as_live(replay), spec, seeds, duration, interval)
+    columns = {**{f"speed_{h}": v for h, v in stepped.items()}, **{f"scale_{k}": v for k, v in scales.items()}}
+    return {**runs.mean().to_dict(), **columns}
 
 
 def _seeds(
@@ -289,12 +349,15 @@ def compare_app_with_simulation(
 
 __all__ = [
     "DRIFT",
+    "LIVE_SPEED",
     "MAX_SEEDS",
     "compare_app_with_simulation",
+    "live_services",
     "live_speeds",
     "on_arrivals",
     "simulated_app_run",
     "timing_drift",
     "with_handoffs",
+    "with_service_scales",
     "with_speeds",
 ]
