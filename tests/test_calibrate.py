@@ -79,7 +79,7 @@ class SyntheticApp:
         turnaround: float = 0.0,
         cpu: dict[str, float] | None = None,
         cores: float = 1.0,
-        servers: int | None = None,
+        servers: int | dict[str, int] | None = None,
         dispatch_sized: bool = False,
         contention: float = 0.0,
     ):
@@ -92,8 +92,9 @@ class SyntheticApp:
         self.heap: list = []
         self.lines: list[tuple[float, int, dict]] = []
         self.queues = {stage: deque() for stage in TRUTH}
-        self.servers = servers  # every stage's pool, instead of TRUTH's and the late grow
-        pools = {stage: servers or spec["servers"] for stage, spec in TRUTH.items()}
+        self.servers = servers  # every stage's pool (or some stages'), instead of TRUTH's and the late grow
+        given = servers if isinstance(servers, dict) else {stage: servers for stage in TRUTH if servers}
+        pools = {stage: given.get(stage) or spec["servers"] for stage, spec in TRUTH.items()}
         self.idle = {stage: [next(self.pids) for _ in range(n)] for stage, n in pools.items()}
         # Celery stamps task events with the node's main process, never the pool process serving
         self.node_pid = {stage: 100 + k for k, stage in enumerate(TRUTH)}
@@ -409,6 +410,26 @@ def test_a_turnaround_between_tasks_is_recovered_and_the_replay_matches(tmp_path
     assert "| turnaround s (95% CI; gaps) |" in result.report_md.read_text()
     errors = validate_calibration(folder, result.scenario, Simulation, seeds=3).set_index(["scope", "metric"])
     assert (errors["rel_error"] < 0.10).all(), errors.to_string()
+
+
+@pytest.mark.parametrize("turnaround", [0.05, 0.0])
+def test_a_stage_too_seldom_backlogged_to_measure_its_turnaround_borrows_one(tmp_path, turnaround):
+    """Write with 6 processes is never backlogged, so its own gaps cannot say its turnaround;
+    it takes its idle hand-off (50 ms) plus what parse's and check's turnarounds add to theirs:
+    the true 50 ms where every process turns for 50 ms after each task, about 0 where none
+    does (Celery acking early). Before, 0 either way."""
+    app = SyntheticApp(seed=5, horizon=1800.0, dispatch=0.05, turnaround=turnaround, servers={"write": 6})
+    folder = write_recording(tmp_path / "rec", app.run(), {**MAPPING, "sla": {"latency": 30.0}}, horizon=1800.0)
+    result = calibrate(folder, tmp_path / "out.yaml")
+    spec, stages = load_scenario(result.scenario), result.report["stages"]
+    assert stages["write"]["turnaround"]["backlogged_gaps"] < 20 <= stages["parse"]["turnaround"]["backlogged_gaps"]
+    if turnaround:
+        assert spec.stages["write"].turnaround == pytest.approx(turnaround, rel=0.1)
+        assert any(w.startswith("stages.write.turnaround: ") and "too few" in w for w in result.report["warnings"])
+        assert "borrowed (" in result.report_md.read_text()
+    else:
+        assert spec.stages["write"].turnaround < 0.005
+    assert spec.stages["parse"].turnaround == pytest.approx(turnaround, abs=0.005)  # its own gaps
 
 
 def test_hand_offs_and_turnarounds_that_slow_with_the_busy_processes_are_fitted_and_replayed(tmp_path):
