@@ -356,10 +356,12 @@ PINNED = {  # (arrived, completed, sla violations, escapes, caught, first stage'
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
-def test_simulated_numbers_are_pinned_bit_for_bit(name):
+def test_simulated_numbers_are_pinned(name):
     """The numbers of commit f78d94b (before routes, the visit outcome and lateness moved to the
-    scenario room, and the model's reading to Simulation.counters), to the last bit: a change to
-    the model that moves a random draw or reorders a sum shows here."""
+    scenario room, and the model's reading to Simulation.counters): the counts exactly, the two
+    means to 1e-12. A change to the model that moves a random draw shows here. Not to the last
+    bit: numpy's mean sums with the CPU's vector instructions, and the last bit differs between
+    machines (an AMD EPYC VM read etl_diurnal's mean latency as ...896 where ...885 was pinned)."""
     # quality_drift_fixed: the schedule of those days (its drift is now drawn per seed)
     spec = quality_drift_fixed(3000) if name == "quality_drift_fixed" else load_scenario(name, horizon=3000)
     sim = Simulation(spec, rng=1)
@@ -368,7 +370,9 @@ def test_simulated_numbers_are_pinned_bit_for_bit(name):
     e2e = s["end_to_end"]
     first = next(iter(s["stages"].values()))
     got = (s["items_arrived"], e2e["completed"], e2e["sla_violations"], e2e["escapes"], e2e["caught"])
-    assert (*got, first["mean_wait"], e2e["mean_latency"]) == PINNED[name]
+    *counts, mean_wait, mean_latency = PINNED[name]
+    assert got == tuple(counts)
+    assert (first["mean_wait"], e2e["mean_latency"]) == pytest.approx((mean_wait, mean_latency), rel=1e-12, abs=0)
 
 
 def test_workers_with_a_startup_tick_start_together_at_the_pools_next_tick():
