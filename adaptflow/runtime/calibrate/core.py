@@ -370,17 +370,16 @@ def _borrow_turnarounds(stages: dict[str, Any], report: dict[str, Any], contenti
     validate saw 18 gaps (parse, saturated before it, spaced its items) and was written with
     none; live runs whose planners grew parse to two processes then met 0.08-0.14 s between
     validate's tasks, and its simulated capacity was nearly twice the live one."""
-    differences = []
-    for name in stages:
-        gaps, idle = report["stages"][name]["turnaround"], report["stages"][name]["dispatch"].get("idle_mean")
-        if gaps.get("backlogged_gaps", 0) >= MIN_GAPS and idle:
-            differences.append(gaps["turnaround"] - idle)
+    # each stage's turnaround report (its own gaps), its idle hand-off's mean, and whether it measured its own
+    seen = {n: (report["stages"][n]["turnaround"], report["stages"][n]["dispatch"].get("idle_mean")) for n in stages}
+    own = {n: gaps.get("backlogged_gaps", 0) >= MIN_GAPS for n, (gaps, _) in seen.items()}
+    differences = [gaps["turnaround"] - idle for n, (gaps, idle) in seen.items() if own[n] and idle]
     if not differences:
         return
     added = float(np.median(differences))
     for name, stage in stages.items():
-        gaps, idle = report["stages"][name]["turnaround"], report["stages"][name]["dispatch"].get("idle_mean")
-        if gaps.get("backlogged_gaps", 0) >= MIN_GAPS or not idle or idle + added <= 0:
+        gaps, idle = seen[name]
+        if own[name] or not idle or idle + added <= 0:
             continue
         stage["turnaround"] = sig(idle + added)
         dispatch_c = contention.stages.get(name, {}).get("dispatch")
