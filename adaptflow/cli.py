@@ -380,9 +380,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _fit_growth(args: argparse.Namespace) -> int:
-    from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
+    from adaptflow.experiments.calibration import fit_growth
+    from adaptflow.runtime.calibrate.growth import report_lines
 
-    fit = fit_growth_file(args.scenario, args.runs, args.out, host=args.host, reference=args.reference)
+    fit = fit_growth(args.scenario, args.runs, args.out, host=args.host, reference=args.reference)
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
     return 0

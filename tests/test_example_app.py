@@ -286,3 +286,17 @@ def test_a_worker_killed_whole_with_an_item_in_hand_loses_no_item(deployment: De
         out = steps.read_output(steps.output_path(deployment.output, upload.payload["item"]))
         assert out["trail"][-2:] == ["aggregate", "write"] and out["result"]["orders"] > 0
     assert _in_flight(client, "aggregate") == 0
+
+
+def test_the_service_measurer_takes_the_producers_row_range(capsys) -> None:
+    """``python -m examples.etl_app.measure --rows MIN MAX`` times the uploads a producer run
+    with those ``--rows`` sends (the live runs use 4000 8000, not the default mix), and refuses a
+    range the producer would refuse."""
+    from examples.etl_app import measure
+
+    measure.main(["--items", "3", "--seed", "0", "--rows", "40", "40"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["parse", "3"]
+    with pytest.raises(SystemExit) as refused:
+        measure.main(["--items", "3", "--rows", "50", "10"])
+    assert refused.value.code == 2 and "--rows is [50, 10]; expected MIN <= MAX" in capsys.readouterr().err

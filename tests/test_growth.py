@@ -5,15 +5,18 @@ line each, and the scenario written loads with the law and simulates with it."""
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
 from adaptflow.runtime.calibrate.growth import fit_growth_file
-from adaptflow.scenario import load_scenario
+from adaptflow.scenario import load_scenario, parse_scenario
+from adaptflow.simulator import Simulation
 
 STAGES = ("parse", "check")
 BASE = {"parse": 0.01, "check": 0.06}  # each stage's hand-off at the reference
@@ -36,14 +39,18 @@ def write_scenario(folder: Path) -> Path:
     return path
 
 
-def write_runs(path: Path, rows: list[tuple[str, str, float, dict[str, float]]]) -> Path:
-    """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off)."""
-    columns = ["world", "planner", "mean_wait"] + [f"{c}_{s}" for s in STAGES for c in ("mean_pool", "handoff")]
+def write_runs(
+    path: Path, rows: list[tuple[str, str, float, dict[str, float]]], services: dict[str, float] | None = None
+) -> Path:
+    """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off), and
+    each stage's mean service on every row if ``services`` is given."""
+    kinds = ("mean_pool", "handoff") + (("service",) if services else ())
+    columns = ["world", "planner", "mean_wait"] + [f"{c}_{s}" for s in STAGES for c in kinds]
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(columns)
         for world, planner, pool, handoffs in rows:
-            cells = [str(x) for s in STAGES for x in (pool, handoffs.get(s, ""))]
+            cells = [str(x) for s in STAGES for x in (pool, handoffs.get(s, ""), *([services[s]] if services else []))]
             out.writerow([world, planner, "0.1", *cells])
     return path
 
@@ -100,7 +107,9 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
             "missing.csv: no such file",
             "bad.csv: no column mean_pool_parse, handoff_parse, mean_pool_check, handoff_check",
         ]),
-        ([*map(str, held), str(short)], ["short.csv:2: mean_pool_parse or handoff_parse is not a number"]),
+        ([*map(str, held), str(short)], [
+            "short.csv:2: mean_pool_parse, handoff_parse or service_parse is not a number",
+        ]),
         ([*map(str, only_reference)], ["had [2] processes on vm; expected at least one run at the reference 2"]),
         ([*map(str, held), "--host", "gpu"], ["--host: 'gpu' is not a host of the scenario; expected one of: vm"]),
         ([*map(str, held), "--reference", "0"], ["--reference: 0; expected the processes"]),
@@ -110,3 +119,63 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
         err = capsys.readouterr().err
         assert all(line in err for line in expected), err
         assert not written.exists()  # validated before any file
+
+
+def held_services(data: dict, pools: int, seeds: range) -> dict[str, float]:
+    """Each stage's mean service (busy process-seconds per attempt) with every pool at ``pools``."""
+    held = copy.deepcopy(data)
+    for spec in held["stages"].values():
+        spec["workers"].update(initial=pools, max=max(pools, spec["workers"]["max"]))
+    scenario = parse_scenario(held)
+    values: dict[str, list[float]] = {}
+    for seed in seeds:
+        sim = Simulation(scenario, seed)
+        sim.run(scenario.horizon)
+        for name, row in sim.summary()["stages"].items():
+            values.setdefault(name, []).append(row["mean_busy_workers"] * scenario.horizon / row["completed"])
+    return {name: sum(v) / len(v) for name, v in values.items()}
+
+
+def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs(tmp_path):
+    """The live machine is a scenario whose hand-offs and turnarounds each take a whole CPU job's
+    share of its 2 cores (``handoff_cpu`` 1) and whose tasks are all CPU; its runs at 1, 2 and 3
+    processes a stage are the held runs (their own seeds). The calibration read at 1 process a
+    stage sees none of that: CPU shares 0.6, no hand-off CPU, services that serve as the live
+    ones do there. fit-growth finds the live machine's weight (within the grid's step) and its
+    shares, and writes services that come back to the live machine's full-speed ones."""
+    truth = {
+        "name": "app", "horizon": 100, "sla": {"latency": 10},
+        "sources": {"uploads": {"process": "poisson", "rate": 3.0, "to": "parse"}},
+        "hosts": {"vm": {"cores": 2.0, "handoff_cpu": 1.0, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
+        "stages": {
+            name: {
+                "workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": mean, "cv": 0.5},
+                "turnaround": 0.05, "dispatch_delay": 0.03, "host": "vm", "cpu": 1.0, "next": following,
+            }
+            for name, mean, following in (("parse", 0.15, "check"), ("check", 0.2, None))
+        },
+    }  # fmt: skip
+    live = {pools: held_services(truth, pools, range(10, 14)) for pools in (1, 2, 3)}
+    calibrated = copy.deepcopy(truth)
+    calibrated["hosts"]["vm"] = {"cores": 2.0}
+    for spec in calibrated["stages"].values():
+        spec["cpu"] = 0.6
+    for _ in range(4):  # as calibrate does: services that serve at the recorded pools as live did
+        served = held_services(calibrated, 1, range(0, 2))
+        for name, spec in calibrated["stages"].items():
+            spec["service"]["mean"] *= live[1][name] / served[name]
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    runs = []
+    for pools, services in live.items():
+        handoffs = {s: 0.05 * (1 + 0.5 * (2 * pools - 2)) for s in STAGES}
+        runs.append(write_runs(tmp_path / f"held{pools}.csv", [("live", "static", float(pools), handoffs)], services))
+    fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation)
+    assert fit.growth.per_process == pytest.approx(0.5)
+    assert fit.cpu.shares == "all 1" and fit.cpu.weight in (0.75, 1.0, 1.25), fit.cpu
+    assert fit.cpu.error < fit.cpu.errors[("as calibrated", 0.0)] / 10
+    fitted = load_scenario(tmp_path / "fitted.yaml")
+    assert fitted.hosts["vm"].handoff_cpu == fit.cpu.weight
+    assert all(fitted.stages[s].cpu_share == 1.0 for s in STAGES)
+    for name, spec in truth["stages"].items():  # the full-speed services the live machine has
+        assert fitted.stages[name].service.expected() == pytest.approx(spec["service"]["mean"], rel=0.1), name

@@ -281,6 +281,39 @@ def test_a_hosts_speed_sample_path(tmp_path):
     assert calibrated.counters().stages["w"].turnaround_sum == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_a_hosts_hand_offs_and_turnarounds_take_their_share_of_its_cores(tmp_path, weight):
+    """One core; each hand-off and turnaround in progress weighs ``weight`` of a CPU job
+    (``Host.handoff_cpu``), so a job beside one runs at ``s = 1 / (1 + weight)``. Dispatch: a
+    stage with one process, a 0.5 s hand-off and 1 s of CPU work; items at 0 and 1. The first
+    starts at 0.5 and computes alone until 1, beside the second's hand-off until 1.5 (0.5 * s
+    done), alone again after: it ends at 1.5 + 0.5 * (1 - s), where the second starts (its wait,
+    from its entry at 1: 0.5 + 0.5 * (1 - s)). Turnaround: ``w`` serves an item from 0 to 1 and
+    turns until 2; ``x``'s 1 s of CPU work from 1 runs at ``s`` beside it, then alone: latency
+    2 - s. At weight 0 nothing changes (0.5 and 1.0)."""
+    hosts = {"h": {"cores": 1.0, "handoff_cpu": weight}}
+    s = 1.0 / (1.0 + weight)
+    handed = scenario(
+        {"w": stage(1, "deterministic", 1.0, dispatch_delay=0.5, host="h")},
+        sources={"t": trace_source(tmp_path, [0.0, 1.0], "w", name=f"handed{weight}")},
+        horizon=10.0, hosts=hosts,
+    )  # fmt: skip
+    sim = Simulation(handed, rng=0)
+    sim.run(10.0)
+    assert sim.stages["w"].waits == pytest.approx([0.5, 0.5 + 0.5 * (1.0 - s)])
+    turned = scenario(
+        {"w": stage(1, "deterministic", 1.0, turnaround=1.0, host="h"), "x": stage(1, "deterministic", 1.0, host="h")},
+        sources={
+            "t": trace_source(tmp_path, [0.0], "w", name=f"turned{weight}"),
+            "u": trace_source(tmp_path, [1.0], "x", name=f"beside{weight}"),
+        },
+        horizon=10.0, hosts=hosts,
+    )  # fmt: skip
+    sim = Simulation(turned, rng=0)
+    sim.run(10.0)
+    assert sim.stages["x"].latencies == pytest.approx([2.0 - s])
+
+
 def test_md1_mean_wait_matches_pollaczek_khinchine():
     spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
     runs = replicate(spec, n=40, warmup=1000)

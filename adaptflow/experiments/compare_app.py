@@ -32,7 +32,7 @@ from adaptflow.policies.registry import make_planner, split_label
 from adaptflow.runtime.compare_app import RunResult, compare_on_app
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
-from adaptflow.scenario.schema import TraceSource, load_trace
+from adaptflow.scenario.schema import TraceSource, cpu_stretch, load_trace
 
 from .compare_live import as_live, simulated
 
@@ -182,8 +182,7 @@ def live_services(
         seen, assumed = timing.get(f"service_{stage}", math.nan), simulated_row.get(f"service_{stage}", math.nan)
         step = steps.get(spec.host, math.nan) if spec.host is not None else math.nan
         if all(math.isfinite(x) and x > 0 for x in (seen, assumed, step)):
-            stepped = (1.0 - spec.cpu_share) + spec.cpu_share / step
-            out[stage] = seen / (assumed * stepped)
+            out[stage] = seen / (assumed * cpu_stretch(spec.cpu_share, step))
     return out
 
 

@@ -673,6 +673,19 @@ class StageContention(_Strict):
         return 1.0 + coefficient * busy
 
 
+def cpu_stretch(cpu_share: Any, speed: Any) -> Any:
+    """How many times its full-speed time a visit takes when its CPU share ``cpu_share`` runs at
+    ``speed`` (its CPU seconds ``1 / speed`` as long, the rest as it was): ``1 - c + c / v``.
+    The one formula of a partly-CPU visit slowed (floats or numpy arrays): calibration divides
+    recorded times by it, compare-app's ``--live-speed`` scales services by it, and the
+    simulator runs it as a delay followed by CPU work on the host (``StageState._serve_on_host``)."""
+    return 1.0 - cpu_share + cpu_share / speed
+
+
+MAX_HANDOFF_CPU = 4.0
+"""A hand-off weighing more than four tasks' CPU work is not a reading of Celery, it is a typo."""
+
+
 class Host(_Strict):
     """A machine the processes of one or more stages' pools run on, with ``cores`` CPUs (a
     fraction, as a Kubernetes CPU limit, is allowed). Its cores are shared equally among the CPU
@@ -697,10 +710,21 @@ class Host(_Strict):
     calibrated speed missed every wait by a factor of 3 to 5 (docs/deploy.md).
     ``probe``: what ``adaptflow record``'s CPU probe measured on this host
     while the services were recorded (:mod:`adaptflow.runtime.probe`), so that a later probe can
-    tell the speed of the moment (``adaptflow compare-app --probe-speed``)."""
+    tell the speed of the moment (``adaptflow compare-app --probe-speed``).
+
+    ``handoff_cpu`` (default 0): how much of a CPU job each hand-off and each turnaround in
+    progress on the host weighs in the sharing of its cores (``n`` jobs and ``h`` hand-offs and
+    turnarounds in progress: each job runs at ``min(1, cores / (n + handoff_cpu * h))``). Why:
+    Celery's own work for a task (the main process fetching, decoding, handing over and acking
+    it; the broker's side of each call when it runs on the same machine) takes the same cores
+    the tasks compute on, and there is more of it the more processes turn over tasks. On the
+    example app on a 2-core VM the tasks' services grew x2.9-3.4 from 5 to 15 held processes,
+    where sharing the cores among the tasks alone grew them x1.4-1.9.
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
+    handoff_cpu: Annotated[float, Field(ge=0, le=MAX_HANDOFF_CPU, allow_inf_nan=False)] = 0.0
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 

@@ -1,9 +1,10 @@
 """A machine's cores, shared by the CPU work of the pools placed on it (a scenario's ``hosts``).
 
 Egalitarian processor sharing: with ``n`` CPU jobs in progress on ``c`` cores every one of them
-progresses at ``min(1, c / n)`` seconds of work per second. A kernel's fair scheduler shares a
-machine's cores among its runnable processes this way, to a good approximation at the time
-scales of tasks (tens of milliseconds and up).
+progresses at ``min(1, c / n)`` seconds of work per second (``n`` counts each hand-off and
+turnaround in progress as ``handoff_cpu`` of a job: Celery's own work, ``Host.handoff_cpu``).
+A kernel's fair scheduler shares a machine's cores among its runnable processes this way, to a
+good approximation at the time scales of tasks (tens of milliseconds and up).
 
 How, exactly and cheaply: all jobs progress at the same rate, so one clock of *virtual time*
 (the work each job in progress has received since t = 0) describes them all. A job of ``w``
@@ -33,8 +34,10 @@ class HostState:
     """One host's cores and the CPU jobs on them. Stages hand it work with :meth:`run` and are
     called back, with the value they gave, when that work is done."""
 
-    def __init__(self, env: simpy.Environment, cores: float):
+    def __init__(self, env: simpy.Environment, cores: float, handoff_cpu: float = 0.0):
         self._env, self.cores = env, cores
+        self.handoff_cpu = handoff_cpu  # the CPU weight of a hand-off or turnaround (Host.handoff_cpu)
+        self.handoffs = 0  # hand-offs and turnarounds in progress on the host, counted when handoff_cpu > 0
         self.virtual = 0.0  # the virtual clock: work each job in progress has received
         self._updated = 0.0  # the (real) time at which ``virtual`` was brought up to date
         self._jobs: list[tuple[float, int, Callable[[Any], None], Any]] = []  # (end reading, order, callback, value)
@@ -44,8 +47,16 @@ class HostState:
 
     def speed(self) -> float:
         """How fast each job in progress runs now, as a share of its full speed."""
-        n = len(self._jobs)
+        n = len(self._jobs) + self.handoff_cpu * self.handoffs
         return 1.0 if n <= self.cores else self.cores / n
+
+    def handoff(self, delta: int) -> None:
+        """A hand-off or turnaround begins (``+1``) or ends (``-1``): the jobs' speed changes
+        with the CPU it takes (only called when ``handoff_cpu`` is not 0)."""
+        self._advance(self._env._now)
+        self.handoffs += delta
+        if self._jobs:
+            self._replan()
 
     def run(self, work: float, value: Any, callback: Callable[[Any], None]) -> None:
         """Start a job of ``work`` CPU seconds; ``callback(value)`` when it is done."""

@@ -187,6 +187,8 @@ class StageState:
         # ``host``, the same one where the stage's CPU work shares its cores
         self.on_host: HostState | None = sim.hosts[spec.host] if spec.host is not None else None
         self.host: HostState | None = self.on_host if self.cpu else None
+        # the host whose cores its hand-offs and turnarounds take a share of (Host.handoff_cpu); None: none
+        self.handoff_host = self.on_host if host_spec is not None and host_spec.handoff_cpu else None
         # the visit rule of the scenario room, bound to this stage's failure and validation streams
         self.decide = outcome_rule(
             spec, _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
@@ -223,6 +225,8 @@ class StageState:
         """The item is on its way to a worker: it may start a dispatch delay from now."""
         self.dispatching += 1
         self.queue_enter_sum += now
+        if self.handoff_host is not None:
+            self.handoff_host.handoff(1)
         delay = self.dispatch_delay if self._draw_dispatch is None else self._draw_dispatch()
         delay *= item.size  # a big item's message is slow to hand over too (Stage.dispatch_delay)
         if self.host_spec is not None:  # Celery's own work, at the host's speed and load
@@ -236,6 +240,8 @@ class StageState:
         item: Item = event._value
         self.dispatching -= 1
         self.queue_enter_sum -= item.enter  # _start measures its wait, _wait_or_drop re-adds it
+        if self.handoff_host is not None:
+            self.handoff_host.handoff(-1)
         now = self._env._now
         if self.idle:
             self._start(item, now)
@@ -306,6 +312,8 @@ class StageState:
             if self.growth is not None:
                 seconds *= self.growth.factor(self._host_processes())
             self.turnaround_sum += seconds
+            if self.handoff_host is not None:
+                self.handoff_host.handoff(1)
             Wakeup(self._env, seconds, None, self._turned_callback)
         else:
             self.busy -= 1
@@ -348,6 +356,8 @@ class StageState:
         cover (a scale-down asked while it turned), else it takes the next queued item."""
         now = self._env._now
         self.turning -= 1
+        if self.handoff_host is not None:
+            self.handoff_host.handoff(-1)
         if self.draining > self.busy:
             self._integrate(now)
             self.draining -= 1
@@ -569,7 +579,7 @@ class Simulation:
         self.horizon = scenario.horizon
         self.sla = scenario.sla  # the one rule of lateness
         self._env = simpy.Environment()
-        self.hosts = {name: HostState(self._env, host.cores) for name, host in scenario.hosts.items()}
+        self.hosts = {name: HostState(self._env, h.cores, h.handoff_cpu) for name, h in scenario.hosts.items()}
         self._calendar = scenario.calendar()
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
         # job classes (see classes.py): each class's deadline rule and unchecked items; one pair

@@ -1,6 +1,6 @@
 """Service times of the ETL app's stages on this machine, without a broker::
 
-    python -m examples.etl_app.measure --items 300 --seed 0
+    python -m examples.etl_app.measure --items 300 --seed 0 [--rows 4000 8000]
 
 Each stage's function runs on the documents of ``--items`` uploads of the producer's mix (the
 same payloads a run with that seed sends), timed with ``perf_counter``; ``+codec`` adds what a
@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from . import steps
-from .produce import DEFAULT_MIX, payload
+from .produce import DEFAULT_MIX, Mix, payload
 
 STAGES = ("parse", "validate", "repair", "aggregate", "write")
 
@@ -37,8 +37,10 @@ def _timed(step: Callable[[steps.Doc], steps.Doc], doc: steps.Doc) -> tuple[step
     return out, end - start, time.perf_counter() - begin
 
 
-def measure(items: int, seed: int, threshold: float = steps.QUALITY_THRESHOLD) -> dict[str, list[tuple[float, float]]]:
-    """Per stage, ``(own, with codec)`` seconds of each visit of ``items`` uploads."""
+def measure(
+    items: int, seed: int, threshold: float = steps.QUALITY_THRESHOLD, mix: Mix = DEFAULT_MIX
+) -> dict[str, list[tuple[float, float]]]:
+    """Per stage, ``(own, with codec)`` seconds of each visit of ``items`` uploads of ``mix``."""
     times: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as directory:
         chain: dict[str, Callable[[steps.Doc], steps.Doc]] = {
@@ -49,7 +51,7 @@ def measure(items: int, seed: int, threshold: float = steps.QUALITY_THRESHOLD) -
             "write": lambda d: {"path": str(steps.write_step(d, directory))},
         }
         for index in range(items):
-            doc = payload(index, seed, DEFAULT_MIX)
+            doc = payload(index, seed, mix)
             for stage in STAGES:
                 if stage == "repair" and not doc["needs_repair"]:
                     continue
@@ -70,8 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m examples.etl_app.measure", description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rows", type=int, nargs=2, default=Mix.rows, metavar=("MIN", "MAX"),
+        help="rows per upload, as the producer's --rows (default %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    times = measure(args.items, args.seed)
+    if args.rows[0] < 2 or args.rows[0] > args.rows[1]:
+        parser.error(f"--rows is {args.rows}; expected MIN <= MAX, MIN >= 2")
+    times = measure(args.items, args.seed, mix=Mix(tuple(args.rows)))
     print(f"{'stage':<10} {'n':>5} {'mean ms':>9} {'cv':>6} {'p50 ms':>8} {'p95 ms':>8}   +codec: mean ms, cv")
     for stage in STAGES:
         own = summary([t[0] for t in times.get(stage, [])]) if stage in times else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -33,6 +33,9 @@ from adaptflow.scenario.loading import load_yaml_file
 from adaptflow.scenario.schema import TurnaroundGrowth
 
 from .core import _PlainDumper
+from .handoff_cpu import CpuFit, HeldRun, fit_handoff_cpu
+from .handoff_cpu import report_lines as cpu_report
+from .validate import MakeSimulation
 
 MAX_RUN_FILES = 100
 MAX_RUN_FILE_BYTES = 1 << 20  # a compare_app.csv is a few kB
@@ -48,9 +51,11 @@ class GrowthRun:
     source: str
     processes: int
     handoffs: dict[str, float]
+    pools: dict[str, int] = field(default_factory=dict)  # each stage's held pool
+    services: dict[str, float] = field(default_factory=dict)  # each stage's mean service, where measured
 
 
-@dataclass(frozen=True)
+@dataclass
 class GrowthFit:
     """The fitted law and what it was fitted from."""
 
@@ -60,6 +65,7 @@ class GrowthFit:
     skipped: list[str]  # live rows not used, and why
     per_stage: dict[str, float]  # each stage's own slope, for the report
     ratios: dict[str, dict[int, float]]  # stage -> processes -> mean hand-off / its reference
+    cpu: CpuFit | str | None = None  # the hand-offs' CPU weight and shares, or why not fitted
 
 
 def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
@@ -120,20 +126,23 @@ def _read_one(path: Path, stages: list[str], problems: list[str], skipped: list[
 def _run_of(
     source: str, row: dict[str, str], stages: list[str], problems: list[str], skipped: list[str]
 ) -> GrowthRun | None:
-    pools, handoffs = 0, {}
+    pools, handoffs, services = {}, {}, {}
     for stage in stages:
         try:
             pool, handoff = float(row[f"mean_pool_{stage}"]), float(row[f"handoff_{stage}"] or "nan")
+            service = float(row.get(f"service_{stage}") or "nan")
         except (TypeError, ValueError):  # TypeError: a short row's missing cells read as None
-            problems.append(f"{source}: mean_pool_{stage} or handoff_{stage} is not a number")
+            problems.append(f"{source}: mean_pool_{stage}, handoff_{stage} or service_{stage} is not a number")
             return None
         if not abs(pool - round(pool)) <= HELD:
             skipped.append(f"{source}: planner {row['planner']!r} moved its pools (mean_pool_{stage} {pool:.3g})")
             return None
-        pools += round(pool)
+        pools[stage] = round(pool)
         if math.isfinite(handoff) and handoff > 0:
             handoffs[stage] = handoff
-    return GrowthRun(source, pools, handoffs)
+        if math.isfinite(service) and service > 0:
+            services[stage] = service
+    return GrowthRun(source, sum(pools.values()), handoffs, pools, services)
 
 
 def fit_growth(runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None) -> GrowthFit:
@@ -169,11 +178,14 @@ def fit_growth(runs: list[GrowthRun], reference: int, host: str, skipped: list[s
 
 def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
-    host: str | None = None, reference: int | None = None,
+    host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
-    default the host's processes in the scenario (its stages' ``initial`` pools)."""
+    default the host's processes in the scenario (its stages' ``initial`` pools). With a
+    ``simulation`` (``adaptflow.simulator.Simulation``; the runtime never imports it) and runs
+    that measured services (``service_<stage>``), the host's ``handoff_cpu`` and its stages'
+    CPU shares are fitted too (:mod:`.handoff_cpu`), in ``fit.cpu``."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -185,6 +197,8 @@ def fit_growth_file(
     fit = fit_growth(runs, reference, host, skipped)
     data = load_yaml_file(scenario_path)
     data["hosts"][host]["turnaround_growth"] = {"per_process": fit.growth.per_process, "reference": reference}
+    if simulation is not None:
+        fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation)
     try:
         parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
     except ScenarioError as exc:
@@ -196,6 +210,25 @@ def fit_growth_file(
     text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
     atomic_write_text(out, header + text)
     return fit
+
+
+def _fit_cpu(
+    scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation
+) -> CpuFit | str:
+    """The hand-offs' CPU weight and the shares (:mod:`.handoff_cpu`), written into ``data``; or
+    why not (runs without services, or runs of one size at different pools)."""
+    if not all(r.services for r in runs):
+        return "handoff_cpu not fitted: the runs hold no service_<stage> columns (an older compare-app)"
+    by_size: dict[int, dict[str, int]] = {}
+    for run in runs:
+        if by_size.setdefault(run.processes, run.pools) != run.pools:
+            return f"handoff_cpu not fitted: runs at {run.processes} processes held different pools"
+    grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
+    reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
+    held = [HeldRun(r.source, r.pools, r.services) for r in runs]
+    cpu = fit_handoff_cpu(grown, host, held, reference, simulation)
+    cpu.apply(data, grown, host)
+    return cpu
 
 
 def report_lines(fit: GrowthFit) -> list[str]:
@@ -212,6 +245,10 @@ def report_lines(fit: GrowthFit) -> list[str]:
         cells = ", ".join(f"{p}: x{by_size[p]:.2f}" for p in sizes if p in by_size)
         lines.append(f"  {stage}: hand-off at {cells} (its own slope {fit.per_stage.get(stage, math.nan):.3f})")
     lines += [f"  skipped {line}" for line in fit.skipped]
+    if isinstance(fit.cpu, CpuFit):
+        lines += cpu_report(fit.cpu, fit.host)
+    elif fit.cpu:
+        lines.append(fit.cpu)
     return lines
 
 

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from adaptflow.scenario.schema import cpu_stretch
+
 from .distributions import sig
 from .timeline import Timeline
 
@@ -169,7 +171,7 @@ def _unexplained(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 def _dependence(wall: np.ndarray, mean_speed: np.ndarray, start_speed: np.ndarray, c: float) -> float:
     """Correlation of the full-speed times at CPU share ``c`` with the speed at the visit's start."""
-    return float(np.corrcoef(wall / (1.0 - c + c / mean_speed), start_speed)[0, 1])
+    return float(np.corrcoef(wall / cpu_stretch(c, mean_speed), start_speed)[0, 1])
 
 
 def busy_peak(timeline: Timeline, machine: str) -> int:
@@ -216,7 +218,7 @@ def _fit_machine(timeline: Timeline, stages: list[str], cores: float) -> Machine
         if moved < SETTLED:
             break
     speeds = _speeds(spans, shares, cores)
-    stretch = {s: 1.0 - shares[s] + shares[s] / speeds[s][0] for s in stages}
+    stretch = {s: cpu_stretch(shares[s], speeds[s][0]) for s in stages}
     for s in stages:
         rows[s]["iterations"] = iteration
     return shares, stretch, rows
