@@ -722,7 +722,8 @@ def _add_calibrate(commands: Any) -> None:
 def _add_fit_growth(commands: Any) -> None:
     fg = commands.add_parser(
         "fit-growth",
-        help="fit how a host's hand-offs grow with its processes, from compare-app runs at several held pool sizes",
+        help="fit how a host's hand-offs grow with its processes, and how much of its cores Celery's own work takes, "
+        "from compare-app runs at several held pool sizes",
         description="adaptflow fit-growth SCENARIO RUN_CSV [RUN_CSV ...] --out scenario.yaml",
     )
     fg.add_argument("scenario", help="the calibrated scenario (adaptflow calibrate --cores writes its hosts)")

@@ -89,14 +89,14 @@ def fit_handoff_cpu(
     live = _live_growth(base, others, stages)
     if not live:
         raise ValueError("runs: no stage's service was measured both at the reference pools and at another size")
-    target = _services(scenario, reference, make)
+    target = {s: v for s, v in _services(scenario, reference, make).items() if s in stages}
     fits = []
     for shares in SHARE_CHOICES:
         for weight in np.arange(0.0, MAX_WEIGHT + STEP / 2, STEP):
             scales = _rescale(scenario, host, shares, float(weight), reference, target, make)
             candidate = _candidate(scenario, host, shares, float(weight), scales)
             simulated = {key: _services(candidate, run.pools, make) for key, run in _sizes(others).items()}
-            error, growth = _error(live, simulated, target, stages, others)
+            error, growth = _error(live, simulated, target)
             fits.append(CpuFit(shares, float(weight), scales, error, growth=growth))
     best = min(fits, key=lambda f: f.error)
     best.errors = {(f.shares, f.weight): f.error for f in fits}
@@ -121,9 +121,8 @@ def _live_growth(base: list[HeldRun], others: list[HeldRun], stages: list[str]) 
 
 
 def _error(
-    live: dict[str, dict[int, float]], simulated: Mapping[int, dict[str, float]], target: dict[str, float],
-    stages: list[str], others: list[HeldRun],
-) -> tuple[float, dict[str, dict[int, tuple[float, float]]]]:  # fmt: skip
+    live: dict[str, dict[int, float]], simulated: Mapping[int, dict[str, float]], target: dict[str, float]
+) -> tuple[float, dict[str, dict[int, tuple[float, float]]]]:
     """Mean squared log ratio of simulated to live growth, and the growths side by side."""
     squares, growth = [], {}
     for stage, by_size in live.items():
