@@ -181,18 +181,16 @@ class StageState:
         self.dispatching = 0  # items sent, their dispatch delay not over yet
         self._pending_starts: deque[list[bool]] = deque()  # one [cancelled] token per start
         self.sample = service_sampler(spec.service, streams.get("service", name))
-        # the host whose cores the CPU share of each service shares (see hosts.py); None: full speed
-        self.cpu = spec.cpu_share
+        self.cpu = spec.cpu_share  # the share of each service that is CPU work on its host (see hosts.py)
         # the host whatever the CPU share: it counts the processes serving there (Stage.contention);
-        # ``host``, the same one where the stage's CPU work shares its cores
+        # ``host``, the same one where the stage's CPU work shares its cores; ``handoff_host``,
+        # where its hand-offs and turnarounds take a share of the cores (Host.handoff_cpu)
         self.on_host: HostState | None = sim.hosts[spec.host] if spec.host is not None else None
         self.host: HostState | None = self.on_host if self.cpu else None
-        # the host whose cores its hand-offs and turnarounds take a share of (Host.handoff_cpu); None: none
         self.handoff_host = self.on_host if host_spec is not None and host_spec.handoff_cpu else None
         # the visit rule of the scenario room, bound to this stage's failure and validation streams
-        self.decide = outcome_rule(
-            spec, _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
-        )
+        failures, validations = _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
+        self.decide = outcome_rule(spec, failures, validations)
         self.deliver: Callable[[Item], None] = sim._exit  # where a served item goes; set by Simulation
         # cumulative counters (see metrics.StageCounters for their meaning)
         self.arrivals = self.drops = self.completed = self.failures = self.failed_items = 0
