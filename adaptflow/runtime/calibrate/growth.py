@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -33,7 +33,7 @@ from adaptflow.scenario.loading import load_yaml_file
 from adaptflow.scenario.schema import TurnaroundGrowth
 
 from .core import _PlainDumper
-from .handoff_cpu import CpuFit, HeldRun, fit_handoff_cpu
+from .handoff_cpu import CpuFit, fit_handoff_cpu
 from .handoff_cpu import report_lines as cpu_report
 from .validate import MakeSimulation
 
@@ -45,14 +45,19 @@ HELD = 1e-6
 
 @dataclass(frozen=True)
 class GrowthRun:
-    """One live run at held pools: where it was read, the host's processes, each hosted stage's
-    measured hand-off (stages with too few backlogged gaps are left out)."""
+    """One live run at held pools: where it was read, each hosted stage's measured hand-off
+    (stages with too few backlogged gaps are left out), its held pool and its mean service
+    (where measured). A :class:`~.handoff_cpu.HeldRun`."""
 
     source: str
-    processes: int
     handoffs: dict[str, float]
-    pools: dict[str, int] = field(default_factory=dict)  # each stage's held pool
-    services: dict[str, float] = field(default_factory=dict)  # each stage's mean service, where measured
+    pools: dict[str, int]
+    services: dict[str, float]
+
+    @property
+    def processes(self) -> int:
+        """The host's processes: its stages' pools."""
+        return sum(self.pools.values())
 
 
 @dataclass
@@ -142,7 +147,7 @@ def _run_of(
             handoffs[stage] = handoff
         if math.isfinite(service) and service > 0:
             services[stage] = service
-    return GrowthRun(source, sum(pools.values()), handoffs, pools, services)
+    return GrowthRun(source, handoffs, pools, services)
 
 
 def fit_growth(runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None) -> GrowthFit:
@@ -225,8 +230,7 @@ def _fit_cpu(
             return f"handoff_cpu not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    held = [HeldRun(r.source, r.pools, r.services) for r in runs]
-    cpu = fit_handoff_cpu(grown, host, held, reference, simulation)
+    cpu = fit_handoff_cpu(grown, host, runs, reference, simulation)
     cpu.apply(data, grown, host)
     return cpu
 

@@ -28,9 +28,9 @@ Simulated on the scenario's own sources: the held runs must see the arrivals the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,13 +47,18 @@ SHARE_CHOICES = ("as calibrated", "all 1")
 Pools = dict[str, int]
 
 
-@dataclass(frozen=True)
-class HeldRun:
-    """A live run at held pools: each stage's pool and its measured mean service."""
+class HeldRun(Protocol):
+    """A live run at held pools (``growth.GrowthRun``): each stage's pool, its measured mean
+    service, and the host's processes (the pools' sum)."""
 
-    source: str
-    pools: Pools
-    services: dict[str, float]
+    @property
+    def pools(self) -> Pools: ...
+
+    @property
+    def services(self) -> dict[str, float]: ...
+
+    @property
+    def processes(self) -> int: ...
 
 
 @dataclass
@@ -73,7 +78,7 @@ class CpuFit:
 
 
 def fit_handoff_cpu(
-    scenario: Scenario, host: str, runs: list[HeldRun], reference: Pools, make: MakeSimulation
+    scenario: Scenario, host: str, runs: Sequence[HeldRun], reference: Pools, make: MakeSimulation
 ) -> CpuFit:
     """The candidate whose service growth over ``runs`` is nearest the live one (module
     docstring). ``reference``: the pools the scenario was calibrated at; at least one of
@@ -195,7 +200,7 @@ def _services(scenario: Scenario, pools: Pools, make: MakeSimulation) -> dict[st
 def _group(runs: list[HeldRun]) -> dict[int, list[HeldRun]]:
     out: dict[int, list[HeldRun]] = {}
     for run in runs:
-        out.setdefault(sum(run.pools.values()), []).append(run)
+        out.setdefault(run.processes, []).append(run)
     return out
 
 
