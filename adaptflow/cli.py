@@ -729,8 +729,9 @@ def _add_fit_growth(commands: Any) -> None:
     fg.add_argument("scenario", help="the calibrated scenario (adaptflow calibrate --cores writes its hosts)")
     fg.add_argument(
         "runs", nargs="+", metavar="RUN_CSV",
-        help="compare_app.csv files of adaptflow compare-app --planners static runs on the same arrivals, at the "
-        "calibrated pools and at other held sizes (rows of planners that moved the pools are skipped)",
+        help="compare_app.csv files of adaptflow compare-app --planners static runs at the calibrated pools and at "
+        "other held sizes, at one load or several (each run is compared with the run at the calibrated pools "
+        "nearest its arrival rate; rows of planners that moved the pools are skipped)",
     )  # fmt: skip
     fg.add_argument("--out", required=True, help="the scenario YAML to write, beside the scenario (may be the same)")
     fg.add_argument("--host", default=None, help="the host to fit (default: the scenario's only one)")

@@ -9,12 +9,14 @@ import copy
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
-from adaptflow.runtime.calibrate.growth import fit_growth_file
+from adaptflow.runtime.calibrate.celery_cpu import Law
+from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
 from adaptflow.scenario import load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
 
@@ -102,6 +104,10 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
     short = tmp_path / "short.csv"  # the header of a compare_app.csv, a row cut short
     short.write_text(held[0].read_text().splitlines()[0] + "\nlive,static,0.1\n")
     only_reference = held[:1]
+    (tmp_path / "big").mkdir()  # a run whose arrivals beside it are too many to simulate per candidate
+    big = write_runs(tmp_path / "big" / "compare_app.csv", [("live", "static", 3.0, on_the_law(6, 0.3))])
+    with (tmp_path / "big" / "static.arrivals.uploads.csv").open("wb") as f:
+        f.truncate(9 << 20)
     for args, expected in [
         ([str(held[0]), str(tmp_path / "missing.csv"), str(bad)], [
             "missing.csv: no such file",
@@ -111,6 +117,7 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
             "short.csv:2: mean_pool_parse, handoff_parse or service_parse is not a number",
         ]),
         ([*map(str, only_reference)], ["had [2] processes on vm; expected at least one run at the reference 2"]),
+        ([str(held[0]), str(big)], ["static.arrivals.uploads.csv: 9,437,184 bytes; expected one run's arrivals"]),
         ([*map(str, held), "--host", "gpu"], ["--host: 'gpu' is not a host of the scenario; expected one of: vm"]),
         ([*map(str, held), "--reference", "0"], ["--reference: 0; expected the processes"]),
     ]:  # fmt: skip
@@ -121,11 +128,14 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
         assert not written.exists()  # validated before any file
 
 
-def held_services(data: dict, pools: int, seeds: range) -> dict[str, float]:
-    """Each stage's mean service (busy process-seconds per attempt) with every pool at ``pools``."""
+def held_services(data: dict, pools: int, seeds: range, arrivals: Path | None = None) -> dict[str, float]:
+    """Each stage's mean service (busy process-seconds per attempt) with every pool at ``pools``,
+    on the scenario's own source or on the trace at ``arrivals`` (with its horizon)."""
     held = copy.deepcopy(data)
     for spec in held["stages"].values():
         spec["workers"].update(initial=pools, max=max(pools, spec["workers"]["max"]))
+    if arrivals is not None:
+        held["sources"]["uploads"] = {"process": "trace", "file": str(arrivals), "to": "parse"}
     scenario = parse_scenario(held)
     values: dict[str, list[float]] = {}
     for seed in seeds:
@@ -136,17 +146,32 @@ def held_services(data: dict, pools: int, seeds: range) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in values.items()}
 
 
-def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs(tmp_path):
-    """The live machine is a scenario whose hand-offs and turnarounds each take a whole CPU job's
-    share of its 2 cores (``handoff_cpu`` 1) and whose tasks are all CPU; its runs at 1, 2 and 3
-    processes a stage are the held runs (their own seeds). The calibration read at 1 process a
-    stage sees none of that: CPU shares 0.6, no hand-off CPU, services that serve as the live
-    ones do there. fit-growth finds the live machine's weight (within the grid's step) and its
-    shares, and writes services that come back to the live machine's full-speed ones."""
+def held_run(folder: Path, truth: dict, pools: int, rate: float) -> Path:
+    """A "live" run of ``truth`` at ``pools`` a stage on Poisson arrivals at ``rate`` of its own
+    (written where ``compare-app --simulate`` writes a run's arrivals): its compare_app.csv."""
+    folder.mkdir()
+    gaps = np.random.default_rng(int(rate * 100) + pools).exponential(1.0 / rate, size=int(rate * 60))
+    arrivals = folder / "static.arrivals.uploads.csv"
+    arrivals.write_text("timestamp,size\n" + "".join(f"{t:.4f},1\n" for t in np.cumsum(gaps)))
+    horizon = float(np.sum(gaps)) + 30.0  # as the fit simulates a run on its arrivals: 30 s to drain
+    services = held_services({**truth, "horizon": horizon}, pools, range(10, 12), arrivals)
+    handoffs = {s: 0.05 * (1 + 0.5 * (2 * pools - 2)) for s in STAGES}
+    return write_runs(folder / "compare_app.csv", [("live", "static", float(pools), handoffs)], services)
+
+
+def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_two_loads(tmp_path):
+    """The live machine is a scenario whose Celery spends 0.07 s of CPU per visit on its 2
+    cores (``visit_cpu``) and whose tasks are all CPU; its runs at 1, 2 and 3 processes a stage,
+    at 3 and at 1.5 arrivals a second, each on its own arrivals, are the held runs. The
+    calibration read at 1 process a stage, at 3 a second, sees none of that: CPU shares 0.6, no
+    Celery CPU, services that serve as the live ones do there. fit-growth finds the law and its
+    work (within a step of the grid) and the shares, and writes services that come back to the
+    live machine's full-speed ones; a weight on the hand-offs in progress fits the two loads
+    worse than the right law."""
     truth = {
-        "name": "app", "horizon": 100, "sla": {"latency": 10},
+        "name": "app", "horizon": 60, "sla": {"latency": 10},
         "sources": {"uploads": {"process": "poisson", "rate": 3.0, "to": "parse"}},
-        "hosts": {"vm": {"cores": 2.0, "handoff_cpu": 1.0, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
+        "hosts": {"vm": {"cores": 2.0, "visit_cpu": 0.07, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
         "stages": {
             name: {
                 "workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": mean, "cv": 0.5},
@@ -155,27 +180,29 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs(tmp_
             for name, mean, following in (("parse", 0.15, "check"), ("check", 0.2, None))
         },
     }  # fmt: skip
-    live = {pools: held_services(truth, pools, range(10, 14)) for pools in (1, 2, 3)}
     calibrated = copy.deepcopy(truth)
     calibrated["hosts"]["vm"] = {"cores": 2.0}
     for spec in calibrated["stages"].values():
         spec["cpu"] = 0.6
+    recorded = held_services(truth, 1, range(10, 14))
     for _ in range(4):  # as calibrate does: services that serve at the recorded pools as live did
         served = held_services(calibrated, 1, range(0, 2))
         for name, spec in calibrated["stages"].items():
-            spec["service"]["mean"] *= live[1][name] / served[name]
+            spec["service"]["mean"] *= recorded[name] / served[name]
     path = tmp_path / "app.yaml"
     path.write_text(yaml.safe_dump(calibrated))
-    runs = []
-    for pools, services in live.items():
-        handoffs = {s: 0.05 * (1 + 0.5 * (2 * pools - 2)) for s in STAGES}
-        runs.append(write_runs(tmp_path / f"held{pools}.csv", [("live", "static", float(pools), handoffs)], services))
+    runs = [held_run(tmp_path / f"r{rate}p{pools}", truth, pools, rate) for rate in (3.0, 1.5) for pools in (1, 2, 3)]
     fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation)
     assert fit.growth.per_process == pytest.approx(0.5)
-    assert fit.cpu.shares == "all 1" and fit.cpu.weight in (0.75, 1.0, 1.25), fit.cpu
-    assert fit.cpu.error < fit.cpu.errors[("as calibrated", 0.0)] / 10
+    law = fit.cpu.law
+    assert law.shares == "all 1" and law.law == "visit_cpu" and law.value == pytest.approx(0.07, abs=0.01), fit.cpu
+    assert len({label for by_key in fit.cpu.growth.values() for label, _ in by_key}) == 2  # a series per load
+    print("\n".join(report_lines(fit)))
+    weights = [e for c, e in fit.cpu.errors.items() if c.law == "handoff_cpu" and c.shares == "all 1"]
+    assert fit.cpu.error < min(weights) / 2
+    assert fit.cpu.error < fit.cpu.errors[Law("as calibrated", "visit_cpu", 0.0)] / 10
     fitted = load_scenario(tmp_path / "fitted.yaml")
-    assert fitted.hosts["vm"].handoff_cpu == fit.cpu.weight
+    assert fitted.hosts["vm"].visit_cpu == law.value and fitted.hosts["vm"].handoff_cpu == 0.0
     assert all(fitted.stages[s].cpu_share == 1.0 for s in STAGES)
     for name, spec in truth["stages"].items():  # the full-speed services the live machine has
         assert fitted.stages[name].service.expected() == pytest.approx(spec["service"]["mean"], rel=0.1), name

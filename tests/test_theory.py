@@ -314,6 +314,28 @@ def test_a_hosts_hand_offs_and_turnarounds_take_their_share_of_its_cores(tmp_pat
     assert sim.stages["x"].latencies == pytest.approx([2.0 - s])
 
 
+@pytest.mark.parametrize("work", [0.0, 0.25, 0.5])
+def test_celerys_work_per_visit_takes_its_share_of_the_hosts_cores(tmp_path, work):
+    """``Host.visit_cpu``: each visit brings ``work`` seconds of Celery's CPU per unit of size,
+    a job of its own in the host's sharing. One core; an item of size 1 at 0 and one of size 2
+    at 10, each alone, 1 s of CPU work per unit. The visit's work and the task's start together
+    and share the core until the smaller is done, so the task ends when the core has done both:
+    latency ``size * (1 + work)``. On two cores each has a core: latency ``size``, whatever the
+    work. Nothing waits on Celery's job itself: the process is free again at the task's end."""
+    trace = tmp_path / "sized.csv"
+    trace.write_text("timestamp,size\n0,1\n10,2\n")
+    for cores, expected in ((1.0, [1.0 + work, 2.0 * (1.0 + work)]), (2.0, [1.0, 2.0])):
+        spec = scenario(
+            {"w": stage(1, "deterministic", 1.0, host="h")},
+            sources={"t": {"process": "trace", "file": str(trace), "to": "w", "size_column": "size"}},
+            horizon=20.0, hosts={"h": {"cores": cores, "visit_cpu": work}},
+        )  # fmt: skip
+        sim = Simulation(spec, rng=0)
+        sim.run(20.0)
+        assert sim.stages["w"].latencies == pytest.approx(expected)
+        assert sim.stages["w"].completed == 2
+
+
 def test_md1_mean_wait_matches_pollaczek_khinchine():
     spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
     runs = replicate(spec, n=40, warmup=1000)

@@ -25,6 +25,7 @@ def fit_growth(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None,
 ) -> GrowthFit:  # fmt: skip
-    """``adaptflow fit-growth``: the host's turnaround growth, and its ``handoff_cpu`` with the
-    stages' CPU shares (checked by simulating the held runs), written to ``out``."""
+    """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
+    (``visit_cpu`` or ``handoff_cpu``) with the stages' CPU shares (checked by simulating the
+    held runs), written to ``out``."""
     return fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)

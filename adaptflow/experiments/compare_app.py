@@ -29,7 +29,7 @@ import pandas as pd
 
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import make_planner, split_label
-from adaptflow.runtime.compare_app import RunResult, compare_on_app
+from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, cpu_stretch, load_trace
@@ -52,7 +52,7 @@ def on_arrivals(scenario: Scenario, run: RunResult, folder: Path, horizon: float
         if not len(times):
             del data["sources"][name]
             continue
-        path = folder / f"{_safe(run.planner)}.arrivals.{name}.csv"
+        path = arrivals_file(folder, run.planner, name)
         frame = pd.DataFrame({"timestamp": np.maximum(times, 0.0), "size": _sizes(name, source, len(times))})
         frame.to_csv(path, index=False)
         kept = {key: value for key, value in data["sources"][name].items() if key in ("to", "quality", "classes")}
@@ -84,10 +84,6 @@ def _sizes(name: str, source: Any, count: int) -> np.ndarray:
             draw = np.random.default_rng(zlib.crc32(name.encode()))
             return draw.choice(np.asarray(sizes, dtype=float), size=count, replace=True)
     return np.ones(count)
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
 
 
 def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:

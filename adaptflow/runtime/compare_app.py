@@ -253,6 +253,13 @@ class EndWatch(Monitor):
 
 
 # -- one run -------------------------------------------------------------------------------------
+def arrivals_file(folder: Path, planner: str, source: str) -> Path:
+    """Where ``compare-app --simulate`` writes the arrivals of ``source`` that ``planner``'s run
+    met (``fit-growth`` reads them back: one home for the name)."""
+    safe = "".join(c if c.isalnum() or c in "._=-" else "_" for c in planner)
+    return folder / f"{safe}.arrivals.{source}.csv"
+
+
 @dataclass
 class RunResult:
     """What one planner's run produced."""

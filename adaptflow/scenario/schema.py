@@ -638,7 +638,17 @@ class TurnaroundGrowth(_Strict):
     where a constant turnaround missed wait and p95 by 36-38 %. An empirical line, not the
     mechanism: at 7 held processes the hand-offs grew 1.06-1.2 times, not the line's 1.62, and
     the live machine lost there in the services instead (docs/deploy.md).
-    ``adaptflow fit-growth`` fits it from live runs at several pool sizes."""
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes.
+
+    ``visit_cpu`` (seconds, default 0): the CPU work Celery itself does on the host for each
+    visit of a stage placed here (per unit of the item's size, at the calibration's speed, as
+    the dispatch delay): a job of its own in the sharing of the cores, begun when the item is
+    sent to the stage, that delays nothing itself and takes its share of the cores until its
+    work is done. The same work as ``handoff_cpu``'s, counted as work rather than as time in
+    progress: a hand-off that lasts longer because the cores are busy is not more work, and a
+    weight on its duration feeds the sharing's own slowdown back into itself (on the example
+    app a weight fitted at one load over-read the growth at a lighter one by half).
+    ``adaptflow fit-growth`` fits either from live runs at several pool sizes and loads."""
 
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
@@ -686,6 +696,10 @@ MAX_HANDOFF_CPU = 4.0
 """A hand-off weighing more than four tasks' CPU work is not a reading of Celery, it is a typo."""
 
 
+MAX_VISIT_CPU = 60.0
+"""A minute of Celery's own CPU per visit is not a reading of Celery, it is a typo."""
+
+
 class Host(_Strict):
     """A machine the processes of one or more stages' pools run on, with ``cores`` CPUs (a
     fraction, as a Kubernetes CPU limit, is allowed). Its cores are shared equally among the CPU
@@ -720,11 +734,22 @@ class Host(_Strict):
     the tasks compute on, and there is more of it the more processes turn over tasks. On the
     example app on a 2-core VM the tasks' services grew x2.9-3.4 from 5 to 15 held processes,
     where sharing the cores among the tasks alone grew them x1.4-1.9.
-    ``adaptflow fit-growth`` fits it from live runs at several pool sizes."""
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes.
+
+    ``visit_cpu`` (seconds, default 0): the CPU work Celery itself does on the host for each
+    visit of a stage placed here (per unit of the item's size, at the calibration's speed, as
+    the dispatch delay): a job of its own in the sharing of the cores, begun when the item is
+    sent to the stage, that delays nothing itself and takes its share of the cores until its
+    work is done. The same work as ``handoff_cpu``'s, counted as work rather than as time in
+    progress: a hand-off that lasts longer because the cores are busy is not more work, and a
+    weight on its duration feeds the sharing's own slowdown back into itself (on the example
+    app a weight fitted at one load over-read the growth at a lighter one by half).
+    ``adaptflow fit-growth`` fits either from live runs at several pool sizes and loads."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
     handoff_cpu: Annotated[float, Field(ge=0, le=MAX_HANDOFF_CPU, allow_inf_nan=False)] = 0.0
+    visit_cpu: Annotated[float, Field(ge=0, le=MAX_VISIT_CPU, allow_inf_nan=False)] = 0.0
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 

@@ -2,7 +2,8 @@
 
 Egalitarian processor sharing: with ``n`` CPU jobs in progress on ``c`` cores every one of them
 progresses at ``min(1, c / n)`` seconds of work per second (``n`` counts each hand-off and
-turnaround in progress as ``handoff_cpu`` of a job: Celery's own work, ``Host.handoff_cpu``).
+turnaround in progress as ``handoff_cpu`` of a job: Celery's own work, ``Host.handoff_cpu``;
+with ``Host.visit_cpu`` that work is a job of its own per visit instead, run like any other).
 A kernel's fair scheduler shares a machine's cores among its runnable processes this way, to a
 good approximation at the time scales of tasks (tens of milliseconds and up).
 

@@ -121,6 +121,10 @@ class _SplitRouter:
         self.deliver[self._pick(self.uniform(), self.edges)](item)
 
 
+def _no_callback(value: Any) -> None:
+    """Celery's work of a visit (``StageState._celery_work``) ends without anyone waiting on it."""
+
+
 def _contention(spec: Stage, host: Any) -> tuple[float, float]:
     """A stage's (dispatch, turnaround) coefficients of Stage.contention; 0 without a host."""
     if host is None or spec.contention is None:
@@ -166,9 +170,7 @@ class StageState:
         # set by Simulation once every stage exists; None, the constant turnaround
         host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
         self.growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
-        # the host's speed against the calibration's (Host.speed): CPU work, turnarounds and
-        # dispatch delays scale
-        self.host_spec = host_spec
+        self.host_spec = host_spec  # its speed (Host.speed) scales CPU work, turnarounds, dispatch delays
         # how much its hand-offs and turnarounds slow per process serving on the host (0: not at all)
         self.dispatch_contention, self.turnaround_contention = _contention(spec, host_spec)
         self.host_stages: list[StageState] = []
@@ -188,6 +190,7 @@ class StageState:
         self.on_host: HostState | None = sim.hosts[spec.host] if spec.host is not None else None
         self.host: HostState | None = self.on_host if self.cpu else None
         self.handoff_host = self.on_host if host_spec is not None and host_spec.handoff_cpu else None
+        self.visit_work = host_spec.cpu_seconds(host_spec.visit_cpu) if host_spec else 0.0  # Host.visit_cpu
         # the visit rule of the scenario room, bound to this stage's failure and validation streams
         failures, validations = _uniforms(streams.get("failure", name)), _uniforms(streams.get("validation", name))
         self.decide = outcome_rule(spec, failures, validations)
@@ -212,12 +215,19 @@ class StageState:
         now = self._env._now
         item.visit = item.enter = now
         self.arrivals += 1
+        if self.visit_work:
+            self._celery_work(item)
         if self.dispatch_delay:
             self._send(item, now)
         elif self.idle:
             self._start(item, now)
         else:
             self._wait_or_drop(item, now)
+
+    def _celery_work(self, item: Item) -> None:
+        """The visit's share of Celery's own CPU (``Host.visit_cpu``, per unit of size, as the
+        dispatch delay): a job beside the tasks in the host's sharing that delays nothing itself."""
+        self.on_host.run(self.visit_work * item.size, None, _no_callback)  # type: ignore[union-attr]
 
     def _send(self, item: Item, now: float) -> None:
         """The item is on its way to a worker: it may start a dispatch delay from now."""
@@ -377,6 +387,8 @@ class StageState:
         if retry:
             item.attempt += 1
             item.enter = now
+            if self.visit_work:  # a retry is a new message: Celery handles it again
+                self._celery_work(item)
             if self.dispatch_delay:  # a retry is a new message: it is dispatched again
                 self._send(item, now)
             elif self.idle:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -32,13 +32,15 @@ from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_sce
 from adaptflow.scenario.loading import load_yaml_file
 from adaptflow.scenario.schema import TurnaroundGrowth
 
+from ..compare_app import arrivals_file
+from .celery_cpu import CpuFit, fit_celery_cpu
+from .celery_cpu import report_lines as cpu_report
 from .core import _PlainDumper
-from .handoff_cpu import CpuFit, fit_handoff_cpu
-from .handoff_cpu import report_lines as cpu_report
 from .validate import MakeSimulation
 
 MAX_RUN_FILES = 100
 MAX_RUN_FILE_BYTES = 1 << 20  # a compare_app.csv is a few kB
+MAX_ARRIVALS_BYTES = 8 << 20  # a run's arrivals beside it: 20 bytes an item, 400,000 items
 HELD = 1e-6
 """A stage's mean pool this close to a whole number was held at it for the whole run."""
 
@@ -47,12 +49,14 @@ HELD = 1e-6
 class GrowthRun:
     """One live run at held pools: where it was read, each hosted stage's measured hand-off
     (stages with too few backlogged gaps are left out), its held pool and its mean service
-    (where measured). A :class:`~.handoff_cpu.HeldRun`."""
+    (where measured), and the arrivals it met (each source's file, where ``compare-app
+    --simulate`` wrote them). A :class:`~.celery_cpu.HeldRun`."""
 
     source: str
     handoffs: dict[str, float]
     pools: dict[str, int]
     services: dict[str, float]
+    arrivals: dict[str, Path] = field(default_factory=dict)
 
     @property
     def processes(self) -> int:
@@ -70,7 +74,7 @@ class GrowthFit:
     skipped: list[str]  # live rows not used, and why
     per_stage: dict[str, float]  # each stage's own slope, for the report
     ratios: dict[str, dict[int, float]]  # stage -> processes -> mean hand-off / its reference
-    cpu: CpuFit | str | None = None  # the hand-offs' CPU weight and shares, or why not fitted
+    cpu: CpuFit | str | None = None  # Celery's CPU and the shares, or why not fitted
 
 
 def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
@@ -89,10 +93,13 @@ def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]
     return host, stages
 
 
-def read_runs(paths: Sequence[str | Path], stages: list[str]) -> tuple[list[GrowthRun], list[str]]:
+def read_runs(
+    paths: Sequence[str | Path], stages: list[str], sources: Sequence[str] = ()
+) -> tuple[list[GrowthRun], list[str]]:
     """The live rows of ``compare_app.csv`` files that ran at held pools, and a line for each
     live row skipped (its planner moved the pools); every problem of every file in one
-    :class:`ValueError`, a line each."""
+    :class:`ValueError`, a line each. A run's arrivals are each of ``sources``' files beside
+    its ``compare_app.csv``, when every one is there."""
     if not 1 <= len(paths) <= MAX_RUN_FILES:
         raise ValueError(f"runs: {len(paths)} files; expected 1 to {MAX_RUN_FILES} compare_app.csv files")
     problems: list[str] = []
@@ -104,13 +111,15 @@ def read_runs(paths: Sequence[str | Path], stages: list[str]) -> tuple[list[Grow
         elif path.stat().st_size > MAX_RUN_FILE_BYTES:
             problems.append(f"{path}: {path.stat().st_size:,} bytes; expected a compare_app.csv of at most 1 MiB")
         else:
-            runs += _read_one(path, stages, problems, skipped)
+            runs += _read_one(path, stages, sources, problems, skipped)
     if problems:
         raise ValueError("\n".join(problems))
     return runs, skipped
 
 
-def _read_one(path: Path, stages: list[str], problems: list[str], skipped: list[str]) -> list[GrowthRun]:
+def _read_one(
+    path: Path, stages: list[str], sources: Sequence[str], problems: list[str], skipped: list[str]
+) -> list[GrowthRun]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         needed = ["world", "planner"] + [f"{c}_{s}" for s in stages for c in ("mean_pool", "handoff")]
@@ -124,8 +133,23 @@ def _read_one(path: Path, stages: list[str], problems: list[str], skipped: list[
             if row["world"] == "live":
                 run = _run_of(f"{path}:{line}", row, stages, problems, skipped)
                 if run is not None:
-                    runs.append(run)
+                    runs.append(replace(run, arrivals=_arrivals(path.parent, row["planner"], sources, problems)))
         return runs
+
+
+def _arrivals(folder: Path, planner: str, sources: Sequence[str], problems: list[str]) -> dict[str, Path]:
+    """Each source's arrivals file of ``planner``'s run in ``folder``, when every one is there
+    (else none: the run is simulated on the scenario's own sources); a file too large to be one
+    run's arrivals is a problem (each candidate of the fit simulates it)."""
+    files = {s: arrivals_file(folder, planner, s) for s in sources}
+    if not files or not all(f.is_file() for f in files.values()):
+        return {}
+    for path in files.values():
+        if path.stat().st_size > MAX_ARRIVALS_BYTES:
+            problems.append(
+                f"{path}: {path.stat().st_size:,} bytes; expected one run's arrivals, at most {MAX_ARRIVALS_BYTES:,}"
+            )
+    return files
 
 
 def _run_of(
@@ -189,8 +213,8 @@ def fit_growth_file(
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
     default the host's processes in the scenario (its stages' ``initial`` pools). With a
     ``simulation`` (``adaptflow.simulator.Simulation``; the runtime never imports it) and runs
-    that measured services (``service_<stage>``), the host's ``handoff_cpu`` and its stages'
-    CPU shares are fitted too (:mod:`.handoff_cpu`), in ``fit.cpu``."""
+    that measured services (``service_<stage>``), Celery's CPU on the host (``visit_cpu`` or
+    ``handoff_cpu``) and its stages' CPU shares are fitted too (:mod:`.celery_cpu`), in ``fit.cpu``."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -198,7 +222,7 @@ def fit_growth_file(
         reference = sum(scenario.stages[s].workers.initial for s in stages)
     if reference < 1:
         raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
-    runs, skipped = read_runs(run_paths, stages)
+    runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped)
     data = load_yaml_file(scenario_path)
     data["hosts"][host]["turnaround_growth"] = {"per_process": fit.growth.per_process, "reference": reference}
@@ -220,17 +244,17 @@ def fit_growth_file(
 def _fit_cpu(
     scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation
 ) -> CpuFit | str:
-    """The hand-offs' CPU weight and the shares (:mod:`.handoff_cpu`), written into ``data``; or
-    why not (runs without services, or runs of one size at different pools)."""
+    """Celery's CPU and the shares (:mod:`.celery_cpu`), written into ``data``; or why not (runs
+    without services, or runs of one size at different pools)."""
     if not all(r.services for r in runs):
-        return "handoff_cpu not fitted: the runs hold no service_<stage> columns (an older compare-app)"
+        return "Celery's CPU not fitted: the runs hold no service_<stage> columns (an older compare-app)"
     by_size: dict[int, dict[str, int]] = {}
     for run in runs:
         if by_size.setdefault(run.processes, run.pools) != run.pools:
-            return f"handoff_cpu not fitted: runs at {run.processes} processes held different pools"
+            return f"Celery's CPU not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    cpu = fit_handoff_cpu(grown, host, runs, reference, simulation)
+    cpu = fit_celery_cpu(grown, host, runs, reference, simulation)
     cpu.apply(data, grown, host)
     return cpu
 

@@ -1,0 +1,346 @@
+"""Celery's own work as CPU on a host (``Host.visit_cpu``, ``Host.handoff_cpu``), fitted by
+``adaptflow fit-growth``.
+
+A recording at one pool size reads how each stage's tasks slow with the load of its own moment
+(the CPU share, :mod:`.hosts`); it cannot read what more processes cost the machine beyond their
+tasks: the main processes' fetching, handing over and acking, and the broker's side of each
+call on the same machine. On the example app on a 2-core VM the services grew x2.9-3.4 from 5
+to 15 held processes where sharing the cores among the tasks, at the shares calibrated, grew
+them x1.4-1.9; a planner that grew the pools met services 1.3-1.7 times the simulation's.
+
+The runs held at several pool sizes (the ones ``fit-growth`` reads for the turnaround growth)
+measure that growth. This module simulates each of them and picks, among
+
+* the CPU shares: as calibrated, or every hosted stage's at 1 (a share below 1 read from a
+  recording leans low: the speed at a visit's start is a noisy reading of what it met, and a
+  task's calls to a broker on the same machine are that machine's CPU work too), and
+* Celery's CPU, one of two laws: ``visit_cpu``, seconds of work per visit (0 to
+  :data:`MAX_WORK_SHARE` of the host's mean calibrated service, in steps of
+  :data:`WORK_STEP` of it), or ``handoff_cpu``, a weight on each hand-off and turnaround in
+  progress (0 to :data:`MAX_WEIGHT` in steps of :data:`WEIGHT_STEP`),
+
+the candidate whose simulated service growth is nearest the live one, in mean squared log
+ratio. Growth: each stage's mean service in a run over its own in the run at the reference
+pools whose arrival rate is nearest (runs at several loads are several series, each against
+its own reference run: the growth with the processes depends on the load, and the law that
+fits at one load need not at another). Each candidate's services are first rescaled until the
+simulation at the reference pools serves as the calibrated scenario does there: the
+calibration already matched the recording at that size, so a candidate changes only how
+services grow with the processes and the load, not what they were.
+
+Each run is simulated on the arrivals it met (``compare-app --simulate`` writes them beside its
+``compare_app.csv``); a run without them on the scenario's own sources, which then must be the
+arrivals the run saw (the same producer and rate; docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from adaptflow.scenario import Scenario, parse_scenario
+from adaptflow.scenario.schema import load_trace
+
+from .validate import MakeSimulation
+
+WEIGHT_STEP, MAX_WEIGHT = 0.25, 2.0
+WORK_STEP, MAX_WORK_SHARE = 0.05, 1.0
+SEEDS = (0, 1)
+RESCALES = 4  # rescaling rounds: the services at the reference settle within 1 % in 2-3 on the example app
+SHARE_CHOICES = ("as calibrated", "all 1")
+LAWS = ("visit_cpu", "handoff_cpu")
+SAME_LOAD = 0.05
+"""Reference runs whose arrival rates are this close (relative) are one series."""
+DRAIN = 0.25
+"""A run on its own arrivals is simulated this share of its last arrival's time past it (at
+least :data:`MIN_DRAIN` s), for the items in progress to leave, as the live run waited for them."""
+MIN_DRAIN = 30.0
+
+Pools = dict[str, int]
+
+
+class HeldRun(Protocol):
+    """A live run at held pools (``growth.GrowthRun``): each stage's pool, its measured mean
+    service, the host's processes (the pools' sum), and the arrivals it met (source -> the file
+    ``compare-app`` wrote; empty when it wrote none)."""
+
+    @property
+    def pools(self) -> Pools: ...
+
+    @property
+    def services(self) -> dict[str, float]: ...
+
+    @property
+    def processes(self) -> int: ...
+
+    @property
+    def arrivals(self) -> dict[str, Path]: ...
+
+
+@dataclass(frozen=True)
+class Law:
+    """One candidate: the stages' CPU shares and Celery's CPU (``law`` at ``value``: seconds of
+    work per visit, or a weight per hand-off in progress)."""
+
+    shares: str
+    law: str
+    value: float
+
+    def __str__(self) -> str:
+        unit = " s" if self.law == "visit_cpu" else ""
+        return f"{self.law} {self.value:.4g}{unit}, CPU shares {self.shares}"
+
+
+@dataclass
+class Series:
+    """Runs on one load: those at the reference pools, and the others by their processes."""
+
+    rate: float | None  # arrivals a second (None: the scenario's own sources)
+    reference: list[HeldRun]
+    sizes: dict[int, list[HeldRun]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "own sources" if self.rate is None else f"{self.rate:.2f}/s"
+
+
+@dataclass
+class CpuFit:
+    """The candidate chosen, the services' rescaling, and every candidate's error (for the report)."""
+
+    law: Law
+    scales: dict[str, float]
+    error: float
+    errors: dict[Law, float] = field(default_factory=dict)
+    # stage -> (series label, processes) -> (simulated growth, live growth)
+    growth: dict[str, dict[tuple[str, int], tuple[float, float]]] = field(default_factory=dict)
+
+    def apply(self, data: dict[str, Any], scenario: Scenario, host: str) -> None:
+        """Write the fit into ``data``, the scenario's YAML mapping (``scenario``, as loaded)."""
+        apply(data, scenario, host, self.law, self.scales)
+
+
+def fit_celery_cpu(
+    scenario: Scenario, host: str, runs: Sequence[HeldRun], reference: Pools, make: MakeSimulation
+) -> CpuFit:
+    """The candidate whose service growth over ``runs`` is nearest the live one (module
+    docstring). ``reference``: the pools the scenario was calibrated at; ``runs`` must hold
+    them and another size at one load at least."""
+    stages = [s for s, spec in scenario.stages.items() if spec.host == host]
+    series = _series(runs, reference)
+    live = _live_growth(series, stages)
+    if not live:
+        raise ValueError(
+            f"runs: no stage's service was measured both at the reference pools {reference} and at another size "
+            "on the same load; the growth of services with the processes cannot be read"
+        )
+    target = {s: v for s, v in _services(scenario, reference, make).items() if s in stages}
+    fits = []
+    for law in _candidates(scenario, stages):
+        scales = _rescale(scenario, host, law, reference, target, make)
+        candidate = _candidate(scenario, host, law, scales)
+        simulated = {
+            (one.label, procs): _services(candidate, runs_[0].pools, make, runs_[0])
+            for one in series
+            for procs, runs_ in [(0, one.reference), *one.sizes.items()]
+        }
+        error, growth = _error(live, simulated)
+        fits.append(CpuFit(law, scales, error, growth=growth))
+    best = min(fits, key=lambda f: f.error)
+    best.errors = {f.law: f.error for f in fits}
+    return best
+
+
+def _candidates(scenario: Scenario, stages: list[str]) -> list[Law]:
+    """Every law's grid, for both choices of shares; ``visit_cpu`` in shares of the hosted
+    stages' mean calibrated service (a grid in seconds would fit one app's task lengths only)."""
+    unit = float(np.mean([scenario.stages[s].service.expected() for s in stages]))
+    works = [float(round(f * unit, 6)) for f in np.arange(0.0, MAX_WORK_SHARE + WORK_STEP / 2, WORK_STEP)]
+    weights = [float(w) for w in np.arange(0.0, MAX_WEIGHT + WEIGHT_STEP / 2, WEIGHT_STEP)]
+    out = []
+    for shares in SHARE_CHOICES:
+        out += [Law(shares, "visit_cpu", w) for w in works]
+        out += [Law(shares, "handoff_cpu", w) for w in weights[1:]]  # weight 0 is visit_cpu 0
+    return out
+
+
+def _series(runs: Sequence[HeldRun], reference: Pools) -> list[Series]:
+    """The runs at the reference pools grouped by load (rates within :data:`SAME_LOAD`), each
+    other run joined to the series whose rate is nearest its own."""
+    series: list[Series] = []
+    for run in sorted((r for r in runs if r.pools == reference), key=lambda r: _rate(r) or 0.0):
+        rate = _rate(run)
+        near = [s for s in series if _same_load(s.rate, rate)]
+        if near:
+            near[0].reference.append(run)
+        else:
+            series.append(Series(rate, [run]))
+    others = [r for r in runs if r.pools != reference]
+    if not series or not others:
+        raise ValueError(
+            f"runs: no live run held the reference pools {reference} and another size; the growth of services "
+            "with the processes cannot be read"
+        )
+    for run in others:
+        nearest = min(series, key=lambda s: _distance(s.rate, _rate(run)))
+        nearest.sizes.setdefault(run.processes, []).append(run)
+    return [s for s in series if s.sizes]
+
+
+def _same_load(a: float | None, b: float | None) -> bool:
+    return _distance(a, b) <= math.log1p(SAME_LOAD)
+
+
+def _distance(a: float | None, b: float | None) -> float:
+    if a is None or b is None:
+        return 0.0 if a is b else math.inf
+    return abs(math.log(a / b))
+
+
+def _rate(run: HeldRun) -> float | None:
+    """Arrivals a second over the run, from the files it wrote (None without them)."""
+    if not run.arrivals:
+        return None
+    count, last = 0, 0.0
+    for path in run.arrivals.values():
+        times, _ = load_trace(path)
+        count, last = count + len(times), max(last, float(np.max(times)) if len(times) else 0.0)
+    return count / last if last > 0 else None
+
+
+def _live_growth(series: list[Series], stages: list[str]) -> dict[str, dict[tuple[str, int], float]]:
+    """Each stage's mean live service at each held size of each series, over its own at that
+    series' reference pools."""
+    out: dict[str, dict[tuple[str, int], float]] = {}
+    for stage in stages:
+        for one in series:
+            at_ref = _mean([r.services.get(stage, math.nan) for r in one.reference])
+            if not math.isfinite(at_ref) or at_ref <= 0:
+                continue
+            for procs, runs in one.sizes.items():
+                value = _mean([r.services.get(stage, math.nan) for r in runs])
+                if math.isfinite(value) and value > 0:
+                    out.setdefault(stage, {})[(one.label, procs)] = value / at_ref
+    return out
+
+
+def _error(
+    live: dict[str, dict[tuple[str, int], float]], simulated: Mapping[tuple[str, int], dict[str, float]]
+) -> tuple[float, dict[str, dict[tuple[str, int], tuple[float, float]]]]:
+    """Mean squared log ratio of simulated to live growth, and the growths side by side."""
+    squares, growth = [], {}
+    for stage, by_key in live.items():
+        growth[stage] = {}
+        for (label, procs), seen in by_key.items():
+            at_ref = simulated[(label, 0)].get(stage, math.nan)
+            sim = simulated[(label, procs)].get(stage, math.nan) / at_ref
+            if math.isfinite(sim) and sim > 0:
+                squares.append(math.log(sim / seen) ** 2)
+                growth[stage][(label, procs)] = (sim, seen)
+    return (float(np.mean(squares)) if squares else math.inf), growth
+
+
+def _rescale(
+    scenario: Scenario, host: str, law: Law, reference: Pools, target: dict[str, float], make: MakeSimulation
+) -> dict[str, float]:
+    """Each hosted stage's service factor at which the candidate serves at the reference pools as
+    the calibrated scenario does (fixed-point rounds: a stage's service changes the others' load)."""
+    scales = {s: 1.0 for s in target}
+    if law.shares == SHARE_CHOICES[0] and law.value == 0.0:
+        return scales  # the calibrated scenario itself
+    for _ in range(RESCALES):
+        served = _services(_candidate(scenario, host, law, scales), reference, make)
+        scales = {s: scales[s] * target[s] / served[s] if served.get(s, 0) > 0 else scales[s] for s in scales}
+    return scales
+
+
+def apply(data: dict[str, Any], scenario: Scenario, host: str, law: Law, scales: dict[str, float]) -> None:
+    """One candidate written into ``data`` (a scenario's mapping; ``scenario`` the same, loaded):
+    ``host``'s Celery CPU (the other law at 0), its stages' CPU shares (``all 1``) and services scaled."""
+    for name in LAWS:
+        data["hosts"][host][name] = law.value if name == law.law else 0.0
+    for name, stage in data["stages"].items():
+        if scenario.stages[name].host != host:
+            continue
+        if law.shares == SHARE_CHOICES[1]:
+            stage["cpu"] = 1.0
+        if name in scales:
+            stage["service"] = (
+                scenario.stages[name].service.scaled(scales[name]).model_dump(mode="json", exclude_none=True)
+            )
+
+
+def _candidate(scenario: Scenario, host: str, law: Law, scales: dict[str, float]) -> Scenario:
+    data = scenario.model_dump(mode="json", by_alias=True)
+    apply(data, scenario, host, law, scales)
+    return parse_scenario(data)
+
+
+def _services(scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None) -> dict[str, float]:
+    """Each stage's mean service with its pool held at ``pools`` (the others' as they are), over
+    :data:`SEEDS`, on ``run``'s arrivals if it has them: busy process-seconds per attempt."""
+    data = scenario.model_dump(mode="json", by_alias=True)
+    for name, n in pools.items():
+        workers = data["stages"][name]["workers"]
+        workers.update(initial=n, min=min(workers["min"], n), max=max(workers["max"], n))
+    if run is not None and run.arrivals:
+        _on_arrivals(data, run.arrivals)
+    held = parse_scenario(data)
+    sums: dict[str, list[float]] = {}
+    for seed in SEEDS:
+        sim = make(held, seed)
+        sim.run(held.horizon)
+        for name, row in sim.summary()["stages"].items():
+            attempts = row["completed"] + row["failures"]
+            if attempts:
+                sums.setdefault(name, []).append(row["mean_busy_workers"] * held.horizon / attempts)
+    return {name: float(np.mean(values)) for name, values in sums.items()}
+
+
+def _on_arrivals(data: dict[str, Any], arrivals: dict[str, Path]) -> None:
+    """The scenario mapping ``data`` with each source a trace of the arrivals a run met (their
+    sizes with them), and the horizon past the last of them (:data:`DRAIN`)."""
+    last = 0.0
+    for name, source in list(data["sources"].items()):
+        if name not in arrivals:
+            del data["sources"][name]
+            continue
+        kept = {key: value for key, value in source.items() if key in ("to", "quality", "classes")}
+        data["sources"][name] = {**kept, "process": "trace", "file": str(arrivals[name])}
+        times, _ = load_trace(arrivals[name])
+        last = max(last, float(np.max(times)) if len(times) else 0.0)
+    data["horizon"] = last + max(MIN_DRAIN, DRAIN * last)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def report_lines(fit: CpuFit, host: str) -> list[str]:
+    """The choice, each candidate's error, and each stage's growth simulated against live."""
+    lines = [
+        f"hosts.{host}: {fit.law} (services rescaled "
+        + ", ".join(f"{s} x{v:.3f}" for s, v in fit.scales.items())
+        + f"); growth error {fit.error:.4f}",
+        "  mean squared log ratio of service growth, simulated against live, per candidate:",
+    ]
+    for shares in SHARE_CHOICES:
+        for law in LAWS:
+            mine = [(c, e) for c, e in fit.errors.items() if c.shares == shares and c.law == law]
+            row = ", ".join(f"{c.value:.4g}: {e:.4f}" for c, e in mine)
+            lines.append(f"    shares {shares}, {law}: {row}")
+    for stage, by_key in fit.growth.items():
+        cells = ", ".join(
+            f"{label} at {p}: x{sim:.2f} (live x{seen:.2f})" for (label, p), (sim, seen) in by_key.items()
+        )
+        lines.append(f"  {stage}: service {cells}")
+    return lines
+
+
+__all__ = ["CpuFit", "HeldRun", "Law", "apply", "fit_celery_cpu", "report_lines"]
