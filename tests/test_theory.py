@@ -336,6 +336,24 @@ def test_celerys_work_per_visit_takes_its_share_of_the_hosts_cores(tmp_path, wor
         assert sim.stages["w"].completed == 2
 
 
+@pytest.mark.parametrize("loss", [0.0, 0.15, 0.5])
+def test_jobs_past_the_cores_cost_the_host_capacity(tmp_path, loss):
+    """``Host.oversubscription``: with ``n`` jobs on ``c`` cores, ``n > c``, each runs at
+    ``c / (n (1 + loss (n - c)))``. Three stages each start 1 s of CPU work at 0 on 2 cores:
+    each at ``2 / (3 (1 + loss))``, all end at ``1.5 (1 + loss)``. Two of them on 2 cores are
+    not past the cores: 1 s whatever the loss."""
+    names = ("a", "b", "c")
+    for used, expected in ((names, 1.5 * (1.0 + loss)), (names[:2], 1.0)):
+        spec = scenario(
+            {name: stage(1, "deterministic", 1.0, host="h") for name in used},
+            sources={f"to_{n}": trace_source(tmp_path, [0.0], n, name=f"{n}{loss}{len(used)}") for n in used},
+            horizon=10.0, hosts={"h": {"cores": 2.0, "oversubscription": loss}},
+        )  # fmt: skip
+        sim = Simulation(spec, rng=0)
+        sim.run(10.0)
+        assert [sim.stages[n].latencies for n in used] == [pytest.approx([expected])] * len(used)
+
+
 def test_md1_mean_wait_matches_pollaczek_khinchine():
     spec = scenario({"w": stage(1, "deterministic", 1.0)}, rate=0.8, horizon=50_000)
     runs = replicate(spec, n=40, warmup=1000)

@@ -26,6 +26,6 @@ def fit_growth(
     host: str | None = None, reference: int | None = None,
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
-    (``visit_cpu`` or ``handoff_cpu``) with the stages' CPU shares (checked by simulating the
-    held runs), written to ``out``."""
+    (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares
+    (checked by simulating the held runs), written to ``out``."""
     return fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)

@@ -648,7 +648,17 @@ class TurnaroundGrowth(_Strict):
     progress: a hand-off that lasts longer because the cores are busy is not more work, and a
     weight on its duration feeds the sharing's own slowdown back into itself (on the example
     app a weight fitted at one load over-read the growth at a lighter one by half).
-    ``adaptflow fit-growth`` fits either from live runs at several pool sizes and loads."""
+    ``adaptflow fit-growth`` fits either from live runs at several pool sizes and loads.
+
+    ``oversubscription`` (default 0): the share of the cores' capacity each CPU job beyond the
+    cores costs: with ``n`` jobs on ``c`` cores, ``n > c``, each runs at
+    ``c / (n * (1 + oversubscription * (n - c)))``. Why: a machine whose runnable processes
+    outnumber its cores loses capacity to slicing its time among them (switches, caches,
+    Celery's main processes woken for each), and the loss appears only then. On the example app
+    on a 2-core VM, services grew x1.2-1.3 from 5 to 15 held processes at 2 uploads a second and
+    x2.7-3.3 at 3 a second; no amount of Celery work per hand-off in progress or per visit fitted
+    both loads (a third off a cell), this came nearest (0.15: 14 % at 3 a second, 20 % at 2).
+    ``adaptflow fit-growth`` fits it as the third law of Celery's CPU."""
 
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
@@ -698,6 +708,9 @@ MAX_HANDOFF_CPU = 4.0
 
 MAX_VISIT_CPU = 60.0
 """A minute of Celery's own CPU per visit is not a reading of Celery, it is a typo."""
+MAX_OVERSUBSCRIPTION = 1.0
+"""Each runnable job past the cores costing the machine half its capacity or more is not a
+reading of a scheduler, it is a typo."""
 
 
 class Host(_Strict):
@@ -750,6 +763,7 @@ class Host(_Strict):
     turnaround_growth: TurnaroundGrowth | None = None
     handoff_cpu: Annotated[float, Field(ge=0, le=MAX_HANDOFF_CPU, allow_inf_nan=False)] = 0.0
     visit_cpu: Annotated[float, Field(ge=0, le=MAX_VISIT_CPU, allow_inf_nan=False)] = 0.0
+    oversubscription: Annotated[float, Field(ge=0, le=MAX_OVERSUBSCRIPTION, allow_inf_nan=False)] = 0.0
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 

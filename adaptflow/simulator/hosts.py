@@ -3,8 +3,10 @@
 Egalitarian processor sharing: with ``n`` CPU jobs in progress on ``c`` cores every one of them
 progresses at ``min(1, c / n)`` seconds of work per second (``n`` counts each hand-off and
 turnaround in progress as ``handoff_cpu`` of a job: Celery's own work, ``Host.handoff_cpu``;
-with ``Host.visit_cpu`` that work is a job of its own per visit instead, run like any other).
-A kernel's fair scheduler shares a machine's cores among its runnable processes this way, to a
+with ``Host.visit_cpu`` that work is a job of its own per visit instead, run like any other;
+with ``Host.oversubscription`` each job past the cores costs the machine that share of its
+capacity: ``c / (n * (1 + k (n - c)))``). The speed depends on ``n`` alone, so the virtual
+clock below stays exact. A kernel's fair scheduler shares a machine's cores among its runnable processes this way, to a
 good approximation at the time scales of tasks (tens of milliseconds and up).
 
 How, exactly and cheaply: all jobs progress at the same rate, so one clock of *virtual time*
@@ -35,8 +37,9 @@ class HostState:
     """One host's cores and the CPU jobs on them. Stages hand it work with :meth:`run` and are
     called back, with the value they gave, when that work is done."""
 
-    def __init__(self, env: simpy.Environment, cores: float, handoff_cpu: float = 0.0):
+    def __init__(self, env: simpy.Environment, cores: float, handoff_cpu: float = 0.0, oversubscription: float = 0.0):
         self._env, self.cores = env, cores
+        self.oversubscription = oversubscription  # capacity lost per job past the cores (Host.oversubscription)
         self.handoff_cpu = handoff_cpu  # the CPU weight of a hand-off or turnaround (Host.handoff_cpu)
         self.handoffs = 0  # hand-offs and turnarounds in progress on the host, counted when handoff_cpu > 0
         self.virtual = 0.0  # the virtual clock: work each job in progress has received
@@ -49,7 +52,9 @@ class HostState:
     def speed(self) -> float:
         """How fast each job in progress runs now, as a share of its full speed."""
         n = len(self._jobs) + self.handoff_cpu * self.handoffs
-        return 1.0 if n <= self.cores else self.cores / n
+        if n <= self.cores:
+            return 1.0
+        return self.cores / (n * (1.0 + self.oversubscription * (n - self.cores)))
 
     def handoff(self, delta: int) -> None:
         """A hand-off or turnaround begins (``+1``) or ends (``-1``): the jobs' speed changes

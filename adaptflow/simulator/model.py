@@ -589,7 +589,9 @@ class Simulation:
         self.horizon = scenario.horizon
         self.sla = scenario.sla  # the one rule of lateness
         self._env = simpy.Environment()
-        self.hosts = {name: HostState(self._env, h.cores, h.handoff_cpu) for name, h in scenario.hosts.items()}
+        self.hosts = {
+            name: HostState(self._env, h.cores, h.handoff_cpu, h.oversubscription) for name, h in scenario.hosts.items()
+        }
         self._calendar = scenario.calendar()
         self._deadlines: deque[Item] = deque()  # items whose deadline has not been checked yet
         # job classes (see classes.py): each class's deadline rule and unchecked items; one pair

@@ -1,5 +1,5 @@
-"""Celery's own work as CPU on a host (``Host.visit_cpu``, ``Host.handoff_cpu``), fitted by
-``adaptflow fit-growth``.
+"""Celery's own work as CPU on a host (``Host.visit_cpu``, ``Host.handoff_cpu``,
+``Host.oversubscription``), fitted by ``adaptflow fit-growth``.
 
 A recording at one pool size reads how each stage's tasks slow with the load of its own moment
 (the CPU share, :mod:`.hosts`); it cannot read what more processes cost the machine beyond their
@@ -14,10 +14,12 @@ measure that growth. This module simulates each of them and picks, among
 * the CPU shares: as calibrated, or every hosted stage's at 1 (a share below 1 read from a
   recording leans low: the speed at a visit's start is a noisy reading of what it met, and a
   task's calls to a broker on the same machine are that machine's CPU work too), and
-* Celery's CPU, one of two laws: ``visit_cpu``, seconds of work per visit (0 to
+* Celery's CPU, one of three laws: ``visit_cpu``, seconds of work per visit (0 to
   :data:`MAX_WORK_SHARE` of the host's mean calibrated service, in steps of
-  :data:`WORK_STEP` of it), or ``handoff_cpu``, a weight on each hand-off and turnaround in
-  progress (0 to :data:`MAX_WEIGHT` in steps of :data:`WEIGHT_STEP`),
+  :data:`WORK_STEP` of it); ``handoff_cpu``, a weight on each hand-off and turnaround in
+  progress (0 to :data:`MAX_WEIGHT` in steps of :data:`WEIGHT_STEP`); or
+  ``oversubscription``, the capacity each CPU job past the cores costs (0 to
+  :data:`MAX_LOSS` in steps of :data:`LOSS_STEP`),
 
 the candidate whose simulated service growth is nearest the live one, in mean squared log
 ratio. Growth: each stage's mean service in a run over its own in the run at the reference
@@ -50,10 +52,11 @@ from .validate import MakeSimulation
 
 WEIGHT_STEP, MAX_WEIGHT = 0.25, 2.0
 WORK_STEP, MAX_WORK_SHARE = 0.05, 1.0
+LOSS_STEP, MAX_LOSS = 0.025, 0.3
 SEEDS = (0, 1)
 RESCALES = 4  # rescaling rounds: the services at the reference settle within 1 % in 2-3 on the example app
 SHARE_CHOICES = ("as calibrated", "all 1")
-LAWS = ("visit_cpu", "handoff_cpu")
+LAWS = ("visit_cpu", "handoff_cpu", "oversubscription")
 SAME_LOAD = 0.05
 """Reference runs whose arrival rates are this close (relative) are one series."""
 DRAIN = 0.25
@@ -85,7 +88,8 @@ class HeldRun(Protocol):
 @dataclass(frozen=True)
 class Law:
     """One candidate: the stages' CPU shares and Celery's CPU (``law`` at ``value``: seconds of
-    work per visit, or a weight per hand-off in progress)."""
+    work per visit, a weight per hand-off in progress, or the capacity lost per job past the
+    cores)."""
 
     shares: str
     law: str
@@ -123,6 +127,14 @@ class CpuFit:
     def apply(self, data: dict[str, Any], scenario: Scenario, host: str) -> None:
         """Write the fit into ``data``, the scenario's YAML mapping (``scenario``, as loaded)."""
         apply(data, scenario, host, self.law, self.scales)
+
+    def by_load(self) -> dict[str, float]:
+        """The chosen candidate's error on each series alone: a law can fit one load and not another."""
+        squares: dict[str, list[float]] = {}
+        for by_key in self.growth.values():
+            for (label, _), (sim, seen) in by_key.items():
+                squares.setdefault(label, []).append(math.log(sim / seen) ** 2)
+        return {label: float(np.mean(values)) for label, values in squares.items()}
 
 
 def fit_celery_cpu(
@@ -162,10 +174,12 @@ def _candidates(scenario: Scenario, stages: list[str]) -> list[Law]:
     unit = float(np.mean([scenario.stages[s].service.expected() for s in stages]))
     works = [float(round(f * unit, 6)) for f in np.arange(0.0, MAX_WORK_SHARE + WORK_STEP / 2, WORK_STEP)]
     weights = [float(w) for w in np.arange(0.0, MAX_WEIGHT + WEIGHT_STEP / 2, WEIGHT_STEP)]
+    losses = [float(round(k, 6)) for k in np.arange(0.0, MAX_LOSS + LOSS_STEP / 2, LOSS_STEP)]
     out = []
     for shares in SHARE_CHOICES:
         out += [Law(shares, "visit_cpu", w) for w in works]
-        out += [Law(shares, "handoff_cpu", w) for w in weights[1:]]  # weight 0 is visit_cpu 0
+        out += [Law(shares, "handoff_cpu", w) for w in weights[1:]]  # 0 of any law is visit_cpu 0
+        out += [Law(shares, "oversubscription", k) for k in losses[1:]]
     return out
 
 
@@ -328,6 +342,7 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
         f"hosts.{host}: {fit.law} (services rescaled "
         + ", ".join(f"{s} x{v:.3f}" for s, v in fit.scales.items())
         + f"); growth error {fit.error:.4f}",
+        "  its error per load: " + ", ".join(f"{label} {e:.4f}" for label, e in fit.by_load().items()),
         "  mean squared log ratio of service growth, simulated against live, per candidate:",
     ]
     for shares in SHARE_CHOICES:

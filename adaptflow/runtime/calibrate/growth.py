@@ -213,8 +213,9 @@ def fit_growth_file(
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
     default the host's processes in the scenario (its stages' ``initial`` pools). With a
     ``simulation`` (``adaptflow.simulator.Simulation``; the runtime never imports it) and runs
-    that measured services (``service_<stage>``), Celery's CPU on the host (``visit_cpu`` or
-    ``handoff_cpu``) and its stages' CPU shares are fitted too (:mod:`.celery_cpu`), in ``fit.cpu``."""
+    that measured services (``service_<stage>``), Celery's CPU on the host (``visit_cpu``,
+    ``handoff_cpu`` or ``oversubscription``) and its stages' CPU shares are fitted too
+    (:mod:`.celery_cpu`), in ``fit.cpu``."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
