@@ -32,7 +32,7 @@ from adaptflow.policies.registry import make_planner, split_label
 from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
-from adaptflow.scenario.schema import TraceSource, cpu_stretch, load_trace
+from adaptflow.scenario.schema import TraceSource, as_trace, cpu_stretch, load_trace
 
 from .compare_live import as_live, simulated
 
@@ -55,8 +55,7 @@ def on_arrivals(scenario: Scenario, run: RunResult, folder: Path, horizon: float
         path = arrivals_file(folder, run.planner, name)
         frame = pd.DataFrame({"timestamp": np.maximum(times, 0.0), "size": _sizes(name, source, len(times))})
         frame.to_csv(path, index=False)
-        kept = {key: value for key, value in data["sources"][name].items() if key in ("to", "quality", "classes")}
-        data["sources"][name] = {**kept, "process": "trace", "file": str(path)}
+        data["sources"][name] = as_trace(data["sources"][name], path)
     if not data["sources"]:
         return None
     data["horizon"] = horizon

@@ -139,6 +139,14 @@ class TraceSource(_SourceBase):
         return path
 
 
+def as_trace(source: dict[str, Any], file: str | Path) -> dict[str, Any]:
+    """A source's YAML mapping replayed from the trace at ``file`` instead: what every source
+    carries (where its items go, their quality, their classes) kept, its process replaced. Used
+    wherever a run's own arrivals stand in for a scenario's sources."""
+    kept = {key: value for key, value in source.items() if key in _SourceBase.model_fields}
+    return {**kept, "process": "trace", "file": str(file)}
+
+
 def load_trace(
     path: Path, time_column: str = "timestamp", size_column: str = "size"
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -638,27 +646,7 @@ class TurnaroundGrowth(_Strict):
     where a constant turnaround missed wait and p95 by 36-38 %. An empirical line, not the
     mechanism: at 7 held processes the hand-offs grew 1.06-1.2 times, not the line's 1.62, and
     the live machine lost there in the services instead (docs/deploy.md).
-    ``adaptflow fit-growth`` fits it from live runs at several pool sizes.
-
-    ``visit_cpu`` (seconds, default 0): the CPU work Celery itself does on the host for each
-    visit of a stage placed here (per unit of the item's size, at the calibration's speed, as
-    the dispatch delay): a job of its own in the sharing of the cores, begun when the item is
-    sent to the stage, that delays nothing itself and takes its share of the cores until its
-    work is done. The same work as ``handoff_cpu``'s, counted as work rather than as time in
-    progress: a hand-off that lasts longer because the cores are busy is not more work, and a
-    weight on its duration feeds the sharing's own slowdown back into itself (on the example
-    app a weight fitted at one load over-read the growth at a lighter one by half).
-    ``adaptflow fit-growth`` fits either from live runs at several pool sizes and loads.
-
-    ``oversubscription`` (default 0): the share of the cores' capacity each CPU job beyond the
-    cores costs: with ``n`` jobs on ``c`` cores, ``n > c``, each runs at
-    ``c / (n * (1 + oversubscription * (n - c)))``. Why: a machine whose runnable processes
-    outnumber its cores loses capacity to slicing its time among them (switches, caches,
-    Celery's main processes woken for each), and the loss appears only then. On the example app
-    on a 2-core VM, services grew x1.2-1.3 from 5 to 15 held processes at 2 uploads a second and
-    x2.7-3.3 at 3 a second; no amount of Celery work per hand-off in progress or per visit fitted
-    both loads (a third off a cell), this came nearest (0.15: 14 % at 3 a second, 20 % at 2).
-    ``adaptflow fit-growth`` fits it as the third law of Celery's CPU."""
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes."""
 
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
@@ -757,7 +745,18 @@ class Host(_Strict):
     progress: a hand-off that lasts longer because the cores are busy is not more work, and a
     weight on its duration feeds the sharing's own slowdown back into itself (on the example
     app a weight fitted at one load over-read the growth at a lighter one by half).
-    ``adaptflow fit-growth`` fits either from live runs at several pool sizes and loads."""
+    ``adaptflow fit-growth`` fits it, or one of the other two laws, from live runs at several
+    pool sizes and loads.
+
+    ``oversubscription`` (default 0): the share of the cores' capacity each CPU job beyond the
+    cores costs: with ``n`` jobs on ``c`` cores, ``n > c``, each runs at
+    ``c / (n * (1 + oversubscription * (n - c)))``. Why: a machine whose runnable processes
+    outnumber its cores loses capacity to slicing its time among them (switches, caches,
+    Celery's main processes woken for each), and the loss appears only then. On the example app
+    on a 2-core VM, services grew x1.2-1.3 from 5 to 15 held processes at 2 uploads a second and
+    x2.7-3.3 at 3 a second; no amount of Celery work per hand-off in progress or per visit fitted
+    both loads (a third off a cell), this came nearest (0.15: 14 % at 3 a second, 20 % at 2).
+    ``adaptflow fit-growth`` fits it as the third law of Celery's CPU."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None

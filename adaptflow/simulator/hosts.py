@@ -6,8 +6,9 @@ turnaround in progress as ``handoff_cpu`` of a job: Celery's own work, ``Host.ha
 with ``Host.visit_cpu`` that work is a job of its own per visit instead, run like any other;
 with ``Host.oversubscription`` each job past the cores costs the machine that share of its
 capacity: ``c / (n * (1 + k (n - c)))``). The speed depends on ``n`` alone, so the virtual
-clock below stays exact. A kernel's fair scheduler shares a machine's cores among its runnable processes this way, to a
-good approximation at the time scales of tasks (tens of milliseconds and up).
+clock below stays exact. A kernel's fair scheduler shares a machine's cores among its runnable
+processes this way, to a good approximation at the time scales of tasks (tens of milliseconds
+and up).
 
 How, exactly and cheaply: all jobs progress at the same rate, so one clock of *virtual time*
 (the work each job in progress has received since t = 0) describes them all. A job of ``w``

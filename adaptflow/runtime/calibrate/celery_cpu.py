@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from adaptflow.scenario import Scenario, parse_scenario
-from adaptflow.scenario.schema import load_trace
+from adaptflow.scenario.schema import as_trace, load_trace
 
 from .validate import MakeSimulation
 
@@ -324,8 +324,7 @@ def _on_arrivals(data: dict[str, Any], arrivals: dict[str, Path]) -> None:
         if name not in arrivals:
             del data["sources"][name]
             continue
-        kept = {key: value for key, value in source.items() if key in ("to", "quality", "classes")}
-        data["sources"][name] = {**kept, "process": "trace", "file": str(arrivals[name])}
+        data["sources"][name] = as_trace(source, arrivals[name])
         times, _ = load_trace(arrivals[name])
         last = max(last, float(np.max(times)) if len(times) else 0.0)
     data["horizon"] = last + max(MIN_DRAIN, DRAIN * last)
