@@ -68,6 +68,17 @@ LIVE_COLUMNS: tuple[Column, ...] = (
     ("completed", lambda r: f"{r.completed:,}"),
 )
 
+AGREEMENT_COLUMNS: tuple[Column, ...] = (
+    ("planner", lambda r: str(r.planner)),
+    ("metric", lambda r: str(r.metric)),
+    ("runs", lambda r: str(r.runs)),
+    ("live", lambda r: f"{r.live:,.3g}"),
+    ("live range", lambda r: f"{r.live_min:,.3g} - {r.live_max:,.3g}"),
+    ("simulated", lambda r: f"{r.simulated:,.3g}"),
+    ("gap", lambda r: f"{r.gap:+.0%}"),
+    ("verdict", lambda r: str(r.verdict)),
+)
+
 
 def print_table(console: Console, frame: pd.DataFrame, columns: Sequence[Column], title: str) -> None:
     """The one way a command prints a result table: its title as a line of its own (a table's
@@ -408,7 +419,9 @@ def _compare_app(args: argparse.Namespace) -> int:
     if not produce:
         raise ValueError("give the producer's command after --, e.g. -- python -m myapp.produce --seed 7")
     compare: Any = compare_on_app
-    options: dict[str, Any] = {"settle": args.settle, "limit": args.limit, "allow_pickle": args.allow_pickle}
+    options: dict[str, Any] = {
+        "settle": args.settle, "limit": args.limit, "allow_pickle": args.allow_pickle, "repeat": args.repeat,
+    }  # fmt: skip
     if args.simulate:
         from adaptflow.experiments.compare_app import compare_app_with_simulation
 
@@ -429,6 +442,11 @@ def _compare_app(args: argparse.Namespace) -> int:
         args.interval, args.drain, Path(args.out) if args.out else None, **options,
     )  # fmt: skip
     print_table(_console(), table, LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
+    if args.simulate:
+        from adaptflow.experiments.compare_app import TOLERANCE, agreement
+
+        title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
+        print_table(_console(), agreement(table), AGREEMENT_COLUMNS, title)
     return 0
 
 
@@ -784,6 +802,10 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument("--settle", type=float, default=120.0, help="seconds to wait for an idle app before a run")
     ca.add_argument("--limit", type=float, default=3600.0, help="longest run in seconds")
     ca.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
+    ca.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="run each planner N times, in rounds of rotating order (labels LABEL#k): the live runs' own spread",
+    )  # fmt: skip
     ca.add_argument(
         "--simulate", type=int, default=0, metavar="SEEDS",
         help="after each run, the planner in simulation on the scenario with that run's arrivals, over SEEDS seeds",

@@ -24,17 +24,19 @@ PRODUCE += ["--seed", "7", "--work", "0.02", "0.5", "0.02"]
 def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the shop fixture)
     table = compare_on_app(
         "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static", "queue@keda:target=2"], PRODUCE,
-        interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0,
+        interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0, repeat=2,
     )  # fmt: skip
     rows = table.set_index("planner")
-    assert list(rows.index) == ["static", "queue"]  # a LABEL@SPEC row is named by its label
-    # the same orders replayed: every one arrived and left in both runs
+    # a LABEL@SPEC row is named by its label; --repeat 2: the second round starts with the second planner
+    assert list(rows.index) == ["static#1", "queue#1", "queue#2", "static#2"]
+    # the same orders replayed: every one arrived and left in every run
     assert (rows["arrived"] == ORDERS).all() and (rows["completed"] == ORDERS).all()
     # a queue forms at enrich: KEDA's rule grows its pool, static holds the scenario's single process
-    assert rows.loc["static", "mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
-    assert rows.loc["queue", "mean_pool_enrich"] > rows.loc["static", "mean_pool_enrich"] + 0.3
-    assert rows.loc["queue", "mean_wait"] < rows.loc["static", "mean_wait"]
-    for label in ("static", "queue"):
+    for k in ("#1", "#2"):
+        assert rows.loc["static" + k, "mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
+        assert rows.loc["queue" + k, "mean_pool_enrich"] > rows.loc["static" + k, "mean_pool_enrich"] + 0.3
+        assert rows.loc["queue" + k, "mean_wait"] < rows.loc["static" + k, "mean_wait"]
+    for label in ("static#1", "queue#1", "static#2", "queue#2"):
         records = [json.loads(line) for line in (tmp_path / f"{label}.jsonl").read_text().splitlines()]
         assert records and all("plan" in r for r in records)
     assert (tmp_path / "compare_app.csv").is_file()
@@ -131,3 +133,65 @@ def test_the_compare_app_command_needs_a_producer_and_valid_planners(capsys):
     assert "nope" in capsys.readouterr().err
     assert main([*base, "--planners", "static", "--live-handoffs", "--", sys.executable, "-c", "pass"]) == 2
     assert "--live-handoffs: the hand-offs are replayed in simulation; give --simulate" in capsys.readouterr().err
+
+
+def test_repeated_runs_rotate_their_order_and_keep_their_planners_label():
+    """``--repeat``: rounds of every planner, each round starting one planner later, so no planner
+    always runs first after the settle; ``LABEL#k`` names a run, and the planner is its label."""
+    from adaptflow.runtime.compare_app import MAX_REPEATS, repeated, repeated_label
+
+    runs = repeated(["static", "queue@keda:target=2", "erlang"], 2)
+    assert runs == [
+        "static#1@static", "queue#1@keda:target=2", "erlang#1@erlang",
+        "queue#2@keda:target=2", "erlang#2@erlang", "static#2@static",
+    ]  # fmt: skip
+    planners = [repeated_label(run.partition("@")[0]) for run in runs]
+    assert planners == ["static", "queue", "erlang", "queue", "erlang", "static"]
+    assert repeated_label("blue#green") == "blue#green" and repeated(["static"], 1) == ["static"]
+    for bad in (0, MAX_REPEATS + 1, 2.5):
+        with pytest.raises(ValueError, match=rf"--repeat {bad}: expected a whole number of runs per planner"):
+            repeated(["static"], bad)  # type: ignore[arg-type]
+
+
+def test_the_simulation_is_judged_against_the_spread_of_the_live_runs():
+    """``agreement``: per planner and metric, the live runs' mean, range and 95 % t-interval, the
+    simulated rows' mean, and a verdict: within 10 % agrees; beyond, inside the live runs'
+    range is as near as the runs are to one another; else outside."""
+    import pandas as pd
+    from scipy import stats
+
+    from adaptflow.experiments.compare_app import agreement
+
+    def row(world, planner, wait, cost):
+        return {"world": world, "planner": planner, "mean_wait": wait, "p95_latency": 1.0, "throughput": 2.0,
+                "cost": cost}  # fmt: skip
+
+    table = pd.DataFrame([
+        row("live", "erlang#1", 1.0, 100.0), row("simulated", "erlang#1", 1.6, 104.0),
+        row("simulated, min", "erlang#1", 0.1, 1.0), row("live", "static#1", 0.5, 50.0),
+        row("simulated", "static#1", 0.9, 50.0), row("live", "erlang#2", 2.0, 100.0),
+        row("simulated", "erlang#2", 1.4, 106.0), row("live", "static#2", 0.5, 50.0),
+        row("simulated", "static#2", 0.9, 50.0),
+    ])  # fmt: skip
+    rows = agreement(table).set_index(["planner", "metric"])
+    assert list(rows.index.get_level_values(0).unique()) == ["erlang", "static"]
+    wait = rows.loc[("erlang", "mean_wait")]
+    assert wait["runs"] == 2 and wait["live"] == 1.5 and (wait["live_min"], wait["live_max"]) == (1.0, 2.0)
+    assert wait["simulated"] == pytest.approx(1.5) and wait["verdict"] == "agrees"  # the min/max rows not counted
+    assert wait["live_ci"] == pytest.approx(stats.t.ppf(0.975, 1) * 0.5)  # sd 0.5**0.5, over sqrt(2)
+    assert (
+        rows.loc[("erlang", "cost"), "gap"] == pytest.approx(0.05)
+        and rows.loc[("erlang", "cost"), "verdict"] == "agrees"
+    )
+    assert rows.loc[("static", "mean_wait"), "verdict"] == "outside"  # 0.9 against two runs at 0.5
+    assert rows.loc[("static", "mean_wait"), "gap"] == pytest.approx(0.8)
+    table.loc[table.planner == "erlang#1", "mean_wait"] = [1.0, 1.9, 0.1]  # simulated 1.65: 10 % off, within 1-2
+    table.loc[table.planner == "erlang#2", "mean_wait"] = [2.0, 1.4]
+    wait = agreement(table).set_index(["planner", "metric"]).loc[("erlang", "mean_wait")]
+    assert wait["simulated"] == pytest.approx(1.65) and wait["verdict"] == "agrees"
+    table.loc[table.planner == "erlang#2", "mean_wait"] = [2.0, 2.5]  # simulated 2.2: 47 % off, outside 1-2
+    assert agreement(table).set_index(["planner", "metric"]).loc[("erlang", "mean_wait"), "verdict"] == "outside"
+    table.loc[table.planner == "erlang#2", "mean_wait"] = [2.0, 1.9]  # simulated 1.9: 27 % off, inside 1-2
+    assert agreement(table).set_index(["planner", "metric"]).loc[("erlang", "mean_wait"), "verdict"] == (
+        "inside the live range"
+    )

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import make_planner, split_label
-from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app
+from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app, repeated, repeated_label
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, as_trace, cpu_stretch, load_trace
@@ -326,6 +327,7 @@ def compare_app_with_simulation(
             f"--live-speed: scenario {spec.name!r} has no hosts whose speed could be set; expected a scenario "
             "calibrated with --cores (its stages placed on a host)"
         )
+    planners = repeated(planners, options.pop("repeat", 1))  # the runs' own labels, LABEL#k, for after_run
     by_label = {split_label(p)[0]: p for p in planners}
     with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
         folder = Path(event_log_dir) if event_log_dir is not None else Path(scratch)
@@ -336,15 +338,69 @@ def compare_app_with_simulation(
                 spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs, probe_speed, live_speed
             )
 
-        return compare_on_app(
+        table = compare_on_app(
             app_spec, mapping, spec, planners, produce, interval, drain, event_log_dir, after_run=after_run, **options
         )
+    if event_log_dir is not None:
+        agreement(table).to_csv(Path(event_log_dir) / "agreement.csv", index=False)
+    return table
+
+
+AGREEMENT_METRICS = ("mean_wait", "p95_latency", "throughput", "cost")
+"""What the simulation must predict of a live run (docs/deploy.md, step 5)."""
+TOLERANCE = 0.10
+"""A simulation this close (relative) to the live runs' mean agrees with them."""
+
+
+def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """Simulation against live per planner and metric, over the live runs of each planner
+    (``compare-app --repeat``: runs labelled ``LABEL#k`` are one planner's).
+
+    Columns: ``live`` (the runs' mean), ``live_min``, ``live_max``, ``live_ci`` (half the 95 %
+    Student-t interval of that mean; NaN for one run), ``simulated`` (the mean of the runs'
+    ``simulated`` rows, each on its run's arrivals), ``gap`` (simulated over live, minus 1) and
+    ``verdict``: ``agrees`` (within ``tolerance``), ``inside the live range`` (no nearer the
+    mean than ``tolerance``, but no farther than some live run is: the live runs differ from
+    one another by as much as the simulation differs from them) or ``outside``. Why a range and
+    not only the 10 %: a live run is one draw of the machine's speed of the moment, and a gap
+    smaller than the runs' own spread is not one the model can be asked to close."""
+    base = table["planner"].map(repeated_label)
+    live, simulated_rows = table[table["world"] == "live"], table[table["world"] == "simulated"]
+    rows = []
+    for planner in dict.fromkeys(base[live.index]):  # the planners in the order first run
+        runs, predicted = live[base[live.index] == planner], simulated_rows[base[simulated_rows.index] == planner]
+        for metric in AGREEMENT_METRICS:
+            if metric not in table:
+                continue
+            figures = _against(runs[metric].to_numpy(float), float(predicted[metric].mean()), tolerance)
+            rows.append({"planner": planner, "metric": metric, "runs": len(runs), **figures})
+    return pd.DataFrame(rows)
+
+
+def _against(values: np.ndarray, predicted: float, tolerance: float) -> dict[str, Any]:
+    mean = float(values.mean())
+    n = len(values)
+    ci = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    gap = predicted / mean - 1.0 if mean else math.nan
+    if not math.isfinite(gap):  # no item, or a figure neither world could measure
+        verdict = "no figure"
+    elif abs(gap) <= tolerance:
+        verdict = "agrees"
+    elif values.min() <= predicted <= values.max():
+        verdict = "inside the live range"
+    else:
+        verdict = "outside"
+    return {"live": mean, "live_min": float(values.min()), "live_max": float(values.max()), "live_ci": ci,
+            "simulated": predicted, "gap": gap, "verdict": verdict}  # fmt: skip
 
 
 __all__ = [
+    "AGREEMENT_METRICS",
     "DRIFT",
     "LIVE_SPEED",
     "MAX_SEEDS",
+    "TOLERANCE",
+    "agreement",
     "compare_app_with_simulation",
     "live_services",
     "live_speeds",

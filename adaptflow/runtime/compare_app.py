@@ -437,6 +437,36 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     return row
 
 
+MAX_REPEATS = 10
+"""Most runs of each planner a compare may ask for (each is a live run of the producer's length)."""
+_REPEATED = re.compile(r"(?P<label>.+)#(?P<round>[0-9]+)")
+
+
+def repeated(planners: Sequence[str], repeat: int) -> list[str]:
+    """Each planner spec ``repeat`` times, labelled ``LABEL#1`` .. ``LABEL#repeat``, in rounds
+    whose order rotates (round ``k`` starts at the ``k``-th planner, wrapping). Why: live runs
+    on the same arrivals differ (the machine's speed of the moment); their spread is what a
+    simulation's gap is measured against, and a planner always run first after the settle, or
+    always after the same other planner, would carry that place's bias into its spread.
+    ``repeat`` 1 leaves the specs as given."""
+    if not (isinstance(repeat, int) and 1 <= repeat <= MAX_REPEATS):
+        raise ValueError(f"--repeat {repeat!r}: expected a whole number of runs per planner from 1 to {MAX_REPEATS}")
+    if repeat == 1:
+        return list(planners)
+    runs = []
+    for k in range(repeat):
+        for i in range(len(planners)):
+            label, spec = split_label(planners[(k + i) % len(planners)])
+            runs.append(f"{label}#{k + 1}@{spec}")
+    return runs
+
+
+def repeated_label(label: str) -> str:
+    """The planner's own label of a run labelled by :func:`repeated` (``erlang#2`` -> ``erlang``)."""
+    match = _REPEATED.fullmatch(label)
+    return match["label"] if match else label
+
+
 def compare_on_app(
     app_spec: str,
     mapping: str | Path | dict[str, Any],
@@ -454,6 +484,7 @@ def compare_on_app(
     inspect_timeout: float = 2.0,
     allow_pickle: bool = False,
     after_run: Callable[[RunResult], list[dict[str, Any]]] | None = None,
+    repeat: int = 1,
 ) -> pd.DataFrame:
     """Each planner's live run on the user's app ``app_spec`` (``MODULE:APP``), on the arrivals
     the command ``produce`` submits (the same each run: the producer must be reproducible, e.g.
@@ -462,7 +493,10 @@ def compare_on_app(
 
     Every spec and setting is checked before the first run; an ``sb3:`` planner (a pickled
     model) is refused unless ``allow_pickle``. ``after_run``: rows to add after each run's own
-    (the simulated side of :func:`adaptflow.experiments.compare_app.compare_app_with_simulation`)."""
+    (the simulated side of :func:`adaptflow.experiments.compare_app.compare_app_with_simulation`).
+    ``repeat``: each planner that many times (:func:`repeated`: labels ``LABEL#k``, rounds in a
+    rotating order), for the spread of live runs on the same arrivals."""
+    planners = repeated(planners, repeat)
     target = _target(app_spec, mapping, scenario, planners, produce, interval, drain, inspect_timeout, allow_pickle)
     if event_log_dir is not None:
         event_log_dir = Path(event_log_dir)
