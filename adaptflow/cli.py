@@ -450,6 +450,20 @@ def _compare_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resimulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adaptflow.experiments.compare_app import TOLERANCE, agreement, resimulate
+
+    table = resimulate(Path(args.folder), args.scenario, args.simulate, args.probe_speed)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    print_table(_console(), table, LIVE_COLUMNS, f"{args.folder}: each live run simulated again on {args.scenario}")
+    title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
+    print_table(_console(), agreement(table), AGREEMENT_COLUMNS, title)
+    return 0
+
+
 def _keda(args: argparse.Namespace) -> int:
     from adaptflow.runtime.keda.app import run_keda
 
@@ -829,6 +843,20 @@ def _add_compare_app(commands: Any) -> None:
     ca.set_defaults(handler=_compare_app)
 
 
+def _add_resimulate(commands: Any) -> None:
+    rs = commands.add_parser(
+        "resimulate",
+        help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
+        description="adaptflow resimulate CMP_DIR --scenario S [--simulate SEEDS] [--probe-speed] [--out FILE]",
+    )
+    rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
+    rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
+    rs.add_argument("--simulate", type=int, default=3, metavar="SEEDS", help="seeds per run (3)")
+    rs.add_argument("--probe-speed", action="store_true", help="each run at the speed its CPU probe measured")
+    rs.add_argument("--out", default=None, help="CSV of the live and simulated rows")
+    rs.set_defaults(handler=_resimulate)
+
+
 def _add_keda(commands: Any) -> None:
     kd = commands.add_parser(
         "keda",
@@ -882,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_growth(commands)
     _add_control(commands)
     _add_compare_app(commands)
+    _add_resimulate(commands)
     _add_keda(commands)
     _add_analyze(commands)
     return parser

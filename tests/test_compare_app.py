@@ -36,7 +36,7 @@ def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the
         assert rows.loc["static" + k, "mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
         assert rows.loc["queue" + k, "mean_pool_enrich"] > rows.loc["static" + k, "mean_pool_enrich"] + 0.3
         assert rows.loc["queue" + k, "mean_wait"] < rows.loc["static" + k, "mean_wait"]
-    for label in ("static#1", "queue#1", "static#2", "queue#2"):
+    for label in ("static_1", "queue_1", "static_2", "queue_2"):  # a file name keeps [A-Za-z0-9_.=-] of a label
         records = [json.loads(line) for line in (tmp_path / f"{label}.jsonl").read_text().splitlines()]
         assert records and all("plan" in r for r in records)
     assert (tmp_path / "compare_app.csv").is_file()
@@ -195,3 +195,46 @@ def test_the_simulation_is_judged_against_the_spread_of_the_live_runs():
     assert agreement(table).set_index(["planner", "metric"]).loc[("erlang", "mean_wait"), "verdict"] == (
         "inside the live range"
     )
+
+
+def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path):
+    """``adaptflow resimulate``: the live runs of a compare-app directory (their rows and arrival
+    files) simulated again on a scenario give what compare-app's own ``--simulate`` gives for
+    the same runs, and nothing in the directory is written."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import agreement, resimulate, simulated_app_run
+    from adaptflow.runtime.compare_app import RunResult, arrivals_file
+    from adaptflow.scenario.schema import load_trace
+
+    spec = parse_scenario(SCENARIO)
+    rows = []
+    for k, (rate, decisions) in enumerate(((2.0, 12), (3.0, 10)), start=1):
+        label = f"queue#{k}"
+        times = [i / rate for i in range(int(8 * rate))]
+        pd.DataFrame({"timestamp": times, "size": 1.0}).to_csv(arrivals_file(tmp_path, label, "orders"), index=False)
+        rows.append({"world": "live", "planner": label, "spec": "keda:target=2", "interval": 1.0,
+                     "decisions": decisions, "seconds": decisions * 1.0, "mean_wait": 0.05 * k, "p95_latency": 0.5,
+                     "throughput": rate, "cost": 20.0 + k})  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "compare_app.csv", index=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    table = resimulate(tmp_path, spec, seeds=2)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert list(table["world"]) == ["live", "simulated", "simulated, min", "simulated, max"] * 2
+    (tmp_path / "scratch").mkdir()
+    for k, row in enumerate(rows, start=1):
+        label = f"queue#{k}"
+        arrivals = {"orders": load_trace(arrivals_file(tmp_path, label, "orders"))[0].tolist()}
+        run = RunResult(label, [None] * row["decisions"], None, row["seconds"], 0, arrivals=arrivals)  # type: ignore[list-item, arg-type]
+        expected = simulated_app_run(spec, run, f"{label}@keda:target=2", 2, 1.0, tmp_path / "scratch")
+        got = table[(table["planner"] == label) & (table["world"] == "simulated")].iloc[0]
+        assert got["arrived"] == len(arrivals["orders"]) == expected[0]["arrived"]
+        for column in ("mean_wait", "p95_latency", "cost", "mean_pool"):
+            assert got[column] == pytest.approx(expected[0][column]), column
+    judged = agreement(table).set_index("metric")
+    assert set(judged["planner"]) == {"queue"} and (judged["runs"] == 2).all()
+
+    pd.DataFrame(rows).drop(columns=["spec"]).to_csv(tmp_path / "compare_app.csv", index=False)
+    with pytest.raises(ValueError, match=r"columns \['spec'\] missing"):
+        resimulate(tmp_path, spec)

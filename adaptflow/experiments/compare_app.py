@@ -346,6 +346,77 @@ def compare_app_with_simulation(
     return table
 
 
+class _SavedRun(RunResult):
+    """A live run read back from its ``compare_app.csv`` row and arrival files: what the run's
+    tasks met (``service_<stage>``, ``handoff_<stage>``) and the probe's speed (``speed_<host>``)
+    come from the row, not from events that were not kept."""
+
+    row: dict[str, Any]
+
+    def per_task(self, scenario: Scenario) -> dict[str, float]:
+        return {f"{kind}_{name}": float(self.row.get(f"{kind}_{name}", math.nan))
+                for name in scenario.stages for kind in ("service", "handoff")}  # fmt: skip
+
+    def speeds(self, scenario: Scenario) -> dict[str, float]:
+        return {
+            h: float(self.row[f"speed_{h}"])
+            for h in scenario.hosts
+            if math.isfinite(self.row.get(f"speed_{h}", math.nan))
+        }
+
+
+RESIMULATE_COLUMNS = ("world", "planner", "spec", "interval", "decisions", "seconds")
+
+
+def resimulate(
+    folder: Path, scenario: str | Path | Scenario, seeds: int = 3, probe_speed: bool = False
+) -> pd.DataFrame:
+    """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
+    (another calibration, a fitted growth law, or the same one without the probe's speed),
+    on the arrivals it met, over as many decisions as it made: its ``live`` rows, each followed
+    by its new simulated rows (:func:`simulated_app_run`; judge them with :func:`agreement`).
+    Why: the live runs are the expensive part (minutes each, on a quiet machine); a scenario is
+    judged against them again in seconds. Nothing in ``folder`` is written."""
+    if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
+        raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
+    folder, spec = Path(folder), load_scenario(scenario)
+    table = _compare_table(folder)
+    runs = []
+    for row in table[table["world"] == "live"].to_dict("records"):
+        arrivals = {}
+        for source in spec.sources:
+            path = arrivals_file(folder, row["planner"], source)
+            if path.is_file():
+                arrivals[source] = load_trace(path)[0].tolist()
+        run = _SavedRun(row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, arrivals=arrivals)  # type: ignore[list-item, arg-type]
+        run.row = row
+        runs.append((row, run))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="adaptflow-resimulate-") as scratch:
+        for row, run in runs:
+            rows.append(row)
+            label = f"{row['planner']}@{row['spec']}"
+            rows += simulated_app_run(
+                spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed
+            )
+    return pd.DataFrame(rows)
+
+
+def _compare_table(folder: Path) -> pd.DataFrame:
+    """``folder/compare_app.csv``, checked for what :func:`resimulate` reads."""
+    path = folder / "compare_app.csv"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; expected a directory written by adaptflow compare-app --out")
+    table = pd.read_csv(path)
+    missing = [c for c in RESIMULATE_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(
+            f"{path}: columns {missing} missing; expected a table written by adaptflow compare-app since it "
+            "records each run's spec and interval"
+        )
+    return table
+
+
 AGREEMENT_METRICS = ("mean_wait", "p95_latency", "throughput", "cost")
 """What the simulation must predict of a live run (docs/deploy.md, step 5)."""
 TOLERANCE = 0.10
@@ -405,6 +476,7 @@ __all__ = [
     "live_services",
     "live_speeds",
     "on_arrivals",
+    "resimulate",
     "simulated_app_run",
     "timing_drift",
     "with_handoffs",

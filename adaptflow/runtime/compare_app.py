@@ -506,7 +506,8 @@ def compare_on_app(
     for spec in planners:
         log.info("compare on %s: running %s", app_spec, spec)
         run = run_one(target, spec, settings)
-        rows.append(figures(run, target.scenario))
+        # what a later resimulation needs to run this planner again (experiments/compare_app.resimulate)
+        rows.append({**figures(run, target.scenario), "spec": split_label(spec)[1], "interval": interval})
         if after_run is not None:
             rows += after_run(run)
     table = pd.DataFrame(rows)
