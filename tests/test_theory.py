@@ -336,6 +336,23 @@ def test_celerys_work_per_visit_takes_its_share_of_the_hosts_cores(tmp_path, wor
         assert sim.stages["w"].completed == 2
 
 
+def test_a_retry_brings_celerys_work_per_visit_again(tmp_path):
+    """A retry is a new message, and Celery's work per visit comes with it (``StageState._admit``).
+    One core, 0.5 s of that work per visit, a 1 s task that always fails, retried once: each
+    attempt shares the core with its visit's work until that is done at 1 s, then runs alone, so
+    it fails at 1.5 and again at 3.0 (at 2.5 if the retry came without the work)."""
+    failing = {**stage(1, "deterministic", 1.0, host="h"), "failure": {"prob": 1.0, "max_retries": 1}}
+    spec = scenario(
+        {"w": failing}, sources={"t": trace_source(tmp_path, [0.0], "w")}, horizon=5.0,
+        hosts={"h": {"cores": 1.0, "visit_cpu": 0.5}},
+    )  # fmt: skip
+    sim = Simulation(spec, rng=0)
+    for until, failures in ((1.45, 0), (1.55, 1), (2.9, 1), (3.05, 2)):
+        sim.run(until)
+        assert sim.counters().stages["w"].failures == failures, f"at {until}"
+    assert sim.summary()["end_to_end"]["failed_items"] == 1
+
+
 @pytest.mark.parametrize("loss", [0.0, 0.15, 0.5])
 def test_jobs_past_the_cores_cost_the_host_capacity(tmp_path, loss):
     """``Host.oversubscription``: with ``n`` jobs on ``c`` cores, ``n > c``, each runs at
