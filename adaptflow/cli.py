@@ -455,7 +455,7 @@ def _resimulate(args: argparse.Namespace) -> int:
 
     from adaptflow.experiments.compare_app import TOLERANCE, agreement, resimulate
 
-    table = resimulate(Path(args.folder), args.scenario, args.simulate, args.probe_speed)
+    table = resimulate(Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle)
     if args.out:
         table.to_csv(args.out, index=False)
     print_table(_console(), table, LIVE_COLUMNS, f"{args.folder}: each live run simulated again on {args.scenario}")
@@ -854,6 +854,7 @@ def _add_resimulate(commands: Any) -> None:
     rs.add_argument("--simulate", type=int, default=3, metavar="SEEDS", help="seeds per run (3)")
     rs.add_argument("--probe-speed", action="store_true", help="each run at the speed its CPU probe measured")
     rs.add_argument("--out", default=None, help="CSV of the live and simulated rows")
+    rs.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
     rs.set_defaults(handler=_resimulate)
 
 

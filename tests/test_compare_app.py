@@ -235,6 +235,9 @@ def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path
     judged = agreement(table).set_index("metric")
     assert set(judged["planner"]) == {"queue"} and (judged["runs"] == 2).all()
 
+    pd.DataFrame([{**rows[0], "spec": "sb3:model.zip"}]).to_csv(tmp_path / "compare_app.csv", index=False)
+    with pytest.raises(ValueError, match=r"refusing to resimulate 'sb3:model\.zip'"):
+        resimulate(tmp_path, spec)  # a table names the model files it loads: no pickle unless allowed
     pd.DataFrame(rows).drop(columns=["spec"]).to_csv(tmp_path / "compare_app.csv", index=False)
     with pytest.raises(ValueError, match=r"columns \['spec'\] missing"):
         resimulate(tmp_path, spec)

@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from adaptflow.agents.fitting import analyzer_for
-from adaptflow.policies.registry import make_planner, split_label
+from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app, repeated, repeated_label
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
@@ -369,18 +369,21 @@ RESIMULATE_COLUMNS = ("world", "planner", "spec", "interval", "decisions", "seco
 
 
 def resimulate(
-    folder: Path, scenario: str | Path | Scenario, seeds: int = 3, probe_speed: bool = False
+    folder: Path, scenario: str | Path | Scenario, seeds: int = 3, probe_speed: bool = False, allow_pickle: bool = False
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
     on the arrivals it met, over as many decisions as it made: its ``live`` rows, each followed
     by its new simulated rows (:func:`simulated_app_run`; judge them with :func:`agreement`).
     Why: the live runs are the expensive part (minutes each, on a quiet machine); a scenario is
-    judged against them again in seconds. Nothing in ``folder`` is written."""
+    judged against them again in seconds. Nothing in ``folder`` is written. Every run's planner
+    spec is checked first, and one whose model file is a pickle (``sb3:``) refused unless
+    ``allow_pickle``: a table names the files it loads, and a table can come from anywhere."""
     if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
         raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
     folder, spec = Path(folder), load_scenario(scenario)
     table = _compare_table(folder)
+    check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
     runs = []
     for row in table[table["world"] == "live"].to_dict("records"):
         arrivals = {}
