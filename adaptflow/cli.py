@@ -443,24 +443,28 @@ def _compare_app(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print_table(_console(), table, LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
     if args.simulate:
-        from adaptflow.experiments.compare_app import TOLERANCE, agreement
-
-        title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
-        print_table(_console(), agreement(table), AGREEMENT_COLUMNS, title)
+        _print_agreement(table)
     return 0
+
+
+def _print_agreement(table: pd.DataFrame) -> None:
+    """The simulation judged against the live runs of each planner (compare-app, resimulate)."""
+    from adaptflow.experiments.compare_app import TOLERANCE, agreement
+
+    title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
+    print_table(_console(), agreement(table), AGREEMENT_COLUMNS, title)
 
 
 def _resimulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from adaptflow.experiments.compare_app import TOLERANCE, agreement, resimulate
+    from adaptflow.experiments.compare_app import resimulate
 
     table = resimulate(Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle)
     if args.out:
         table.to_csv(args.out, index=False)
     print_table(_console(), table, LIVE_COLUMNS, f"{args.folder}: each live run simulated again on {args.scenario}")
-    title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
-    print_table(_console(), agreement(table), AGREEMENT_COLUMNS, title)
+    _print_agreement(table)
     return 0
 
 

@@ -286,6 +286,11 @@ def _seeds(
     return pd.DataFrame(figures)
 
 
+def _check_seeds(seeds: int) -> None:
+    if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
+        raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
+
+
 def compare_app_with_simulation(
     app_spec: str,
     mapping: Any,
@@ -308,8 +313,7 @@ def compare_app_with_simulation(
     ``live_speed`` a host). The
     arrival traces go to ``event_log_dir`` (kept beside the event logs), or to a temporary
     directory removed at the end."""
-    if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
-        raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
+    _check_seeds(seeds)
     spec = load_scenario(scenario)
     unknown = sorted(set(load_mapping(mapping).sources) - set(spec.sources))
     if unknown:  # their arrivals would be counted live and replayed nowhere
@@ -379,8 +383,7 @@ def resimulate(
     judged against them again in seconds. Nothing in ``folder`` is written. Every run's planner
     spec is checked first, and one whose model file is a pickle (``sb3:``) refused unless
     ``allow_pickle``: a table names the files it loads, and a table can come from anywhere."""
-    if not (isinstance(seeds, int) and 1 <= seeds <= MAX_SEEDS):
-        raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
+    _check_seeds(seeds)
     folder, spec = Path(folder), load_scenario(scenario)
     table = _compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
