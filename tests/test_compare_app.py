@@ -238,6 +238,9 @@ def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path
     pd.DataFrame([{**rows[0], "spec": "sb3:model.zip"}]).to_csv(tmp_path / "compare_app.csv", index=False)
     with pytest.raises(ValueError, match=r"refusing to resimulate 'sb3:model\.zip'"):
         resimulate(tmp_path, spec)  # a table names the model files it loads: no pickle unless allowed
+    pd.DataFrame([rows[0], {**rows[1], "spec": None}]).to_csv(tmp_path / "compare_app.csv", index=False)
+    with pytest.raises(ValueError, match=r"empty cells in spec \(live rows \[3\]\)"):
+        resimulate(tmp_path, spec)  # a careless edit: the line named, before any planner is built
     pd.DataFrame(rows).drop(columns=["spec"]).to_csv(tmp_path / "compare_app.csv", index=False)
     with pytest.raises(ValueError, match=r"columns \['spec'\] missing"):
         resimulate(tmp_path, spec)

@@ -420,6 +420,12 @@ def _compare_table(folder: Path) -> pd.DataFrame:
             f"{path}: columns {missing} missing; expected a table written by adaptflow compare-app since it "
             "records each run's spec and interval"
         )
+    live = table[table["world"] == "live"]
+    blank = [
+        f"{c} (live rows {list(live.index[live[c].isna()] + 2)})" for c in RESIMULATE_COLUMNS if live[c].isna().any()
+    ]
+    if blank:  # + 2: the CSV's line numbers, after its header
+        raise ValueError(f"{path}: empty cells in {', '.join(blank)}; expected every live run's {RESIMULATE_COLUMNS}")
     return table
 
 
