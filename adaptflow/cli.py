@@ -78,6 +78,11 @@ AGREEMENT_COLUMNS: tuple[Column, ...] = (
     ("gap", lambda r: f"{r.gap:+.0%}"),
     ("verdict", lambda r: str(r.verdict)),
 )
+AT_LIVE_SPEED_COLUMNS: tuple[Column, ...] = (
+    ("at live speed", lambda r: f"{r.gap_at_live_speed:+.0%}, {r.verdict_at_live_speed}"),
+    ("cause", lambda r: str(r.cause)),
+)
+"""Printed after AGREEMENT_COLUMNS when the table has the --live-speed diagnosis rows."""
 
 
 def print_table(console: Console, frame: pd.DataFrame, columns: Sequence[Column], title: str) -> None:
@@ -452,7 +457,9 @@ def _print_agreement(table: pd.DataFrame) -> None:
     from adaptflow.experiments.compare_app import TOLERANCE, agreement
 
     title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
-    print_table(_console(), agreement(table), AGREEMENT_COLUMNS, title)
+    judged = agreement(table)
+    diagnosed = bool(judged["at_live_speed"].notna().any()) if len(judged) else False
+    print_table(_console(), judged, AGREEMENT_COLUMNS + (AT_LIVE_SPEED_COLUMNS if diagnosed else ()), title)
 
 
 def _resimulate(args: argparse.Namespace) -> int:
@@ -460,7 +467,9 @@ def _resimulate(args: argparse.Namespace) -> int:
 
     from adaptflow.experiments.compare_app import resimulate
 
-    table = resimulate(Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle)
+    table = resimulate(
+        Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed
+    )
     if args.out:
         table.to_csv(args.out, index=False)
     print_table(_console(), table, LIVE_COLUMNS, f"{args.folder}: each live run simulated again on {args.scenario}")
@@ -851,12 +860,17 @@ def _add_resimulate(commands: Any) -> None:
     rs = commands.add_parser(
         "resimulate",
         help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
-        description="adaptflow resimulate CMP_DIR --scenario S [--simulate SEEDS] [--probe-speed] [--out FILE]",
+        description="adaptflow resimulate CMP_DIR --scenario S [--simulate SEEDS] [--probe-speed] [--live-speed] "
+        "[--out FILE]",
     )
     rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
     rs.add_argument("--simulate", type=int, default=3, metavar="SEEDS", help="seeds per run (3)")
     rs.add_argument("--probe-speed", action="store_true", help="each run at the speed its CPU probe measured")
+    rs.add_argument(
+        "--live-speed", action="store_true",
+        help="a diagnosis row per run at the speed its own services met; the judgement then names each gap's cause",
+    )  # fmt: skip
     rs.add_argument("--out", default=None, help="CSV of the live and simulated rows")
     rs.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
     rs.set_defaults(handler=_resimulate)

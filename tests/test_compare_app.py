@@ -197,6 +197,38 @@ def test_the_simulation_is_judged_against_the_spread_of_the_live_runs():
     )
 
 
+def test_a_gap_is_put_down_to_the_runs_speed_only_where_the_run_at_its_own_speed_agrees():
+    """With ``--live-speed``'s diagnosis rows, each gap the simulation did not agree on gets a
+    cause: the run's speed where the diagnosis agrees or falls inside the live range, not the
+    speed where it still misses, not diagnosed without the rows; none where it agreed."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import LIVE_SPEED, agreement
+
+    def row(world, planner, wait):
+        return {"world": world, "planner": planner, "mean_wait": wait, "cost": 10.0}
+
+    table = pd.DataFrame([
+        row("live", "slow#1", 1.0), row("simulated", "slow#1", 2.0), row(LIVE_SPEED, "slow#1", 1.05),
+        row("live", "slow#2", 1.2), row("simulated", "slow#2", 2.0), row(LIVE_SPEED, "slow#2", 1.15),
+        row("live", "model", 1.0), row("simulated", "model", 0.5), row(LIVE_SPEED, "model", 0.6),
+        row("live", "spread#1", 1.0), row("simulated", "spread#1", 0.5), row(LIVE_SPEED, "spread#1", 0.7),
+        row("live", "spread#2", 0.6), row("simulated", "spread#2", 0.5), row(LIVE_SPEED, "spread#2", 0.7),
+        row("live", "plain", 1.0), row("simulated", "plain", 0.5),
+    ])  # fmt: skip
+    rows = agreement(table).set_index(["planner", "metric"])
+    slow = rows.loc[("slow", "mean_wait")]
+    assert slow["verdict"] == "outside" and slow["at_live_speed"] == pytest.approx(1.1)
+    assert slow["verdict_at_live_speed"] == "agrees" and slow["cause"] == "the run's speed"
+    assert rows.loc[("model", "mean_wait"), "gap_at_live_speed"] == pytest.approx(-0.4)
+    assert rows.loc[("model", "mean_wait"), "cause"] == "not the speed"
+    assert rows.loc[("spread", "mean_wait"), "verdict_at_live_speed"] == "inside the live range"  # 0.7 in 0.6-1.0
+    assert rows.loc[("spread", "mean_wait"), "cause"] == "the run's speed"
+    assert rows.loc[("plain", "mean_wait"), "cause"] == "not diagnosed"
+    assert math.isnan(rows.loc[("plain", "mean_wait"), "at_live_speed"])
+    assert (rows.xs("cost", level="metric")["cause"] == "").all()  # every simulation agreed on it
+
+
 def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path):
     """``adaptflow resimulate``: the live runs of a compare-app directory (their rows and arrival
     files) simulated again on a scenario give what compare-app's own ``--simulate`` gives for

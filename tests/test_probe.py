@@ -162,3 +162,40 @@ def test_calibration_keeps_the_recorders_probe_on_the_recording_machine(tmp_path
     meta_path.write_text(json.dumps(meta | {"host": {"name": "box", "cores": 1}, "probes": [800.0, 1200.0]}))
     moved = calibrate(folder, tmp_path / "moved.yaml", cores="box=1")
     assert any("CPU probe read [800.0, 1200.0]" in w for w in moved.report["warnings"]), moved.report["warnings"]
+
+
+def test_a_saved_run_is_diagnosed_at_its_own_speed_and_its_gap_put_down_to_it(tmp_path):
+    """``resimulate --live-speed``: a saved live row whose tasks took 0.4 s where the scenario
+    says 0.2 gets the same diagnosis row as compare-app gave the run itself (the speed read
+    from the row's ``service_<stage>``, not from events), and ``agreement`` puts the latency
+    gap at the calibration's speed down to the run's speed; a scenario with no host is refused."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import agreement, resimulate
+    from adaptflow.runtime.compare_app import arrivals_file
+
+    scenario = load_scenario(hosted(tmp_path, probe=None))
+    attempts = {"work": [(t, t, t + 0.4, "node") for t in (0.0, 1.0, 2.0, 3.0)]}
+    arrivals = {"uploads": [0.0, 1.0, 2.0, 3.0]}
+    run = RunResult("static#1", [None] * 4, None, 20.0, 0, arrivals=arrivals, attempts=attempts)  # type: ignore[arg-type]
+    _, at_speed = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)
+    saved = tmp_path / "cmp"
+    saved.mkdir()
+    pd.DataFrame({"timestamp": arrivals["uploads"]}).to_csv(arrivals_file(saved, "static#1", "uploads"), index=False)
+    live = {"world": "live", "planner": "static#1", "spec": "static", "interval": 5.0, "decisions": 4,
+            "seconds": 20.0, "service_work": 0.4, "mean_wait": 0.0, "throughput": at_speed["throughput"],
+            "p95_latency": at_speed["p95_latency"], "cost": at_speed["cost"]}  # fmt: skip
+    pd.DataFrame([live]).to_csv(saved / "compare_app.csv", index=False)
+
+    table = resimulate(saved, scenario, seeds=1, live_speed=True)
+    assert list(table["world"]) == ["live", "simulated", LIVE_SPEED]
+    again = table.iloc[2]
+    assert again["speed_vm"] == pytest.approx(0.5) and again["service_work"] == pytest.approx(0.4)
+    assert again["p95_latency"] == pytest.approx(at_speed["p95_latency"])
+    judged = agreement(table).set_index("metric")
+    assert judged.loc["p95_latency", "gap"] < -0.3 and judged.loc["p95_latency", "verdict"] == "outside"
+    assert judged.loc["p95_latency", "verdict_at_live_speed"] == "agrees"
+    assert judged.loc["p95_latency", "cause"] == "the run's speed"
+    assert judged.loc["throughput", "cause"] == "" and judged.loc["mean_wait", "cause"] == ""  # agrees; 0 s: none
+    with pytest.raises(ValueError, match="--live-speed: scenario 'shop' has no hosts"):
+        resimulate(saved, parse_scenario(SCENARIO), live_speed=True)

@@ -291,6 +291,20 @@ def _check_seeds(seeds: int) -> None:
         raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
 
 
+def _check_speeds(spec: Scenario, probe_speed: bool, live_speed: bool) -> None:
+    """``--probe-speed`` and ``--live-speed`` refused, before any run, on a scenario that has nothing to set."""
+    if probe_speed and not spec.probed:
+        raise ValueError(
+            f"--probe-speed: no host of scenario {spec.name!r} has a probe to compare with; expected a scenario "
+            "calibrated (adaptflow calibrate --cores auto) from a recording whose recording.json has probes"
+        )
+    if live_speed and not spec.hosts:
+        raise ValueError(
+            f"--live-speed: scenario {spec.name!r} has no hosts whose speed could be set; expected a scenario "
+            "calibrated with --cores (its stages placed on a host)"
+        )
+
+
 def compare_app_with_simulation(
     app_spec: str,
     mapping: Any,
@@ -321,16 +335,7 @@ def compare_app_with_simulation(
             f"mapping: sources {unknown} are not the scenario's; expected some of {sorted(spec.sources)} "
             "(the simulation replays each source's live arrivals)"
         )
-    if probe_speed and not spec.probed:
-        raise ValueError(
-            f"--probe-speed: no host of scenario {spec.name!r} has a probe to compare with; expected a scenario "
-            "calibrated (adaptflow calibrate --cores auto) from a recording whose recording.json has probes"
-        )
-    if live_speed and not spec.hosts:
-        raise ValueError(
-            f"--live-speed: scenario {spec.name!r} has no hosts whose speed could be set; expected a scenario "
-            "calibrated with --cores (its stages placed on a host)"
-        )
+    _check_speeds(spec, probe_speed, live_speed)
     planners = repeated(planners, options.pop("repeat", 1))  # the runs' own labels, LABEL#k, for after_run
     by_label = {split_label(p)[0]: p for p in planners}
     with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
@@ -373,7 +378,12 @@ RESIMULATE_COLUMNS = ("world", "planner", "spec", "interval", "decisions", "seco
 
 
 def resimulate(
-    folder: Path, scenario: str | Path | Scenario, seeds: int = 3, probe_speed: bool = False, allow_pickle: bool = False
+    folder: Path,
+    scenario: str | Path | Scenario,
+    seeds: int = 3,
+    probe_speed: bool = False,
+    allow_pickle: bool = False,
+    live_speed: bool = False,
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
@@ -382,9 +392,12 @@ def resimulate(
     Why: the live runs are the expensive part (minutes each, on a quiet machine); a scenario is
     judged against them again in seconds. Nothing in ``folder`` is written. Every run's planner
     spec is checked first, and one whose model file is a pickle (``sb3:``) refused unless
-    ``allow_pickle``: a table names the files it loads, and a table can come from anywhere."""
+    ``allow_pickle``: a table names the files it loads, and a table can come from anywhere.
+    ``live_speed``: the diagnosis row too (:data:`LIVE_SPEED`), from the services the row kept
+    (``service_<stage>``), so that :func:`agreement` can tell a gap the run's speed explains."""
     _check_seeds(seeds)
     folder, spec = Path(folder), load_scenario(scenario)
+    _check_speeds(spec, probe_speed, live_speed)
     table = _compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
     runs = []
@@ -403,8 +416,9 @@ def resimulate(
             rows.append(row)
             label = f"{row['planner']}@{row['spec']}"
             rows += simulated_app_run(
-                spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed
-            )
+                spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed,
+                live_speed=live_speed,
+            )  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -446,18 +460,43 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
     mean than ``tolerance``, but no farther than some live run is: the live runs differ from
     one another by as much as the simulation differs from them) or ``outside``. Why a range and
     not only the 10 %: a live run is one draw of the machine's speed of the moment, and a gap
-    smaller than the runs' own spread is not one the model can be asked to close."""
+    smaller than the runs' own spread is not one the model can be asked to close.
+
+    With the diagnosis rows of ``--live-speed`` (:data:`LIVE_SPEED`), the same judgement of
+    them (``at_live_speed``, ``gap_at_live_speed``, ``verdict_at_live_speed``) and a ``cause``
+    for each gap the simulation did not agree on: ``the run's speed`` when at the speed the
+    run's own services met it agrees or falls inside the live range (the calibration did not
+    know the machine's speed of that moment; the queueing model did not miss), ``not the
+    speed`` when it still misses (the model, or a planner whose simulated pools follow their
+    own queues: :func:`live_speeds` takes one step, not a fixed point), ``not diagnosed``
+    without those rows; empty where the simulation agreed or nothing was measured."""
     base = table["planner"].map(repeated_label)
-    live, simulated_rows = table[table["world"] == "live"], table[table["world"] == "simulated"]
+    live = table[table["world"] == "live"]
     rows = []
     for planner in dict.fromkeys(base[live.index]):  # the planners in the order first run
-        runs, predicted = live[base[live.index] == planner], simulated_rows[base[simulated_rows.index] == planner]
+        runs = live[base[live.index] == planner]
+        predicted = {world: table[(table["world"] == world) & (base == planner)] for world in ("simulated", LIVE_SPEED)}
         for metric in AGREEMENT_METRICS:
             if metric not in table:
                 continue
-            figures = _against(runs[metric].to_numpy(float), float(predicted[metric].mean()), tolerance)
-            rows.append({"planner": planner, "metric": metric, "runs": len(runs), **figures})
+            values = runs[metric].to_numpy(float)
+            figures = _against(values, float(predicted["simulated"][metric].mean()), tolerance)
+            at_speed = _against(values, float(predicted[LIVE_SPEED][metric].mean()), tolerance)
+            rows.append({
+                "planner": planner, "metric": metric, "runs": len(runs), **figures,
+                "at_live_speed": at_speed["simulated"], "gap_at_live_speed": at_speed["gap"],
+                "verdict_at_live_speed": at_speed["verdict"], "cause": _cause(figures["verdict"], at_speed["verdict"]),
+            })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _cause(verdict: str, at_live_speed: str) -> str:
+    """What a gap of ``verdict`` comes from, by how the diagnosis at the run's speed fared (:func:`agreement`)."""
+    if verdict in ("agrees", "no figure"):
+        return ""
+    if at_live_speed == "no figure":
+        return "not diagnosed"
+    return "the run's speed" if at_live_speed in ("agrees", "inside the live range") else "not the speed"
 
 
 def _against(values: np.ndarray, predicted: float, tolerance: float) -> dict[str, Any]:
@@ -465,7 +504,7 @@ def _against(values: np.ndarray, predicted: float, tolerance: float) -> dict[str
     n = len(values)
     ci = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     gap = predicted / mean - 1.0 if mean else math.nan
-    if not math.isfinite(gap):  # no item, or a figure neither world could measure
+    if not math.isfinite(gap):  # no item, no such row, or a figure neither world could measure
         verdict = "no figure"
     elif abs(gap) <= tolerance:
         verdict = "agrees"
