@@ -94,9 +94,9 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
         "train",
         str(TINY),
         f"output_dir={tmp_path}",
-        "total_timesteps=4096",
-        "checkpoint_every=1024",
-        "evaluation.every=2048",
+        "total_timesteps=2048",
+        "checkpoint_every=512",
+        "evaluation.every=1024",
         "evaluation.final_seeds=0",
     ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
@@ -112,13 +112,13 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
         proc.wait(timeout=60)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # died mid-run
     resumed_from = max(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("model_*.zip"))
-    assert 0 < resumed_from < 4096
+    assert 0 < resumed_from < 2048
     run = train(None, resume=run_dir)
-    assert run.timesteps == 4096
+    assert run.timesteps == 2048
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert (run_dir / "final_model.zip").is_file()
-    # the training range went on from the checkpoint's: every observation of all 4096 steps
-    assert json.loads((run_dir / "final_model.json").read_text())["training_range"]["observation"]["samples"] == 4096
+    # the training range went on from the checkpoint's: every observation of all 2048 steps
+    assert json.loads((run_dir / "final_model.json").read_text())["training_range"]["observation"]["samples"] == 2048
     from adaptflow.experiments.training import PARTIAL_FILE
 
     assert not [f for f in run_dir.rglob(".*") if PARTIAL_FILE.fullmatch(f.name)]  # none left, whatever the kill cut
@@ -142,9 +142,9 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, sig, code, word):
         "train",
         str(TINY),
         f"output_dir={tmp_path}",
-        "total_timesteps=4096",
-        "checkpoint_every=1024",
-        "evaluation.every=2048",
+        "total_timesteps=2048",
+        "checkpoint_every=512",
+        "evaluation.every=1024",
         "evaluation.final_seeds=0",
         "normalize_observation=true",
     ]
@@ -169,10 +169,10 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, sig, code, word):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted" and info["signal"] == sig.name
     newest = max((run_dir / "checkpoints").glob("model_*.zip"))
-    assert int(newest.stem.split("_")[1]) == info["timesteps"] < 4096  # the final checkpoint, where it stopped
+    assert int(newest.stem.split("_")[1]) == info["timesteps"] < 2048  # the final checkpoint, where it stopped
     assert "vec_normalize" in json.loads(newest.with_suffix(".json").read_text())
     run = train(None, resume=run_dir)
-    assert 4096 <= run.timesteps < 4096 + 256  # stopped mid-rollout: whole rollouts from there on
+    assert 2048 <= run.timesteps < 2048 + 256  # stopped mid-rollout: whole rollouts from there on
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
