@@ -471,17 +471,18 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
     own queues: :func:`live_speeds` takes one step, not a fixed point), ``not diagnosed``
     without those rows; empty where the simulation agreed or nothing was measured."""
     base = table["planner"].map(repeated_label)
-    live = table[table["world"] == "live"]
+    live, simulated_rows, at_speed_rows = (table[table["world"] == w] for w in ("live", "simulated", LIVE_SPEED))
     rows = []
     for planner in dict.fromkeys(base[live.index]):  # the planners in the order first run
         runs = live[base[live.index] == planner]
-        predicted = {world: table[(table["world"] == world) & (base == planner)] for world in ("simulated", LIVE_SPEED)}
+        predicted = simulated_rows[base[simulated_rows.index] == planner]
+        diagnosed = at_speed_rows[base[at_speed_rows.index] == planner]
         for metric in AGREEMENT_METRICS:
             if metric not in table:
                 continue
             values = runs[metric].to_numpy(float)
-            figures = _against(values, float(predicted["simulated"][metric].mean()), tolerance)
-            at_speed = _against(values, float(predicted[LIVE_SPEED][metric].mean()), tolerance)
+            figures = _against(values, float(predicted[metric].mean()), tolerance)
+            at_speed = _against(values, float(diagnosed[metric].mean()), tolerance)
             rows.append({
                 "planner": planner, "metric": metric, "runs": len(runs), **figures,
                 "at_live_speed": at_speed["simulated"], "gap_at_live_speed": at_speed["gap"],
