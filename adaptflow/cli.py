@@ -849,8 +849,8 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument(
         "--live-speed", action="store_true",
         help="with --simulate, a diagnosis: one more row per run, 'simulated, live speed', with each host at the "
-        "speed the run's own services met and each stage's service scaled to its live mean (speed_<host>, "
-        "scale_<stage>)",
+        "speed at which the simulation's own services met the run's, its pools included, and each stage's service "
+        "scaled to its live mean (speed_<host>, speed_gap_<host>, speed_rounds, scale_<stage>)",
     )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)

@@ -11,15 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adaptflow.cli import main
-from adaptflow.experiments.compare_app import (
-    LIVE_SPEED,
-    compare_app_with_simulation,
-    live_speeds,
-    simulated_app_run,
-    with_speeds,
-)
+from adaptflow.experiments.compare_app import LIVE_SPEED, compare_app_with_simulation, simulated_app_run
+from adaptflow.experiments.live_speed import SPEED_TOLERANCE, live_speeds, with_speeds
 from adaptflow.runtime.compare_app import RunResult
 from adaptflow.runtime.probe import cpu_probe, speed_against
 from adaptflow.scenario import load_scenario, parse_scenario
@@ -93,8 +89,10 @@ def test_a_run_can_be_simulated_at_the_speed_its_own_tasks_met(tmp_path):
 def test_stages_that_slowed_unequally_are_each_replayed_at_their_own_live_service(tmp_path):
     """Two stages on one host (2 cores, never oversubscribed): ``cut`` all CPU, live 0.4 s
     against 0.2 simulated; ``pack`` half CPU, live as simulated. The host's one step (geometric
-    mean, 1/sqrt 2) would leave cut 0.28 s and pack 0.24; each stage's residual scale (cut
-    sqrt 2, pack 0.83: the step shortens only pack's CPU half) brings both to their live mean."""
+    mean, 1/sqrt 2) would leave the services' geometric mean 8 % short of the live one (pack's
+    I/O half does not slow); the search settles where it meets it, at v with
+    (0.2/v)(0.1 + 0.1/v) = 0.4 * 0.2, v = 0.640 (within the 3 % it settles to), and each
+    stage's residual scale brings both to their live mean."""
     (tmp_path / "arrivals.csv").write_text("timestamp\n0\n1\n2\n3\n")
     path = tmp_path / "two.yaml"
     path.write_text(
@@ -113,8 +111,11 @@ def test_stages_that_slowed_unequally_are_each_replayed_at_their_own_live_servic
     }
     run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]}, attempts=attempts)  # type: ignore[arg-type]
     row = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)[-1]
-    assert row["speed_vm"] == pytest.approx(2**-0.5)
-    assert row["scale_cut"] == pytest.approx(2**0.5) and row["scale_pack"] == pytest.approx(0.2 / (0.1 + 0.1 * 2**0.5))
+    speed = row["speed_vm"]
+    assert speed == pytest.approx(0.640, rel=SPEED_TOLERANCE) and abs(row["speed_gap_vm"]) <= SPEED_TOLERANCE
+    assert row["speed_gap_vm"] == pytest.approx(math.sqrt((0.2 / speed) * (0.1 + 0.1 / speed) / 0.08) - 1)
+    assert row["scale_cut"] == pytest.approx(0.4 / (0.2 / speed))
+    assert row["scale_pack"] == pytest.approx(0.2 / (0.1 + 0.1 / speed))
     assert row["service_cut"] == pytest.approx(0.4) and row["service_pack"] == pytest.approx(0.2)
     assert scenario.stages["cut"].service.scaled(3.0).mean == pytest.approx(0.6)
     with pytest.raises(ValueError, match="service scale"):
@@ -199,3 +200,40 @@ def test_a_saved_run_is_diagnosed_at_its_own_speed_and_its_gap_put_down_to_it(tm
     assert judged.loc["throughput", "cause"] == "" and judged.loc["mean_wait", "cause"] == ""  # agrees; 0 s: none
     with pytest.raises(ValueError, match="--live-speed: scenario 'shop' has no hosts"):
         resimulate(saved, parse_scenario(SCENARIO), live_speed=True)
+
+
+BUSY = """
+name: busy
+horizon: 300
+sla: {latency: 10}
+sources: {jobs: {process: poisson, rate: 2.0, to: cut}}
+hosts: {vm: {cores: 2.0}}
+stages:
+  cut: {workers: {initial: 1, max: 8}, service: {dist: exponential, mean: 0.25}, host: vm, next: pack}
+  pack: {workers: {initial: 1, max: 8}, service: {dist: exponential, mean: 0.2}, host: vm, next: null}
+"""
+
+
+def test_the_speed_is_searched_until_the_simulations_own_services_meet_the_runs():
+    """A planner whose pools follow their queues (keda), on a 2-core host whose processes
+    outnumber the cores: a "live" run simulated at speed 0.6 (seed 1) served 0.91 s and 0.72 s.
+    Read from the run at the calibration's speed (seed 0), one step puts the machine at about
+    0.32, where the simulation grows more processes, shares the cores among them and serves
+    several times slower than the run did; the search settles within its tolerance of the
+    services, near the true 0.6, with the run's pools."""
+    from adaptflow.experiments.compare_live import as_live, simulated
+    from adaptflow.experiments.live_speed import service_gaps, settle_speeds
+
+    scenario = parse_scenario(yaml.safe_load(BUSY))
+
+    def replay(speed: float, seed: int = 0) -> dict:
+        return simulated(as_live(with_speeds(scenario, {"vm": speed})), "keda", seed, 300.0, 5.0)
+
+    live, first = replay(0.6, seed=1), replay(1.0)
+    one_step = live_speeds(scenario, live, first, {})["vm"]
+    assert one_step < 0.6 * 0.7  # the overshoot: pools grown at the lower speed slow it further
+    assert service_gaps(scenario, live, replay(one_step))["vm"] > math.log(2)
+    settled = settle_speeds(scenario, live, first, {}, lambda at: replay(at["vm"]))
+    assert abs(settled.gaps["vm"]) <= SPEED_TOLERANCE and 1 < settled.rounds <= 6
+    assert settled.speeds["vm"] == pytest.approx(0.6, rel=0.05)
+    assert settled.row["mean_pool"] == pytest.approx(live["mean_pool"], rel=0.10)

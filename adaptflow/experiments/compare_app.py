@@ -33,9 +33,10 @@ from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app, repeated, repeated_label
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
-from adaptflow.scenario.schema import TraceSource, as_trace, cpu_stretch, load_trace
+from adaptflow.scenario.schema import TraceSource, as_trace, load_trace
 
 from .compare_live import as_live, simulated
+from .live_speed import live_services, settle_speeds, with_service_scales, with_speeds
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,6 @@ def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
     return parse_scenario(data)
 
 
-def with_speeds(scenario: Scenario, speeds: dict[str, float]) -> Scenario:
-    """``scenario`` with each host in ``speeds`` at that ``speed`` (``Host.speed``: its CPU
-    work and turnarounds take ``1 / speed`` as long as calibrated)."""
-    if not speeds:
-        return scenario
-    data = scenario.model_dump(mode="json", by_alias=True)
-    for name, speed in speeds.items():
-        data["hosts"][name]["speed"] = speed
-    return parse_scenario(data)
-
-
 DRIFT = 1.25
 """A live per-task time this many times the simulation's (or its inverse) is reported."""
 
@@ -134,63 +124,6 @@ def timing_drift(planner: str, live: dict[str, Any], simulated: dict[str, Any], 
                     f"({ratio:.2f} x): the simulated waits of this run are not the live machine's"
                 )
     return lines
-
-
-def live_speeds(
-    scenario: Scenario, timing: dict[str, float], simulated_row: dict[str, Any], speeds: dict[str, float]
-) -> dict[str, float]:
-    """Each host's speed as the run's own tasks met it: the speed it was simulated at (``speeds``,
-    else its ``speed``) times the geometric mean, over the stages placed on it, of the simulated
-    mean service over the live one (``service_<stage>`` of ``simulated_row`` and ``timing``). One
-    step, not a fit: a stage whose service is partly I/O moves less than its host's speed, and
-    the rows' ``service_<stage>`` show how near it came. Nor a fixed point for a planner whose
-    pools follow the load: at a lower speed its simulation queues more, grows more processes and
-    slows further (measured on the example app: keda read 0.76, then held 13.6 processes
-    against 8.7 live, and its simulated services ended 1.3-1.8 times the live ones). Hosts with
-    no stage measured both ways are left out."""
-    out = {}
-    for name, host in scenario.hosts.items():
-        ratios = [
-            simulated_row.get(f"service_{stage}", math.nan) / timing.get(f"service_{stage}", math.nan)
-            for stage, spec in scenario.stages.items()
-            if spec.host == name
-        ]
-        ratios = [r for r in ratios if math.isfinite(r) and r > 0]
-        if ratios:
-            out[name] = speeds.get(name, host.speed) * math.exp(math.fsum(map(math.log, ratios)) / len(ratios))
-    return out
-
-
-def live_services(
-    scenario: Scenario, timing: dict[str, float], simulated_row: dict[str, Any], steps: dict[str, float]
-) -> dict[str, float]:
-    """Each stage's service scale left once its host took its step (``steps``: host -> new speed
-    over the speed simulated, :func:`live_speeds` against the speed before): the live mean
-    service over the simulated one (``service_<stage>`` of ``timing`` and ``simulated_row``)
-    over what the step alone makes of the simulated one (its CPU share ``1 / step`` as long, the
-    rest as it was). Why per
-    stage: on one machine at one moment the stages did not slow alike (a slow quarter hour of
-    the example app: write's service ran 1.29 times the simulation's, validate's 1.08), and a
-    stage staffed near saturation turns a few per cent of service into tens of per cent of
-    wait. Stages not measured both ways, or not on a stepped host, are left out."""
-    out = {}
-    for stage, spec in scenario.stages.items():
-        seen, assumed = timing.get(f"service_{stage}", math.nan), simulated_row.get(f"service_{stage}", math.nan)
-        step = steps.get(spec.host, math.nan) if spec.host is not None else math.nan
-        if all(math.isfinite(x) and x > 0 for x in (seen, assumed, step)):
-            out[stage] = seen / (assumed * cpu_stretch(spec.cpu_share, step))
-    return out
-
-
-def with_service_scales(scenario: Scenario, scales: dict[str, float]) -> Scenario:
-    """``scenario`` with each stage in ``scales`` serving that many times as long
-    (:meth:`~adaptflow.scenario.schema.Service.scaled`)."""
-    if not scales:
-        return scenario
-    data = scenario.model_dump(mode="json", by_alias=True)
-    for name, factor in scales.items():
-        data["stages"][name]["service"] = scenario.stages[name].service.scaled(factor).model_dump(mode="json")
-    return parse_scenario(data)
 
 
 def simulated_app_run(
@@ -256,17 +189,26 @@ def _at_live_speed(
     scenario: Scenario, aligned: Scenario, timing: dict[str, float], first: dict[str, Any],
     speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """The mean over ``seeds`` of ``aligned`` replayed with each host one step nearer the speed
-    the run's services met (:func:`live_speeds`, from ``first``, the row simulated at
-    ``speeds``) and each stage's service scaled by what the step left (:func:`live_services`);
-    ``speed_<host>`` and ``scale_<stage>`` say which."""
-    stepped = live_speeds(aligned, timing, first, speeds)
-    steps = {h: v / speeds.get(h, aligned.hosts[h].speed) for h, v in stepped.items()}
-    scales = live_services(aligned, timing, first, steps)
-    replay = with_service_scales(with_speeds(aligned, stepped), scales)
-    runs = _seeds(scenario, as_live(replay), spec, seeds, duration, interval)
-    columns = {**{f"speed_{h}": v for h, v in stepped.items()}, **{f"scale_{k}": v for k, v in scales.items()}}
-    return {**runs.mean().to_dict(), **columns}
+    """The mean over ``seeds`` of ``aligned`` replayed with each host at the speed at which the
+    simulation's services met the run's (:func:`~.live_speed.settle_speeds`, from ``first``,
+    the row simulated at ``speeds``) and each stage's service scaled by what that speed left
+    (:func:`~.live_speed.live_services`). ``speed_<host>``, ``speed_gap_<host>`` (the services'
+    remaining gap at that speed), ``speed_rounds`` (replays the search ran) and
+    ``scale_<stage>`` say which."""
+
+    def replay(at: dict[str, float], scales: dict[str, float] | None = None) -> dict[str, Any]:
+        run = with_service_scales(with_speeds(aligned, at), scales or {})
+        return _seeds(scenario, as_live(run), spec, seeds, duration, interval).mean().to_dict()
+
+    settled = settle_speeds(aligned, timing, first, speeds, replay)
+    scales = live_services(aligned, timing, settled.row)
+    columns = {
+        **{f"speed_{h}": v for h, v in settled.speeds.items()},
+        **{f"speed_gap_{h}": v for h, v in settled.gaps.items()},
+        "speed_rounds": settled.rounds,
+        **{f"scale_{k}": v for k, v in scales.items()},
+    }
+    return {**replay(settled.speeds, scales), **columns}
 
 
 def _seeds(
@@ -467,8 +409,7 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
     for each gap the simulation did not agree on: ``the run's speed`` when at the speed the
     run's own services met it agrees or falls inside the live range (the calibration did not
     know the machine's speed of that moment; the queueing model did not miss), ``not the
-    speed`` when it still misses (the model, or a planner whose simulated pools follow their
-    own queues: :func:`live_speeds` takes one step, not a fixed point), ``not diagnosed``
+    speed`` when it still misses at that speed (the model's), ``not diagnosed``
     without those rows; empty where the simulation agreed or nothing was measured."""
     base = table["planner"].map(repeated_label)
     live, simulated_rows, at_speed_rows = (table[table["world"] == w] for w in ("live", "simulated", LIVE_SPEED))
@@ -525,13 +466,9 @@ __all__ = [
     "TOLERANCE",
     "agreement",
     "compare_app_with_simulation",
-    "live_services",
-    "live_speeds",
     "on_arrivals",
     "resimulate",
     "simulated_app_run",
     "timing_drift",
     "with_handoffs",
-    "with_service_scales",
-    "with_speeds",
 ]
