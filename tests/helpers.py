@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,27 @@ def train_and_export(out_dir: Path, *overrides: str, config: str = "configs/trai
 
     run = train(config, [f"output_dir={out_dir}", "evaluation.final_seeds=0", *overrides])
     return run.best_model, export_run(run.run_dir)
+
+
+def shared_export(tmp_path_factory: Any, name: str, *overrides: str) -> tuple[Path, Path]:
+    """:func:`train_and_export` once per test session for all the modules that ask for ``name``,
+    whichever xdist process they run in (~20 s of training each time saved): the first process
+    trains under a file lock, a marker written last says the run is complete, the others read
+    it. pytest-xdist's own recipe: the workers' temporary directories share a parent that is
+    this session's alone (without xdist, the session's own directory). The run is only read."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        marker = folder / "export.json"
+        if marker.is_file():
+            best, onnx = json.loads(marker.read_text())
+            return Path(best), Path(onnx)
+        made = train_and_export(folder, *overrides)
+        marker.write_text(json.dumps([str(p) for p in made]))
+        return made
 
 
 FIXED_DRIFT = {

@@ -31,7 +31,7 @@ from adaptflow.runtime.fallback import FallbackPlanner
 from adaptflow.runtime.service import app_for, create_app, expected_for
 from adaptflow.scenario import load_scenario, parse_scenario
 
-from .helpers import train_and_export
+from .helpers import shared_export
 
 MMC = load_scenario("mmc")  # one stage "work", one source "jobs"
 RATE = 1.0  # items/s of the constant training load
@@ -232,7 +232,7 @@ def test_the_service_counts_a_takeover_and_answers_with_the_fallback() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny PPO run (normalized observations), exported: (best model, planner.onnx)."""
-    return train_and_export(tmp_path_factory.mktemp("runs"), "normalize_observation=true")
+    return shared_export(tmp_path_factory, "tiny-normalized", "normalize_observation=true")
 
 
 TINY = load_scenario("etl_diurnal", horizon=1800)

@@ -26,7 +26,7 @@ from adaptflow.runtime.fallback import FallbackPlanner, plan_problems
 from adaptflow.runtime.service import app_for
 from adaptflow.scenario import load_scenario
 
-from .helpers import train_and_export
+from .helpers import shared_export, train_and_export
 
 TINY_ENV = {"scenario": "etl_diurnal", "horizon": 1800, "decision_interval": 30}
 
@@ -34,7 +34,7 @@ TINY_ENV = {"scenario": "etl_diurnal", "horizon": 1800, "decision_interval": 30}
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny PPO run that normalizes its observations (VecNormalize), exported."""
-    return train_and_export(tmp_path_factory.mktemp("runs"), "normalize_observation=true")
+    return shared_export(tmp_path_factory, "tiny-normalized", "normalize_observation=true")
 
 
 def recorded_observations(n: int, seed: int = 5) -> np.ndarray:

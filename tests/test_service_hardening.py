@@ -33,7 +33,7 @@ from adaptflow.policies.registry import make_planner
 from adaptflow.runtime.service import Limits, app_for, create_app, expected_for
 from adaptflow.scenario import load_scenario
 
-from .helpers import train_and_export
+from .helpers import shared_export
 
 MMC_MAX = load_scenario("mmc").stages["work"].workers.max
 
@@ -394,7 +394,7 @@ def test_docs_are_off_by_default_and_the_schema_stays(client: TestClient) -> Non
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return train_and_export(tmp_path_factory.mktemp("runs"))
+    return shared_export(tmp_path_factory, "tiny-normalized", "normalize_observation=true")
 
 
 def test_healthz_shows_no_file_system_path(exported: tuple[Path, Path]) -> None:
