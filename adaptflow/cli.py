@@ -468,8 +468,9 @@ def _resimulate(args: argparse.Namespace) -> int:
     from adaptflow.experiments.compare_app import resimulate
 
     table = resimulate(
-        Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed
-    )
+        Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed,
+        args.live_handoffs,
+    )  # fmt: skip
     if args.out:
         table.to_csv(args.out, index=False)
     print_table(_console(), table, LIVE_COLUMNS, f"{args.folder}: each live run simulated again on {args.scenario}")
@@ -861,7 +862,7 @@ def _add_resimulate(commands: Any) -> None:
         "resimulate",
         help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
         description="adaptflow resimulate CMP_DIR --scenario S [--simulate SEEDS] [--probe-speed] [--live-speed] "
-        "[--out FILE]",
+        "[--live-handoffs] [--out FILE]",
     )
     rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
@@ -870,6 +871,10 @@ def _add_resimulate(commands: Any) -> None:
     rs.add_argument(
         "--live-speed", action="store_true",
         help="a diagnosis row per run at the speed its own services met; the judgement then names each gap's cause",
+    )  # fmt: skip
+    rs.add_argument(
+        "--live-handoffs", action="store_true",
+        help="every row with each run's own hand-offs between tasks (handoff_<stage> of its row), as compare-app's",
     )  # fmt: skip
     rs.add_argument("--out", default=None, help="CSV of the live and simulated rows")
     rs.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")

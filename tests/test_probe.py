@@ -237,3 +237,24 @@ def test_the_speed_is_searched_until_the_simulations_own_services_meet_the_runs(
     assert abs(settled.gaps["vm"]) <= SPEED_TOLERANCE and 1 < settled.rounds <= 6
     assert settled.speeds["vm"] == pytest.approx(0.6, rel=0.05)
     assert settled.row["mean_pool"] == pytest.approx(live["mean_pool"], rel=0.10)
+
+
+def test_a_runs_own_hand_offs_are_replayed_as_measured_at_any_speed(tmp_path):
+    """``--live-handoffs`` with a speed: the run met 0.3 s between tasks, on a host replayed at
+    speed 2 whose stage's turnaround also grows with the busy processes (contention). The replay
+    turns in 0.3 s, not 0.15 (the speed divided out again) nor more (the contention counted
+    twice); without the run's hand-offs, the scenario's own turnaround at speed 2 (0.05 s)."""
+    from adaptflow.experiments.compare_app import with_handoffs
+    from adaptflow.experiments.compare_live import simulated
+
+    data = yaml.safe_load(hosted(tmp_path, probe=None).read_text())
+    data["stages"]["work"]["contention"] = {"turnaround": 0.5}
+    data["sources"]["uploads"] = {"process": "poisson", "rate": 2.0, "to": "work"}
+    data["stages"]["work"]["workers"].update(initial=2, max=2)
+    data["hosts"]["vm"]["cores"] = 2.0
+    fast = with_speeds(parse_scenario(data, base_dir=tmp_path), {"vm": 2.0})
+    replay = with_handoffs(fast, {"handoff_work": 0.3})
+    assert replay.stages["work"].turnaround == pytest.approx(0.6) and replay.stages["work"].contention.turnaround == 0
+    assert simulated(replay, "static", 0, 200.0, 5.0)["handoff_work"] == pytest.approx(0.3)
+    own = simulated(fast, "static", 0, 200.0, 5.0)["handoff_work"]
+    assert 0.05 < own < 0.05 * 1.5  # 0.1 s at speed 2, grown by the other process when it serves

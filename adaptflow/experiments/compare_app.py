@@ -90,14 +90,20 @@ def _sizes(name: str, source: Any, count: int) -> np.ndarray:
 def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
     """``scenario`` with each stage's ``turnaround`` the hand-off measured for it
     (``handoff_<stage>`` of ``timing``, :meth:`RunResult.per_task`; stages measured as NaN keep
-    their own). A host's ``turnaround_growth`` is dropped: the hand-offs a run met include it."""
+    their own), as the run met it: a host's ``turnaround_growth`` and such a stage's contention
+    on its turnaround are dropped (the hand-offs a run met include them), and the seconds are
+    written at the host's ``speed`` (the simulator divides a hosted turnaround by it), so a
+    replay at any speed meets the measured seconds. Apply it after the speed is set."""
     data = scenario.model_dump(mode="json", by_alias=True)
     for host in data.get("hosts", {}).values():
         host["turnaround_growth"] = None
     for name, stage in data["stages"].items():
         seconds = timing.get(f"handoff_{name}", math.nan)
         if math.isfinite(seconds):
-            stage["turnaround"] = max(0.0, seconds)
+            host = scenario.stages[name].host
+            stage["turnaround"] = max(0.0, seconds) * (scenario.hosts[host].speed if host is not None else 1.0)
+            if stage.get("contention"):
+                stage["contention"]["turnaround"] = 0.0
     return parse_scenario(data)
 
 
@@ -159,10 +165,8 @@ def simulated_app_run(
         log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
         return []
     timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
-    if live_handoffs:
-        aligned = with_handoffs(aligned, timing)
     speeds = run.speeds(scenario) if probe_speed else {}
-    runs = _seeds(scenario, as_live(with_speeds(aligned, speeds)), spec, seeds, duration, interval)
+    runs = _seeds(scenario, as_live(_at(aligned, speeds, timing, live_handoffs)), spec, seeds, duration, interval)
     runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
@@ -175,7 +179,9 @@ def simulated_app_run(
             {
                 "world": LIVE_SPEED,
                 "planner": run.planner,
-                **_at_live_speed(scenario, aligned, timing, rows[0], speeds, spec, seeds, duration, interval),
+                **_at_live_speed(
+                    scenario, aligned, timing, rows[0], speeds, spec, seeds, duration, interval, live_handoffs
+                ),
             }
         )
     return rows
@@ -185,19 +191,30 @@ LIVE_SPEED = "simulated, live speed"
 """The ``world`` of the row simulated at the live run's own speed (``live_speed``)."""
 
 
+def _at(
+    aligned: Scenario, speeds: dict[str, float], timing: dict[str, float], live_handoffs: bool,
+    scales: dict[str, float] | None = None,
+) -> Scenario:  # fmt: skip
+    """``aligned`` at ``speeds``, with services scaled by ``scales`` and, with ``live_handoffs``,
+    the run's own hand-offs (set last: :func:`with_handoffs` writes them at the speed set)."""
+    replay = with_service_scales(with_speeds(aligned, speeds), scales or {})
+    return with_handoffs(replay, timing) if live_handoffs else replay
+
+
 def _at_live_speed(
     scenario: Scenario, aligned: Scenario, timing: dict[str, float], first: dict[str, Any],
-    speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float,
+    speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float, live_handoffs: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The mean over ``seeds`` of ``aligned`` replayed with each host at the speed at which the
     simulation's services met the run's (:func:`~.live_speed.settle_speeds`, from ``first``,
     the row simulated at ``speeds``) and each stage's service scaled by what that speed left
     (:func:`~.live_speed.live_services`). ``speed_<host>``, ``speed_gap_<host>`` (the services'
     remaining gap at that speed), ``speed_rounds`` (replays the search ran) and
-    ``scale_<stage>`` say which."""
+    ``scale_<stage>`` say which. ``live_handoffs``: every replay with the run's own hand-offs,
+    as the rows above it."""
 
     def replay(at: dict[str, float], scales: dict[str, float] | None = None) -> dict[str, Any]:
-        run = with_service_scales(with_speeds(aligned, at), scales or {})
+        run = _at(aligned, at, timing, live_handoffs, scales)
         return _seeds(scenario, as_live(run), spec, seeds, duration, interval).mean().to_dict()
 
     settled = settle_speeds(aligned, timing, first, speeds, replay)
@@ -326,6 +343,7 @@ def resimulate(
     probe_speed: bool = False,
     allow_pickle: bool = False,
     live_speed: bool = False,
+    live_handoffs: bool = False,
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
@@ -336,7 +354,9 @@ def resimulate(
     spec is checked first, and one whose model file is a pickle (``sb3:``) refused unless
     ``allow_pickle``: a table names the files it loads, and a table can come from anywhere.
     ``live_speed``: the diagnosis row too (:data:`LIVE_SPEED`), from the services the row kept
-    (``service_<stage>``), so that :func:`agreement` can tell a gap the run's speed explains."""
+    (``service_<stage>``), so that :func:`agreement` can tell a gap the run's speed explains.
+    ``live_handoffs``: every row with the run's own hand-offs (``handoff_<stage>`` of its row),
+    as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's."""
     _check_seeds(seeds)
     folder, spec = Path(folder), load_scenario(scenario)
     _check_speeds(spec, probe_speed, live_speed)
@@ -359,7 +379,7 @@ def resimulate(
             label = f"{row['planner']}@{row['spec']}"
             rows += simulated_app_run(
                 spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed,
-                live_speed=live_speed,
+                live_speed=live_speed, live_handoffs=live_handoffs,
             )  # fmt: skip
     return pd.DataFrame(rows)
 
