@@ -166,7 +166,7 @@ def simulated_app_run(
         return []
     timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
     speeds = run.speeds(scenario) if probe_speed else {}
-    runs = _seeds(scenario, as_live(_at(aligned, speeds, timing, live_handoffs)), spec, seeds, duration, interval)
+    runs = _seeds(scenario, as_live(_replayed(aligned, speeds, timing, live_handoffs)), spec, seeds, duration, interval)
     runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
@@ -191,7 +191,7 @@ LIVE_SPEED = "simulated, live speed"
 """The ``world`` of the row simulated at the live run's own speed (``live_speed``)."""
 
 
-def _at(
+def _replayed(
     aligned: Scenario, speeds: dict[str, float], timing: dict[str, float], live_handoffs: bool,
     scales: dict[str, float] | None = None,
 ) -> Scenario:  # fmt: skip
@@ -214,7 +214,7 @@ def _at_live_speed(
     as the rows above it."""
 
     def replay(at: dict[str, float], scales: dict[str, float] | None = None) -> dict[str, Any]:
-        run = _at(aligned, at, timing, live_handoffs, scales)
+        run = _replayed(aligned, at, timing, live_handoffs, scales)
         return _seeds(scenario, as_live(run), spec, seeds, duration, interval).mean().to_dict()
 
     settled = settle_speeds(aligned, timing, first, speeds, replay)
