@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import LIVE_SPEED, compare_app_with_simulation, simulated_app_run
@@ -258,3 +260,38 @@ def test_a_runs_own_hand_offs_are_replayed_as_measured_at_any_speed(tmp_path):
     assert simulated(replay, "static", 0, 200.0, 5.0)["handoff_work"] == pytest.approx(0.3)
     own = simulated(fast, "static", 0, 200.0, 5.0)["handoff_work"]
     assert 0.05 < own < 0.05 * 1.5  # 0.1 s at speed 2, grown by the other process when it serves
+
+
+ONE_STAGE = """
+name: one
+horizon: 10
+sla: {latency: 10}
+sources: {jobs: {process: poisson, rate: 1.0, to: work}}
+hosts: {vm: {cores: 1.0}}
+stages:
+  work: {workers: {initial: 1, max: 1}, service: {dist: exponential, mean: 0.2}, host: vm, next: null}
+"""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slope=st.floats(0.2, 5.0),
+    curve=st.floats(0.0, 0.5),
+    root=st.floats(0.06, 15.0),
+)
+def test_the_speed_search_settles_on_any_falling_gap_within_its_rounds(slope: float, curve: float, root: float):
+    """However steeply the services follow the speed (a stage of CPU share 0.2 moves them a
+    fifth as far as the speed; pools that grow at a lower speed, five times as far) and wherever
+    the run's speed lies in 0.06-15, a gap that falls with the speed is settled to within
+    SPEED_TOLERANCE in SPEED_ROUNDS replays (one step, then secants or false position)."""
+    from adaptflow.experiments.live_speed import SPEED_ROUNDS, settle_speeds
+
+    scenario = parse_scenario(yaml.safe_load(ONE_STAGE))
+
+    def replay(at: dict[str, float]) -> dict[str, float]:
+        away = math.log(root) - math.log(at["vm"])
+        return {"service_work": math.exp(slope * away + curve * away**3)}
+
+    settled = settle_speeds(scenario, {"service_work": 1.0}, replay({"vm": 1.0}), {}, replay)
+    assert abs(settled.gaps["vm"]) <= SPEED_TOLERANCE and settled.rounds <= SPEED_ROUNDS
+    assert abs(math.log(settled.speeds["vm"] / root)) <= math.log1p(SPEED_TOLERANCE) / slope * (1 + 1e-9)

@@ -13,7 +13,8 @@ service applied once) therefore overshoots for such a planner (measured on the e
 erlang's one step read the machine at 0.66 where its simulation, sharing the cores among the
 processes the simulation grew, then served 1.6 times slower than live). :func:`settle_speeds`
 looks for the speed at which the simulation's own services meet the live ones, pools and all:
-a root of :func:`service_gaps` in the log of each host's speed, by false position.
+a root of :func:`service_gaps` in the log of each host's speed: one step, then secants until
+the root is bracketed, then false position.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ SPEED_TOLERANCE = 0.03
 settled. Finer than the 10 % the figures are judged by, coarser than a seed's noise on them."""
 SPEED_ROUNDS = 6
 """Most replays (of all seeds each) :func:`settle_speeds` may run; the nearest one is kept."""
+REACH = 4.0
+"""A secant step of the search goes at most this many one-steps far (a noisy pair of replays
+can make the secant's slope nearly flat)."""
 SPEED_RANGE = (0.05, 20.0)
 """The speeds searched: a machine 20 times slower or faster than its calibration is not a speed."""
 
@@ -110,12 +114,25 @@ class _Search:
         self.kept = other
 
     def next(self) -> float:
+        if self.slow is not None and self.fast is not None:
+            (xs, gs), (xf, gf) = self.slow, self.fast
+            return xs - gs * (xf - xs) / (gf - gs)
         low, high = (math.log(v) for v in SPEED_RANGE)
-        if self.slow is None or self.fast is None:  # no bracket yet: one more step, as live_speeds
-            x, gap = self.seen[-1]
-            return min(max(x + gap, low), high)
-        (xs, gs), (xf, gf) = self.slow, self.fast
-        return xs - gs * (xf - xs) / (gf - gs)
+        return min(max(self.seen[-1][0] + self._step(), low), high)
+
+    def _step(self) -> float:
+        """No bracket yet: the secant through the last two points, where they show the gap
+        falling, at most :data:`REACH` one-steps far; else one step, as :func:`live_speeds` (a
+        gap falling by 1 per unit of log speed). Why the secant: a host whose stages are mostly
+        I/O moves its services less than its speed, and one step at a time would creep towards
+        the root without crossing it (a stage of CPU share 0.3 closes 30 % of the gap a step)."""
+        x, gap = self.seen[-1]
+        if len(self.seen) >= 2:
+            xp, gp = self.seen[-2]
+            if x != xp and (gap - gp) / (x - xp) < 0:
+                secant = -gap * (x - xp) / (gap - gp)
+                return math.copysign(min(abs(secant), REACH * abs(gap)), gap)
+        return gap
 
 
 @dataclass
