@@ -94,9 +94,10 @@ def live_speeds(
 
 @dataclass
 class _Search:
-    """One host's false-position search in ``log(speed)`` for a gap of 0 (the gap falls as the
-    speed rises), with the Illinois rule (an end kept twice has its gap halved) so that a
-    curved gap does not pin one end for ever."""
+    """One host's search in ``log(speed)`` for a gap of 0 (the gap falls as the speed rises):
+    steps (:meth:`_step`) until a point on each side brackets the root, then false position with
+    the Illinois rule (an end kept twice has its gap halved) so that a curved gap does not pin
+    one end for ever."""
 
     slow: tuple[float, float] | None = None  # (log speed, gap > 0): the simulation served slower
     fast: tuple[float, float] | None = None  # (log speed, gap < 0)
