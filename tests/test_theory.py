@@ -385,6 +385,7 @@ def test_mg1_lognormal_mean_wait_matches_pollaczek_khinchine():
     assert_within_ci([r["stages"]["w"]["mean_wait"] for r in runs], mg1_mean_wait(0.7, 1.0, 0.25), "M/G/1 Wq")
 
 
+@pytest.mark.slow  # 16 s; the product form per stage stays in make test (the feedback-and-split network below)
 def test_tandem_jackson_network_per_stage_waits():
     """Three M/M/c stations in series: by Burke's theorem each sees Poisson arrivals at the same
     rate, so each stage's wait is its own Erlang C value."""
