@@ -295,3 +295,25 @@ def test_the_speed_search_settles_on_any_falling_gap_within_its_rounds(slope: fl
     settled = settle_speeds(scenario, {"service_work": 1.0}, replay({"vm": 1.0}), {}, replay)
     assert abs(settled.gaps["vm"]) <= SPEED_TOLERANCE and settled.rounds <= SPEED_ROUNDS
     assert abs(math.log(settled.speeds["vm"] / root)) <= math.log1p(SPEED_TOLERANCE) / slope * (1 + 1e-9)
+
+
+def test_steal_is_read_off_the_machines_cpu_time_between_two_readings(tmp_path):
+    """The ``cpu`` line of /proc/stat read twice: of the 1,000 ticks between them, 250 were
+    steal (the 8th field; guest time, after it, is not counted twice). A file that is not
+    Linux's (no such line, or not numbers) and a missing one read as None, and so does a share
+    over no time; on this Linux machine the real file reads."""
+    from adaptflow.runtime.probe import cpu_ticks, steal_share
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 20 7 0\ncpu0 1 2 3\n")
+    before = cpu_ticks(stat)
+    stat.write_text("cpu  500 0 150 1020 20 0 25 270 99 0\ncpu0 1 2 3\n")
+    assert before == [100, 0, 50, 800, 10, 0, 5, 20]
+    assert steal_share(before, cpu_ticks(stat)) == pytest.approx(250 / 1000)
+    assert steal_share(before, before) is None and steal_share(None, before) is None
+    for text in ("intr 1 2 3\n", "cpu  1 2 x 4 5 6 7 8\n", "cpu  1 2 3\n"):
+        stat.write_text(text)
+        assert cpu_ticks(stat) is None, text
+    assert cpu_ticks(tmp_path / "absent") is None
+    if sys.platform.startswith("linux"):
+        assert len(cpu_ticks() or []) == 8

@@ -73,7 +73,7 @@ from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff
 from .live.mapping import AppMapping, load_mapping
 from .live.system import app_system
-from .probe import cpu_probe, speed_against
+from .probe import cpu_probe, cpu_ticks, speed_against, steal_share
 from .record import load_app, require_broker
 from .worker import expand_node
 
@@ -304,6 +304,9 @@ class RunResult:
     # the CPU probe (probe.py) on the idle app before and after the run; empty when the scenario's
     # hosts carry no calibration probe to compare it with
     probes: list[float] = field(default_factory=list)
+    # the share of the machine's CPU time its hypervisor gave to other guests during the run
+    # (probe.steal_share); None where the system does not say (not Linux)
+    steal: float | None = None
 
     def speeds(self, scenario: Scenario) -> dict[str, float]:
         """Each probed host's speed in this run against its calibration (``Host.speed``)."""
@@ -402,10 +405,12 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
         parts = _coordinator(target, spec, settings.interval, stream, settings.limit)
         run_clock = RunClock(parts.clock, settings.limit)
         producer_log = logs / f"{label}.producer.log" if logs else None
+        ticks = cpu_ticks()
         with Producer(settings.produce, producer_log, settings.cwd, settings.env) as producer:
             watch = EndWatch(parts.monitor, run_clock, producer, settings.drain)
             loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
             transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
+        steal = steal_share(ticks, cpu_ticks())
     finally:
         stream.stop()
     if probes:  # after the run has drained: the mean of both stands for the run
@@ -413,7 +418,9 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     seconds = transitions[-1].snapshot.time if transitions else 0.0
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
     tap = parts.tap
-    return RunResult(label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes)
+    return RunResult(
+        label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes, steal
+    )
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
@@ -460,6 +467,7 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     row |= {f"mean_wait_{name}": t.stage_mean_wait(name) for name in stages}
     row |= run.per_task(scenario)
     row |= {f"speed_{name}": speed for name, speed in run.speeds(scenario).items()}
+    row |= {"steal": run.steal} if run.steal is not None else {}
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 

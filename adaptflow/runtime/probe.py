@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import time
+from pathlib import Path
 
 PROBE_SECONDS = 1.0
 """How long one probe runs: long enough to average over the scheduler's slices, short enough to
@@ -49,6 +50,39 @@ def cpu_probe(seconds: float = PROBE_SECONDS) -> float:
             return units / (now - start)
 
 
+STAT = Path("/proc/stat")
+"""Where Linux keeps the machine's CPU time by kind (``man 5 proc``)."""
+STEAL = 7
+"""The position of ``steal`` among the ``cpu`` line's fields: user, nice, system, idle, iowait,
+irq, softirq, steal (then guest and guest_nice, which user and nice already count)."""
+
+
+def cpu_ticks(path: Path = STAT) -> list[int] | None:
+    """The machine's CPU time so far in clock ticks, by kind: the first eight fields of the
+    ``cpu`` line of ``path`` (see :data:`STEAL`); None where there is no such line (not Linux).
+    Reading it costs the machine nothing, unlike :func:`cpu_probe`, so it can bracket a run."""
+    try:
+        first = path.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if len(first) < STEAL + 2 or first[0] != "cpu" or not all(f.isdigit() for f in first[1 : STEAL + 2]):
+        return None
+    return [int(f) for f in first[1 : STEAL + 2]]
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the machine's CPU time between two :func:`cpu_ticks` readings that its
+    hypervisor gave to other guests (``steal``: time a virtual CPU wanted to run and was not
+    let). Why: a shared VM's speed moves with its neighbours; steal is the part of that a guest
+    can see (what it cannot: a host's shared caches and memory bandwidth, clock frequency). None
+    without both readings or without time between them."""
+    if before is None or after is None:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    return spent[STEAL] / total if total > 0 else None
+
+
 def speed_against(reference: float | None, *readings: float) -> float | None:
     """The machine's speed now against the calibration: the mean of ``readings`` over
     ``reference`` (``None`` without a reference or a reading)."""
@@ -57,4 +91,4 @@ def speed_against(reference: float | None, *readings: float) -> float | None:
     return math.fsum(readings) / len(readings) / reference
 
 
-__all__ = ["PROBE_SECONDS", "cpu_probe", "speed_against"]
+__all__ = ["PROBE_SECONDS", "STAT", "STEAL", "cpu_probe", "cpu_ticks", "speed_against", "steal_share"]
