@@ -36,7 +36,7 @@ def test_static_and_keda_on_the_same_orders(shop, tmp_path):  # noqa: F811  (the
         assert rows.loc["static" + k, "mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
         assert rows.loc["queue" + k, "mean_pool_enrich"] > rows.loc["static" + k, "mean_pool_enrich"] + 0.3
         assert rows.loc["queue" + k, "mean_wait"] < rows.loc["static" + k, "mean_wait"]
-    # the share of the machine's CPU its hypervisor gave away during each run (Linux's steal)
+    # the share of the CPU time wanted during each run that the hypervisor gave away (Linux's steal)
     assert rows["steal"].between(0.0, 1.0).all()
     for label in ("static_1", "queue_1", "static_2", "queue_2"):  # a file name keeps [A-Za-z0-9_.=-] of a label
         records = [json.loads(line) for line in (tmp_path / f"{label}.jsonl").read_text().splitlines()]

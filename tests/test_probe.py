@@ -298,8 +298,9 @@ def test_the_speed_search_settles_on_any_falling_gap_within_its_rounds(slope: fl
 
 
 def test_steal_is_read_off_the_machines_cpu_time_between_two_readings(tmp_path):
-    """The ``cpu`` line of /proc/stat read twice: of the 1,000 ticks between them, 250 were
-    steal (the 8th field; guest time, after it, is not counted twice). A file that is not
+    """The ``cpu`` line of /proc/stat read twice: of the 1,000 ticks between them, 220 idle and
+    10 waiting for I/O, and of the 770 the CPUs wanted, 250 were steal (the 8th field; guest time,
+    after it, is not counted twice). A file that is not
     Linux's (no such line, or not numbers) and a missing one read as None, and so does a share
     over no time; on this Linux machine the real file reads."""
     from adaptflow.runtime.probe import cpu_ticks, steal_share
@@ -309,7 +310,7 @@ def test_steal_is_read_off_the_machines_cpu_time_between_two_readings(tmp_path):
     before = cpu_ticks(stat)
     stat.write_text("cpu  500 0 150 1020 20 0 25 270 99 0\ncpu0 1 2 3\n")
     assert before == [100, 0, 50, 800, 10, 0, 5, 20]
-    assert steal_share(before, cpu_ticks(stat)) == pytest.approx(250 / 1000)
+    assert steal_share(before, cpu_ticks(stat)) == pytest.approx(250 / 770)
     assert steal_share(before, before) is None and steal_share(None, before) is None
     for text in ("intr 1 2 3\n", "cpu  1 2 x 4 5 6 7 8\n", "cpu  1 2 3\n"):
         stat.write_text(text)

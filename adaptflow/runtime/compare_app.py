@@ -304,8 +304,8 @@ class RunResult:
     # the CPU probe (probe.py) on the idle app before and after the run; empty when the scenario's
     # hosts carry no calibration probe to compare it with
     probes: list[float] = field(default_factory=list)
-    # the share of the machine's CPU time its hypervisor gave to other guests during the run
-    # (probe.steal_share); None where the system does not say (not Linux)
+    # the share of the CPU time the machine wanted during the run that its hypervisor gave to
+    # other guests (probe.steal_share); None where the system does not say (not Linux)
     steal: float | None = None
 
     def speeds(self, scenario: Scenario) -> dict[str, float]:
