@@ -432,12 +432,13 @@ def _compare_app(args: argparse.Namespace) -> int:
 
         compare, options["seeds"] = compare_app_with_simulation, args.simulate
         options["live_handoffs"], options["probe_speed"] = args.live_handoffs, args.probe_speed
-        options["live_speed"] = args.live_speed
+        options["live_speed"], options["steal_speed"] = args.live_speed, args.steal_speed
     else:
         replayed = (
             (args.live_handoffs, "--live-handoffs: the hand-offs are"),
             (args.probe_speed, "--probe-speed: the speed is"),
             (args.live_speed, "--live-speed: the speed is"),
+            (args.steal_speed, "--steal-speed: the speed is"),
         )
         for given, flag in replayed:
             if given:
@@ -469,7 +470,7 @@ def _resimulate(args: argparse.Namespace) -> int:
 
     table = resimulate(
         Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed,
-        args.live_handoffs,
+        args.live_handoffs, args.steal_speed,
     )  # fmt: skip
     if args.out:
         table.to_csv(args.out, index=False)
@@ -853,6 +854,11 @@ def _add_compare_app(commands: Any) -> None:
         "speed at which the simulation's own services met the run's, its pools included, and each stage's service "
         "scaled to its live mean (speed_<host>, speed_gap_<host>, speed_rounds, scale_<stage>)",
     )  # fmt: skip
+    ca.add_argument(
+        "--steal-speed", action="store_true",
+        help="with --simulate: each host at the speed the run's own steal gives against the recording's "
+        "((1 - steal) / (1 - hosts.<h>.steal); over the whole run, where the probe reads beside it)",
+    )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)
 
@@ -862,7 +868,7 @@ def _add_resimulate(commands: Any) -> None:
         "resimulate",
         help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
         description="adaptflow resimulate CMP_DIR --scenario S [--simulate SEEDS] [--probe-speed] [--live-speed] "
-        "[--live-handoffs] [--out FILE]",
+        "[--live-handoffs] [--steal-speed] [--out FILE]",
     )
     rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
@@ -876,6 +882,9 @@ def _add_resimulate(commands: Any) -> None:
         "--live-handoffs", action="store_true",
         help="every row with each run's own hand-offs between tasks (handoff_<stage> of its row), as compare-app's",
     )  # fmt: skip
+    rs.add_argument(
+        "--steal-speed", action="store_true", help="each run at the speed its own steal gave (the row's steal)"
+    )
     rs.add_argument("--out", default=None, help="CSV of the live and simulated rows")
     rs.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
     rs.set_defaults(handler=_resimulate)

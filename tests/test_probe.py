@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -164,6 +165,10 @@ def test_calibration_keeps_the_recorders_probe_on_the_recording_machine(tmp_path
     assert not any("CPU probe" in w for w in steady.report["warnings"])
     meta_path.write_text(json.dumps(meta | {"host": {"name": "box", "cores": 1}, "probes": [800.0, 1200.0]}))
     moved = calibrate(folder, tmp_path / "moved.yaml", cores="box=1")
+    meta_path.write_text(json.dumps(meta | {"host": {"name": "box", "cores": 1}, "steal": 0.12345}))
+    stolen = calibrate(folder, tmp_path / "stolen.yaml", cores="box=1")
+    assert load_scenario(stolen.scenario).hosts["box"].steal == pytest.approx(0.1235)
+    assert load_scenario(moved.scenario).hosts["box"].steal is None  # a recording from before steal was read
     assert any("CPU probe read [800.0, 1200.0]" in w for w in moved.report["warnings"]), moved.report["warnings"]
 
 
@@ -318,3 +323,35 @@ def test_steal_is_read_off_the_machines_cpu_time_between_two_readings(tmp_path):
     assert cpu_ticks(tmp_path / "absent") is None
     if sys.platform.startswith("linux"):
         assert len(cpu_ticks() or []) == 8
+
+
+def test_a_run_is_simulated_at_the_speed_its_own_steal_gives(tmp_path):
+    """Recorded with 10 % steal, run with 28 %: the run's busy tasks got 0.72 of the CPU time they
+    wanted where the recording's got 0.9, so ``--steal-speed`` simulates it at 0.8 (the visit
+    0.25 s where the scenario says 0.2). A saved row's ``steal`` reads the same in resimulate; a
+    scenario whose host kept no steal, and both speeds at once, are refused before any work."""
+    from adaptflow.experiments.compare_app import resimulate
+    from adaptflow.runtime.compare_app import arrivals_file
+
+    data = yaml.safe_load(hosted(tmp_path, probe=1000.0).read_text())
+    data["hosts"]["vm"]["steal"] = 0.1
+    scenario = parse_scenario(data, base_dir=tmp_path)
+    arrivals = {"uploads": [0.0, 1.0, 2.0, 3.0]}
+    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals=arrivals, steal=0.28)  # type: ignore[arg-type]
+    assert run.steal_speeds(scenario) == {"vm": pytest.approx(0.8)}
+    row = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, steal_speed=True)[0]
+    assert row["speed_vm"] == pytest.approx(0.8) and row["service_work"] == pytest.approx(0.25)
+    assert RunResult("static", [], None, 0.0, 0).steal_speeds(scenario) == {}  # no steal read (not Linux)
+
+    saved = tmp_path / "cmp"
+    saved.mkdir()
+    pd.DataFrame({"timestamp": arrivals["uploads"]}).to_csv(arrivals_file(saved, "static", "uploads"), index=False)
+    live = {"world": "live", "planner": "static", "spec": "static", "interval": 5.0, "decisions": 4, "seconds": 20.0,
+            "steal": 0.28, "mean_wait": 0.0}  # fmt: skip
+    pd.DataFrame([live]).to_csv(saved / "compare_app.csv", index=False)
+    again = resimulate(saved, scenario, seeds=1, steal_speed=True).iloc[1]
+    assert again["speed_vm"] == pytest.approx(0.8) and again["service_work"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="--steal-speed: no host of scenario 'app' kept its recording's steal"):
+        resimulate(saved, load_scenario(hosted(tmp_path, probe=1000.0)), steal_speed=True)
+    with pytest.raises(ValueError, match="--probe-speed and --steal-speed: expected one of them"):
+        resimulate(saved, scenario, probe_speed=True, steal_speed=True)

@@ -142,6 +142,7 @@ def simulated_app_run(
     live_handoffs: bool = False,
     probe_speed: bool = False,
     live_speed: bool = False,
+    steal_speed: bool = False,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
     spec the run used (``LABEL@SPEC`` allowed). ``live_handoffs``: each stage's turnaround is the
@@ -150,6 +151,8 @@ def simulated_app_run(
     ran with. ``probe_speed``: each probed host runs at the speed the CPU probe measured around
     the live run (:meth:`RunResult.speeds`; ``speed_<host>`` in the rows), not at the
     calibration's: a measurement of the machine, not of the run's tasks or waits.
+    ``steal_speed``: each host that kept its recording's steal at the speed the run's own steal
+    gives (:meth:`RunResult.steal_speeds`; ``speed_<host>`` in the rows), instead of the probe's.
     ``live_speed``: one more row, :data:`LIVE_SPEED`, simulated with each host at the speed the
     run's own services met and each stage's service scaled to its own live mean
     (:func:`_at_live_speed`, from the probe's speed with ``probe_speed``): a diagnosis, as
@@ -165,7 +168,7 @@ def simulated_app_run(
         log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
         return []
     timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
-    speeds = run.speeds(scenario) if probe_speed else {}
+    speeds = run.speeds(scenario) if probe_speed else run.steal_speeds(scenario) if steal_speed else {}
     runs = _seeds(scenario, as_live(_replayed(aligned, speeds, timing, live_handoffs)), spec, seeds, duration, interval)
     runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
@@ -250,8 +253,16 @@ def _check_seeds(seeds: int) -> None:
         raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
 
 
-def _check_speeds(spec: Scenario, probe_speed: bool, live_speed: bool) -> None:
-    """``--probe-speed`` and ``--live-speed`` refused, before any run, on a scenario that has nothing to set."""
+def _check_speeds(spec: Scenario, probe_speed: bool, live_speed: bool, steal_speed: bool = False) -> None:
+    """``--probe-speed``, ``--steal-speed`` and ``--live-speed`` refused, before any run, on a
+    scenario that has nothing to set; the first two together, too (each is the speed)."""
+    if probe_speed and steal_speed:
+        raise ValueError("--probe-speed and --steal-speed: expected one of them (each sets the hosts' speed)")
+    if steal_speed and not any(h.steal is not None for h in spec.hosts.values()):
+        raise ValueError(
+            f"--steal-speed: no host of scenario {spec.name!r} kept its recording's steal to compare with; expected "
+            "a scenario calibrated (adaptflow calibrate --cores auto) from a recording whose recording.json has steal"
+        )
     if probe_speed and not spec.probed:
         raise ValueError(
             f"--probe-speed: no host of scenario {spec.name!r} has a probe to compare with; expected a scenario "
@@ -278,6 +289,7 @@ def compare_app_with_simulation(
     live_handoffs: bool = False,
     probe_speed: bool = False,
     live_speed: bool = False,
+    steal_speed: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """:func:`~adaptflow.runtime.compare_app.compare_on_app`, each live row followed by its
@@ -294,7 +306,7 @@ def compare_app_with_simulation(
             f"mapping: sources {unknown} are not the scenario's; expected some of {sorted(spec.sources)} "
             "(the simulation replays each source's live arrivals)"
         )
-    _check_speeds(spec, probe_speed, live_speed)
+    _check_speeds(spec, probe_speed, live_speed, steal_speed)
     planners = repeated(planners, options.pop("repeat", 1))  # the runs' own labels, LABEL#k, for after_run
     by_label = {split_label(p)[0]: p for p in planners}
     with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
@@ -303,8 +315,9 @@ def compare_app_with_simulation(
 
         def after_run(run: RunResult) -> list[dict[str, Any]]:
             return simulated_app_run(
-                spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs, probe_speed, live_speed
-            )
+                spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs, probe_speed, live_speed,
+                steal_speed,
+            )  # fmt: skip
 
         table = compare_on_app(
             app_spec, mapping, spec, planners, produce, interval, drain, event_log_dir, after_run=after_run, **options
@@ -344,6 +357,7 @@ def resimulate(
     allow_pickle: bool = False,
     live_speed: bool = False,
     live_handoffs: bool = False,
+    steal_speed: bool = False,
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
@@ -356,10 +370,11 @@ def resimulate(
     ``live_speed``: the diagnosis row too (:data:`LIVE_SPEED`), from the services the row kept
     (``service_<stage>``), so that :func:`agreement` can tell a gap the run's speed explains.
     ``live_handoffs``: every row with the run's own hand-offs (``handoff_<stage>`` of its row),
-    as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's."""
+    as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's.
+    ``steal_speed``: each run at the speed its own steal gives (the row's ``steal``)."""
     _check_seeds(seeds)
     folder, spec = Path(folder), load_scenario(scenario)
-    _check_speeds(spec, probe_speed, live_speed)
+    _check_speeds(spec, probe_speed, live_speed, steal_speed)
     table = _compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
     runs = []
@@ -371,6 +386,8 @@ def resimulate(
                 arrivals[source] = load_trace(path)[0].tolist()
         run = _SavedRun(row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, arrivals=arrivals)  # type: ignore[list-item, arg-type]
         run.row = row
+        steal = row.get("steal", math.nan)
+        run.steal = float(steal) if isinstance(steal, int | float) and math.isfinite(steal) else None
         runs.append((row, run))
     rows = []
     with tempfile.TemporaryDirectory(prefix="adaptflow-resimulate-") as scratch:
@@ -379,7 +396,7 @@ def resimulate(
             label = f"{row['planner']}@{row['spec']}"
             rows += simulated_app_run(
                 spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed,
-                live_speed=live_speed, live_handoffs=live_handoffs,
+                live_speed=live_speed, live_handoffs=live_handoffs, steal_speed=steal_speed,
             )  # fmt: skip
     return pd.DataFrame(rows)
 

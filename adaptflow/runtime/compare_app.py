@@ -317,6 +317,15 @@ class RunResult:
                 out[name] = speed
         return out
 
+    def steal_speeds(self, scenario: Scenario) -> dict[str, float]:
+        """Each host that kept its recording's steal (``Host.steal``) at this run's speed against
+        it: ``(1 - run's steal) / (1 - recording's)``, the CPU time a busy task got of what it
+        wanted, then against when calibrated; over the whole run, where the probe reads two
+        seconds beside it. Empty without the run's steal (not Linux)."""
+        if self.steal is None:
+            return {}
+        return {name: (1 - self.steal) / (1 - h.steal) for name, h in scenario.hosts.items() if h.steal is not None}
+
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         """Each stage's mean service per attempt (``service_<stage>``: started to finished, as
         Celery's events stamp them) and mean hand-off between tasks (``handoff_<stage>``:

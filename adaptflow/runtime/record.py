@@ -42,7 +42,7 @@ from .celery_app import redis_client
 from .live.events import EventStream
 from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
-from .probe import cpu_probe
+from .probe import cpu_probe, cpu_ticks, steal_share
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,14 @@ def _prepare(out_dir: Path, mapping_path: Path, app: Celery, spec: str) -> AppMa
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "mapping.yaml", mapping_path.read_text())
     probes = [cpu_probe()]  # before the first event is read: start the recorder before the load
-    _write_header(out_dir, spec, app, started=time.time(), stopped=None, probes=probes)
+    _write_header(out_dir, spec, app, started=time.time(), stopped=None, probes=probes, ticks=cpu_ticks())
     return mapping
 
 
 def _write_header(
-    out_dir: Path, spec: str, app: Celery, started: float, stopped: float | None, probes: list[float]
-) -> None:
+    out_dir: Path, spec: str, app: Celery, started: float, stopped: float | None, probes: list[float],
+    ticks: list[int] | None = None, steal: float | None = None,
+) -> None:  # fmt: skip
     header = {
         "app": spec,
         "broker": maybe_sanitize_url(app.conf.broker_url or ""),
@@ -112,6 +113,8 @@ def _write_header(
         "adaptflow": package_versions(("adaptflow",)).get("adaptflow"),
         "host": local_host(),  # the recording machine and its cores, for calibrate --cores auto
         "probes": probes,  # the machine's speed at the start and the stop (see probe.py)
+        "cpu_ticks": ticks,  # /proc/stat's at the start, for the steal over the recording
+        "steal": steal,  # the share of the CPU time wanted while recording that the hypervisor took
     }
     atomic_write_text(out_dir / "recording.json", json.dumps(header, indent=2) + "\n")
 
@@ -204,6 +207,8 @@ def record(
         recorder.run(duration, stop or threading.Event())
     finally:
         stopped = time.time()  # the probe after it is not recorded time
-        _write_header(out_dir, spec, app, header["started"], stopped, [*header["probes"], cpu_probe()])
+        steal = steal_share(header.get("cpu_ticks"), cpu_ticks())
+        probes = [*header["probes"], cpu_probe()]
+        _write_header(out_dir, spec, app, header["started"], stopped, probes, header.get("cpu_ticks"), steal)
     seconds = time.time() - header["started"]
     return RecordingSummary(out_dir, recorder.events, recorder.task_events, len(recorder.stream.gaps), seconds)

@@ -725,7 +725,11 @@ class Host(_Strict):
     calibrated speed missed every wait by a factor of 3 to 5 (docs/deploy.md).
     ``probe``: what ``adaptflow record``'s CPU probe measured on this host
     while the services were recorded (:mod:`adaptflow.runtime.probe`), so that a later probe can
-    tell the speed of the moment (``adaptflow compare-app --probe-speed``).
+    tell the speed of the moment (``adaptflow compare-app --probe-speed``). ``steal``: the share
+    of the CPU time the recording machine wanted while recording that its hypervisor gave to
+    other guests (:func:`adaptflow.runtime.probe.steal_share`), so that a later run's own steal
+    tells the speed over the whole run, ``(1 - steal then) / (1 - steal)`` (``compare-app
+    --steal-speed``; on a 2-vCPU VM a one-process probe read ``3,597 x (1 - steal)`` within 5 %).
 
     ``handoff_cpu`` (default 0): how much of a CPU job each hand-off and each turnaround in
     progress on the host weighs in the sharing of its cores (``n`` jobs and ``h`` hand-offs and
@@ -765,6 +769,7 @@ class Host(_Strict):
     oversubscription: Annotated[float, Field(ge=0, le=MAX_OVERSUBSCRIPTION, allow_inf_nan=False)] = 0.0
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    steal: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
 
     def cpu_seconds(self, calibrated: float) -> float:
         """The seconds ``calibrated`` CPU seconds of the calibration take on this host now."""

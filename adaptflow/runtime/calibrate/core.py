@@ -207,9 +207,12 @@ def _fit_contention(
 
 def _with_probe(hosts: dict[str, Any], meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
     """The recording machine's host with the mean of the recorder's CPU probes as its ``probe``
-    (``Host.probe``): what a later probe compares with to tell the machine's speed then."""
-    local, probes = meta.get("host"), meta.get("probes")
+    (``Host.probe``) and the recording's steal as its ``steal`` (``Host.steal``): what a later
+    probe, or a later run's steal, compares with to tell the machine's speed then."""
+    local, probes, steal = meta.get("host"), meta.get("probes"), meta.get("steal")
     name = local.get("name") if isinstance(local, dict) else None
+    if name in hosts and isinstance(steal, int | float) and 0 <= steal < 1:
+        hosts = {**hosts, name: {**hosts[name], "steal": sig(float(steal), 4)}}
     ok = isinstance(probes, list) and probes and all(isinstance(p, int | float) and p > 0 for p in probes)
     if name not in hosts or not ok:
         return hosts
