@@ -728,7 +728,7 @@ class Host(_Strict):
     tell the speed of the moment (``adaptflow compare-app --probe-speed``). ``steal``: the share
     of the CPU time the recording machine wanted while recording that its hypervisor gave to
     other guests (:func:`adaptflow.runtime.probe.steal_share`), so that a later run's own steal
-    tells the speed over the whole run, ``(1 - steal then) / (1 - steal)`` (``compare-app
+    tells the speed over the whole run, ``(1 - the run's steal) / (1 - steal)`` (``compare-app
     --steal-speed``; on a 2-vCPU VM a one-process probe read ``3,597 x (1 - steal)`` within 5 %).
 
     ``handoff_cpu`` (default 0): how much of a CPU job each hand-off and each turnaround in
