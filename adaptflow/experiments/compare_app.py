@@ -329,10 +329,20 @@ def compare_app_with_simulation(
 
 class _SavedRun(RunResult):
     """A live run read back from its ``compare_app.csv`` row and arrival files: what the run's
-    tasks met (``service_<stage>``, ``handoff_<stage>``) and the probe's speed (``speed_<host>``)
-    come from the row, not from events that were not kept."""
+    tasks met (``service_<stage>``, ``handoff_<stage>``), the probe's speed (``speed_<host>``)
+    and the run's ``steal`` come from the row, not from events or readings that were not kept."""
 
     row: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], arrivals: dict[str, list[float]]) -> _SavedRun:
+        steal = row.get("steal", math.nan)
+        run = cls(
+            row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, arrivals=arrivals,  # type: ignore[list-item, arg-type]
+            steal=float(steal) if isinstance(steal, int | float) and math.isfinite(steal) else None,
+        )  # fmt: skip
+        run.row = row
+        return run
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         return {f"{kind}_{name}": float(self.row.get(f"{kind}_{name}", math.nan))
@@ -384,11 +394,7 @@ def resimulate(
             path = arrivals_file(folder, row["planner"], source)
             if path.is_file():
                 arrivals[source] = load_trace(path)[0].tolist()
-        run = _SavedRun(row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, arrivals=arrivals)  # type: ignore[list-item, arg-type]
-        run.row = row
-        steal = row.get("steal", math.nan)
-        run.steal = float(steal) if isinstance(steal, int | float) and math.isfinite(steal) else None
-        runs.append((row, run))
+        runs.append((row, _SavedRun.from_row(row, arrivals)))
     rows = []
     with tempfile.TemporaryDirectory(prefix="adaptflow-resimulate-") as scratch:
         for row, run in runs:
