@@ -470,7 +470,7 @@ def _resimulate(args: argparse.Namespace) -> int:
 
     table = resimulate(
         Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed,
-        args.live_handoffs, args.steal_speed,
+        args.live_handoffs, args.steal_speed, args.planner_scenario,
     )  # fmt: skip
     if args.out:
         table.to_csv(args.out, index=False)
@@ -867,11 +867,15 @@ def _add_resimulate(commands: Any) -> None:
     rs = commands.add_parser(
         "resimulate",
         help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
-        description="adaptflow resimulate CMP_DIR --scenario S [--simulate SEEDS] [--probe-speed] [--live-speed] "
-        "[--live-handoffs] [--steal-speed] [--out FILE]",
+        description="adaptflow resimulate CMP_DIR --scenario S [--planner-scenario S] [--simulate SEEDS] "
+        "[--probe-speed] [--live-speed] [--live-handoffs] [--steal-speed] [--out FILE]",
     )
     rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
+    rs.add_argument(
+        "--planner-scenario", default=None, metavar="S",
+        help="the scenario the live runs' planners were built for (compare-app's --scenario; default --scenario)",
+    )  # fmt: skip
     rs.add_argument("--simulate", type=int, default=3, metavar="SEEDS", help="seeds per run (3)")
     rs.add_argument("--probe-speed", action="store_true", help="each run at the speed its CPU probe measured")
     rs.add_argument(

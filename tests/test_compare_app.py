@@ -278,3 +278,43 @@ def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path
     pd.DataFrame(rows).drop(columns=["spec"]).to_csv(tmp_path / "compare_app.csv", index=False)
     with pytest.raises(ValueError, match=r"columns \['spec'\] missing"):
         resimulate(tmp_path, spec)
+
+
+def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that_ran(tmp_path):
+    """``resimulate --planner-scenario``: runs made on a scenario held at 2 processes a stage
+    with 0.1 s services, simulated again on a world refitted slower (0.3 s) and written at the
+    calibration's 1 a stage. The live planners are rebuilt on the scenario they ran with: static
+    keeps 2 a stage, and erlang staffs for the 0.1 s it was given, not the world's 0.3 s (it
+    would hold more). A planner scenario of other stages is refused."""
+    import copy
+
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import resimulate
+    from adaptflow.runtime.compare_app import arrivals_file
+
+    planned, world = copy.deepcopy(SCENARIO), copy.deepcopy(SCENARIO)
+    for stage in planned["stages"].values():
+        stage["workers"] = {**stage["workers"], "initial": 2}
+    for stage in world["stages"].values():
+        stage["service"] = {"dist": "exponential", "mean": 0.3}
+    rows = []
+    for label, spec in (("static#1", "static"), ("erlang#1", "erlang:target_wait=0.05")):
+        times = [i / 3.0 for i in range(60)]
+        pd.DataFrame({"timestamp": times}).to_csv(arrivals_file(tmp_path, label, "orders"), index=False)
+        rows.append({"world": "live", "planner": label, "spec": spec, "interval": 1.0, "decisions": 20,
+                     "seconds": 20.0, "mean_wait": 0.1, "p95_latency": 1.0, "throughput": 3.0,
+                     "cost": 60.0})  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "compare_app.csv", index=False)
+
+    def pools(table: pd.DataFrame) -> dict[str, float]:
+        simulated = table[table["world"] == "simulated"]
+        return dict(zip(simulated["planner"], simulated["mean_pool"], strict=True))
+
+    as_ran = pools(resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(planned)))
+    rebuilt = pools(resimulate(tmp_path, parse_scenario(world), seeds=1))
+    assert as_ran["static#1"] == pytest.approx(6.0) and rebuilt["static#1"] == pytest.approx(3.0)
+    assert as_ran["erlang#1"] < rebuilt["erlang#1"] - 0.5, (as_ran, rebuilt)
+    other = {**planned, "stages": {"ingest": {**planned["stages"]["ingest"], "next": None}}}
+    with pytest.raises(ValueError, match=r"--planner-scenario 'shop': stages \['ingest'\]; expected the stages"):
+        resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(other))

@@ -143,9 +143,12 @@ def simulated_app_run(
     probe_speed: bool = False,
     live_speed: bool = False,
     steal_speed: bool = False,
+    planned_on: Scenario | None = None,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
-    spec the run used (``LABEL@SPEC`` allowed). ``live_handoffs``: each stage's turnaround is the
+    spec the run used (``LABEL@SPEC`` allowed), built for ``planned_on``, the scenario the live
+    run's planner was built for (default ``scenario``: compare-app's own runs; resimulate's on
+    another scenario keep the live planner, :func:`resimulate`). ``live_handoffs``: each stage's turnaround is the
     hand-off the run met between its tasks where it was measured (``handoff_<stage>`` of the live
     row), not the scenario's; each simulated row's ``handoff_<stage>`` is the mean turnaround it
     ran with. ``probe_speed``: each probed host runs at the speed the CPU probe measured around
@@ -169,7 +172,9 @@ def simulated_app_run(
         return []
     timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
     speeds = run.speeds(scenario) if probe_speed else run.steal_speeds(scenario) if steal_speed else {}
-    runs = _seeds(scenario, as_live(_replayed(aligned, speeds, timing, live_handoffs)), spec, seeds, duration, interval)
+    planned_on = scenario if planned_on is None else planned_on
+    replay = as_live(_replayed(aligned, speeds, timing, live_handoffs))
+    runs = _seeds(planned_on, replay, spec, seeds, duration, interval)
     runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
@@ -183,7 +188,7 @@ def simulated_app_run(
                 "world": LIVE_SPEED,
                 "planner": run.planner,
                 **_at_live_speed(
-                    scenario, aligned, timing, rows[0], speeds, spec, seeds, duration, interval, live_handoffs
+                    planned_on, aligned, timing, rows[0], speeds, spec, seeds, duration, interval, live_handoffs
                 ),
             }
         )
@@ -208,7 +213,8 @@ def _at_live_speed(
     scenario: Scenario, aligned: Scenario, timing: dict[str, float], first: dict[str, Any],
     speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float, live_handoffs: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """The mean over ``seeds`` of ``aligned`` replayed with each host at the speed at which the
+    """The mean over ``seeds`` of ``aligned`` replayed (the planner built for ``scenario``, as
+    :func:`_seeds`) with each host at the speed at which the
     simulation's services met the run's (:func:`~.live_speed.settle_speeds`, from ``first``,
     the row simulated at ``speeds``) and each stage's service scaled by what that speed left
     (:func:`~.live_speed.live_services`). ``speed_<host>``, ``speed_gap_<host>`` (the services'
@@ -368,6 +374,7 @@ def resimulate(
     live_speed: bool = False,
     live_handoffs: bool = False,
     steal_speed: bool = False,
+    planned_on: str | Path | Scenario | None = None,
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
@@ -381,9 +388,17 @@ def resimulate(
     (``service_<stage>``), so that :func:`agreement` can tell a gap the run's speed explains.
     ``live_handoffs``: every row with the run's own hand-offs (``handoff_<stage>`` of its row),
     as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's.
-    ``steal_speed``: each run at the speed its own steal gives (the row's ``steal``)."""
+    ``steal_speed``: each run at the speed its own steal gives (the row's ``steal``).
+    ``planned_on``: the scenario the live runs' planners were built for (compare-app's
+    ``--scenario``; default ``scenario``). Why: a planner reads the scenario it is built for (erlang
+    staffs for its stages' mean services), so a world refitted by ``fit-growth``, whose services
+    carry less and Celery's CPU more, would otherwise replay another planner than the one that
+    ran: on the example app erlang then held 5.4 processes where its live runs held 8.7."""
     _check_seeds(seeds)
     folder, spec = Path(folder), load_scenario(scenario)
+    planner_spec = spec
+    if planned_on is not None:
+        spec, planner_spec = _planned_on(spec, load_scenario(planned_on))
     _check_speeds(spec, probe_speed, live_speed, steal_speed)
     table = _compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
@@ -402,9 +417,30 @@ def resimulate(
             label = f"{row['planner']}@{row['spec']}"
             rows += simulated_app_run(
                 spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed,
-                live_speed=live_speed, live_handoffs=live_handoffs, steal_speed=steal_speed,
+                live_speed=live_speed, live_handoffs=live_handoffs, steal_speed=steal_speed, planned_on=planner_spec,
             )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _planned_on(world: Scenario, planned_on: Scenario) -> tuple[Scenario, Scenario]:
+    """``world`` with each stage's pool (``initial``, ``min``, ``max``) the one the live runs
+    started from and were bounded by, ``planned_on``'s, and ``planned_on`` itself, checked to
+    describe the same workflow (the same stages and sources: a planner built for other stages
+    cannot act on this world's). Why the pools: compare-app sets them from its ``--scenario``
+    before each run, and a static planner keeps them; a world refitted from runs at the
+    calibration's pools would replay runs held at 2 a stage at 1."""
+    for what, ours, theirs in (
+        ("stages", world.stages, planned_on.stages), ("sources", world.sources, planned_on.sources)
+    ):  # fmt: skip
+        if sorted(ours) != sorted(theirs):
+            raise ValueError(
+                f"--planner-scenario {planned_on.name!r}: {what} {sorted(theirs)}; expected the {what} of "
+                f"--scenario {world.name!r}, {sorted(ours)} (the scenario the live runs' planners were built for)"
+            )
+    data = world.model_dump(mode="json", by_alias=True)
+    for name, stage in planned_on.stages.items():
+        data["stages"][name]["workers"].update(stage.workers.model_dump(mode="json", include={"initial", "min", "max"}))
+    return parse_scenario(data), planned_on
 
 
 def _compare_table(folder: Path) -> pd.DataFrame:
