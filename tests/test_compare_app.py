@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from adaptflow.runtime.compare_app import compare_on_app
-from adaptflow.scenario import parse_scenario
+from adaptflow.scenario import load_scenario, parse_scenario
 
 from .live_fixtures import broker, redis_server  # noqa: F401  (fixtures)
 from .test_user_app import MAPPING, ROOT, SCENARIO, shop  # noqa: F401  (the shop fixture)
@@ -83,6 +83,8 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     for column in ("mean_wait_enrich", "mean_wait", "p95_latency"):  # 3 % apart where printed; a miss shows both rows
         assert sim[column] == pytest.approx(live[column], rel=0.15), f"{column}:\n{shown}"
     assert sim["mean_pool_enrich"] == pytest.approx(1.0) and live["mean_pool_enrich"] == pytest.approx(1.0, abs=0.05)
+    # the scenario the planners were built on, kept for a later resimulate on a refitted one
+    assert load_scenario(tmp_path / "scenario.yaml") == parse_scenario(SCENARIO)
 
 
 def test_a_source_no_arrival_came_from_is_left_out_of_the_replay(tmp_path):
@@ -285,13 +287,14 @@ def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that
     with 0.1 s services, simulated again on a world refitted slower (0.3 s) and written at the
     calibration's 1 a stage. The live planners are rebuilt on the scenario they ran with: static
     keeps 2 a stage, and erlang staffs for the 0.1 s it was given, not the world's 0.3 s (it
-    would hold more). A planner scenario of other stages is refused."""
+    would hold more). Without ``--planner-scenario``, the copy compare-app kept beside the runs
+    is the one. A planner scenario of other stages is refused."""
     import copy
 
     import pandas as pd
 
     from adaptflow.experiments.compare_app import resimulate
-    from adaptflow.runtime.compare_app import arrivals_file
+    from adaptflow.runtime.compare_app import arrivals_file, write_planner_scenario
 
     planned, world = copy.deepcopy(SCENARIO), copy.deepcopy(SCENARIO)
     for stage in planned["stages"].values():
@@ -315,6 +318,8 @@ def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that
     rebuilt = pools(resimulate(tmp_path, parse_scenario(world), seeds=1))
     assert as_ran["static#1"] == pytest.approx(6.0) and rebuilt["static#1"] == pytest.approx(3.0)
     assert as_ran["erlang#1"] < rebuilt["erlang#1"] - 0.5, (as_ran, rebuilt)
+    write_planner_scenario(tmp_path, parse_scenario(planned))  # as compare-app --out does
+    assert pools(resimulate(tmp_path, parse_scenario(world), seeds=1)) == pytest.approx(as_ran)
     other = {**planned, "stages": {"ingest": {**planned["stages"]["ingest"], "next": None}}}
     with pytest.raises(ValueError, match=r"--planner-scenario 'shop': stages \['ingest'\]; expected the stages"):
         resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(other))

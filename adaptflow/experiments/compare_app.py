@@ -30,7 +30,14 @@ from scipy import stats
 
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
-from adaptflow.runtime.compare_app import RunResult, arrivals_file, compare_on_app, repeated, repeated_label
+from adaptflow.runtime.compare_app import (
+    PLANNER_SCENARIO,
+    RunResult,
+    arrivals_file,
+    compare_on_app,
+    repeated,
+    repeated_label,
+)
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, as_trace, load_trace
@@ -390,13 +397,18 @@ def resimulate(
     as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's.
     ``steal_speed``: each run at the speed its own steal gives (the row's ``steal``).
     ``planned_on``: the scenario the live runs' planners were built for (compare-app's
-    ``--scenario``; default ``scenario``). Why: a planner reads the scenario it is built for (erlang
-    staffs for its stages' mean services), so a world refitted by ``fit-growth``, whose services
-    carry less and Celery's CPU more, would otherwise replay another planner than the one that
-    ran: on the example app erlang then held 5.4 processes where its live runs held 8.7."""
+    ``--scenario``; default: the copy compare-app kept in ``folder``,
+    :data:`~adaptflow.runtime.compare_app.PLANNER_SCENARIO`, else ``scenario``). Why: a planner
+    reads the scenario it is built for (erlang staffs for its stages' mean services), so a world
+    refitted by ``fit-growth``, whose services carry less and Celery's CPU more, would otherwise
+    replay another planner than the one that ran: on the example app erlang then held 5.4
+    processes where its live runs held 8.7."""
     _check_seeds(seeds)
     folder, spec = Path(folder), load_scenario(scenario)
     planner_spec = spec
+    kept = folder / PLANNER_SCENARIO
+    if planned_on is None and kept.is_file():
+        planned_on = kept
     if planned_on is not None:
         spec, planner_spec = _planned_on(spec, load_scenario(planned_on))
     _check_speeds(spec, probe_speed, live_speed, steal_speed)

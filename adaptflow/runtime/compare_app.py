@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
+import yaml
 from celery import Celery
 
+from adaptflow._io import atomic_write_text
 from adaptflow.agents import (
     Clock,
     ControlLoop,
@@ -545,6 +547,7 @@ def compare_on_app(
     if event_log_dir is not None:
         event_log_dir = Path(event_log_dir)
         event_log_dir.mkdir(parents=True, exist_ok=True)
+        write_planner_scenario(event_log_dir, target.scenario)
     settings = RunSettings(tuple(produce), interval, drain, event_log_dir, cwd, env, settle, limit)
     rows = []
     for spec in planners:
@@ -558,6 +561,18 @@ def compare_on_app(
     if event_log_dir is not None:
         table.to_csv(event_log_dir / "compare_app.csv", index=False)
     return table
+
+
+PLANNER_SCENARIO = "scenario.yaml"
+"""The scenario the runs' planners were built for and their pools set from, kept beside the runs."""
+
+
+def write_planner_scenario(folder: Path, scenario: Scenario) -> Path:
+    """``scenario`` written to ``folder``/:data:`PLANNER_SCENARIO` (files it names, absolute).
+    Why: a later ``resimulate`` on a refitted scenario must rebuild the planners that ran, on
+    the scenario they read (erlang staffs for its stages' mean services), not on the new one."""
+    text = yaml.safe_dump(scenario.model_dump(mode="json", by_alias=True), sort_keys=False)
+    return atomic_write_text(folder / PLANNER_SCENARIO, text)
 
 
 def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str | Path | Scenario,
