@@ -4,9 +4,12 @@ and how `make test` shares the tests between two processes (pytest-xdist, ``--di
 Every test that needs the real redis-server is marked ``live`` and put in one group, so the live
 tests run one at a time in one process, as they would alone: they start real workers, kill
 them and restart Redis, and two of them at once would only measure each other. They spend most
-of their time waiting on those workers, which leaves a core to the other process. Every other
-test is grouped by its module, so a module's expensive fixture (a trained model) is built once,
-not once per process; modules that share one name the same group (``pytestmark``).
+of their time waiting on those workers, which leaves a core to the other process. A test that
+uses a module-scoped fixture (a trained model) is grouped by its module, so that fixture is built
+once, not once per process; modules that share one name the same group (``pytestmark``). Every
+other test is a unit of its own, so the two processes end together: grouped whole, a module of
+long independent tests (training, the queueing theory: 2-3 minutes each) kept one process busy
+after the other had run out of work.
 """
 
 from __future__ import annotations
@@ -24,8 +27,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "redis_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.live)
             item.add_marker(pytest.mark.xdist_group("live"))
-        elif not any(item.iter_markers("xdist_group")):  # a module may name a group it shares
+        elif not any(item.iter_markers("xdist_group")) and _uses_a_shared_fixture(item):  # or names its group
             item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+
+
+def _uses_a_shared_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` asks for a fixture built once per module or class (by name or through
+    another fixture). Unknown (not a plain test function): yes, the safe answer."""
+    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures an item uses
+    if info is None:
+        return True
+    return any(defs and defs[-1].scope in ("module", "class", "package") for defs in info.name2fixturedefs.values())
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -153,9 +153,7 @@ def simulated_app_run(
     planned_on: Scenario | None = None,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
-    spec the run used (``LABEL@SPEC`` allowed), built for ``planned_on``, the scenario the live
-    run's planner was built for (default ``scenario``: compare-app's own runs; resimulate's on
-    another scenario keep the live planner, :func:`resimulate`). ``live_handoffs``: each stage's turnaround is the
+    spec the run used (``LABEL@SPEC`` allowed), built on ``planned_on`` (default ``scenario``). ``live_handoffs``: each stage's turnaround is the
     hand-off the run met between its tasks where it was measured (``handoff_<stage>`` of the live
     row), not the scenario's; each simulated row's ``handoff_<stage>`` is the mean turnaround it
     ran with. ``probe_speed``: each probed host runs at the speed the CPU probe measured around
