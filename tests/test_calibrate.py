@@ -335,6 +335,7 @@ def test_at_low_load_the_dispatch_delay_is_most_of_the_wait_and_simulation_match
     assert len(waits) == 3 and (waits["rel_error"] < 0.10).all(), errors.to_string()
 
 
+@pytest.mark.slow  # 25-33 s; sizes fitted and replayed stay in make test (the hand-off that grows with the item)
 def test_items_slow_at_every_stage_get_sizes_that_make_the_replay_match(tmp_path):
     """Items whose every service time is multiplied by their own size (log sd 0.5: a big upload
     is slow everywhere) queue in bursts that independent draws do not make. Calibrate finds the
