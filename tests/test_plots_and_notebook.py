@@ -156,6 +156,7 @@ def test_without_a_baseline_the_cheapest_planner_is_the_reference(results, tmp_p
     assert [t.get_text() for t in _axes(drawn["cost_vs_sla"], "zoom").texts] == ["clairvoyant"]
 
 
+@pytest.mark.slow  # a training run (16 s); the plot command's files stay in make test (test_plot_writes_png_and_svg)
 def test_the_cli_and_a_training_run_write_the_same_figures(tmp_path):
     """A training run's final evaluation and ``adaptflow plot`` on its results directory
     write the same files (both through plot_results)."""

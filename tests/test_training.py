@@ -530,6 +530,7 @@ def test_train_command_bar_tables_file_modes_and_resuming_a_finished_run(tmp_pat
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == files
 
 
+@pytest.mark.slow  # 16 s; resuming a killed run and a stopped one stay in make test
 def test_a_run_cut_short_in_its_final_evaluation_resumes_with_that_evaluation_only(tmp_path):
     """Training had ended (final_model.zip exists), the final evaluation had not: resuming runs
     the evaluation and never retrains from an older checkpoint (which overwrote the final model)."""
