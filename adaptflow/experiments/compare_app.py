@@ -152,13 +152,13 @@ def simulated_app_run(
     steal_speed: bool = False,
     planned_on: Scenario | None = None,
 ) -> list[dict[str, Any]]:
-    """The simulated rows of one live run (see the module docstring); ``spec`` is the planner
-    spec the run used (``LABEL@SPEC`` allowed), built on ``planned_on`` (default ``scenario``). ``live_handoffs``: each stage's turnaround is the
-    hand-off the run met between its tasks where it was measured (``handoff_<stage>`` of the live
-    row), not the scenario's; each simulated row's ``handoff_<stage>`` is the mean turnaround it
-    ran with. ``probe_speed``: each probed host runs at the speed the CPU probe measured around
-    the live run (:meth:`RunResult.speeds`; ``speed_<host>`` in the rows), not at the
-    calibration's: a measurement of the machine, not of the run's tasks or waits.
+    """The simulated rows of one live run (see the module docstring); ``spec``: the planner spec
+    the run used (``LABEL@SPEC`` allowed), built on ``planned_on`` (default ``scenario``).
+    ``live_handoffs``: each stage's turnaround the hand-off the run met between its tasks where
+    measured (``handoff_<stage>`` of the live row), not the scenario's; each simulated row's
+    ``handoff_<stage>`` is the mean turnaround it ran with. ``probe_speed``: each probed host at
+    the speed the CPU probe measured around the live run (:meth:`RunResult.speeds`;
+    ``speed_<host>`` in the rows): a measurement of the machine, not of the run's tasks or waits.
     ``steal_speed``: each host that kept its recording's steal at the speed the run's own steal
     gives (:meth:`RunResult.steal_speeds`; ``speed_<host>`` in the rows), instead of the probe's.
     ``live_speed``: one more row, :data:`LIVE_SPEED`, simulated with each host at the speed the
