@@ -321,5 +321,8 @@ def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that
     write_planner_scenario(tmp_path, parse_scenario(planned))  # as compare-app --out does
     assert pools(resimulate(tmp_path, parse_scenario(world), seeds=1)) == pytest.approx(as_ran)
     other = {**planned, "stages": {"ingest": {**planned["stages"]["ingest"], "next": None}}}
-    with pytest.raises(ValueError, match=r"--planner-scenario 'shop': stages \['ingest'\]; expected the stages"):
+    with pytest.raises(ValueError, match=r"--planner-scenario \('shop'\): stages \['ingest'\]; expected the stages"):
         resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(other))
+    write_planner_scenario(tmp_path, parse_scenario(other))
+    with pytest.raises(ValueError, match=r"the scenario compare-app kept, .*scenario\.yaml \('shop'\): stages"):
+        resimulate(tmp_path, parse_scenario(world), seeds=1)

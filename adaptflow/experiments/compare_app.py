@@ -218,14 +218,13 @@ def _at_live_speed(
     scenario: Scenario, aligned: Scenario, timing: dict[str, float], first: dict[str, Any],
     speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float, live_handoffs: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """The mean over ``seeds`` of ``aligned`` replayed (the planner built for ``scenario``, as
-    :func:`_seeds`) with each host at the speed at which the
-    simulation's services met the run's (:func:`~.live_speed.settle_speeds`, from ``first``,
-    the row simulated at ``speeds``) and each stage's service scaled by what that speed left
-    (:func:`~.live_speed.live_services`). ``speed_<host>``, ``speed_gap_<host>`` (the services'
-    remaining gap at that speed), ``speed_rounds`` (replays the search ran) and
-    ``scale_<stage>`` say which. ``live_handoffs``: every replay with the run's own hand-offs,
-    as the rows above it."""
+    """The mean over ``seeds`` of ``aligned`` replayed (the planner built on ``scenario``, as in
+    :func:`_seeds`) with each host at the speed at which the simulation's services met the
+    run's (:func:`~.live_speed.settle_speeds`, from ``first``, the row simulated at ``speeds``)
+    and each stage's service scaled by what that speed left (:func:`~.live_speed.live_services`).
+    ``speed_<host>``, ``speed_gap_<host>`` (the services' remaining gap at that speed),
+    ``speed_rounds`` (replays the search ran) and ``scale_<stage>`` say which.
+    ``live_handoffs``: every replay with the run's own hand-offs, as the rows above it."""
 
     def replay(at: dict[str, float], scales: dict[str, float] | None = None) -> dict[str, Any]:
         run = _replayed(aligned, at, timing, live_handoffs, scales)
@@ -402,13 +401,8 @@ def resimulate(
     replay another planner than the one that ran: on the example app erlang then held 5.4
     processes where its live runs held 8.7."""
     _check_seeds(seeds)
-    folder, spec = Path(folder), load_scenario(scenario)
-    planner_spec = spec
-    kept = folder / PLANNER_SCENARIO
-    if planned_on is None and kept.is_file():
-        planned_on = kept
-    if planned_on is not None:
-        spec, planner_spec = _planned_on(spec, load_scenario(planned_on))
+    folder = Path(folder)
+    spec, planner_spec = _planned_on(load_scenario(scenario), folder, planned_on)
     _check_speeds(spec, probe_speed, live_speed, steal_speed)
     table = _compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
@@ -432,19 +426,28 @@ def resimulate(
     return pd.DataFrame(rows)
 
 
-def _planned_on(world: Scenario, planned_on: Scenario) -> tuple[Scenario, Scenario]:
-    """``world`` with each stage's pool (``initial``, ``min``, ``max``) the one the live runs
+def _planned_on(world: Scenario, folder: Path, planned_on: str | Path | Scenario | None) -> tuple[Scenario, Scenario]:
+    """The world to simulate and the scenario to build the planners on, for :func:`resimulate`:
+    ``planned_on``, or the copy compare-app kept in ``folder``, or (neither) ``world`` for both.
+    Given one: ``world`` with each stage's pool (``initial``, ``min``, ``max``) the one the live runs
     started from and were bounded by, ``planned_on``'s, and ``planned_on`` itself, checked to
     describe the same workflow (the same stages and sources: a planner built for other stages
     cannot act on this world's). Why the pools: compare-app sets them from its ``--scenario``
     before each run, and a static planner keeps them; a world refitted from runs at the
     calibration's pools would replay runs held at 2 a stage at 1."""
+    kept = folder / PLANNER_SCENARIO
+    where = "--planner-scenario"
+    if planned_on is None and kept.is_file():
+        planned_on, where = kept, f"the scenario compare-app kept, {kept}"
+    if planned_on is None:
+        return world, world
+    planned_on = load_scenario(planned_on)
     for what, ours, theirs in (
         ("stages", world.stages, planned_on.stages), ("sources", world.sources, planned_on.sources)
     ):  # fmt: skip
         if sorted(ours) != sorted(theirs):
             raise ValueError(
-                f"--planner-scenario {planned_on.name!r}: {what} {sorted(theirs)}; expected the {what} of "
+                f"{where} ({planned_on.name!r}): {what} {sorted(theirs)}; expected the {what} of "
                 f"--scenario {world.name!r}, {sorted(ours)} (the scenario the live runs' planners were built for)"
             )
     data = world.model_dump(mode="json", by_alias=True)
