@@ -32,11 +32,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/adaptflow train configs/train/quickstart.yaml
 
-# Three processes: the live tests in one, one at a time (mostly waiting on their Celery workers),
-# the rest in two beside it on the two cores (tests/conftest.py; with two, a quarter of the
-# machine sat idle), each with one BLAS/OpenMP thread (more threads on two cores only contend).
+# Two processes: the live tests in one, one at a time, the rest beside them (tests/conftest.py),
+# each with one BLAS/OpenMP thread (two processes of two threads each on two cores only contend).
 test: lint redis
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 3 --dist loadgroup
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-slow: $(STAMP) redis
 	$(BIN)/python -m pytest -m slow

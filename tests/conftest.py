@@ -1,14 +1,13 @@
 """Shared fixtures: the live world's redis-server and Celery workers (tests/live_fixtures.py),
-and how `make test` shares the tests among three processes (pytest-xdist, ``--dist loadgroup``).
+and how `make test` shares the tests between two processes (pytest-xdist, ``--dist loadgroup``).
 
 Every test that needs the real redis-server is marked ``live`` and put in one group, so the live
 tests run one at a time in one process, as they would alone: they start real workers, kill
 them and restart Redis, and two of them at once would only measure each other. They spend most
-of their time waiting on those workers, so the other two processes have the two cores (with
-one other process, a quarter of the machine sat idle over make test). A test that
+of their time waiting on those workers, which leaves a core to the other process. A test that
 uses a module-scoped fixture (a trained model) is grouped by its module, so that fixture is built
 once, not once per process; modules that share one name the same group (``pytestmark``). Every
-other test is a unit of its own, so the processes end together: grouped whole, a module of
+other test is a unit of its own, so the two processes end together: grouped whole, a module of
 long independent tests (training, the queueing theory: 2-3 minutes each) kept one process busy
 after the other had run out of work.
 """
