@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from adaptflow.agents import (
     ControlLoop,
@@ -48,7 +47,7 @@ from adaptflow.runtime.live_run import (
 )
 from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
 from adaptflow.runtime.worker import WorkerProcess
-from adaptflow.scenario import Scenario, load_scenario, parse_scenario
+from adaptflow.scenario import Scenario, load_scenario, parse_scenario, save_scenario
 from adaptflow.simulator import Simulation
 
 
@@ -277,8 +276,7 @@ def compare_live(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     spec = as_live(scenario, time_scale)
-    path = workdir / f"{spec.name}.yaml"
-    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    path = save_scenario(spec, workdir / f"{spec.name}.yaml")
     common = {"seed": seed, "duration": duration, "interval": interval}
     rows = simulated_over_ticks(spec, planner, **common, phases=tick_phases)
     live_common = {**common, "time_scale": time_scale, "workdir": workdir}

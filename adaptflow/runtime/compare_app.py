@@ -38,10 +38,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
-import yaml
 from celery import Celery
 
-from adaptflow._io import atomic_write_text
 from adaptflow.agents import (
     Clock,
     ControlLoop,
@@ -57,7 +55,7 @@ from adaptflow.agents.analyzers import StandardAnalyzer
 from adaptflow.agents.coordinator import Transition
 from adaptflow.policies.guard import GuardedPlanner
 from adaptflow.policies.registry import check_trusted, split_label
-from adaptflow.scenario import Scenario, load_scenario
+from adaptflow.scenario import Scenario, load_scenario, save_scenario
 
 from .celery_app import redis_client
 from .fallback import FallbackPlanner, live_planner
@@ -571,8 +569,7 @@ def write_planner_scenario(folder: Path, scenario: Scenario) -> Path:
     """``scenario`` written to ``folder``/:data:`PLANNER_SCENARIO` (files it names, absolute).
     Why: a later ``resimulate`` on a refitted scenario must rebuild the planners that ran, on
     the scenario they read (erlang staffs for its stages' mean services), not on the new one."""
-    text = yaml.safe_dump(scenario.model_dump(mode="json", by_alias=True), sort_keys=False)
-    return atomic_write_text(folder / PLANNER_SCENARIO, text)
+    return save_scenario(scenario, folder / PLANNER_SCENARIO)
 
 
 def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str | Path | Scenario,

@@ -25,6 +25,7 @@ from .loading import (
     load_scenario,
     parse_scenario,
     resolve_scenario_path,
+    save_scenario,
     shipped_scenarios,
     shipped_scenarios_dir,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "resolve_scenario_path",
+    "save_scenario",
     "shipped_scenarios",
     "shipped_scenarios_dir",
 ]

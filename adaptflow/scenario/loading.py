@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
+from adaptflow._io import atomic_write_text
 from adaptflow._yaml import load_yaml_file
 
 from .base import ScenarioError
@@ -39,6 +41,12 @@ def resolve_scenario_path(name_or_path: str | Path) -> Path:
         f"scenario {str(name_or_path)!r} is neither a file nor a shipped scenario; "
         f"expected a path or one of: {', '.join(shipped_scenarios())}"
     )
+
+
+def save_scenario(scenario: Scenario, path: str | Path) -> Path:
+    """``scenario`` written to ``path`` (atomically) so that :func:`load_scenario` reads it back
+    the same: every field spelled out, the files it names by the absolute paths it resolved."""
+    return atomic_write_text(path, yaml.safe_dump(scenario.model_dump(mode="json", by_alias=True), sort_keys=False))
 
 
 def load_scenario(name_or_path: str | Path | Scenario, **overrides: Any) -> Scenario:
