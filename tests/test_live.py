@@ -358,6 +358,7 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
     scenario = load_scenario(scenario_path)
     started = workers.start(scenario_path, broker, {"ingest": 2, "fast": 1, "thorough": 1})
     names = {w.stage: w.name for w in started}
+    logs = {w.stage: w.log_path for w in started}
     app = app_for(scenario_path, broker)
     # Celery's consumer reconnects on kombu's fixed back-off, 2, 4, 6, 8 s apart (not
     # configurable): after a 3 s outage it is back 6 to 20 s after the kill, by when the Redis
@@ -400,10 +401,15 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
     assert_within_bounds(records, scenario, measured=False)
     assert_within_bounds(records[-1:], scenario)  # and by the end the measured pools are back within them
     # the pools were kept through the outage: the workers still run what the ledger says
-    seen: dict[str, list[int]] = {stage: [] for stage in result.final_pools}
     for stage, n in result.final_pools.items():
-        wait_for(lambda s=stage, n=n: seen[s].append(processes(app, names[s])) or seen[s][-1] == n, 8, 0.5,
-                 f"{stage} at {n} (seen {seen[stage]}, final pools {result.final_pools}, last record {records[-1]})")
+        seen: list[int] = []
+        try:
+            wait_for(lambda s=stage, n=n, seen=seen: seen.append(processes(app, names[s])) or seen[-1] == n, 8, 0.5)
+        except AssertionError:
+            pytest.fail(
+                f"{stage} listed {seen} processes, not {n}: final pools {result.final_pools}, "
+                f"last records {records[-3:]}; its log ends\n{logs[stage].read_text()[-3000:]}"
+            )
 
 
 @pytest.mark.live
