@@ -18,7 +18,7 @@ import pytest
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner, read_event_log
 from adaptflow.policies import StaticPlanner, ThresholdPlanner
 from adaptflow.runtime.celery_app import context_of
-from adaptflow.runtime.live import PoolState, WallClock
+from adaptflow.runtime.live import PoolLedger, PoolState, WallClock
 from adaptflow.runtime.live_run import build_loop, load_live_config, run_live
 from adaptflow.runtime.loadgen import arrival_trace, run_loadgen
 from adaptflow.scenario import load_scenario
@@ -59,16 +59,18 @@ def processes(app, worker: str) -> int:
     return len(stats[worker]["pool"]["processes"]) if worker in stats else -1
 
 
-def assert_within_bounds(records: list[dict], scenario, measured: bool = True) -> None:
+def assert_within_bounds(records: list[dict], scenario, measured: bool = True, beyond: bool = False) -> None:
     """Every applied plan within the scenario's bounds, and (``measured``) every pool as the
-    monitor reconciled it."""
+    monitor reconciled it. ``beyond``: an applied pool may exceed its bound when the monitor found
+    the worker running more than that (it is then being shrunk back), but never what was found."""
     for record in records:
         for stage, m in record["metrics"]["stages"].items():
             w = scenario.stages[stage].workers
             assert not measured or max(1, w.min) <= m["target"] <= w.max, (stage, m["target"], record["time"])
         for stage, n in record["applied"]["workers"].items():
-            w = scenario.stages[stage].workers
-            assert max(1, w.min) <= n <= w.max, (stage, n)
+            w, found = scenario.stages[stage].workers, record["metrics"]["stages"][stage]["target"]
+            top = max(w.max, found) if beyond else w.max
+            assert max(1, w.min) <= n <= top, (stage, n, found, record["time"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,8 +359,7 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
     scenario_path = write_scenario(tmp_path, PIPELINE)
     scenario = load_scenario(scenario_path)
     started = workers.start(scenario_path, broker, {"ingest": 2, "fast": 1, "thorough": 1})
-    names = {w.stage: w.name for w in started}
-    logs = {w.stage: w.log_path for w in started}
+    names, logs = {w.stage: w.name for w in started}, {w.stage: w.log_path for w in started}
     app = app_for(scenario_path, broker)
     # Celery's consumer reconnects on kombu's fixed back-off, 2, 4, 6, 8 s apart (not
     # configurable): after a 3 s outage it is back 6 to 20 s after the kill, by when the Redis
@@ -375,10 +376,11 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
 
     killer = threading.Thread(target=outage)
     killer.start()
+    live = build_loop(app, names, interval=10, max_step=1)
     try:
         result = run_live(
             app, names, ThresholdPlanner(target=0.6, stabilization_window=30), StaticPlanner(),
-            interval=10, duration=160, max_step=1, event_log=tmp_path / "events.jsonl",
+            interval=10, duration=160, event_log=tmp_path / "events.jsonl", live=live,
         )  # fmt: skip
     finally:
         killer.join()
@@ -395,21 +397,26 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
     after = [r for r in records if r["decision_time"] > outage_seen.end]
     assert after and records[-1]["time"] >= 150
     assert any(r["metrics"]["completed"] > 0 for r in after)
-    # Every plan stays within bounds. The pool the monitor measures may not, for an interval: a
-    # pool_grow whose reply the outage lost counts as refused, is sent again, and the worker
-    # grows twice (measured: ingest at 5 on a max of 4); the next decision shrinks it back.
-    assert_within_bounds(records, scenario, measured=False)
-    assert_within_bounds(records[-1:], scenario)  # and by the end the measured pools are back within them
-    # the pools were kept through the outage: the workers still run what the ledger says
-    for stage, n in result.final_pools.items():
-        seen: list[int] = []
-        try:
-            wait_for(lambda s=stage, n=n, seen=seen: seen.append(processes(app, names[s])) or seen[-1] == n, 8, 0.5)
-        except AssertionError:
-            pytest.fail(
-                f"{stage} listed {seen} processes, not {n}: final pools {result.final_pools}, "
-                f"last records {records[-3:]}; its log ends\n{logs[stage].read_text()[-3000:]}"
-            )
+    # Every pool the executor set stays within bounds. The pool the worker runs may not, for a
+    # while: a resize command around a broker restart can take effect twice (kombu publishes a
+    # control message with retries), and the worker then runs more processes than the ledger
+    # applied (measured: ingest at 5 on a max of 4, with 5 tasks running at once). The monitor
+    # adopts that pool, and the executor shrinks it back as its processes go idle (a busy pool
+    # shrinks at later decisions): the applied pool is then above the bound, never above the pool
+    # the monitor found, and by the end the pools are back within their bounds.
+    assert_within_bounds(records, scenario, measured=False, beyond=True)
+    assert_within_bounds(records[-1:], scenario)
+    # The pools were kept through the outage: once settled (a resize at the last decision shows
+    # in the worker's process list a few seconds later), the monitor's reconciliation finds the
+    # workers running what the ledger says.
+    time.sleep(PoolLedger.SETTLE)
+    live.monitor.observe()
+    for stage, pool in live.ledger.pools.items():
+        listed = processes(app, names[stage])
+        assert listed == pool.target or (pool.lingering and listed > pool.target), (
+            f"{stage}: the worker lists {listed} processes, the ledger says {pool.target} (history "
+            f"{pool.history}); last records {records[-3:]}; its log ends\n{logs[stage].read_text()[-3000:]}"
+        )
 
 
 @pytest.mark.live

@@ -198,7 +198,8 @@ class PoolLedger:
             pool.set_target(listed, now)
         if measured > pool.target:
             log.warning(
-                "stage %s: %d tasks ran at once on a pool of %d; the worker was resized outside the executor",
+                "stage %s: %d tasks ran at once on a pool of %d; the worker was resized outside the executor "
+                "(or a resize ran twice: kombu publishes control messages with retries, around a broker restart)",
                 stage, measured, pool.target,
             )  # fmt: skip
             pool.set_target(measured, now)
