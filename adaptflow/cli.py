@@ -874,7 +874,8 @@ def _add_resimulate(commands: Any) -> None:
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
     rs.add_argument(
         "--planner-scenario", default=None, metavar="S",
-        help="the scenario the live runs' planners were built for (compare-app's --scenario; default --scenario)",
+        help="the scenario the live runs' planners were built for (compare-app's --scenario); default the copy "
+        "compare-app kept in the folder (scenario.yaml), else --scenario",
     )  # fmt: skip
     rs.add_argument("--simulate", type=int, default=3, metavar="SEEDS", help="seeds per run (3)")
     rs.add_argument("--probe-speed", action="store_true", help="each run at the speed its CPU probe measured")
