@@ -175,10 +175,12 @@ def test_end_to_end_loadgen_celery_monitor_planner_resizes_the_pool(broker: str,
     records = read_event_log(tmp_path / "events.jsonl")
     assert len(records) == len(result.transitions) >= 9
     assert {"plan", "applied", "metrics", "cost", "insights"} <= set(records[0])
-    # the planner saw an overloaded ingest stage and grew its pool one step per decision
-    ingest = [r["metrics"]["stages"]["ingest"]["target"] for r in records]
-    assert ingest[0] == 1 and max(ingest) >= 3, ingest
-    assert all(b - a <= 1 for a, b in itertools.pairwise(ingest))
+    # the planner saw an overloaded ingest stage and grew its pool one step per decision, from
+    # the 1 it started at (each record's pool is the one after its decision: the first decision
+    # can already see the load and grow, when a loaded machine starts the loop late)
+    ingest = [1] + [r["metrics"]["stages"]["ingest"]["target"] for r in records]
+    assert max(ingest) >= 3, ingest
+    assert all(b - a <= 1 for a, b in itertools.pairwise(ingest)), ingest
     # every clamp is in the log (the idle thorough stage asked for 0 processes, live minimum 1)
     assert any("thorough: 0 clamped to 1" in c for r in records for c in r["applied"]["clamps"])
     assert_within_bounds(records, scenario)
