@@ -159,7 +159,8 @@ def test_live_config_is_validated(tmp_path: Path) -> None:
 def test_end_to_end_loadgen_celery_monitor_planner_resizes_the_pool(broker: str, workers, tmp_path: Path) -> None:
     scenario_path = write_scenario(tmp_path, PIPELINE)
     scenario = load_scenario(scenario_path)
-    started = workers.start(scenario_path, broker, {"ingest": 1, "fast": 1, "thorough": 1})
+    initial = {"ingest": 1, "fast": 1, "thorough": 1}
+    started = workers.start(scenario_path, broker, initial)
     names = {w.stage: w.name for w in started}
     app = app_for(scenario_path, broker)
     planner = Flaky(ThresholdPlanner(target=0.6, stabilization_window=30), fail_at=3)
@@ -176,9 +177,9 @@ def test_end_to_end_loadgen_celery_monitor_planner_resizes_the_pool(broker: str,
     assert len(records) == len(result.transitions) >= 9
     assert {"plan", "applied", "metrics", "cost", "insights"} <= set(records[0])
     # the planner saw an overloaded ingest stage and grew its pool one step per decision, from
-    # the 1 it started at (each record's pool is the one after its decision: the first decision
-    # can already see the load and grow, when a loaded machine starts the loop late)
-    ingest = [1] + [r["metrics"]["stages"]["ingest"]["target"] for r in records]
+    # the pool it started at (each record's pool is the one after its decision: the first
+    # decision can already see the load and grow, when a loaded machine starts the loop late)
+    ingest = [initial["ingest"]] + [r["metrics"]["stages"]["ingest"]["target"] for r in records]
     assert max(ingest) >= 3, ingest
     assert all(b - a <= 1 for a, b in itertools.pairwise(ingest)), ingest
     # every clamp is in the log (the idle thorough stage asked for 0 processes, live minimum 1)
