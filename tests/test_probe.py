@@ -52,11 +52,16 @@ def hosted(folder: Path, probe: float | None) -> Path:
     return path
 
 
+BURST = [0.0] * 24
+"""Items sent at once: each turnaround but the last has the next item waiting, so the
+simulated rows read their hand-off as live would (at least MIN_GAPS backlogged gaps)."""
+
+
 def test_a_run_is_simulated_at_the_speed_its_probes_measured(tmp_path):
     """Probes reading twice the calibration's: the simulated visit and turnaround take half as
     long, and the rows say at what speed they ran. Without ``probe_speed``, as calibrated."""
     scenario = load_scenario(hosted(tmp_path, probe=1000.0))
-    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]})  # type: ignore[arg-type]
+    run = RunResult("static", [None] * 24, None, 20.0, 0, arrivals={"uploads": BURST})  # type: ignore[arg-type]
     run.probes = [1900.0, 2100.0]
     assert run.speeds(scenario) == {"vm": pytest.approx(2.0)}
     fast = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, probe_speed=True)[0]
@@ -70,13 +75,14 @@ def test_a_run_is_simulated_at_the_speed_its_probes_measured(tmp_path):
 
 
 def test_a_run_can_be_simulated_at_the_speed_its_own_tasks_met(tmp_path):
-    """Live tasks that took 0.4 s where the scenario says 0.2 (all CPU, one core, no queue): the
-    host's speed is read as 0.5 from them, and the run simulated at it serves in 0.4 s and
-    turns in 0.2; from a probed speed of 2 the same tasks read as 0.5 too (the step starts from
-    the speed simulated). A host none of whose stages was measured live keeps no speed."""
+    """Live tasks that took 0.4 s where the scenario says 0.2 (all CPU, one core, one process),
+    sent at once and run one after another 0.2 s apart: the host's speed is read as 0.5 from
+    them, and the run simulated at it serves in 0.4 s and turns in 0.2; from a probed speed of
+    2 the same tasks read as 0.5 too (the step starts from the speed simulated). A host none of
+    whose stages was measured live keeps no speed."""
     scenario = load_scenario(hosted(tmp_path, probe=1000.0))
-    attempts = {"work": [(t, t, t + 0.4, "node") for t in (0.0, 1.0, 2.0, 3.0)]}
-    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals={"uploads": [0.0, 1.0, 2.0, 3.0]}, attempts=attempts)  # type: ignore[arg-type]
+    attempts = {"work": [(0.0, 0.6 * i, 0.6 * i + 0.4, "node") for i in range(len(BURST))]}
+    run = RunResult("static", [None] * 24, None, 20.0, 0, arrivals={"uploads": BURST}, attempts=attempts)  # type: ignore[arg-type]
     plain, slow = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)
     assert plain["world"] == "simulated" and plain["service_work"] == pytest.approx(0.2)
     assert slow["world"] == LIVE_SPEED

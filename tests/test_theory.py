@@ -256,6 +256,34 @@ def test_a_hosts_turnaround_growth_sample_path(tmp_path):
     assert plain.stages["w"].waits == pytest.approx([0.0, 1.4]) and plain.counters().stages["w"].turnaround_sum == 1.0
 
 
+def test_the_turnarounds_begun_with_an_item_waiting_are_the_hand_offs_live_reads(tmp_path):
+    """Live reads a hand-off only where an item waited for the worker (runtime/live/handoff.py):
+    a gap with none waiting is idle time. One worker, service 1 s, turnaround 0.5 s, items at
+    0, 0.1 and 5: the first turnaround (1 to 1.5) has the second item waiting, the other two
+    have none. The simulated hand-off compared with live's is the mean of such turnarounds,
+    NaN below the MIN_GAPS live needs; at 40 items 0.1 s apart every one but the last waits."""
+    from adaptflow.experiments.compare_live import _backlogged_handoff
+    from adaptflow.runtime.live.handoff import MIN_GAPS
+
+    def run(times: list[float], name: str) -> Simulation:
+        spec = scenario(
+            {"w": stage(1, "deterministic", 1.0, turnaround=0.5)},
+            sources={"t": trace_source(tmp_path, times, "w", name=name)},
+            horizon=100.0,
+        )
+        sim = Simulation(spec, rng=0)
+        sim.run(100.0)
+        return sim
+
+    few = run([0.0, 0.1, 5.0], "few").counters().stages["w"]
+    assert few.turnaround_sum == pytest.approx(1.5)
+    assert (few.backlogged_turnaround_sum, few.backlogged_turnarounds) == (pytest.approx(0.5), 1)
+    assert np.isnan(_backlogged_handoff(few))  # one gap measures nothing, as live
+    many = run([0.1 * i for i in range(40)], "many").counters().stages["w"]
+    assert many.backlogged_turnarounds == 39 >= MIN_GAPS
+    assert _backlogged_handoff(many) == pytest.approx(0.5)
+
+
 def test_a_hosts_speed_sample_path(tmp_path):
     """A host at speed 2 (its CPU twice as fast as when the stage was calibrated): a 1 s service
     with CPU share 0.5 takes 0.5 s off the CPU plus 0.5 / 2 on it, a 0.5 s turnaround 0.25 s and

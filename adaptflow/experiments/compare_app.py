@@ -156,9 +156,10 @@ def simulated_app_run(
     the run used (``LABEL@SPEC`` allowed), built on ``planned_on`` (default ``scenario``).
     ``live_handoffs``: each stage's turnaround the hand-off the run met between its tasks where
     measured (``handoff_<stage>`` of the live row), not the scenario's; each simulated row's
-    ``handoff_<stage>`` is the mean turnaround it ran with. ``probe_speed``: each probed host at
-    the speed the CPU probe measured around the live run (:meth:`RunResult.speeds`;
-    ``speed_<host>`` in the rows): a measurement of the machine, not of the run's tasks or waits.
+    ``handoff_<stage>`` is the mean of its turnarounds begun with an item waiting (as live reads
+    it). ``probe_speed``: each probed host at the speed the CPU probe measured around the live
+    run (:meth:`RunResult.speeds`; ``speed_<host>`` in the rows): a measurement of the machine,
+    not of the run's tasks or waits.
     ``steal_speed``: each host that kept its recording's steal at the speed the run's own steal
     gives (:meth:`RunResult.steal_speeds`; ``speed_<host>`` in the rows), instead of the probe's.
     ``live_speed``: one more row, :data:`LIVE_SPEED`, simulated with each host at the speed the
@@ -244,7 +245,8 @@ def _at_live_speed(
 def _seeds(
     scenario: Scenario, replay: Scenario, spec: str, seeds: int, duration: float, interval: float
 ) -> pd.DataFrame:
-    """One simulated row per seed of ``replay`` (``handoff_<stage>``: the mean turnaround it ran with).
+    """One simulated row per seed of ``replay`` (``handoff_<stage>``: as live reads it, the mean of
+    the turnarounds begun with an item waiting).
 
     The planner and analyzer the live run had: built for the calibrated ``scenario``, not for
     the replay (a planner built for the replay would staff for its live hand-offs, which the

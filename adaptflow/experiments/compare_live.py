@@ -37,6 +37,7 @@ from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies import StaticPlanner
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.celery_app import context_of, make_app
+from adaptflow.runtime.live.handoff import MIN_GAPS
 from adaptflow.runtime.live_run import (
     LiveResult,
     build_loop,
@@ -49,6 +50,7 @@ from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
 from adaptflow.runtime.worker import WorkerProcess
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario, save_scenario
 from adaptflow.simulator import Simulation
+from adaptflow.simulator.metrics import StageCounters
 
 
 def live(config: str | Path, allow_pickle: bool = False, **overrides: Any) -> LiveResult:
@@ -155,7 +157,8 @@ def simulated(
     """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
     of :func:`_figures`, and each stage's mean wait, mean pool and mean service time per attempt
     (``mean_wait_<stage>``, ``mean_pool_<stage>``, ``service_<stage>``: a host's sharing
-    included; ``handoff_<stage>``: the mean turnaround per attempt, a host's growth included).
+    included; ``handoff_<stage>``: the mean turnaround begun with an item waiting, a host's growth
+    included, as a live run's is read: :func:`_backlogged_handoff`).
     ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
     for the scenario a live run had), reset at the start; then ``analyzer`` is needed too.
     ``analyzer``: the one to run with (reset at the start), e.g. the live run's own; default the
@@ -191,8 +194,22 @@ def simulated(
         stage = end.stages[name]
         attempts = stage.completed + stage.failures
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
-        figures[f"handoff_{name}"] = stage.turnaround_sum / attempts if attempts else float("nan")
+        figures[f"handoff_{name}"] = _backlogged_handoff(stage)
     return figures
+
+
+def _backlogged_handoff(stage: StageCounters) -> float:
+    """The stage's mean hand-off as live reads it off task events: the turnarounds begun with an
+    item waiting (with none waiting, the gap to the next task is idle time there, and not
+    counted), NaN below :data:`~adaptflow.runtime.live.handoff.MIN_GAPS` of them, as live. Why
+    not the mean of every turnaround: a turnaround that grows with the load differs when items
+    wait from when none does, so that mean is not the figure live reads (on replays of the
+    example app's runs, -13 to +26 % from this one per stage; docs/deploy.md). 0 where no
+    turnaround ran at all."""
+    if not stage.turnaround_sum:  # none ran (the stage has none): nothing between its tasks
+        return 0.0
+    n = stage.backlogged_turnarounds
+    return stage.backlogged_turnaround_sum / n if n >= MIN_GAPS else float("nan")
 
 
 def _live_figures(result: LiveResult, duration: float) -> dict[str, float]:

@@ -51,6 +51,10 @@ class StageCounters(NamedTuple):
     draining: int  # busy, retiring after their current item
     target: int  # where the pool is heading (ready, not retiring, plus starting)
     turnaround_sum: float  # seconds of turnaround begun (per attempt: / (completed + failures))
+    # those begun with an item waiting, and how many: the hand-offs a live worker's task events
+    # show (a gap with nothing waiting is idle time there; adaptflow.runtime.live.handoff)
+    backlogged_turnaround_sum: float
+    backlogged_turnarounds: int
 
 
 class Counters(NamedTuple):

@@ -175,6 +175,8 @@ class StageState:
         self.dispatch_contention, self.turnaround_contention = _contention(spec, host_spec)
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
+        # those begun with an item waiting, and their count: the gaps live can read (see _served)
+        self.backlogged_turnaround_sum, self.backlogged_turnarounds = 0.0, 0
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
@@ -331,6 +333,9 @@ class StageState:
             if self.growth is not None:
                 seconds *= self.growth.factor(self._host_processes())
             self.turnaround_sum += seconds
+            if self.queue:  # the next item waits for it: the gap a live worker's events show
+                self.backlogged_turnaround_sum += seconds  # (runtime/live/handoff.py counts only these)
+                self.backlogged_turnarounds += 1
             if self.handoff_host is not None:
                 self.handoff_host.handoff(1)
             Wakeup(self._env, seconds, None, self._turned_callback)
@@ -516,6 +521,8 @@ class StageState:
                 draining,
                 idle + busy - draining + starting,  # target (as the property)
                 self.turnaround_sum,
+                self.backlogged_turnaround_sum,
+                self.backlogged_turnarounds,
             ),
         )
 
