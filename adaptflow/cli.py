@@ -459,8 +459,14 @@ def _print_agreement(table: pd.DataFrame) -> None:
 
     title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
     judged = agreement(table)
-    diagnosed = bool(judged["at_live_speed"].notna().any()) if len(judged) else False
-    print_table(_console(), judged, AGREEMENT_COLUMNS + (AT_LIVE_SPEED_COLUMNS if diagnosed else ()), title)
+    if not len(judged):
+        return
+    diagnosed = bool(judged["at_live_speed"].notna().any())
+    columns = AGREEMENT_COLUMNS + (AT_LIVE_SPEED_COLUMNS if diagnosed else ())
+    whole, staged = judged[judged["stage"] == ""], judged[judged["stage"] != ""]
+    print_table(_console(), whole, columns, title)
+    if len(staged):  # a stage's cost is its pool times its price: the pool's gap is the cost's
+        print_table(_console(), staged, columns, "the same, per stage (mean wait; mean pool, the stage's cost)")
 
 
 def _resimulate(args: argparse.Namespace) -> int:

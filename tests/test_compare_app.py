@@ -201,6 +201,34 @@ def test_the_simulation_is_judged_against_the_spread_of_the_live_runs():
     )
 
 
+def test_each_stage_is_judged_too_its_wait_and_its_pool_the_stage_s_cost():
+    """Item 5 asks per stage: ``agreement`` judges each stage's mean wait and mean pool (its
+    worker cost over its price) as it judges the run's figures, after them, with the stage named;
+    a stage no run measured has no figure."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import agreement
+
+    def row(world: str, planner: str, wait_a: float, pool_b: float) -> dict:
+        return {"world": world, "planner": planner, "mean_wait": 1.0, "cost": 10.0, "mean_wait_a": wait_a,
+                "mean_pool_a": 2.0, "mean_wait_b": float("nan"), "mean_pool_b": pool_b}  # fmt: skip
+
+    table = pd.DataFrame([
+        row("live", "keda#1", 0.2, 3.0), row("simulated", "keda#1", 0.3, 3.1),
+        row("live", "keda#2", 0.4, 3.0), row("simulated", "keda#2", 0.5, 3.1),
+    ])  # fmt: skip
+    judged = agreement(table)
+    assert list(zip(judged.stage, judged.metric, strict=True)) == [
+        ("", "mean_wait"), ("", "cost"), ("a", "mean_wait_a"), ("a", "mean_pool_a"),
+        ("b", "mean_wait_b"), ("b", "mean_pool_b"),
+    ]  # fmt: skip
+    rows = judged.set_index("metric")
+    wait_a = rows.loc["mean_wait_a"]  # 0.4 simulated against runs at 0.2 and 0.4: a third long, in their range
+    assert wait_a["gap"] == pytest.approx(0.4 / 0.3 - 1) and wait_a["verdict"] == "inside the live range"
+    assert rows.loc["mean_pool_b", "gap"] == pytest.approx(0.1 / 3) and rows.loc["mean_pool_b", "verdict"] == "agrees"
+    assert rows.loc["mean_wait_b", "verdict"] == "no figure"
+
+
 def test_a_gap_is_put_down_to_the_runs_speed_only_where_the_run_at_its_own_speed_agrees():
     """With ``--live-speed``'s diagnosis rows, each gap the simulation did not agree on gets a
     cause: the run's speed where the diagnosis agrees or falls inside the live range, not the

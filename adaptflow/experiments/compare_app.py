@@ -481,6 +481,9 @@ def _compare_table(folder: Path) -> pd.DataFrame:
 
 AGREEMENT_METRICS = ("mean_wait", "p95_latency", "throughput", "cost")
 """What the simulation must predict of a live run (docs/deploy.md, step 5)."""
+STAGE_METRICS = ("mean_wait", "mean_pool")
+"""Judged per stage too (``mean_wait_<stage>``, ``mean_pool_<stage>``): a stage's worker cost is
+its mean pool times its price, so the pool's gap is the stage's cost gap."""
 TOLERANCE = 0.10
 """A simulation this close (relative) to the live runs' mean agrees with them."""
 
@@ -489,7 +492,9 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
     """Simulation against live per planner and metric, over the live runs of each planner
     (``compare-app --repeat``: runs labelled ``LABEL#k`` are one planner's).
 
-    Columns: ``live`` (the runs' mean), ``live_min``, ``live_max``, ``live_ci`` (half the 95 %
+    One row per planner and figure: the run's (:data:`AGREEMENT_METRICS`, ``stage`` empty), then
+    each stage's (:data:`STAGE_METRICS`, ``metric`` ``mean_wait_<stage>`` and so on) where the
+    table has them. Columns: ``live`` (the runs' mean), ``live_min``, ``live_max``, ``live_ci`` (half the 95 %
     Student-t interval of that mean; NaN for one run), ``simulated`` (the mean of the runs'
     ``simulated`` rows, each on its run's arrivals), ``gap`` (simulated over live, minus 1) and
     ``verdict``: ``agrees`` (within ``tolerance``), ``inside the live range`` (no nearer the
@@ -512,18 +517,24 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
         runs = live[base[live.index] == planner]
         predicted = simulated_rows[base[simulated_rows.index] == planner]
         diagnosed = at_speed_rows[base[at_speed_rows.index] == planner]
-        for metric in AGREEMENT_METRICS:
-            if metric not in table:
-                continue
+        for stage, metric in _judged(table):
             values = runs[metric].to_numpy(float)
             figures = _against(values, float(predicted[metric].mean()), tolerance)
             at_speed = _against(values, float(diagnosed[metric].mean()), tolerance)
             rows.append({
-                "planner": planner, "metric": metric, "runs": len(runs), **figures,
+                "planner": planner, "stage": stage, "metric": metric, "runs": len(runs), **figures,
                 "at_live_speed": at_speed["simulated"], "gap_at_live_speed": at_speed["gap"],
                 "verdict_at_live_speed": at_speed["verdict"], "cause": _cause(figures["verdict"], at_speed["verdict"]),
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _judged(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(stage, column) of every figure :func:`agreement` judges that ``table`` has: the run's
+    (stage ``""``), then each stage's :data:`STAGE_METRICS`, stages in the table's order."""
+    stages = [c.removeprefix("mean_wait_") for c in table.columns if c.startswith("mean_wait_")]
+    whole = [("", m) for m in AGREEMENT_METRICS if m in table]
+    return whole + [(s, f"{m}_{s}") for s in stages for m in STAGE_METRICS if f"{m}_{s}" in table]
 
 
 def _cause(verdict: str, at_live_speed: str) -> str:
@@ -557,6 +568,7 @@ __all__ = [
     "DRIFT",
     "LIVE_SPEED",
     "MAX_SEEDS",
+    "STAGE_METRICS",
     "TOLERANCE",
     "agreement",
     "compare_app_with_simulation",
