@@ -466,7 +466,7 @@ def _print_agreement(table: pd.DataFrame) -> None:
     whole, staged = judged[judged["stage"] == ""], judged[judged["stage"] != ""]
     print_table(_console(), whole, columns, title)
     if len(staged):  # a stage's cost is its pool times its price: the pool's gap is the cost's
-        print_table(_console(), staged, columns, "the same, per stage (mean wait; mean pool, the stage's cost)")
+        print_table(_console(), staged, columns, "the same, per stage (its mean pool: its cost)")
 
 
 def _resimulate(args: argparse.Namespace) -> int:

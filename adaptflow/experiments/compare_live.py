@@ -156,7 +156,8 @@ def simulated(
 ) -> dict[str, float]:
     """The planner through the Coordinator in simulation, on the trace of ``seed``: the figures
     of :func:`_figures`, and each stage's mean wait, mean pool and mean service time per attempt
-    (``mean_wait_<stage>``, ``mean_pool_<stage>``, ``service_<stage>``: a host's sharing
+    (``mean_wait_<stage>``, ``p95_wait_<stage>``, ``throughput_<stage>``: attempts finished per
+    second, ``mean_pool_<stage>``, ``service_<stage>``: a host's sharing
     included; ``handoff_<stage>``: the mean turnaround begun with an item waiting, a host's growth
     included, as a live run's is read: :func:`_backlogged_handoff`).
     ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
@@ -190,10 +191,12 @@ def simulated(
     figures["mean_pool"] *= duration / span
     for name, ws in stage_waits.items():  # each stage's, as compare-app's live rows have them (mean_pool_<stage>)
         figures[f"mean_wait_{name}"] = float(np.mean(ws)) if len(ws) else float("nan")
+        figures[f"p95_wait_{name}"] = float(np.percentile(ws, 95)) if len(ws) else float("nan")
         figures[f"mean_pool_{name}"] = sum(s.snapshot.stages[name].worker_seconds for s in steps) / span
         stage = end.stages[name]
         attempts = stage.completed + stage.failures
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
+        figures[f"throughput_{name}"] = attempts / duration if duration > 0 else float("nan")
         figures[f"handoff_{name}"] = _backlogged_handoff(stage)
     return figures
 

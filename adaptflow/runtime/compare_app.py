@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 from celery import Celery
 
@@ -328,17 +329,22 @@ class RunResult:
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         """Each stage's mean service per attempt (``service_<stage>``: started to finished, as
-        Celery's events stamp them) and mean hand-off between tasks (``handoff_<stage>``:
+        Celery's events stamp them), mean hand-off between tasks (``handoff_<stage>``:
         :func:`~.live.handoff.mean_handoff`, with the stage's dispatch delay as the time a sent
-        task takes to be ready); NaN where there is nothing to tell (no attempt; too few
-        backlogged gaps)."""
+        task takes to be ready), 95th percentile of its attempts' waits (``p95_wait_<stage>``:
+        sent to started) and attempts finished per second of the run (``throughput_<stage>``, a
+        failed one too); NaN where there is nothing to tell (no attempt; too few backlogged
+        gaps)."""
         row = {}
         for name, stage in scenario.stages.items():
             attempts = self.attempts.get(name, [])
             spans = [finish - start for _, start, finish, _ in attempts]
+            waits = [start - enter for enter, start, _, _ in attempts]
             handoff = mean_handoff(attempts, stage.dispatch_mean())
             row[f"service_{name}"] = math.fsum(spans) / len(spans) if spans else math.nan
             row[f"handoff_{name}"] = math.nan if handoff is None else handoff
+            row[f"p95_wait_{name}"] = float(np.percentile(waits, 95)) if waits else math.nan
+            row[f"throughput_{name}"] = len(attempts) / self.seconds if self.seconds > 0 else math.nan
         return row
 
 
