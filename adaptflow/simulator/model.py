@@ -175,8 +175,7 @@ class StageState:
         self.dispatch_contention, self.turnaround_contention = _contention(spec, host_spec)
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
-        # those begun with an item waiting, and their count: the gaps live can read (see _served)
-        self.backlogged_turnaround_sum, self.backlogged_turnarounds = 0.0, 0
+        self.backlogged_turnaround_sum, self.backlogged_turnarounds = 0.0, 0  # begun with an item waiting
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
