@@ -532,10 +532,14 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
 
 def _judged(table: pd.DataFrame) -> list[tuple[str, str]]:
     """(stage, column) of every figure :func:`agreement` judges that ``table`` has: the run's
-    (stage ``""``), then each stage's :data:`STAGE_METRICS`, stages in the table's order."""
+    (stage ``""``), then each stage's :data:`STAGE_METRICS` that some live run measured (a table
+    of an older compare-app has no ``p95_wait_<stage>``: its replays' alone would be rows of no
+    figure), stages in the table's order."""
     stages = [c.removeprefix("mean_wait_") for c in table.columns if c.startswith("mean_wait_")]
+    live = table[table["world"] == "live"]
     whole = [("", m) for m in AGREEMENT_METRICS if m in table]
-    return whole + [(s, f"{m}_{s}") for s in stages for m in STAGE_METRICS if f"{m}_{s}" in table]
+    staged = [(s, f"{m}_{s}") for s in stages for m in STAGE_METRICS]
+    return whole + [(s, c) for s, c in staged if c in live and live[c].notna().any()]
 
 
 def _cause(verdict: str, at_live_speed: str) -> str:
