@@ -61,7 +61,7 @@ def test_a_run_is_simulated_at_the_speed_its_probes_measured(tmp_path):
     """Probes reading twice the calibration's: the simulated visit and turnaround take half as
     long, and the rows say at what speed they ran. Without ``probe_speed``, as calibrated."""
     scenario = load_scenario(hosted(tmp_path, probe=1000.0))
-    run = RunResult("static", [None] * 24, None, 20.0, 0, arrivals={"uploads": BURST})  # type: ignore[arg-type]
+    run = RunResult("static", [None] * len(BURST), None, 20.0, 0, arrivals={"uploads": BURST})  # type: ignore[arg-type]
     run.probes = [1900.0, 2100.0]
     assert run.speeds(scenario) == {"vm": pytest.approx(2.0)}
     fast = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, probe_speed=True)[0]
@@ -82,7 +82,7 @@ def test_a_run_can_be_simulated_at_the_speed_its_own_tasks_met(tmp_path):
     whose stages was measured live keeps no speed."""
     scenario = load_scenario(hosted(tmp_path, probe=1000.0))
     attempts = {"work": [(0.0, 0.6 * i, 0.6 * i + 0.4, "node") for i in range(len(BURST))]}
-    run = RunResult("static", [None] * 24, None, 20.0, 0, arrivals={"uploads": BURST}, attempts=attempts)  # type: ignore[arg-type]
+    run = RunResult("static", [None] * len(BURST), None, 20.0, 0, arrivals={"uploads": BURST}, attempts=attempts)  # type: ignore[arg-type]
     plain, slow = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, live_speed=True)
     assert plain["world"] == "simulated" and plain["service_work"] == pytest.approx(0.2)
     assert slow["world"] == LIVE_SPEED

@@ -37,7 +37,7 @@ from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies import StaticPlanner
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.celery_app import context_of, make_app
-from adaptflow.runtime.live.handoff import MIN_GAPS
+from adaptflow.runtime.live.handoff import mean_of_gaps
 from adaptflow.runtime.live_run import (
     LiveResult,
     build_loop,
@@ -204,15 +204,15 @@ def simulated(
 def _backlogged_handoff(stage: StageCounters) -> float:
     """The stage's mean hand-off as live reads it off task events: the turnarounds begun with an
     item waiting (with none waiting, the gap to the next task is idle time there, and not
-    counted), NaN below :data:`~adaptflow.runtime.live.handoff.MIN_GAPS` of them, as live. Why
-    not the mean of every turnaround: a turnaround that grows with the load differs when items
-    wait from when none does, so that mean is not the figure live reads (on replays of the
-    example app's runs, -13 to +26 % from this one per stage; docs/deploy.md). 0 where no
-    turnaround ran at all."""
+    counted), NaN below :data:`~adaptflow.runtime.live.handoff.MIN_GAPS` of them, by live's own
+    rule (:func:`~adaptflow.runtime.live.handoff.mean_of_gaps`). Why not the mean of every
+    turnaround: a turnaround that grows with the load differs when items wait from when none
+    does, so that mean is not the figure live reads (on replays of the example app's runs, -13
+    to +26 % from this one per stage; docs/deploy.md). 0 where no turnaround ran at all."""
     if not stage.turnaround_sum:  # none ran (the stage has none): nothing between its tasks
         return 0.0
-    n = stage.backlogged_turnarounds
-    return stage.backlogged_turnaround_sum / n if n >= MIN_GAPS else float("nan")
+    mean = mean_of_gaps(stage.backlogged_turnaround_sum, stage.backlogged_turnarounds)
+    return float("nan") if mean is None else mean
 
 
 def _live_figures(result: LiveResult, duration: float) -> dict[str, float]:

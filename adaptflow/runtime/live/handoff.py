@@ -55,7 +55,13 @@ def timed_gaps(attempts: Iterable[Attempt], dispatch: float = 0.0) -> list[tuple
 def mean_handoff(attempts: Iterable[Attempt], dispatch: float = 0.0) -> float | None:
     """The mean of :func:`backlogged_gaps`; None when fewer than :data:`MIN_GAPS` were seen."""
     gaps = backlogged_gaps(attempts, dispatch)
-    return sum(gaps) / len(gaps) if len(gaps) >= MIN_GAPS else None
+    return mean_of_gaps(sum(gaps), len(gaps))
 
 
-__all__ = ["MIN_GAPS", "Attempt", "backlogged_gaps", "mean_handoff", "timed_gaps"]
+def mean_of_gaps(total: float, count: int) -> float | None:
+    """``count`` backlogged gaps of ``total`` seconds as a hand-off: their mean, or None below
+    :data:`MIN_GAPS` (the simulation reads its backlogged turnarounds by the same rule)."""
+    return total / count if count >= MIN_GAPS else None
+
+
+__all__ = ["MIN_GAPS", "Attempt", "backlogged_gaps", "mean_handoff", "mean_of_gaps", "timed_gaps"]
