@@ -833,7 +833,11 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument("--planners", required=True, help="comma-separated planner specs, LABEL@SPEC to name one")
     ca.add_argument("--interval", type=float, default=5.0, help="seconds between decisions (5)")
     ca.add_argument("--drain", type=float, default=60.0, help="seconds to keep deciding after the producer ends")
-    ca.add_argument("--out", default=None, help="directory for each run's event log and compare_app.csv")
+    ca.add_argument(
+        "--out", default=None,
+        help="directory for compare_app.csv, each run's event log and the run kept as a recording (LABEL.recording: "
+        "adaptflow calibrate reads it)",
+    )  # fmt: skip
     ca.add_argument("--settle", type=float, default=120.0, help="seconds to wait for an idle app before a run")
     ca.add_argument("--limit", type=float, default=3600.0, help="longest run in seconds")
     ca.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")

@@ -677,3 +677,55 @@ def test_a_pool_no_line_names_is_the_most_tasks_seen_running_at_once(tmp_path):
     spec = load_scenario(result.scenario)
     assert {s: spec.stages[s].workers.initial for s in TRUTH} == dict.fromkeys(TRUTH, 3)
     assert any("its pool is taken as the 3 tasks seen running at once" in w for w in result.report["warnings"])
+
+
+def test_each_wait_is_split_into_the_brokers_part_and_the_workers(tmp_path):
+    """``task-received`` splits a wait (sent to started) into the time the message sat in the
+    broker and the time the worker held it; a retry is an attempt of its own, a task the
+    mapping does not place is left out, and a recording without ``task-received`` says so."""
+    from adaptflow.runtime.calibrate.report import render_markdown
+    from adaptflow.runtime.calibrate.waits import wait_split
+
+    def task(uuid, name, queue, sent, received, started, parent=None, root=None):
+        ids = {"uuid": uuid, "root_id": root or uuid} | ({"parent_id": parent} if parent else {})
+        return [
+            {"type": "task-sent", "timestamp": ORIGIN + sent, "name": name, "queue": queue, **ids},
+            {"type": "task-received", "timestamp": ORIGIN + received, "name": name, "hostname": f"{queue}@box", **ids},
+            {"type": "task-started", "timestamp": ORIGIN + started, "hostname": f"{queue}@box", **ids},
+            {"type": "task-succeeded", "timestamp": ORIGIN + started + 0.1, "hostname": f"{queue}@box", **ids},
+        ]
+
+    lines = task("a", "etl.parse", "parse", 1.0, 1.5, 1.6) + task("b", "etl.parse", "parse", 2.0, 2.1, 2.4)
+    lines += task("c", "etl.check", "check", 1.7, 1.9, 1.95, parent="a", root="a")
+    lines += task("d", "etl.other", "elsewhere", 3.0, 3.5, 3.6)  # no stage: not counted
+    lines = sorted(lines, key=lambda e: e["timestamp"])
+    recording = read_recording(write_recording(tmp_path / "rec", lines, horizon=10.0))
+    split = wait_split(recording)
+    assert list(split) == list(recording.mapping.stages)[:2] == ["check", "parse"]  # the mapping file's order
+    assert split["parse"]["attempts"] == 2 and split["check"]["attempts"] == 1
+    assert split["parse"]["broker_mean"] == pytest.approx((0.5 + 0.1) / 2)
+    assert split["parse"]["worker_mean"] == pytest.approx((0.1 + 0.3) / 2)
+    assert split["check"]["broker_mean"] == pytest.approx(0.2) and split["check"]["worker_p95"] == pytest.approx(0.05)
+    assert split["parse"]["broker_p95"] == pytest.approx(0.5 - 0.05 * 0.4)  # numpy's linear 95th of 0.1, 0.5
+    # a retry: sent, received and started again; each attempt split on its own
+    retried = task("e", "etl.parse", "parse", 5.0, 5.2, 5.3)[:3]
+    retried += [{"type": "task-retried", "timestamp": ORIGIN + 5.4, "uuid": "e", "hostname": "parse@box"}]
+    retried += task("e", "etl.parse", "parse", 6.0, 7.0, 7.5)
+    recording = read_recording(write_recording(tmp_path / "retry", retried, horizon=10.0))
+    assert wait_split(recording)["parse"]["attempts"] == 2
+    assert wait_split(recording)["parse"]["broker_mean"] == pytest.approx((0.2 + 1.0) / 2)
+    # without task-received there is nothing to split, and the report says why
+    plain = [e for e in lines if e["type"] != "task-received"]
+    recording = read_recording(write_recording(tmp_path / "plain", plain, horizon=10.0))
+    assert wait_split(recording) == {}
+    result = calibrate(tmp_path / "plain", tmp_path / "out" / "plain.yaml")
+    assert "has no task-received events to split its waits" in render_markdown(result.report)
+    assert result.report["wait_split"] == {}
+
+
+def test_the_fit_report_carries_the_split_of_the_waits(recorded):
+    """On the synthetic recording (no task-received: its queue waits start at task-sent) the
+    report has the section, empty, and says why."""
+    _, result = recorded
+    assert result.report["wait_split"] == {}
+    assert "## Where the waits went" in result.report_md.read_text()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 
 import pytest
 
+from adaptflow.runtime.calibrate import calibrate, read_recording
 from adaptflow.runtime.compare_app import compare_on_app
 from adaptflow.scenario import load_scenario, parse_scenario
 
@@ -92,6 +94,23 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
         assert sim[f"throughput_{stage}"] == pytest.approx(live[f"throughput_{stage}"], rel=0.10), stage
     # the scenario the planners were built on, kept for a later resimulate on a refitted one
     assert load_scenario(tmp_path / "scenario.yaml") == parse_scenario(SCENARIO)
+    # the run kept as a recording, read and calibrated as adaptflow record's are
+    kept = read_recording(tmp_path / "static.recording")
+    kinds = Counter(event["type"] for event in kept.events)
+    visits = 3 * ORDERS  # every order visits each stage once: each task was sent, received, started, succeeded
+    assert [kinds[f"task-{kind}"] for kind in ("sent", "received", "started", "succeeded")] == [visits] * 4
+    held = dict.fromkeys(SCENARIO["stages"], 1)  # static: each decision saw the pools it was given
+    assert len(kept.pools) == live["decisions"] and all(pools == held for _, pools in kept.pools)
+    assert 0 <= kept.meta["steal"] < 1 and kept.meta["stopped"] > kept.meta["started"]
+    calibration = calibrate(tmp_path / "static.recording", tmp_path / "calibrated.yaml")
+    assert load_scenario(calibration.scenario).stages["enrich"].service.expected() == pytest.approx(
+        live["service_enrich"], rel=0.1
+    )
+    # each wait split where it went: enrich's queue sat in the broker (a prefetch of one), and
+    # the two parts add up to the wait the live row measured
+    split = calibration.report["wait_split"]["enrich"]
+    assert split["attempts"] == ORDERS and split["broker_mean"] > 10 * split["worker_mean"]
+    assert split["broker_mean"] + split["worker_mean"] == pytest.approx(live["mean_wait_enrich"], rel=0.01)
 
 
 def test_a_source_no_arrival_came_from_is_left_out_of_the_replay(tmp_path):

@@ -73,9 +73,9 @@ from .live import (
 from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff
 from .live.mapping import AppMapping, load_mapping
-from .live.system import app_system
+from .live.system import EventSource, app_system
 from .probe import cpu_probe, cpu_ticks, speed_against, steal_share
-from .record import load_app, require_broker
+from .record import RunRecording, load_app, require_broker
 from .worker import expand_node
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class AppUnderTest:
     mapping: AppMapping
     scenario: Scenario
     inspect_timeout: float = 2.0
+    spec: str = ""  # MODULE:APP, as a run's recording names the app
 
     @property
     def workers(self) -> dict[str, str]:
@@ -394,7 +395,7 @@ class _Parts:
     tap: RunTap
 
 
-def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: EventStream, until: float) -> _Parts:
+def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: EventSource, until: float) -> _Parts:
     scenario = target.scenario
     guarded, primary, analyzer = live_planner(spec, scenario, interval, FALLBACK)
     timeout = target.inspect_timeout
@@ -415,9 +416,11 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     probes = [cpu_probe()] if target.scenario.probed else []  # the machine's speed, on the idle app
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", split_label(spec)[0])
     logs = settings.event_log_dir
+    kept = RunRecording(logs / f"{label}.recording", target.mapping, target.app, target.spec, probes) if logs else None
     stream = EventStream(target.app).start()  # receiving before anything is produced
+    transitions: list[Transition] = []
     try:
-        parts = _coordinator(target, spec, settings.interval, stream, settings.limit)
+        parts = _coordinator(target, spec, settings.interval, kept.tee(stream) if kept else stream, settings.limit)
         run_clock = RunClock(parts.clock, settings.limit)
         producer_log = logs / f"{label}.producer.log" if logs else None
         ticks = cpu_ticks()
@@ -428,6 +431,8 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
         steal = steal_share(ticks, cpu_ticks())
     finally:
         stream.stop()
+        if kept is not None:  # the run's pools and queues too, as a recording's samples hold them
+            kept.close(_samples(transitions, parts.clock.start) if transitions else [], list(stream.gaps), probes)
     if probes:  # after the run has drained: the mean of both stands for the run
         probes.append(cpu_probe())
     seconds = transitions[-1].snapshot.time if transitions else 0.0
@@ -436,6 +441,19 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     return RunResult(
         label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes, steal
     )
+
+
+def _samples(transitions: list[Transition], origin: float) -> list[tuple[float, dict[str, int], dict[str, int]]]:
+    """Each decision's pools (processes serving) and queue lengths, at its wall time, as the
+    monitor saw them: a run recording's ``adaptflow-pools`` and ``adaptflow-queues`` lines."""
+    return [
+        (
+            origin + t.snapshot.time,
+            {name: stage.active for name, stage in t.snapshot.stages.items()},
+            {name: stage.queue_length for name, stage in t.snapshot.stages.items()},
+        )
+        for t in transitions
+    ]
 
 
 def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: Path | None) -> list[Transition]:
@@ -539,7 +557,9 @@ def compare_on_app(
     """Each planner's live run on the user's app ``app_spec`` (``MODULE:APP``), on the arrivals
     the command ``produce`` submits (the same each run: the producer must be reproducible, e.g.
     seeded), one row each (see :func:`figures`); with ``event_log_dir``, each run's event log
-    (``LABEL.jsonl``), its producer's output and ``compare_app.csv`` are written there.
+    (``LABEL.jsonl``), its producer's output, the run kept as a recording (``LABEL.recording``,
+    :class:`~.record.RunRecording`: ``adaptflow calibrate`` reads it) and ``compare_app.csv`` are
+    written there.
 
     Every spec and setting is checked before the first run; an ``sb3:`` planner (a pickled
     model) is refused unless ``allow_pickle``. ``after_run``: rows to add after each run's own
@@ -599,4 +619,4 @@ def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str |
         live_planner(spec, the_scenario, interval, FALLBACK)  # feed, fails before the first run, not after it
     app = load_app(app_spec)
     require_broker(app)
-    return AppUnderTest(app, the_mapping, the_scenario, inspect_timeout)
+    return AppUnderTest(app, the_mapping, the_scenario, inspect_timeout, app_spec)

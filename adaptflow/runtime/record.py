@@ -28,10 +28,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
@@ -39,9 +41,10 @@ from adaptflow._io import atomic_write_text, package_versions
 from adaptflow._yaml import load_yaml_file
 
 from .celery_app import redis_client
-from .live.events import EventStream
+from .live.events import EventStream, Gap
 from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
+from .live.system import EventSource
 from .probe import cpu_probe, cpu_ticks, steal_share
 
 log = logging.getLogger(__name__)
@@ -162,7 +165,7 @@ class Recorder:
             self.task_events += str(event.get("type", "")).startswith("task-")
         for gap in list(self.stream.gaps)[self._gaps_written :]:
             if gap.end is not None:
-                self._line(out, {"type": "adaptflow-gap", "start": gap.start, "end": gap.end, "reason": gap.reason})
+                self._line(out, gap_line(gap))
                 self._gaps_written += 1
         out.flush()
 
@@ -179,8 +182,82 @@ class Recorder:
             self._line(out, {"type": "adaptflow-queues", "timestamp": now, "queues": queues})
 
     def _line(self, out: IO[str], obj: dict[str, Any]) -> None:
-        out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        out.write(event_line(obj))
         self.events += 1
+
+
+class RunRecording:
+    """A live run kept as a recording (see the module docstring), for ``compare-app``: the
+    mapping and the header first; the events as the run's monitor drains them (:meth:`tee`);
+    at :meth:`close`, each decision's pools and queue lengths as the monitor saw them, the
+    stream's gaps, and the header's stop time, probes and steal.
+
+    Why: a compared run is a recording of the app at that run's load and pools, which the
+    run's figures alone (``compare_app.csv``: means per stage) do not replace. ``adaptflow
+    calibrate`` reads it as it reads ``adaptflow record``'s, and its ``task-received`` events
+    split each task's wait into the broker's part (sent to received) and the worker's (received
+    to started): on the example app the downstream stages' waits doubled from 5 to 10 held
+    processes at saturation and did not move at two thirds of the load (docs/deploy.md), which
+    a run's means cannot tell apart. Bounded as the run is: by its ``limit``."""
+
+    def __init__(self, out_dir: Path, mapping: AppMapping, app: Celery, spec: str, probes: list[float]):
+        out_dir.mkdir(parents=True, exist_ok=True)  # a run again under its label replaces it, as its event log
+        text = yaml.safe_dump(mapping.model_dump(mode="json", by_alias=True), sort_keys=False)  # its stages' order
+        atomic_write_text(out_dir / "mapping.yaml", text)
+        self.out_dir, self.app, self.spec, self.probes = out_dir, app, spec, list(probes)
+        self.started, self.ticks = time.time(), cpu_ticks()
+        _write_header(out_dir, spec, app, self.started, None, self.probes, self.ticks)
+        self._out = (out_dir / "events.jsonl").open("w", encoding="utf-8")
+        self.events = 0
+
+    def tee(self, stream: EventStream) -> EventSource:
+        """``stream``, each batch it drains also appended here."""
+        return _TeeStream(stream, self)
+
+    def write(self, lines: list[dict[str, Any]]) -> None:
+        """Append ``lines`` (events, or adaptflow's own lines) and flush them to the file."""
+        self._out.writelines(event_line(line) for line in lines)
+        self._out.flush()
+        self.events += len(lines)
+
+    def close(self, samples: list[tuple[float, dict[str, int], dict[str, int]]], gaps: list[Gap],
+              probes: list[float]) -> None:  # fmt: skip
+        """The run's samples (wall time, each stage's processes, its queue length), its gaps
+        that ended, then the header with the stop time, ``probes`` and the run's steal."""
+        self.write([{"type": "adaptflow-pools", "timestamp": t, "pools": pools} for t, pools, _ in samples])
+        self.write([{"type": "adaptflow-queues", "timestamp": t, "queues": queues} for t, _, queues in samples])
+        self.write([gap_line(g) for g in gaps if g.end is not None])
+        self._out.close()
+        steal = steal_share(self.ticks, cpu_ticks())
+        _write_header(self.out_dir, self.spec, self.app, self.started, time.time(), probes, self.ticks, steal)
+
+
+class _TeeStream:
+    """An :class:`EventStream` seen through its :class:`~.live.system.EventSource` side, each
+    drained batch also appended to a :class:`RunRecording` (a view, not a second receiver: the
+    buffer and the gaps are the stream's)."""
+
+    def __init__(self, stream: EventStream, recording: RunRecording):
+        self.stream, self.recording = stream, recording
+
+    @property
+    def gaps(self) -> Iterable[Gap]:
+        return self.stream.gaps
+
+    def drain(self) -> list[dict[str, Any]]:
+        events = self.stream.drain()
+        self.recording.write(events)
+        return events
+
+
+def event_line(obj: dict[str, Any]) -> str:
+    """One line of ``events.jsonl``: compact JSON and a newline."""
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
+def gap_line(gap: Gap) -> dict[str, Any]:
+    """An ended gap of the event stream as the ``adaptflow-gap`` line of ``events.jsonl``."""
+    return {"type": "adaptflow-gap", "start": gap.start, "end": gap.end, "reason": gap.reason}
 
 
 def record(

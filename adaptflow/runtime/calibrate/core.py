@@ -44,6 +44,7 @@ from .recording import Recording, read_recording
 from .report import ASSUMPTIONS, render_markdown
 from .sizes import ItemSizes, fit_sizes
 from .timeline import StageObs, Timeline, build_timeline
+from .waits import wait_split
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def calibrate(
         given = parse_cores(cores, recording.meta.get("host"))
     host_fit = _fit_hosts(timeline, given)
     fitted = fit(recording, timeline, rate_bin, host_fit)
+    fitted["report"]["wait_split"] = wait_split(recording)  # a diagnosis beside the fit, not part of it
     paths = _paths(out, fitted["trace"])
     fitted["scenario"]["name"] = fitted["rate_scenario"]["name"] = _name(out.stem)
     fitted["rate_scenario"]["name"] += "_rate"

@@ -214,6 +214,23 @@ def _contention_lines(contention: dict[str, Any]) -> list[str]:
     return [*rows, ""]
 
 
+def _wait_split_rows(split: dict[str, Any]) -> list[str]:
+    """Each stage's waits in two parts (:mod:`.waits`); a line saying why there is no table."""
+    if not split:
+        return ["No attempt was sent, received and started: the recording has no task-received events to split "
+                "its waits by (a worker that does not send them)."]  # fmt: skip
+    rows = [
+        "| stage | attempts | sent to received s: mean (p95) | received to started s: mean (p95) |",
+        "|---|---|---|---|",
+    ]
+    for name, s in split.items():
+        rows.append(
+            f"| {name} | {s['attempts']:,} | {_num(s['broker_mean'])} ({_num(s['broker_p95'])}) "
+            f"| {_num(s['worker_mean'])} ({_num(s['worker_p95'])}) |"
+        )
+    return rows
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The fit report as Markdown: the recording, then one table per part of the fit."""
     rec = report["recording"]
@@ -240,6 +257,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Pools, failures, waits",
         *_stage_rows(report["stages"]),
+        "",
+        "## Where the waits went: in the broker (sent to received), in the worker (received to started)",
+        *_wait_split_rows(report.get("wait_split", {})),
         "",
         "## Routes",
         *_route_rows(report["routes"]),

@@ -12,9 +12,9 @@ Two systems:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from celery import Celery
@@ -22,10 +22,20 @@ from celery import Celery
 from adaptflow.scenario.schema import Scenario
 
 from ..celery_app import context_of, redis_client
-from .events import EventStream, Gap
+from .events import Gap
 from .fold import Record
 from .mapping import AppMapping
 from .translate import EventTranslator
+
+
+class EventSource(Protocol):
+    """Where a user's app's events are read: an :class:`~.events.EventStream`, or a view of one
+    that also keeps them (``compare-app``'s run recording, :class:`adaptflow.runtime.record.RunRecording`)."""
+
+    @property
+    def gaps(self) -> Iterable[Gap]: ...
+
+    def drain(self) -> list[dict[str, Any]]: ...
 
 
 class RecordSource(Protocol):
@@ -81,7 +91,7 @@ class StreamRecords:
 class CeleryEventRecords:
     """Celery's task events, drained from an :class:`EventStream` and translated."""
 
-    def __init__(self, stream: EventStream, translator: EventTranslator):
+    def __init__(self, stream: EventSource, translator: EventTranslator):
         self.stream, self.translator = stream, translator
 
     def read(self) -> list[Record]:
@@ -106,7 +116,7 @@ def builtin_system(app: Celery) -> LiveSystem:
     )
 
 
-def app_system(app: Celery, mapping: AppMapping, scenario: Scenario, stream: EventStream) -> LiveSystem:
+def app_system(app: Celery, mapping: AppMapping, scenario: Scenario, stream: EventSource) -> LiveSystem:
     """A user's app: its events through ``mapping`` (whose stages must be the scenario's), its
     queues' lengths from its Redis broker. The scenario (calibrated from a recording, or written
     by hand) is what the planner reasons about: its stages, sources, SLA and costs."""
