@@ -420,21 +420,23 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     stream = EventStream(target.app).start()  # receiving before anything is produced
     transitions: list[Transition] = []
     try:
-        parts = _coordinator(target, spec, settings.interval, kept.tee(stream) if kept else stream, settings.limit)
-        run_clock = RunClock(parts.clock, settings.limit)
-        producer_log = logs / f"{label}.producer.log" if logs else None
-        ticks = cpu_ticks()
-        with Producer(settings.produce, producer_log, settings.cwd, settings.env) as producer:
-            watch = EndWatch(parts.monitor, run_clock, producer, settings.drain)
-            loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
-            transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
-        steal = steal_share(ticks, cpu_ticks())
-    finally:
-        stream.stop()
-        if kept is not None:  # the run's pools and queues too, as a recording's samples hold them
+        try:
+            parts = _coordinator(target, spec, settings.interval, kept.tee(stream) if kept else stream, settings.limit)
+            run_clock = RunClock(parts.clock, settings.limit)
+            producer_log = logs / f"{label}.producer.log" if logs else None
+            ticks = cpu_ticks()
+            with Producer(settings.produce, producer_log, settings.cwd, settings.env) as producer:
+                watch = EndWatch(parts.monitor, run_clock, producer, settings.drain)
+                loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
+                transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
+            steal = steal_share(ticks, cpu_ticks())
+        finally:
+            stream.stop()
+        if probes:  # after the run has drained: the mean of both stands for the run
+            probes.append(cpu_probe())
+    finally:  # the run's pools and queues too, as a recording's samples hold them; and its probes
+        if kept is not None:
             kept.close(_samples(transitions, parts.clock.start) if transitions else [], list(stream.gaps), probes)
-    if probes:  # after the run has drained: the mean of both stands for the run
-        probes.append(cpu_probe())
     seconds = transitions[-1].snapshot.time if transitions else 0.0
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
     tap = parts.tap
