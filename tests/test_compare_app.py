@@ -345,7 +345,8 @@ def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that
     calibration's 1 a stage. The live planners are rebuilt on the scenario they ran with: static
     keeps 2 a stage, and erlang staffs for the 0.1 s it was given, not the world's 0.3 s (it
     would hold more). Without ``--planner-scenario``, the copy compare-app kept beside the runs
-    is the one. A planner scenario of other stages is refused."""
+    is the one. The runs are costed as they were live, by the planner scenario's SLA and prices.
+    A planner scenario of other stages is refused."""
     import copy
 
     import pandas as pd
@@ -377,6 +378,22 @@ def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that
     assert as_ran["erlang#1"] < rebuilt["erlang#1"] - 0.5, (as_ran, rebuilt)
     write_planner_scenario(tmp_path, parse_scenario(planned))  # as compare-app --out does
     assert pools(resimulate(tmp_path, parse_scenario(world), seeds=1)) == pytest.approx(as_ran)
+    # the runs' accounting, not the world's: a world calibrated afresh carries calibrate's SLA (30 s)
+    # and prices (1 a second); the live rows were costed by the planner scenario's
+    priced = {**planned, "sla": {"latency": 1.0}}
+    priced["stages"] = {name: {**stage, "workers": {**stage["workers"], "cost_per_second": 3.0}}
+                        for name, stage in planned["stages"].items()}  # fmt: skip
+    accounted = {**world, "sla": priced["sla"]}
+    accounted["stages"] = {name: {**stage, "workers": {**stage["workers"], "cost_per_second": 3.0}}
+                           for name, stage in world["stages"].items()}  # fmt: skip
+    figures = ["cost", "sla_violation_rate", "mean_wait", "mean_pool"]
+    judged = resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(priced))
+    by_hand = resimulate(tmp_path, parse_scenario(accounted), seeds=1, planned_on=parse_scenario(priced))
+    simulated = judged["world"] == "simulated"
+    pd.testing.assert_frame_equal(judged.loc[simulated, figures], by_hand.loc[simulated, figures])
+    unpriced = resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(planned))
+    assert (judged.loc[simulated, "cost"] > 2.5 * unpriced.loc[simulated, "cost"]).all()
+    assert (judged.loc[simulated, "sla_violation_rate"] > unpriced.loc[simulated, "sla_violation_rate"]).all()
     other = {**planned, "stages": {"ingest": {**planned["stages"]["ingest"], "next": None}}}
     with pytest.raises(ValueError, match=r"--planner-scenario \('shop'\): stages \['ingest'\]; expected the stages"):
         resimulate(tmp_path, parse_scenario(world), seeds=1, planned_on=parse_scenario(other))

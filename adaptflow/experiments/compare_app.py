@@ -436,7 +436,11 @@ def _planned_on(world: Scenario, folder: Path, planned_on: str | Path | Scenario
     describe the same workflow (the same stages and sources: a planner built for other stages
     cannot act on this world's). Why the pools: compare-app sets them from its ``--scenario``
     before each run, and a static planner keeps them; a world refitted from runs at the
-    calibration's pools would replay runs held at 2 a stage at 1."""
+    calibration's pools would replay runs held at 2 a stage at 1. The runs' accounting too:
+    ``planned_on``'s SLA and each stage's ``cost_per_second``, by which the live rows were
+    costed: a world is a description of the machine, and one calibrated afresh carries
+    ``calibrate``'s defaults (an SLA of 30 s where the runs were judged at 2 s simulated the
+    example app's runs 45-58 % cheap on that alone)."""
     kept = folder / PLANNER_SCENARIO
     where = "--planner-scenario"
     if planned_on is None and kept.is_file():
@@ -453,8 +457,10 @@ def _planned_on(world: Scenario, folder: Path, planned_on: str | Path | Scenario
                 f"--scenario {world.name!r}, {sorted(ours)} (the scenario the live runs' planners were built for)"
             )
     data = world.model_dump(mode="json", by_alias=True)
+    data["sla"] = planned_on.sla.model_dump(mode="json")
     for name, stage in planned_on.stages.items():
-        data["stages"][name]["workers"].update(stage.workers.model_dump(mode="json", include={"initial", "min", "max"}))
+        kept_fields = {"initial", "min", "max", "cost_per_second"}
+        data["stages"][name]["workers"].update(stage.workers.model_dump(mode="json", include=kept_fields))
     return parse_scenario(data), planned_on
 
 
