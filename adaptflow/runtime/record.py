@@ -196,9 +196,9 @@ class RunRecording:
     run's figures alone (``compare_app.csv``: means per stage) do not replace. ``adaptflow
     calibrate`` reads it as it reads ``adaptflow record``'s, and its ``task-received`` events
     split each task's wait into the broker's part (sent to received) and the worker's (received
-    to started): on the example app the downstream stages' waits doubled from 5 to 10 held
-    processes at saturation and did not move at two thirds of the load (docs/deploy.md), which
-    a run's means cannot tell apart. Bounded as the run is: by its ``limit``."""
+    to started), which a run's means cannot tell apart: on the example app they told that a run
+    whose downstream waits doubled had its hand-overs slowed with its services, by the machine
+    of that minute (docs/deploy.md). Bounded as the run is: by its ``limit``."""
 
     def __init__(self, out_dir: Path, mapping: AppMapping, app: Celery, spec: str, probes: list[float]):
         out_dir.mkdir(parents=True, exist_ok=True)  # a run again under its label replaces it, as its event log

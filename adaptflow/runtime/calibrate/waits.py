@@ -11,9 +11,10 @@ takes a message only for a free slot, so the first part is the queue and the sec
 worker's own hand-over.
 
 Why it is reported: the two parts grow with different things, and a scenario's dispatch delay
-and queue mean one each. On the example app the downstream stages' waits at saturation doubled
-from 5 to 10 held processes and did not move at two thirds of the load (docs/deploy.md); only the
-split says whether the messages queued longer or the workers handed them over more slowly.
+and queue mean one each; only the split says whether the messages queued longer or the workers
+handed them over more slowly. On the example app, a run at 10 processes whose downstream waits
+doubled against one at 5 had both: the hand-overs 1.7-2.6 times as long, with services twice as
+long, in a slow minute of a shared VM (docs/deploy.md).
 A recording without ``task-received`` events (a worker that does not send them) has no split.
 """
 
