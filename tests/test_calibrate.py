@@ -714,6 +714,10 @@ def test_each_wait_is_split_into_the_brokers_part_and_the_workers(tmp_path):
     recording = read_recording(write_recording(tmp_path / "retry", retried, horizon=10.0))
     assert wait_split(recording)["parse"]["attempts"] == 2
     assert wait_split(recording)["parse"]["broker_mean"] == pytest.approx((0.2 + 1.0) / 2)
+    # a worker's task-received stamped before the publisher's task-sent (two processes' clocks) still counts
+    skewed = sorted(lines + task("f", "etl.parse", "parse", 8.0, 7.999, 8.1), key=lambda e: e["timestamp"])
+    recording = read_recording(write_recording(tmp_path / "skewed", skewed, horizon=10.0))
+    assert wait_split(recording)["parse"]["attempts"] == 3
     # without task-received there is nothing to split, and the report says why
     plain = [e for e in lines if e["type"] != "task-received"]
     recording = read_recording(write_recording(tmp_path / "plain", plain, horizon=10.0))

@@ -45,12 +45,15 @@ def wait_split(recording: Recording) -> dict[str, dict[str, Any]]:
             if uuid not in stage_of:
                 queue = event.get("queue") or event.get("routing_key")
                 stage_of[uuid] = recording.mapping.stage_of(queue, event.get("name") or "", event.get("hostname"))
-            pending[uuid] = {"sent": t}
-        elif kind == "task-received" and uuid in pending:
-            pending[uuid].setdefault("received", t)
+            early = pending.get(uuid, {})  # a worker's task-received stamped before the publisher's task-sent
+            pending[uuid] = {"sent": t} | (
+                {"received": early["received"]} if "received" in early and "sent" not in early else {}
+            )
+        elif kind == "task-received":
+            pending.setdefault(uuid, {}).setdefault("received", t)
         elif kind == "task-started":
             attempt, stage = pending.pop(uuid, {}), stage_of.get(uuid)
-            if stage is not None and "received" in attempt:
+            if stage is not None and "sent" in attempt and "received" in attempt:
                 parts.setdefault(stage, []).append((attempt["received"] - attempt["sent"], t - attempt["received"]))
     return {stage: _summary(np.asarray(parts[stage])) for stage in recording.mapping.stages if stage in parts}
 
