@@ -204,9 +204,9 @@ class RunRecording:
         out_dir.mkdir(parents=True, exist_ok=True)  # a run again under its label replaces it, as its event log
         text = yaml.safe_dump(mapping.model_dump(mode="json", by_alias=True), sort_keys=False)  # its stages' order
         atomic_write_text(out_dir / "mapping.yaml", text)
-        self.out_dir, self.app, self.spec, self.probes = out_dir, app, spec, list(probes)
+        self.out_dir, self.app, self.spec = out_dir, app, spec
         self.started, self.ticks = time.time(), cpu_ticks()
-        _write_header(out_dir, spec, app, self.started, None, self.probes, self.ticks)
+        _write_header(out_dir, spec, app, self.started, None, list(probes), self.ticks)
         self._out = (out_dir / "events.jsonl").open("w", encoding="utf-8")
         self.events = 0
 
