@@ -714,10 +714,18 @@ def test_each_wait_is_split_into_the_brokers_part_and_the_workers(tmp_path):
     recording = read_recording(write_recording(tmp_path / "retry", retried, horizon=10.0))
     assert wait_split(recording)["parse"]["attempts"] == 2
     assert wait_split(recording)["parse"]["broker_mean"] == pytest.approx((0.2 + 1.0) / 2)
-    # a worker's task-received stamped before the publisher's task-sent (two processes' clocks) still counts
-    skewed = sorted(lines + task("f", "etl.parse", "parse", 8.0, 7.999, 8.1), key=lambda e: e["timestamp"])
+    # Celery stamps task-sent after the publish returns: an idle worker's received, and even its
+    # started, can come first (the first order of a live run); such an attempt still counts
+    early = task("f", "etl.parse", "parse", 8.0, 7.999, 7.9995) + task("g", "etl.parse", "parse", 9.0, 8.99, 9.1)
+    skewed = sorted(lines + early, key=lambda e: e["timestamp"])
     recording = read_recording(write_recording(tmp_path / "skewed", skewed, horizon=10.0))
+    assert wait_split(recording)["parse"]["attempts"] == 4
+    # a redelivery (received and started again, never sent again) is no attempt of its own
+    again = [{**e, "timestamp": e["timestamp"] + 1.0} for e in task("h", "etl.parse", "parse", 0, 3.0, 3.2)[1:3]]
+    redelivered = sorted(lines + task("h", "etl.parse", "parse", 2.5, 3.0, 3.2) + again, key=lambda e: e["timestamp"])
+    recording = read_recording(write_recording(tmp_path / "redelivered", redelivered, horizon=10.0))
     assert wait_split(recording)["parse"]["attempts"] == 3
+    assert wait_split(recording)["parse"]["broker_mean"] == pytest.approx((0.5 + 0.1 + 0.5) / 3)
     # without task-received there is nothing to split, and the report says why
     plain = [e for e in lines if e["type"] != "task-received"]
     recording = read_recording(write_recording(tmp_path / "plain", plain, horizon=10.0))

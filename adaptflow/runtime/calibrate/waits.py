@@ -31,37 +31,66 @@ PARTS = ("broker", "worker")
 
 
 def wait_split(recording: Recording) -> dict[str, dict[str, Any]]:
-    """Each mapped stage's attempts that were sent, received and started (a worker's received
-    stamped a moment before its publisher's sent still pairs with it): how many (``attempts``),
-    and each part's mean and 95th percentile in seconds (``broker_mean``, ``broker_p95``,
-    ``worker_mean``, ``worker_p95``). A retry is an attempt of its own (sent again, received
-    again). Stages with no such attempt are left out."""
+    """Each mapped stage's attempts that were sent, received and started: how many
+    (``attempts``), and each part's mean and 95th percentile in seconds (``broker_mean``,
+    ``broker_p95``, ``worker_mean``, ``worker_p95``). A retry is an attempt of its own (sent
+    again, received again); a redelivery (received again, not sent again) is left out. Stages
+    with no such attempt are left out.
+
+    Why the events are paired per task and not read in time order: Celery stamps ``task-sent``
+    after the publish returns (``celery/app/amqp.py``), so an idle worker can receive, and even
+    start, a task before its publisher stamps it sent."""
     parts: dict[str, list[tuple[float, float]]] = {}
-    stage_of: dict[str, str | None] = {}  # task id -> its stage, from the message that sent it
-    pending: dict[str, dict[str, float]] = {}  # task id -> this attempt's sent and received times
-    for event in sorted(_task_events(recording), key=lambda e: float(e["timestamp"])):
-        uuid, kind, t = event["uuid"], event["type"], float(event["timestamp"])
-        if kind == "task-sent":
-            if uuid not in stage_of:
-                queue = event.get("queue") or event.get("routing_key")
-                stage_of[uuid] = recording.mapping.stage_of(queue, event.get("name") or "", event.get("hostname"))
-            early = pending.get(uuid, {})  # a worker's task-received stamped before the publisher's task-sent
-            pending[uuid] = {"sent": t} | (
-                {"received": early["received"]} if "received" in early and "sent" not in early else {}
-            )
-        elif kind == "task-received":
-            pending.setdefault(uuid, {}).setdefault("received", t)
-        elif kind == "task-started":
-            attempt, stage = pending.pop(uuid, {}), stage_of.get(uuid)
-            if stage is not None and "sent" in attempt and "received" in attempt:
-                parts.setdefault(stage, []).append((attempt["received"] - attempt["sent"], t - attempt["received"]))
+    for task in _tasks(recording).values():
+        stage = recording.mapping.stage_of(task["queue"], task["name"], task["hostname"])
+        if stage is None:
+            continue
+        for sent, received, started in _attempts(task["task-sent"], task["task-received"], task["task-started"]):
+            parts.setdefault(stage, []).append((received - sent, started - received))
     return {stage: _summary(np.asarray(parts[stage])) for stage in recording.mapping.stages if stage in parts}
 
 
-def _task_events(recording: Recording) -> list[dict[str, Any]]:
-    """The events that split a wait (their timestamps the reader has checked: finite numbers)."""
+def _tasks(recording: Recording) -> dict[str, dict[str, Any]]:
+    """Each sent task id's sent, received and started times (sorted), and where its first
+    ``task-sent`` placed it (queue, name, hostname), as the translator places a task."""
     kinds = ("task-sent", "task-received", "task-started")
-    return [e for e in recording.events if e.get("type") in kinds and e.get("uuid")]
+    tasks: dict[str, dict[str, Any]] = {}
+    blank = {"queue": None, "name": "", "hostname": None}
+    for event in recording.events:  # the reader has checked each timestamp: a finite number
+        if event.get("type") not in kinds or not event.get("uuid"):
+            continue
+        task = tasks.setdefault(event["uuid"], {kind: [] for kind in kinds} | blank)
+        if event["type"] == "task-sent" and not task["task-sent"]:
+            queue = event.get("queue") or event.get("routing_key")
+            task |= {"queue": queue, "name": event.get("name") or "", "hostname": event.get("hostname")}
+        task[event["type"]].append(float(event["timestamp"]))
+    sent = {uuid: task for uuid, task in tasks.items() if task["task-sent"]}
+    return {uuid: task | {kind: sorted(task[kind]) for kind in kinds} for uuid, task in sent.items()}
+
+
+def _attempts(sent: list[float], received: list[float], started: list[float]) -> list[tuple[float, float, float]]:
+    """One task's attempts as (sent, received, started), each list sorted. Each start pairs with
+    the latest receipt at or before it (one worker's clock) not paired yet. A receipt pairs with
+    the sent of the same rank when the task was sent as often as received (a retry is sent and
+    received again, each in turn), else with the latest unpaired sent at or before it (a
+    recording begun mid-task, a redelivery: nothing is invented)."""
+    sent_of: dict[int, float] = {}  # receipt's rank -> its sent
+    if len(sent) == len(received):
+        sent_of = dict(enumerate(sent))
+    else:
+        free = list(sent)
+        for rank, r in enumerate(received):
+            earlier = [s for s in free if s <= r]
+            if earlier:
+                sent_of[rank] = free.pop(free.index(earlier[-1]))
+    attempts, paired = [], set()
+    for t in started:
+        ranks = [rank for rank, r in enumerate(received) if r <= t and rank not in paired]
+        if ranks:
+            paired.add(ranks[-1])
+            if ranks[-1] in sent_of:
+                attempts.append((sent_of[ranks[-1]], received[ranks[-1]], t))
+    return attempts
 
 
 def _summary(pairs: np.ndarray) -> dict[str, Any]:
