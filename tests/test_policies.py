@@ -27,6 +27,7 @@ from adaptflow.policies import (
     ClairvoyantPlanner,
     ErlangPlanner,
     QualityThresholdPlanner,
+    StaticPlanner,
     ThresholdPlanner,
     staff,
     visit_ratios,
@@ -246,6 +247,26 @@ def test_fixed_staffing_variant_keeps_the_pools():
     initial = {n: s.workers.initial for n, s in spec.stages.items()}
     assert all(snap == initial for snap in log)  # no pool ever changed, over a whole episode
     assert row["escapes"] < run_episode(spec, make_planner("static", spec, 30.0)[0], seed=3)["escapes"]
+
+
+def test_a_static_pool_holds_every_stage_at_that_many_workers():
+    """``static:pool=2`` asks every stage for two workers (``workers`` overrides a stage), each
+    decision of a whole episode; a pool below one is refused when the planner is built."""
+    from adaptflow.experiments.evaluation import run_episode
+    from adaptflow.policies.registry import make_planner
+
+    spec = load_scenario("quality_drift")
+    planner, _ = make_planner("static:pool=2", spec, 30.0)
+    log = []
+    row = run_episode(spec, _Recording(planner, log), seed=3, interval=30.0)
+    assert row["decisions"] == len(log) > 2 and log[0] != dict.fromkeys(spec.stages, 2)  # the scenario's first
+    assert all(targets == dict.fromkeys(spec.stages, 2) for targets in log[1:])
+    assert StaticPlanner(workers={"ingest": 5}, pool=2).plan(drift_snapshot(4), HIGH_BAD).workers == {
+        **dict.fromkeys(drift_snapshot(4).stages, 2),
+        "ingest": 5,
+    }
+    with pytest.raises(ValueError, match="static pool 0: expected a whole number of workers of at least 1"):
+        make_planner("static:pool=0", spec, 30.0)
 
 
 class _Recording:

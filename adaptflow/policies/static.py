@@ -7,11 +7,25 @@ from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner
 
 class StaticPlanner(Planner):
     """Always asks for the same workers per stage (and the same splits). Stages and splits it
-    does not name keep whatever they have: ``StaticPlanner()`` holds the scenario as declared."""
+    does not name keep whatever they have: ``StaticPlanner()`` holds the scenario as declared.
 
-    def __init__(self, workers: dict[str, int] | None = None, splits: dict[str, dict[str | None, float]] | None = None):
+    ``pool`` asks every stage ``workers`` does not name for that many workers (the spec
+    ``static:pool=2``): why it exists is the held runs a sim-to-real comparison needs at more than
+    one pool size, interleaved in one ``compare-app --repeat`` (``p1@static:pool=1,p2@static:pool=2``)
+    so the machine's drift between minutes falls on both sizes alike."""
+
+    def __init__(
+        self,
+        workers: dict[str, int] | None = None,
+        splits: dict[str, dict[str | None, float]] | None = None,
+        pool: int | None = None,
+    ):
+        if pool is not None and pool < 1:
+            raise ValueError(f"static pool {pool!r}: expected a whole number of workers of at least 1")
         self.workers = dict(workers or {})
         self.splits = {k: dict(v) for k, v in (splits or {}).items()}
+        self.pool = pool
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
-        return Plan(workers=dict(self.workers), splits={k: dict(v) for k, v in self.splits.items()})
+        held = dict.fromkeys(snapshot.stages, self.pool) if self.pool is not None else {}
+        return Plan(workers=held | self.workers, splits={k: dict(v) for k, v in self.splits.items()})
