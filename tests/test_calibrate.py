@@ -463,6 +463,30 @@ def test_hand_offs_and_turnarounds_that_slow_with_the_busy_processes_are_fitted_
     assert without["rel_error"].max() > 0.10, without.to_string()
 
 
+def test_a_hand_off_sent_from_another_host_is_read_against_its_own_hosts_processes(tmp_path):
+    """A stage placed on a host without the stage that sends it its tasks: each hand-off is read
+    against that host's busy processes, its sender (elsewhere) neither counted nor taken off
+    them. (Taken off, the count read -1 and stopped calibrate on a live recording whose host fit
+    had placed two of the five stages.)"""
+    from adaptflow.runtime.calibrate.contention import busy_counter, fit_contention, sender_spans, stage_samples
+    from adaptflow.runtime.calibrate.sizes import fit_sizes
+
+    app = SyntheticApp(seed=21, horizon=900.0, dispatch=0.1, turnaround=0.05, contention=0.6,
+                       cpu={"parse": 1.0, "check": 0.5}, cores=1.0)  # fmt: skip
+    events = [  # as live, each parse task sends its check a few milliseconds before it succeeds
+        {**e, "timestamp": e["timestamp"] + 0.003} if e["type"] == "task-succeeded" and "parse" in e["hostname"] else e
+        for e in app.run()
+    ]
+    recording = read_recording(write_recording(tmp_path / "rec", events, MAPPING, horizon=900.0))
+    timeline, hosted = build_timeline(recording), ["check", "write"]  # parse, which sends to check, is not
+    sizes, obs = fit_sizes(timeline), timeline.stages["check"]
+    busy = busy_counter([timeline.stages[name] for name in hosted])
+    samples = stage_samples(recording, obs, "check", sizes, busy, sender_spans(timeline, hosted))
+    assert all(len(count) > 30 and count.min() == 0 and count.max() >= 1 for _, count in samples)
+    fit = fit_contention(recording, timeline, {name: {"host": "box", "cpu": 0.5} for name in hosted}, sizes)
+    assert list(fit.stages) == hosted and fit.report["check"]["dispatch"]["samples"] > 30
+
+
 def test_cores_shared_by_the_stages_are_fitted_and_predict_a_bigger_pool(tmp_path):
     """The three stages' processes share one core (parse all CPU work, check half, write none:
     a sleep). Recorded with one process per stage, ``--cores box=1`` recovers each stage's CPU

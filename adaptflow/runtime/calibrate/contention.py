@@ -19,7 +19,7 @@ they differ, alike in two recordings (parse's turnaround 0.09-0.14, write's 0.40
 
 The fit, from a recording: every hand-off (the wait of a visit that found an idle process,
 divided by its item's size) with ``b`` at its enter, less the task that sent it if that one is
-still running then (Celery's ``task-sent`` comes a few milliseconds before the sender's
+still running then on the same host (Celery's ``task-sent`` comes a few milliseconds before the sender's
 ``task-succeeded``; the simulator's sender has finished), and every turnaround gap with ``b``
 just after its finish. Then, per stage and kind, ``log y = a + log(1 + c * b)`` by least
 squares (``a`` profiled out), its 95 % interval where the likelihood ratio crosses chi-square's
@@ -99,9 +99,12 @@ def _between(opens: list[float], closes: list[float]) -> CountAt:
     return count
 
 
-def sender_spans(timeline: Timeline) -> dict[str, tuple[float, float]]:
-    """The (start, finish) of the attempt that sent each task: its item's visit before it."""
-    span = {k: (start, finish) for obs in timeline.stages.values() for _, start, finish, k in obs.attempt_times}
+def sender_spans(timeline: Timeline, counted: list[str]) -> dict[str, tuple[float, float]]:
+    """The (start, finish) of the attempt that sent each task (its item's visit before it),
+    where that attempt is of one of the ``counted`` stages: a sender on another host is not among
+    the busy processes a hand-off is read against, so it is not taken off them either."""
+    chosen = [timeline.stages[name] for name in counted]
+    span = {k: (start, finish) for obs in chosen for _, start, finish, k in obs.attempt_times}
     senders = {}
     for item in timeline.items.values():
         for (_, _, before), (_, _, task) in itertools.pairwise(item.visits):
@@ -143,10 +146,10 @@ def fit_contention(
     """Each hosted stage's contention per kind (see the module docstring), the busy processes
     counted over the stages ``placed`` on its host (stage -> ``{"host": name, ...}``, the host
     fit's placement)."""
-    fit, senders = ContentionFit(), sender_spans(timeline)
+    fit = ContentionFit()
     for host in sorted({p["host"] for p in placed.values()}):
         names = [n for n, p in placed.items() if p["host"] == host and n in timeline.stages]
-        busy = busy_counter([timeline.stages[n] for n in names])
+        busy, senders = busy_counter([timeline.stages[n] for n in names]), sender_spans(timeline, names)
         for name in names:
             obs = timeline.stages[name]
             samples = stage_samples(recording, obs, name, sizes, busy, senders)
