@@ -406,7 +406,7 @@ class _SlowMinutes(SyntheticApp):
         self.enter(t, Visit(item, item, None, "parse"))
 
 
-def test_sizes_that_hold_the_moments_load_replay_only_in_their_own_order(tmp_path):
+def test_sizes_that_hold_the_moments_load_replay_only_in_their_own_order(tmp_path, capsys):
     """The replay with each item's fitted size at its own arrival matches the recording; the
     same sizes shuffled among the arrivals (what a run on other arrivals meets) do not: the
     check ``calibrate --validate`` prints beside it says how much of the fit is the moment's."""
@@ -418,6 +418,12 @@ def test_sizes_that_hold_the_moments_load_replay_only_in_their_own_order(tmp_pat
     p95 = errors.loc[("end_to_end", "p95_latency")]
     assert p95["shuffled"] < 0.9 * p95["recorded"], errors.to_string()  # the slow minutes' queues spread out
     assert errors.loc[("end_to_end", "throughput"), "rel_error_shuffled"] < 0.01
+    # the command prints both checks, and the largest error of each
+    from adaptflow.cli import main
+
+    assert main(["calibrate", str(folder), "--out", str(tmp_path / "cli.yaml"), "--validate", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "sizes shuffled" in out and "with the item sizes shuffled among the arrivals" in err
 
 
 def test_a_turnaround_between_tasks_is_recovered_and_the_replay_matches(tmp_path):
