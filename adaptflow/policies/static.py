@@ -10,9 +10,11 @@ class StaticPlanner(Planner):
     does not name keep whatever they have: ``StaticPlanner()`` holds the scenario as declared.
 
     ``pool`` asks every stage ``workers`` does not name for that many workers (the spec
-    ``static:pool=2``): why it exists is the held runs a sim-to-real comparison needs at more than
-    one pool size, interleaved in one ``compare-app --repeat`` (``p1@static:pool=1,p2@static:pool=2``)
-    so the machine's drift between minutes falls on both sizes alike."""
+    ``static:pool=2``): runs at more than one pool size interleave in one ``compare-app --repeat``
+    (``p1@static:pool=1,p2@static:pool=2``), so the machine's drift between minutes falls on both
+    sizes alike. The pools start from the scenario's and are held from the first decision on;
+    ``adaptflow fit-growth`` takes only runs held from their first second, so its runs take
+    their size from the scenario's ``initial`` instead."""
 
     def __init__(
         self,

@@ -19,8 +19,8 @@ they differ, alike in two recordings (parse's turnaround 0.09-0.14, write's 0.40
 
 The fit, from a recording: every hand-off (the wait of a visit that found an idle process,
 divided by its item's size) with ``b`` at its enter, less the task that sent it if that one is
-still running then on the same host (Celery's ``task-sent`` comes a few milliseconds before the sender's
-``task-succeeded``; the simulator's sender has finished), and every turnaround gap with ``b``
+still running then on the same host (Celery's ``task-sent`` comes a few milliseconds before the
+sender's ``task-succeeded``; the simulator's sender has finished), and every turnaround gap with ``b``
 just after its finish. Then, per stage and kind, ``log y = a + log(1 + c * b)`` by least
 squares (``a`` profiled out), its 95 % interval where the likelihood ratio crosses chi-square's
 3.84. The logarithm because these times are skewed: a few hand-offs queued behind one sent just

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
-from adaptflow.scenario.schema import TraceSource, load_trace
+from adaptflow.scenario.schema import load_trace
 
 from . import system
 from .recording import Recording, read_recording
@@ -132,11 +132,9 @@ def validate_calibration(
     with tempfile.TemporaryDirectory(prefix="adaptflow-validate-") as folder:
         spec = validation_scenario(recording, timeline, scenario, Path(folder))
         summaries = [held(simulation, spec, changes, seed) for seed in range(seeds)]
-        if _has_sizes(scenario):
-            spec = validation_scenario(recording, timeline, scenario, Path(folder), shuffled=True)
-            shuffled = [held(simulation, spec, changes, seed) for seed in range(seeds)]
-        else:
-            shuffled = summaries  # no sizes to shuffle: the same check
+        other = validation_scenario(recording, timeline, scenario, Path(folder), shuffled=True)
+        # no trace with sizes to shuffle: the same scenario, so the same check
+        shuffled = summaries if other == spec else [held(simulation, other, changes, seed) for seed in range(seeds)]
     rows = []
     for scope, metrics in recorded.items():
         if scope == "end_to_end" or scope in scenario.stages:
@@ -144,11 +142,6 @@ def validate_calibration(
                 row, other = _row(scope, metric, value, summaries), _row(scope, metric, value, shuffled)
                 rows.append(row | {"shuffled": other["simulated"], "rel_error_shuffled": other["rel_error"]})
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _has_sizes(scenario: Scenario) -> bool:
-    traces = [s for s in scenario.sources.values() if isinstance(s, TraceSource)]
-    return any(load_trace(Path(s.file), s.time_column, s.size_column)[1] is not None for s in traces)
 
 
 COLUMNS = ["scope", "metric", "recorded", "simulated", "simulated_sd", "rel_error", "shuffled", "rel_error_shuffled"]
