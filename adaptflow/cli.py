@@ -478,7 +478,7 @@ def _resimulate(args: argparse.Namespace) -> int:
 
     table = resimulate(
         Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed,
-        args.live_handoffs, args.steal_speed, args.planner_scenario,
+        args.live_handoffs, args.steal_speed, args.planner_scenario, args.live_pools,
     )  # fmt: skip
     if args.out:
         table.to_csv(args.out, index=False)
@@ -880,7 +880,7 @@ def _add_resimulate(commands: Any) -> None:
         "resimulate",
         help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
         description="adaptflow resimulate CMP_DIR --scenario S [--planner-scenario S] [--simulate SEEDS] "
-        "[--probe-speed] [--live-speed] [--live-handoffs] [--steal-speed] [--out FILE]",
+        "[--probe-speed] [--live-speed] [--live-handoffs] [--steal-speed] [--live-pools] [--out FILE]",
     )
     rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
@@ -902,6 +902,10 @@ def _add_resimulate(commands: Any) -> None:
     rs.add_argument(
         "--steal-speed", action="store_true", help="each run at the speed its own steal gave (the row's steal)"
     )
+    rs.add_argument(
+        "--live-pools", action="store_true",
+        help="each run replayed with the pools it applied at each decision (its event log), not its planner's new ones",
+    )  # fmt: skip
     rs.add_argument("--out", default=None, help="CSV of the live and simulated rows")
     rs.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
     rs.set_defaults(handler=_resimulate)

@@ -339,6 +339,39 @@ def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path
         resimulate(tmp_path, spec)
 
 
+def test_a_saved_compare_is_simulated_again_with_each_runs_own_pools(tmp_path):
+    """``resimulate --live-pools``: each run replayed with the pools its event log says it
+    applied, not its planner's new choices. A run that held store at 1 for 10 s and then at 4
+    (keda at this load would hold 1 throughout) is simulated at that mean pool, 2.5, marked
+    ``live_pools``; a guard's record without a decision is skipped; a run without its event log
+    is refused, its path named."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import resimulate
+    from adaptflow.runtime.compare_app import arrivals_file
+
+    spec = parse_scenario(SCENARIO)
+    pd.DataFrame({"timestamp": [i * 1.0 for i in range(20)], "size": 1.0}).to_csv(
+        arrivals_file(tmp_path, "queue#1", "orders"), index=False
+    )
+    row = {"world": "live", "planner": "queue#1", "spec": "keda:target=2", "interval": 1.0, "decisions": 20,
+           "seconds": 20.0, "mean_wait": 0.05, "p95_latency": 0.5, "throughput": 1.0, "cost": 60.0}  # fmt: skip
+    pd.DataFrame([row]).to_csv(tmp_path / "compare_app.csv", index=False)
+    with pytest.raises(FileNotFoundError, match=r"queue_1\.jsonl: no event log of run 'queue#1'"):
+        resimulate(tmp_path, spec, seeds=1, live_pools=True)
+    pools = [{"ingest": 1, "enrich": 1, "store": 1 if k < 10 else 4} for k in range(20)]
+    records = [{"applied": {"workers": p, "splits": {}, "clamps": []}} for p in pools]
+    records.insert(3, {"event": "guard_takeover", "time": 3.0})
+    (tmp_path / "queue_1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    replayed = resimulate(tmp_path, spec, seeds=1, live_pools=True).set_index("world")
+    again = resimulate(tmp_path, spec, seeds=1).set_index("world")
+    assert replayed.loc["simulated", "live_pools"] == 1.0 and "live_pools" not in again.columns
+    assert again.loc["simulated", "mean_pool_store"] == pytest.approx(1.0)
+    assert replayed.loc["simulated", "mean_pool_store"] == pytest.approx(2.5)  # billed from each request
+    assert replayed.loc["simulated", "mean_pool_ingest"] == pytest.approx(1.0)
+
+
 def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that_ran(tmp_path):
     """``resimulate --planner-scenario``: runs made on a scenario held at 2 processes a stage
     with 0.1 s services, simulated again on a world refitted slower (0.3 s) and written at the

@@ -403,3 +403,89 @@ def test_workers_with_a_startup_tick_start_together_at_the_pools_next_tick():
     assert (c.starting, c.idle + c.busy) == (0, 3)
     again = Simulation(spec, rng=3)
     assert again.stages["w"].tick_phase == phase  # drawn from the seed, its own stream
+
+
+def _late_reaping(tmp_path, times: list[float], late_reap: float = 1.0, horizon: float = 30.0, after: float = 0.0):
+    """One stage of 2 workers, service 1 s, pool ticks every 10 s from t=0, retirements reaped
+    late with ``late_reap``, at the first tick ``after`` s or more later; items at ``times``."""
+    st = det_stage(2, 1.0)
+    st["workers"].update(startup_tick=10.0, startup_tick_phase=0.0, late_reap=late_reap, late_reap_after=after)
+    return scenario({"w": st}, sources={"t": trace_source(tmp_path, times, "w")}, horizon=horizon)
+
+
+def test_an_item_sent_to_a_retired_worker_waits_for_the_reap_and_holds_a_worker(tmp_path):
+    """Celery's shrink race, by hand: at t=1 the pool goes 2 -> 1 and the retired worker is
+    reaped at the tick at t=10. The item at t=2 goes to it (the draws forced), so it waits to
+    t=10 and holds the one ready worker: the item at t=3 queues behind it although nobody
+    serves. At the reap both run, 10-11 and 11-12."""
+    sim = Simulation(_late_reaping(tmp_path, [2.0, 3.0]), rng=0)
+    sim.stages["w"].reaps.uniform = lambda: 0.0  # late, and the item goes there
+    sim.run(1)
+    sim.set_workers("w", 1)
+    sim.run(5)
+    c = sim.counters().stages["w"]
+    assert (c.queue_length, c.busy, c.idle, c.target) == (2, 0, 1, 1)  # live: 1 idle process, 2 tasks waiting
+    sim.run(30)
+    assert sorted(sim.stages["w"].waits) == [8.0, 8.0]
+    assert sorted(sim.e2e_latencies) == [9.0, 9.0]
+    w = sim.summary()["stages"]["w"]
+    assert w["cost"] == pytest.approx(2 * 1 + 1 * 29)  # the retired one is billed to t=1 only
+    assert w["mean_queue_length"] == pytest.approx((8 + 7 + 1) / 30)
+
+
+def test_a_retired_worker_nothing_was_sent_to_just_leaves_at_the_reap(tmp_path):
+    """The same shrink with the item not sent there (the draws forced the other way): it starts
+    at t=2 on the ready worker, and the retired one leaves at the tick with nothing held."""
+    sim = Simulation(_late_reaping(tmp_path, [2.0, 13.0]), rng=0)
+    sim.stages["w"].reaps.uniform = lambda: 0.99  # late (< 1), but the item goes elsewhere
+    sim.run(1)
+    sim.set_workers("w", 1)
+    sim.run(10.5)
+    assert sim.stages["w"].reaps.open == 0
+    sim.run(30)
+    assert sorted(sim.stages["w"].waits) == [0.0, 0.0]  # the item at 13 finds no retired worker
+
+
+def test_a_retired_worker_still_dying_at_a_tick_is_reaped_at_the_next_one(tmp_path):
+    """Billiard's exit pauses 1 s: a process retired at t=9.5 is not dead at the tick at 10, so
+    the item sent to it at 10.2 waits for the tick at 20."""
+    sim = Simulation(_late_reaping(tmp_path, [10.2], after=1.0), rng=0)
+    sim.stages["w"].reaps.uniform = lambda: 0.0
+    sim.run(9.5)
+    sim.set_workers("w", 1)
+    sim.run(30)
+    assert sim.stages["w"].waits == [pytest.approx(9.8)]
+
+
+def test_late_reaps_follow_their_probability_and_the_scheduler_s_pick(tmp_path):
+    """Over many shrinks 2 -> 1 the share reaped late is ``late_reap`` (0.33, as measured live),
+    and the item that comes next meets a late one with the chance of picking it among the ready
+    workers, 1 in 2: each checked through a 99.9 % binomial interval. (Each cycle of 10 s: shrink
+    at +1, an item at +2, grow at +5, the grown worker ready at the next tick.)"""
+    from scipy.stats import binomtest
+
+    cycles = 1500
+    times = [10.0 * k + 2 for k in range(cycles)]
+    sim = Simulation(_late_reaping(tmp_path, times, late_reap=0.33, horizon=10.0 * cycles), rng=5)
+    late = 0
+    for k in range(cycles):
+        sim.run(10.0 * k + 1)
+        sim.set_workers("w", 1)
+        late += sim.stages["w"].reaps.open
+        sim.run(10.0 * k + 5)
+        sim.set_workers("w", 2)
+    sim.run(10.0 * cycles)
+    caught = sum(wait > 0 for wait in sim.stages["w"].waits)  # waited for the tick at +10
+    assert all(wait in (0.0, 8.0) for wait in sim.stages["w"].waits)
+    for hits, n, p in ((late, cycles, 0.33), (caught, late, 0.5)):
+        ci = binomtest(hits, n).proportion_ci(0.999)
+        assert ci.low < p < ci.high, (hits, n, p)
+
+
+def test_late_reap_needs_the_pools_ticks():
+    from adaptflow.scenario import parse_scenario
+
+    data = scenario({"w": stage(1)}, rate=0.1, horizon=20.0).model_dump(mode="json", by_alias=True)
+    data["stages"]["w"]["workers"]["late_reap"] = 0.3
+    with pytest.raises(ValueError, match=r"late_reap is 0\.3; expected 0 without a startup_tick"):
+        parse_scenario(data)

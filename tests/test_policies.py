@@ -269,6 +269,20 @@ def test_a_static_pool_holds_every_stage_at_that_many_workers():
         make_planner("static:pool=0", spec, 30.0)
 
 
+def test_a_schedule_of_pools_is_asked_for_decision_by_decision():
+    """``ScheduledPlanner`` (resimulate --live-pools): the k-th decision asks for the k-th pools,
+    the last ones past the end, and a reset starts the schedule again; an empty one is refused."""
+    from adaptflow.policies import ScheduledPlanner
+
+    planner = ScheduledPlanner([{"ingest": 1}, {"ingest": 3}])
+    asked = [planner.plan(drift_snapshot(4), HIGH_BAD).workers for _ in range(3)]
+    assert asked == [{"ingest": 1}, {"ingest": 3}, {"ingest": 3}]
+    planner.reset()
+    assert planner.plan(drift_snapshot(4), HIGH_BAD).workers == {"ingest": 1}
+    with pytest.raises(ValueError, match="at least one decision"):
+        ScheduledPlanner([])
+
+
 class _Recording:
     """A planner wrapper that records each decision's pool targets."""
 

@@ -28,13 +28,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from adaptflow.agents import Planner
 from adaptflow.agents.fitting import analyzer_for
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
+from adaptflow.policies.static import ScheduledPlanner
 from adaptflow.runtime.compare_app import (
     PLANNER_SCENARIO,
     RunResult,
     arrivals_file,
     compare_on_app,
+    logged_pools,
     repeated,
     repeated_label,
 )
@@ -151,9 +154,12 @@ def simulated_app_run(
     live_speed: bool = False,
     steal_speed: bool = False,
     planned_on: Scenario | None = None,
+    pools: list[dict[str, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec``: the planner spec
     the run used (``LABEL@SPEC`` allowed), built on ``planned_on`` (default ``scenario``).
+    ``pools``: instead of that planner, the pools the run applied at each decision
+    (:class:`~adaptflow.policies.static.ScheduledPlanner`; each row then has ``live_pools`` 1).
     ``live_handoffs``: each stage's turnaround the hand-off the run met between its tasks where
     measured (``handoff_<stage>`` of the live row), not the scenario's; each simulated row's
     ``handoff_<stage>`` is the mean of its turnarounds begun with an item waiting (as live reads
@@ -179,25 +185,19 @@ def simulated_app_run(
     timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
     speeds = run.speeds(scenario) if probe_speed else run.steal_speeds(scenario) if steal_speed else {}
     planned_on = scenario if planned_on is None else planned_on
+    planner: str | Planner = spec if pools is None else ScheduledPlanner(pools)
     replay = as_live(_replayed(aligned, speeds, timing, live_handoffs))
-    runs = _seeds(planned_on, replay, spec, seeds, duration, interval)
-    runs = runs.assign(**{f"speed_{host}": speed for host, speed in speeds.items()})
+    runs = _seeds(planned_on, replay, planner, seeds, duration, interval)
+    marks = {f"speed_{host}": speed for host, speed in speeds.items()} | ({} if pools is None else {"live_pools": 1.0})
+    runs = runs.assign(**marks)
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
     for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
         log.warning("%s", line)
     if seeds > 1:
-        rows.append({"world": "simulated, min", "planner": run.planner, **runs.min().to_dict()})
-        rows.append({"world": "simulated, max", "planner": run.planner, **runs.max().to_dict()})
+        rows += [{"world": f"simulated, {k}", "planner": run.planner, **runs.agg(k).to_dict()} for k in ("min", "max")]
     if live_speed:
-        rows.append(
-            {
-                "world": LIVE_SPEED,
-                "planner": run.planner,
-                **_at_live_speed(
-                    planned_on, aligned, timing, rows[0], speeds, spec, seeds, duration, interval, live_handoffs
-                ),
-            }
-        )
+        args = (planned_on, aligned, timing, rows[0], speeds, planner, seeds, duration, interval, live_handoffs)
+        rows.append({"world": LIVE_SPEED, "planner": run.planner, **_at_live_speed(*args)})
     return rows
 
 
@@ -217,7 +217,8 @@ def _replayed(
 
 def _at_live_speed(
     scenario: Scenario, aligned: Scenario, timing: dict[str, float], first: dict[str, Any],
-    speeds: dict[str, float], spec: str, seeds: int, duration: float, interval: float, live_handoffs: bool = False,
+    speeds: dict[str, float], spec: str | Planner, seeds: int, duration: float, interval: float,
+    live_handoffs: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The mean over ``seeds`` of ``aligned`` replayed (the planner built on ``scenario``, as in
     :func:`_seeds`) with each host at the speed at which the simulation's services met the
@@ -243,7 +244,7 @@ def _at_live_speed(
 
 
 def _seeds(
-    scenario: Scenario, replay: Scenario, spec: str, seeds: int, duration: float, interval: float
+    scenario: Scenario, replay: Scenario, spec: str | Planner, seeds: int, duration: float, interval: float
 ) -> pd.DataFrame:
     """One simulated row per seed of ``replay`` (``handoff_<stage>``: as live reads it, the mean of
     the turnarounds begun with an item waiting).
@@ -251,10 +252,15 @@ def _seeds(
     The planner and analyzer the live run had: built for the calibrated ``scenario``, not for
     the replay (a planner built for the replay would staff for its live hand-offs, which the
     live planner did not know: measured, erlang then held 1.97 processes a stage against
-    1.2-1.9). Built afresh per seed: a planner may hold what cannot be copied (an ONNX session)."""
+    1.2-1.9). Built afresh per seed: a planner may hold what cannot be copied (an ONNX session).
+    ``spec`` a planner built already (a live run's pools, :class:`ScheduledPlanner`): that one,
+    reset per seed."""
     figures = []
     for seed in range(seeds):
-        built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
+        if isinstance(spec, Planner):
+            built, forecaster = spec, "ewma"
+        else:
+            built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
         analyzer = analyzer_for(built, scenario, interval, forecaster)
         figures.append(simulated(replay, built, seed, duration, interval, analyzer, settle=duration))
     return pd.DataFrame(figures)
@@ -381,6 +387,7 @@ def resimulate(
     live_handoffs: bool = False,
     steal_speed: bool = False,
     planned_on: str | Path | Scenario | None = None,
+    live_pools: bool = False,
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
@@ -401,7 +408,8 @@ def resimulate(
     reads the scenario it is built for (erlang staffs for its stages' mean services), so a world
     refitted by ``fit-growth``, whose services carry less and Celery's CPU more, would otherwise
     replay another planner than the one that ran: on the example app erlang then held 5.4
-    processes where its live runs held 8.7."""
+    processes where its live runs held 8.7. ``live_pools``: each run with the pools its event log
+    (``LABEL.jsonl``) says it applied (:class:`~adaptflow.policies.static.ScheduledPlanner`)."""
     _check_seeds(seeds)
     folder = Path(folder)
     spec, planner_spec = _planned_on(load_scenario(scenario), folder, planned_on)
@@ -415,15 +423,17 @@ def resimulate(
             path = arrivals_file(folder, row["planner"], source)
             if path.is_file():
                 arrivals[source] = load_trace(path)[0].tolist()
-        runs.append((row, _SavedRun.from_row(row, arrivals)))
+        pools = logged_pools(folder, row["planner"]) if live_pools else None
+        runs.append((row, _SavedRun.from_row(row, arrivals), pools))
     rows = []
     with tempfile.TemporaryDirectory(prefix="adaptflow-resimulate-") as scratch:
-        for row, run in runs:
+        for row, run, pools in runs:
             rows.append(row)
             label = f"{row['planner']}@{row['spec']}"
             rows += simulated_app_run(
                 spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed,
                 live_speed=live_speed, live_handoffs=live_handoffs, steal_speed=steal_speed, planned_on=planner_spec,
+                pools=pools,
             )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -80,6 +80,13 @@ starts at the next tick (measured with Celery 5.7), 0 to 5 s later."""
 CELERY_FORK_SECONDS = 0.08
 """Wall seconds the worker takes to fork one new pool process at a tick (measured on this
 2-core machine: growing 1 -> 13 processes held the worker's dispatch for about 1 s)."""
+CELERY_LATE_REAP = 0.33
+"""The share of ``pool_shrink`` retirements Celery's prefork pool reaps only at a maintenance
+tick (11 of 33 measured on the example app, exact 95 % interval 0.18-0.52); until then the fair
+scheduler may still write a task to the dead process (``Workers.late_reap``, simulator/reaps.py)."""
+CELERY_DYING_SECONDS = 1.0
+"""Wall seconds a late-reaped process takes to die (billiard's exit sleeps 1 s after saying so):
+the tick that reaps it is the first one after that (late reaps measured 1.2-5.0 s after the shrink)."""
 CELERY_DISPATCH_SECONDS = 0.002
 """Wall seconds from a visit's publish to a free process starting it (the floor of the live
 wait, measured on the built-in app)."""
@@ -87,7 +94,8 @@ wait, measured on the built-in app)."""
 
 def as_live(scenario: str | Path | Scenario, time_scale: float = 1.0) -> Scenario:
     """The scenario as the live system runs it: a worker starts at the pool's next maintenance
-    tick (``startup_tick``, at a phase drawn per seed) plus the time to fork it, a visit waits at
+    tick (``startup_tick``, at a phase drawn per seed) plus the time to fork it, a process retired
+    by a shrink is reaped at the next tick as often as Celery did (``late_reap``), a visit waits at
     least Celery's dispatch time, and every pool keeps at least one process (the live envelope's
     minimum), so both worlds run the same system. (A constant half tick, as before, started the
     simulated workers 25 scenario s after a request at x10 where live ones took 0 to 50 s.)"""
@@ -96,6 +104,7 @@ def as_live(scenario: str | Path | Scenario, time_scale: float = 1.0) -> Scenari
         w = stage["workers"]
         w["startup_tick"] = CELERY_POOL_TICK * time_scale
         w["startup_delay"] = CELERY_FORK_SECONDS * time_scale
+        w["late_reap"], w["late_reap_after"] = CELERY_LATE_REAP, CELERY_DYING_SECONDS * time_scale
         if not isinstance(stage.get("dispatch_delay"), dict):  # a fitted distribution is kept as it is
             stage["dispatch_delay"] = max(stage.get("dispatch_delay", 0.0), CELERY_DISPATCH_SECONDS * time_scale)
         w["min"], w["max"] = max(1, w["min"]), max(1, w["max"])

@@ -18,6 +18,7 @@ _EXPORTS = {
     "PredictivePlanner": ".staffing",
     "staff": ".staffing",
     "visit_ratios": ".staffing",
+    "ScheduledPlanner": ".static",
     "StaticPlanner": ".static",
     "OnnxPlanner": ".onnx",
     "SB3Planner": ".sb3",

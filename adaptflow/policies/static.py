@@ -31,3 +31,28 @@ class StaticPlanner(Planner):
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
         held = dict.fromkeys(snapshot.stages, self.pool) if self.pool is not None else {}
         return Plan(workers=held | self.workers, splits={k: dict(v) for k, v in self.splits.items()})
+
+
+class ScheduledPlanner(Planner):
+    """Asks at its k-th decision for the k-th pools of ``schedule`` (the last ones past its end).
+
+    Why: ``resimulate --live-pools`` replays a live run's own applied pools, so that the model
+    is judged on the decisions the run made. A planner rebuilt in simulation decides on the
+    model's queues: one that grew and shrank live because of a stall meets no stall in
+    simulation and holds its pool, and the gap then mixes the model's error with the planner's
+    different choices (measured on the example app: ppo's write pool moved six times a live run
+    and never in its simulated twin)."""
+
+    def __init__(self, schedule: list[dict[str, int]]):
+        if not schedule:
+            raise ValueError("a schedule of pools needs at least one decision; got none")
+        self.schedule = [dict(pools) for pools in schedule]
+        self.decisions = 0
+
+    def reset(self) -> None:
+        self.decisions = 0
+
+    def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
+        pools = self.schedule[min(self.decisions, len(self.schedule) - 1)]
+        self.decisions += 1
+        return Plan(workers=dict(pools))

@@ -53,7 +53,7 @@ from adaptflow.agents import (
     Planner,
 )
 from adaptflow.agents.analyzers import StandardAnalyzer
-from adaptflow.agents.coordinator import Transition
+from adaptflow.agents.coordinator import Transition, read_event_log
 from adaptflow.policies.guard import GuardedPlanner
 from adaptflow.policies.registry import check_trusted, split_label
 from adaptflow.scenario import Scenario, load_scenario, save_scenario
@@ -289,6 +289,22 @@ def arrivals_file(folder: Path, planner: str, source: str) -> Path:
     return folder / f"{safe}.arrivals.{source}.csv"
 
 
+def run_label(planner: str) -> str:
+    """The name a run's files take in compare-app's ``--out`` folder (``LABEL.jsonl``, its event
+    log; ``LABEL.recording``; ``LABEL.producer.log``) for the run labelled ``planner``."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", planner)
+
+
+def logged_pools(folder: Path, planner: str) -> list[dict[str, int]]:
+    """The pools ``planner``'s run applied at each decision, in order, from its event log
+    (``resimulate --live-pools`` replays them). Records without a decision (a guard's
+    takeover or hand-back) are skipped."""
+    path = folder / f"{run_label(planner)}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no event log of run {planner!r}; expected compare-app's --out folder")
+    return [r["applied"]["workers"] for r in read_event_log(path) if "applied" in r]
+
+
 @dataclass
 class RunResult:
     """What one planner's run produced."""
@@ -414,7 +430,7 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     wait_idle(target, settings.settle)
     pools = reset_pools(target, settings.settle)
     probes = [cpu_probe()] if target.scenario.probed else []  # the machine's speed, on the idle app
-    label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", split_label(spec)[0])
+    label = run_label(split_label(spec)[0])
     logs = settings.event_log_dir
     kept = RunRecording(logs / f"{label}.recording", target.mapping, target.app, target.spec, probes) if logs else None
     stream = EventStream(target.app).start()  # receiving before anything is produced

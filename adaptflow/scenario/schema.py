@@ -448,7 +448,20 @@ class Workers(_Strict):
     after it (the pool forks them serially). Celery's prefork pool grows this
     way (``pool_grow`` raises a count; the pool's maintenance loop starts the processes, every 5
     wall seconds), so a request waits 0 to 5 s, not a constant: measured on the built-in app,
-    grown processes came 10-32 scenario seconds later at x10 where a constant half tick said 25."""
+    grown processes came 10-32 scenario seconds later at x10 where a constant half tick said 25.
+
+    ``late_reap`` (a probability, with ``startup_tick``): a worker that a scale-down retires idle
+    stays, with this probability, somewhere an item can be sent until the pool reaps it, at the
+    first tick ``late_reap_after`` seconds or more after the retirement (the time it takes to
+    die); the first item sent there waits for that tick and holds one ready worker until then
+    (the worker's one free reservation). Celery's prefork pool does this: ``pool_shrink``
+    terminates an idle process, but the fair scheduler keeps writing to its pipe until the pool
+    reaps it, and in 11 of 33 shrinks measured on the example app the process took a second to
+    die (billiard's exit pauses 1 s) and was reaped only at a maintenance tick, 1.2-5.0 s
+    later; the rest were reaped within 0.3 s. With ``acks_late`` and a prefetch multiplier of 1,
+    the task written to the dead process fills the worker's reservations: a pool shrunk to 1
+    starts nothing until the tick (3.3-4.9 s stalls measured; celery/celery#7266 reports the race
+    for the autoscaler)."""
 
     initial: int = Field(ge=0)
     min: int = Field(default=0, ge=0)
@@ -457,6 +470,9 @@ class Workers(_Strict):
     startup_tick: Annotated[float, Field(gt=0, le=MAX_HORIZON, allow_inf_nan=False)] | None = None
     # where the ticks fall (the first tick's time, in [0, startup_tick)); None: drawn per episode
     startup_tick_phase: NonNegFloat | None = None
+    late_reap: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    # a late-reaped worker dies this long after its retirement; the first tick after that reaps it
+    late_reap_after: Annotated[float, Field(ge=0, le=MAX_HORIZON, allow_inf_nan=False)] = 0.0
     # Bounded so that a run's cost stays a finite number (1e308 made the cost infinite).
     cost_per_second: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] = 1.0
 
@@ -468,6 +484,11 @@ class Workers(_Strict):
             raise ValueError(
                 f"startup_tick_phase is {self.startup_tick_phase}; expected a time in [0, startup_tick) "
                 f"(startup_tick is {self.startup_tick})"
+            )
+        if self.late_reap and not self.startup_tick:
+            raise ValueError(
+                f"late_reap is {self.late_reap}; expected 0 without a startup_tick (a retired "
+                "process is reaped at the pool's next tick)"
             )
         if self.min > self.max:
             raise ValueError(f"min is {self.min} and max is {self.max}; expected min <= max")

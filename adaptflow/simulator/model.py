@@ -51,13 +51,14 @@ from simpy.core import Infinity as INFINITY
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
 from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Route, Split, Target
-from adaptflow.scenario.schema import Scenario, Service, Sla, Stage, StageContention
+from adaptflow.scenario.schema import Scenario, Service, Sla, Stage, StageContention, Workers
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, class_picker, service_sampler
 
 from . import metrics
 from .classes import ClassBook, PriorityQueue
 from .hosts import HostState
 from .joins import Family, Forker, JoinPoint
+from .reaps import LateReaps
 from .wakeup import Wakeup
 
 _new_tuple, _Counters, _StageCounters = tuple.__new__, metrics.Counters, metrics.StageCounters
@@ -148,7 +149,11 @@ class StageState:
     is first ``dispatching`` (sent, not yet able to start) for that long times its size, then joins the queue
     or starts. It counts as waiting from when it entered, in its wait, in the queue's area and in
     ``queue_length`` (as live counts a visit sent and not started, whether it is in the broker's
-    list or reserved by a worker)."""
+    list or reserved by a worker).
+
+    With a ``late_reap`` (see :mod:`.reaps`) an item may go to a retired worker not reaped yet;
+    it waits for the reap and holds one ready worker meanwhile, ``held``: paid, reported as
+    idle, and its item counted as waiting, as live sees the process and the reserved task."""
 
     def __init__(self, sim: Simulation, name: str, spec: Stage, streams: Streams):
         self.sim, self._env, self.name, self.spec = sim, sim._env, name, spec
@@ -156,15 +161,7 @@ class StageState:
         if spec.discipline == "priority":  # the queue decides who is next (see classes.py)
             self.queue = PriorityQueue([c.priority for c in sim.scenario.classes.values()])
         self.capacity = spec.queue.capacity
-        w = spec.workers
-        self.min_workers, self.max_workers = w.min, w.max
-        self.startup_delay, self.price = w.startup_delay, w.cost_per_second
-        self.tick = w.startup_tick  # workers start at the pool's ticks (see Workers)
-        self.tick_phase = w.startup_tick_phase
-        self._tick_batch: list[float] = [-1.0, 0]  # [the next tick's time, workers starting at it]
-        if self.tick and self.tick_phase is None:  # drawn per episode, from a stream of its own
-            self.tick_phase = float(streams.get("startup", name).random()) * self.tick
-        self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
+        self._init_pool(spec.workers, streams, name)
         self.turnaround, self.turning = spec.turnaround, 0  # workers between visits (see above)
         # a host's turnaround growth (see TurnaroundGrowth): the stages whose processes it counts,
         # set by Simulation once every stage exists; None, the constant turnaround
@@ -210,6 +207,22 @@ class StageState:
         self._turned_callback = self._turned
         self.active_area = self.billed_area = 0.0
         self._area_time = 0.0
+
+    def _init_pool(self, w: Workers, streams: Streams, name: str) -> None:
+        self.min_workers, self.max_workers = w.min, w.max
+        self.startup_delay, self.price = w.startup_delay, w.cost_per_second
+        self.tick = w.startup_tick  # workers start at the pool's ticks (see Workers)
+        self.tick_phase = w.startup_tick_phase
+        self._tick_batch: list[float] = [-1.0, 0]  # [the next tick's time, workers starting at it]
+        if self.tick and self.tick_phase is None:  # drawn per episode, from a stream of its own
+            self.tick_phase = float(streams.get("startup", name).random()) * self.tick
+        self.idle, self.busy, self.starting, self.draining = w.initial, 0, 0, 0
+        # retired workers reaped late (see reaps.py): the items sent there, and the ready workers
+        # those items hold until the reap (counted as idle, as live sees the process)
+        self.reaps: LateReaps | None = None
+        if self.tick and w.late_reap:
+            self.reaps = LateReaps(self, w.late_reap, _uniforms(streams.get("reap", name)))
+        self.held = 0
 
     # -- the hot path ------------------------------------------------------------------------
     def enter(self, item: Item) -> None:
@@ -279,7 +292,14 @@ class StageState:
 
     def _start(self, item: Item, now: float, event: Wakeup | None = None) -> None:
         """An idle worker takes ``item``. Its completion is ``event`` re-armed when the worker
-        has just finished one, else a new event (re-arming saves ~7% of the model's time on mmc)."""
+        has just finished one, else a new event (re-arming saves ~7% of the model's time on mmc).
+        A retired worker not reaped yet may take the item instead (see reaps.py)."""
+        reaps = self.reaps
+        if reaps is not None and reaps.open and reaps.catch(item, self.idle):
+            self.idle -= 1  # the item holds a ready worker until the reap (release)
+            self.held += 1
+            self.queue_enter_sum += item.enter  # still waiting, as live counts a reserved task
+            return
         self.idle -= 1
         self.busy += 1
         if self.on_host is not None:
@@ -372,7 +392,7 @@ class StageState:
     def _host_processes(self) -> int:
         """The pool processes running on this stage's host: idle, serving or between tasks (a
         draining one is serving; a starting one does not run yet)."""
-        return sum(s.idle + s.busy + s.turning for s in self.host_stages)
+        return sum(s.idle + s.busy + s.turning + s.held for s in self.host_stages)
 
     def _turned(self, event: Wakeup) -> None:
         """A worker's turnaround is over: it retires if more are draining than busy ones can
@@ -381,7 +401,7 @@ class StageState:
         self.turning -= 1
         if self.handoff_host is not None:
             self.handoff_host.handoff(-1)
-        if self.draining > self.busy:
+        if self.draining > self.busy + self.held:  # (a held worker will serve, then may retire)
             self._integrate(now)
             self.draining -= 1
             return
@@ -411,11 +431,11 @@ class StageState:
     @property
     def target(self) -> int:
         """Workers the pool is heading for: ready ones not retiring, plus those starting."""
-        return self.idle + self.busy + self.turning - self.draining + self.starting
+        return self.idle + self.busy + self.turning + self.held - self.draining + self.starting
 
     def _integrate(self, now: float) -> None:
         dt = now - self._area_time
-        active = self.idle + self.busy + self.turning
+        active = self.idle + self.busy + self.turning + self.held
         self.active_area += active * dt
         self.billed_area += (active + self.starting) * dt
         self._area_time = now
@@ -444,7 +464,17 @@ class StageState:
             idle = min(remove, self.idle)
             self.idle -= idle
             self.draining += remove - idle
+            if self.reaps is not None and idle:
+                self.reaps.retire(idle, now, self._next_tick(now + self.spec.workers.late_reap_after))
         return n
+
+    def release(self, item: Item) -> None:
+        """A retired worker holding ``item`` was reaped (see reaps.py): the worker the item held
+        is free again, and the item starts now (on it, or on another retired one)."""
+        self.held -= 1
+        self.idle += 1
+        self.queue_enter_sum -= item.enter  # _start measures its wait, or a catch re-adds it
+        self._start(item, self._env._now)
 
     def _request_worker(self) -> None:
         delay = self._tick_start() if self.tick else self.startup_delay
@@ -461,11 +491,15 @@ class StageState:
         (strictly after now), then ``startup_delay`` per worker starting at that tick, one after
         another (Celery's pool forks them serially in the worker's main process)."""
         now = self._env._now
-        tick = now + self.tick - (now - self.tick_phase) % self.tick  # type: ignore[operator]
+        tick = self._next_tick(now)
         if self._tick_batch[0] != tick:
             self._tick_batch = [tick, 0]
         self._tick_batch[1] += 1
         return tick - now + self.startup_delay * self._tick_batch[1]
+
+    def _next_tick(self, now: float) -> float:
+        """The pool's first maintenance tick strictly after ``now``."""
+        return now + self.tick - (now - self.tick_phase) % self.tick  # type: ignore[operator]
 
     def _worker_ready(self, event: Wakeup | None) -> None:
         now = self._env._now
@@ -484,7 +518,7 @@ class StageState:
         if self._wait_sum_n != len(self.waits):
             self._wait_sum += math.fsum(self.waits[self._wait_sum_n :])
             self._wait_sum_n = len(self.waits)
-        waiting = len(self.queue) + self.dispatching
+        waiting = len(self.queue) + self.dispatching + self.held  # a held worker's item waits
         return self._wait_sum + self.dropped_wait + waiting * now - self.queue_enter_sum
 
     def busy_area(self, now: float) -> float:
@@ -496,7 +530,7 @@ class StageState:
         :class:`~adaptflow.simulator.metrics.StageCounters` (a monitor reads them every env step;
         tests/test_counters.py checks every field by name against the model)."""
         self._integrate(now)
-        idle, busy, starting, draining = self.idle + self.turning, self.busy, self.starting, self.draining
+        idle, busy, starting, draining = self.idle + self.turning + self.held, self.busy, self.starting, self.draining
         return _new_tuple(
             _StageCounters,
             (
@@ -513,7 +547,7 @@ class StageState:
                 self.busy_area(now),
                 self.active_area,
                 self.billed_area,
-                len(self.queue) + self.dispatching,  # queue_length: sent, not started
+                len(self.queue) + self.dispatching + self.held,  # queue_length: sent, not started
                 busy,
                 idle,
                 starting,
