@@ -225,8 +225,9 @@ probability = st.floats(min_value=0, max_value=1, allow_nan=False)
 
 @st.composite
 def pipelines(draw) -> dict:
-    """A random valid pipeline: 1-4 stages in series with random pools, distributions, optional
-    queue limits, failures and a probabilistic split with an exit branch."""
+    """A random valid pipeline: 1-4 stages in series with random pools (some starting at pool
+    ticks, with retirements reaped late), distributions, optional queue limits, failures and a
+    probabilistic split with an exit branch."""
     n = draw(st.integers(1, 4))
     names = [f"s{i}" for i in range(n)]
     stages = {}
@@ -256,6 +257,9 @@ def pipelines(draw) -> dict:
             "service": service,
             "next": nxt,
         }
+        if draw(st.booleans()):  # Celery's pool: starts at its ticks, retirements reaped late
+            ticks = {"startup_tick": draw(st.floats(0.5, 20)), "late_reap": draw(probability)}
+            stage["workers"] |= ticks | {"late_reap_after": draw(st.floats(0, 5))}
         if draw(st.booleans()):
             stage["queue"] = {"capacity": draw(st.integers(0, 20))}
         if draw(st.booleans()):
