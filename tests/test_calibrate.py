@@ -664,9 +664,36 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_its_line(tmp_path):
     (folder / "events.jsonl").write_text("\n".join(text) + "\n")
     with pytest.raises(ValueError, match=r"line 5: pools is .*expected \{stage: count >= 0\}"):
         read_recording(folder)
+    text[4] = json.dumps({"type": "adaptflow-pools", "timestamp": ORIGIN, "pools": {"parse": 1}, "kinds": {"parse": 3}})
+    (folder / "events.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"line 5: kinds is .*expected \{stage: a pool's implementation name\}"):
+        read_recording(folder)
     (folder / "events.jsonl").write_text("\n".join([*original[:10], "[1, 2]"]) + "\n")  # a whole last line: no excuse
     with pytest.raises(ValueError, match=r"events\.jsonl line 11: got a JSON list; expected one JSON object per line"):
         read_recording(folder)
+
+
+def test_a_prefork_pool_is_calibrated_with_its_ticks_and_late_reaps(tmp_path):
+    """A stage whose worker named its pool prefork (``kinds`` of the pool lines, as ``record``
+    writes them) gets the prefork pool's start-up and retirement (scenario/celery_pool.py) in
+    place of a constant start-up delay; a stage of another kind, or one no line names, keeps
+    the delay measured at its grows (check's), or the default (write's)."""
+    from adaptflow.scenario import load_scenario
+    from adaptflow.scenario.celery_pool import PREFORK, prefork_workers
+
+    lines = SyntheticApp(seed=3).run()
+    for line in lines:
+        if line["type"] == "adaptflow-pools":
+            line["kinds"] = {"parse": PREFORK, "check": "celery.concurrency.thread:TaskPool"}
+    result = calibrate(write_recording(tmp_path / "rec", lines), tmp_path / "etl.yaml")
+    stages = load_scenario(result.scenario).stages
+    parse = stages["parse"].workers.model_dump()
+    assert {k: parse[k] for k in prefork_workers()} == prefork_workers()
+    assert "a prefork pool" in result.report["stages"]["parse"]["startup"]["note"]
+    for other in ("check", "write"):
+        assert stages[other].workers.startup_tick is None and stages[other].workers.late_reap == 0.0
+    measured = result.report["stages"]["check"]["startup"]["delay"]  # its grow, as without kinds
+    assert measured > 0 and stages["check"].workers.startup_delay == pytest.approx(measured, rel=1e-3)
 
 
 def test_a_recording_without_its_files_is_named(tmp_path):

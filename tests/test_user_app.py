@@ -324,6 +324,7 @@ def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop,
     assert not any("args" in e or "kwargs" in e or "result" in e for e in lines)  # the user's data stays out
     pools = [e for e in lines if e["type"] == "adaptflow-pools"]
     assert pools and pools[-1]["pools"] == dict.fromkeys(STAGES, 1)
+    assert pools[-1]["kinds"] == dict.fromkeys(STAGES, "celery.concurrency.prefork:TaskPool")  # calibrate reads it
     header = json.loads((out / "recording.json").read_text())
     assert header["stopped"] is not None and "@" not in header["broker"].split("//")[-1].split(":")[0]
     assert len(header["probes"]) == 2 and all(p > 0 for p in header["probes"])  # the CPU probe at start and stop
@@ -336,7 +337,8 @@ def test_a_pool_grow_on_a_real_worker_is_calibrated_as_its_start_up_delay(shop, 
     """Celery stamps ``task-started`` with the worker's main process, never the pool process
     that runs the task, so calibration cannot see a new process by a new pid (it read no grow at
     all on a real worker, and took the schema's 0 s): it sees one by more tasks at once than the
-    pool had. Here enrich's one process is backlogged with 0.4 s tasks and grown to 2."""
+    pool had. Here enrich's one process is backlogged with 0.4 s tasks and grown to 2; the
+    worker's pool is prefork, so the scenario takes its ticks (the grow's delay is reported)."""
     from adaptflow.runtime.calibrate import calibrate
     from adaptflow.scenario import load_scenario
 
@@ -368,8 +370,10 @@ def test_a_pool_grow_on_a_real_worker_is_calibrated_as_its_start_up_delay(shop, 
     assert [(g["from"], g["to"]) for g in startup["grows"]] == [(1, 2)], startup
     # billiard starts a grown process at once or at its next maintenance pass, and the queue waited
     assert 0.0 <= startup["delay"] < 6.0 and startup["grows"][0]["queue"] > 0, startup
-    written = load_scenario(result.scenario).stages["enrich"].workers.startup_delay
-    assert written == pytest.approx(startup["delay"], rel=1e-3)
+    # a prefork worker: the scenario says how its pool starts and retires processes, ticks and all
+    written = load_scenario(result.scenario).stages["enrich"].workers
+    assert (written.startup_tick, written.startup_delay, written.late_reap) == (5.0, 0.08, 0.36)
+    assert "a prefork pool" in startup["note"] and f"{startup['delay']:.3g} s" in startup["note"]
     turnaround = result.report["stages"]["enrich"]["turnaround"]
     assert turnaround["backlogged_gaps"] >= 20 and 0.0 < turnaround["turnaround"] < 0.2, turnaround
 

@@ -49,6 +49,7 @@ from adaptflow.runtime.live_run import (
 from adaptflow.runtime.loadgen import LoadgenResult, run_loadgen
 from adaptflow.runtime.worker import WorkerProcess
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario, save_scenario
+from adaptflow.scenario.celery_pool import prefork_workers
 from adaptflow.simulator import Simulation
 from adaptflow.simulator.metrics import StageCounters
 
@@ -74,19 +75,6 @@ def loadgen(
     return run_loadgen(scenario, broker, duration=duration, time_scale=time_scale, seed=seed, prefix=prefix)
 
 
-CELERY_POOL_TICK = 5.0
-"""Wall seconds between a prefork pool's maintenance ticks: a process added by ``pool_grow``
-starts at the next tick (measured with Celery 5.7), 0 to 5 s later."""
-CELERY_FORK_SECONDS = 0.08
-"""Wall seconds the worker takes to fork one new pool process at a tick (measured on this
-2-core machine: growing 1 -> 13 processes held the worker's dispatch for about 1 s)."""
-CELERY_LATE_REAP = 0.36
-"""The share of ``pool_shrink`` retirements Celery's prefork pool reaps only at a maintenance
-tick (18 of 50 traced on the example app, exact 95 % interval 0.23-0.51); until then the fair
-scheduler may still write a task to the dead process (``Workers.late_reap``, simulator/reaps.py)."""
-CELERY_DYING_SECONDS = 1.0
-"""Wall seconds a late-reaped process takes to die (billiard's exit sleeps 1 s after saying so):
-the tick that reaps it is the first one after that (late reaps measured 1.2-5.0 s after the shrink)."""
 CELERY_DISPATCH_SECONDS = 0.002
 """Wall seconds from a visit's publish to a free process starting it (the floor of the live
 wait, measured on the built-in app)."""
@@ -102,9 +90,7 @@ def as_live(scenario: str | Path | Scenario, time_scale: float = 1.0) -> Scenari
     data = load_scenario(scenario).model_dump(mode="json", by_alias=True)
     for stage in data["stages"].values():
         w = stage["workers"]
-        w["startup_tick"] = CELERY_POOL_TICK * time_scale
-        w["startup_delay"] = CELERY_FORK_SECONDS * time_scale
-        w["late_reap"], w["late_reap_after"] = CELERY_LATE_REAP, CELERY_DYING_SECONDS * time_scale
+        w |= prefork_workers(time_scale)  # ticks, fork time, late reaps (scenario/celery_pool.py)
         if not isinstance(stage.get("dispatch_delay"), dict):  # a fitted distribution is kept as it is
             stage["dispatch_delay"] = max(stage.get("dispatch_delay", 0.0), CELERY_DISPATCH_SECONDS * time_scale)
         w["min"], w["max"] = max(1, w["min"]), max(1, w["max"])

@@ -34,6 +34,7 @@ import yaml
 from adaptflow._io import atomic_write_text
 from adaptflow._json import to_jsonable
 from adaptflow.scenario import ScenarioError, parse_scenario
+from adaptflow.scenario.celery_pool import PREFORK, prefork_workers
 
 from ..live.handoff import MIN_GAPS
 from . import system
@@ -398,6 +399,31 @@ def _borrow_turnarounds(stages: dict[str, Any], report: dict[str, Any], contenti
         )
 
 
+def _pool_start(
+    recording: Recording, name: str, delay: float | None, startup_report: dict[str, Any], report: dict[str, Any]
+) -> dict[str, float]:
+    """A stage's start-up fields. On a prefork worker (its pool's kind as recorded): the pool's
+    ticks, fork time and late reaps (:func:`~adaptflow.scenario.celery_pool.prefork_workers`),
+    since a grow measured here waits for a tick (0-5 s) that a constant delay would misplace, and
+    a shrink may hold a task until one. Else the delay measured at the stage's grows, or the
+    schema's 0 s."""
+    if recording.kinds.get(name) == PREFORK:
+        fields = prefork_workers()
+        measured = "" if delay is None else f"; the grows recorded here took {delay:.3g} s, a tick's wait included"
+        startup_report["note"] = (
+            f"a prefork pool: grown processes start at its maintenance ticks (every {fields['startup_tick']:g} s) and "
+            f"fork in {fields['startup_delay']:g} s each; a shrink's process is reaped late {fields['late_reap']:.0%} "
+            f"of the time (Celery 5.7, measured; docs/deploy.md){measured}"
+        )
+        report["assumptions"].append(f"stages.{name}.workers: {startup_report['note']}")
+        return fields
+    if delay is None:
+        startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"
+        report["assumptions"].append(f"stages.{name}.workers.startup_delay: {startup_report['note']}")
+        return {"startup_delay": 0.0}
+    return {"startup_delay": sig(delay)}
+
+
 def _fit_stage(
     recording: Recording, name: str, obs: StageObs, report: dict[str, Any], contention: ContentionFit
 ) -> dict[str, Any]:
@@ -419,10 +445,7 @@ def _fit_stage(
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround, idle)
     block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(idle, name, dispatch)
     dispatch_warnings += more_dispatch
-    if delay is None:
-        startup_report["note"] = "no pool grow with a new process recorded: the schema's default (0 s)"
-        report["assumptions"].append(f"stages.{name}.workers.startup_delay: {startup_report['note']}")
-    workers["startup_delay"] = sig(delay) if delay is not None else 0.0
+    workers.update(_pool_start(recording, name, delay, startup_report, report))
     report["warnings"] += warnings + more + [f"stages.{name}.failure: {w}" for w in failure_warnings]
     report["warnings"] += dispatch_warnings
     report["stages"][name] = {

@@ -39,6 +39,8 @@ class Recording:
     pools: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     queues: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     gaps: list[tuple[float, float, str]] = field(default_factory=list)
+    # each stage's pool kind, as its worker named it (``adaptflow-pools`` lines' ``kinds``)
+    kinds: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what reading had to assume or skip
     last_time: float = -math.inf  # the latest timestamp of any line
 
@@ -166,6 +168,10 @@ def _take(line: dict[str, Any], number: int, path: Path, recording: Recording) -
         if not isinstance(values, dict) or not all(_is_count(v) for v in values.values()):
             raise ValueError(f"{where}: {key} is {values!r}; expected {{stage: count >= 0}}")
         getattr(recording, key).append((float(t), {str(s): int(v) for s, v in values.items()}))
+        kinds = line.get("kinds", {})
+        if not isinstance(kinds, dict) or not all(k is None or isinstance(k, str) for k in kinds.values()):
+            raise ValueError(f"{where}: kinds is {kinds!r}; expected {{stage: a pool's implementation name}}")
+        recording.kinds.update({str(s): k for s, k in kinds.items() if k is not None})
     elif kind.startswith("adaptflow-"):
         raise ValueError(f"{where}: unknown line type {kind!r}; expected one of {list(ADAPTFLOW_LINES)}")
     else:
