@@ -12,8 +12,8 @@ A recording is a directory:
 * ``events.jsonl``: one JSON object per line, in arrival order: Celery's task events, slimmed to
   the fields adaptflow reads (:data:`.live.events.EVENT_FIELDS`: never arguments or results),
   and adaptflow's own lines: ``adaptflow-pools`` (each mapped worker's process count, every
-  ``sample_every`` seconds, and its pool's kind, ``kinds``), ``adaptflow-queues`` (each stage's broker queue length) and
-  ``adaptflow-gap`` (a time the event stream was lost: its events are missing).
+  ``sample_every`` seconds, and its pool's kind, ``kinds``), ``adaptflow-queues`` (each stage's
+  broker queue length) and ``adaptflow-gap`` (a time the event stream was lost: its events are missing).
 
 Written as it goes (appended and flushed every half second), so stopping it at any time (Ctrl-C,
 SIGTERM, a kill) leaves a recording whose last line at worst is cut short, which the reader
@@ -175,9 +175,10 @@ class Recorder:
         if self.nodes is not None:
             stats = self.nodes.read("stats")[0]
             patterns = self.nodes.patterns
-            pools = {stage: len(stats[p]["pool"]["processes"]) for stage, p in patterns.items() if p in stats}
+            read = {stage: stats[p]["pool"] for stage, p in patterns.items() if p in stats}
+            pools = {stage: len(pool["processes"]) for stage, pool in read.items()}
             # each pool's kind (prefork, threads, ...): calibrate writes a prefork pool's ticks
-            kinds = {stage: stats[p]["pool"].get("implementation") for stage, p in patterns.items() if p in stats}
+            kinds = {stage: pool.get("implementation") for stage, pool in read.items()}
             self._line(out, {"type": "adaptflow-pools", "timestamp": now, "pools": pools, "kinds": kinds})
         if self.client is not None:
             queues = {stage: sum(self.client.llen(q) for q in qs) for stage, qs in self.mapping.queues().items()}
