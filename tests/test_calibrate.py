@@ -432,6 +432,8 @@ def test_sizes_that_hold_the_moments_load_replay_only_in_their_own_order(tmp_pat
     assert main(["calibrate", str(folder), "--out", str(tmp_path / "cli.yaml"), "--validate", "1"]) == 0
     out, err = capsys.readouterr()
     assert "sizes shuffled" in out and "with the item sizes shuffled among the arrivals" in err
+    p95_line = next(line for line in out.splitlines() if "p95_latency" in line)
+    assert "(-" in p95_line, p95_line  # the shuffled p95 fell short: a signed error, not a bare size
 
 
 def test_a_turnaround_between_tasks_is_recovered_and_the_replay_matches(tmp_path):
