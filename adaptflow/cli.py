@@ -62,6 +62,8 @@ def _signed_error(simulated: float, recorded: float) -> str:
     """The simulation's error as a signed percentage (+: it ran slower or more than recorded);
     the table's ``rel_error`` is its size, which read as simulated-slower whatever the side."""
     return f"{100 * (simulated - recorded) / recorded:+.1f}%" if recorded else "n/a"
+
+
 LIVE_COLUMNS: tuple[Column, ...] = (
     ("world", lambda r: str(r.world)),
     ("planner", lambda r: str(r.planner)),
