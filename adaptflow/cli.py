@@ -53,17 +53,9 @@ CALIBRATION_COLUMNS: tuple[Column, ...] = (
     ("metric", lambda r: str(r.metric)),
     ("recorded", lambda r: f"{r.recorded:,.3f}"),
     ("simulated", lambda r: f"{r.simulated:,.3f} ± {r.simulated_sd:,.3f}"),
-    ("error", lambda r: _signed_error(r.simulated, r.recorded)),
-    ("sizes shuffled", lambda r: f"{r.shuffled:,.3f} ({_signed_error(r.shuffled, r.recorded)})"),
+    ("error", lambda r: f"{100 * r.error:+.1f}%"),
+    ("sizes shuffled", lambda r: f"{r.shuffled:,.3f} ({100 * r.error_shuffled:+.1f}%)"),
 )
-
-
-def _signed_error(simulated: float, recorded: float) -> str:
-    """The simulation's error as a signed percentage (+: it ran slower or more than recorded);
-    the table's ``rel_error`` is its size, which read as simulated-slower whatever the side."""
-    return f"{100 * (simulated - recorded) / recorded:+.1f}%" if recorded else "n/a"
-
-
 LIVE_COLUMNS: tuple[Column, ...] = (
     ("world", lambda r: str(r.world)),
     ("planner", lambda r: str(r.planner)),

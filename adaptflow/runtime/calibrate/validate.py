@@ -123,7 +123,8 @@ def validate_calibration(
 ) -> pd.DataFrame:
     """Relative errors of the calibrated scenario against the recording: one row per stage and
     metric (and ``end_to_end``), with the recorded and the simulated value (mean and standard
-    deviation over ``seeds`` simulations) and ``rel_error`` = |simulated - recorded| / recorded."""
+    deviation over ``seeds`` simulations), ``error`` = (simulated - recorded) / recorded and
+    ``rel_error`` its size."""
     recording = read_recording(recording_dir)
     timeline = build_timeline(recording)
     scenario = load_scenario(scenario_path)
@@ -140,14 +141,19 @@ def validate_calibration(
         if scope == "end_to_end" or scope in scenario.stages:
             for metric, value in metrics.items():
                 row, other = _row(scope, metric, value, summaries), _row(scope, metric, value, shuffled)
-                rows.append(row | {"shuffled": other["simulated"], "rel_error_shuffled": other["rel_error"]})
+                shuffled_row = {"shuffled": other["simulated"], "error_shuffled": other["error"]}
+                rows.append(row | shuffled_row | {"rel_error_shuffled": other["rel_error"]})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-COLUMNS = ["scope", "metric", "recorded", "simulated", "simulated_sd", "rel_error", "shuffled", "rel_error_shuffled"]
+COLUMNS = [
+    "scope", "metric", "recorded", "simulated", "simulated_sd", "error", "rel_error",
+    "shuffled", "error_shuffled", "rel_error_shuffled",
+]  # fmt: skip
 """``simulated`` is the mean over the seeds and ``simulated_sd`` their standard deviation (the
 simulation's own noise: a relative error within a few of it is noise, not a wrong fit);
-``shuffled`` and its error, the same with the trace's item sizes shuffled among its arrivals
+``error`` is signed (+: the simulation waited longer or did more), ``rel_error`` its size;
+``shuffled`` and its errors, the same with the trace's item sizes shuffled among its arrivals
 (the module docstring)."""
 
 
@@ -156,9 +162,9 @@ def _row(scope: str, metric: str, recorded: float, summaries: list[dict[str, Any
     seen = simulated[np.isfinite(simulated)]
     mean = float(seen.mean()) if len(seen) else float("nan")
     sd = float(seen.std(ddof=1)) if len(seen) > 1 else float("nan")
-    error = abs(mean - recorded) / abs(recorded) if recorded else float("nan")
+    error = (mean - recorded) / abs(recorded) if recorded else float("nan")
     return {"scope": scope, "metric": metric, "recorded": recorded, "simulated": mean, "simulated_sd": sd,
-            "rel_error": error}  # fmt: skip
+            "error": error, "rel_error": abs(error)}  # fmt: skip
 
 
 def _read(summary: dict[str, Any], scope: str, metric: str) -> float:
