@@ -366,9 +366,11 @@ def _record(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: a whole recording
-    print(f"adaptflow: recording {args.app} into {args.out}; Ctrl-C stops", file=sys.stderr)
+    def started() -> None:
+        print(f"adaptflow: recording {args.app} into {args.out}; Ctrl-C stops", file=sys.stderr)
+
     try:
-        summary = record(args.app, args.mapping, args.out, args.duration, args.sample_every, stop=stop)
+        summary = record(args.app, args.mapping, args.out, args.duration, args.sample_every, stop=stop, started=started)
     except KeyboardInterrupt:
         stop.set()
         return 130

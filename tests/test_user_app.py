@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from adaptflow.agents import Plan
+from adaptflow.cli import main
 from adaptflow.runtime.live import CeleryExecutor, CeleryMonitor, PoolLedger, WallClock
 from adaptflow.runtime.live.events import EventStream
 from adaptflow.runtime.live.mapping import load_mapping
@@ -393,9 +394,10 @@ def test_the_event_stream_marks_a_broker_restart_as_a_gap(shop, redis_server):  
     assert gap.end > gap.start and "lost" in gap.reason
 
 
-def test_an_unreachable_broker_is_refused_before_any_file_naming_it_without_its_password(tmp_path, monkeypatch):
+def test_an_unreachable_broker_is_refused_before_any_file_naming_it_without_its_password(tmp_path, monkeypatch, capsys):
     """record and compare-app check the app's broker first: a line naming it (password hidden),
-    not a traceback from the first connection, and no recording directory left behind."""
+    not a traceback from the first connection, and no recording directory left behind; the CLI
+    says "recording" only once it records (it once announced a recording the next line refused)."""
     from celery import Celery
 
     from adaptflow.runtime.record import require_broker
@@ -414,3 +416,10 @@ def test_an_unreachable_broker_is_refused_before_any_file_naming_it_without_its_
     with pytest.raises(ValueError, match="does not answer"):
         record("nowhere_app:app", mapping, tmp_path / "rec", duration=1.0)
     assert not (tmp_path / "rec").exists()
+    capsys.readouterr()
+    assert main(["record", "--app", "nowhere_app:app", "--mapping", str(mapping), "--out", str(tmp_path / "rec")]) == 2
+    said = capsys.readouterr().err.splitlines()  # the error alone: no "recording ..." banner before it
+    assert len(said) == 1 and said[0].startswith("adaptflow: error: broker") and "does not answer" in said[0]
+    assert main(["record", "--app", "nowhere_app:app", "--mapping", str(tmp_path / "no.yaml"), "--out", "x"]) == 2
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and "no.yaml: cannot be read" in said[0]

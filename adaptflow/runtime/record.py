@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -270,8 +270,12 @@ def record(
     duration: float | None = None,
     sample_every: float = 5.0,
     stop: threading.Event | None = None,
+    started: Callable[[], None] | None = None,
 ) -> RecordingSummary:
-    """Record the app ``spec`` (``MODULE:APP``) into ``out_dir`` (see the module docstring)."""
+    """Record the app ``spec`` (``MODULE:APP``) into ``out_dir`` (see the module docstring).
+    ``started`` is called once the mapping, the app and its broker have been checked and the
+    recording's directory written: a "recording" banner printed before them would precede the
+    error of a bad mapping or a silent broker, as if something had been recorded."""
     if duration is not None and not duration > 0:
         raise ValueError(f"--duration {duration}: expected seconds > 0")
     if not sample_every > 0:
@@ -283,6 +287,8 @@ def record(
     mapping = _prepare(out_dir, mapping_path, app, spec)
     header = json.loads((out_dir / "recording.json").read_text())
     recorder = Recorder(app, mapping, out_dir, sample_every)
+    if started is not None:
+        started()
     try:
         recorder.run(duration, stop or threading.Event())
     finally:
