@@ -366,6 +366,7 @@ def _record(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: a whole recording
+
     def started() -> None:
         print(f"adaptflow: recording {args.app} into {args.out}; Ctrl-C stops", file=sys.stderr)
 
