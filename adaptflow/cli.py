@@ -365,7 +365,9 @@ def _record(args: argparse.Namespace) -> int:
     from adaptflow.runtime.record import record
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: a whole recording
+    # a service manager's stop: a whole recording; the caller's handler is back afterwards (main()
+    # also runs inside other processes, a test's among them)
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def started() -> None:
         print(f"adaptflow: recording {args.app} into {args.out}; Ctrl-C stops", file=sys.stderr)
@@ -375,6 +377,8 @@ def _record(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stop.set()
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(
         f"adaptflow: recorded {summary.task_events:,} task events in {summary.seconds:,.0f} s "
         f"({summary.gaps} gaps) into {summary.directory}",
