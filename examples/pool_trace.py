@@ -98,15 +98,22 @@ def _wrap_handlers(write: Any) -> None:
     asynpool.AsynPool._create_process_handlers = create_process_handlers
 
 
+LATE = 0.6
+"""Seconds after a shrink past which its reap was late: the prompt reaps took at most 0.6 s
+(the retired process's death message read at once), the late ones waited for a tick, 0.9 s on."""
+
+
 def summary(path: str) -> list[str]:
-    """Per shrink that retired a process, the seconds until it was reaped; and each stretch of a
-    second or more the scheduler was blocked with a task waiting."""
+    """Per shrink that retired a process, the seconds until it was reaped; each stretch of a
+    second or more the scheduler was blocked with a task waiting; and, last, the share of the
+    shrinks reaped late (a scenario's ``late_reap``, for this machine)."""
     with open(path, encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
-    out, blocked_at = [], None
+    out, blocked_at, delays = [], None, []
     for i, rec in enumerate(lines):
         if rec["kind"] == "shrink" and (i == 0 or rec["processes"] < _processes_before(lines, i)):
             down = next((r for r in lines[i + 1 :] if r["kind"] == "process_down"), None)
+            delays += [down["t"] - rec["t"]] if down else []
             reaped = f"reaped {down['t'] - rec['t']:.2f} s later" if down else "not reaped in the log"
             out.append(f"shrink at {rec['t']:.2f}: {reaped} (busy {rec['busy']}, pipes {rec['inq']})")
         elif rec["kind"] == "blocked":
@@ -115,6 +122,11 @@ def summary(path: str) -> list[str]:
             if rec["t"] - blocked_at["t"] >= 1.0:
                 out.append(f"blocked at {blocked_at['t']:.2f} for {rec['t'] - blocked_at['t']:.2f} s: {blocked_at}")
             blocked_at = None
+    if delays:
+        late = sum(d > LATE for d in delays)
+        out.append(
+            f"{late} of {len(delays)} shrinks reaped more than {LATE} s later: late_reap {late / len(delays):.2f}"
+        )
     return out
 
 

@@ -109,6 +109,49 @@ def test_the_simulated_reference_starts_workers_at_celerys_pool_ticks() -> None:
     assert sim.counters().stages["work"].starting == 0
 
 
+def test_the_simulated_reference_keeps_a_pool_the_scenario_already_describes() -> None:
+    """A stage whose scenario already says its pool ticks (as ``calibrate`` writes a recorded
+    prefork worker, perhaps edited since) keeps its own start-up and late reaps in the
+    simulated reference; a stage without ticks gets Celery's. Fails where ``as_live`` wrote
+    Celery's constants over every stage (a ``late_reap`` of 0 came back as Celery's share)."""
+    from adaptflow.experiments.compare_live import as_live
+    from adaptflow.scenario import parse_scenario
+    from adaptflow.scenario.celery_pool import CELERY_LATE_REAP, CELERY_POOL_TICK
+
+    data = load_scenario("mmc").model_dump(mode="json", by_alias=True)
+    stage = data["stages"]["work"]
+    stage["workers"] |= {"startup_tick": 3.0, "startup_delay": 0.5, "late_reap": 0.0, "late_reap_after": 2.0}
+    own = as_live(parse_scenario(data)).stages["work"].workers
+    assert (own.startup_tick, own.startup_delay, own.late_reap, own.late_reap_after) == (3.0, 0.5, 0.0, 2.0)
+    stage["workers"] |= {"startup_tick": None, "late_reap": 0.0, "late_reap_after": 0.0}
+    celery = as_live(parse_scenario(data)).stages["work"].workers
+    assert (celery.startup_tick, celery.late_reap) == (CELERY_POOL_TICK, CELERY_LATE_REAP)
+
+
+def test_the_seeds_of_a_replay_span_each_pools_tick_phases_evenly() -> None:
+    """compare-app's simulated seeds put each ticking pool's phase in its own stratum of the
+    tick (the middle of one of ``seeds`` equal parts), every stratum once over the seeds, in an
+    order per stage; a phase the scenario declares and a pool without ticks are left alone."""
+    from adaptflow.experiments.compare_live import as_live, at_tick_stratum
+    from adaptflow.scenario import parse_scenario
+
+    data = as_live("etl_dag").model_dump(mode="json", by_alias=True)
+    first, *rest = data["stages"]
+    data["stages"][rest[-1]]["workers"] |= {"startup_tick": None, "late_reap": 0.0, "late_reap_after": 0.0}
+    data["stages"][first]["workers"]["startup_tick_phase"] = 1.25
+    spec, seeds = parse_scenario(data), 8
+    runs = [at_tick_stratum(spec, seed, seeds).stages for seed in range(seeds)]
+    orders = []
+    for name in rest[:-1]:
+        tick = spec.stages[name].workers.startup_tick
+        phases = [stages[name].workers.startup_tick_phase / tick for stages in runs]
+        assert sorted(phases) == pytest.approx([(k + 0.5) / seeds for k in range(seeds)])
+        orders.append(phases)
+    assert all(stages[first].workers.startup_tick_phase == 1.25 for stages in runs)
+    assert all(stages[rest[-1]].workers.startup_tick_phase is None for stages in runs)
+    assert len(orders) >= 2 and orders[0] != orders[1]  # the stages do not tick together
+
+
 def test_the_simulated_reference_spans_the_phases_of_celerys_pool_ticks() -> None:
     """compare-live's simulated rows: the mean over tick phases, and the column-wise min and
     max; a planner that grows the pool (erlang from 1 worker) meets the ticks at different

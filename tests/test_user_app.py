@@ -25,6 +25,7 @@ from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.runtime.live.system import app_system
 from adaptflow.runtime.record import Recorder, record
 from adaptflow.scenario import parse_scenario
+from adaptflow.scenario.celery_pool import CELERY_LATE_REAP
 
 from .live_fixtures import broker, forget_connections, redis_server, wait_for  # noqa: F401  (fixtures)
 
@@ -373,7 +374,7 @@ def test_a_pool_grow_on_a_real_worker_is_calibrated_as_its_start_up_delay(shop, 
     assert 0.0 <= startup["delay"] < 6.0 and startup["grows"][0]["queue"] > 0, startup
     # a prefork worker: the scenario says how its pool starts and retires processes, ticks and all
     written = load_scenario(result.scenario).stages["enrich"].workers
-    assert (written.startup_tick, written.startup_delay, written.late_reap) == (5.0, 0.08, 0.36)
+    assert (written.startup_tick, written.startup_delay, written.late_reap) == (5.0, 0.08, CELERY_LATE_REAP)
     assert "a prefork pool" in startup["note"] and f"{startup['delay']:.3g} s" in startup["note"]
     turnaround = result.report["stages"]["enrich"]["turnaround"]
     assert turnaround["backlogged_gaps"] >= 20 and 0.0 < turnaround["turnaround"] < 0.2, turnaround

@@ -45,7 +45,7 @@ from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, as_trace, load_trace
 
-from .compare_live import as_live, simulated
+from .compare_live import as_live, at_tick_stratum, simulated
 from .live_speed import live_services, settle_speeds, with_service_scales, with_speeds
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,8 @@ def _seeds(
     live planner did not know: measured, erlang then held 1.97 processes a stage against
     1.2-1.9). Built afresh per seed: a planner may hold what cannot be copied (an ONNX session).
     ``spec`` a planner built already (a live run's pools, :class:`ScheduledPlanner`): that one,
-    reset per seed."""
+    reset per seed. Each seed's pools tick in a stratum of their own
+    (:func:`~.compare_live.at_tick_stratum`), so the seeds span the phases a live run may meet."""
     figures = []
     for seed in range(seeds):
         if isinstance(spec, Planner):
@@ -262,7 +263,8 @@ def _seeds(
         else:
             built, forecaster = make_planner(split_label(spec)[1], scenario, interval)
         analyzer = analyzer_for(built, scenario, interval, forecaster)
-        figures.append(simulated(replay, built, seed, duration, interval, analyzer, settle=duration))
+        at = at_tick_stratum(replay, seed, seeds)
+        figures.append(simulated(at, built, seed, duration, interval, analyzer, settle=duration))
     return pd.DataFrame(figures)
 
 
