@@ -460,7 +460,7 @@ def test_a_retired_worker_still_dying_at_a_tick_is_reaped_at_the_next_one(tmp_pa
 
 
 def test_late_reaps_follow_their_probability_and_the_scheduler_s_pick(tmp_path):
-    """Over many shrinks 2 -> 1 the share reaped late is ``late_reap`` (0.36, as traced live),
+    """Over many shrinks 2 -> 1 the share reaped late is ``late_reap`` (0.36 here, the share first traced live),
     and the item that comes next meets a late one with the chance of picking it among the ready
     workers, 1 in 2: each checked through a 99.9 % binomial interval. (Each cycle of 10 s: shrink
     at +1, an item at +2, grow at +5, the grown worker ready at the next tick.)"""

@@ -412,8 +412,8 @@ def _pool_start(
         measured = "" if delay is None else f"; the grows recorded here took {delay:.3g} s, a tick's wait included"
         startup_report["note"] = (
             f"a prefork pool: grown processes start at its maintenance ticks (every {fields['startup_tick']:g} s) and "
-            f"fork in {fields['startup_delay']:g} s each; a shrink's process is reaped late {fields['late_reap']:.0%} "
-            f"of the time (Celery 5.7, measured; docs/deploy.md){measured}"
+            f"fork in {fields['startup_delay']:g} s each; a shrink's retired process holds a task until a tick "
+            f"{fields['late_reap']:.0%} of the time (Celery 5.7, measured; docs/deploy.md){measured}"
         )
         report["assumptions"].append(f"stages.{name}.workers: {startup_report['note']}")
         return fields
