@@ -106,7 +106,8 @@ LATE = 0.6
 def summary(path: str) -> list[str]:
     """Per shrink that retired a process, the seconds until it was reaped; each stretch of a
     second or more the scheduler was blocked with a task waiting; and, last, the share of the
-    shrinks reaped late (a scenario's ``late_reap``, for this machine)."""
+    shrinks reaped late (an upper bound on a scenario's ``late_reap``, the share that also held
+    a task: not every late window is written to, docs/deploy.md)."""
     with open(path, encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
     out, blocked_at, delays = [], None, []
@@ -125,7 +126,7 @@ def summary(path: str) -> list[str]:
     if delays:
         late = sum(d > LATE for d in delays)
         out.append(
-            f"{late} of {len(delays)} shrinks reaped more than {LATE} s later: late_reap {late / len(delays):.2f}"
+            f"{late} of {len(delays)} shrinks reaped more than {LATE} s later: a share of {late / len(delays):.2f}"
         )
     return out
 

@@ -60,4 +60,4 @@ def test_the_pool_trace_logs_a_grown_process_at_the_tick_and_a_retired_one_reape
     reaped = re.match(r"shrink at [\d.]+: reaped ([\d.]+) s later", lines[0])
     assert reaped and float(reaped[1]) <= 8.0, lines  # at once, or at the first tick after it died (<= 6 s)
     late = float(reaped[1]) > 0.6
-    assert lines[1] == f"{int(late)} of 1 shrinks reaped more than 0.6 s later: late_reap {float(late):.2f}", lines
+    assert lines[1] == f"{int(late)} of 1 shrinks reaped more than 0.6 s later: a share of {float(late):.2f}", lines

@@ -26,7 +26,7 @@ share that held one is the rate the model needs. It was 0.36 (the first 50 trace
 stop 42 (docs/deploy.md: erlang's held-out runs simulated 63 % slow on p95 at 0.27)."""
 CELERY_DYING_SECONDS = 1.0
 """Wall seconds a late-reaped process takes to die (billiard's exit sleeps 1 s after saying so):
-the tick that reaps it is the first one after that (late reaps measured 1.2-5.0 s after the shrink)."""
+the tick that reaps it is the first one after that (late reaps measured 0.9-5.0 s after the shrink)."""
 
 
 def prefork_workers(time_scale: float = 1.0) -> dict[str, float]:
