@@ -851,3 +851,59 @@ def test_the_fit_report_carries_the_split_of_the_waits(recorded):
     _, result = recorded
     assert result.report["wait_split"] == {}
     assert "## Where the waits went" in result.report_md.read_text()
+
+
+def _shrinking(cycles: int, held: set[int], quiet: frozenset[int] = frozenset()):
+    """A prefork stage's recording, by hand: every 10 s its pool line says 2 and, 5 s later, 1 (a
+    shrink to one process); an item every 0.2 s served in 0.05 s, except that after the shrinks
+    of the ``held`` cycles nothing starts for 2.5 s while items wait (Celery's shrink race), and
+    after those of the ``quiet`` ones nothing comes for as long (idle, with nothing waiting)."""
+    from adaptflow.runtime.calibrate.recording import Recording
+    from adaptflow.runtime.calibrate.timeline import StageObs
+    from adaptflow.scenario.celery_pool import PREFORK
+
+    pools = [(10.0 * k + dt, {"write": n}) for k in range(cycles) for dt, n in ((0.0, 2), (5.0, 1))]
+    attempts, free = [], 0.0
+    for i in range(int(cycles * 10 / 0.2)):
+        enter = 0.2 * i + 0.01
+        start = max(enter, free)
+        cycle, into = divmod(enter, 10.0)
+        if int(cycle) in quiet and 5.2 <= into < 7.7:
+            continue
+        if int(cycle) in held and 5.2 <= into < 7.7:
+            start = max(start, 10.0 * cycle + 7.7)  # the one reservation sat in the retired process
+        free = start + 0.05
+        attempts.append((enter, start, free, f"t{i}"))
+    recording = Recording(Path("."), None, {"started": 0.0}, pools=pools, kinds={"write": PREFORK})  # type: ignore[arg-type]
+    return recording, StageObs(attempt_times=attempts)
+
+
+def test_the_shrinks_to_one_process_that_held_a_task_are_counted():
+    """A shrink to one process held a task when the stage then sat idle over half a second with
+    an item waiting; a steady stream after a shrink did not, nor a lull with nothing waiting; a
+    shrink to two is not counted."""
+    from adaptflow.runtime.calibrate.system import fit_held_shrinks
+
+    recording, obs = _shrinking(4, held={1, 3}, quiet=frozenset({2}))
+    recording.pools.insert(4, (17.0, {"write": 3}))  # cycle 1 ends at 3, then 2 at 20: a shrink to two
+    found = fit_held_shrinks(recording, obs, "write")
+    assert (found["shrinks"], found["held"]) == (4, 2)
+    assert found["held_at"] == [pytest.approx(17.7), pytest.approx(37.7)]
+
+
+def test_a_prefork_pool_s_late_reaps_are_measured_from_enough_recorded_shrinks():
+    """With ``MIN_SHRINKS`` shrinks to one process recorded, a prefork stage's ``late_reap`` is
+    the share of them that held a task; with one fewer, Celery's measured share, and the note
+    says why."""
+    from adaptflow.runtime.calibrate.core import MIN_SHRINKS, _pool_start
+    from adaptflow.scenario.celery_pool import CELERY_LATE_REAP
+
+    held = set(range(0, MIN_SHRINKS, 5))
+    for cycles, expected in ((MIN_SHRINKS, len(held) / MIN_SHRINKS), (MIN_SHRINKS - 1, CELERY_LATE_REAP)):
+        recording, obs = _shrinking(cycles, held)
+        startup, report = {}, {"assumptions": []}
+        fields = _pool_start(recording, "write", obs, None, startup, report)
+        assert fields["late_reap"] == pytest.approx(expected, rel=1e-3), cycles
+        assert startup["shrinks"]["shrinks"] == cycles
+        said = f"{len(held)} of the {cycles} shrinks" if cycles >= MIN_SHRINKS else f"fewer than {MIN_SHRINKS}"
+        assert said in startup["note"] and said in report["assumptions"][0]

@@ -399,21 +399,37 @@ def _borrow_turnarounds(stages: dict[str, Any], report: dict[str, Any], contenti
         )
 
 
+MIN_SHRINKS = 30
+"""Shrinks to one process a recording needs for its own ``late_reap`` (the share that held a
+task; at 30 a share of 0.18 is known to about +-0.14); fewer keep Celery's measured share."""
+
+
 def _pool_start(
-    recording: Recording, name: str, delay: float | None, startup_report: dict[str, Any], report: dict[str, Any]
-) -> dict[str, float]:
+    recording: Recording, name: str, obs: StageObs, delay: float | None, startup_report: dict[str, Any],
+    report: dict[str, Any],
+) -> dict[str, float]:  # fmt: skip
     """A stage's start-up fields. On a prefork worker (its pool's kind as recorded): the pool's
     ticks, fork time and late reaps (:func:`~adaptflow.scenario.celery_pool.prefork_workers`),
     since a grow measured here waits for a tick (0-5 s) that a constant delay would misplace, and
-    a shrink may hold a task until one. Else the delay measured at the stage's grows, or the
-    schema's 0 s."""
+    a shrink may hold a task until one (``late_reap``: the share of the recording's shrinks to
+    one process that held one, :func:`~.system.fit_held_shrinks`, given :data:`MIN_SHRINKS`;
+    else Celery's). Else the delay measured at the stage's grows, or the schema's 0 s."""
     if recording.kinds.get(name) == PREFORK:
         fields = prefork_workers()
         measured = "" if delay is None else f"; the grows recorded here took {delay:.3g} s, a tick's wait included"
+        held = startup_report["shrinks"] = system.fit_held_shrinks(recording, obs, name)
+        if held["shrinks"] >= MIN_SHRINKS:
+            fields["late_reap"] = sig(held["held"] / held["shrinks"])
+            share = f"{held['held']} of the {held['shrinks']} shrinks to one process recorded here"
+        else:
+            share = (
+                f"{fields['late_reap']:.0%} of the time (Celery 5.7, measured; docs/deploy.md: {held['shrinks']} "
+                f"shrinks to one process recorded here, fewer than {MIN_SHRINKS} to measure it)"
+            )
         startup_report["note"] = (
             f"a prefork pool: grown processes start at its maintenance ticks (every {fields['startup_tick']:g} s) and "
-            f"fork in {fields['startup_delay']:g} s each; a shrink's retired process holds a task until a tick "
-            f"{fields['late_reap']:.0%} of the time (Celery 5.7, measured; docs/deploy.md){measured}"
+            f"fork in {fields['startup_delay']:g} s each; a shrink's retired process holds a task until a tick: "
+            f"{share}{measured}"
         )
         report["assumptions"].append(f"stages.{name}.workers: {startup_report['note']}")
         return fields
@@ -445,7 +461,7 @@ def _fit_stage(
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround, idle)
     block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(idle, name, dispatch)
     dispatch_warnings += more_dispatch
-    workers.update(_pool_start(recording, name, delay, startup_report, report))
+    workers.update(_pool_start(recording, name, obs, delay, startup_report, report))
     report["warnings"] += warnings + more + [f"stages.{name}.failure: {w}" for w in failure_warnings]
     report["warnings"] += dispatch_warnings
     report["stages"][name] = {

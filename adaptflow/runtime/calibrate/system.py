@@ -212,6 +212,38 @@ def fit_startup(recording: Recording, obs: StageObs, stage: str) -> tuple[float 
     return delay, report
 
 
+HELD_SECONDS = 0.5
+"""A stage shrunk to one process that sat idle longer than this with an item waiting held a task
+in the retired process (Celery's shrink race, ``Workers.late_reap``): its hand-off is 0.03-0.07 s
+on the example app, the race's holds 0.9-4.9 s."""
+HELD_WITHIN = 6.0
+"""Seconds after a shrink's second pool line within which a hold counts: the retired process is
+reaped at the first maintenance tick at least a second after it (ticks every 5 s)."""
+
+
+def fit_held_shrinks(recording: Recording, obs: StageObs, stage: str) -> dict[str, Any]:
+    """Of the stage's shrinks to one process (a pool line of 1 after a larger one), those after
+    which the stage sat idle more than :data:`HELD_SECONDS` with an item waiting (entered, not
+    started), before :data:`HELD_WITHIN` seconds past the line: the share whose retired process
+    held a task, a prefork pool's ``late_reap``. Only shrinks to one: a larger pool serves on
+    with its other processes, and a hold does not show as idleness (not counted either way)."""
+    series = pool_series(recording, stage)
+    attempts = sorted(obs.attempt_times, key=lambda a: a[1])
+    enters, starts, finishes = (np.asarray([a[i] for a in attempts], dtype=float) for i in range(3))
+    busy_until = np.maximum.accumulate(finishes) if len(finishes) else finishes  # of the attempts started so far
+    shrinks, held = [], []
+    for (t0, n0), (t1, n1) in itertools.pairwise(series):
+        if not (n1 == 1 < n0):
+            continue
+        shrinks.append(t1)
+        window = np.flatnonzero((starts > t0) & (starts < t1 + HELD_WITHIN))
+        window = window[window > 0]
+        idle = starts[window] - np.maximum(busy_until[window - 1], enters[window])
+        if len(idle) and idle.max() > HELD_SECONDS:
+            held.append(float(starts[window[int(np.argmax(idle))]]))
+    return {"shrinks": len(shrinks), "held": len(held), "held_at": held}
+
+
 def _first_beyond(starts: np.ndarray, finishes: np.ndarray, pool: int, after: float, before: float) -> float | None:
     """The first of ``starts`` in (``after``, ``before``) at which more than ``pool`` attempts
     ran at once (a finish at the very time has ended); both arrays from :func:`_starts_and_finishes`."""
