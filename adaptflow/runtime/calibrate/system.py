@@ -236,8 +236,8 @@ def fit_held_shrinks(recording: Recording, obs: StageObs, stage: str) -> dict[st
         if not (n1 == 1 < n0):
             continue
         shrinks.append(t1)
-        window = np.flatnonzero((starts > t0) & (starts < t1 + HELD_WITHIN))
-        window = window[window > 0]
+        first = max(1, int(np.searchsorted(starts, t0, side="right")))  # starts are sorted
+        window = np.arange(first, int(np.searchsorted(starts, t1 + HELD_WITHIN, side="left")))
         idle = starts[window] - np.maximum(busy_until[window - 1], enters[window])
         if len(idle) and idle.max() > HELD_SECONDS:
             held.append(float(starts[window[int(np.argmax(idle))]]))
