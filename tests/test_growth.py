@@ -42,17 +42,21 @@ def write_scenario(folder: Path) -> Path:
 
 
 def write_runs(
-    path: Path, rows: list[tuple[str, str, float, dict[str, float]]], services: dict[str, float] | None = None
-) -> Path:
+    path: Path, rows: list[tuple[str, str, float, dict[str, float]]], services: dict[str, float] | None = None,
+    idle_waits: list[dict[str, float]] | None = None,
+) -> Path:  # fmt: skip
     """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off), and
-    each stage's mean service on every row if ``services`` is given."""
+    each stage's mean service on every row if ``services`` is given, and each row's waits met
+    idle (``idle_wait_<stage>``) if ``idle_waits`` is."""
     kinds = ("mean_pool", "handoff") + (("service",) if services else ())
     columns = ["world", "planner", "mean_wait"] + [f"{c}_{s}" for s in STAGES for c in kinds]
+    columns += [f"idle_wait_{s}" for s in STAGES] if idle_waits else []
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(columns)
-        for world, planner, pool, handoffs in rows:
+        for k, (world, planner, pool, handoffs) in enumerate(rows):
             cells = [str(x) for s in STAGES for x in (pool, handoffs.get(s, ""), *([services[s]] if services else []))]
+            cells += [str(idle_waits[k].get(s, "")) for s in STAGES] if idle_waits else []
             out.writerow([world, planner, "0.1", *cells])
     return path
 
@@ -86,6 +90,40 @@ def test_the_slope_of_hand_offs_on_the_law_is_recovered_and_moving_runs_are_skip
     assert replay.hosts["vm"].turnaround_growth is None and replay.stages["check"].turnaround == 0.2
 
 
+def test_the_dispatch_delays_growth_is_fitted_from_the_waits_met_idle_and_simulated(tmp_path, capsys):
+    """Rows with ``idle_wait_<stage>`` give the host a ``dispatch_growth`` of its own slope
+    (here 0.1, where the hand-offs grow 0.4); rows of an older compare-app, without them, leave
+    it out and say so. The simulator then lengthens each dispatch delay by its factor for the
+    processes on the host when the item is sent: an item met idle waits the delay times it."""
+    scenario = write_scenario(tmp_path)
+    idle = [{s: 0.02 * (1 + 0.1 * (p - 2)) for s in STAGES} for p in (2, 4, 6)]
+    runs = [
+        write_runs(tmp_path / f"{p}.csv", [("live", "static", p / 2, on_the_law(p, 0.4))], idle_waits=[waits])
+        for p, waits in zip((2, 4, 6), idle, strict=True)
+    ]
+    out = tmp_path / "grown.yaml"
+    fit = fit_growth_file(scenario, runs, out)
+    assert fit.growth.per_process == pytest.approx(0.4) and fit.dispatch.per_process == pytest.approx(0.1)
+    assert fit.dispatch_ratios["parse"] == pytest.approx({4: 1.2, 6: 1.4})
+    assert "dispatch_growth: per_process 0.1 of the dispatch delay" in "\n".join(report_lines(fit))
+    grown = load_scenario(out)
+    assert grown.hosts["vm"].dispatch_growth.factor(6) == pytest.approx(1.4)
+    assert "turnaround_growth and dispatch_growth fitted" in out.read_text().splitlines()[0]
+    older = [write_runs(tmp_path / f"old{p}.csv", [("live", "static", p / 2, on_the_law(p, 0.4))]) for p in (2, 4)]
+    assert fit_growth_file(scenario, older, tmp_path / "old.yaml").dispatch is None
+    assert load_scenario(tmp_path / "old.yaml").hosts["vm"].dispatch_growth is None
+
+    def waited(pools: int) -> float:  # the scenario's two items, 1 s apart: each meets parse idle
+        data = grown.model_dump(mode="json", by_alias=True)
+        for spec in data["stages"].values():
+            spec.update(dispatch_delay=0.05, workers={**spec["workers"], "initial": pools})
+        sim = Simulation(parse_scenario(data, base_dir=tmp_path), 0)
+        sim.run(20.0)
+        return sim.summary()["stages"]["parse"]["mean_wait"]
+
+    assert waited(1) == pytest.approx(0.05) and waited(3) == pytest.approx(0.05 * 1.4)
+
+
 def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, capsys):
     scenario = write_scenario(tmp_path)
     held = [
@@ -114,7 +152,7 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
             "bad.csv: no column mean_pool_parse, handoff_parse, mean_pool_check, handoff_check",
         ]),
         ([*map(str, held), str(short)], [
-            "short.csv:2: mean_pool_parse, handoff_parse or service_parse is not a number",
+            "short.csv:2: mean_pool_parse, handoff_parse, service_parse or idle_wait_parse is not a number",
         ]),
         ([*map(str, only_reference)], ["had [2] processes on vm; expected at least one run at the reference 2"]),
         ([str(held[0]), str(big)], ["static.arrivals.uploads.csv: 9,437,184 bytes; expected one run's arrivals"]),

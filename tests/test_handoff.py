@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adaptflow.runtime.compare_app import RunTap
-from adaptflow.runtime.live.handoff import MIN_GAPS, backlogged_gaps, mean_handoff
+from adaptflow.runtime.live.handoff import MIN_GAPS, backlogged_gaps, idle_waits, mean_handoff, mean_idle_wait
 
 TURN = 0.1
 
@@ -49,6 +49,26 @@ def test_a_process_that_idled_is_no_hand_off():
     # a task is ready only after the dispatch delay: sent 0.5 s before the finish, ready 0.5 s after it
     assert backlogged_gaps(attempts, dispatch=1.0) == []
     assert mean_handoff(backlogged_node(1, MIN_GAPS)) is None  # MIN_GAPS - 1 gaps: too few to tell
+
+
+def test_only_the_waits_of_tasks_that_met_their_stage_idle_are_its_idle_waits():
+    """An attempt counts when nothing else of the stage was waiting, running or in its
+    turnaround when it entered, whatever the pool: here the first, the one after a long gap and
+    the one just after a turnaround; not one sent while another ran, nor one sent while another
+    waited, nor one sent inside a turnaround."""
+    attempts = [
+        (0.0, 0.02, 0.5, "n"),  # idle: waits 0.02
+        (0.3, 0.52, 0.9, "n"),  # sent while the first ran
+        (0.95, 1.0, 1.2, "n"),  # sent inside the turnaround (0.1) after 0.9
+        (1.1, 1.25, 1.3, "n"),  # sent while the one before ran
+        (1.41, 1.44, 1.6, "n"),  # idle: 0.11 after the last finish, waits 0.03
+        (5.0, 5.04, 5.2, "n"),  # idle after a long gap: waits 0.04
+    ]
+    assert idle_waits(list(reversed(attempts)), turnaround=0.1) == pytest.approx([0.02, 0.03, 0.04])
+    assert idle_waits(attempts) == pytest.approx([0.02, 0.05, 0.03, 0.04])  # no turnaround: the third too
+    assert mean_idle_wait(attempts * 4, 0.1) is None  # repeated, they overlap: too few met it idle
+    spaced = [(10.0 * k, 10.0 * k + 0.03, 10.0 * k + 0.1, "n") for k in range(MIN_GAPS)]
+    assert mean_idle_wait(spaced) == pytest.approx(0.03)
 
 
 def test_the_run_tap_keeps_arrivals_and_attempts_as_the_fold_takes_them():

@@ -349,7 +349,7 @@ def compare_app_with_simulation(
 
 class _SavedRun(RunResult):
     """A live run read back from its ``compare_app.csv`` row and arrival files: what the run's
-    tasks met (``service_<stage>``, ``handoff_<stage>``), the probe's speed (``speed_<host>``)
+    tasks met (``service_<stage>``, ``handoff_<stage>``, ``idle_wait_<stage>``), the probe's speed (``speed_<host>``)
     and the run's ``steal`` come from the row, not from events or readings that were not kept."""
 
     row: dict[str, Any]
@@ -366,7 +366,7 @@ class _SavedRun(RunResult):
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         return {f"{kind}_{name}": float(self.row.get(f"{kind}_{name}", math.nan))
-                for name in scenario.stages for kind in ("service", "handoff")}  # fmt: skip
+                for name in scenario.stages for kind in ("service", "handoff", "idle_wait")}  # fmt: skip
 
     def speeds(self, scenario: Scenario) -> dict[str, float]:
         return {

@@ -71,7 +71,7 @@ from .live import (
     live_envelope,
 )
 from .live.events import EventStream
-from .live.handoff import Attempt, mean_handoff
+from .live.handoff import Attempt, mean_handoff, mean_idle_wait
 from .live.mapping import AppMapping, load_mapping
 from .live.system import EventSource, app_system
 from .probe import cpu_probe, cpu_ticks, speed_against, steal_share
@@ -349,17 +349,21 @@ class RunResult:
         Celery's events stamp them), mean hand-off between tasks (``handoff_<stage>``:
         :func:`~.live.handoff.mean_handoff`, with the stage's dispatch delay as the time a sent
         task takes to be ready), 95th percentile of its attempts' waits (``p95_wait_<stage>``:
-        sent to started) and attempts finished per second of the run (``throughput_<stage>``, a
-        failed one too); NaN where there is nothing to tell (no attempt; too few backlogged
-        gaps)."""
+        sent to started), attempts finished per second of the run (``throughput_<stage>``, a
+        failed one too) and the mean wait of its attempts that met the stage idle
+        (``idle_wait_<stage>``: :func:`~.live.handoff.mean_idle_wait`, with the stage's
+        turnaround; what ``fit-growth`` reads the dispatch delay's growth from); NaN where there
+        is nothing to tell (no attempt; too few backlogged gaps or idle visits)."""
         row = {}
         for name, stage in scenario.stages.items():
             attempts = self.attempts.get(name, [])
             spans = [finish - start for _, start, finish, _ in attempts]
             waits = [start - enter for enter, start, _, _ in attempts]
             handoff = mean_handoff(attempts, stage.dispatch_mean())
+            idle_wait = mean_idle_wait(attempts, stage.turnaround)
             row[f"service_{name}"] = math.fsum(spans) / len(spans) if spans else math.nan
             row[f"handoff_{name}"] = math.nan if handoff is None else handoff
+            row[f"idle_wait_{name}"] = math.nan if idle_wait is None else idle_wait
             row[f"p95_wait_{name}"] = float(np.percentile(waits, 95)) if waits else math.nan
             row[f"throughput_{name}"] = len(attempts) / self.seconds if self.seconds > 0 else math.nan
         return row

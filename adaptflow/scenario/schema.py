@@ -657,7 +657,9 @@ class TurnaroundGrowth(_Strict):
     """How the turnaround of every stage on a host grows with the pool processes the host runs:
     each turnaround is multiplied by :meth:`factor` of the processes running there when a visit
     ends (idle, serving or between tasks; not those still starting). ``reference`` is the
-    processes the host ran when the turnarounds were measured, so there the factor is 1.
+    processes the host ran when the turnarounds were measured, so there the factor is 1. As a
+    host's ``dispatch_growth`` the same law multiplies each dispatch delay of its stages, by the
+    processes running there when the item is sent (see :class:`Host`).
 
     Why: a Celery worker's main process acks, fetches and hands each task to a pool process,
     and it competes for the cores with every pool process on the machine. On the example app on
@@ -734,7 +736,13 @@ class Host(_Strict):
     that more processes always help, which on a real machine they do not.
 
     ``turnaround_growth`` (optional, :class:`TurnaroundGrowth`): how the turnarounds of the
-    stages placed here grow with the processes the host runs.
+    stages placed here grow with the processes the host runs. ``dispatch_growth`` (optional,
+    the same law, its own slope): how their dispatch delays grow with them. Why a second law:
+    the two halves of Celery's hand-off grow differently. On the example app on a 2-core VM, the
+    same arrivals at 5 and 10 held processes met hand-offs between tasks about 1.85 times as
+    long, and the waits of tasks that met their stage idle 1.14-1.18 times (their median
+    1.02-1.05: the tail grows); with the turnarounds alone grown, the replayed mean waits of
+    runs at 10-13 processes were 8-25 % short (docs/deploy.md).
 
     ``speed`` (default 1): how fast the host's CPU runs relative to when its stages were
     calibrated; every CPU second of a service (its ``cpu`` share), every turnaround and every
@@ -786,6 +794,7 @@ class Host(_Strict):
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
+    dispatch_growth: TurnaroundGrowth | None = None
     handoff_cpu: Annotated[float, Field(ge=0, le=MAX_HANDOFF_CPU, allow_inf_nan=False)] = 0.0
     visit_cpu: Annotated[float, Field(ge=0, le=MAX_VISIT_CPU, allow_inf_nan=False)] = 0.0
     oversubscription: Annotated[float, Field(ge=0, le=MAX_OVERSUBSCRIPTION, allow_inf_nan=False)] = 0.0

@@ -143,7 +143,7 @@ class StageState:
     the process slot has not refilled yet. Counted as ready (paid, in the active area) and
     reported as idle, as live sees a process between tasks. On a host with a
     ``turnaround_growth``, each turnaround is also multiplied by its factor for the processes the
-    host runs at that moment.
+    host runs at that moment; with a ``dispatch_growth``, each dispatch delay by its own.
 
     With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
     is first ``dispatching`` (sent, not yet able to start) for that long times its size, then joins the queue
@@ -167,6 +167,7 @@ class StageState:
         # set by Simulation once every stage exists; None, the constant turnaround
         host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
         self.growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
+        self.dispatch_growth = host_spec.dispatch_growth if host_spec is not None else None  # the same, of sends
         self.host_spec = host_spec  # its speed (Host.speed) scales CPU work, turnarounds, dispatch delays
         # how much its hand-offs and turnarounds slow per process serving on the host (0: not at all)
         self.dispatch_contention, self.turnaround_contention = _contention(spec, host_spec)
@@ -266,6 +267,8 @@ class StageState:
             delay = self.host_spec.cpu_seconds(delay)
             if self.dispatch_contention:  # the sender's process has finished: it no longer counts
                 delay *= StageContention.factor(self.dispatch_contention, self._host_busy())
+            if self.dispatch_growth is not None:
+                delay *= self.dispatch_growth.factor(self._host_processes())
         Wakeup(self._env, delay, item, self._dispatched_callback)
 
     def _dispatched(self, event: Wakeup) -> None:
@@ -656,7 +659,7 @@ class Simulation:
             self._exit = self._exit_classed
         self.stages = {n: StageState(self, n, s, streams) for n, s in scenario.stages.items()}
         for stage in self.stages.values():
-            if stage.growth is not None:
+            if stage.growth is not None or stage.dispatch_growth is not None:
                 stage.host_stages = [s for s in self.stages.values() if s.spec.host == stage.spec.host]
         for name, point in self.joins.items():
             # where a joined item goes: as any item sent there, so that an item that is itself a
