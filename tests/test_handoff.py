@@ -4,12 +4,15 @@ compare-app's ``handoff_<stage>`` share; and compare-app's tap of a run's attemp
 from __future__ import annotations
 
 import math
+from statistics import mean
 
 import numpy as np
 import pytest
 
 from adaptflow.runtime.compare_app import RunTap
 from adaptflow.runtime.live.handoff import MIN_GAPS, backlogged_gaps, idle_waits, mean_handoff, mean_idle_wait
+from adaptflow.scenario import parse_scenario
+from adaptflow.simulator import Simulation
 
 TURN = 0.1
 
@@ -71,6 +74,24 @@ def test_only_the_waits_of_tasks_that_met_their_stage_idle_are_its_idle_waits():
     assert mean_idle_wait(spaced) == pytest.approx(0.03)
 
 
+def test_the_simulation_reads_the_waits_that_met_its_stage_idle_by_the_same_rule():
+    """A visit that met the stage idle waits the dispatch delay alone (0.05); the rule leaves out
+    those sent while another was dispatching, queued, served or in its turnaround (0.2, longer
+    than the delay, so one sent during it waits more). Counted on enough of each to tell."""
+    scenario = parse_scenario({
+        "name": "idle", "horizon": 2000, "sla": {"latency": 10},
+        "sources": {"in": {"process": "poisson", "rate": 2.0, "to": "s"}},
+        "stages": {"s": {"workers": {"initial": 1, "max": 1}, "service": {"dist": "exponential", "mean": 0.1},
+                         "turnaround": 0.2, "dispatch_delay": 0.05, "next": None}},
+    })  # fmt: skip
+    sim = Simulation(scenario, 3)
+    sim.run(scenario.horizon)
+    stage = sim.counters().stages["s"]
+    assert 0.3 * stage.arrivals < stage.idle_waits < 0.8 * stage.arrivals
+    assert stage.idle_wait_sum / stage.idle_waits == pytest.approx(0.05)
+    assert mean(sim.samples(None, sim.counters()).waits("s")) > 0.08  # the others waited longer
+
+
 def test_the_run_tap_keeps_arrivals_and_attempts_as_the_fold_takes_them():
     records = [
         {"e": "arrive", "src": "orders", "i": "a", "t": "100.5"},
@@ -96,12 +117,21 @@ def test_the_run_tap_keeps_arrivals_and_attempts_as_the_fold_takes_them():
 
 
 def test_a_run_whose_tasks_strayed_from_the_simulation_is_said_to():
-    """compare-app warns, per stage, when a live run's mean service or hand-off was more than
+    """compare-app warns, per stage, when a live run's mean service, hand-off or wait met idle was more than
     1.25 times the simulation's either way (the 15-process run of docs/deploy.md: 1.8 x, 4.9 x)."""
     from adaptflow.experiments.compare_app import timing_drift
 
-    live = {"service_a": 0.185, "handoff_a": 0.403, "service_b": 0.10, "handoff_b": math.nan, "service_c": 0.05}
-    sim = {"service_a": 0.102, "handoff_a": 0.0821, "service_b": 0.09, "handoff_b": 0.0, "service_c": 0.07}
+    live = {
+        "service_a": 0.185,
+        "handoff_a": 0.403,
+        "service_b": 0.10,
+        "handoff_b": math.nan,
+        "service_c": 0.05,
+        "idle_wait_b": 0.04,
+        "idle_wait_c": 0.1,
+    }
+    sim = {"service_a": 0.102, "handoff_a": 0.0821, "service_b": 0.09, "handoff_b": 0.0, "service_c": 0.07,
+           "idle_wait_b": 0.035, "idle_wait_c": 0.06}  # fmt: skip
     lines = timing_drift("static", live, sim, ["a", "b", "c"])
     assert lines == [
         "static: stage a's service was 0.185 s live against 0.102 s simulated (1.81 x): "
@@ -109,5 +139,7 @@ def test_a_run_whose_tasks_strayed_from_the_simulation_is_said_to():
         "static: stage a's hand-off between tasks was 0.403 s live against 0.0821 s simulated (4.91 x): "
         "the simulated waits of this run are not the live machine's",
         "static: stage c's service was 0.05 s live against 0.07 s simulated (0.71 x): "
+        "the simulated waits of this run are not the live machine's",
+        "static: stage c's wait met idle was 0.1 s live against 0.06 s simulated (1.67 x): "
         "the simulated waits of this run are not the live machine's",
     ]  # b: within 1.25 x, and a hand-off not measured is no drift

@@ -126,10 +126,13 @@ def timing_drift(planner: str, live: dict[str, Any], simulated: dict[str, Any], 
     more than :data:`DRIFT` times either way: the scenario no longer describes how that run's
     tasks went (measured on a 2-core VM: 15 processes made every task 1.7-2.2 times slower and
     the hand-off 5 times longer than at the 5 the scenario was calibrated with), so the two
-    worlds' waits part for a reason the columns ``service_<stage>`` and ``handoff_<stage>`` show."""
+    worlds' waits part for a reason the columns ``service_<stage>`` and ``handoff_<stage>`` show
+    (and ``idle_wait_<stage>``, a task's way in to an idle stage, where both worlds read it)."""
     lines = []
     for stage in stages:
-        for column, what in (("service", "service"), ("handoff", "hand-off between tasks")):
+        for column, what in (
+            ("service", "service"), ("handoff", "hand-off between tasks"), ("idle_wait", "wait met idle"),
+        ):  # fmt: skip
             seen, assumed = live.get(f"{column}_{stage}", math.nan), simulated.get(f"{column}_{stage}", math.nan)
             if not (math.isfinite(seen) and math.isfinite(assumed)) or assumed <= 0 or seen <= 0:
                 continue

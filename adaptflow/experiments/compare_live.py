@@ -219,6 +219,8 @@ def simulated(
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
         figures[f"throughput_{name}"] = attempts / duration if duration > 0 else float("nan")
         figures[f"handoff_{name}"] = _backlogged_handoff(stage)
+        idle_wait = mean_of_gaps(stage.idle_wait_sum, stage.idle_waits)  # live's threshold too
+        figures[f"idle_wait_{name}"] = float("nan") if idle_wait is None else idle_wait
     return figures
 
 

@@ -739,10 +739,10 @@ class Host(_Strict):
     stages placed here grow with the processes the host runs. ``dispatch_growth`` (optional,
     the same law, its own slope): how their dispatch delays grow with them. Why a second law:
     the two halves of Celery's hand-off grow differently. On the example app on a 2-core VM, the
-    same arrivals at 5 and 10 held processes met hand-offs between tasks about 1.85 times as
-    long, and the waits of tasks that met their stage idle 1.14-1.18 times (their median
-    1.02-1.05: the tail grows); with the turnarounds alone grown, the replayed mean waits of
-    runs at 10-13 processes were 8-25 % short (docs/deploy.md).
+    same arrivals at 5 and 10 held processes met hand-offs between tasks 1.4-2.0 times as long,
+    and the waits of tasks that met their stage idle 1.09-1.19 times (their median 1.04-1.08:
+    the tail grows); with the turnarounds alone grown, the replayed mean waits of runs at 10-13
+    processes were 8-25 % short, and with both 2-12 % (docs/deploy.md).
 
     ``speed`` (default 1): how fast the host's CPU runs relative to when its stages were
     calibrated; every CPU second of a service (its ``cpu`` share), every turnaround and every

@@ -55,6 +55,10 @@ class StageCounters(NamedTuple):
     # show (a gap with nothing waiting is idle time there; adaptflow.runtime.live.handoff)
     backlogged_turnaround_sum: float
     backlogged_turnarounds: int
+    # the waits of the visits that entered with nothing else of the stage in progress, and how
+    # many: the way in alone, as live reads it (adaptflow.runtime.live.handoff.idle_waits)
+    idle_wait_sum: float
+    idle_waits: int
 
 
 class Counters(NamedTuple):

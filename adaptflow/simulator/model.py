@@ -73,8 +73,8 @@ class Item:
     """One unit of work flowing through the pipeline."""
 
     __slots__ = (
-        "attempt", "bad", "created", "enter", "family", "flagged", "gone", "klass", "late", "size", "sla", "source",
-        "visit",
+        "attempt", "bad", "created", "enter", "family", "flagged", "gone", "klass", "late", "met_idle", "size", "sla",
+        "source", "visit",
     )  # fmt: skip
 
     def __init__(self, source: str, created: float, size: float, bad: bool, sla: Sla, klass: int = 0):
@@ -89,6 +89,7 @@ class Item:
         self.late = False  # counted as an SLA violation already
         self.gone = False  # left the system (completed, dropped or given up)
         self.family: Family | None = None  # set on a part of a forked item (see joins.py)
+        self.met_idle = False  # entered its stage with nothing else of it in progress (StageState.enter)
 
 
 def _uniforms(rng: np.random.Generator) -> Callable[[], float]:
@@ -174,6 +175,7 @@ class StageState:
         self.host_stages: list[StageState] = []
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         self.backlogged_turnaround_sum, self.backlogged_turnarounds = 0.0, 0  # begun with an item waiting
+        self.idle_wait_sum, self.idle_waits = 0.0, 0  # waits of the items that met the stage idle
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
@@ -230,6 +232,8 @@ class StageState:
         now = self._env._now
         item.visit = item.enter = now
         self.arrivals += 1
+        # nothing of the stage in progress: its wait is the way in alone (live/handoff.idle_waits)
+        item.met_idle = not (self.busy or self.turning or self.held or self.dispatching or self.queue)
         # _admit's body, inlined: one more call per arrival cost a fifth of mmc's speed
         # (benchmarks/bench_simulator.py, ratio 3.1 against 3.9-4.5); a change here goes there too
         if self.visit_work:
@@ -246,6 +250,7 @@ class StageState:
         for it begins (``Host.visit_cpu``, per unit of size, as the dispatch delay: a job beside
         the tasks in the host's sharing that delays nothing itself), then it is dispatched, or
         started on an idle worker, or queued (or dropped)."""
+        item.met_idle = not (self.busy or self.turning or self.held or self.dispatching or self.queue)
         if self.visit_work:
             self.on_host.run(self.visit_work * item.size, None, _no_callback)  # type: ignore[union-attr]
         if self.dispatch_delay:
@@ -308,6 +313,9 @@ class StageState:
         if self.on_host is not None:
             self.on_host.serving += 1
         self.waits.append(now - item.enter)
+        if item.met_idle:
+            self.idle_wait_sum += now - item.enter
+            self.idle_waits += 1
         self.start_sum += now
         if self.host is not None:
             self._serve_on_host(item, self.sample() * item.size)
@@ -559,6 +567,8 @@ class StageState:
                 self.turnaround_sum,
                 self.backlogged_turnaround_sum,
                 self.backlogged_turnarounds,
+                self.idle_wait_sum,
+                self.idle_waits,
             ),
         )
 

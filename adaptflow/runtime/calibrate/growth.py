@@ -15,12 +15,11 @@ baseline, so a stage with a short hand-off weighs as much as one with a long one
 rows carry each stage's mean wait of the tasks that met it idle (``idle_wait_<stage>``, the way
 in to a worker: :func:`~adaptflow.runtime.live.handoff.mean_idle_wait`), the host's
 ``dispatch_growth`` is fitted from them by the same line; the two halves grow differently (on
-the example app, x1.85 and x1.16 from 5 to 10 processes). Celery's CPU is fitted before the
-dispatch growth is added, on the turnarounds' law alone: the dispatch growth is measured
-directly, and with it in the CPU fit's simulations a visit's own Celery work overlapped its
-service less, the fit read 0.027 s of it per visit (its grid's top) instead of 0.019, and the
-fitting runs' own replays drifted (p95 latency at 10 processes +15 % where it was +4 %; at 5,
-+35 % where it was +17 %). Runs whose
+the example app, x1.4-2.0 and x1.09-1.19 from 5 to 10 processes). Celery's CPU is fitted first,
+with the turnarounds' law alone, and the dispatch growth added after: it is measured directly,
+and with it inside the CPU fit's simulations the fit read 0.027 s of Celery's work per visit
+(its grid's top) instead of 0.019, and the fitting runs' own replays drifted (p95 latency at
+10 processes +15 % where it was +4 %; at 5, +35 % where it was +17 %). Runs whose
 pools moved are refused: the processes of a moving planner change with the load, and the load
 lengthens hand-offs on its own (on the example app, a fit on an erlang run read three times
 the slope the held pools showed). A file's rows of such planners are skipped, and said so.

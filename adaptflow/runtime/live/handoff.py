@@ -86,12 +86,13 @@ def idle_waits(attempts: Iterable[Attempt], turnaround: float = 0.0) -> list[flo
 
 
 def mean_idle_wait(attempts: Iterable[Attempt], turnaround: float = 0.0) -> float | None:
-    """The mean of :func:`idle_waits`; None below :data:`MIN_GAPS` of them. The mean, not the
+    """The mean of :func:`idle_waits`; None below :data:`MIN_GAPS` of them (the simulation reads
+    the waits of its visits that met the stage idle by the same rule). The mean, not the
     median calibration writes as the dispatch delay: more processes on a host lengthen these
-    waits' tail and leave their median (on the example app, 5 to 10 processes: median x1.02-1.05,
-    mean x1.14-1.18), and a mean wait is made of the tail too."""
+    waits' tail more than their median (on the example app, 5 to 10 processes: median
+    x1.04-1.08, mean x1.09-1.19), and a mean wait is made of the tail too."""
     waits = idle_waits(attempts, turnaround)
-    return math.fsum(waits) / len(waits) if len(waits) >= MIN_GAPS else None
+    return mean_of_gaps(math.fsum(waits), len(waits))
 
 
 __all__ = [
