@@ -56,6 +56,7 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     service the run's measured mean, and ``live_handoffs`` its hand-off. Then the two worlds'
     waits must agree within 15 %."""
     from adaptflow.experiments.compare_app import simulated_app_run
+    from adaptflow.experiments.compare_live import CELERY_DISPATCH_SECONDS
 
     def after_run(run):
         exact = {**SCENARIO, "stages": {name: {**stage} for name, stage in SCENARIO["stages"].items()}}
@@ -81,6 +82,12 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     assert 0.0 < live["handoff_enrich"] < 0.25 and sim["handoff_enrich"] == pytest.approx(live["handoff_enrich"])
     assert math.isnan(live["handoff_ingest"]) and sim["handoff_ingest"] == 0.0  # never backlogged: unknown
     assert 0.5 <= live["service_enrich"] < 0.6 and sim["service_enrich"] == pytest.approx(live["service_enrich"])
+    # the way in to an idle stage, read in both worlds by one rule: Celery's few ms live, and
+    # simulated the reference's dispatch delay exactly (its floor: the scenario has none);
+    # enrich, overloaded, met too few tasks idle
+    assert 0.0 < live["idle_wait_ingest"] < 0.1
+    assert sim["idle_wait_ingest"] == pytest.approx(CELERY_DISPATCH_SECONDS)
+    assert math.isnan(live["idle_wait_enrich"]) and math.isnan(sim["idle_wait_enrich"])
     shown = rows[
         ["mean_wait_enrich", "p95_wait_enrich", "mean_wait", "p95_latency", "service_enrich", "handoff_enrich"]
     ].to_string()
