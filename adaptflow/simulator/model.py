@@ -312,9 +312,10 @@ class StageState:
         self.busy += 1
         if self.on_host is not None:
             self.on_host.serving += 1
-        self.waits.append(now - item.enter)
+        wait = now - item.enter
+        self.waits.append(wait)
         if item.met_idle:
-            self.idle_wait_sum += now - item.enter
+            self.idle_wait_sum += wait
             self.idle_waits += 1
         self.start_sum += now
         if self.host is not None:
