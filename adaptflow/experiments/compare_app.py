@@ -119,6 +119,9 @@ def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
 
 DRIFT = 1.25
 """A live per-task time this many times the simulation's (or its inverse) is reported."""
+PER_TASK = (("service", "service"), ("handoff", "hand-off between tasks"), ("idle_wait", "wait met idle"))
+"""The per-task times a live row keeps per stage (``<kind>_<stage>``, :meth:`RunResult.per_task`)
+and how a drift report names each: what a saved run reads back and what drifts are checked on."""
 
 
 def timing_drift(planner: str, live: dict[str, Any], simulated: dict[str, Any], stages: list[str]) -> list[str]:
@@ -130,9 +133,7 @@ def timing_drift(planner: str, live: dict[str, Any], simulated: dict[str, Any], 
     (and ``idle_wait_<stage>``, a task's way in to an idle stage, where both worlds read it)."""
     lines = []
     for stage in stages:
-        for column, what in (
-            ("service", "service"), ("handoff", "hand-off between tasks"), ("idle_wait", "wait met idle"),
-        ):  # fmt: skip
+        for column, what in PER_TASK:
             seen, assumed = live.get(f"{column}_{stage}", math.nan), simulated.get(f"{column}_{stage}", math.nan)
             if not (math.isfinite(seen) and math.isfinite(assumed)) or assumed <= 0 or seen <= 0:
                 continue
@@ -369,7 +370,7 @@ class _SavedRun(RunResult):
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         return {f"{kind}_{name}": float(self.row.get(f"{kind}_{name}", math.nan))
-                for name in scenario.stages for kind in ("service", "handoff", "idle_wait")}  # fmt: skip
+                for name in scenario.stages for kind, _ in PER_TASK}  # fmt: skip
 
     def speeds(self, scenario: Scenario) -> dict[str, float]:
         return {
