@@ -330,6 +330,36 @@ def test_normalization_statistics_are_json_in_each_checkpoint_and_resumed(tmp_pa
     assert again.timesteps == 1024
 
 
+def test_a_checkpoint_writes_its_model_last_and_prunes_a_killed_saves_lone_sidecar(tmp_path):
+    """The model's file is a checkpoint's commit: a save cut short after the sidecar leaves no
+    model (so no checkpoint a resume could find half-written), and the next save prunes the lone
+    sidecar with the checkpoints older than the newest two."""
+    from adaptflow.experiments.training import CheckpointCallback, _build_model, _resume_point, load_config
+
+    d = _normalized_run(tmp_path)
+    config = load_config(d / "config.yaml", new_run=False)
+    model, venv, _ = _build_model(config, d, _resume_point(d, config, False), {})
+    callback = CheckpointCallback(d, config)
+    callback.init_callback(model)
+    callback.num_timesteps = 4096  # as SB3 sets it each step
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    save = model.save
+    model.save = killed
+    with pytest.raises(KeyboardInterrupt):
+        callback.save()
+    assert (d / "checkpoints" / "model_000000004096.json").is_file()
+    assert not (d / "checkpoints" / "model_000000004096.zip").exists()
+    assert _resume_point(d, config, False).checkpoint.name == "model_000000001024.zip"
+    model.save, callback.num_timesteps = save, 5120
+    callback.save()
+    venv.close()
+    names = sorted(p.name for p in (d / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert names == [f"model_{n:012d}.{ext}" for n in (1024, 5120) for ext in ("json", "zip")]
+
+
 def test_resume_skips_incomplete_checkpoints_and_removes_partial_files(tmp_path):
     """What SIGKILL leaves: hidden temporary files of atomic writes, and a newest model whose
     sidecar (with its statistics) was never written. Resume removes the first and resumes from

@@ -6,7 +6,8 @@ A run directory ``<output_dir>/<name>/<timestamp>/`` holds, each file written at
   status), ``tensorboard/`` (SB3's logs);
 * ``checkpoints/model_<steps>.zip`` (the last two), from which ``--resume`` continues: each with
   a sidecar holding VecNormalize's statistics as JSON (model and statistics are one unit; a
-  checkpoint without them is never resumed with fresh ones). Ctrl-C and SIGTERM save a final
+  checkpoint without them is never resumed with fresh ones; the model is written last, so a
+  kill at any moment leaves only complete checkpoints). Ctrl-C and SIGTERM save a final
   checkpoint and mark the run "interrupted"; ``--resume`` also removes the hidden partial files a
   run killed mid-write (SIGKILL) leaves behind;
 * ``validation.csv`` and ``best_model.zip``: every ``evaluation.every`` steps the policy is run
@@ -105,9 +106,9 @@ def save_model(
     carries what training has seen so far (``seen``, as ``training_range``) for the guard.
 
     A ``checkpoint``'s sidecar also holds the full VecNormalize state (``vec_normalize``, see
-    :func:`vec_normalize_state`), written after the model: a checkpoint is complete, and can be
-    resumed, once its sidecar exists, so its model and statistics are one unit."""
-    atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
+    :func:`vec_normalize_state`). The sidecar is written first and the model last: the model's
+    file is the commit, so a checkpoint whose model exists is complete whenever the run is killed
+    (a kill between the two leaves only a sidecar, which the next checkpoint prunes)."""
     sidecar = {
         "env_id": config.env.id,
         "options": config.env.options,
@@ -121,6 +122,7 @@ def save_model(
     if checkpoint and isinstance(venv, VecNormalize):
         sidecar[STATS_KEY] = vec_normalize_state(venv)
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
+    atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
     return path
 
 
@@ -292,10 +294,10 @@ class CheckpointCallback(BaseCallback):
     def save(self) -> Path:
         name = f"model_{self.num_timesteps:012d}.zip"
         path = save_model(self.model, self.dir / name, self.config, self.analyzer, checkpoint=True, seen=self.seen)
-        for old in sorted(self.dir.glob("model_*.zip"))[:-2]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".json").unlink(missing_ok=True)
-            old.with_suffix(".vecnormalize.pkl").unlink(missing_ok=True)
+        kept = {p.stem for p in sorted(self.dir.glob("model_*.zip"))[-2:]}
+        for old in self.dir.glob("model_*.*"):  # older checkpoints, and a killed save's lone sidecar
+            if old.name.split(".", 1)[0] not in kept:
+                old.unlink(missing_ok=True)
         return path
 
     def _on_step(self) -> bool:
