@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, "The whole
+# judgement from scratch"): record, calibrate, train and export PPO, hold static pools at two
+# sizes (the fit set), fit the growth laws on them, then run every planner on arrivals no fit saw
+# (the held-out set) and judge the calibrated simulation against those runs.
+#
+#   examples/etl_app/sim_to_real.sh [OUT]       # about 75 minutes; OUT defaults to s2r
+#
+# Each step writes into OUT and is skipped when its output is already there, so a run cut short
+# goes on from the step it stopped in (delete that step's output first if it was half written).
+# It starts its own redis-server (a free port, its data in OUT) and one worker per queue at -c 1,
+# and stops them on exit. Run nothing heavy beside it: the live runs measure this machine's CPU.
+# Knobs (environment): RATE (6 uploads a second), ROWS ("4000 8000"), REPEAT (2 runs a planner),
+# SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEED (41), HELD_SEED (53).
+set -euo pipefail
+
+OUT=$(realpath -m "${1:-s2r}")
+RATE=${RATE:-6} ROWS=${ROWS:-"4000 8000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
+RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53}
+APP=(--app examples.etl_app.app:app --mapping examples/etl_app/mapping.yaml)
+cd "$(dirname "$0")/../.."
+mkdir -p "$OUT"
+
+PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export ETL_BROKER_URL=redis://127.0.0.1:$PORT/0 ETL_OUTPUT_DIR=$OUT/etl_output
+PIDS=()
+stop() { kill -TERM "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap stop EXIT
+redis-server --port "$PORT" --bind 127.0.0.1 --appendonly yes --dir "$OUT" --save '' >"$OUT/redis.log" 2>&1 &
+PIDS+=($!)
+for q in parse validate repair aggregate write; do
+  celery -A examples.etl_app.app worker -Q $q -n $q@%h -c 1 -E --pool prefork --loglevel WARNING \
+    --without-gossip --without-mingle --without-heartbeat >>"$OUT/workers.log" 2>&1 &
+  PIDS+=($!)
+done
+producer() { PRODUCER=(python -m examples.etl_app.produce --rate "$RATE" --duration 180 --seed "$1" --rows $ROWS); }
+step() { echo "== $(date +%T) $*" >&2; }
+sleep 5
+
+if [ ! -f "$OUT/rec/done" ]; then
+  step "record (seed $RECORD_SEED)"
+  adaptflow record "${APP[@]}" --out "$OUT/rec" --duration 205 &
+  recorder=$!
+  sleep 3
+  producer "$RECORD_SEED"
+  "${PRODUCER[@]}"
+  wait $recorder
+  touch "$OUT/rec/done"
+fi
+if [ ! -f "$OUT/cal.yaml" ]; then
+  step "calibrate"
+  adaptflow calibrate "$OUT/rec" --out "$OUT/cal.yaml" --cores auto --validate 3
+fi
+if [ ! -f "$OUT/cals.yaml" ]; then  # the SLA and the largest pool a user would set (step 3 of deploy.md)
+  python - "$OUT" <<'EOF'
+import sys, yaml
+out = sys.argv[1]
+scenario = yaml.safe_load(open(f"{out}/cal.yaml"))
+scenario["sla"]["latency"] = 1.0
+for stage in scenario["stages"].values():
+    stage["workers"]["max"] = 4
+open(f"{out}/cals.yaml", "w").write(yaml.safe_dump(scenario, sort_keys=False))
+EOF
+fi
+if [ ! -d "$OUT/ppo" ]; then
+  step "train and export PPO"
+  adaptflow train examples/etl_app/train.yaml env.options.scenario="$OUT/cals.yaml" output_dir="$OUT/runs"
+  adaptflow export "$(ls -d "$OUT"/runs/ppo_etl_app/*/ | tail -1)" --out "$OUT/ppo"
+fi
+if [ ! -f "$OUT/fit/compare_app.csv" ]; then
+  step "fit set: static pools at 1 and 2 (seed $FIT_SEED)"
+  producer "$FIT_SEED"
+  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "p1@static:pool=1,p2@static:pool=2" \
+    --repeat "$REPEAT" --simulate 1 --out "$OUT/fit" -- "${PRODUCER[@]}"
+fi
+if [ ! -f "$OUT/calg.yaml" ]; then
+  step "fit the growth laws"
+  adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit/compare_app.csv" --out "$OUT/calg.yaml"
+fi
+if [ ! -f "$OUT/held/compare_app.csv" ]; then
+  step "held-out set: every planner (seed $HELD_SEED)"
+  producer "$HELD_SEED"
+  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --repeat "$REPEAT" --simulate 1 --out "$OUT/held" \
+    --planners "p2@static:pool=2,keda:target=1,erlang:target_wait=0.02,ppo@onnx:$OUT/ppo" -- "${PRODUCER[@]}"
+fi
+step "judge: the fitted scenario on the held-out runs, with their own pools, at each run's probed speed"
+adaptflow resimulate "$OUT/held" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" --probe-speed \
+  --out "$OUT/judged_probe.csv"
+adaptflow resimulate "$OUT/held" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" \
+  --out "$OUT/judged.csv"
