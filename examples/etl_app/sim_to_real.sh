@@ -4,7 +4,7 @@
 # sizes (the fit set), fit the growth laws on them, then run every planner on arrivals no fit saw
 # (the held-out set) and judge the calibrated simulation against those runs.
 #
-#   examples/etl_app/sim_to_real.sh [OUT]       # about 75 minutes; OUT defaults to s2r
+#   examples/etl_app/sim_to_real.sh [OUT]       # about an hour; OUT defaults to s2r
 #
 # Each step writes into OUT and is skipped when its output is already there, so a run cut short
 # goes on from the step it stopped in (delete that step's output first if it was half written).
@@ -51,7 +51,9 @@ if [ ! -f "$OUT/cal.yaml" ]; then
   step "calibrate"
   adaptflow calibrate "$OUT/rec" --out "$OUT/cal.yaml" --cores auto --validate 3
 fi
-if [ ! -f "$OUT/cals.yaml" ]; then  # the SLA and the largest pool a user would set (step 3 of deploy.md)
+if [ ! -f "$OUT/cals2.yaml" ]; then
+  # cals.yaml: the SLA and the largest pool a user would set (step 3 of deploy.md); cals2.yaml:
+  # the same with every pool starting at 2 (the fit set's second size, below)
   python - "$OUT" <<'EOF'
 import sys, yaml
 out = sys.argv[1]
@@ -60,6 +62,9 @@ scenario["sla"]["latency"] = 1.0
 for stage in scenario["stages"].values():
     stage["workers"]["max"] = 4
 open(f"{out}/cals.yaml", "w").write(yaml.safe_dump(scenario, sort_keys=False))
+for stage in scenario["stages"].values():
+    stage["workers"]["initial"] = 2
+open(f"{out}/cals2.yaml", "w").write(yaml.safe_dump(scenario, sort_keys=False))
 EOF
 fi
 if [ ! -d "$OUT/ppo" ]; then
@@ -67,15 +72,21 @@ if [ ! -d "$OUT/ppo" ]; then
   adaptflow train examples/etl_app/train.yaml env.options.scenario="$OUT/cals.yaml" output_dir="$OUT/runs"
   adaptflow export "$(ls -d "$OUT"/runs/ppo_etl_app/*/ | tail -1)" --out "$OUT/ppo"
 fi
-if [ ! -f "$OUT/fit/compare_app.csv" ]; then
-  step "fit set: static pools at 1 and 2 (seed $FIT_SEED)"
-  producer "$FIT_SEED"
-  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "p1@static:pool=1,p2@static:pool=2" \
-    --repeat "$REPEAT" --simulate 1 --out "$OUT/fit" -- "${PRODUCER[@]}"
-fi
+# The fit set: static pools held at 1 and at 2 from the first second (cals2.yaml: compare-app
+# starts every run at the scenario's initial pools, and fit-growth skips a run whose pools moved)
+for pool in 1 2; do
+  scenario="$OUT/cals.yaml"
+  [ $pool = 2 ] && scenario="$OUT/cals2.yaml"
+  if [ ! -f "$OUT/fit$pool/compare_app.csv" ]; then
+    step "fit set: static pools held at $pool (seed $FIT_SEED)"
+    producer "$FIT_SEED"
+    adaptflow compare-app "${APP[@]}" --scenario "$scenario" --planners "p$pool@static:pool=$pool" \
+      --repeat "$REPEAT" --simulate 1 --out "$OUT/fit$pool" -- "${PRODUCER[@]}"
+  fi
+done
 if [ ! -f "$OUT/calg.yaml" ]; then
   step "fit the growth laws"
-  adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit/compare_app.csv" --out "$OUT/calg.yaml"
+  adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv" --out "$OUT/calg.yaml"
 fi
 if [ ! -f "$OUT/held/compare_app.csv" ]; then
   step "held-out set: every planner (seed $HELD_SEED)"
@@ -83,8 +94,19 @@ if [ ! -f "$OUT/held/compare_app.csv" ]; then
   adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --repeat "$REPEAT" --simulate 1 --out "$OUT/held" \
     --planners "p2@static:pool=2,keda:target=1,erlang:target_wait=0.02,ppo@onnx:$OUT/ppo" -- "${PRODUCER[@]}"
 fi
-step "judge: the fitted scenario on the held-out runs, with their own pools, at each run's probed speed"
-adaptflow resimulate "$OUT/held" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" --probe-speed \
-  --out "$OUT/judged_probe.csv"
-adaptflow resimulate "$OUT/held" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" \
-  --out "$OUT/judged.csv"
+# The judgement: the fitted scenario on the held-out runs with their own pools, as calibrated
+# (the prediction), at each run's probed speed (a prediction that reads the machine before each
+# run) and, a diagnosis, at each run's own speed (whether a gap is the machine's speed or the model)
+judge() {
+  local name=$1
+  shift
+  if [ ! -f "$OUT/$name.csv" ]; then
+    step "judge: $name"
+    adaptflow resimulate "$OUT/held" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" "$@" \
+      --out "$OUT/$name.csv" >"$OUT/$name.txt"
+  fi
+}
+judge judged
+judge judged_probe --probe-speed
+judge judged_live_speed --live-speed
+tail -n 60 "$OUT/judged_live_speed.txt"
