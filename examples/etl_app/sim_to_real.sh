@@ -11,12 +11,14 @@
 # It starts its own redis-server (a free port, its data in OUT) and one worker per queue at -c 1,
 # and stops them on exit. Run nothing heavy beside it: the live runs measure this machine's CPU.
 # Knobs (environment): RATE (6 uploads a second), ROWS ("4000 8000"), REPEAT (2 runs a planner),
-# SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEED (41), HELD_SEED (53).
+# SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEED (41), HELD_SEED (53), HELD (held: the
+# held-out set's folder; another name and seed add a held-out set to a finished OUT). Choose the
+# load so that the recording does not saturate (calibrate's --validate table below shows it).
 set -euo pipefail
 
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"4000 8000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
-RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53}
+RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held}
 APP=(--app examples.etl_app.app:app --mapping examples/etl_app/mapping.yaml)
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
@@ -88,10 +90,10 @@ if [ ! -f "$OUT/calg.yaml" ]; then
   step "fit the growth laws"
   adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv" --out "$OUT/calg.yaml"
 fi
-if [ ! -f "$OUT/held/compare_app.csv" ]; then
+if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
   step "held-out set: every planner (seed $HELD_SEED)"
   producer "$HELD_SEED"
-  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --repeat "$REPEAT" --simulate 1 --out "$OUT/held" \
+  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --repeat "$REPEAT" --simulate 1 --out "$OUT/$HELD" \
     --planners "p2@static:pool=2,keda:target=1,erlang:target_wait=0.02,ppo@onnx:$OUT/ppo" -- "${PRODUCER[@]}"
 fi
 # The judgement: the fitted scenario on the held-out runs with their own pools, as calibrated
@@ -100,13 +102,13 @@ fi
 judge() {
   local name=$1
   shift
-  if [ ! -f "$OUT/$name.csv" ]; then
-    step "judge: $name"
-    adaptflow resimulate "$OUT/held" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" "$@" \
-      --out "$OUT/$name.csv" >"$OUT/$name.txt"
+  if [ ! -f "$OUT/$HELD.$name.csv" ]; then
+    step "judge: $HELD $name"
+    adaptflow resimulate "$OUT/$HELD" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" "$@" \
+      --out "$OUT/$HELD.$name.csv" >"$OUT/$HELD.$name.txt"
   fi
 }
 judge judged
 judge judged_probe --probe-speed
 judge judged_live_speed --live-speed
-tail -n 60 "$OUT/judged_live_speed.txt"
+tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
