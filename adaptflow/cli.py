@@ -408,7 +408,9 @@ def _fit_growth(args: argparse.Namespace) -> int:
     from adaptflow.experiments.calibration import fit_growth
     from adaptflow.runtime.calibrate.growth import report_lines
 
-    fit = fit_growth(args.scenario, args.runs, args.out, host=args.host, reference=args.reference)
+    fit = fit_growth(
+        args.scenario, args.runs, args.out, host=args.host, reference=args.reference, session_speed=args.session_speed
+    )
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
     return 0
@@ -800,6 +802,11 @@ def _add_fit_growth(commands: Any) -> None:
     fg.add_argument(
         "--reference", type=int, default=None,
         help="the processes the host ran when the turnarounds were calibrated (default: its stages' initial pools)",
+    )  # fmt: skip
+    fg.add_argument(
+        "--session-speed", action="store_true",
+        help="write the host's speed too: the mean of the held runs' own speeds on the fitted scenario (the speed "
+        "search of resimulate --live-speed); for runs made in the session the scenario is to predict",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 

@@ -251,3 +251,61 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     assert all(fitted.stages[s].cpu_share == 1.0 for s in STAGES)
     for name, spec in truth["stages"].items():  # the full-speed services the live machine has
         assert fitted.stages[name].service.expected() == pytest.approx(spec["service"]["mean"], rel=0.1), name
+
+
+def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, capsys):
+    """``fit-growth --session-speed``: the held runs came from a machine at 0.8 of the speed the
+    scenario was calibrated at (a recording made at a faster moment). Each run's own speed on the
+    fitted scenario is found near 0.8, and their mean is written as the host's ``speed``. A folder
+    that ``resimulate`` cannot read is refused before any file is written."""
+    import pandas as pd
+
+    from adaptflow.experiments.calibration import run_speeds
+    from adaptflow.runtime.calibrate.growth import write_host_speed
+    from adaptflow.runtime.compare_app import PLANNER_SCENARIO
+
+    truth = {
+        "name": "app", "horizon": 60, "sla": {"latency": 10},
+        "sources": {"uploads": {"process": "poisson", "rate": 3.0, "to": "parse"}},
+        "hosts": {"vm": {"cores": 2.0, "speed": 0.8, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
+        "stages": {
+            name: {
+                "workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": mean, "cv": 0.5},
+                "turnaround": 0.05, "dispatch_delay": 0.03, "host": "vm", "cpu": 1.0, "next": following,
+            }
+            for name, mean, following in (("parse", 0.15, "check"), ("check", 0.2, None))
+        },
+    }  # fmt: skip
+    calibrated = copy.deepcopy(truth)
+    calibrated["hosts"]["vm"] = {"cores": 2.0}
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    bare = held_run(tmp_path / "bare", truth, 1, 3.0)  # as write_runs writes it: no spec, interval, ...
+    runs = []
+    for pools in (1, 2):
+        run = held_run(tmp_path / f"p{pools}", truth, pools, 3.0)
+        table = pd.read_csv(run).assign(spec="static", interval=5.0, decisions=18, seconds=90.0)
+        table.to_csv(run, index=False)
+        kept = copy.deepcopy(calibrated)  # the scenario compare-app ran it on, kept beside its table
+        for spec in kept["stages"].values():
+            spec["workers"]["initial"] = pools
+        (run.parent / PLANNER_SCENARIO).write_text(yaml.safe_dump(kept))
+        runs.append(run)
+    never = tmp_path / "never.yaml"
+    assert main(["fit-growth", str(path), str(bare), str(runs[1]), "--out", str(never), "--session-speed"]) == 2
+    assert "columns ['spec', 'interval', 'decisions', 'seconds'] missing" in capsys.readouterr().err
+    (tmp_path / "old").mkdir()
+    older = write_runs(tmp_path / "old" / "compare_app.csv", [("live", "static", 1.0, on_the_law(2, 0.5))])
+    pd.read_csv(older).assign(spec="static", interval=5.0, decisions=18, seconds=90.0).to_csv(older, index=False)
+    assert main(["fit-growth", str(path), str(older), str(runs[1]), "--out", str(never), "--session-speed"]) == 2
+    assert "old/compare_app.csv has no service_<stage> columns" in capsys.readouterr().err
+    assert not never.exists()
+
+    out = tmp_path / "fitted.yaml"
+    fit = fit_growth_file(path, runs, out)
+    speeds = run_speeds(out, fit, seeds=1)
+    assert sorted(speeds) == [f"{tmp_path / folder}/static" for folder in ("p1", "p2")]
+    assert all(v == pytest.approx(0.8, rel=0.08) for v in speeds.values()), speeds
+    write_host_speed(out, "vm", 0.81234)
+    assert load_scenario(out).hosts["vm"].speed == 0.8123
+    assert out.read_text().startswith("# app.yaml, hosts.vm.turnaround_growth fitted")  # the header kept

@@ -420,7 +420,7 @@ def resimulate(
     folder = Path(folder)
     spec, planner_spec = _planned_on(load_scenario(scenario), folder, planned_on)
     _check_speeds(spec, probe_speed, live_speed, steal_speed)
-    table = _compare_table(folder)
+    table = saved_compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
     runs = []
     for row in table[table["world"] == "live"].to_dict("records"):
@@ -480,8 +480,9 @@ def _planned_on(world: Scenario, folder: Path, planned_on: str | Path | Scenario
     return parse_scenario(data), planned_on
 
 
-def _compare_table(folder: Path) -> pd.DataFrame:
-    """``folder/compare_app.csv``, checked for what :func:`resimulate` reads."""
+def saved_compare_table(folder: Path) -> pd.DataFrame:
+    """``folder/compare_app.csv``, checked for what :func:`resimulate` reads (``fit-growth
+    --session-speed`` checks its folders with it before any work)."""
     path = folder / "compare_app.csv"
     if not path.is_file():
         raise ValueError(f"{path}: no such file; expected a directory written by adaptflow compare-app --out")
@@ -601,6 +602,7 @@ __all__ = [
     "compare_app_with_simulation",
     "on_arrivals",
     "resimulate",
+    "saved_compare_table",
     "simulated_app_run",
     "timing_drift",
     "with_handoffs",

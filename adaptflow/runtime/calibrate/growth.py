@@ -66,6 +66,7 @@ class GrowthRun:
     services: dict[str, float]
     arrivals: dict[str, Path] = field(default_factory=dict)
     idle_waits: dict[str, float] = field(default_factory=dict)  # where the row has them (idle_wait_<stage>)
+    planner: str = ""  # the row's label (compare-app's LABEL#k): its arrivals and event log are named by it
 
     @property
     def processes(self) -> int:
@@ -86,6 +87,7 @@ class GrowthFit:
     cpu: CpuFit | str | None = None  # Celery's CPU and the shares, or why not fitted
     dispatch: TurnaroundGrowth | None = None  # the dispatch delays' law, where the rows had idle waits
     dispatch_ratios: dict[str, dict[int, float]] = field(default_factory=dict)  # as ratios, of idle waits
+    session_speeds: dict[str, float] = field(default_factory=dict)  # each run's own speed (--session-speed)
 
 
 def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
@@ -144,7 +146,8 @@ def _read_one(
             if row["world"] == "live":
                 run = _run_of(f"{path}:{line}", row, stages, problems, skipped)
                 if run is not None:
-                    runs.append(replace(run, arrivals=_arrivals(path.parent, row["planner"], sources, problems)))
+                    arrivals = _arrivals(path.parent, row["planner"], sources, problems)
+                    runs.append(replace(run, arrivals=arrivals, planner=row["planner"]))
         return runs
 
 
@@ -279,6 +282,18 @@ def fit_growth_file(
     return fit
 
 
+def write_host_speed(out: str | Path, host: str, speed: float) -> None:
+    """Set ``hosts.<host>.speed`` in the scenario ``fit_growth_file`` wrote to ``out`` (its header
+    line kept), checked before the file is replaced."""
+    out = Path(out)
+    header = out.read_text().partition("\n")[0]
+    data = load_yaml_file(out)
+    data["hosts"][host]["speed"] = round(speed, 4)
+    parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
+    text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
+    atomic_write_text(out, (header + "\n" if header.startswith("#") else "") + text)
+
+
 def _fit_cpu(
     scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation
 ) -> CpuFit | str:
@@ -323,6 +338,11 @@ def report_lines(fit: GrowthFit) -> list[str]:
         lines += cpu_report(fit.cpu, fit.host)
     elif fit.cpu:
         lines.append(fit.cpu)
+    if fit.session_speeds:
+        speeds = fit.session_speeds.values()
+        lines.append(f"hosts.{fit.host}.speed: {round(sum(speeds) / len(speeds), 4)}, the mean of the held runs' own "
+                     "speeds on the fitted scenario (--session-speed)")  # fmt: skip
+        lines += [f"  {run}: {speed:.3f}" for run, speed in fit.session_speeds.items()]
     return lines
 
 
@@ -339,4 +359,13 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-__all__ = ["GrowthFit", "GrowthRun", "fit_growth", "fit_growth_file", "hosted_stages", "read_runs", "report_lines"]
+__all__ = [
+    "GrowthFit",
+    "GrowthRun",
+    "fit_growth",
+    "fit_growth_file",
+    "hosted_stages",
+    "read_runs",
+    "report_lines",
+    "write_host_speed",
+]
