@@ -309,3 +309,13 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     write_host_speed(out, "vm", 0.81234)
     assert load_scenario(out).hosts["vm"].speed == 0.8123
     assert out.read_text().startswith("# app.yaml, hosts.vm.turnaround_growth fitted")  # the header kept
+
+    # the command, Celery's CPU fitted too: the mean of the speeds it reports is the speed it writes
+    written = tmp_path / "session.yaml"
+    assert main(["fit-growth", str(path), *map(str, runs), "--out", str(written), "--session-speed"]) == 0
+    report = capsys.readouterr().out
+    reported = [float(line.rsplit(": ", 1)[1]) for line in report.splitlines() if "/static: " in line]
+    assert len(reported) == 2 and all(0.7 < v < 0.9 for v in reported), report
+    assert load_scenario(written).hosts["vm"].speed == pytest.approx(sum(reported) / 2, abs=1e-3)
+    assert "(--session-speed)" in written.read_text().partition("\n")[0]
+    assert not list(tmp_path.glob(".session.yaml*"))  # the fitting's own file gone

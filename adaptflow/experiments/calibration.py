@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,31 +42,54 @@ def fit_growth(
     recording's speed six minutes after it, and runs simulated at 1 were 41-51 % short on mean
     wait (docs/deploy.md, "The whole judgement from scratch"). Runs made in the session the
     scenario is to predict measure the speed it will meet better than the recording does."""
-    if session_speed:  # every folder readable by resimulate, with the services the search meets, before any work
-        for folder in dict.fromkeys(Path(p).parent for p in run_paths):
-            if not any(c.startswith("service_") for c in saved_compare_table(folder)):
-                raise ValueError(
-                    f"--session-speed: {folder / 'compare_app.csv'} has no service_<stage> columns; expected the "
-                    "runs' mean services (a compare-app since they were kept), which the speed is searched on"
-                )
-    fit = fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)
-    if session_speed:
-        fit.session_speeds = run_speeds(out, fit, seeds)
-        write_host_speed(out, fit.host, sum(fit.session_speeds.values()) / len(fit.session_speeds))
+    if not session_speed:
+        return fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)
+    _check_session_runs(run_paths)
+    out = Path(out)
+    fitted = out.with_name(f".{out.name}.fitting.yaml")  # beside out: the trace paths are relative to its folder
+    try:
+        fit = fit_growth_file(scenario_path, run_paths, fitted, host=host, reference=reference, simulation=Simulation)
+        fit.session_speeds = run_speeds(fitted, fit, seeds)
+        write_host_speed(fitted, fit.host, sum(fit.session_speeds.values()) / len(fit.session_speeds))
+        fitted.replace(out)  # out written once, whole, or not at all
+    finally:
+        fitted.unlink(missing_ok=True)
     return fit
 
 
+def _check_session_runs(run_paths: Sequence[str | Path]) -> None:
+    """Before any work: every run file of ``--session-speed`` is a ``compare_app.csv`` (its
+    folder is what ``resimulate`` reads), readable by ``resimulate``, with the services the
+    speed is searched on."""
+    for path in map(Path, run_paths):
+        if path.name != "compare_app.csv":
+            raise ValueError(f"--session-speed: {path}; expected a compare_app.csv in the folder compare-app wrote")
+        if not any(c.startswith("service_") for c in saved_compare_table(path.parent)):
+            raise ValueError(
+                f"--session-speed: {path} has no service_<stage> columns; expected the runs' mean services "
+                "(a compare-app since they were kept), which the speed is searched on"
+            )
+
+
 def run_speeds(scenario_path: str | Path, fit: GrowthFit, seeds: int = SESSION_SEEDS) -> dict[str, float]:
-    """Each run ``fit`` used (``FOLDER/LABEL``, the folder as given): the host's speed at which the simulation of
-    ``scenario_path`` met the run's own services, on its arrivals and at the pools it held (the
-    search of ``resimulate --live-speed``)."""
+    """Each run ``fit`` used (``FOLDER/LABEL``, the folder as given): the host's speed at which the
+    simulation of ``scenario_path`` met the run's own services, on its arrivals and at the pools
+    it held (the search of ``resimulate --live-speed``). Every run must get one: a mean over the
+    runs that happened to be measurable would be another session's speed."""
     by_folder: dict[Path, list[str]] = {}
     for run in fit.runs:
         by_folder.setdefault(Path(run.source.rsplit(":", 1)[0]).parent, []).append(run.planner)
-    speeds = {}
+    speeds: dict[str, float] = {}
     for folder, planners in by_folder.items():
         table = resimulate(folder, scenario_path, seeds=seeds, live_speed=True)
-        rows = table[(table["world"] == LIVE_SPEED) & table["planner"].isin(planners)]
-        for row in rows.to_dict("records"):
-            speeds[f"{folder}/{row['planner']}"] = float(row[f"speed_{fit.host}"])
+        rows = table[table["world"] == LIVE_SPEED].set_index("planner")
+        for planner in planners:
+            speed = rows[f"speed_{fit.host}"].get(planner, math.nan) if f"speed_{fit.host}" in rows else math.nan
+            speeds[f"{folder}/{planner}"] = float(speed)
+    unmeasured = [run for run, speed in speeds.items() if not math.isfinite(speed)]
+    if unmeasured:
+        raise ValueError(
+            f"--session-speed: no speed found for {', '.join(unmeasured)}; expected each held run's services "
+            f"(service_<stage>) of the stages on hosts.{fit.host}"
+        )
     return speeds

@@ -121,6 +121,8 @@ def save_model(
     venv = model.get_env()
     if checkpoint and isinstance(venv, VecNormalize):
         sidecar[STATS_KEY] = vec_normalize_state(venv)
+    if checkpoint:  # a checkpoint saved again at its step (a resumed run's): no old model beside the new sidecar
+        path.unlink(missing_ok=True)
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
     atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
     return path

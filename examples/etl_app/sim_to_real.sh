@@ -7,7 +7,8 @@
 #   examples/etl_app/sim_to_real.sh [OUT]       # about an hour; OUT defaults to s2r
 #
 # Each step writes into OUT and is skipped when its output is already there, so a run cut short
-# goes on from the step it stopped in (delete that step's output first if it was half written).
+# goes on from the step it stopped in. The steps do not track what they were made from: to redo
+# one, delete its output and every later step's.
 # It starts its own redis-server (a free port, its data in OUT) and one worker per queue at -c 1,
 # and stops them on exit. Run nothing heavy beside it: the live runs measure this machine's CPU.
 # Knobs (environment): RATE (6 uploads a second), ROWS ("4000 8000"), REPEAT (2 runs a planner),
@@ -28,7 +29,9 @@ export ETL_BROKER_URL=redis://127.0.0.1:$PORT/0 ETL_OUTPUT_DIR=$OUT/etl_output
 PIDS=()
 stop() { kill -TERM "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT
-redis-server --port "$PORT" --bind 127.0.0.1 --appendonly yes --dir "$OUT" --save '' >"$OUT/redis.log" 2>&1 &
+trap 'exit 130' INT TERM
+# a broker of this script's own, empty at every start: a cut-short run's queues are not replayed
+redis-server --port "$PORT" --bind 127.0.0.1 --appendonly no --save '' >"$OUT/redis.log" 2>&1 &
 PIDS+=($!)
 for q in parse validate repair aggregate write; do
   celery -A examples.etl_app.app worker -Q $q -n $q@%h -c 1 -E --pool prefork --loglevel WARNING \
@@ -37,12 +40,21 @@ for q in parse validate repair aggregate write; do
 done
 producer() { PRODUCER=(python -m examples.etl_app.produce --rate "$RATE" --duration 180 --seed "$1" --rows $ROWS); }
 step() { echo "== $(date +%T) $*" >&2; }
-sleep 5
+python - <<'EOF'  # every worker answers before anything is measured (a slow VM takes seconds to start five)
+import time
+from examples.etl_app.app import app
+deadline = time.monotonic() + 120
+while len(app.control.ping(timeout=1.0)) < 5:
+    if time.monotonic() > deadline:
+        raise SystemExit("sim_to_real.sh: the five workers did not answer within 2 minutes (see workers.log)")
+EOF
 
 if [ ! -f "$OUT/rec/done" ]; then
   step "record (seed $RECORD_SEED)"
+  rm -rf "$OUT/rec"  # a recording cut short is not resumed
   adaptflow record "${APP[@]}" --out "$OUT/rec" --duration 205 &
   recorder=$!
+  PIDS+=($recorder)
   sleep 3
   producer "$RECORD_SEED"
   "${PRODUCER[@]}"
@@ -69,7 +81,7 @@ for stage in scenario["stages"].values():
 open(f"{out}/cals2.yaml", "w").write(yaml.safe_dump(scenario, sort_keys=False))
 EOF
 fi
-if [ ! -d "$OUT/ppo" ]; then
+if [ ! -f "$OUT/ppo/planner.onnx" ]; then
   step "train and export PPO"
   adaptflow train examples/etl_app/train.yaml env.options.scenario="$OUT/cals.yaml" output_dir="$OUT/runs"
   adaptflow export "$(ls -d "$OUT"/runs/ppo_etl_app/*/ | tail -1)" --out "$OUT/ppo"
@@ -78,7 +90,9 @@ fi
 # starts every run at the scenario's initial pools, and fit-growth skips a run whose pools moved)
 for pool in 1 2; do
   scenario="$OUT/cals.yaml"
-  [ $pool = 2 ] && scenario="$OUT/cals2.yaml"
+  if [ "$pool" = 2 ]; then
+    scenario="$OUT/cals2.yaml"
+  fi
   if [ ! -f "$OUT/fit$pool/compare_app.csv" ]; then
     step "fit set: static pools held at $pool (seed $FIT_SEED)"
     producer "$FIT_SEED"
@@ -90,6 +104,11 @@ if [ ! -f "$OUT/calg.yaml" ]; then
   step "fit the growth laws"
   adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv" --out "$OUT/calg.yaml"
 fi
+if [ ! -f "$OUT/calgs.yaml" ]; then
+  step "fit the growth laws, and the speed the fit set met"
+  adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv" --session-speed \
+    --out "$OUT/calgs.yaml"
+fi
 if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
   step "held-out set: every planner (seed $HELD_SEED)"
   producer "$HELD_SEED"
@@ -97,18 +116,20 @@ if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
     --planners "p2@static:pool=2,keda:target=1,erlang:target_wait=0.02,ppo@onnx:$OUT/ppo" -- "${PRODUCER[@]}"
 fi
 # The judgement: the fitted scenario on the held-out runs with their own pools, as calibrated
-# (the prediction), at each run's probed speed (a prediction that reads the machine before each
-# run) and, a diagnosis, at each run's own speed (whether a gap is the machine's speed or the model)
+# (the prediction), at the fit set's speed (a prediction for the session the fit set ran in), at
+# each run's probed speed (a prediction that reads the machine before each run) and, a diagnosis,
+# at each run's own speed (whether a gap is the machine's speed or the model)
 judge() {
-  local name=$1
-  shift
+  local name=$1 scenario=$2
+  shift 2
   if [ ! -f "$OUT/$HELD.$name.csv" ]; then
     step "judge: $HELD $name"
-    adaptflow resimulate "$OUT/$HELD" --scenario "$OUT/calg.yaml" --live-pools --simulate "$SIMULATE" "$@" \
+    adaptflow resimulate "$OUT/$HELD" --scenario "$OUT/$scenario" --live-pools --simulate "$SIMULATE" "$@" \
       --out "$OUT/$HELD.$name.csv" >"$OUT/$HELD.$name.txt"
   fi
 }
-judge judged
-judge judged_probe --probe-speed
-judge judged_live_speed --live-speed
+judge judged calg.yaml
+judge judged_session calgs.yaml
+judge judged_probe calg.yaml --probe-speed
+judge judged_live_speed calg.yaml --live-speed
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"

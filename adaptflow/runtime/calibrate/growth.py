@@ -291,7 +291,9 @@ def write_host_speed(out: str | Path, host: str, speed: float) -> None:
     data["hosts"][host]["speed"] = round(speed, 4)
     parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
     text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
-    atomic_write_text(out, (header + "\n" if header.startswith("#") else "") + text)
+    if header.startswith("#"):
+        header += f"; hosts.{host}.speed from the held runs' own speeds (--session-speed)\n"
+    atomic_write_text(out, (header if header.startswith("#") else "") + text)
 
 
 def _fit_cpu(
