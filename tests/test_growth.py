@@ -197,6 +197,23 @@ def held_run(folder: Path, truth: dict, pools: int, rate: float) -> Path:
     return write_runs(folder / "compare_app.csv", [("live", "static", float(pools), handoffs)], services)
 
 
+def live_machine(**host: float) -> dict:
+    """The "live" machine of the held runs: two all-CPU stages of one process each on a 2-core
+    host (``host``: its other settings) whose hand-offs grow 0.5 per process past 2."""
+    return {
+        "name": "app", "horizon": 60, "sla": {"latency": 10},
+        "sources": {"uploads": {"process": "poisson", "rate": 3.0, "to": "parse"}},
+        "hosts": {"vm": {"cores": 2.0, **host, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
+        "stages": {
+            name: {
+                "workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": mean, "cv": 0.5},
+                "turnaround": 0.05, "dispatch_delay": 0.03, "host": "vm", "cpu": 1.0, "next": following,
+            }
+            for name, mean, following in (("parse", 0.15, "check"), ("check", 0.2, None))
+        },
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "law, value, step",
     [("visit_cpu", 0.07, 0.01), pytest.param("oversubscription", 0.15, 0.025, marks=pytest.mark.slow)],  # 25 s each
@@ -210,18 +227,7 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     that serve as the live ones do there. fit-growth finds the law and its value (within a step
     of the grid) and the shares, and writes services that come back to the live machine's
     full-speed ones; every other law fits the two loads worse."""
-    truth = {
-        "name": "app", "horizon": 60, "sla": {"latency": 10},
-        "sources": {"uploads": {"process": "poisson", "rate": 3.0, "to": "parse"}},
-        "hosts": {"vm": {"cores": 2.0, law: value, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
-        "stages": {
-            name: {
-                "workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": mean, "cv": 0.5},
-                "turnaround": 0.05, "dispatch_delay": 0.03, "host": "vm", "cpu": 1.0, "next": following,
-            }
-            for name, mean, following in (("parse", 0.15, "check"), ("check", 0.2, None))
-        },
-    }  # fmt: skip
+    truth = live_machine(**{law: value})
     calibrated = copy.deepcopy(truth)
     calibrated["hosts"]["vm"] = {"cores": 2.0}
     for spec in calibrated["stages"].values():
@@ -264,18 +270,7 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     from adaptflow.runtime.calibrate.growth import write_host_speed
     from adaptflow.runtime.compare_app import PLANNER_SCENARIO
 
-    truth = {
-        "name": "app", "horizon": 60, "sla": {"latency": 10},
-        "sources": {"uploads": {"process": "poisson", "rate": 3.0, "to": "parse"}},
-        "hosts": {"vm": {"cores": 2.0, "speed": 0.8, "turnaround_growth": {"per_process": 0.5, "reference": 2}}},
-        "stages": {
-            name: {
-                "workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": mean, "cv": 0.5},
-                "turnaround": 0.05, "dispatch_delay": 0.03, "host": "vm", "cpu": 1.0, "next": following,
-            }
-            for name, mean, following in (("parse", 0.15, "check"), ("check", 0.2, None))
-        },
-    }  # fmt: skip
+    truth = live_machine(speed=0.8)
     calibrated = copy.deepcopy(truth)
     calibrated["hosts"]["vm"] = {"cores": 2.0}
     path = tmp_path / "app.yaml"

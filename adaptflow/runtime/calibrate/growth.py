@@ -277,23 +277,28 @@ def fit_growth_file(
     sources = ", ".join(r.source for r in fit.runs)
     laws = "turnaround_growth" + (" and dispatch_growth" if fit.dispatch is not None else "")
     header = f"# {scenario_path.name}, hosts.{host}.{laws} fitted by adaptflow fit-growth from {sources}\n"
-    text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
-    atomic_write_text(out, header + text)
+    _write_scenario(out, header, data)
     return fit
+
+
+def _write_scenario(out: Path, header: str, data: dict) -> None:
+    """The fitted scenario ``data`` (already checked) written to ``out`` under ``header``: the
+    one format of the files fit-growth writes."""
+    atomic_write_text(
+        out, header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
+    )
 
 
 def write_host_speed(out: str | Path, host: str, speed: float) -> None:
     """Set ``hosts.<host>.speed`` in the scenario ``fit_growth_file`` wrote to ``out`` (its header
     line kept), checked before the file is replaced."""
     out = Path(out)
-    header = out.read_text().partition("\n")[0]
+    first = out.read_text().partition("\n")[0]
     data = load_yaml_file(out)
     data["hosts"][host]["speed"] = round(speed, 4)
     parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
-    text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=120)
-    if header.startswith("#"):
-        header += f"; hosts.{host}.speed from the held runs' own speeds (--session-speed)\n"
-    atomic_write_text(out, (header if header.startswith("#") else "") + text)
+    note = f"; hosts.{host}.speed from the held runs' own speeds (--session-speed)\n"
+    _write_scenario(out, first + note if first.startswith("#") else "", data)
 
 
 def _fit_cpu(
