@@ -444,12 +444,14 @@ def _compare_app(args: argparse.Namespace) -> int:
         compare, options["seeds"] = compare_app_with_simulation, args.simulate
         options["live_handoffs"], options["probe_speed"] = args.live_handoffs, args.probe_speed
         options["live_speed"], options["steal_speed"] = args.live_speed, args.steal_speed
+        options["pulse_speed"] = args.pulse_speed
     else:
         replayed = (
             (args.live_handoffs, "--live-handoffs: the hand-offs are"),
             (args.probe_speed, "--probe-speed: the speed is"),
             (args.live_speed, "--live-speed: the speed is"),
             (args.steal_speed, "--steal-speed: the speed is"),
+            (args.pulse_speed, "--pulse-speed: the speed is"),
         )
         for given, flag in replayed:
             if given:
@@ -487,7 +489,7 @@ def _resimulate(args: argparse.Namespace) -> int:
 
     table = resimulate(
         Path(args.folder), args.scenario, args.simulate, args.probe_speed, args.allow_pickle, args.live_speed,
-        args.live_handoffs, args.steal_speed, args.planner_scenario, args.live_pools,
+        args.live_handoffs, args.steal_speed, args.planner_scenario, args.live_pools, args.pulse_speed,
     )  # fmt: skip
     if args.out:
         table.to_csv(args.out, index=False)
@@ -885,6 +887,11 @@ def _add_compare_app(commands: Any) -> None:
         help="with --simulate: each host at the speed the run's own steal gives against the recording's "
         "((1 - steal) / (1 - hosts.<h>.steal); over the whole run, where the probe reads beside it)",
     )  # fmt: skip
+    ca.add_argument(
+        "--pulse-speed", action="store_true",
+        help="with --simulate: each host at the speed the run's own short CPU probes gave where no task ran, "
+        "against the recording's (pulse in the table over hosts.<h>.pulse)",
+    )  # fmt: skip
     ca.add_argument("produce", nargs=argparse.REMAINDER, help="-- then the producer's command")
     ca.set_defaults(handler=_compare_app)
 
@@ -894,7 +901,7 @@ def _add_resimulate(commands: Any) -> None:
         "resimulate",
         help="simulate the live runs of a compare-app directory again, on another scenario, and judge it",
         description="adaptflow resimulate CMP_DIR --scenario S [--planner-scenario S] [--simulate SEEDS] "
-        "[--probe-speed] [--live-speed] [--live-handoffs] [--steal-speed] [--live-pools] [--out FILE]",
+        "[--probe-speed | --steal-speed | --pulse-speed] [--live-speed] [--live-handoffs] [--live-pools] [--out FILE]",
     )
     rs.add_argument("folder", help="a directory written by adaptflow compare-app --simulate --out")
     rs.add_argument("--scenario", required=True, help="the scenario to simulate each run on")
@@ -916,6 +923,10 @@ def _add_resimulate(commands: Any) -> None:
     rs.add_argument(
         "--steal-speed", action="store_true", help="each run at the speed its own steal gave (the row's steal)"
     )
+    rs.add_argument(
+        "--pulse-speed", action="store_true",
+        help="each run at the speed its own idle pulses gave (the row's pulse over hosts.<h>.pulse)",
+    )  # fmt: skip
     rs.add_argument(
         "--live-pools", action="store_true",
         help="each run replayed with the pools it applied at each decision (its event log), not its planner's new ones",

@@ -109,6 +109,8 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     held = dict.fromkeys(SCENARIO["stages"], 1)  # static: each decision saw the pools it was given
     assert len(kept.pools) == live["decisions"] and all(pools == held for _, pools in kept.pools)
     assert 0 <= kept.meta["steal"] < 1 and kept.meta["stopped"] > kept.meta["started"]
+    pulses, meta = kept.pulses, kept.meta  # the CPU pulses of the run, within its recording
+    assert len(pulses) >= 2 and meta["started"] <= pulses[0, 0] < pulses[-1, 1] <= meta["stopped"]
     calibration = calibrate(tmp_path / "static.recording", tmp_path / "calibrated.yaml")
     assert load_scenario(calibration.scenario).stages["enrich"].service.expected() == pytest.approx(
         live["service_enrich"], rel=0.1

@@ -136,10 +136,11 @@ def test_stages_that_slowed_unequally_are_each_replayed_at_their_own_live_servic
     [
         ("probe_speed", "--probe-speed: no host of scenario 'shop' has a probe"),
         ("live_speed", "--live-speed: scenario 'shop' has no hosts"),
+        ("pulse_speed", "--pulse-speed: no host of scenario 'shop' has a pulse"),
     ],
 )
 def test_a_speed_flag_needs_a_host_and_a_simulation(flag, refused, capsys):
-    """The shop scenario has no host: either speed is refused before any run, and either flag
+    """The shop scenario has no host: each speed is refused before any run, and each flag
     without --simulate is refused by the command line."""
     with pytest.raises(ValueError, match=refused):
         compare_app_with_simulation(

@@ -23,6 +23,7 @@ from adaptflow.runtime.live import CeleryExecutor, CeleryMonitor, PoolLedger, Wa
 from adaptflow.runtime.live.events import EventStream
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.runtime.live.system import app_system
+from adaptflow.runtime.pulses import PULSES_FILE, read_pulses
 from adaptflow.runtime.record import Recorder, record
 from adaptflow.scenario import parse_scenario
 from adaptflow.scenario.celery_pool import CELERY_LATE_REAP
@@ -330,6 +331,9 @@ def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop,
     header = json.loads((out / "recording.json").read_text())
     assert header["stopped"] is not None and "@" not in header["broker"].split("//")[-1].split(":")[0]
     assert len(header["probes"]) == 2 and all(p > 0 for p in header["probes"])  # the CPU probe at start and stop
+    pulses = read_pulses(out / PULSES_FILE)  # and the pulses throughout, within the recording
+    assert len(pulses) >= 2 and (pulses[:, 2] > 0).all()
+    assert header["started"] <= pulses[0, 0] and pulses[-1, 1] <= header["stopped"]
     if sys.platform.startswith("linux"):  # the share of the CPU time wanted while recording that the hypervisor took
         assert 0 <= header["steal"] < 1 and len(header["cpu_ticks"]) == 8
     assert result["summary"].task_events >= 60  # sent, received, started, succeeded for each of 15

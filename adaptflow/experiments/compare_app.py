@@ -159,6 +159,7 @@ def simulated_app_run(
     steal_speed: bool = False,
     planned_on: Scenario | None = None,
     pools: list[dict[str, int]] | None = None,
+    pulse_speed: bool = False,
 ) -> list[dict[str, Any]]:
     """The simulated rows of one live run (see the module docstring); ``spec``: the planner spec
     the run used (``LABEL@SPEC`` allowed), built on ``planned_on`` (default ``scenario``).
@@ -172,6 +173,9 @@ def simulated_app_run(
     not of the run's tasks or waits.
     ``steal_speed``: each host that kept its recording's steal at the speed the run's own steal
     gives (:meth:`RunResult.steal_speeds`; ``speed_<host>`` in the rows), instead of the probe's.
+    ``pulse_speed``: each host with a calibration pulse at the speed the run's own idle pulses
+    give against it (:meth:`RunResult.pulse_speeds`; ``speed_<host>`` in the rows): the machine
+    read during the run, not beside it.
     ``live_speed``: one more row, :data:`LIVE_SPEED`, simulated with each host at the speed the
     run's own services met and each stage's service scaled to its own live mean
     (:func:`_at_live_speed`, from the probe's speed with ``probe_speed``): a diagnosis, as
@@ -187,7 +191,7 @@ def simulated_app_run(
         log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
         return []
     timing = run.per_task(scenario)  # what the run's tasks met, once for both uses below
-    speeds = run.speeds(scenario) if probe_speed else run.steal_speeds(scenario) if steal_speed else {}
+    speeds = _measured_speeds(run, scenario, probe_speed, steal_speed, pulse_speed)
     planned_on = scenario if planned_on is None else planned_on
     planner: str | Planner = spec if pools is None else ScheduledPlanner(pools)
     replay = as_live(_replayed(aligned, speeds, timing, live_handoffs))
@@ -277,11 +281,32 @@ def _check_seeds(seeds: int) -> None:
         raise ValueError(f"--simulate {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
 
 
-def _check_speeds(spec: Scenario, probe_speed: bool, live_speed: bool, steal_speed: bool = False) -> None:
-    """``--probe-speed``, ``--steal-speed`` and ``--live-speed`` refused, before any run, on a
-    scenario that has nothing to set; the first two together, too (each is the speed)."""
-    if probe_speed and steal_speed:
-        raise ValueError("--probe-speed and --steal-speed: expected one of them (each sets the hosts' speed)")
+def _measured_speeds(
+    run: RunResult, scenario: Scenario, probe_speed: bool, steal_speed: bool, pulse_speed: bool
+) -> dict[str, float]:
+    """The hosts' speeds by the one measurement of the machine asked for (none: the scenario's)."""
+    if probe_speed:
+        return run.speeds(scenario)
+    if steal_speed:
+        return run.steal_speeds(scenario)
+    return run.pulse_speeds(scenario) if pulse_speed else {}
+
+
+def _check_speeds(
+    spec: Scenario, probe_speed: bool, live_speed: bool, steal_speed: bool = False, pulse_speed: bool = False
+) -> None:
+    """``--probe-speed``, ``--steal-speed``, ``--pulse-speed`` and ``--live-speed`` refused,
+    before any run, on a scenario that has nothing to set; two of the first three together,
+    too (each is the speed)."""
+    chosen = [flag for flag, on in (("--probe-speed", probe_speed), ("--steal-speed", steal_speed),
+                                    ("--pulse-speed", pulse_speed)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)}: expected one of them (each sets the hosts' speed)")
+    if pulse_speed and not any(h.pulse is not None for h in spec.hosts.values()):
+        raise ValueError(
+            f"--pulse-speed: no host of scenario {spec.name!r} has a pulse to compare with; expected a scenario "
+            "calibrated (adaptflow calibrate --cores auto) from a recording that kept its pulses (pulses.jsonl)"
+        )
     if steal_speed and not any(h.steal is not None for h in spec.hosts.values()):
         raise ValueError(
             f"--steal-speed: no host of scenario {spec.name!r} kept its recording's steal to compare with; expected "
@@ -314,12 +339,13 @@ def compare_app_with_simulation(
     probe_speed: bool = False,
     live_speed: bool = False,
     steal_speed: bool = False,
+    pulse_speed: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """:func:`~adaptflow.runtime.compare_app.compare_on_app`, each live row followed by its
-    simulated rows over ``seeds`` seeds (``live_handoffs``, ``probe_speed``, ``live_speed``: see
-    :func:`simulated_app_run`; ``probe_speed`` needs a host with a calibration ``probe``,
-    ``live_speed`` a host). The
+    simulated rows over ``seeds`` seeds (``live_handoffs``, ``probe_speed``, ``live_speed``,
+    ``steal_speed``, ``pulse_speed``: see :func:`simulated_app_run`; ``probe_speed`` needs a host
+    with a calibration ``probe``, ``pulse_speed`` one with a ``pulse``, ``live_speed`` a host). The
     arrival traces go to ``event_log_dir`` (kept beside the event logs), or to a temporary
     directory removed at the end."""
     _check_seeds(seeds)
@@ -330,7 +356,7 @@ def compare_app_with_simulation(
             f"mapping: sources {unknown} are not the scenario's; expected some of {sorted(spec.sources)} "
             "(the simulation replays each source's live arrivals)"
         )
-    _check_speeds(spec, probe_speed, live_speed, steal_speed)
+    _check_speeds(spec, probe_speed, live_speed, steal_speed, pulse_speed)
     planners = repeated(planners, options.pop("repeat", 1))  # the runs' own labels, LABEL#k, for after_run
     by_label = {split_label(p)[0]: p for p in planners}
     with tempfile.TemporaryDirectory(prefix="adaptflow-compare-") as scratch:
@@ -340,7 +366,7 @@ def compare_app_with_simulation(
         def after_run(run: RunResult) -> list[dict[str, Any]]:
             return simulated_app_run(
                 spec, run, by_label[run.planner], seeds, interval, folder, live_handoffs, probe_speed, live_speed,
-                steal_speed,
+                steal_speed, pulse_speed=pulse_speed,
             )  # fmt: skip
 
         table = compare_on_app(
@@ -351,19 +377,24 @@ def compare_app_with_simulation(
     return table
 
 
+def _finite(value: Any) -> float | None:
+    """A saved row's reading, None where the run had none (NaN in the table, or absent)."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
 class _SavedRun(RunResult):
     """A live run read back from its ``compare_app.csv`` row and arrival files: what the run's
-    tasks met (``service_<stage>``, ``handoff_<stage>``, ``idle_wait_<stage>``), the probe's speed (``speed_<host>``)
-    and the run's ``steal`` come from the row, not from events or readings that were not kept."""
+    tasks met (``service_<stage>``, ``handoff_<stage>``, ``idle_wait_<stage>``), the probe's speed (``speed_<host>``),
+    the run's ``steal`` and its idle ``pulse`` come from the row, not from events or readings that were not kept."""
 
     row: dict[str, Any]
 
     @classmethod
     def from_row(cls, row: dict[str, Any], arrivals: dict[str, list[float]]) -> _SavedRun:
-        steal = row.get("steal", math.nan)
+        steal, pulse = (_finite(row.get(column)) for column in ("steal", "pulse"))
         run = cls(
             row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, arrivals=arrivals,  # type: ignore[list-item, arg-type]
-            steal=float(steal) if isinstance(steal, int | float) and math.isfinite(steal) else None,
+            steal=steal, pulse=pulse,
         )  # fmt: skip
         run.row = row
         return run
@@ -394,6 +425,7 @@ def resimulate(
     steal_speed: bool = False,
     planned_on: str | Path | Scenario | None = None,
     live_pools: bool = False,
+    pulse_speed: bool = False,
 ) -> pd.DataFrame:
     """Every live run of a ``compare-app --simulate`` directory simulated again on ``scenario``
     (another calibration, a fitted growth law, or the same one without the probe's speed),
@@ -408,6 +440,7 @@ def resimulate(
     ``live_handoffs``: every row with the run's own hand-offs (``handoff_<stage>`` of its row),
     as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's.
     ``steal_speed``: each run at the speed its own steal gives (the row's ``steal``).
+    ``pulse_speed``: each run at the speed its own idle pulses give (the row's ``pulse``).
     ``planned_on``: the scenario the live runs' planners were built for (compare-app's
     ``--scenario``; default: the copy compare-app kept in ``folder``,
     :data:`~adaptflow.runtime.compare_app.PLANNER_SCENARIO`, else ``scenario``). Why: a planner
@@ -419,7 +452,7 @@ def resimulate(
     _check_seeds(seeds)
     folder = Path(folder)
     spec, planner_spec = _planned_on(load_scenario(scenario), folder, planned_on)
-    _check_speeds(spec, probe_speed, live_speed, steal_speed)
+    _check_speeds(spec, probe_speed, live_speed, steal_speed, pulse_speed)
     table = saved_compare_table(folder)
     check_trusted(sorted(set(table.loc[table["world"] == "live", "spec"])), allow_pickle, command="resimulate")
     runs = []
@@ -439,7 +472,7 @@ def resimulate(
             rows += simulated_app_run(
                 spec, run, label, seeds, float(row["interval"]), Path(scratch), probe_speed=probe_speed,
                 live_speed=live_speed, live_handoffs=live_handoffs, steal_speed=steal_speed, planned_on=planner_spec,
-                pools=pools,
+                pools=pools, pulse_speed=pulse_speed,
             )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -32,7 +32,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -75,6 +76,7 @@ from .live.handoff import Attempt, mean_handoff, mean_idle_wait
 from .live.mapping import AppMapping, load_mapping
 from .live.system import EventSource, app_system
 from .probe import cpu_probe, cpu_ticks, speed_against, steal_share
+from .pulses import PULSES_FILE, PulseSampler, idle_rate, read_pulses
 from .record import RunRecording, load_app, require_broker
 from .worker import expand_node
 
@@ -325,6 +327,9 @@ class RunResult:
     # the share of the CPU time the machine wanted during the run that its hypervisor gave to
     # other guests (probe.steal_share); None where the system does not say (not Linux)
     steal: float | None = None
+    # the mean of the short CPU probes taken during the run where no task ran (pulses.py); None
+    # with too few of them
+    pulse: float | None = None
 
     def speeds(self, scenario: Scenario) -> dict[str, float]:
         """Each probed host's speed in this run against its calibration (``Host.speed``)."""
@@ -343,6 +348,13 @@ class RunResult:
         if self.steal is None:
             return {}
         return {name: (1 - self.steal) / (1 - h.steal) for name, h in scenario.hosts.items() if h.steal is not None}
+
+    def pulse_speeds(self, scenario: Scenario) -> dict[str, float]:
+        """Each host with a calibration pulse (``Host.pulse``) at this run's idle pulses over it:
+        the machine read during the run, where the probe reads it beside. Empty without them."""
+        if self.pulse is None:
+            return {}
+        return {name: self.pulse / h.pulse for name, h in scenario.hosts.items() if h.pulse is not None}
 
     def per_task(self, scenario: Scenario) -> dict[str, float]:
         """Each stage's mean service per attempt (``service_<stage>``: started to finished, as
@@ -445,10 +457,13 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
             run_clock = RunClock(parts.clock, settings.limit)
             producer_log = logs / f"{label}.producer.log" if logs else None
             ticks = cpu_ticks()
-            with Producer(settings.produce, producer_log, settings.cwd, settings.env) as producer:
-                watch = EndWatch(parts.monitor, run_clock, producer, settings.drain)
-                loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
-                transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
+            with _pulse_file(kept) as pulse_file:
+                producing = Producer(settings.produce, producer_log, settings.cwd, settings.env)
+                with PulseSampler(pulse_file), producing as producer:
+                    watch = EndWatch(parts.monitor, run_clock, producer, settings.drain)
+                    loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
+                    transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
+                pulse = run_pulse(read_pulses(pulse_file), parts.tap)
             steal = steal_share(ticks, cpu_ticks())
         finally:
             stream.stop()
@@ -461,8 +476,29 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
     tap = parts.tap
     return RunResult(
-        label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes, steal
+        label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes, steal, pulse
     )
+
+
+@contextmanager
+def _pulse_file(kept: RunRecording | None) -> Iterator[Path]:
+    """Where a run's pulses go: its recording's ``pulses.jsonl`` (``calibrate`` reads them there,
+    as a recorder's), or a file removed after the run when no recording is kept."""
+    if kept is not None:
+        path = kept.out_dir / PULSES_FILE
+        path.unlink(missing_ok=True)  # a run again under its label replaces its recording, pulses too
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="adaptflow-pulses-") as scratch:
+        yield Path(scratch) / PULSES_FILE
+
+
+def run_pulse(pulses: np.ndarray, tap: RunTap) -> float | None:
+    """The mean of a run's pulses during which none of its tasks ran (:func:`.pulses.idle_rate`;
+    the tap's attempts are seconds from its origin, the pulses wall seconds)."""
+    attempts = [a for stage in tap.attempts.values() for a in stage]
+    spans = [(tap.origin + start, tap.origin + finish) for _, start, finish, _ in attempts]
+    return idle_rate(pulses, spans)[0]
 
 
 def _samples(transitions: list[Transition], origin: float) -> list[tuple[float, dict[str, int], dict[str, int]]]:
@@ -523,6 +559,7 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     row |= run.per_task(scenario)
     row |= {f"speed_{name}": speed for name, speed in run.speeds(scenario).items()}
     row |= {"steal": run.steal} if run.steal is not None else {}
+    row |= {"pulse": run.pulse} if run.pulse is not None else {}
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 

@@ -11,6 +11,8 @@ The work is parsing CSV rows and summing their fields, as the example app's task
 process; the figure is units of work per second of *wall* time (steal stops the clock of a
 process, not the wall's), averaged over the whole window rather than the best slice, since
 what a task meets is the average. Probe an idle app: the app's own load lowers the figure too.
+A probe before and after a run reads the machine of those seconds, not of the run; pulses
+(:mod:`.pulses`) read it during the run, where no task ran.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ A recording is a directory:
   the fields adaptflow reads (:data:`.live.events.EVENT_FIELDS`: never arguments or results),
   and adaptflow's own lines: ``adaptflow-pools`` (each mapped worker's process count, every
   ``sample_every`` seconds, and its pool's kind, ``kinds``), ``adaptflow-queues`` (each stage's
-  broker queue length) and ``adaptflow-gap`` (a time the event stream was lost: its events are missing).
+  broker queue length) and ``adaptflow-gap`` (a time the event stream was lost: its events are missing);
+* ``pulses.jsonl``: short CPU probes taken throughout, from a process of their own
+  (:mod:`.pulses`): ``adaptflow calibrate`` keeps the mean of those taken where no task ran.
 
 Written as it goes (appended and flushed every half second), so stopping it at any time (Ctrl-C,
 SIGTERM, a kill) leaves a recording whose last line at worst is cut short, which the reader
@@ -46,6 +48,7 @@ from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
 from .live.system import EventSource
 from .probe import cpu_probe, cpu_ticks, steal_share
+from .pulses import PULSES_FILE, PulseSampler
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +293,8 @@ def record(
     if started is not None:
         started()
     try:
-        recorder.run(duration, stop or threading.Event())
+        with PulseSampler(out_dir / PULSES_FILE):
+            recorder.run(duration, stop or threading.Event())
     finally:
         stopped = time.time()  # the probe after it is not recorded time
         steal = steal_share(header.get("cpu_ticks"), cpu_ticks())

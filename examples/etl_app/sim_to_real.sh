@@ -117,8 +117,9 @@ if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
 fi
 # The judgement: the fitted scenario on the held-out runs with their own pools, as calibrated
 # (the prediction), at the fit set's speed (a prediction for the session the fit set ran in), at
-# each run's probed speed (a prediction that reads the machine before each run) and, a diagnosis,
-# at each run's own speed (whether a gap is the machine's speed or the model)
+# each run's probed speed (a prediction that reads the machine before and after each run), at
+# each run's pulsed speed (one that reads it during the run, where no task ran) and, a
+# diagnosis, at each run's own speed (whether a gap is the machine's speed or the model)
 judge() {
   local name=$1 scenario=$2
   shift 2
@@ -131,5 +132,6 @@ judge() {
 judge judged calg.yaml
 judge judged_session calgs.yaml
 judge judged_probe calg.yaml --probe-speed
+judge judged_pulse calg.yaml --pulse-speed
 judge judged_live_speed calg.yaml --live-speed
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"

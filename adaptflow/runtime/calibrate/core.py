@@ -37,6 +37,7 @@ from adaptflow.scenario import ScenarioError, parse_scenario
 from adaptflow.scenario.celery_pool import PREFORK, prefork_workers
 
 from ..live.handoff import MIN_GAPS
+from ..pulses import MIN_IDLE_PULSES, idle_rate
 from . import system
 from .contention import ContentionFit, fit_contention
 from .distributions import fit_arrivals, fit_service, sig, with_moments
@@ -44,7 +45,7 @@ from .hosts import HostFit, busy_peak, fit_hosts, parse_cores
 from .recording import Recording, read_recording
 from .report import ASSUMPTIONS, render_markdown
 from .sizes import ItemSizes, fit_sizes
-from .timeline import StageObs, Timeline, build_timeline
+from .timeline import StageObs, Timeline, build_timeline, busy_spans
 from .waits import wait_split
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def fit(
     scenario = {"name": "", **base, "sources": {}, "stages": given}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     if host_fit is not None and host_fit.hosts:
-        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording.meta, report)
+        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording, timeline, report)
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
@@ -208,16 +209,23 @@ def _fit_contention(
     return contention
 
 
-def _with_probe(hosts: dict[str, Any], meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+def _with_probe(
+    hosts: dict[str, Any], recording: Recording, timeline: Timeline, report: dict[str, Any]
+) -> dict[str, Any]:
     """The recording machine's host with the mean of the recorder's CPU probes as its ``probe``
-    (``Host.probe``) and the recording's steal as its ``steal`` (``Host.steal``): what a later
-    probe, or a later run's steal, compares with to tell the machine's speed then."""
+    (``Host.probe``), the mean of its idle pulses as its ``pulse`` (``Host.pulse``) and the
+    recording's steal as its ``steal`` (``Host.steal``): what a later probe, a later run's
+    pulses or its steal compare with to tell the machine's speed then."""
+    meta = recording.meta
     local, probes, steal = meta.get("host"), meta.get("probes"), meta.get("steal")
     name = local.get("name") if isinstance(local, dict) else None
-    if name in hosts and isinstance(steal, int | float) and 0 <= steal < 1:
+    if name not in hosts:
+        return hosts
+    if isinstance(steal, int | float) and 0 <= steal < 1:
         hosts = {**hosts, name: {**hosts[name], "steal": sig(float(steal), 4)}}
+    hosts = {**hosts, name: {**hosts[name], **_pulse(recording, timeline, name, report)}}
     ok = isinstance(probes, list) and probes and all(isinstance(p, int | float) and p > 0 for p in probes)
-    if name not in hosts or not ok:
+    if not ok:
         return hosts
     probe = sig(math.fsum(probes) / len(probes), 4)
     if max(probes) > 1.25 * min(probes):
@@ -226,6 +234,22 @@ def _with_probe(hosts: dict[str, Any], meta: dict[str, Any], report: dict[str, A
             f"speed moved by more than a quarter while it was recorded; hosts.{name}.probe is their mean, {probe}"
         )
     return {**hosts, name: {**hosts[name], "probe": probe}}
+
+
+def _pulse(recording: Recording, timeline: Timeline, host: str, report: dict[str, Any]) -> dict[str, float]:
+    """``{"pulse": the idle pulses' mean}`` of the recording (:mod:`adaptflow.runtime.pulses`),
+    empty when it kept none or too few fell where no task ran (a warning says which)."""
+    if not len(recording.pulses):
+        return {}
+    rate, idle = idle_rate(recording.pulses, busy_spans(timeline, recording.origin))
+    report["pulses"] = {"pulses": len(recording.pulses), "idle": idle, "mean": None if rate is None else sig(rate, 4)}
+    if rate is None:
+        report["warnings"].append(
+            f"{idle} of the recording's {len(recording.pulses)} pulses fell where no task ran, fewer than "
+            f"{MIN_IDLE_PULSES}: hosts.{host} has no pulse, and --pulse-speed cannot run on this scenario"
+        )
+        return {}
+    return {"pulse": sig(rate, 4)}
 
 
 def _place_on_hosts(

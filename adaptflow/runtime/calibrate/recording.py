@@ -2,7 +2,8 @@
 ``mapping.yaml`` (an :class:`~adaptflow.runtime.live.mapping.AppMapping`), ``recording.json``
 (the app, the broker, when recording started and stopped) and ``events.jsonl``, one JSON object
 per line in arrival order: a slimmed Celery event, or one of adaptflow's own lines
-(``adaptflow-pools``, ``adaptflow-queues``, ``adaptflow-gap``).
+(``adaptflow-pools``, ``adaptflow-queues``, ``adaptflow-gap``); and, if the recorder kept them,
+``pulses.jsonl``, the short CPU probes taken while recording (:mod:`adaptflow.runtime.pulses`).
 
 Why strict about every line but the last: a recorder killed mid-write leaves a partial last
 line, which is expected and only warned about; a bad line anywhere else means the file was
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adaptflow.runtime.live.mapping import AppMapping, load_mapping
+from adaptflow.runtime.pulses import PULSES_FILE, read_pulses
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class Recording:
     kinds: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what reading had to assume or skip
     last_time: float = -math.inf  # the latest timestamp of any line
+    # the short CPU probes taken while recording, (start, end, rate) (pulses.py); none if not kept
+    pulses: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
 
     @property
     def origin(self) -> float:
@@ -71,6 +77,7 @@ def read_recording(directory: str | Path) -> Recording:
             )
     recording = Recording(directory, load_mapping(directory / MAPPING_FILE), _read_meta(directory / META_FILE))
     _read_events(directory / EVENTS_FILE, recording)
+    recording.pulses = read_pulses(directory / PULSES_FILE)
     if recording.meta.get("stopped") is None:
         recording.notes.append(
             f"recording.json has no 'stopped' time (the recorder did not stop cleanly): the recording is taken "

@@ -15,6 +15,7 @@ that a follow-up still to be sent is not mistaken for an exit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,13 @@ class Timeline:
     def arrived(self, source: str) -> list[tuple[float, str]]:
         """(arrival time, item id) of one source's items that arrived while recording, in time order."""
         return sorted((i.created, k) for k, i in self.items.items() if i.source == source and i.created is not None)
+
+
+def busy_spans(timeline: Timeline, origin: float = 0.0) -> list[tuple[float, float]]:
+    """Every attempt's (start, finish) over all stages, ``origin`` added (wall seconds from the
+    timeline's); an attempt still running at the end runs on to infinity."""
+    spans = [(origin + a, origin + b) for obs in timeline.stages.values() for a, b in obs.spans]
+    return spans + [(origin + a, math.inf) for obs in timeline.stages.values() for a in obs.running.values()]
 
 
 def build_timeline(recording: Recording) -> Timeline:
