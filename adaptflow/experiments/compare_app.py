@@ -171,11 +171,9 @@ def simulated_app_run(
     it). ``probe_speed``: each probed host at the speed the CPU probe measured around the live
     run (:meth:`RunResult.speeds`; ``speed_<host>`` in the rows): a measurement of the machine,
     not of the run's tasks or waits.
-    ``steal_speed``: each host that kept its recording's steal at the speed the run's own steal
-    gives (:meth:`RunResult.steal_speeds`; ``speed_<host>`` in the rows), instead of the probe's.
-    ``pulse_speed``: each host with a calibration pulse at the speed the run's own idle pulses
-    give against it (:meth:`RunResult.pulse_speeds`; ``speed_<host>`` in the rows): the machine
-    read during the run, not beside it.
+    ``steal_speed``, ``pulse_speed``: each host that kept its recording's steal or pulse at the
+    speed the run's own steal or idle pulses give against it (:meth:`RunResult.steal_speeds`,
+    :meth:`RunResult.pulse_speeds`; ``speed_<host>`` in the rows), instead of the probe's.
     ``live_speed``: one more row, :data:`LIVE_SPEED`, simulated with each host at the speed the
     run's own services met and each stage's service scaled to its own live mean
     (:func:`_at_live_speed`, from the probe's speed with ``probe_speed``): a diagnosis, as
@@ -439,8 +437,7 @@ def resimulate(
     (``service_<stage>``), so that :func:`agreement` can tell a gap the run's speed explains.
     ``live_handoffs``: every row with the run's own hand-offs (``handoff_<stage>`` of its row),
     as ``compare-app --live-handoffs``: with ``live_speed``, what is left once both are the run's.
-    ``steal_speed``: each run at the speed its own steal gives (the row's ``steal``).
-    ``pulse_speed``: each run at the speed its own idle pulses give (the row's ``pulse``).
+    ``steal_speed``, ``pulse_speed``: each run at its own steal's or pulses' speed (the row's).
     ``planned_on``: the scenario the live runs' planners were built for (compare-app's
     ``--scenario``; default: the copy compare-app kept in ``folder``,
     :data:`~adaptflow.runtime.compare_app.PLANNER_SCENARIO`, else ``scenario``). Why: a planner

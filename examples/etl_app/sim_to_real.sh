@@ -132,6 +132,8 @@ judge() {
 judge judged calg.yaml
 judge judged_session calgs.yaml
 judge judged_probe calg.yaml --probe-speed
-judge judged_pulse calg.yaml --pulse-speed
+if grep -q "pulse:" "$OUT/calg.yaml"; then  # a recording with fewer than 20 idle pulses has none
+  judge judged_pulse calg.yaml --pulse-speed
+fi
 judge judged_live_speed calg.yaml --live-speed
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
