@@ -145,3 +145,27 @@ def test_a_run_is_simulated_at_the_speed_its_own_idle_pulses_give(tmp_path):
         resimulate(saved, load_scenario(hosted(tmp_path, probe=1000.0)), pulse_speed=True)
     with pytest.raises(ValueError, match="--probe-speed and --pulse-speed: expected one of them"):
         resimulate(saved, scenario, probe_speed=True, pulse_speed=True)
+
+
+def test_a_run_pulses_into_its_recording_or_only_when_its_scenario_can_use_them(tmp_path):
+    """compare-app's pulse file: a kept run's recording's ``pulses.jsonl``, emptied of a former
+    run under the same label; with no recording, a temporary file removed after the run when a
+    host has a pulse to compare with, and no pulses at all when none has."""
+    from types import SimpleNamespace
+
+    from adaptflow.runtime.compare_app import _pulse_file
+
+    with_pulse = yaml.safe_load(hosted(tmp_path, probe=None).read_text())
+    with_pulse["hosts"]["vm"]["pulse"] = 1000.0
+    pulsed, plain = parse_scenario(with_pulse, base_dir=tmp_path), load_scenario(hosted(tmp_path, probe=None))
+    kept = SimpleNamespace(out_dir=tmp_path / "run.recording")
+    kept.out_dir.mkdir()
+    (kept.out_dir / PULSES_FILE).write_text("[1.0, 1.025, 900]\n")  # a former run's
+    with _pulse_file(kept, plain) as path:  # type: ignore[arg-type]
+        assert path == kept.out_dir / PULSES_FILE and not path.exists()
+    with _pulse_file(None, plain) as path:
+        assert path is None
+    with _pulse_file(None, pulsed) as path:
+        assert path is not None and path.name == PULSES_FILE
+        path.write_text("[1.0, 1.025, 900]\n")
+    assert not path.exists()
