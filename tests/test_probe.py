@@ -52,6 +52,19 @@ def hosted(folder: Path, probe: float | None) -> Path:
     return path
 
 
+def saved_run(folder: Path, uploads: list[float], **reading: float) -> Path:
+    """A compare-app folder as resimulate reads it: one live run of ``static`` (four decisions
+    of 5 s) on ``uploads``, its row carrying ``reading`` (a machine reading: ``steal``, ``pulse``)."""
+    from adaptflow.runtime.compare_app import arrivals_file
+
+    folder.mkdir()
+    pd.DataFrame({"timestamp": uploads}).to_csv(arrivals_file(folder, "static", "uploads"), index=False)
+    live = {"world": "live", "planner": "static", "spec": "static", "interval": 5.0, "decisions": 4, "seconds": 20.0,
+            "mean_wait": 0.0, **reading}  # fmt: skip
+    pd.DataFrame([live]).to_csv(folder / "compare_app.csv", index=False)
+    return folder
+
+
 BURST = [0.0] * 24
 """Items sent at once: each turnaround but the last has the next item waiting, so the
 simulated rows read their hand-off as live would (at least MIN_GAPS backlogged gaps)."""
@@ -338,7 +351,6 @@ def test_a_run_is_simulated_at_the_speed_its_own_steal_gives(tmp_path):
     0.25 s where the scenario says 0.2). A saved row's ``steal`` reads the same in resimulate; a
     scenario whose host kept no steal, and both speeds at once, are refused before any work."""
     from adaptflow.experiments.compare_app import resimulate
-    from adaptflow.runtime.compare_app import arrivals_file
 
     data = yaml.safe_load(hosted(tmp_path, probe=1000.0).read_text())
     data["hosts"]["vm"]["steal"] = 0.1
@@ -350,12 +362,7 @@ def test_a_run_is_simulated_at_the_speed_its_own_steal_gives(tmp_path):
     assert row["speed_vm"] == pytest.approx(0.8) and row["service_work"] == pytest.approx(0.25)
     assert RunResult("static", [], None, 0.0, 0).steal_speeds(scenario) == {}  # no steal read (not Linux)
 
-    saved = tmp_path / "cmp"
-    saved.mkdir()
-    pd.DataFrame({"timestamp": arrivals["uploads"]}).to_csv(arrivals_file(saved, "static", "uploads"), index=False)
-    live = {"world": "live", "planner": "static", "spec": "static", "interval": 5.0, "decisions": 4, "seconds": 20.0,
-            "steal": 0.28, "mean_wait": 0.0}  # fmt: skip
-    pd.DataFrame([live]).to_csv(saved / "compare_app.csv", index=False)
+    saved = saved_run(tmp_path / "cmp", arrivals["uploads"], steal=0.28)
     again = resimulate(saved, scenario, seeds=1, steal_speed=True).iloc[1]
     assert again["speed_vm"] == pytest.approx(0.8) and again["service_work"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="--steal-speed: no host of scenario 'app' kept its recording's steal"):

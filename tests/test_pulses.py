@@ -9,16 +9,15 @@ import math
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
 from adaptflow.experiments.compare_app import resimulate, simulated_app_run
-from adaptflow.runtime.compare_app import RunResult, RunTap, arrivals_file, run_pulse
+from adaptflow.runtime.compare_app import RunResult, RunTap, run_pulse
 from adaptflow.runtime.pulses import MIN_IDLE_PULSES, PULSES_FILE, PulseSampler, idle_rate, read_pulses
 from adaptflow.scenario import load_scenario, parse_scenario
 
-from .test_probe import hosted
+from .test_probe import hosted, saved_run
 
 
 def test_only_the_pulses_no_task_overlapped_are_read():
@@ -133,12 +132,7 @@ def test_a_run_is_simulated_at_the_speed_its_own_idle_pulses_give(tmp_path):
     assert row["speed_vm"] == pytest.approx(0.8) and row["service_work"] == pytest.approx(0.25)
     assert RunResult("static", [], None, 0.0, 0).pulse_speeds(scenario) == {}  # too few idle pulses: no speed
 
-    saved = tmp_path / "cmp"
-    saved.mkdir()
-    pd.DataFrame({"timestamp": arrivals["uploads"]}).to_csv(arrivals_file(saved, "static", "uploads"), index=False)
-    live = {"world": "live", "planner": "static", "spec": "static", "interval": 5.0, "decisions": 4, "seconds": 20.0,
-            "pulse": 800.0, "mean_wait": 0.0}  # fmt: skip
-    pd.DataFrame([live]).to_csv(saved / "compare_app.csv", index=False)
+    saved = saved_run(tmp_path / "cmp", arrivals["uploads"], pulse=800.0)
     again = resimulate(saved, scenario, seeds=1, pulse_speed=True).iloc[1]
     assert again["speed_vm"] == pytest.approx(0.8) and again["service_work"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="--pulse-speed: no host of scenario 'app' has a pulse"):
