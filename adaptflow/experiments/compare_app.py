@@ -300,7 +300,7 @@ def _check_speeds(
                                     ("--pulse-speed", pulse_speed)) if on]  # fmt: skip
     if len(chosen) > 1:
         raise ValueError(f"{' and '.join(chosen)}: expected one of them (each sets the hosts' speed)")
-    if pulse_speed and not any(h.pulse is not None for h in spec.hosts.values()):
+    if pulse_speed and not spec.pulsed:
         raise ValueError(
             f"--pulse-speed: no host of scenario {spec.name!r} has a pulse to compare with; expected a scenario "
             "calibrated (adaptflow calibrate --cores auto) from a recording that kept its pulses (pulses.jsonl)"

@@ -490,7 +490,7 @@ def _pulse_file(kept: RunRecording | None, scenario: Scenario) -> Iterator[Path 
         path.unlink(missing_ok=True)  # a run again under its label replaces its recording, pulses too
         yield path
         return
-    if not any(host.pulse is not None for host in scenario.hosts.values()):
+    if not scenario.pulsed:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="adaptflow-pulses-") as scratch:

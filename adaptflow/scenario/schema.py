@@ -903,6 +903,12 @@ class Scenario(_Strict):
         machine later can be compared with, to tell its speed then."""
         return any(host.probe is not None for host in self.hosts.values())
 
+    @property
+    def pulsed(self) -> bool:
+        """Whether any host carries a calibration pulse (``Host.pulse``): what a run's own idle
+        pulses can be compared with, to tell its speed (``--pulse-speed``)."""
+        return any(host.pulse is not None for host in self.hosts.values())
+
     def expected_arrivals(self, horizon: float | None = None) -> float:
         """About how many items the sources emit over ``horizon`` (default: the scenario's): the
         work a run asks for, estimated before any of it is done (a profile's mean rate from a

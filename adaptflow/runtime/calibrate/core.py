@@ -190,7 +190,7 @@ def fit(
     scenario = {"name": "", **base, "sources": {}, "stages": given}
     rate_scenario = {"name": "", **base, "sources": {}, "stages": stages}
     if host_fit is not None and host_fit.hosts:
-        scenario["hosts"] = rate_scenario["hosts"] = _with_probe(host_fit.hosts, recording, timeline, report)
+        scenario["hosts"] = rate_scenario["hosts"] = _with_machine_readings(host_fit.hosts, recording, timeline, report)
     for source in trace:
         scenario["sources"][source] = {"process": "trace", "file": "", "to": routes[source]}
         rate_scenario["sources"][source] = {"process": "poisson", "rate": rates[source], "to": routes[source]}
@@ -209,7 +209,7 @@ def _fit_contention(
     return contention
 
 
-def _with_probe(
+def _with_machine_readings(
     hosts: dict[str, Any], recording: Recording, timeline: Timeline, report: dict[str, Any]
 ) -> dict[str, Any]:
     """The recording machine's host with the mean of the recorder's CPU probes as its ``probe``
