@@ -295,16 +295,23 @@ def _candidate(scenario: Scenario, host: str, law: Law, scales: dict[str, float]
     return parse_scenario(data)
 
 
-def _services(scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None) -> dict[str, float]:
-    """Each stage's mean service with its pool held at ``pools`` (the others' as they are), over
-    :data:`SEEDS`, on ``run``'s arrivals if it has them: busy process-seconds per attempt."""
+def held_at(scenario: Scenario, pools: Pools, run: HeldRun | None = None) -> Scenario:
+    """``scenario`` with each pool of ``pools`` held at its size (the others as they are), on
+    ``run``'s arrivals if it has them: what a run at held pools is simulated on, here and by
+    ``fit-growth``'s settling of the turnaround law (:mod:`.growth`)."""
     data = scenario.model_dump(mode="json", by_alias=True)
     for name, n in pools.items():
         workers = data["stages"][name]["workers"]
         workers.update(initial=n, min=min(workers["min"], n), max=max(workers["max"], n))
     if run is not None and run.arrivals:
         _on_arrivals(data, run.arrivals)
-    held = parse_scenario(data)
+    return parse_scenario(data)
+
+
+def _services(scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None) -> dict[str, float]:
+    """Each stage's mean service with its pool held at ``pools`` (the others' as they are), over
+    :data:`SEEDS`, on ``run``'s arrivals if it has them: busy process-seconds per attempt."""
+    held = held_at(scenario, pools, run)
     sums: dict[str, list[float]] = {}
     for seed in SEEDS:
         sim = make(held, seed)
@@ -357,4 +364,4 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
     return lines
 
 
-__all__ = ["CpuFit", "HeldRun", "Law", "apply", "fit_celery_cpu", "report_lines"]
+__all__ = ["CpuFit", "HeldRun", "Law", "apply", "fit_celery_cpu", "held_at", "report_lines"]

@@ -45,6 +45,10 @@ class Simulating(Protocol):
 
     def summary(self) -> dict[str, Any]: ...
 
+    def counters(self) -> Any:
+        """The cumulative counters (``adaptflow.simulator.metrics.Counters``): ``stages[name]``
+        holds what a summary does not, its backlogged turnarounds (fit-growth's settling)."""
+
 
 MakeSimulation = Callable[[Scenario, int], Simulating]
 """``simulation(scenario, seed)``: a fresh simulation of ``scenario`` drawing from ``seed``."""
