@@ -670,7 +670,8 @@ class TurnaroundGrowth(_Strict):
     where a constant turnaround missed wait and p95 by 36-38 %. An empirical line, not the
     mechanism: at 7 held processes the hand-offs grew 1.06-1.2 times, not the line's 1.62, and
     the live machine lost there in the services instead (docs/deploy.md).
-    ``adaptflow fit-growth`` fits it from live runs at several pool sizes."""
+    ``adaptflow fit-growth`` fits it from live runs at several pool sizes, settled against their
+    simulation: the growth beyond what the stages' ``contention`` already gives."""
 
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
