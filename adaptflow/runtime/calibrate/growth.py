@@ -19,8 +19,9 @@ when more serve, so the simulated hand-offs grow with the pools before any law d
 read straight off the live ratios counted that growth twice: on the example app it read x1.82
 from 5 to 10 processes, and its own fitting runs simulated at 10 showed hand-offs x2.3 their
 simulation at 5 where live showed x1.7-1.9 (live 0.56-0.71 of the simulated hand-off; the
-held-out p2 runs, 0.58-1.03 per stage and set). Each round multiplies the law's factor at each size by the live ratio over
-the simulated one and draws the line again: 0.163 -> 0.083 -> 0.076 -> 0.073. Where the
+held-out p2 runs, 0.58-1.03 per stage and set). Each round multiplies the law's factor at each
+size by the live ratio over the simulated one and draws the line again: 0.163 -> 0.083 ->
+0.076 -> 0.073. Where the
 rows carry each stage's mean wait of the tasks that met it idle (``idle_wait_<stage>``, the way
 in to a worker: :func:`~adaptflow.runtime.live.handoff.mean_idle_wait`), the host's
 ``dispatch_growth`` is fitted from them by the same line; the two halves grow differently (on
