@@ -345,27 +345,37 @@ def test_steal_is_read_off_the_machines_cpu_time_between_two_readings(tmp_path):
         assert len(cpu_ticks() or []) == 8
 
 
-def test_a_run_is_simulated_at_the_speed_its_own_steal_gives(tmp_path):
-    """Recorded with 10 % steal, run with 28 %: the run's busy tasks got 0.72 of the CPU time they
-    wanted where the recording's got 0.9, so ``--steal-speed`` simulates it at 0.8 (the visit
-    0.25 s where the scenario says 0.2). A saved row's ``steal`` reads the same in resimulate; a
-    scenario whose host kept no steal, and both speeds at once, are refused before any work."""
+@pytest.mark.parametrize(
+    "reading, recorded, seen, missing",
+    [
+        ("steal", 0.1, 0.28, "kept its recording's steal"),  # busy tasks got 0.72 of the CPU, not 0.9
+        ("pulse", 1000.0, 800.0, "has a pulse"),  # idle pulses at 800 where the recording's read 1,000
+    ],
+)
+def test_a_run_is_simulated_at_the_speed_its_own_steal_or_pulses_give(tmp_path, reading, recorded, seen, missing):
+    """A run whose reading (steal: 28 % against the recording's 10 %; pulse: 800 against 1,000)
+    says it met 0.8 of the recording's speed is simulated at 0.8 with ``--steal-speed`` or
+    ``--pulse-speed`` (the visit 0.25 s where the scenario says 0.2); a saved row's reading gives
+    the same in resimulate; a run with none (not Linux; too few idle pulses) gives no speed; a
+    scenario whose host kept no such reading, and two speeds at once, are refused before any work."""
     from adaptflow.experiments.compare_app import resimulate
 
     data = yaml.safe_load(hosted(tmp_path, probe=1000.0).read_text())
-    data["hosts"]["vm"]["steal"] = 0.1
+    data["hosts"]["vm"][reading] = recorded
     scenario = parse_scenario(data, base_dir=tmp_path)
     arrivals = {"uploads": [0.0, 1.0, 2.0, 3.0]}
-    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals=arrivals, steal=0.28)  # type: ignore[arg-type]
-    assert run.steal_speeds(scenario) == {"vm": pytest.approx(0.8)}
-    row = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, steal_speed=True)[0]
+    speeds = getattr(RunResult, f"{reading}_speeds")
+    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals=arrivals, **{reading: seen})  # type: ignore[arg-type]
+    assert speeds(run, scenario) == {"vm": pytest.approx(0.8)}
+    flag = {f"{reading}_speed": True}
+    row = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, **flag)[0]
     assert row["speed_vm"] == pytest.approx(0.8) and row["service_work"] == pytest.approx(0.25)
-    assert RunResult("static", [], None, 0.0, 0).steal_speeds(scenario) == {}  # no steal read (not Linux)
+    assert speeds(RunResult("static", [], None, 0.0, 0), scenario) == {}
 
-    saved = saved_run(tmp_path / "cmp", arrivals["uploads"], steal=0.28)
-    again = resimulate(saved, scenario, seeds=1, steal_speed=True).iloc[1]
+    saved = saved_run(tmp_path / "cmp", arrivals["uploads"], **{reading: seen})
+    again = resimulate(saved, scenario, seeds=1, **flag).iloc[1]
     assert again["speed_vm"] == pytest.approx(0.8) and again["service_work"] == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="--steal-speed: no host of scenario 'app' kept its recording's steal"):
-        resimulate(saved, load_scenario(hosted(tmp_path, probe=1000.0)), steal_speed=True)
-    with pytest.raises(ValueError, match="--probe-speed and --steal-speed: expected one of them"):
-        resimulate(saved, scenario, probe_speed=True, steal_speed=True)
+    with pytest.raises(ValueError, match=f"--{reading}-speed: no host of scenario 'app' {missing}"):
+        resimulate(saved, load_scenario(hosted(tmp_path, probe=1000.0)), **flag)
+    with pytest.raises(ValueError, match=f"--probe-speed and --{reading}-speed: expected one of them"):
+        resimulate(saved, scenario, probe_speed=True, **flag)

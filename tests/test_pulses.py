@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from adaptflow.experiments.compare_app import resimulate, simulated_app_run
-from adaptflow.runtime.compare_app import RunResult, RunTap, run_pulse
+from adaptflow.runtime.compare_app import RunTap, run_pulse
 from adaptflow.runtime.pulses import MIN_IDLE_PULSES, PULSES_FILE, PulseSampler, idle_rate, read_pulses
 from adaptflow.scenario import load_scenario, parse_scenario
 
-from .test_probe import hosted, saved_run
+from .test_probe import hosted
 
 
 def test_only_the_pulses_no_task_overlapped_are_read():
@@ -118,27 +117,7 @@ def _attempt_spans(lines: list[dict]) -> list[tuple[float, float]]:
     return spans + [(start, math.inf) for start in opened.values()]
 
 
-def test_a_run_is_simulated_at_the_speed_its_own_idle_pulses_give(tmp_path):
-    """Calibrated at a pulse of 1,000, a run whose idle pulses read 800 is simulated at 0.8 (the
-    visit 0.25 s where the scenario says 0.2); a saved row's ``pulse`` reads the same in
-    resimulate; a scenario without a pulse, and two speeds at once, are refused before any work."""
-    data = yaml.safe_load(hosted(tmp_path, probe=1000.0).read_text())
-    data["hosts"]["vm"]["pulse"] = 1000.0
-    scenario = parse_scenario(data, base_dir=tmp_path)
-    arrivals = {"uploads": [0.0, 1.0, 2.0, 3.0]}
-    run = RunResult("static", [None] * 4, None, 20.0, 0, arrivals=arrivals, pulse=800.0)  # type: ignore[arg-type]
-    assert run.pulse_speeds(scenario) == {"vm": pytest.approx(0.8)}
-    row = simulated_app_run(scenario, run, "static", 1, 5.0, tmp_path, pulse_speed=True)[0]
-    assert row["speed_vm"] == pytest.approx(0.8) and row["service_work"] == pytest.approx(0.25)
-    assert RunResult("static", [], None, 0.0, 0).pulse_speeds(scenario) == {}  # too few idle pulses: no speed
-
-    saved = saved_run(tmp_path / "cmp", arrivals["uploads"], pulse=800.0)
-    again = resimulate(saved, scenario, seeds=1, pulse_speed=True).iloc[1]
-    assert again["speed_vm"] == pytest.approx(0.8) and again["service_work"] == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="--pulse-speed: no host of scenario 'app' has a pulse"):
-        resimulate(saved, load_scenario(hosted(tmp_path, probe=1000.0)), pulse_speed=True)
-    with pytest.raises(ValueError, match="--probe-speed and --pulse-speed: expected one of them"):
-        resimulate(saved, scenario, probe_speed=True, pulse_speed=True)
+# --pulse-speed in simulated_app_run and resimulate: tests/test_probe.py, beside --steal-speed
 
 
 def test_a_run_pulses_into_its_recording_or_only_when_its_scenario_can_use_them(tmp_path):
