@@ -13,7 +13,7 @@ processes ``procs`` as ``[pid, pipe, alive]``; tasks waiting in the worker, ``ou
     python -m examples.pool_trace --summary write.jsonl
 
 ``--summary`` prints, per shrink, the seconds until the pool reaped the retired process (docs:
-deploy.md, "The stall after a shrink, found"): 0.3 s or less when it died at once, else at the
+sim_to_real.md, "The stall after a shrink, found"): 0.3 s or less when it died at once, else at the
 pool's next maintenance tick; and every stretch of a second or more in which a task waited in
 the worker while the scheduler saw no pipe to write it to."""
 
@@ -107,7 +107,7 @@ def summary(path: str) -> list[str]:
     """Per shrink that retired a process, the seconds until it was reaped; each stretch of a
     second or more the scheduler was blocked with a task waiting; and, last, the share of the
     shrinks reaped late (an upper bound on a scenario's ``late_reap``, the share that also held
-    a task: not every late window is written to, docs/deploy.md)."""
+    a task: not every late window is written to, docs/sim_to_real.md)."""
     with open(path, encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
     out, blocked_at, delays = [], None, []

@@ -118,7 +118,7 @@ def test_the_run_tap_keeps_arrivals_and_attempts_as_the_fold_takes_them():
 
 def test_a_run_whose_tasks_strayed_from_the_simulation_is_said_to():
     """compare-app warns, per stage, when a live run's mean service, hand-off or wait met idle was more than
-    1.25 times the simulation's either way (the 15-process run of docs/deploy.md: 1.8 x, 4.9 x)."""
+    1.25 times the simulation's either way (the 15-process run of docs/sim_to_real.md: 1.8 x, 4.9 x)."""
     from adaptflow.experiments.compare_app import timing_drift
 
     live = {

@@ -40,7 +40,7 @@ def fit_growth(
     fitted scenario (:func:`run_speeds`). Why: the recording fixes speed 1, and a shared VM's
     speed moves between sessions; on the example app the fit set ran at 0.82-0.89 of the
     recording's speed six minutes after it, and runs simulated at 1 were 41-51 % short on mean
-    wait (docs/deploy.md, "The whole judgement from scratch"). Runs made in the session the
+    wait (docs/sim_to_real.md, "The whole judgement from scratch"). Runs made in the session the
     scenario is to predict measure the speed it will meet better than the recording does."""
     if not session_speed:
         return fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)

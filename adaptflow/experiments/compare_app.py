@@ -8,7 +8,7 @@ under the live one: ``simulated`` (the mean over the seeds), ``simulated, min`` 
 
 Why the run's own arrivals: a recording's trace starts when the recorder started, the live
 run's when its monitor did, and a producer's timing drifts with the machine's load; shifting
-the recorded trace by hand (as docs/deploy.md did before) aligns them only to the first
+the recorded trace by hand (as docs/sim_to_real.md's first runs did) aligns them only to the first
 arrival. The monitor's own arrival records are what the live figures count, so both worlds
 count the same items. A calibrated trace's item sizes are kept in order when the run replayed
 as many items as the trace holds (the same seeded producer submits the same items in the same

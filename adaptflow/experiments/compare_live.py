@@ -231,7 +231,7 @@ def _backlogged_handoff(stage: StageCounters) -> float:
     rule (:func:`~adaptflow.runtime.live.handoff.mean_of_gaps`). Why not the mean of every
     turnaround: a turnaround that grows with the load differs when items wait from when none
     does, so that mean is not the figure live reads (on replays of the example app's runs, -13
-    to +26 % from this one per stage; docs/deploy.md). 0 where no turnaround ran at all."""
+    to +26 % from this one per stage; docs/sim_to_real.md). 0 where no turnaround ran at all."""
     if not stage.turnaround_sum:  # none ran (the stage has none): nothing between its tasks
         return 0.0
     mean = mean_of_gaps(stage.backlogged_turnaround_sum, stage.backlogged_turnarounds)

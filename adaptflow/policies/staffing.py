@@ -172,7 +172,7 @@ class _StaffingPlanner(Planner):
         Why: calibration fits a contended turnaround to what it takes on an idle machine, so
         its plain value undercounts the capacity a loaded stage loses. On the example app
         Erlang C staffed from it held 6.1 processes live where it had held 8 from the loaded
-        mean, and let validate run at 87 % utilization (docs/deploy.md)."""
+        mean, and let validate run at 87 % utilization (docs/sim_to_real.md)."""
         if not self.stretched:
             return self.mean
         busy: dict[str, float] = {}

@@ -204,7 +204,7 @@ class RunRecording:
     split each task's wait into the broker's part (sent to received) and the worker's (received
     to started), which a run's means cannot tell apart: on the example app they told that a run
     whose downstream waits doubled had its hand-overs slowed with its services, by the machine
-    of that minute (docs/deploy.md). Bounded as the run is: by its ``limit``."""
+    of that minute (docs/sim_to_real.md). Bounded as the run is: by its ``limit``."""
 
     def __init__(self, out_dir: Path, mapping: AppMapping, app: Celery, spec: str, probes: list[float]):
         out_dir.mkdir(parents=True, exist_ok=True)  # a run again under its label replaces it, as its event log

@@ -23,7 +23,7 @@ traced (``examples.pool_trace --summary``, 0.27), but a task was written to it i
 two thirds of those windows (8 of 10 traced; 10 stalls in 65 erlang shrinks), where the model
 sends one at its first start. At the example app's loads a task comes in every window, so the
 share that held one is the rate the model needs. It was 0.36 (the first 50 traced reaps) until
-stop 42 (docs/deploy.md: erlang's held-out runs simulated 63 % slow on p95 at 0.27)."""
+stop 42 (docs/sim_to_real.md: erlang's held-out runs simulated 63 % slow on p95 at 0.27)."""
 CELERY_DYING_SECONDS = 1.0
 """Wall seconds a late-reaped process takes to die (billiard's exit sleeps 1 s after saying so):
 the tick that reaps it is the first one after that (late reaps measured 0.9-5.0 s after the shrink)."""

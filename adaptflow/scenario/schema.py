@@ -669,7 +669,7 @@ class TurnaroundGrowth(_Strict):
     pools (erlang, 5 to 9 processes) was simulated within 10 % of a live run on every figure,
     where a constant turnaround missed wait and p95 by 36-38 %. An empirical line, not the
     mechanism: at 7 held processes the hand-offs grew 1.06-1.2 times, not the line's 1.62, and
-    the live machine lost there in the services instead (docs/deploy.md).
+    the live machine lost there in the services instead (docs/sim_to_real.md).
     ``adaptflow fit-growth`` fits it from live runs at several pool sizes, settled against their
     simulation: the growth beyond what the stages' ``contention`` already gives."""
 
@@ -695,7 +695,7 @@ class StageContention(_Strict):
     was 10 and 16.5 % short with every mean wait within 13 %, with these 5 and 12 % short and
     every mean wait within 8 %. Per stage and kind because they differ: parse's turnaround
     0.09-0.14 against write's 0.40-0.52 in both recordings.
-    :mod:`adaptflow.runtime.calibrate.contention` fits them (docs/deploy.md)."""
+    :mod:`adaptflow.runtime.calibrate.contention` fits them (docs/sim_to_real.md)."""
 
     dispatch: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
     turnaround: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
@@ -743,7 +743,7 @@ class Host(_Strict):
     same arrivals at 5 and 10 held processes met hand-offs between tasks 1.4-2.0 times as long,
     and the waits of tasks that met their stage idle 1.09-1.19 times (their median 1.04-1.08:
     the tail grows); with the turnarounds alone grown, the replayed mean waits of runs at 10-13
-    processes were 8-25 % short, and with both 2-12 % (docs/deploy.md).
+    processes were 8-25 % short, and with both 2-12 % (docs/sim_to_real.md).
 
     ``speed`` (default 1): how fast the host's CPU runs relative to when its stages were
     calibrated; every CPU second of a service (its ``cpu`` share), every turnaround and every
@@ -753,7 +753,7 @@ class Host(_Strict):
     recordings a day apart, as the turnarounds (2.0-2.5) and the services (1.5-2.0) did. Why: a
     shared VM's speed moves with its neighbours. On the example app the same arrivals and pools
     met tasks twice as fast as on the day they were calibrated, and the simulation at the
-    calibrated speed missed every wait by a factor of 3 to 5 (docs/deploy.md).
+    calibrated speed missed every wait by a factor of 3 to 5 (docs/sim_to_real.md).
     ``probe``: what ``adaptflow record``'s CPU probe measured on this host
     while the services were recorded (:mod:`adaptflow.runtime.probe`), so that a later probe can
     tell the speed of the moment (``adaptflow compare-app --probe-speed``). ``pulse``: the mean

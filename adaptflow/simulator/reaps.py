@@ -9,7 +9,7 @@ process waits for that reap, and then runs elsewhere; about 1 shrink in 5.5 held
 (``CELERY_LATE_REAP`` is that share: not every late window was written to). With ``acks_late`` and a prefetch
 multiplier of 1 the shrink has also lowered the worker's reservations to its new pool, so that
 task holds the one a free process would use: a stage shrunk to one process started nothing for 3.3 to 4.9 s (diagnosed
-with the scheduler's own sets logged, see docs/deploy.md). celery/celery#7266 reports the same
+with the scheduler's own sets logged, see docs/sim_to_real.md). celery/celery#7266 reports the same
 race for Celery's autoscaler.
 
 Here a retirement is late with the scenario's probability; until the first tick

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, "The whole
-# judgement from scratch"): record, calibrate, train and export PPO, hold static pools at two
-# sizes (the fit set), fit the growth laws on them, then run every planner on arrivals no fit saw
-# (the held-out set) and judge the calibrated simulation against those runs.
+# Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, step 6; its
+# record: docs/sim_to_real.md, "The whole judgement from scratch"): record, calibrate, train and
+# export PPO, hold static pools at two sizes (the fit set), fit the growth laws on them, then run
+# every planner on arrivals no fit saw (the held-out set) and judge the calibrated simulation
+# against those runs.
 #
 #   examples/etl_app/sim_to_real.sh [OUT]       # about an hour; OUT defaults to s2r
 #

@@ -9,7 +9,7 @@ longer with two or three tasks running on the machine than with one, and the tur
 20-45 %; a simulation with constant hand-offs met a burst with the same waits downstream as a
 quiet moment, where the live app's downstream stages were held up: its items' waits at
 successive stages covaried twice as much as the simulation's, and the p95 latency came out
-10-16 % short with every mean right (docs/deploy.md).
+10-16 % short with every mean right (docs/sim_to_real.md).
 
 The model (the simulator's, ``Stage.contention``): each dispatch delay and turnaround of a
 hosted stage takes ``1 + c * b`` times its calibrated seconds, ``c`` that stage's coefficient

@@ -278,7 +278,7 @@ def _place_on_hosts(
 def _held_pools(stages: dict[str, Any], host_fit: HostFit, report: dict[str, Any]) -> None:
     """Say so when the hosts were fitted at one set of pools: measured on the example app, a
     shared host slowed tasks 1.5-2.2 times and hand-offs 3-5 times more at 2-3 times the
-    processes than sharing its cores explains (docs/deploy.md), which no recording at fixed pools
+    processes than sharing its cores explains (docs/sim_to_real.md), which no recording at fixed pools
     can show."""
     hosted = [name for name in stages if "host" in stages[name]]
     seen = [report["stages"][name]["workers"] for name in hosted]
@@ -287,8 +287,8 @@ def _held_pools(stages: dict[str, Any], host_fit: HostFit, report: dict[str, Any
         report["assumptions"].append(
             f"hosts: fitted with every hosted pool held at one size ({sizes}): "
             "a planner that moves pools runs where this was not measured, and on a shared host tasks and hand-offs "
-            "slow with the processes more than sharing the cores explains (docs/deploy.md); adaptflow fit-growth fits "
-            "the hand-offs' growth from compare-app runs at other held pool sizes"
+            "slow with the processes more than sharing the cores explains (docs/sim_to_real.md); "
+            "adaptflow fit-growth fits the hand-offs' growth from compare-app runs at other held pool sizes"
         )
 
 
@@ -447,7 +447,7 @@ def _pool_start(
             share = f"{held['held']} of the {held['shrinks']} shrinks to one process recorded here"
         else:
             share = (
-                f"{fields['late_reap']:.0%} of the time (Celery 5.7, measured; docs/deploy.md: {held['shrinks']} "
+                f"{fields['late_reap']:.0%} of the time (Celery 5.7, measured; docs/sim_to_real.md: {held['shrinks']} "
                 f"shrinks to one process recorded here, fewer than {MIN_SHRINKS} to measure it)"
             )
         startup_report["note"] = (

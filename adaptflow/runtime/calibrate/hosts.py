@@ -146,7 +146,7 @@ def effective_cores(fit_on: Callable[[float], MachineFit], cores: float) -> tupl
     core: fewer cores is more slowdown with the load, so one is the nearest the host model comes
     (below one a task alone would be slowed). Keeping the stated cores instead, as this once
     did, wrote the weakest slowdown of all and left the moment's load to the item sizes, which a
-    run on other arrivals does not have: on the example app at 8 uploads a second (docs/deploy.md,
+    run on other arrivals does not have: on the example app at 8 uploads a second (docs/sim_to_real.md,
     "The load of the moment") write's residual was -0.315 at 2 cores, -0.119 at 1.2, -0.065 at
     1; written with 2, its simulated mean wait and p95 on live runs' arrivals (no fit saw them)
     fell 30 to 70 % short of live, every planner, with 1, 14 to 57 %."""

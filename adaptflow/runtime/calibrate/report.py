@@ -172,7 +172,7 @@ def _host_lines(hosts: dict[str, Any]) -> list[str]:
         "`wall / (1 - c + c / mean speed)` no longer correlate with the CPU speed at a visit's start; service "
         "times above are those full-speed times. A share below 1 may be low: the speed at a visit's start is a "
         "noisy reading of what it met, which pulls the share toward 0, and on a machine that also runs the broker "
-        'a task\'s Redis calls are CPU too (docs/deploy.md, "A new VM": held runs at 10 and 15 processes slowed '
+        'a task\'s Redis calls are CPU too (docs/sim_to_real.md, "A new VM": held runs at 10 and 15 processes slowed '
         "such stages as all-CPU work).",
         "",
         "| host | cores (effective) | stage | visits | started slowed | corr(wall, speed at start), p | CPU share "

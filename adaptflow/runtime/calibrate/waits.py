@@ -14,7 +14,7 @@ Why it is reported: the two parts grow with different things, and a scenario's d
 and queue mean one each; only the split says whether the messages queued longer or the workers
 handed them over more slowly. On the example app, a run at 10 processes whose downstream waits
 doubled against one at 5 had both: the hand-overs 1.7-2.6 times as long, with services twice as
-long, in a slow minute of a shared VM (docs/deploy.md).
+long, in a slow minute of a shared VM (docs/sim_to_real.md).
 A recording without ``task-received`` events (a worker that does not send them) has no split.
 """
 
