@@ -1,0 +1,90 @@
+"""How steeply each figure follows the machine's speed, live and simulated, across live runs::
+
+    python -m examples.etl_app.speed_slopes OUT/held.judged_live_speed.csv [OTHER_SET.csv ...]
+
+Each file is one held-out set judged by ``adaptflow resimulate --live-speed`` (its ``live`` rows
+and its ``simulated, live speed`` rows, each run at the speed its own tasks met). Per planner
+and figure (each stage's mean service, hand-off, wait met idle and mean wait; the mean wait end
+to end) it prints the least-squares slope of the figure's log on the run's log speed, live and
+simulated, within each set (each set's means taken out: sets differ in calibration and load).
+
+Why: a simulation that holds at each run's own speed on average can still follow the speed
+less steeply than the app does, and then miss in one direction on a fast day and in the other
+on a slow one. On the example app (docs/sim_to_real.md, "The waits follow the machine's speed
+more steeply live than simulated") the live waits went as the speed to the -2.4 to -2.6 and the
+simulated ones to the -2.1 to -2.2, for every planner; 0 in the last column (the simulated
+figure's slope minus the live one's) is a simulation that follows the machine as the app does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pandas as pd
+
+FIGURES = ("service", "handoff", "idle_wait", "mean_wait")
+AT_OWN_SPEED = "simulated, live speed"
+
+
+def runs_of(path: str) -> pd.DataFrame:
+    """One row per live run of the set at ``path``: its planner (the label before ``#``), its
+    own speed (the first host's), and each figure live and simulated (``sim_`` prefixed)."""
+    table = pd.read_csv(path)
+    live = table[table["world"] == "live"].reset_index(drop=True)
+    simulated = table[table["world"] == AT_OWN_SPEED].reset_index(drop=True)
+    if len(live) != len(simulated) or not len(live):
+        raise ValueError(
+            f"{path}: expected a resimulate --live-speed table, a {AT_OWN_SPEED!r} row under each live one"
+        )
+    speed = next(c for c in simulated.columns if c.startswith("speed_") and not c.startswith(("speed_gap", "speed_r")))
+    runs = pd.DataFrame({"set": path, "planner": live["planner"].str.split("#").str[0], "speed": simulated[speed]})
+    for column in _figures(live):
+        runs[column] = live[column]
+        runs[f"sim_{column}"] = simulated[column]
+    return runs
+
+
+def _figures(table: pd.DataFrame) -> list[str]:
+    """The figures the table has, each kind over the stages (in the table's order), then the
+    mean wait end to end."""
+    stages = [c.removeprefix("service_") for c in table.columns if c.startswith("service_")]
+    return [f"{f}_{s}" for f in FIGURES for s in stages if f"{f}_{s}" in table.columns] + ["mean_wait"]
+
+
+def slope(runs: pd.DataFrame, column: str) -> float:
+    """The slope of ``log(column)`` on ``log(speed)``, each set's means taken out; NaN where
+    fewer than three runs measured it."""
+    y = np.log(runs[column].where(runs[column] > 0))
+    x = np.log(runs["speed"])
+    keep = y.notna()
+    if keep.sum() < 3:
+        return math.nan
+    x = x[keep] - x[keep].groupby(runs["set"][keep]).transform("mean")
+    y = y[keep] - y[keep].groupby(runs["set"][keep]).transform("mean")
+    return float((x * y).sum() / (x * x).sum()) if (x * x).sum() > 0 else math.nan
+
+
+def table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per planner and figure: its live slope, its simulated slope and the gap's (sim - live)."""
+    rows = []
+    for planner, group in runs.groupby("planner", sort=False):
+        for figure in _figures(group):
+            live, sim = slope(group, figure), slope(group, f"sim_{figure}")
+            rows.append({"planner": planner, "figure": figure, "runs": len(group), "live": live,
+                         "simulated": sim, "sim over live": sim - live})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tables", nargs="+", help="resimulate --live-speed CSV files, one per held-out set")
+    args = parser.parse_args()
+    runs = pd.concat([runs_of(path) for path in args.tables], ignore_index=True)
+    with pd.option_context("display.width", 160, "display.max_rows", 500):
+        print(table(runs).round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
