@@ -41,7 +41,11 @@ def runs_of(path: str) -> pd.DataFrame:
         raise ValueError(
             f"{path}: expected a resimulate --live-speed table, a {AT_OWN_SPEED!r} row under each live one"
         )
-    speed = next(c for c in simulated.columns if c.startswith("speed_") and not c.startswith(("speed_gap", "speed_r")))
+    speed = next(  # speed_<host>, beside the search's speed_gap_<host> and speed_rounds
+        c
+        for c in simulated.columns
+        if c.startswith("speed_") and not c.startswith("speed_gap_") and c != "speed_rounds"
+    )
     runs = pd.DataFrame({"set": path, "planner": live["planner"].str.split("#").str[0], "speed": simulated[speed]})
     for column in _figures(live):
         runs[column] = live[column]
@@ -56,17 +60,22 @@ def _figures(table: pd.DataFrame) -> list[str]:
     return [f"{f}_{s}" for f in FIGURES for s in stages if f"{f}_{s}" in table.columns] + ["mean_wait"]
 
 
+def _within(runs: pd.DataFrame, y: pd.Series, by: list[str]) -> tuple[pd.Series, pd.Series]:
+    """``log(speed)`` and ``y`` over the runs where ``y`` is finite, each with its mean over the
+    runs sharing ``by`` taken out: what a slope within those groups regresses."""
+    keep = np.isfinite(y)
+    groups = [runs[column][keep] for column in by]
+    x, y = np.log(runs["speed"][keep]), y[keep]
+    return x - x.groupby(groups).transform("mean"), y - y.groupby(groups).transform("mean")
+
+
 def slope(runs: pd.DataFrame, column: str) -> float:
     """The slope of ``log(column)`` on ``log(speed)``, each set's means taken out; NaN where
     fewer than three runs measured it."""
-    y = np.log(runs[column].where(runs[column] > 0))
-    x = np.log(runs["speed"])
-    keep = y.notna()
-    if keep.sum() < 3:
+    x, y = _within(runs, np.log(runs[column].where(runs[column] > 0)), ["set"])
+    if len(x) < 3 or not (x * x).sum() > 0:
         return math.nan
-    x = x[keep] - x[keep].groupby(runs["set"][keep]).transform("mean")
-    y = y[keep] - y[keep].groupby(runs["set"][keep]).transform("mean")
-    return float((x * y).sum() / (x * x).sum()) if (x * x).sum() > 0 else math.nan
+    return float((x * y).sum() / (x * x).sum())
 
 
 def table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -85,12 +94,9 @@ def pooled_gap(runs: pd.DataFrame, figure: str = "mean_wait") -> tuple[float, fl
     each planner's set means taken out, with the half-width of its 95 % interval (the degrees of
     freedom less one for each planner and set) and the runs used. Why pooled: 13-16 runs a
     planner leave each planner's own slope an interval as wide as itself."""
-    ratio = np.log(runs[f"sim_{figure}"] / runs[figure])
-    keep = ratio.notna() & np.isfinite(ratio)
-    groups = [runs["planner"][keep], runs["set"][keep]]
-    x = np.log(runs["speed"][keep])
-    x, y = x - x.groupby(groups).transform("mean"), ratio[keep] - ratio[keep].groupby(groups).transform("mean")
-    n, dof = int(keep.sum()), int(keep.sum()) - runs[keep].groupby(["planner", "set"]).ngroups - 1
+    x, y = _within(runs, np.log(runs[f"sim_{figure}"] / runs[figure]), ["planner", "set"])
+    n = len(x)
+    dof = n - runs.loc[x.index].groupby(["planner", "set"]).ngroups - 1
     slope = float((x * y).sum() / (x * x).sum())
     residual = y - slope * x
     stderr = math.sqrt(float((residual**2).sum()) / dof / float((x * x).sum()))
