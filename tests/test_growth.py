@@ -15,7 +15,8 @@ import yaml
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
-from adaptflow.runtime.calibrate.celery_cpu import Law
+from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law
+from adaptflow.runtime.calibrate.celery_cpu import report_lines as cpu_report
 from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
 from adaptflow.scenario import load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
@@ -73,7 +74,8 @@ def test_the_slope_of_hand_offs_on_the_law_is_recovered_and_moving_runs_are_skip
             ("simulated", "static", 1.0, {s: 9.0 for s in STAGES}),  # not a live row: not read
             ("live", "erlang", 1.37, on_the_law(3, 2.0)),  # moved its pools: skipped, said so
         ]),
-        write_runs(tmp_path / "two.csv", [("live", "static", 2.0, on_the_law(4, 0.4))]),
+        # grown at its start from the run before's pools: held all the same
+        write_runs(tmp_path / "two.csv", [("live", "static", 1.99995, on_the_law(4, 0.4))]),
         write_runs(tmp_path / "three.csv", [("live", "static", 3.0, on_the_law(6, 0.4))]),
     ]  # fmt: skip
     out = tmp_path / "grown.yaml"
@@ -81,7 +83,8 @@ def test_the_slope_of_hand_offs_on_the_law_is_recovered_and_moving_runs_are_skip
     assert fit.growth.per_process == pytest.approx(0.4) and fit.growth.reference == 2
     assert fit.per_stage == pytest.approx({"parse": 0.4, "check": 0.4})
     assert fit.ratios["check"] == pytest.approx({4: 1.8, 6: 2.6})
-    assert len(fit.skipped) == 1 and "one.csv:4: planner 'erlang' moved its pools" in fit.skipped[0]
+    assert len(fit.skipped) == 1
+    assert "one.csv:4: planner 'erlang' moved its pools (mean_pool_parse 1.37)" in fit.skipped[0]
     grown = load_scenario(out)
     assert grown.hosts["vm"].turnaround_growth.factor(6) == pytest.approx(2.6)
     assert grown.stages["check"].turnaround == 0.06  # the calibrated turnarounds are kept
@@ -252,6 +255,7 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     others = [e for c, e in fit.cpu.errors.items() if c.law != law and c.value > 0]
     assert fit.cpu.error < min(others) / 2
     assert fit.cpu.error < fit.cpu.errors[Law("as calibrated", "visit_cpu", 0.0)] / 10
+    assert "grid's top" not in "\n".join(report_lines(fit))
     fitted = load_scenario(tmp_path / "fitted.yaml")
     host = fitted.hosts["vm"]
     assert getattr(host, law) == chosen.value
@@ -376,3 +380,61 @@ def test_the_turnaround_law_is_settled_against_the_simulations_own_growth_of_han
     for stage, by_size in fit.ratios.items():
         assert fit.settling.simulated[stage] == pytest.approx(by_size, rel=0.05), stage
     assert "settled against the simulation of these runs: per_process" in "\n".join(report_lines(fit))
+
+
+def simulated_idle_waits(scenario: dict, pools: int, seeds: range) -> dict[str, float]:
+    """Each stage's mean wait of the visits that met it idle (as live reads them) with every
+    pool at ``pools``, over ``seeds``."""
+    held = copy.deepcopy(scenario)
+    for spec in held["stages"].values():
+        spec["workers"].update(initial=pools)
+    spec = parse_scenario(held)
+    sums, counts = dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0)
+    for seed in seeds:
+        sim = Simulation(spec, seed)
+        sim.run(spec.horizon)
+        for name in STAGES:
+            sums[name] += sim.counters().stages[name].idle_wait_sum
+            counts[name] += sim.counters().stages[name].idle_waits
+    return {name: sums[name] / counts[name] for name in STAGES}
+
+
+def test_the_dispatch_law_is_settled_against_the_simulations_own_growth_of_waits_met_idle(tmp_path):
+    """As the turnaround law: the live machine's dispatch delays grow 0.1 per process past 2 and
+    slow with the processes serving beside them (``contention``, calibrated). With more
+    processes more serve when an item arrives, so the waits met idle grow faster than the law
+    and the line read straight off them counts that twice; settled, the law comes back to 0.1,
+    and the simulated runs show the live ratios."""
+    truth = contended_machine(0.0)
+    for spec in truth["stages"].values():
+        spec.update(dispatch_delay=0.05, contention={"turnaround": 1.0, "dispatch": 2.0})
+    calibrated = copy.deepcopy(truth)
+    truth["hosts"]["vm"]["dispatch_growth"] = {"per_process": 0.1, "reference": 2}
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    seeds = range(10, 14)
+    live = {p: (simulated_handoffs(truth, p, seeds), simulated_idle_waits(truth, p, seeds)) for p in (1, 2, 3)}
+    runs = [
+        write_runs(tmp_path / f"p{p}.csv", [("live", "static", float(p), handoffs)], idle_waits=[idle])
+        for p, (handoffs, idle) in live.items()
+    ]
+    fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation)
+    report = "\n".join(report_lines(fit))
+    print(report)
+    assert fit.dispatch_settling.direct > 0.15  # read straight: the contention's growth counted again
+    assert fit.dispatch.per_process == pytest.approx(0.1, abs=0.02)
+    assert load_scenario(tmp_path / "fitted.yaml").hosts["vm"].dispatch_growth == fit.dispatch
+    for stage, by_size in fit.dispatch_ratios.items():
+        assert fit.dispatch_settling.simulated[stage] == pytest.approx(by_size, rel=0.05), stage
+    assert "contention lengthens the dispatch delays at more processes before the law does" in report
+
+
+def test_a_cpu_law_chosen_at_its_grids_top_is_reported_as_such():
+    """The fit cannot say how far past its grid the live growth goes; the report says that it
+    went there, and what to suspect (the machine's speed differing between the runs)."""
+    grid = {Law("all 1", "visit_cpu", v): e for v, e in ((0.0, 0.3), (0.01, 0.2), (0.02, 0.1))}
+    grid[Law("all 1", "handoff_cpu", 2.0)] = 0.5  # another law's top is not this one's
+    top = "\n".join(cpu_report(CpuFit(Law("all 1", "visit_cpu", 0.02), {}, 0.1, grid), "vm"))
+    inside = "\n".join(cpu_report(CpuFit(Law("all 1", "visit_cpu", 0.01), {}, 0.2, grid), "vm"))
+    assert "warning: visit_cpu at its grid's top" in top and "--session-speed" in top
+    assert "grid's top" not in inside

@@ -349,8 +349,12 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
         + ", ".join(f"{s} x{v:.3f}" for s, v in fit.scales.items())
         + f"); growth error {fit.error:.4f}",
         "  its error per load: " + ", ".join(f"{label} {e:.4f}" for label, e in fit.by_load().items()),
-        "  mean squared log ratio of service growth, simulated against live, per candidate:",
     ]
+    if fit.errors and fit.law.value == max(c.value for c in fit.errors if c.law == fit.law.law):
+        lines.append(f"  warning: {fit.law.law} at its grid's top: the live services grew with the processes more "
+                     "than any candidate reaches; if the runs at more processes met a slower machine, their "
+                     "growth is partly the machine's (compare their own speeds, --session-speed)")  # fmt: skip
+    lines.append("  mean squared log ratio of service growth, simulated against live, per candidate:")
     for shares in SHARE_CHOICES:
         for law in LAWS:
             mine = [(c, e) for c, e in fit.errors.items() if c.shares == shares and c.law == law]

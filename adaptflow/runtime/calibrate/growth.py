@@ -24,7 +24,10 @@ size by the live ratio over the simulated one and draws the line again: 0.163 ->
 0.076 -> 0.073. Where the
 rows carry each stage's mean wait of the tasks that met it idle (``idle_wait_<stage>``, the way
 in to a worker: :func:`~adaptflow.runtime.live.handoff.mean_idle_wait`), the host's
-``dispatch_growth`` is fitted from them by the same line; the two halves grow differently (on
+``dispatch_growth`` is fitted from them by the same line, settled the same way (the simulation's
+``contention`` lengthens the dispatch delays at more processes too: on the example app's three
+fit sets the law read 0.0616, 0.0409 and 0.0133 straight and settled at 0.0527, 0.0433 and
+0.0162); the two halves grow differently (on
 the example app, x1.4-2.0 and x1.09-1.19 from 5 to 10 processes). Celery's CPU is fitted first,
 with the turnarounds' law alone, and the dispatch growth added after: it is measured directly,
 and with it inside the CPU fit's simulations the fit read 0.027 s of Celery's work per visit
@@ -66,8 +69,11 @@ SETTLED = 0.02
 MAX_RUN_FILES = 100
 MAX_RUN_FILE_BYTES = 1 << 20  # a compare_app.csv is a few kB
 MAX_ARRIVALS_BYTES = 8 << 20  # a run's arrivals beside it: 20 bytes an item, 400,000 items
-HELD = 1e-6
-"""A stage's mean pool this close to a whole number was held at it for the whole run."""
+HELD = 0.01
+"""A stage's mean pool this close to a whole number was held at it for the run. Not closer: a
+pool grown at the run's start, from the size the run before left, reads a little under (on
+the example app 1.99980-1.99995 over three minutes, and those runs were refused), where a
+planner that moves the pools moves their mean by tenths."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ class GrowthFit:
     dispatch_ratios: dict[str, dict[int, float]] = field(default_factory=dict)  # as ratios, of idle waits
     session_speeds: dict[str, float] = field(default_factory=dict)  # each run's own speed (--session-speed)
     settling: Settling | str | None = None  # the law settled against its simulation, or why not
+    dispatch_settling: Settling | str | None = None  # the same, of the dispatch law
 
 
 def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
@@ -210,7 +217,7 @@ def _run_of(
             )
             return None
         if not abs(pool - round(pool)) <= HELD:
-            skipped.append(f"{source}: planner {row['planner']!r} moved its pools (mean_pool_{stage} {pool:.3g})")
+            skipped.append(f"{source}: planner {row['planner']!r} moved its pools (mean_pool_{stage} {pool:.6g})")
             return None
         pools[stage] = round(pool)
         if math.isfinite(handoff) and handoff > 0:
@@ -297,8 +304,13 @@ def fit_growth_file(
         fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = {"per_process": fit.dispatch.per_process, "reference": reference}
-    if simulation is not None:  # last: the simulation it settles against is the scenario written
-        fit.settling = _settle(data, scenario_path.parent.resolve(), fit, simulation)
+    if simulation is not None:  # last: the simulation they settle against is the scenario written
+        folder = scenario_path.parent.resolve()
+        fit.settling = _settle(data, folder, fit, simulation, TURNAROUND)
+        fit.growth = TurnaroundGrowth(**data["hosts"][host]["turnaround_growth"])
+        if fit.dispatch is not None:
+            fit.dispatch_settling = _settle(data, folder, fit, simulation, DISPATCH)
+            fit.dispatch = TurnaroundGrowth(**data["hosts"][host]["dispatch_growth"])
     try:
         parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
     except ScenarioError as exc:
@@ -350,45 +362,68 @@ def _fit_cpu(
     return cpu
 
 
-def _settle(data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation) -> Settling | str:
-    """Settle ``fit``'s turnaround law in ``data`` (the scenario's mapping, every other fit in
+@dataclass(frozen=True)
+class Kind:
+    """One law :func:`_settle` settles: its key under the host, what it is read from live (a
+    :class:`GrowthRun` field and ``GrowthFit`` ratios), and the simulator's counters of the same
+    measure by live's rule (their sum and count, of ``StageCounters``)."""
+
+    name: str
+    law: str
+    measure: str
+    ratios: str
+    total: str
+    count: str
+    what: str
+
+
+TURNAROUND = Kind("turnaround", "turnaround_growth", "handoffs", "ratios", "backlogged_turnaround_sum",
+                  "backlogged_turnarounds", "backlogged hand-offs")  # fmt: skip
+DISPATCH = Kind("dispatch", "dispatch_growth", "idle_waits", "dispatch_ratios", "idle_wait_sum", "idle_waits",
+                "waits met idle")  # fmt: skip
+
+
+def _settle(data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation, kind: Kind) -> Settling | str:
+    """Settle ``fit``'s ``kind`` of law in ``data`` (the scenario's mapping, every other fit in
     it) against the simulation of ``fit.runs``: each round, the law's factor at each size times
-    the live hand-off ratio over the simulated one is a point, and the line through them the
-    next law (the module docstring). ``fit.growth`` becomes the settled law."""
-    law = data["hosts"][fit.host]["turnaround_growth"]
-    sizes = sorted({p for by_size in fit.ratios.values() for p in by_size})
+    the live ratio over the simulated one is a point, and the line through them the next law
+    (the module docstring). The settled law is left in ``data``."""
+    law = data["hosts"][fit.host][kind.law]
+    seen_ratios: dict[str, dict[int, float]] = getattr(fit, kind.ratios)
+    sizes = sorted({p for by_size in seen_ratios.values() for p in by_size})
     direct, rounds = law["per_process"], []
     while True:
         scenario = parse_scenario(data, base_dir=folder)
-        runs = [replace(run, handoffs=_simulated_handoffs(scenario, run, simulation)) for run in fit.runs]
-        simulated = _ratios(runs, law["reference"], sizes, lambda r: r.handoffs)
+        runs = [replace(run, **{kind.measure: _simulated(scenario, run, simulation, kind)}) for run in fit.runs]
+        simulated = _ratios(runs, law["reference"], sizes, lambda r: getattr(r, kind.measure))
         laws = [direct, *rounds]
         if len(rounds) == SETTLE_ROUNDS or (rounds and abs(laws[-1] - laws[-2]) <= SETTLED * laws[-1]):
-            fit.growth = TurnaroundGrowth(**law)
             return Settling(direct, rounds, simulated)
-        factor = scenario.hosts[fit.host].turnaround_growth.factor  # type: ignore[union-attr]
+        factor = getattr(scenario.hosts[fit.host], kind.law).factor
         points = [(p - law["reference"], factor(p) * seen / simulated[stage][p] - 1.0)
-                  for stage, by_size in fit.ratios.items() for p, seen in by_size.items()
+                  for stage, by_size in seen_ratios.items() for p, seen in by_size.items()
                   if p in simulated.get(stage, {})]  # fmt: skip
         if not points:
-            return "the turnaround law not settled: the simulated runs had too few backlogged hand-offs at two sizes"
+            return f"the {kind.name} law not settled: the simulated runs had too few {kind.what} at two sizes"
         law["per_process"] = max(0.0, _round(_slope(points)))
         rounds.append(law["per_process"])
 
 
-def _simulated_handoffs(scenario: Scenario, run: GrowthRun, simulation: MakeSimulation) -> dict[str, float]:
-    """Each of ``run``'s measured stages' hand-off in the simulation of the run (its pools held,
-    on its arrivals, over the CPU fit's seeds), by live's rule: the turnarounds begun with a task
-    waiting, none below :data:`~..live.handoff.MIN_GAPS`."""
+def _simulated(scenario: Scenario, run: GrowthRun, simulation: MakeSimulation, kind: Kind) -> dict[str, float]:
+    """Each of ``run``'s measured stages' ``kind`` of measure in the simulation of the run (its
+    pools held, on its arrivals, over the CPU fit's seeds), by live's rule: a mean over the
+    seeds pooled (one seed of a short run can fall under the floor), none below
+    :data:`~..live.handoff.MIN_GAPS`."""
     held = held_at(scenario, run.pools, run)
-    sums, counts = dict.fromkeys(run.handoffs, 0.0), dict.fromkeys(run.handoffs, 0)
+    measured = getattr(run, kind.measure)
+    sums, counts = dict.fromkeys(measured, 0.0), dict.fromkeys(measured, 0)
     for seed in SEEDS:
         sim = simulation(held, seed)
         sim.run(held.horizon)
         stages = sim.counters().stages
         for name in sums:
-            sums[name] += stages[name].backlogged_turnaround_sum
-            counts[name] += stages[name].backlogged_turnarounds
+            sums[name] += getattr(stages[name], kind.total)
+            counts[name] += getattr(stages[name], kind.count)
     means = {name: mean_of_gaps(sums[name], counts[name]) for name in sums}
     return {name: mean for name, mean in means.items() if mean}
 
@@ -402,9 +437,9 @@ def report_lines(fit: GrowthFit) -> list[str]:
                      "and at another size; rows of an older compare-app)")  # fmt: skip
     else:
         lines.append(f"hosts.{fit.host}.dispatch_growth: per_process {fit.dispatch.per_process} of the dispatch delay")
+        simulated = _settling_lines(fit.dispatch_settling, lines, "lengthens the dispatch delays at more processes")
         for stage, by_size in fit.dispatch_ratios.items():
-            cells = ", ".join(f"{p}: x{by_size[p]:.2f}" for p in sizes if p in by_size)
-            lines.append(f"  {stage}: wait met idle at {cells}")
+            lines.append(f"  {stage}: wait met idle at {_cells(by_size, simulated.get(stage, {}), sizes)}")
     lines += [f"  skipped {line}" for line in fit.skipped]
     if isinstance(fit.cpu, CpuFit):
         lines += cpu_report(fit.cpu, fit.host)
@@ -420,27 +455,38 @@ def report_lines(fit: GrowthFit) -> list[str]:
 
 def _turnaround_lines(fit: GrowthFit, sizes: list[int]) -> list[str]:
     """The turnaround law's part of the report: the law, how it settled, each stage's ratios."""
-    g, settling = fit.growth, fit.settling
+    g = fit.growth
     law = ", ".join(f"{p}: x{g.factor(p):.2f}" for p in sizes)
     lines = [
         f"hosts.{fit.host}.turnaround_growth: per_process {g.per_process} of the turnaround, "
         f"reference {g.reference} processes ({len(fit.runs)} live runs)",
         f"  the law: each turnaround at {law} (a line, not a mechanism)",
     ]
-    simulated: dict[str, dict[int, float]] = {}
+    simulated = _settling_lines(fit.settling, lines, "lengthens hand-offs at more processes")
+    for stage, by_size in fit.ratios.items():
+        lines.append(f"  {stage}: hand-off at {_cells(by_size, simulated.get(stage, {}), sizes)}"
+                     f" (read straight, its own slope {fit.per_stage.get(stage, math.nan):.3f})")  # fmt: skip
+    return lines
+
+
+def _settling_lines(settling: Settling | str | None, lines: list[str], how: str) -> dict[str, dict[int, float]]:
+    """A law's settling as a report line appended to ``lines`` (or why it was not settled), and
+    its simulated ratios (none when not settled)."""
     if isinstance(settling, Settling):
         steps = " -> ".join(f"{v:g}" for v in [settling.direct, *settling.rounds])
         lines.append(f"  settled against the simulation of these runs: per_process {steps} (the simulation's "
-                     "contention lengthens hand-offs at more processes before the law does)")  # fmt: skip
-        simulated = settling.simulated
-    elif settling:
+                     f"contention {how} before the law does)")  # fmt: skip
+        return settling.simulated
+    if settling:
         lines.append(f"  {settling}")
-    for stage, by_size in fit.ratios.items():
-        cells = ", ".join(f"{p}: x{by_size[p]:.2f}" for p in sizes if p in by_size)
-        sim = ", ".join(f"x{simulated[stage][p]:.2f}" for p in sizes if p in simulated.get(stage, {}))
-        lines.append(f"  {stage}: hand-off at {cells}" + (f", simulated {sim}" if sim else "")
-                     + f" (read straight, its own slope {fit.per_stage.get(stage, math.nan):.3f})")  # fmt: skip
-    return lines
+    return {}
+
+
+def _cells(seen: dict[int, float], simulated: dict[int, float], sizes: list[int]) -> str:
+    """A stage's live ratios by processes, and its simulated ones where the law was settled."""
+    cells = ", ".join(f"{p}: x{seen[p]:.2f}" for p in sizes if p in seen)
+    sim = ", ".join(f"x{simulated[p]:.2f}" for p in sizes if p in simulated)
+    return cells + (f", simulated {sim}" if sim else "")
 
 
 def _mean(values: list[float]) -> float | None:
