@@ -74,8 +74,10 @@ def test_the_slope_of_hand_offs_on_the_law_is_recovered_and_moving_runs_are_skip
             ("simulated", "static", 1.0, {s: 9.0 for s in STAGES}),  # not a live row: not read
             ("live", "erlang", 1.37, on_the_law(3, 2.0)),  # moved its pools: skipped, said so
         ]),
-        # grown at its start from the run before's pools: held all the same
-        write_runs(tmp_path / "two.csv", [("live", "static", 1.99995, on_the_law(4, 0.4))]),
+        write_runs(tmp_path / "two.csv", [
+            ("live", "static", 2.0, on_the_law(4, 0.4)),
+            ("live", "late", 1.99995, on_the_law(4, 2.0)),  # grown at its start: refused too
+        ]),
         write_runs(tmp_path / "three.csv", [("live", "static", 3.0, on_the_law(6, 0.4))]),
     ]  # fmt: skip
     out = tmp_path / "grown.yaml"
@@ -83,8 +85,9 @@ def test_the_slope_of_hand_offs_on_the_law_is_recovered_and_moving_runs_are_skip
     assert fit.growth.per_process == pytest.approx(0.4) and fit.growth.reference == 2
     assert fit.per_stage == pytest.approx({"parse": 0.4, "check": 0.4})
     assert fit.ratios["check"] == pytest.approx({4: 1.8, 6: 2.6})
-    assert len(fit.skipped) == 1
-    assert "one.csv:4: planner 'erlang' moved its pools (mean_pool_parse 1.37)" in fit.skipped[0]
+    assert len(fit.skipped) == 2
+    assert "one.csv:4: planner 'erlang' moved its pools (mean_pool_parse 1.37;" in fit.skipped[0]
+    assert "two.csv:3: planner 'late' moved its pools (mean_pool_parse 1.99995; a held run starts" in fit.skipped[1]
     grown = load_scenario(out)
     assert grown.hosts["vm"].turnaround_growth.factor(6) == pytest.approx(2.6)
     assert grown.stages["check"].turnaround == 0.06  # the calibrated turnarounds are kept
