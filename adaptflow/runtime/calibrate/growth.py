@@ -72,10 +72,9 @@ MAX_ARRIVALS_BYTES = 8 << 20  # a run's arrivals beside it: 20 bytes an item, 40
 HELD = 1e-6
 """A stage's mean pool this close to a whole number was held at it for the whole run. A pool
 grown at the run's start from the run before's size reads a little under (1.99980-1.99995 on
-the example app) and is refused too, on purpose: counting two such runs, which met the machine
-at 0.70 and 0.86 of the recording's speed where the runs at 5 processes met 0.89-0.97, moved
-Celery's CPU law to its grid's top and doubled a fresh held-out set's mean gap (10 -> 21 %,
-docs/sim_to_real.md): the CPU fit cannot tell a slow minute of the machine from the processes.
+the example app) and is refused too, on purpose: counting two such runs moved Celery's CPU law
+to its grid's top and doubled a fresh held-out set's mean gap (10 -> 21 %, docs/sim_to_real.md;
+the probe read them on a slower machine than the runs at 5 processes, their own speeds did not).
 Hold the pools from the run's first second (a scenario whose ``initial`` pools are the held
 ones), as ``examples/etl_app/sim_to_real.sh`` does."""
 
