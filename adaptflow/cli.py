@@ -796,8 +796,8 @@ def _add_fit_growth(commands: Any) -> None:
     fg.add_argument(
         "runs", nargs="+", metavar="RUN_CSV",
         help="compare_app.csv files of adaptflow compare-app --planners static runs at the calibrated pools and at "
-        "other held sizes, at one load or several (each run is compared with the run at the calibrated pools "
-        "nearest its arrival rate; rows of planners that moved the pools are skipped)",
+        "other held sizes (static:pool=N), at one load or several (each run is compared with the run at the "
+        "calibrated pools nearest its arrival rate; rows of planners that moved the pools are skipped)",
     )  # fmt: skip
     fg.add_argument("--out", required=True, help="the scenario YAML to write, beside the scenario (may be the same)")
     fg.add_argument("--host", default=None, help="the host to fit (default: the scenario's only one)")
@@ -848,7 +848,11 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
     ca.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
     ca.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
-    ca.add_argument("--planners", required=True, help="comma-separated planner specs, LABEL@SPEC to name one")
+    ca.add_argument(
+        "--planners", required=True,
+        help="comma-separated planner specs, LABEL@SPEC to name one; each run starts at the scenario's initial pools, "
+        "a static planner's at its own (p1@static:pool=1,p2@static:pool=2 --repeat 3: two held sizes interleaved)",
+    )  # fmt: skip
     ca.add_argument("--interval", type=float, default=5.0, help="seconds between decisions (5)")
     ca.add_argument("--drain", type=float, default=60.0, help="seconds to keep deciding after the producer ends")
     ca.add_argument(

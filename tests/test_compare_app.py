@@ -122,6 +122,60 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     assert split["broker_mean"] + split["worker_mean"] == pytest.approx(live["mean_wait_enrich"], rel=0.01)
 
 
+def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, tmp_path):  # noqa: F811
+    """A static planner holds the same pools whatever it sees, so compare-app starts its run at
+    them: ``two@static:pool=2`` is held at 2 processes a stage from its first second (the runs
+    ``fit-growth`` takes, by its rule for a held pool), its start kept in the row; the next run
+    starts back at the scenario's 1. Its simulated twin starts at 2 too, and holds 2 exactly."""
+    from adaptflow.experiments.compare_app import simulated_app_run
+    from adaptflow.runtime.calibrate.growth import HELD
+
+    def after_run(run):
+        return simulated_app_run(parse_scenario(SCENARIO), run, run.planner + "@static:pool=2", 1, 1.0, tmp_path)
+
+    few = [*PRODUCE[:4], "10", *PRODUCE[5:]]  # 10 orders: the pools are what is tested
+    table = compare_on_app(
+        "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["two@static:pool=2", "static"], few,
+        interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0,
+        after_run=lambda run: after_run(run) if run.planner == "two" else [],
+    )  # fmt: skip
+    live = table[table["world"] == "live"].set_index("planner")
+    for planner, size in (("two", 2), ("static", 1)):
+        for stage in SCENARIO["stages"]:
+            assert live.loc[planner, f"start_pool_{stage}"] == size, (planner, stage)
+            assert abs(live.loc[planner, f"mean_pool_{stage}"] - size) <= HELD, (planner, stage)
+    simulated = table[table["world"] == "simulated"].iloc[0]
+    assert simulated["planner"] == "two" and all(simulated[f"mean_pool_{s}"] == 2.0 for s in SCENARIO["stages"])
+
+
+def test_a_saved_run_is_simulated_again_from_the_pools_it_started_at(tmp_path):
+    """A row's ``start_pool_<stage>`` (compare-app started a static planner's run at its pools)
+    is where ``resimulate`` starts the run again: three processes a stage from the first second
+    under a burst, where the same row without it (an older table) starts at the scenario's one a
+    stage and grows at the first decision, its new processes ready only at the pool's tick."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import resimulate
+    from adaptflow.runtime.compare_app import arrivals_file
+
+    pd.DataFrame({"timestamp": [i / 10 for i in range(30)], "size": 1.0}).to_csv(
+        arrivals_file(tmp_path, "three#1", "orders"), index=False
+    )
+    row = {"world": "live", "planner": "three#1", "spec": "static:pool=3", "interval": 1.0, "decisions": 10,
+           "seconds": 10.0, "mean_wait": 0.05, "p95_latency": 0.5, "throughput": 3.0, "cost": 90.0}  # fmt: skip
+
+    def simulated(row: dict) -> pd.Series:
+        pd.DataFrame([row]).to_csv(tmp_path / "compare_app.csv", index=False)
+        table = resimulate(tmp_path, parse_scenario(SCENARIO), seeds=2)
+        return table[table["world"] == "simulated"].iloc[0]
+
+    started = simulated({**row, **{f"start_pool_{stage}": 3 for stage in SCENARIO["stages"]}})
+    grown = simulated(row)
+    assert started["mean_pool_ingest"] == pytest.approx(3.0)
+    waits = started["mean_wait_ingest"], grown["mean_wait_ingest"]
+    assert waits[0] < 0.5 * waits[1], waits
+
+
 def test_a_source_no_arrival_came_from_is_left_out_of_the_replay(tmp_path):
     """A trace needs a row: a source the live run met no arrival of is left out of the replay
     (a run with none at all has nothing to simulate), and a mapping whose sources are not the

@@ -46,6 +46,21 @@ def test_overrides_are_validated():
         load_scenario("mmc", horizon=-5)
 
 
+def test_a_scenario_starts_at_the_pools_a_run_started_at():
+    """``starting_at``: the named stages' ``initial`` pools, their bounds widened to hold them
+    (a run held at 30 where the scenario allows 20), the rest unchanged; a pool for a stage the
+    scenario has not, or a negative one, is an error naming it."""
+    spec = parse_scenario(MMC)
+    started = spec.starting_at({"work": 30})
+    workers = started.stages["work"].workers
+    assert (workers.initial, workers.min, workers.max) == (30, spec.stages["work"].workers.min, 30)
+    assert spec.stages["work"].workers.initial != 30 and spec.starting_at({}) is spec
+    assert Scenario.model_validate(started.model_dump(by_alias=True)) == started  # still a valid scenario
+    for bad in ({"nosuch": 2}, {"work": -1}):
+        with pytest.raises(ValueError, match=rf"starting pool {next(iter(bad))}="):
+            spec.starting_at(bad)
+
+
 def test_unknown_scenario_name_lists_the_shipped_ones():
     with pytest.raises(ScenarioError, match=r"neither a file nor a shipped scenario.*etl_diurnal"):
         load_scenario("etl_diurnl")

@@ -38,6 +38,13 @@ class Planner(ABC):
     def reset(self) -> None:  # noqa: B027  (optional hook: stateless planners need nothing)
         """Forget the past: called at the start of every episode or live run."""
 
+    def held_pools(self, stages: list[str]) -> dict[str, int]:
+        """The pools of ``stages`` this planner asks for at every decision whatever it sees
+        (a static planner's); empty for one that decides on what it observes. Why: a live
+        comparison starts such a planner's run at them (``compare-app``), so that the run is
+        held at its pools from its first second, as its simulated twin is."""
+        return {}
+
     @abstractmethod
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan: ...
 

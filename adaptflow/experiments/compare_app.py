@@ -34,6 +34,7 @@ from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.policies.static import ScheduledPlanner
 from adaptflow.runtime.compare_app import (
     PLANNER_SCENARIO,
+    START_POOL,
     RunResult,
     arrivals_file,
     compare_on_app,
@@ -184,7 +185,8 @@ def simulated_app_run(
     # more only while items remain, as the live run ended: an exit a few milliseconds past the
     # last decision is not cut off. At most as long again (_seeds).
     duration = max(1, len(run.transitions)) * interval
-    aligned = on_arrivals(scenario, run, folder, duration)
+    started = {name: n for name, n in run.pools.items() if name in scenario.stages}  # where the live run began
+    aligned = on_arrivals(scenario.starting_at(started), run, folder, duration)
     if aligned is None:
         log.warning("%s: the run met no arrival of the scenario's sources; nothing to simulate", run.planner)
         return []
@@ -390,8 +392,10 @@ class _SavedRun(RunResult):
     @classmethod
     def from_row(cls, row: dict[str, Any], arrivals: dict[str, list[float]]) -> _SavedRun:
         steal, pulse = (_finite(row.get(column)) for column in ("steal", "pulse"))
+        # each stage's pool at the run's start; none in a table from before compare-app kept them
+        pools = {k.removeprefix(START_POOL): int(v) for k, v in row.items() if k.startswith(START_POOL) and v == v}
         run = cls(
-            row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, arrivals=arrivals,  # type: ignore[list-item, arg-type]
+            row["planner"], [None] * int(row["decisions"]), None, row["seconds"], 0, pools, arrivals,  # type: ignore[list-item, arg-type]
             steal=steal, pulse=pulse,
         )  # fmt: skip
         run.row = row
@@ -481,7 +485,8 @@ def _planned_on(world: Scenario, folder: Path, planned_on: str | Path | Scenario
     started from and were bounded by, ``planned_on``'s, and ``planned_on`` itself, checked to
     describe the same workflow (the same stages and sources: a planner built for other stages
     cannot act on this world's). Why the pools: compare-app sets them from its ``--scenario``
-    before each run, and a static planner keeps them; a world refitted from runs at the
+    before each run (a static planner's run starts at its own pools, kept in the row's
+    ``start_pool_<stage>``, which the replay starts from); a world refitted from runs at the
     calibration's pools would replay runs held at 2 a stage at 1. The runs' accounting too:
     ``planned_on``'s SLA and each stage's ``cost_per_second``, by which the live rows were
     costed: a world is a description of the machine, and one calibrated afresh carries

@@ -12,9 +12,8 @@ class StaticPlanner(Planner):
     ``pool`` asks every stage ``workers`` does not name for that many workers (the spec
     ``static:pool=2``): runs at more than one pool size interleave in one ``compare-app --repeat``
     (``p1@static:pool=1,p2@static:pool=2``), so the machine's drift between minutes falls on both
-    sizes alike. The pools start from the scenario's and are held from the first decision on;
-    ``adaptflow fit-growth`` takes only runs held from their first second, so its runs take
-    their size from the scenario's ``initial`` instead."""
+    sizes alike. ``compare-app`` starts each run at these pools (:meth:`held_pools`), so every
+    run is held at its size from its first second: what ``adaptflow fit-growth`` reads."""
 
     def __init__(
         self,
@@ -28,9 +27,13 @@ class StaticPlanner(Planner):
         self.splits = {k: dict(v) for k, v in (splits or {}).items()}
         self.pool = pool
 
+    def held_pools(self, stages: list[str]) -> dict[str, int]:
+        held = dict.fromkeys(stages, self.pool) if self.pool is not None else {}
+        return held | {name: n for name, n in self.workers.items() if name in stages}
+
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
-        held = dict.fromkeys(snapshot.stages, self.pool) if self.pool is not None else {}
-        return Plan(workers=held | self.workers, splits={k: dict(v) for k, v in self.splits.items()})
+        return Plan(workers=self.held_pools(list(snapshot.stages)) | self.workers,
+                    splits={k: dict(v) for k, v in self.splits.items()})  # fmt: skip
 
 
 class ScheduledPlanner(Planner):

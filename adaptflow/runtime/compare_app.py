@@ -5,7 +5,10 @@ same work: the user's producer command (which submits its arrivals reproducibly,
 ``python -m examples.etl_app.produce --rate 4 --duration 60 --seed 7``) is started once per run,
 after the run's monitor is receiving the app's events. Before a run the app is left to empty
 (no message queued, none reserved or running) and the mapped workers' pools are put back to the
-scenario's initial sizes, so no planner inherits another's backlog or pools.
+scenario's initial sizes, so no planner inherits another's backlog or pools; a planner that holds
+fixed pools whatever it sees (``static:pool=2``, :meth:`~adaptflow.agents.Planner.held_pools`)
+starts at those instead, so that its run is held at them from its first second (the runs
+``fit-growth`` reads; two sizes then interleave in one ``--repeat``).
 
 A run is the Coordinator loop of ``adaptflow control`` with the executor of ``adaptflow live``:
 the planner (a registry spec: ``static``, ``keda:target=2``, ``celery``, ``onnx:DIR``...) behind
@@ -105,7 +108,7 @@ class AppUnderTest:
 class RunSettings:
     """How each planner's run goes (wall seconds): ``produce`` is the producer's argv, run in
     ``cwd`` with ``env``; ``settle``: the longest wait for the app to empty and the pools to
-    take their initial sizes; ``limit``: the longest run."""
+    take their starting sizes; ``limit``: the longest run."""
 
     produce: tuple[str, ...]
     interval: float
@@ -117,7 +120,7 @@ class RunSettings:
     limit: float = 3600.0
 
 
-# -- before a run: an empty app, initial pools ---------------------------------------------------
+# -- before a run: an empty app, starting pools --------------------------------------------------
 def _busy(target: AppUnderTest) -> dict[str, int]:
     """Messages queued in the broker, reserved or running on a mapped worker, by where."""
     client = redis_client(str(target.app.conf.broker_url))
@@ -142,10 +145,10 @@ def wait_idle(target: AppUnderTest, timeout: float) -> None:
         )
 
 
-def reset_pools(target: AppUnderTest, timeout: float) -> dict[str, int]:
-    """Put every mapped worker's pool back to the scenario's initial size (through the executor
-    and its envelope: the live minimum of one process) and wait until the workers list that many
-    processes, steadily.
+def reset_pools(target: AppUnderTest, timeout: float, start: dict[str, int] | None = None) -> dict[str, int]:
+    """Put every mapped worker's pool back to its size in ``start``, else the scenario's initial
+    size (through the executor and its envelope: the live minimum of one process) and wait until
+    the workers list that many processes, steadily.
 
     Why steadily: the previous run's last decision may have grown a pool whose new process starts
     only at the pool's next maintenance tick, after the shrink made here; it then lists one more
@@ -162,13 +165,15 @@ def reset_pools(target: AppUnderTest, timeout: float) -> dict[str, int]:
             target.app, ledger, WallClock(), timeout=target.inspect_timeout, scenario=target.scenario
         )
         initial = {
-            name: stage.workers.initial for name, stage in target.scenario.stages.items() if name in ledger.pools
+            name: (start or {}).get(name, stage.workers.initial)
+            for name, stage in target.scenario.stages.items()
+            if name in ledger.pools
         }
         wanted = executor.apply(Plan(workers=initial)).workers
         if _holds(ledger, wanted, deadline):
             return wanted
         listed = _listed(ledger)
-    raise RuntimeError(f"the workers list {listed} processes after {timeout:g} s; expected the initial pools {wanted}")
+    raise RuntimeError(f"the workers list {listed} processes after {timeout:g} s; expected the starting pools {wanted}")
 
 
 def _holds(ledger: PoolLedger, wanted: dict[str, int], deadline: float) -> bool:
@@ -427,9 +432,13 @@ class _Parts:
     tap: RunTap
 
 
-def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: EventSource, until: float) -> _Parts:
+Built = tuple[FallbackPlanner, Planner, StandardAnalyzer]
+"""A run's planner behind its fallback, the planner itself and its analyzer (``live_planner``)."""
+
+
+def _coordinator(target: AppUnderTest, built: Built, interval: float, stream: EventSource, until: float) -> _Parts:
     scenario = target.scenario
-    guarded, primary, analyzer = live_planner(spec, scenario, interval, FALLBACK)
+    guarded, primary, analyzer = built
     timeout = target.inspect_timeout
     clock, ledger = WallClock(), PoolLedger(target.app, target.workers, timeout=timeout).sync()
     envelope = live_envelope(scenario)
@@ -442,9 +451,10 @@ def _coordinator(target: AppUnderTest, spec: str, interval: float, stream: Event
 
 
 def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult:
-    """One planner's run on an emptied app with its initial pools (see the module docstring)."""
+    """One planner's run on an emptied app with its starting pools (see the module docstring)."""
+    built = live_planner(spec, target.scenario, settings.interval, FALLBACK)
     wait_idle(target, settings.settle)
-    pools = reset_pools(target, settings.settle)
+    pools = reset_pools(target, settings.settle, built[1].held_pools(list(target.scenario.stages)))
     probes = [cpu_probe()] if target.scenario.probed else []  # the machine's speed, on the idle app
     label = run_label(split_label(spec)[0])
     logs = settings.event_log_dir
@@ -453,7 +463,7 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     transitions: list[Transition] = []
     try:
         try:
-            parts = _coordinator(target, spec, settings.interval, kept.tee(stream) if kept else stream, settings.limit)
+            parts = _coordinator(target, built, settings.interval, kept.tee(stream) if kept else stream, settings.limit)
             run_clock = RunClock(parts.clock, settings.limit)
             producer_log = logs / f"{label}.producer.log" if logs else None
             ticks = cpu_ticks()
@@ -536,10 +546,16 @@ def _run(loop: ControlLoop, guarded: FallbackPlanner, primary: Any, event_log: P
 
 
 # -- the table -----------------------------------------------------------------------------------
+START_POOL = "start_pool_"
+"""The prefix of a row's column for each stage's pool at the run's start (``start_pool_<stage>``):
+what a later ``resimulate`` starts its simulation from."""
+
+
 def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     """One row: the columns of ``adaptflow compare-live`` (mean wait, p95 latency, throughput,
     SLA violation rate, cost, mean pool, arrived, completed), each stage's mean pool and mean
-    wait, and each stage's mean service and hand-off between tasks (:meth:`RunResult.per_task`)."""
+    wait, its pool at the start (:data:`START_POOL`), and each stage's mean service and hand-off
+    between tasks (:meth:`RunResult.per_task`)."""
     t, stages = run.totals, list(scenario.stages)
     span = math.fsum(s.snapshot.interval for s in run.transitions)
     worker_seconds = {
@@ -559,6 +575,7 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
         "worker_cost": math.fsum(st.cost for s in run.transitions for st in s.snapshot.stages.values()),
     }
     row |= {f"mean_pool_{name}": ws / span if span > 0 else math.nan for name, ws in worker_seconds.items()}
+    row |= {f"{START_POOL}{name}": n for name, n in run.pools.items()}
     row |= {f"mean_wait_{name}": t.stage_mean_wait(name) for name in stages}
     row |= run.per_task(scenario)
     row |= {f"speed_{name}": speed for name, speed in run.speeds(scenario).items()}

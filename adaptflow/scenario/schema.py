@@ -962,6 +962,22 @@ class Scenario(_Strict):
         except ValidationError as exc:
             raise ScenarioError(format_validation_error(exc, data, f"{self.name} (part {part!r})")) from None
 
+    def starting_at(self, pools: dict[str, int]) -> Scenario:
+        """This scenario with each stage ``pools`` names starting at that many workers (its
+        ``initial``; ``min`` and ``max`` widened to include it), the others as they are. Why:
+        a live run that started at other pools than the scenario's (``compare-app`` starts a
+        static planner's run at its pool) is simulated from where it started, and a run held at
+        its pools (``fit-growth``) at those pools: one meaning of "a run's starting pools"."""
+        stages = dict(self.stages)
+        for name, n in pools.items():
+            if name not in stages or not 0 <= n <= MAX_WORKERS:
+                raise ValueError(
+                    f"starting pool {name}={n!r}: expected a stage of {sorted(stages)} and 0-{MAX_WORKERS} workers"
+                )
+            w = stages[name].workers
+            stages[name] = _replace(stages[name], workers=_replace(w, initial=n, min=min(w.min, n), max=max(w.max, n)))
+        return _replace(self, stages=stages) if pools else self
+
     def series_labels(self) -> list[str]:
         """The recorded series this scenario's load comes from (``dataset:column``), if any."""
         return [s.label for s in self.sources.values() if isinstance(s, SeriesSource)]

@@ -66,9 +66,8 @@ if [ ! -f "$OUT/cal.yaml" ]; then
   step "calibrate"
   adaptflow calibrate "$OUT/rec" --out "$OUT/cal.yaml" --cores auto --validate 3
 fi
-if [ ! -f "$OUT/cals2.yaml" ]; then
-  # cals.yaml: the SLA and the largest pool a user would set (step 3 of deploy.md); cals2.yaml:
-  # the same with every pool starting at 2 (the fit set's second size, below)
+if [ ! -f "$OUT/cals.yaml" ]; then
+  # the SLA and the largest pool a user would set (step 3 of deploy.md)
   python - "$OUT" <<'EOF'
 import sys, yaml
 out = sys.argv[1]
@@ -77,9 +76,6 @@ scenario["sla"]["latency"] = 1.0
 for stage in scenario["stages"].values():
     stage["workers"]["max"] = 4
 open(f"{out}/cals.yaml", "w").write(yaml.safe_dump(scenario, sort_keys=False))
-for stage in scenario["stages"].values():
-    stage["workers"]["initial"] = 2
-open(f"{out}/cals2.yaml", "w").write(yaml.safe_dump(scenario, sort_keys=False))
 EOF
 fi
 if [ ! -f "$OUT/ppo/planner.onnx" ]; then
@@ -87,28 +83,25 @@ if [ ! -f "$OUT/ppo/planner.onnx" ]; then
   adaptflow train examples/etl_app/train.yaml env.options.scenario="$OUT/cals.yaml" output_dir="$OUT/runs"
   adaptflow export "$(ls -d "$OUT"/runs/ppo_etl_app/*/ | tail -1)" --out "$OUT/ppo"
 fi
-# The fit set: static pools held at 1 and at 2 from the first second (cals2.yaml: compare-app
-# starts every run at the scenario's initial pools, and fit-growth skips a run whose pools moved)
-for pool in 1 2; do
-  scenario="$OUT/cals.yaml"
-  if [ "$pool" = 2 ]; then
-    scenario="$OUT/cals2.yaml"
-  fi
-  if [ ! -f "$OUT/fit$pool/compare_app.csv" ]; then
-    step "fit set: static pools held at $pool (seed $FIT_SEED)"
-    producer "$FIT_SEED"
-    adaptflow compare-app "${APP[@]}" --scenario "$scenario" --planners "p$pool@static:pool=$pool" \
-      --repeat "$REPEAT" --simulate 1 --out "$OUT/fit$pool" -- "${PRODUCER[@]}"
-  fi
-done
+# The fit set: static pools held at 1 and at 2 from the first second (compare-app starts a static
+# planner's run at its pools; fit-growth takes only held runs), the two sizes interleaved
+# (p1 p2 p2 p1 ...), so that the machine's drift between minutes falls on both alike
+FITS=("$OUT/fit/compare_app.csv")
+if [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
+  FITS=("$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv")  # an OUT whose sizes ran in blocks (until 2026-12)
+elif [ ! -f "$OUT/fit/compare_app.csv" ]; then
+  step "fit set: static pools held at 1 and 2, interleaved (seed $FIT_SEED)"
+  producer "$FIT_SEED"
+  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "p1@static:pool=1,p2@static:pool=2" \
+    --repeat "$REPEAT" --simulate 1 --out "$OUT/fit" -- "${PRODUCER[@]}"
+fi
 if [ ! -f "$OUT/calg.yaml" ]; then
   step "fit the growth laws"
-  adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv" --out "$OUT/calg.yaml"
+  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --out "$OUT/calg.yaml"
 fi
 if [ ! -f "$OUT/calgs.yaml" ]; then
   step "fit the growth laws, and the speed the fit set met"
-  adaptflow fit-growth "$OUT/cals.yaml" "$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv" --session-speed \
-    --out "$OUT/calgs.yaml"
+  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --out "$OUT/calgs.yaml"
 fi
 if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
   step "held-out set: every planner (seed $HELD_SEED)"

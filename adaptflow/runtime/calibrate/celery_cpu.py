@@ -299,12 +299,11 @@ def held_at(scenario: Scenario, pools: Pools, run: HeldRun | None = None) -> Sce
     """``scenario`` with each pool of ``pools`` held at its size (the others as they are), on
     ``run``'s arrivals if it has them: what a run at held pools is simulated on, here and by
     ``fit-growth``'s settling of the turnaround law (:mod:`.growth`)."""
-    data = scenario.model_dump(mode="json", by_alias=True)
-    for name, n in pools.items():
-        workers = data["stages"][name]["workers"]
-        workers.update(initial=n, min=min(workers["min"], n), max=max(workers["max"], n))
-    if run is not None and run.arrivals:
-        _on_arrivals(data, run.arrivals)
+    held = scenario.starting_at(dict(pools))
+    if run is None or not run.arrivals:
+        return held
+    data = held.model_dump(mode="json", by_alias=True)
+    _on_arrivals(data, run.arrivals)
     return parse_scenario(data)
 
 

@@ -75,8 +75,9 @@ grown at the run's start from the run before's size reads a little under (1.9998
 the example app) and is refused too, on purpose: counting two such runs moved Celery's CPU law
 to its grid's top and doubled a fresh held-out set's mean gap (10 -> 21 %, docs/sim_to_real.md;
 the probe read them on a slower machine than the runs at 5 processes, their own speeds did not).
-Hold the pools from the run's first second (a scenario whose ``initial`` pools are the held
-ones), as ``examples/etl_app/sim_to_real.sh`` does."""
+Hold the pools from the run's first second: ``compare-app`` starts a static planner's run at
+its pools (``p1@static:pool=1,p2@static:pool=2 --repeat 3`` interleaves two sizes), as
+``examples/etl_app/sim_to_real.sh`` does."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def _run_of(
             return None
         if not abs(pool - round(pool)) <= HELD:
             skipped.append(f"{source}: planner {row['planner']!r} moved its pools (mean_pool_{stage} {pool:.6g}; "
-                           "a held run starts at its pools: its scenario's initial pools)")  # fmt: skip
+                           "a held run starts at its pools: run it as compare-app's static:pool=N)")  # fmt: skip
             return None
         pools[stage] = round(pool)
         if math.isfinite(handoff) and handoff > 0:
