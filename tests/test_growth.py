@@ -323,6 +323,21 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     assert load_scenario(written).hosts["vm"].speed == pytest.approx(sum(reported) / 2, abs=1e-3)
     assert "(--session-speed)" in written.read_text().partition("\n")[0]
     assert not list(tmp_path.glob(".session.yaml*"))  # the fitting's own file gone
+    # its laws fitted with the runs simulated at that speed: the live machine's (no Celery CPU),
+    # where a fit at the recording's 1 makes up the slower machine with Celery's CPU
+    session = load_scenario(written).hosts["vm"]
+    at_speed = load_scenario(fitted_at(path, runs, tmp_path / "at.yaml", session.speed)).hosts["vm"]
+    at_one = load_scenario(fitted_at(path, runs, tmp_path / "one.yaml", None)).hosts["vm"]
+    assert session.model_dump(exclude={"speed"}) == at_speed.model_dump(exclude={"speed"})
+    assert session.visit_cpu == session.handoff_cpu == session.oversubscription == 0.0
+    assert at_one.visit_cpu > 0.01, at_one
+
+
+def fitted_at(scenario: Path, runs: list[Path], out: Path, speed: float | None) -> Path:
+    from adaptflow.simulator import Simulation
+
+    fit_growth_file(scenario, runs, out, simulation=Simulation, speed=speed)
+    return out
 
 
 def contended_machine(per_process: float) -> dict:

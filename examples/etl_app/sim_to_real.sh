@@ -123,11 +123,13 @@ judge() {
       --out "$OUT/$HELD.$name.csv" >"$OUT/$HELD.$name.txt"
   fi
 }
+# (calgs.yaml's laws are fitted at the fit set's speed, so the last three, which set each run's
+# speed, take them; calg.yaml's are fitted at the recording's)
 judge judged calg.yaml
 judge judged_session calgs.yaml
-judge judged_probe calg.yaml --probe-speed
-if grep -q "pulse:" "$OUT/calg.yaml"; then  # a recording with fewer than 20 idle pulses has none
-  judge judged_pulse calg.yaml --pulse-speed
+judge judged_probe calgs.yaml --probe-speed
+if grep -q "pulse:" "$OUT/calgs.yaml"; then  # a recording with fewer than 20 idle pulses has none
+  judge judged_pulse calgs.yaml --pulse-speed
 fi
-judge judged_live_speed calg.yaml --live-speed
+judge judged_live_speed calgs.yaml --live-speed
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"

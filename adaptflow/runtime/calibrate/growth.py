@@ -286,6 +286,7 @@ def _ratios(
 def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
+    speed: float | None = None,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -293,7 +294,8 @@ def fit_growth_file(
     ``simulation`` (``adaptflow.simulator.Simulation``; the runtime never imports it) and runs
     that measured services (``service_<stage>``), Celery's CPU on the host (``visit_cpu``,
     ``handoff_cpu`` or ``oversubscription``) and its stages' CPU shares are fitted too
-    (:mod:`.celery_cpu`), in ``fit.cpu``."""
+    (:mod:`.celery_cpu`), in ``fit.cpu``. ``speed``: the host's ``speed`` while fitting (the
+    runs simulated at the speed their session met, ``--session-speed``), written with the laws."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -304,6 +306,8 @@ def fit_growth_file(
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped)
     data = load_yaml_file(scenario_path)
+    if speed is not None:  # before any simulation: every one below runs the host at it
+        data["hosts"][host]["speed"] = round(speed, 4)
     data["hosts"][host]["turnaround_growth"] = {"per_process": fit.growth.per_process, "reference": reference}
     if simulation is not None:
         fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation)
@@ -453,7 +457,7 @@ def report_lines(fit: GrowthFit) -> list[str]:
     if fit.session_speeds:
         speeds = fit.session_speeds.values()
         lines.append(f"hosts.{fit.host}.speed: {round(sum(speeds) / len(speeds), 4)}, the mean of the held runs' own "
-                     "speeds on the fitted scenario (--session-speed)")  # fmt: skip
+                     "speeds on the scenario fitted at 1; the laws above fitted at it (--session-speed)")  # fmt: skip
         lines += [f"  {run}: {speed:.3f}" for run, speed in fit.session_speeds.items()]
     return lines
 
