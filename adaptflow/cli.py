@@ -836,6 +836,12 @@ def _add_control(commands: Any) -> None:
     ct.set_defaults(handler=_control)
 
 
+PLANNERS_HELP = (
+    "comma-separated planner specs, LABEL@SPEC to name one; each run starts at the scenario's initial pools, a "
+    "static planner's at its own (p1@static:pool=1,p2@static:pool=2 --repeat 3: two held sizes interleaved)"
+)
+
+
 def _add_compare_app(commands: Any) -> None:
     ca = commands.add_parser(
         "compare-app",
@@ -848,11 +854,7 @@ def _add_compare_app(commands: Any) -> None:
     ca.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
     ca.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
     ca.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
-    ca.add_argument(
-        "--planners", required=True,
-        help="comma-separated planner specs, LABEL@SPEC to name one; each run starts at the scenario's initial pools, "
-        "a static planner's at its own (p1@static:pool=1,p2@static:pool=2 --repeat 3: two held sizes interleaved)",
-    )  # fmt: skip
+    ca.add_argument("--planners", required=True, help=PLANNERS_HELP)
     ca.add_argument("--interval", type=float, default=5.0, help="seconds between decisions (5)")
     ca.add_argument("--drain", type=float, default=60.0, help="seconds to keep deciding after the producer ends")
     ca.add_argument(
