@@ -47,7 +47,7 @@ def fit_growth(
     overlap no longer; the laws carry what that sharing leaves, so they are fitted at the
     speed the runs met (one round: the speed is measured on the laws fitted at 1). Measured on
     the example app's two fit sets (speeds 1.08 and 1.48), judged at five held-out sets' own
-    speeds: 29 -> 31 and 29 -> 32 of 40 cells within 10 % (docs/sim_to_real.md)."""
+    speeds: 29 -> 32 of 40 cells within 10 % on both (docs/sim_to_real.md)."""
     if not session_speed:
         return fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)
     _check_session_runs(run_paths)
