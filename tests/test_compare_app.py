@@ -130,14 +130,16 @@ def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, 
     from adaptflow.experiments.compare_app import simulated_app_run
     from adaptflow.runtime.calibrate.growth import HELD
 
-    def after_run(run):
-        return simulated_app_run(parse_scenario(SCENARIO), run, run.planner + "@static:pool=2", 1, 1.0, tmp_path)
+    def after_run(run):  # the run at 2 simulated: its twin starts there too
+        if run.planner != "two":
+            return []
+        return simulated_app_run(parse_scenario(SCENARIO), run, "two@static:pool=2", 1, 1.0, tmp_path)
 
     few = [*PRODUCE[:4], "10", *PRODUCE[5:]]  # 10 orders: the pools are what is tested
     table = compare_on_app(
         "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["two@static:pool=2", "static"], few,
         interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0,
-        after_run=lambda run: after_run(run) if run.planner == "two" else [],
+        after_run=after_run,
     )  # fmt: skip
     live = table[table["world"] == "live"].set_index("planner")
     for planner, size in (("two", 2), ("static", 1)):

@@ -334,8 +334,6 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
 
 
 def fitted_at(scenario: Path, runs: list[Path], out: Path, speed: float | None) -> Path:
-    from adaptflow.simulator import Simulation
-
     fit_growth_file(scenario, runs, out, simulation=Simulation, speed=speed)
     return out
 
