@@ -416,6 +416,17 @@ def _fit_growth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _laws_by_speed(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.calibrate.speed_laws import laws_by_speed_file
+
+    entries = laws_by_speed_file(args.calibration, args.fits, args.out, host=args.host)
+    for entry in entries:
+        laws = entry.model_dump(exclude_defaults=True)
+        print(f"speed {laws.pop('speed')}: " + ", ".join(f"{k} {v}" for k, v in laws.items()))
+    print(f"adaptflow: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def _control(args: argparse.Namespace) -> int:
     from adaptflow.runtime.autoscaler import run_planned_control
 
@@ -813,6 +824,23 @@ def _add_fit_growth(commands: Any) -> None:
     fg.set_defaults(handler=_fit_growth)
 
 
+def _add_laws_by_speed(commands: Any) -> None:
+    ls = commands.add_parser(
+        "laws-by-speed",
+        help="put fit-growth's laws from sessions on days of different machine speeds into one scenario, which a "
+        "simulation takes at each run's own speed",
+        description="adaptflow laws-by-speed CALIBRATION FIT FIT [FIT ...] --out scenario.yaml",
+    )
+    ls.add_argument("calibration", help="the calibrated scenario every fit started from (fit-growth's SCENARIO)")
+    ls.add_argument(
+        "fits", nargs="+", metavar="FIT",
+        help="scenarios fit-growth --session-speed wrote from it, each from one session's runs (two or more)",
+    )  # fmt: skip
+    ls.add_argument("--out", required=True, help="the scenario YAML to write, beside the calibration")
+    ls.add_argument("--host", default=None, help="the host whose laws to combine (default: the scenario's only one)")
+    ls.set_defaults(handler=_laws_by_speed)
+
+
 def _add_control(commands: Any) -> None:
     ct = commands.add_parser(
         "control",
@@ -993,6 +1021,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_record(commands)
     _add_calibrate(commands)
     _add_fit_growth(commands)
+    _add_laws_by_speed(commands)
     _add_control(commands)
     _add_compare_app(commands)
     _add_resimulate(commands)

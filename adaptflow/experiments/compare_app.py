@@ -101,11 +101,12 @@ def _sizes(name: str, source: Any, count: int) -> np.ndarray:
 def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
     """``scenario`` with each stage's ``turnaround`` the hand-off measured for it
     (``handoff_<stage>`` of ``timing``, :meth:`RunResult.per_task`; stages measured as NaN keep
-    their own), as the run met it: a host's ``turnaround_growth`` and such a stage's contention
-    on its turnaround are dropped (the hand-offs a run met include them), and the seconds are
+    their own), as the run met it: a host's ``turnaround_growth`` (of ``by_speed`` too) and such
+    a stage's contention on its turnaround are dropped (the hand-offs a run met include them; the
+    host's other laws are kept at its speed, :meth:`Scenario.laws_at_speed`), and the seconds are
     written at the host's ``speed`` (the simulator divides a hosted turnaround by it), so a
     replay at any speed meets the measured seconds. Apply it after the speed is set."""
-    data = scenario.model_dump(mode="json", by_alias=True)
+    data = scenario.laws_at_speed().model_dump(mode="json", by_alias=True)  # the laws at the speed set
     for host in data.get("hosts", {}).values():
         host["turnaround_growth"] = None
     for name, stage in data["stages"].items():

@@ -12,7 +12,9 @@ field, the value and what was expected (see :func:`adaptflow.scenario.loading.fo
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -726,6 +728,82 @@ MAX_OVERSUBSCRIPTION = 1.0
 reading of a scheduler, it is a typo."""
 
 
+HOST_LAWS = ("turnaround_growth", "dispatch_growth", "handoff_cpu", "visit_cpu", "oversubscription")
+"""The host's laws of Celery's own growth and CPU, as ``adaptflow fit-growth`` fits them: what a
+:class:`LawsAtSpeed` entry holds and what :meth:`Scenario.laws_at_speed` interpolates."""
+MAX_LAW_SPEEDS = 32
+"""Fit sets a host's ``by_speed`` may hold (each one a session of live runs)."""
+
+
+class LawsAtSpeed(_Strict):
+    """A host's laws (:data:`HOST_LAWS`, each as on :class:`Host`) as one fit set found them on a
+    day the machine ran at ``speed`` (``adaptflow fit-growth --session-speed``), with what that
+    fit did to the stages placed there: ``services``, each stage's service as a multiple of the
+    scenario's (Celery's CPU fit rescales them so that the reference pools meet the recorded
+    services under its law), and ``cpu``, each stage's CPU share where the fit chose one. Why
+    by speed: on a shared VM how much Celery's hand-offs, the way in and the services grow with
+    the processes depends on the day: on the example app, from 5 to 10 held processes the
+    hand-offs grew x1.95-2.65 on a day at speed 1.08 and x1.21-1.43 on one at 1.48, and each
+    day's laws held the held-out runs of days like their own and missed the others
+    (docs/sim_to_real.md). ``adaptflow laws-by-speed`` writes them from such fits."""
+
+    speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
+    turnaround_growth: TurnaroundGrowth | None = None
+    dispatch_growth: TurnaroundGrowth | None = None
+    handoff_cpu: Annotated[float, Field(ge=0, le=MAX_HANDOFF_CPU, allow_inf_nan=False)] = 0.0
+    visit_cpu: Annotated[float, Field(ge=0, le=MAX_VISIT_CPU, allow_inf_nan=False)] = 0.0
+    oversubscription: Annotated[float, Field(ge=0, le=MAX_OVERSUBSCRIPTION, allow_inf_nan=False)] = 0.0
+    services: dict[Name, Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]] = Field(default_factory=dict)
+    cpu: dict[Name, Probability] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpeedLaws:
+    """What a host's ``by_speed`` gives at one speed (:func:`laws_between`): the host's laws, and
+    its stages' service multiples and CPU shares."""
+
+    laws: dict[str, Any]
+    services: dict[str, float]
+    cpu: dict[str, float]
+
+
+def _mix(a: float, b: float, w: float, geometric: bool = False) -> float:
+    """``a`` and ``b`` weighed ``1 - w`` and ``w`` (in their logs when ``geometric``); either
+    one exactly at its end, so that at an entry's own speed its laws are its fit's exactly."""
+    if w in (0.0, 1.0):
+        return b if w else a
+    return math.exp((1 - w) * math.log(a) + w * math.log(b)) if geometric else (1 - w) * a + w * b
+
+
+def _mix_growth(a: TurnaroundGrowth | None, b: TurnaroundGrowth | None, w: float) -> TurnaroundGrowth | None:
+    """Two growth laws of one reference mixed (no law: none per process)."""
+    if a is None and b is None:
+        return None
+    per = [0.0 if g is None else g.per_process for g in (a, b)]
+    return TurnaroundGrowth(per_process=_mix(per[0], per[1], w), reference=(a or b).reference)  # type: ignore[union-attr]
+
+
+def laws_between(entries: list[LawsAtSpeed], speed: float, cpu: dict[str, float]) -> SpeedLaws:
+    """``entries``' laws at ``speed`` (see :meth:`Scenario.laws_at_speed`): linear in the log of the
+    speed between the two entries around it, an end entry's own beyond the ends. Service
+    multiples mix geometrically (a multiple is a ratio); a stage an entry leaves out counts at
+    1 and at its share of ``cpu`` (the stages' own)."""
+    lo = hi = entries[0] if speed <= entries[0].speed else entries[-1]
+    if entries[0].speed < speed < entries[-1].speed:
+        hi = next(e for e in entries if e.speed > speed)
+        lo = entries[entries.index(hi) - 1]
+    w = 0.0 if lo is hi else math.log(speed / lo.speed) / math.log(hi.speed / lo.speed)
+    laws: dict[str, Any] = {}
+    for law in HOST_LAWS:
+        a, b = getattr(lo, law), getattr(hi, law)
+        laws[law] = _mix_growth(a, b, w) if law.endswith("growth") else _mix(a, b, w)
+    services = {
+        s: _mix(lo.services.get(s, 1.0), hi.services.get(s, 1.0), w, True) for s in {**lo.services, **hi.services}
+    }
+    shares = {s: _mix(lo.cpu.get(s, cpu[s]), hi.cpu.get(s, cpu[s]), w) for s in {**lo.cpu, **hi.cpu}}
+    return SpeedLaws(laws, services, shares)
+
+
 class Host(_Strict):
     """A machine the processes of one or more stages' pools run on, with ``cores`` CPUs (a
     fraction, as a Kubernetes CPU limit, is allowed). Its cores are shared equally among the CPU
@@ -795,7 +873,12 @@ class Host(_Strict):
     on a 2-core VM, services grew x1.2-1.3 from 5 to 15 held processes at 2 uploads a second and
     x2.7-3.3 at 3 a second; no amount of Celery work per hand-off in progress or per visit fitted
     both loads (a third off a cell), this came nearest (0.15: 14 % at 3 a second, 20 % at 2).
-    ``adaptflow fit-growth`` fits it as the third law of Celery's CPU."""
+    ``adaptflow fit-growth`` fits it as the third law of Celery's CPU.
+
+    ``by_speed`` (optional, :class:`LawsAtSpeed` entries, slowest first): the laws above as fit
+    sets on days of different speeds found them, in place of one set of them; a simulation
+    takes them at the host's ``speed`` (:meth:`Scenario.laws_at_speed`), so a replay at a run's
+    own speed meets the laws of a day like its own. ``adaptflow laws-by-speed`` writes them."""
 
     cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
@@ -807,6 +890,27 @@ class Host(_Strict):
     probe: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     pulse: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     steal: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
+    by_speed: list[LawsAtSpeed] = Field(default_factory=list, max_length=MAX_LAW_SPEEDS)
+
+    @model_validator(mode="after")
+    def _check_by_speed(self) -> Host:
+        if not self.by_speed:
+            return self
+        problems = [
+            f"{law}: {getattr(self, law)!r} beside by_speed; expected the laws in by_speed's entries only"
+            for law in HOST_LAWS
+            if law in self.model_fields_set and getattr(self, law) not in (None, 0.0)
+        ]
+        speeds = [e.speed for e in self.by_speed]
+        if any(b <= a for a, b in itertools.pairwise(speeds)):
+            problems.append(f"by_speed: speeds {speeds}; expected increasing speeds, each once")
+        for law in ("turnaround_growth", "dispatch_growth"):
+            references = sorted({g.reference for e in self.by_speed if (g := getattr(e, law)) is not None})
+            if len(references) > 1:
+                problems.append(f"by_speed.{law}.reference: {references}; expected one reference for every entry")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def cpu_seconds(self, calibrated: float) -> float:
         """The seconds ``calibrated`` CPU seconds of the calibration take on this host now."""
@@ -961,6 +1065,30 @@ class Scenario(_Strict):
             return Scenario.model_validate(data)
         except ValidationError as exc:
             raise ScenarioError(format_validation_error(exc, data, f"{self.name} (part {part!r})")) from None
+
+    def laws_at_speed(self) -> Scenario:
+        """This scenario with every host's ``by_speed`` laws taken at its ``speed`` (the host
+        then without ``by_speed``) and the stages placed there served and shared as those laws'
+        fits had them: each linear in the log of the speed between the two fit sets around it,
+        the nearest one's beyond them (:func:`laws_between`). The one reading of laws by speed:
+        the simulator runs a scenario through it, so a replay at a run's own speed meets that
+        day's laws. Log speed: a speed is a ratio, 1.1 to 1.2 as far as 1.2 to 1.31. Not beyond
+        the ends: two or three days cannot tell a curve, and a line carried past them soon
+        turns a law negative."""
+        if not any(h.by_speed for h in self.hosts.values()):
+            return self
+        hosts, stages = dict(self.hosts), dict(self.stages)
+        for name, host in self.hosts.items():
+            if not host.by_speed:
+                continue
+            shares = {s: spec.cpu_share for s, spec in self.stages.items() if spec.host == name}
+            mixed = laws_between(host.by_speed, host.speed, shares)
+            hosts[name] = _replace(host, by_speed=[], **mixed.laws)
+            for stage, factor in mixed.services.items():
+                stages[stage] = _replace(stages[stage], service=stages[stage].service.scaled(factor))
+            for stage, share in mixed.cpu.items():
+                stages[stage] = _replace(stages[stage], cpu=share)
+        return _replace(self, hosts=hosts, stages=stages)
 
     def starting_at(self, pools: dict[str, int]) -> Scenario:
         """This scenario with each stage ``pools`` names starting at that many workers (its
@@ -1151,6 +1279,16 @@ def _host_problems(scenario: Scenario) -> list[str]:
             problems.append(f"stages.{name}.cpu: {stage.cpu} without a host; expected a host for the stage's CPU work")
         if stage.host is None and stage.contention is not None:
             problems.append(f"stages.{name}.contention: given without a host; expected a host whose load it counts")
+    for name, host in scenario.hosts.items():
+        placed = [s for s, spec in scenario.stages.items() if spec.host == name]
+        for i, entry in enumerate(host.by_speed):
+            for key in ("services", "cpu"):
+                strangers = sorted(set(getattr(entry, key)) - set(placed))
+                if strangers:
+                    problems.append(
+                        f"hosts.{name}.by_speed.{i}.{key}: {strangers} are not stages placed on {name!r}; "
+                        f"expected some of: {', '.join(placed) or 'none placed there'}"
+                    )
     return problems
 
 

@@ -642,7 +642,8 @@ class Simulation:
         streams = Streams(rng)
         # The episode's own scenario: series windows and randomized profiles drawn from named
         # streams of their own (see Scenario.for_episode); ``scenario`` itself when nothing is random.
-        scenario = scenario.for_episode(streams)
+        # Each host's laws are those of its speed (Scenario.laws_at_speed: a host's by_speed).
+        scenario = scenario.for_episode(streams).laws_at_speed()
         self.scenario = scenario
         self.horizon = scenario.horizon
         self.sla = scenario.sla  # the one rule of lateness

@@ -14,13 +14,18 @@
 # and stops them on exit. Run nothing heavy beside it: the live runs measure this machine's CPU.
 # Knobs (environment): RATE (6 uploads a second), ROWS ("4000 8000"), REPEAT (2 runs a planner),
 # SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEED (41), HELD_SEED (53), HELD (held: the
-# held-out set's folder; another name and seed add a held-out set to a finished OUT). Choose the
-# load so that the recording does not saturate (calibrate's --validate table below shows it).
+# held-out set's folder; another name and seed add a held-out set to a finished OUT), FIT (fit:
+# the fit set's folder; another name and seed add a fit set of another session, on another day,
+# whose laws are written to calg.FIT.yaml and calgs.FIT.yaml). Choose the load so that the
+# recording does not saturate (calibrate's --validate table below shows it). With two or more
+# sessions' fits, laws-by-speed puts them in calbs.yaml, judged at each run's own speeds too.
 set -euo pipefail
 
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"4000 8000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
-RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held}
+RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
+LAWS=""  # the suffix of this session's fitted scenarios: calgs.yaml for the first fit set, calgs.FIT.yaml after
+[ "$FIT" = fit ] || LAWS=".$FIT"
 APP=(--app examples.etl_app.app:app --mapping examples/etl_app/mapping.yaml)
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
@@ -86,22 +91,30 @@ fi
 # The fit set: static pools held at 1 and at 2 from the first second (compare-app starts a static
 # planner's run at its pools; fit-growth takes only held runs), the two sizes interleaved
 # (p1 p2 p2 p1 ...), so that the machine's drift between minutes falls on both alike
-FITS=("$OUT/fit/compare_app.csv")
-if [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
+FITS=("$OUT/$FIT/compare_app.csv")
+if [ "$FIT" = fit ] && [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
   FITS=("$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv")  # an OUT whose sizes ran in blocks (until 2026-12)
-elif [ ! -f "$OUT/fit/compare_app.csv" ]; then
-  step "fit set: static pools held at 1 and 2, interleaved (seed $FIT_SEED)"
+elif [ ! -f "$OUT/$FIT/compare_app.csv" ]; then
+  step "fit set $FIT: static pools held at 1 and 2, interleaved (seed $FIT_SEED)"
   producer "$FIT_SEED"
   adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "p1@static:pool=1,p2@static:pool=2" \
-    --repeat "$REPEAT" --simulate 1 --out "$OUT/fit" -- "${PRODUCER[@]}"
+    --repeat "$REPEAT" --simulate 1 --out "$OUT/$FIT" -- "${PRODUCER[@]}"
 fi
-if [ ! -f "$OUT/calg.yaml" ]; then
+if [ ! -f "$OUT/calg$LAWS.yaml" ]; then
   step "fit the growth laws"
-  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --out "$OUT/calg.yaml"
+  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --out "$OUT/calg$LAWS.yaml"
 fi
-if [ ! -f "$OUT/calgs.yaml" ]; then
+if [ ! -f "$OUT/calgs$LAWS.yaml" ]; then
   step "fit the growth laws, and the speed the fit set met"
-  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --out "$OUT/calgs.yaml"
+  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --out "$OUT/calgs$LAWS.yaml"
+fi
+SESSIONS=()
+for laws in "$OUT"/calgs.yaml "$OUT"/calgs.*.yaml; do
+  [ ! -f "$laws" ] || SESSIONS+=("$laws")
+done
+if [ "${#SESSIONS[@]}" -ge 2 ]; then  # every session's fit, remade each time (a new one may have come)
+  step "the laws by speed of ${#SESSIONS[@]} sessions' fits"
+  adaptflow laws-by-speed "$OUT/cals.yaml" "${SESSIONS[@]}" --out "$OUT/calbs.yaml"
 fi
 if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
   step "held-out set: every planner (seed $HELD_SEED)"
@@ -124,12 +137,17 @@ judge() {
   fi
 }
 # (calgs.yaml's laws are fitted at the fit set's speed, so the last three, which set each run's
-# speed, take them; calg.yaml's are fitted at the recording's)
-judge judged calg.yaml
-judge judged_session calgs.yaml
-judge judged_probe calgs.yaml --probe-speed
-if grep -q "pulse:" "$OUT/calgs.yaml"; then  # a recording with fewer than 20 idle pulses has none
-  judge judged_pulse calgs.yaml --pulse-speed
+# speed, take them; calg.yaml's are fitted at the recording's; calbs.yaml's at each run's speed)
+judge judged "calg$LAWS.yaml"
+judge judged_session "calgs$LAWS.yaml"
+judge judged_probe "calgs$LAWS.yaml" --probe-speed
+PULSED=$(grep -c "pulse:" "$OUT/cals.yaml" || true)  # a recording with fewer than 20 idle pulses has none
+if [ "$PULSED" -gt 0 ]; then
+  judge judged_pulse "calgs$LAWS.yaml" --pulse-speed
 fi
-judge judged_live_speed calgs.yaml --live-speed
+judge judged_live_speed "calgs$LAWS.yaml" --live-speed
+if [ -f "$OUT/calbs.yaml" ]; then
+  [ "$PULSED" -eq 0 ] || judge judged_by_speed_pulse calbs.yaml --pulse-speed
+  judge judged_by_speed_live_speed calbs.yaml --live-speed
+fi
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"

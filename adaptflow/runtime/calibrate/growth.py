@@ -299,6 +299,11 @@ def fit_growth_file(
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
+    if scenario.hosts[host].by_speed:
+        raise ValueError(
+            f"hosts.{host}.by_speed: {scenario_path} holds laws by speed; expected the calibration each session's "
+            "runs are fitted on (then adaptflow laws-by-speed puts the fits together)"
+        )
     if reference is None:
         reference = sum(scenario.stages[s].workers.initial for s in stages)
     if reference < 1:

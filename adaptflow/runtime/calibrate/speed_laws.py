@@ -1,0 +1,146 @@
+"""One scenario of a host's laws by the machine's speed, from fits made on days of different speeds
+(``adaptflow laws-by-speed``).
+
+``adaptflow fit-growth --session-speed`` fits a host's laws (how Celery's hand-offs and way in
+grow with the processes, and how much of the cores its own work takes) from one session of
+live runs at held pools, and writes them with the speed that session met. On a shared VM those
+laws are the day's: on the example app one fit set at speed 1.08 read hand-offs x1.95-2.65 from
+5 to 10 processes and another at 1.48 read x1.21-1.43, and each held the held-out runs of days
+like its own and missed the others by 10-18 %. This module puts such fits side by side as the
+host's ``by_speed`` entries (:class:`~adaptflow.scenario.schema.LawsAtSpeed`), so that a
+replay at a run's own speed meets the laws of that speed (:meth:`Scenario.laws_at_speed`).
+
+Each fit keeps its runs paired within their session (its runs at other pools against its own
+reference runs); pooling every session's runs in one fit-growth pairs a run at 10 processes
+with a reference run of another day, and its laws mean nothing (on the example app its
+hand-offs at 10 read x1.73-3.16).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from adaptflow.scenario.loading import load_yaml_file
+from adaptflow.scenario.schema import HOST_LAWS, MAX_LAW_SPEEDS, LawsAtSpeed
+
+from .growth import _write_scenario, hosted_stages
+
+HOST_KEYS = (*HOST_LAWS, "speed", "by_speed")
+"""A host's keys a fit may change: its laws and the speed they hold at."""
+STAGE_KEYS = ("service", "cpu")
+"""A hosted stage's keys a fit may change: Celery's CPU fit rescales services and sets shares."""
+SAME = 1e-6
+"""Relative difference below which two seconds are one (a fit writes its rescaled floats whole)."""
+
+
+def laws_by_speed_file(
+    calibration: str | Path, fits: Sequence[str | Path], out: str | Path, host: str | None = None
+) -> list[LawsAtSpeed]:
+    """The scenario at ``calibration`` with ``host``'s laws by speed (``by_speed``), one entry per
+    scenario of ``fits`` (each fitted from ``calibration`` by ``fit-growth --session-speed`` on
+    a session of its own: its host's laws, at its speed, and its stages' rescaled services and
+    shares), written to ``out`` atomically after every check. Returns the entries, slowest
+    first. The host's own ``speed`` stays the calibration's (a replay without a measured speed
+    runs at it)."""
+    if len(fits) < 2:
+        raise ValueError(f"FIT: {len(fits)} given; expected two or more fits to put side by side")
+    base = load_scenario(calibration)
+    host, stages = hosted_stages(base, host)
+    problems: list[str] = []
+    entries: list[LawsAtSpeed] = []
+    for path in map(Path, fits):
+        fit = load_scenario(path)
+        found = _differences(base, fit, host, stages, path)
+        problems += found
+        if not found:
+            entries.append(_entry(base, fit, host, stages))
+    entries.sort(key=lambda e: e.speed)
+    speeds = [e.speed for e in entries]
+    clashes = sorted({a for a, b in itertools.pairwise(speeds) if a == b})
+    if clashes:
+        problems.append(f"FIT: speeds {clashes} met twice; expected each fit at a speed of its own")
+    if len(entries) > MAX_LAW_SPEEDS:
+        problems.append(f"FIT: {len(entries)} fits; expected at most {MAX_LAW_SPEEDS}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    data = load_yaml_file(calibration)
+    data["hosts"][host]["by_speed"] = [e.model_dump(mode="json", exclude_defaults=True) for e in entries]
+    out = Path(out)
+    try:
+        parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
+    except ScenarioError as exc:
+        raise ScenarioError(f"{exc}\n--out: write it beside the calibration, whose trace paths are relative") from None
+    names = ", ".join(map(str, fits))
+    header = f"# {Path(calibration).name}, hosts.{host}.by_speed from {names} (adaptflow laws-by-speed)\n"
+    _write_scenario(out, header, data)
+    return entries
+
+
+def _entry(base: Scenario, fit: Scenario, host: str, stages: list[str]) -> LawsAtSpeed:
+    """``fit``'s host laws at its speed, and how its stages' services and shares differ from ``base``'s."""
+    spec = fit.hosts[host]
+    services = {s: fit.stages[s].service.expected() / base.stages[s].service.expected() for s in stages}
+    cpu = {s: fit.stages[s].cpu_share for s in stages if fit.stages[s].cpu_share != base.stages[s].cpu_share}
+    return LawsAtSpeed(
+        speed=spec.speed,
+        **{law: getattr(spec, law) for law in HOST_LAWS},
+        services={s: f for s, f in services.items() if abs(f - 1) > SAME},
+        cpu=cpu,
+    )
+
+
+def _differences(base: Scenario, fit: Scenario, host: str, stages: list[str], path: Path) -> list[str]:
+    """Why ``fit`` (read from ``path``) is not a fit of ``base``: anything changed beyond
+    ``host``'s laws and speed and its stages' services (by one factor each) and shares."""
+    if host not in fit.hosts:
+        return [f"{path}: hosts: no host {host!r}; expected a fit of the calibration's"]
+    if fit.hosts[host].by_speed:
+        return [f"{path}: hosts.{host}.by_speed: already laws by speed; expected one fit-growth's output"]
+    problems = [
+        f"{path}: {where}: differs from the calibration's; expected a fit-growth of it (only the host's laws and "
+        "speed, its stages' services and shares changed)"
+        for where in _changed(_core(base, host, stages), _core(fit, host, stages))
+    ]
+    for s in (s for s in stages if s in fit.stages):
+        factor = fit.stages[s].service.expected() / base.stages[s].service.expected()
+        if not _same(base.stages[s].service.scaled(factor).model_dump(), fit.stages[s].service.model_dump()):
+            problems.append(f"{path}: stages.{s}.service: not the calibration's scaled by one factor; expected "
+                            "fit-growth's rescaling of it")  # fmt: skip
+    return problems
+
+
+def _core(scenario: Scenario, host: str, stages: list[str]) -> dict[str, Any]:
+    """``scenario`` as data without what a fit may change."""
+    data = scenario.model_dump(mode="json")
+    data["hosts"][host] = {k: v for k, v in data["hosts"][host].items() if k not in HOST_KEYS}
+    for s in stages:
+        if s in data["stages"]:
+            data["stages"][s] = {k: v for k, v in data["stages"][s].items() if k not in STAGE_KEYS}
+    return data
+
+
+def _changed(a: Any, b: Any, where: str = "") -> list[str]:
+    """The paths (``stages.parse.workers``) at which ``a`` and ``b`` differ, at most one per top key."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            found = _changed(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+            out += found[:1]
+        return out
+    return [] if _same(a, b) else [where]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats within :data:`SAME` of each other, lists item by item."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=SAME, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return not _changed(a, b)
+    return a == b

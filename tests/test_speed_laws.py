@@ -1,0 +1,163 @@
+"""A host's laws by the machine's speed (``Host.by_speed``, ``Scenario.laws_at_speed``, ``adaptflow
+laws-by-speed``): fits of days at different speeds put side by side are taken at a run's own
+speed, each fit's own at its speed, mixed in the log of the speed between them and held at the
+ends beyond; a simulation runs them; bad entries and fits that are not of one calibration get a
+line each and no file."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptflow.cli import main
+from adaptflow.experiments.compare_app import with_handoffs
+from adaptflow.runtime.calibrate.growth import fit_growth_file
+from adaptflow.scenario import ScenarioError, load_scenario, parse_scenario
+from adaptflow.simulator import Simulation
+
+SLOW = {"speed": 1.0, "turnaround_growth": {"per_process": 0.2, "reference": 2}, "handoff_cpu": 0.5,
+        "services": {"parse": 0.8, "check": 0.7}, "cpu": {"check": 1.0}}  # fmt: skip
+FAST = {"speed": 1.44, "turnaround_growth": {"per_process": 0.02, "reference": 2}, "visit_cpu": 0.004,
+        "services": {"parse": 0.95}}  # fmt: skip
+
+
+def calibration() -> dict:
+    """Two stages of one process each on host ``vm``; check's service half CPU work."""
+    return {
+        "name": "app", "horizon": 120, "seed": 3, "sla": {"latency": 2.0},
+        "sources": {"uploads": {"process": "poisson", "rate": 4.0, "to": "parse"}},
+        "hosts": {"vm": {"cores": 2.0}},
+        "stages": {
+            "parse": {"workers": {"initial": 1, "max": 4}, "service": {"dist": "lognormal", "mean": 0.1, "cv": 0.5},
+                      "turnaround": 0.02, "dispatch_delay": 0.01, "host": "vm", "next": "check"},
+            "check": {"workers": {"initial": 1, "max": 4}, "service": {"dist": "empirical", "samples": [0.05, 0.1]},
+                      "turnaround": 0.03, "host": "vm", "cpu": 0.5, "next": None},
+        },
+    }  # fmt: skip
+
+
+def by_speed(speed: float) -> dict:
+    data = calibration()
+    data["hosts"]["vm"].update(speed=speed, by_speed=[SLOW, FAST])
+    return data
+
+
+def fitted(entry: dict) -> dict:
+    """What fit-growth --session-speed writes for a session at ``entry``'s speed: the laws on the
+    host, the services rescaled, the shares set."""
+    data = calibration()
+    laws = {k: v for k, v in entry.items() if k not in ("services", "cpu")}
+    data["hosts"]["vm"].update(laws)
+    for stage, factor in entry["services"].items():
+        service = parse_scenario(calibration()).stages[stage].service.scaled(factor)
+        data["stages"][stage]["service"] = service.model_dump(mode="json", exclude_none=True)
+    for stage, share in entry.get("cpu", {}).items():
+        data["stages"][stage]["cpu"] = share
+    return data
+
+
+def means(scenario) -> tuple[float, ...]:
+    sim = Simulation(scenario, rng=5)
+    sim.run(scenario.horizon)
+    stages = sim.counters().stages
+    return tuple(getattr(stages[s], k) for s in ("parse", "check") for k in ("completed", "queue_area", "busy_area"))
+
+
+def test_each_fit_holds_at_its_speed_mixes_in_log_speed_between_and_holds_beyond():
+    slow, fast = (parse_scenario(fitted(e)) for e in (SLOW, FAST))
+    for speed, fit in ((1.0, slow), (1.44, fast), (0.7, slow), (2.5, fast)):
+        at = parse_scenario(by_speed(speed)).laws_at_speed()
+        assert at.hosts["vm"].model_dump(exclude={"speed"}) == fit.hosts["vm"].model_dump(exclude={"speed"})
+        assert at.stages["check"].cpu_share == fit.stages["check"].cpu_share
+        for stage in ("parse", "check"):
+            assert at.stages[stage].service.expected() == pytest.approx(fit.stages[stage].service.expected(), 1e-12)
+    middle = parse_scenario(by_speed(1.2)).laws_at_speed()  # 1.2 is halfway from 1 to 1.44 in log speed
+    host = middle.hosts["vm"]
+    assert host.by_speed == [] and host.speed == 1.2
+    assert host.turnaround_growth.per_process == pytest.approx(0.11) and host.turnaround_growth.reference == 2
+    assert host.handoff_cpu == pytest.approx(0.25) and host.visit_cpu == pytest.approx(0.002)
+    assert host.dispatch_growth is None
+    assert middle.stages["parse"].service.mean == pytest.approx(0.1 * math.sqrt(0.8 * 0.95))
+    assert middle.stages["check"].service.expected() == pytest.approx(0.075 * math.sqrt(0.7))  # FAST leaves it at 1
+    assert middle.stages["check"].cpu_share == pytest.approx(0.75)  # FAST keeps its own 0.5
+    plain = parse_scenario(calibration())
+    assert plain.laws_at_speed() is plain
+
+
+def test_a_simulation_runs_the_laws_of_its_hosts_speed():
+    """A replay of the by-speed scenario at the fast day's speed is the fast day's fit's replay;
+    at the slow day's, the slow one's; the two differ (or the test could not tell them apart)."""
+    fast_sim = means(parse_scenario(by_speed(1.44)))
+    assert fast_sim == pytest.approx(means(parse_scenario(fitted(FAST))), rel=1e-9)
+    slow_sim = means(parse_scenario(by_speed(1.0)))
+    assert slow_sim == pytest.approx(means(parse_scenario(fitted(SLOW))), rel=1e-9)
+    assert fast_sim != pytest.approx(slow_sim, rel=0.01)
+    # a replay with the run's own hand-offs drops the growth of that speed, keeps its Celery CPU
+    replay = with_handoffs(parse_scenario(by_speed(1.2)), {"handoff_parse": 0.05})
+    assert replay.hosts["vm"].turnaround_growth is None and replay.hosts["vm"].visit_cpu == pytest.approx(0.002)
+    assert replay.stages["parse"].turnaround == pytest.approx(0.05 * 1.2)
+
+
+def test_bad_entries_get_a_line_each():
+    data = by_speed(1.2)
+    data["hosts"]["vm"]["handoff_cpu"] = 0.3
+    data["hosts"]["vm"]["by_speed"] = [
+        FAST,
+        {**SLOW, "dispatch_growth": {"per_process": 0.1, "reference": 3}, "services": {"write": 0.9}},
+        {"speed": 2.0, "dispatch_growth": {"per_process": 0.1, "reference": 2}},
+    ]
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(data)
+    message = str(caught.value)
+    assert "handoff_cpu: 0.3 beside by_speed; expected the laws in by_speed's entries only" in message
+    assert "by_speed: speeds [1.44, 1.0, 2.0]; expected increasing speeds, each once" in message
+    assert "by_speed.dispatch_growth.reference: [2, 3]; expected one reference for every entry" in message
+    del data["hosts"]["vm"]["handoff_cpu"]
+    data["hosts"]["vm"]["by_speed"] = [{**SLOW, "services": {"write": 0.9}}, FAST]
+    with pytest.raises(ScenarioError, match=r"hosts.vm.by_speed.0.services: \['write'\] are not stages placed on"):
+        parse_scenario(data)
+
+
+def write(folder: Path, name: str, data: dict) -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibration(tmp_path, capsys):
+    base = write(tmp_path, "cal.yaml", calibration())
+    fits = [write(tmp_path, f"fit{e['speed']}.yaml", fitted(e)) for e in (FAST, SLOW)]
+    out = tmp_path / "bs.yaml"
+    assert main(["laws-by-speed", str(base), *map(str, fits), "--out", str(out)]) == 0
+    assert "speed 1.0: turnaround_growth" in capsys.readouterr().out
+    combined = load_scenario(out)
+    assert [e.speed for e in combined.hosts["vm"].by_speed] == [1.0, 1.44]  # slowest first
+    assert combined.hosts["vm"].speed == 1.0 and combined.stages["parse"].service.mean == 0.1  # the calibration's
+    at_fast = combined.model_copy(update={"hosts": {"vm": combined.hosts["vm"].model_copy(update={"speed": 1.44})}})
+    assert means(at_fast) == pytest.approx(means(parse_scenario(fitted(FAST))), rel=1e-9)
+    assert out.read_text().startswith("# cal.yaml, hosts.vm.by_speed from")
+    # fit-growth fits one session on the calibration, not on laws by speed
+    with pytest.raises(ValueError, match="hosts.vm.by_speed: .* holds laws by speed; expected the calibration"):
+        fit_growth_file(out, [tmp_path / "runs.csv"], tmp_path / "never.yaml")
+
+    other = fitted(SLOW)
+    other["stages"]["parse"]["turnaround"] = 0.05  # another calibration
+    other["stages"]["check"]["service"]["samples"] = [0.05, 0.2]  # not one factor of the calibration's
+    twice = copy.deepcopy(fitted(FAST))
+    twice["stages"]["parse"]["service"]["cv"] = 0.5  # the same (as it was)
+    bad = [write(tmp_path, "other.yaml", other), write(tmp_path, "twice.yaml", twice), fits[0]]
+    never = tmp_path / "never.yaml"
+    assert main(["laws-by-speed", str(base), *map(str, bad), "--out", str(never)]) == 2
+    err = capsys.readouterr().err
+    assert "other.yaml: stages.parse.turnaround: differs from the calibration's; expected a fit-growth of it" in err
+    assert "other.yaml: stages.check.service: not the calibration's scaled by one factor" in err
+    assert "FIT: speeds [1.44] met twice; expected each fit at a speed of its own" in err
+    assert main(["laws-by-speed", str(base), str(fits[0]), "--out", str(never)]) == 2
+    assert "FIT: 1 given; expected two or more fits" in capsys.readouterr().err
+    assert main(["laws-by-speed", str(base), str(out), str(fits[0]), "--out", str(never)]) == 2
+    assert "bs.yaml: hosts.vm.by_speed: already laws by speed" in capsys.readouterr().err
+    assert not never.exists()
