@@ -63,7 +63,10 @@ def laws_by_speed_file(
     speeds = [e.speed for e in entries]
     clashes = sorted({a for a, b in itertools.pairwise(speeds) if a == b})
     if clashes:
-        problems.append(f"FIT: speeds {clashes} met twice; expected each fit at a speed of its own")
+        problems.append(
+            f"FIT: speeds {clashes} met twice; expected each fit at a speed of its own (the session's, which "
+            "fit-growth --session-speed writes)"
+        )
     if len(entries) > MAX_LAW_SPEEDS:
         problems.append(f"FIT: {len(entries)} fits; expected at most {MAX_LAW_SPEEDS}")
     if problems:
