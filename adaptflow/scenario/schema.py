@@ -741,11 +741,13 @@ class LawsAtSpeed(_Strict):
     fit did to the stages placed there: ``services``, each stage's service as a multiple of the
     scenario's (Celery's CPU fit rescales them so that the reference pools meet the recorded
     services under its law), and ``cpu``, each stage's CPU share where the fit chose one. Why
-    by speed: on a shared VM how much Celery's hand-offs, the way in and the services grow with
-    the processes depends on the day: on the example app, from 5 to 10 held processes the
-    hand-offs grew x1.95-2.65 on a day at speed 1.08 and x1.21-1.43 on one at 1.48, and each
-    day's laws held the held-out runs of days like their own and missed the others
-    (docs/sim_to_real.md). ``adaptflow laws-by-speed`` writes them from such fits."""
+    several: on a shared VM how much Celery's hand-offs, the way in and the services grow with
+    the processes depends on the session: on the example app, from 5 to 10 held processes the
+    hand-offs grew x1.95-2.65 in a session at speed 1.08, x1.21-1.43 in one at 1.48 and
+    x1.40-1.74 in one at 1.44. Three sessions' fits taken at each run's speed held seven
+    held-out sets closer than any one fit (mean gap 5.3 % against 6.9-8.5 % at the runs' own
+    speeds), mostly by averaging the sessions' draws; the speed added 0.5-1 point beyond a
+    plain average (docs/sim_to_real.md). ``adaptflow laws-by-speed`` writes them from such fits."""
 
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
