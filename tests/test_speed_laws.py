@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
 from adaptflow.runtime.calibrate.growth import fit_growth_file
 from adaptflow.scenario import ScenarioError, load_scenario, parse_scenario
+from adaptflow.scenario.schema import LawsAtSpeed, laws_between
 from adaptflow.simulator import Simulation
 
 SLOW = {"speed": 1.0, "turnaround_growth": {"per_process": 0.2, "reference": 2}, "handoff_cpu": 0.5,
@@ -88,6 +91,31 @@ def test_each_fit_holds_at_its_speed_mixes_in_log_speed_between_and_holds_beyond
     assert plain.laws_at_speed() is plain
 
 
+laws = st.fixed_dictionaries({
+    "speed": st.floats(0.2, 5.0), "handoff_cpu": st.floats(0, 4), "visit_cpu": st.floats(0, 1),
+    "turnaround_growth": st.builds(dict, per_process=st.floats(0, 2), reference=st.just(5)),
+    "services": st.fixed_dictionaries({"parse": st.floats(0.1, 10)}),
+})  # fmt: skip
+
+
+@given(st.lists(laws, min_size=1, max_size=4, unique_by=lambda e: round(e["speed"], 6)), st.floats(0.05, 20.0))
+def test_a_mix_never_leaves_the_two_fits_around_its_speed(entries, speed):
+    """Whatever the fits and the speed, each law lies between the values of the two entries
+    around the speed (the nearest entry's own beyond the ends): a mix invents no law."""
+    fits = sorted((LawsAtSpeed(**e) for e in entries), key=lambda e: e.speed)
+    mixed = laws_between(fits, speed, {})
+    below = [e for e in fits if e.speed <= speed] or fits[:1]
+    above = [e for e in fits if e.speed >= speed] or fits[-1:]
+    pair = (below[-1], above[0])
+    for law, value in (("handoff_cpu", mixed.laws["handoff_cpu"]), ("visit_cpu", mixed.laws["visit_cpu"])):
+        ends = [getattr(e, law) for e in pair]
+        assert min(ends) - 1e-12 <= value <= max(ends) + 1e-12
+    growth = [e.turnaround_growth.per_process for e in pair]
+    assert min(growth) - 1e-12 <= mixed.laws["turnaround_growth"].per_process <= max(growth) + 1e-12
+    multiples = [e.services["parse"] for e in pair]
+    assert min(multiples) * (1 - 1e-12) <= mixed.services["parse"] <= max(multiples) * (1 + 1e-12)
+
+
 def test_a_simulation_runs_the_laws_of_its_hosts_speed():
     """A replay of the by-speed scenario at the fast day's speed is the fast day's fit's replay;
     at the slow day's, the slow one's; the two differ (or the test could not tell them apart)."""
@@ -141,7 +169,7 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
     assert means(at_fast) == pytest.approx(means(parse_scenario(fitted(FAST))), rel=1e-9)
     assert out.read_text().startswith("# cal.yaml, hosts.vm.by_speed from")
     # fit-growth fits one session on the calibration, not on laws by speed
-    with pytest.raises(ValueError, match="hosts.vm.by_speed: .* holds laws by speed; expected the calibration"):
+    with pytest.raises(ValueError, match=r"hosts.vm.by_speed: .* holds laws by speed; expected the calibration"):
         fit_growth_file(out, [tmp_path / "runs.csv"], tmp_path / "never.yaml")
 
     other = fitted(SLOW)
