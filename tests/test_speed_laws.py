@@ -188,4 +188,6 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
     assert "FIT: 1 given; expected two or more fits" in capsys.readouterr().err
     assert main(["laws-by-speed", str(base), str(out), str(fits[0]), "--out", str(never)]) == 2
     assert "bs.yaml: hosts.vm.by_speed: already laws by speed" in capsys.readouterr().err
+    assert main(["laws-by-speed", str(fits[1]), *map(str, fits), "--out", str(never)]) == 2  # a fit as calibration
+    assert "fit1.0.yaml: hosts.vm.turnaround_growth: " in capsys.readouterr().err
     assert not never.exists()

@@ -53,7 +53,12 @@ def laws_by_speed_file(
         raise ValueError(f"FIT: {len(fits)} given; expected two or more fits to put side by side")
     base = load_scenario(calibration)
     host, stages = hosted_stages(base, host)
-    problems: list[str] = []
+    problems = [
+        f"{calibration}: hosts.{host}.{law}: {getattr(base.hosts[host], law)!r}; expected the calibration fit-growth "
+        "started from, without laws (each FIT holds its own)"
+        for law in (*HOST_LAWS, "by_speed")
+        if getattr(base.hosts[host], law) not in (None, 0.0, [])
+    ]
     entries: list[LawsAtSpeed] = []
     for path in map(Path, fits):
         fit = load_scenario(path)
