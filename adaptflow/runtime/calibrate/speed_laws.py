@@ -94,7 +94,7 @@ def laws_by_speed_file(
 def _entry(base: Scenario, fit: Scenario, host: str, stages: list[str]) -> LawsAtSpeed:
     """``fit``'s host laws at its speed, and how its stages' services and shares differ from ``base``'s."""
     spec = fit.hosts[host]
-    services = {s: fit.stages[s].service.expected() / base.stages[s].service.expected() for s in stages}
+    services = {s: _service_factor(base, fit, s) for s in stages}
     cpu = {s: fit.stages[s].cpu_share for s in stages if fit.stages[s].cpu_share != base.stages[s].cpu_share}
     return LawsAtSpeed(
         speed=spec.speed,
@@ -102,6 +102,11 @@ def _entry(base: Scenario, fit: Scenario, host: str, stages: list[str]) -> LawsA
         services={s: f for s, f in services.items() if abs(f - 1) > SAME},
         cpu=cpu,
     )
+
+
+def _service_factor(base: Scenario, fit: Scenario, stage: str) -> float:
+    """How many times the calibration's mean service ``fit`` serves ``stage`` (its rescaling)."""
+    return fit.stages[stage].service.expected() / base.stages[stage].service.expected()
 
 
 def _differences(base: Scenario, fit: Scenario, host: str, stages: list[str], path: Path) -> list[str]:
@@ -117,7 +122,7 @@ def _differences(base: Scenario, fit: Scenario, host: str, stages: list[str], pa
         for where in _changed(_core(base, host, stages), _core(fit, host, stages))
     ]
     for s in (s for s in stages if s in fit.stages):
-        factor = fit.stages[s].service.expected() / base.stages[s].service.expected()
+        factor = _service_factor(base, fit, s)
         if not _same(base.stages[s].service.scaled(factor).model_dump(), fit.stages[s].service.model_dump()):
             problems.append(f"{path}: stages.{s}.service: not the calibration's scaled by one factor; expected "
                             "fit-growth's rescaling of it")  # fmt: skip
