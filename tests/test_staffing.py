@@ -134,3 +134,19 @@ def test_a_turnaround_that_slows_with_the_busy_processes_is_staffed_for_the_load
     assert planner.loaded_means({"a": 0.0, "b": 0.0})["b"] == pytest.approx(0.5)
     assert planner.staff_all(rates) == ErlangPlanner(scenario(None, turnaround=0.45)).staff_all(rates)
     assert planner.staff_all(rates)["b"] > ErlangPlanner(scenario(None)).staff_all(rates)["b"]
+
+
+def test_a_spread_turnaround_adds_its_variance_to_the_held_time_s():
+    """A worker is held for the service (exponential, mean 1) and then the turnaround (1 s):
+    variance 1, over the held time's 2 squared, 0.25; spread by ``turnaround_cv`` 1, the
+    turnaround adds its own variance (1): 0.5, and Erlang C staffs for the longer waits."""
+    from adaptflow.policies.staffing import service_scv
+    from tests.helpers import scenario as make_scenario
+    from tests.helpers import stage
+
+    def spec(cv: float) -> Any:
+        return make_scenario({"w": stage(1, "exponential", 1.0, turnaround=1.0, turnaround_cv=cv)}, rate=1.0)
+
+    assert service_scv(spec(0.0), "w") == pytest.approx(0.25)
+    assert service_scv(spec(1.0), "w") == pytest.approx(0.5)
+    assert (staff(3.0, 2.0, 0.25, 0.25), staff(3.0, 2.0, 0.25, 0.5)) == (8, 9)  # 0.22 s waits at 8, 0.27 spread

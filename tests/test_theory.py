@@ -188,6 +188,28 @@ def test_mm1_with_a_turnaround_is_mg1_on_the_time_a_worker_is_held():
     assert_within_ci([r["stages"]["w"]["utilization"] for r in runs], 0.6, "M/M/1 + T utilization", 0.01)
 
 
+def test_a_spread_turnaround_is_mg1_on_the_held_time_with_its_variance():
+    """M/M/1 (service mean 1) with a turnaround T = 1 spread by ``turnaround_cv`` 1 (each T a
+    lognormal of mean 1): the worker is held for S + T, of mean 2 and variance 1 + 1 = 2, so
+    Pollaczek-Khinchine's wait is that of the variance (a constant T's, variance 1, is 17 %
+    shorter), while the capacity planners read (``occupancy``) stays 2. And the spread is
+    drawn from a stream of its own: the load is the constant turnaround's."""
+    spread_stage = stage(1, "exponential", 1.0, turnaround=1.0, turnaround_cv=1.0)
+    spread = scenario({"w": spread_stage}, rate=0.375, horizon=50_000)
+    runs = replicate(spread, n=20, warmup=1000)
+    held = 2.0
+    assert spread.stages["w"].occupancy() == held
+    waits = [r["stages"]["w"]["mean_wait"] for r in runs]
+    assert_within_ci(waits, mg1_mean_wait(0.375, held, 2.0 / held**2), "M/G/1 spread T Wq")
+    assert np.mean(waits) > 1.1 * mg1_mean_wait(0.375, held, 1.0 / held**2)  # not the constant T's
+    constant = scenario({"w": stage(1, "exponential", 1.0, turnaround=1.0)}, rate=0.375, horizon=2_000)
+    sims = [Simulation(spec, rng=3) for spec in (spread, constant)]
+    for sim in sims:
+        sim.run(2_000)
+    a, b = (sim.stages["w"] for sim in sims)
+    assert a.arrivals == b.arrivals and a.start_sum != b.start_sum  # the same load, other waits
+
+
 def test_turnaround_sample_path_and_a_scale_down_while_turning(tmp_path):
     """1 worker, service 1 s, turnaround 0.5 s; items at 0, 0.1 and 3: the second waits for the
     first's service and turnaround (starts at 1.5), the third finds the worker free (no wait).

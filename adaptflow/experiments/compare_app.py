@@ -101,11 +101,12 @@ def _sizes(name: str, source: Any, count: int) -> np.ndarray:
 def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
     """``scenario`` with each stage's ``turnaround`` the hand-off measured for it
     (``handoff_<stage>`` of ``timing``, :meth:`RunResult.per_task`; stages measured as NaN keep
-    their own), as the run met it: a host's ``turnaround_growth`` (of ``by_speed`` too) and such
-    a stage's contention on its turnaround are dropped (the hand-offs a run met include them; the
-    host's other laws are kept at its speed, :meth:`Scenario.laws_at_speed`), and the seconds are
-    written at the host's ``speed`` (the simulator divides a hosted turnaround by it), so a
-    replay at any speed meets the measured seconds. Apply it after the speed is set."""
+    their own; a stage's ``turnaround_cv`` spreads the new mean), as the run met it: a host's
+    ``turnaround_growth`` (of ``by_speed`` too) and such a stage's contention on its turnaround
+    are dropped (the hand-offs a run met include them; the host's other laws are kept at its
+    speed, :meth:`Scenario.laws_at_speed`), and the seconds are written at the host's ``speed``
+    (the simulator divides a hosted turnaround by it), so a replay at any speed meets the
+    measured seconds. Apply it after the speed is set."""
     data = scenario.laws_at_speed().model_dump(mode="json", by_alias=True)  # the laws at the speed set
     for host in data.get("hosts", {}).values():
         host["turnaround_growth"] = None
@@ -114,6 +115,8 @@ def with_handoffs(scenario: Scenario, timing: dict[str, float]) -> Scenario:
         if math.isfinite(seconds):
             host = scenario.stages[name].host
             stage["turnaround"] = max(0.0, seconds) * (scenario.hosts[host].speed if host is not None else 1.0)
+            if not stage["turnaround"]:  # nothing left to spread (Stage.turnaround_cv)
+                stage["turnaround_cv"] = 0.0
             if stage.get("contention"):
                 stage["contention"]["turnaround"] = 0.0
     return parse_scenario(data)

@@ -33,7 +33,8 @@ from adaptflow.scenario.theory import erlang_b_steps, erlang_c
 
 def service_scv(scenario: Scenario, stage: str) -> float:
     """Squared coefficient of variation of the time a worker is held per attempt: the service
-    time plus the stage's constant turnaround (which adds to the mean, not to the variance)."""
+    time plus the stage's turnaround, drawn independently (its mean adds to the mean, its
+    spread, ``turnaround_cv``, to the variance)."""
     spec = scenario.stages[stage]
     s = spec.service
     if s.dist == "exponential":
@@ -45,7 +46,8 @@ def service_scv(scenario: Scenario, stage: str) -> float:
     else:
         samples = np.asarray(s.samples, dtype=float)
         scv = float(samples.var() / samples.mean() ** 2)
-    return scv * (s.expected() / spec.occupancy()) ** 2
+    variance = scv * s.expected() ** 2 + (spec.turnaround_cv * spec.turnaround) ** 2
+    return variance / spec.occupancy() ** 2
 
 
 def attempts_per_visit(scenario: Scenario, stage: str) -> float:

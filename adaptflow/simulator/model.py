@@ -140,11 +140,12 @@ class StageState:
     their current item: scale-down is graceful).
 
     With a ``turnaround`` a worker that finished a visit is ``turning`` for that long times the
-    item's size (ready, not serving, not free) before it can start the next: the item has left,
-    the process slot has not refilled yet. Counted as ready (paid, in the active area) and
-    reported as idle, as live sees a process between tasks. On a host with a
-    ``turnaround_growth``, each turnaround is also multiplied by its factor for the processes the
-    host runs at that moment; with a ``dispatch_growth``, each dispatch delay by its own.
+    item's size (and a draw of mean 1 with a ``turnaround_cv``), ready, not serving, not free,
+    before it can start the next: the item has left, the process slot has not refilled yet.
+    Counted as ready (paid, in the active area) and reported as idle, as live sees a process
+    between tasks. On a host with a ``turnaround_growth``, each turnaround is also multiplied by
+    its factor for the processes the host runs at that moment; with a ``dispatch_growth``, each
+    dispatch delay by its own.
 
     With a ``dispatch_delay`` (see :class:`~adaptflow.scenario.schema.Stage`) an entering item
     is first ``dispatching`` (sent, not yet able to start) for that long times its size, then joins the queue
@@ -164,6 +165,11 @@ class StageState:
         self.capacity = spec.queue.capacity
         self._init_pool(spec.workers, streams, name)
         self.turnaround, self.turning = spec.turnaround, 0  # workers between visits (see above)
+        # each turnaround's multiplier (mean 1; Stage.turnaround_cv), from a stream of its own; None, 1
+        self._spread_turnaround: Callable[[], float] | None = None
+        if spec.turnaround_cv:
+            spread = Service(dist="lognormal", mean=1.0, cv=spec.turnaround_cv)
+            self._spread_turnaround = service_sampler(spread, streams.get("turnaround", name))
         # a host's turnaround growth (see TurnaroundGrowth): the stages whose processes it counts,
         # set by Simulation once every stage exists; None, the constant turnaround
         host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
@@ -357,6 +363,8 @@ class StageState:
             self.busy -= 1
             self.turning += 1
             seconds = self.turnaround * item.size
+            if self._spread_turnaround is not None:
+                seconds *= self._spread_turnaround()
             if self.host_spec is not None:
                 seconds = self.host_spec.cpu_seconds(seconds)
                 if self.turnaround_contention:  # this process no longer counts: it has just finished

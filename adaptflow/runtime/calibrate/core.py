@@ -167,7 +167,7 @@ def fit(
     report = _recording_report(recording, timeline)
     sizes = fit_sizes(timeline)
     contention = _fit_contention(recording, timeline, host_fit, sizes, report)
-    stages = _fit_stages(recording, timeline, report, contention)
+    stages = _fit_stages(recording, timeline, report, contention, sizes)
     _place_on_hosts(stages, host_fit, recording, timeline, report)
     routes = _fit_routes(timeline, gaps, set(stages), report)
     for name, stage in stages.items():
@@ -313,6 +313,9 @@ def _given_sizes(
         service_report.update(moment_mean=mean, moment_cv=cv)
         report["stages"][name]["service_given_size"] = service_report
         report["warnings"] += [f"{w} (times divided by item size)" for w in warnings]
+        spread = report["stages"][name]["turnaround"].get("cv_given_size")
+        if spread:  # the simulator multiplies a turnaround by its item's size, then spreads it
+            stage["turnaround_cv"] = sig(spread)
         if stage.get("dispatch_delay"):
             turnaround = report["stages"][name]["turnaround"].get("recorded_mean", float(stage.get("turnaround", 0.0)))
             block, dispatch_report, more = system.dispatch_given_sizes(
@@ -370,7 +373,7 @@ def _recording_report(recording: Recording, timeline: Timeline) -> dict[str, Any
 
 
 def _fit_stages(
-    recording: Recording, timeline: Timeline, report: dict[str, Any], contention: ContentionFit
+    recording: Recording, timeline: Timeline, report: dict[str, Any], contention: ContentionFit, sizes: ItemSizes
 ) -> dict[str, Any]:
     """Each stage that finished a task while recording (the others are left out, with a warning)."""
     stages: dict[str, Any] = {}
@@ -378,7 +381,7 @@ def _fit_stages(
         if not obs.attempts:
             report["warnings"].append(f"stage {name!r} of the mapping finished no task while recording: left out")
             continue
-        stages[name] = _fit_stage(recording, name, obs, report, contention)
+        stages[name] = _fit_stage(recording, name, obs, report, contention, sizes)
     if not stages:
         raise ValueError(f"{recording.path}: no task of any mapped stage finished while recording; nothing to fit")
     _borrow_turnarounds(stages, report, contention)
@@ -465,11 +468,19 @@ def _pool_start(
 
 
 def _fit_stage(
-    recording: Recording, name: str, obs: StageObs, report: dict[str, Any], contention: ContentionFit
+    recording: Recording,
+    name: str,
+    obs: StageObs,
+    report: dict[str, Any],
+    contention: ContentionFit,
+    sizes: ItemSizes,
 ) -> dict[str, Any]:
     """One stage's block. Where ``contention`` has a stretch of its dispatch delay or
     turnaround by its host's load (:mod:`.contention`), that one is fitted to the recorded
-    times divided by it, and the stage's ``contention`` says how the simulator stretches it."""
+    times divided by it, and the stage's ``contention`` says how the simulator stretches it.
+    The turnaround's spread (``turnaround_cv``) is that of the same gaps; with item ``sizes``,
+    the report also keeps it with each gap divided by its item's size, for the trace scenario
+    (:func:`_given_sizes`)."""
     service, service_report, warnings = fit_service(obs.services, name)
     workers, workers_report, more = system.fit_workers(recording, obs, name)
     delay, startup_report = system.fit_startup(recording, obs, name)
@@ -481,6 +492,8 @@ def _fit_stage(
     if stretched is not None and recorded > 0:  # on a machine with nothing else running or waiting
         turnaround, turnaround_report = system.fit_turnaround(obs, first, stretched)
         turnaround_report["recorded_mean"] = recorded
+    if sizes.sizes and turnaround > 0:
+        turnaround_report["cv_given_size"] = system.turnaround_cv_given_sizes(obs, first, stretched, sizes.of_task)
     idle = system.idle_waits(recording, obs, name, recorded, contention.factor(name, "dispatch"))
     dispatch, dispatch_report, dispatch_warnings = system.fit_dispatch(recording, obs, name, turnaround, idle)
     block, dispatch_report["distribution"], more_dispatch = system.dispatch_block(idle, name, dispatch)
@@ -506,6 +519,8 @@ def _fit_stage(
     }
     if turnaround > 0:
         stage["turnaround"] = sig(turnaround)
+        if turnaround_report.get("cv"):
+            stage["turnaround_cv"] = sig(turnaround_report["cv"])
     fitted = {kind: sig(c) for kind, c in contention.stages.get(name, {}).items() if kind == "dispatch" or turnaround}
     if any(fitted.values()):
         stage["contention"] = fitted

@@ -27,9 +27,9 @@ ASSUMPTIONS = (
     "is reported beside it",
     "turnaround of a stage: the mean gap between an attempt's finish and the start that took its slot on the same "
     "worker node (Celery's events name the node, not the pool process) when that task was already waiting; a "
-    "constant after every attempt, during which the process serves nothing; a stage with fewer than 20 such gaps "
-    "borrows its idle visits' mean wait plus the median of turnaround less that mean over the stages that had "
-    "both (0 when none had)",
+    "draw after every attempt around that mean, lognormal with the gaps' cv (turnaround_cv), during which the "
+    "process serves nothing; a stage with fewer than 20 such gaps borrows its idle visits' mean wait plus the "
+    "median of turnaround less that mean over the stages that had both (0 when none had), held constant",
 )
 
 
@@ -66,7 +66,7 @@ def _service_rows(stages: dict[str, Any], key: str = "service") -> list[str]:
 def _stage_rows(stages: dict[str, Any]) -> list[str]:
     rows = [
         "| stage | pool initial (seen min-max) | start-up delay s | failure p (95% CI) | max retries "
-        "| dispatch delay: median s (95% CI; idle visits) | idle visits' mean wait s | turnaround s (95% CI; gaps) "
+        "| dispatch delay: median s (95% CI; idle visits) | idle visits' mean wait s | turnaround s (95% CI; gaps; cv) "
         "| mean wait s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -99,7 +99,8 @@ def _turnaround(t: dict[str, Any]) -> str:
     if "turnaround" not in t:
         return f"0 ({t.get('backlogged_gaps', 0)} gaps)"
     lo, hi = t["turnaround_ci95"]
-    return f"{_num(t['turnaround'])} ({_num(lo)}, {_num(hi)}; {t['backlogged_gaps']:,})"
+    spread = f"; cv {_num(t['cv'])}" if t.get("cv") else ""
+    return f"{_num(t['turnaround'])} ({_num(lo)}, {_num(hi)}; {t['backlogged_gaps']:,}{spread})"
 
 
 def _route_rows(routes: dict[str, Any]) -> list[str]:

@@ -392,21 +392,51 @@ def _size_following(waits: np.ndarray, factors: np.ndarray) -> dict[str, float]:
 def fit_turnaround(obs: StageObs, dispatch: float, factor: GapStretch | None = None) -> tuple[float, dict[str, Any]]:
     """The stage's turnaround (see the module docstring) and its report: the mean of the
     :func:`~adaptflow.runtime.live.handoff.backlogged_gaps` of its attempts, each on the worker
-    node that started it; each divided by ``factor`` at its finish (:mod:`.contention`), if given."""
-    timed = turnaround_gaps(obs, dispatch)
-    gaps = [gap for _, gap in timed]
-    if factor is not None and timed:
-        gaps = (np.asarray(gaps) / factor(np.asarray([t for t, _ in timed]))).tolist()
-    report: dict[str, Any] = {"backlogged_gaps": len(gaps)}
-    if len(gaps) < MIN_GAPS:
-        report["note"] = f"{len(gaps)} attempts followed a backlogged one (< {MIN_GAPS}): taken as 0"
+    node that started it; each divided by ``factor`` at its finish (:mod:`.contention`), if given.
+    The report's ``cv`` is theirs too (``Stage.turnaround_cv``)."""
+    x = divided_gaps(obs, dispatch, factor)
+    report: dict[str, Any] = {"backlogged_gaps": len(x)}
+    if len(x) < MIN_GAPS:
+        report["note"] = f"{len(x)} attempts followed a backlogged one (< {MIN_GAPS}): taken as 0"
         return 0.0, report
-    x = np.asarray(gaps)
     half = 1.96 * float(x.std(ddof=1)) / math.sqrt(len(x))
     mean = float(x.mean())
     report.update(turnaround=mean, turnaround_ci95=[mean - half, mean + half], median=float(np.median(x)),
-                  p95=float(np.percentile(x, 95)))  # fmt: skip
+                  p95=float(np.percentile(x, 95)), cv=_cv(x))  # fmt: skip
     return mean, report
+
+
+def turnaround_cv_given_sizes(
+    obs: StageObs, dispatch: float, factor: GapStretch | None, size_of: Callable[[str], float]
+) -> float | None:
+    """The ``turnaround_cv`` for a trace with item sizes: the simulator multiplies a turnaround
+    by the size of the item whose attempt ended it, then by its spread, so the spread is the
+    one whose product with those sizes has the gaps' second moment (the sizes' moments matched,
+    as :class:`.sizes.ItemSizes` does for services: a gap divided by its own item's size would
+    add the sizes' spread twice where the gaps do not follow the sizes). None with fewer than
+    ``MIN_GAPS`` gaps."""
+    x = divided_gaps(obs, dispatch, factor)
+    if len(x) < MIN_GAPS:
+        return None
+    task_at = {finish: k for _, _, finish, k in obs.attempt_times}
+    sizes = np.asarray([size_of(task_at[t]) for t, _ in turnaround_gaps(obs, dispatch)])
+    second = (1.0 + _cv(x) ** 2) * float(sizes.mean()) ** 2 / float(np.mean(sizes**2))
+    return math.sqrt(max(0.0, second - 1.0))
+
+
+def divided_gaps(obs: StageObs, dispatch: float, factor: GapStretch | None = None) -> np.ndarray:
+    """The stage's backlogged gaps (:func:`turnaround_gaps`), each divided by ``factor`` at its
+    finish where given."""
+    timed = turnaround_gaps(obs, dispatch)
+    if not timed:
+        return np.empty(0)
+    gaps = np.asarray([g for _, g in timed])
+    return gaps / factor(np.asarray([t for t, _ in timed])) if factor is not None else gaps
+
+
+def _cv(x: np.ndarray) -> float:
+    mean = float(x.mean())
+    return float(x.std(ddof=1)) / mean if mean > 0 else 0.0
 
 
 def turnaround_gaps(obs: StageObs, dispatch: float) -> list[tuple[float, float]]:
