@@ -479,6 +479,23 @@ def test_a_turnaround_s_spread_is_recovered_and_the_replay_matches(tmp_path):
     assert (errors["rel_error"] < 0.10).all(), errors.to_string()
 
 
+def test_a_turnaround_s_spread_beside_item_sizes_is_moment_matched(tmp_path):
+    """The same turnarounds (cv 0.8), items of sizes spread by 0.3 in the log that multiply their
+    services but not their turnarounds: the trace scenario's simulator multiplies each
+    turnaround by its item's size and then by the spread, so calibrate writes the spread whose
+    product with the sizes has the gaps' cv, sqrt(1.64 / e**0.09 - 1) = 0.71, not the gaps'
+    own 0.8 (the rate scenario, whose items have no size, keeps 0.8), and the replay holds."""
+    app = SyntheticApp(seed=4, horizon=3600.0, turnaround=0.1, turnaround_cv=0.8, size_sd=0.3)
+    folder = write_recording(tmp_path / "rec", app.run(), {**MAPPING, "sla": {"latency": 30.0}}, horizon=3600.0)
+    result = calibrate(folder, tmp_path / "out.yaml")
+    trace, rate = load_scenario(result.scenario), load_scenario(result.rate_scenario)
+    for stage in TRUTH:
+        assert trace.stages[stage].turnaround_cv == pytest.approx(math.sqrt(1.64 / math.exp(0.09) - 1), abs=0.08)
+        assert rate.stages[stage].turnaround_cv == pytest.approx(0.8, abs=0.1), stage
+    errors = validate_calibration(folder, result.scenario, Simulation, seeds=3).set_index(["scope", "metric"])
+    assert (errors["rel_error"] < 0.10).all(), errors.to_string()
+
+
 @pytest.mark.parametrize("turnaround", [0.05, 0.0])
 def test_a_stage_too_seldom_backlogged_to_measure_its_turnaround_borrows_one(tmp_path, turnaround):
     """Write with 6 processes is never backlogged, so its own gaps cannot say its turnaround;
