@@ -345,6 +345,53 @@ def test_steal_is_read_off_the_machines_cpu_time_between_two_readings(tmp_path):
         assert len(cpu_ticks() or []) == 8
 
 
+def test_the_nice_share_is_read_off_the_machines_cpu_time_and_a_real_nice_job_shows(tmp_path):
+    """Of the 1,000 ticks between two readings, 300 were nice'd processes' (the 2nd field): 0.3.
+    And on this machine a real busy process under ``nice -n 19`` for a second takes at least
+    half a core's share of the machine's CPU time between two real readings."""
+    import os
+    import subprocess
+    import time
+
+    from adaptflow.runtime.probe import cpu_ticks, nice_share
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 20 7 0\n")
+    before = cpu_ticks(stat)
+    stat.write_text("cpu  350 300 100 1160 30 0 15 30 9 0\n")
+    assert nice_share(before, cpu_ticks(stat)) == pytest.approx(300 / 1000)
+    assert nice_share(before, before) is None and nice_share(None, before) is None
+    if not sys.platform.startswith("linux"):
+        return
+    busy = "import time\nend = time.perf_counter() + 1.5\nwhile time.perf_counter() < end: pass\n"
+    child = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", busy])
+    time.sleep(0.2)  # started and busy
+    ticks = cpu_ticks()
+    time.sleep(1.0)
+    share = nice_share(ticks, cpu_ticks())
+    child.wait(timeout=10)
+    assert share is not None and share >= 0.5 / (os.cpu_count() or 1), share
+
+
+def test_a_run_beside_background_work_is_said_so_when_judged_at_its_pulse(tmp_path, caplog):
+    """A saved run whose ``nice`` share was 30 % (a judging job under ``nice`` beside it) is
+    simulated at its pulse with a warning naming the share; at 2 % (under ``BACKGROUND``) or
+    without ``--pulse-speed``, no warning."""
+    from adaptflow.experiments.compare_app import resimulate
+
+    data = yaml.safe_load(hosted(tmp_path, probe=1000.0).read_text())
+    data["hosts"]["vm"]["pulse"] = 1000.0
+    scenario = parse_scenario(data, base_dir=tmp_path)
+    for name, nice, pulse_speed, warned in (("a", 0.3, True, True), ("b", 0.02, True, False), ("c", 0.3, False, False)):
+        saved = saved_run(tmp_path / name, [0.0, 1.0, 2.0, 3.0], pulse=800.0, nice=nice)
+        caplog.clear()
+        resimulate(saved, scenario, seeds=1, pulse_speed=pulse_speed)
+        said = [r.getMessage() for r in caplog.records if "nice'd processes took" in r.getMessage()]
+        assert bool(said) == warned, (name, said)
+        if warned:
+            assert said[0].startswith("static: nice'd processes took 30% of the machine's CPU"), said
+
+
 @pytest.mark.parametrize(
     "reading, recorded, seen, missing",
     [

@@ -78,7 +78,7 @@ from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff, mean_idle_wait
 from .live.mapping import AppMapping, load_mapping
 from .live.system import EventSource, app_system
-from .probe import cpu_probe, cpu_ticks, speed_against, steal_share
+from .probe import cpu_probe, cpu_ticks, nice_share, speed_against, steal_share
 from .pulses import PULSES_FILE, PulseSampler, idle_rate, read_pulses
 from .record import RunRecording, load_app, require_broker
 from .worker import expand_node
@@ -335,6 +335,9 @@ class RunResult:
     # the mean of the short CPU probes taken during the run where no task ran (pulses.py); None
     # with too few of them
     pulse: float | None = None
+    # the share of the machine's CPU time nice'd processes took during the run (probe.nice_share):
+    # beside them the pulses read the machine fast; None where the system does not say
+    nice: float | None = None
 
     def speeds(self, scenario: Scenario) -> dict[str, float]:
         """Each probed host's speed in this run against its calibration (``Host.speed``)."""
@@ -474,7 +477,8 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
                     loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
                     transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
                 pulse = run_pulse(read_pulses(pulse_file), parts.tap) if pulse_file else None
-            steal = steal_share(ticks, cpu_ticks())
+            after = cpu_ticks()
+            steal, nice = steal_share(ticks, after), nice_share(ticks, after)
         finally:
             stream.stop()
         if probes:  # after the run has drained: the mean of both stands for the run
@@ -486,8 +490,9 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     label, fallbacks = split_label(spec)[0], parts.guarded.fallbacks
     tap = parts.tap
     return RunResult(
-        label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes, steal, pulse
-    )
+        label, transitions, watch.totals, seconds, fallbacks, pools, tap.arrivals, tap.attempts, probes, steal, pulse,
+        nice,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -581,6 +586,7 @@ def figures(run: RunResult, scenario: Scenario) -> dict[str, Any]:
     row |= {f"speed_{name}": speed for name, speed in run.speeds(scenario).items()}
     row |= {"steal": run.steal} if run.steal is not None else {}
     row |= {"pulse": run.pulse} if run.pulse is not None else {}
+    row |= {"nice": run.nice} if run.nice is not None else {}
     row |= {"seconds": run.seconds, "decisions": len(run.transitions), "fallbacks": run.fallbacks}
     return row
 
