@@ -74,8 +74,9 @@ def test_a_runs_pulse_leaves_out_the_pulses_beside_its_own_tasks():
 def test_calibration_keeps_the_recordings_idle_pulses_as_the_hosts_pulse(tmp_path):
     """A pulse every half second of a synthetic recording reads 1,000 where no task ran
     (judged from the raw events here, not by the code under test) and 10 beside one: the host's
-    ``pulse`` is exactly 1,000. Too few idle pulses write none and say so; a damaged line in
-    pulses.jsonl is an error naming it."""
+    ``pulse`` is exactly 1,000 (with a warning when nice'd work took 20 % of the machine while
+    recording). Too few idle pulses write none and say so; a damaged line in pulses.jsonl is an
+    error naming it."""
     from adaptflow.runtime.calibrate import calibrate
 
     from .test_calibrate import SyntheticApp, write_recording
@@ -94,6 +95,13 @@ def test_calibration_keeps_the_recordings_idle_pulses_as_the_hosts_pulse(tmp_pat
     kept = calibrate(folder, tmp_path / "kept.yaml", cores="box=1")
     assert load_scenario(kept.scenario).hosts["box"].pulse == pytest.approx(1000.0)
     assert kept.report["pulses"]["idle"] == rates.count(1000.0)
+    assert not any("nice'd processes" in w for w in kept.report["warnings"])
+    # recorded beside background work (the recorder keeps its nice share): the pulse is kept, and doubted
+    (folder / "recording.json").write_text(json.dumps(meta | {"host": {"name": "box", "cores": 1}, "nice": 0.2}))
+    beside = calibrate(folder, tmp_path / "beside.yaml", cores="box=1")
+    assert load_scenario(beside.scenario).hosts["box"].pulse == pytest.approx(1000.0)
+    assert any(w.startswith("nice'd processes took 20% of the machine's CPU while recording: hosts.box.pulse")
+               for w in beside.report["warnings"]), beside.report["warnings"]  # fmt: skip
 
     idle_at = [s for s, r in zip(starts, rates, strict=True) if r == 1000.0][: MIN_IDLE_PULSES - 1]
     (folder / PULSES_FILE).write_text("".join(json.dumps([s, s + 0.025, 1000.0]) + "\n" for s in idle_at))

@@ -336,6 +336,7 @@ def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop,
     assert header["started"] <= pulses[0, 0] and pulses[-1, 1] <= header["stopped"]
     if sys.platform.startswith("linux"):  # the share of the CPU time wanted while recording that the hypervisor took
         assert 0 <= header["steal"] < 1 and len(header["cpu_ticks"]) == 8
+        assert 0 <= header["nice"] <= 1  # and the share nice'd processes took (probe.nice_share)
     assert result["summary"].task_events >= 60  # sent, received, started, succeeded for each of 15
 
 

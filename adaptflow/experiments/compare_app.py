@@ -43,6 +43,7 @@ from adaptflow.runtime.compare_app import (
     repeated_label,
 )
 from adaptflow.runtime.live.mapping import load_mapping
+from adaptflow.runtime.probe import BACKGROUND
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import TraceSource, as_trace, load_trace
 
@@ -149,11 +150,6 @@ def timing_drift(planner: str, live: dict[str, Any], simulated: dict[str, Any], 
                     f"({ratio:.2f} x): the simulated waits of this run are not the live machine's"
                 )
     return lines
-
-
-BACKGROUND = 0.05
-"""A share of the machine's CPU time taken by nice'd processes during a run (a tenth of a core
-on two) above which its pulse speed is reported as read beside background work."""
 
 
 def background_warning(run: RunResult) -> str | None:

@@ -89,6 +89,12 @@ def steal_share(before: list[int] | None, after: list[int] | None) -> float | No
     return spent[STEAL] / wanted if wanted > 0 else None
 
 
+BACKGROUND = 0.05
+"""A share of the machine's CPU time taken by nice'd processes (:func:`nice_share`) above which
+a run's or a recording's pulses are said to be read beside background work (a tenth of a core
+on two)."""
+
+
 def nice_share(before: list[int] | None, after: list[int] | None) -> float | None:
     """The share of the machine's CPU time, between two :func:`cpu_ticks` readings, that
     processes run at a lowered priority (``nice``) took: someone's background work. Why: a
@@ -113,6 +119,6 @@ def speed_against(reference: float | None, *readings: float) -> float | None:
 
 
 __all__ = [
-    "IDLE", "IOWAIT", "NICE", "PROBE_SECONDS", "STAT", "STEAL",
+    "BACKGROUND", "IDLE", "IOWAIT", "NICE", "PROBE_SECONDS", "STAT", "STEAL",
     "cpu_probe", "cpu_ticks", "nice_share", "speed_against", "steal_share",
 ]  # fmt: skip

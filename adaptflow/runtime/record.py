@@ -47,7 +47,7 @@ from .live.events import EventStream, Gap
 from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
 from .live.system import EventSource
-from .probe import cpu_probe, cpu_ticks, steal_share
+from .probe import cpu_probe, cpu_ticks, nice_share, steal_share
 from .pulses import PULSES_FILE, PulseSampler
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _prepare(out_dir: Path, mapping_path: Path, app: Celery, spec: str) -> AppMa
 
 def _write_header(
     out_dir: Path, spec: str, app: Celery, started: float, stopped: float | None, probes: list[float],
-    ticks: list[int] | None = None, steal: float | None = None,
+    ticks: list[int] | None = None, steal: float | None = None, nice: float | None = None,
 ) -> None:  # fmt: skip
     header = {
         "app": spec,
@@ -121,6 +121,7 @@ def _write_header(
         "probes": probes,  # the machine's speed at the start and the stop (see probe.py)
         "cpu_ticks": ticks,  # /proc/stat's at the start, for the steal over the recording
         "steal": steal,  # the share of the CPU time wanted while recording that the hypervisor took
+        "nice": nice,  # the share of the machine's CPU time nice'd processes took (probe.nice_share)
     }
     atomic_write_text(out_dir / "recording.json", json.dumps(header, indent=2) + "\n")
 
@@ -234,8 +235,9 @@ class RunRecording:
         self.write([{"type": "adaptflow-queues", "timestamp": t, "queues": queues} for t, _, queues in samples])
         self.write([gap_line(g) for g in gaps if g.end is not None])
         self._out.close()
-        steal = steal_share(self.ticks, cpu_ticks())
-        _write_header(self.out_dir, self.spec, self.app, self.started, time.time(), probes, self.ticks, steal)
+        after = cpu_ticks()
+        steal, nice = steal_share(self.ticks, after), nice_share(self.ticks, after)
+        _write_header(self.out_dir, self.spec, self.app, self.started, time.time(), probes, self.ticks, steal, nice)
 
 
 class _TeeStream:
@@ -297,8 +299,9 @@ def record(
             recorder.run(duration, stop or threading.Event())
     finally:
         stopped = time.time()  # the probe after it is not recorded time
-        steal = steal_share(header.get("cpu_ticks"), cpu_ticks())
+        after = cpu_ticks()
+        steal, nice = steal_share(header.get("cpu_ticks"), after), nice_share(header.get("cpu_ticks"), after)
         probes = [*header["probes"], cpu_probe()]
-        _write_header(out_dir, spec, app, header["started"], stopped, probes, header.get("cpu_ticks"), steal)
+        _write_header(out_dir, spec, app, header["started"], stopped, probes, header.get("cpu_ticks"), steal, nice)
     seconds = time.time() - header["started"]
     return RecordingSummary(out_dir, recorder.events, recorder.task_events, len(recorder.stream.gaps), seconds)

@@ -37,6 +37,7 @@ from adaptflow.scenario import ScenarioError, parse_scenario
 from adaptflow.scenario.celery_pool import PREFORK, prefork_workers
 
 from ..live.handoff import MIN_GAPS
+from ..probe import BACKGROUND
 from ..pulses import MIN_IDLE_PULSES, idle_rate
 from . import system
 from .contention import ContentionFit, fit_contention
@@ -224,6 +225,13 @@ def _with_machine_readings(
     if isinstance(steal, int | float) and 0 <= steal < 1:
         hosts = {**hosts, name: {**hosts[name], "steal": sig(float(steal), 4)}}
     hosts = {**hosts, name: {**hosts[name], **_pulse(recording, timeline, name, report)}}
+    nice = meta.get("nice")
+    if isinstance(nice, int | float) and nice > BACKGROUND and "pulse" in hosts[name]:
+        report["warnings"].append(
+            f"nice'd processes took {nice:.0%} of the machine's CPU while recording: hosts.{name}.pulse (the idle "
+            "pulses' mean) reads the machine faster than its tasks met it (docs/sim_to_real.md); record again on "
+            "a quiet machine"
+        )
     ok = isinstance(probes, list) and probes and all(isinstance(p, int | float) and p > 0 for p in probes)
     if not ok:
         return hosts
