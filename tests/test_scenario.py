@@ -186,6 +186,14 @@ BAD_INPUTS = {
         lambda d, tmp: d.update(hosts={"vm": {"cores": 2, "probe": -5}}),
         ["hosts.vm.probe", "greater than 0", "got -5"],
     ),
+    "turnaround spread without a turnaround": (
+        lambda d, tmp: d["stages"]["work"].update(turnaround_cv=0.5),
+        ["stages.work", "turnaround_cv 0.5 spreads a turnaround of 0"],
+    ),
+    "turnaround spread below 0": (
+        lambda d, tmp: d["stages"]["work"].update(turnaround=0.1, turnaround_cv=-1),
+        ["stages.work.turnaround_cv", "greater than or equal to 0", "got -1"],
+    ),
     "missing field": (lambda d, tmp: d.pop("sla"), ["sla", "required"]),
     "name with a dot": (lambda d, tmp: d["stages"].update({"a.b": d["stages"].pop("work")}), ["a.b", "pattern"]),
 }

@@ -650,7 +650,6 @@ def _against(values: np.ndarray, predicted: float, tolerance: float) -> dict[str
 
 __all__ = [
     "AGREEMENT_METRICS",
-    "BACKGROUND",
     "DRIFT",
     "LIVE_SPEED",
     "MAX_SEEDS",
