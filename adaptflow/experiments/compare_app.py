@@ -166,6 +166,16 @@ def background_warning(run: RunResult) -> str | None:
     )
 
 
+def _warn_of(run: RunResult, timing: dict[str, float], row: dict[str, Any], stages: list[str], pulse: bool) -> None:
+    """What the log says of a run judged: its per-task times that drifted from the simulation's,
+    and, judged at its pulse, the background work its pulses were read beside."""
+    lines = timing_drift(run.planner, timing, row, stages)
+    if pulse and (line := background_warning(run)):
+        lines.append(line)
+    for line in lines:
+        log.warning("%s", line)
+
+
 def simulated_app_run(
     scenario: Scenario,
     run: RunResult,
@@ -218,10 +228,7 @@ def simulated_app_run(
     marks = {f"speed_{host}": speed for host, speed in speeds.items()} | ({} if pools is None else {"live_pools": 1.0})
     runs = runs.assign(**marks)
     rows = [{"world": "simulated", "planner": run.planner, **runs.mean().to_dict()}]
-    for line in timing_drift(run.planner, timing, rows[0], list(scenario.stages)):
-        log.warning("%s", line)
-    if pulse_speed and (line := background_warning(run)):
-        log.warning("%s", line)
+    _warn_of(run, timing, rows[0], list(scenario.stages), pulse_speed)
     if seeds > 1:
         rows += [{"world": f"simulated, {k}", "planner": run.planner, **runs.agg(k).to_dict()} for k in ("min", "max")]
     if live_speed:
