@@ -415,11 +415,11 @@ def turnaround_cv_given_sizes(
     as :class:`.sizes.ItemSizes` does for services: a gap divided by its own item's size would
     add the sizes' spread twice where the gaps do not follow the sizes). None with fewer than
     ``MIN_GAPS`` gaps."""
-    x = divided_gaps(obs, dispatch, factor)
+    finishes, x = _timed_divided_gaps(obs, dispatch, factor)
     if len(x) < MIN_GAPS:
         return None
     task_at = {finish: k for _, _, finish, k in obs.attempt_times}
-    sizes = np.asarray([size_of(task_at[t]) for t, _ in turnaround_gaps(obs, dispatch)])
+    sizes = np.asarray([size_of(task_at[t]) for t in finishes.tolist()])
     second = (1.0 + _cv(x) ** 2) * float(sizes.mean()) ** 2 / float(np.mean(sizes**2))
     return math.sqrt(max(0.0, second - 1.0))
 
@@ -427,11 +427,15 @@ def turnaround_cv_given_sizes(
 def divided_gaps(obs: StageObs, dispatch: float, factor: GapStretch | None = None) -> np.ndarray:
     """The stage's backlogged gaps (:func:`turnaround_gaps`), each divided by ``factor`` at its
     finish where given."""
+    return _timed_divided_gaps(obs, dispatch, factor)[1]
+
+
+def _timed_divided_gaps(obs: StageObs, dispatch: float, factor: GapStretch | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`divided_gaps` with each gap's finish beside it."""
     timed = turnaround_gaps(obs, dispatch)
-    if not timed:
-        return np.empty(0)
-    gaps = np.asarray([g for _, g in timed])
-    return gaps / factor(np.asarray([t for t, _ in timed])) if factor is not None else gaps
+    finishes = np.asarray([t for t, _ in timed], dtype=float)
+    gaps = np.asarray([g for _, g in timed], dtype=float)
+    return finishes, (gaps / factor(finishes) if factor is not None and len(gaps) else gaps)
 
 
 def _cv(x: np.ndarray) -> float:
