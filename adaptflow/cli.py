@@ -409,8 +409,9 @@ def _fit_growth(args: argparse.Namespace) -> int:
     from adaptflow.runtime.calibrate.growth import report_lines
 
     fit = fit_growth(
-        args.scenario, args.runs, args.out, host=args.host, reference=args.reference, session_speed=args.session_speed
-    )
+        args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
+        session_speed=args.session_speed, stage_slopes=args.stage_slopes,
+    )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
     return 0
@@ -419,8 +420,10 @@ def _fit_growth(args: argparse.Namespace) -> int:
 def _laws_by_speed(args: argparse.Namespace) -> int:
     from adaptflow.runtime.calibrate.speed_laws import laws_by_speed_file
 
-    entries = laws_by_speed_file(args.calibration, args.fits, args.out, host=args.host)
-    for entry in entries:
+    combined = laws_by_speed_file(args.calibration, args.fits, args.out, host=args.host, grid_top=args.grid_top)
+    for line in combined.left_out:
+        print(f"left out {line}", file=sys.stderr)
+    for entry in combined.entries:
         laws = entry.model_dump(exclude_defaults=True)
         print(f"speed {laws.pop('speed')}: " + ", ".join(f"{k} {v}" for k, v in laws.items()))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -821,6 +824,11 @@ def _add_fit_growth(commands: Any) -> None:
         help="write the host's speed too: the mean of the held runs' own speeds on the fitted scenario (the speed "
         "search of resimulate --live-speed); for runs made in the session the scenario is to predict",
     )  # fmt: skip
+    fg.add_argument(
+        "--stage-slopes", action="store_true",
+        help="give each stage's turnaround growth a slope of its own (hosts.H.turnaround_growth.stages), each "
+        "settled against its own simulation, where the stages' hand-offs grow unlike each other",
+    )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 
 
@@ -838,6 +846,11 @@ def _add_laws_by_speed(commands: Any) -> None:
     )  # fmt: skip
     ls.add_argument("--out", required=True, help="the scenario YAML to write, beside the calibration")
     ls.add_argument("--host", default=None, help="the host whose laws to combine (default: the scenario's only one)")
+    ls.add_argument(
+        "--grid-top", choices=("refuse", "skip", "keep"), default="refuse",
+        help="a fit whose Celery CPU law sits at the top of fit-growth's grid (its report warned: distrust it): "
+        "refuse it (default), leave it out with a line, or keep it",
+    )  # fmt: skip
     ls.set_defaults(handler=_laws_by_speed)
 
 

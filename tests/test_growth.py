@@ -447,3 +447,35 @@ def test_a_cpu_law_chosen_at_its_grids_top_is_reported_as_such():
     inside = "\n".join(cpu_report(CpuFit(Law("all 1", "visit_cpu", 0.01), {}, 0.2, grid), "vm"))
     assert "warning: visit_cpu at its grid's top" in top and "--session-speed" in top
     assert "grid's top" not in inside
+
+
+def test_each_stages_own_slope_is_settled_where_the_stages_grow_unlike_each_other(tmp_path, capsys):
+    """The live machine's parse turnarounds grow 0.03 per process past 2 and check's 0.2 (as the
+    example app's parse grew about half as steeply as the rest). One slope for the host lands
+    between them and simulates parse's hand-offs long and check's short; with
+    ``--stage-slopes`` each stage's own slope comes back within 0.02 and the simulated runs
+    show each stage's live ratios, and the scenario written carries them."""
+    truth = contended_machine(0.1)
+    truth["hosts"]["vm"]["turnaround_growth"]["stages"] = {"parse": 0.03, "check": 0.2}
+    calibrated = copy.deepcopy(truth)
+    del calibrated["hosts"]["vm"]["turnaround_growth"]
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    live = {pools: simulated_means(truth, pools, range(10, 14))["handoffs"] for pools in (1, 2, 3)}
+    runs = [write_runs(tmp_path / f"p{p}.csv", [("live", "static", float(p), h)]) for p, h in live.items()]
+
+    one = fit_growth_file(path, runs, tmp_path / "one.yaml", simulation=Simulation)
+    assert 0.05 < one.growth.per_process < 0.18 and not one.growth.stages
+    assert one.settling.simulated["parse"][6] > 1.1 * one.ratios["parse"][6]  # parse simulated long at 6
+    assert one.settling.simulated["check"][6] < 0.9 * one.ratios["check"][6]  # check short
+
+    out = tmp_path / "own.yaml"
+    assert main(["fit-growth", str(path), *map(str, runs), "--out", str(out), "--stage-slopes"]) == 0
+    report = capsys.readouterr().out
+    stages = load_scenario(out).hosts["vm"].turnaround_growth.stages
+    assert stages["parse"] == pytest.approx(0.03, abs=0.02) and stages["check"] == pytest.approx(0.2, abs=0.02)
+    assert f"parse: hand-off at 4: x{live[2]['parse'] / live[1]['parse']:.2f}" in report
+    assert f"its law per_process {stages['check']}" in report
+    fit = fit_growth_file(path, runs, tmp_path / "own2.yaml", simulation=Simulation, stage_slopes=True)
+    for stage, by_size in fit.ratios.items():
+        assert fit.settling.simulated[stage] == pytest.approx(by_size, rel=0.05), stage

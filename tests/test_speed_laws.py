@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
+from adaptflow.runtime.calibrate.celery_cpu import grids
 from adaptflow.runtime.calibrate.growth import fit_growth_file
 from adaptflow.scenario import ScenarioError, load_scenario, parse_scenario
 from adaptflow.scenario.schema import LawsAtSpeed, laws_between
@@ -191,3 +192,74 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
     assert main(["laws-by-speed", str(fits[1]), *map(str, fits), "--out", str(never)]) == 2  # a fit as calibration
     assert "fit1.0.yaml: hosts.vm.turnaround_growth: " in capsys.readouterr().err
     assert not never.exists()
+
+
+def test_a_fit_at_its_grids_top_is_refused_left_out_or_kept(tmp_path, capsys):
+    """A fit whose Celery CPU law sits at the top of fit-growth's grid (the fit docs/deploy.md says
+    to distrust) is refused by default, with a line naming the file and the law; ``--grid-top
+    skip`` leaves it out and says so, ``keep`` keeps it."""
+    base = write(tmp_path, "cal.yaml", calibration())
+    top = parse_scenario(calibration())
+    visit_top = grids(top, ["parse", "check"])["visit_cpu"][-1]
+    assert visit_top == pytest.approx(0.0875)  # the hosted stages' mean calibrated service (0.1 and 0.075)
+    at_top = {**FAST, "speed": 1.2, "visit_cpu": visit_top}
+    below = {**FAST, "speed": 1.3, "visit_cpu": round(visit_top * 0.95, 6)}  # the grid's last step but one
+    fits = [write(tmp_path, f"fit{e['speed']}.yaml", fitted(e)) for e in (SLOW, FAST, at_top, below)]
+    never, out = tmp_path / "never.yaml", tmp_path / "bs.yaml"
+
+    assert main(["laws-by-speed", str(base), *map(str, fits), "--out", str(never)]) == 2
+    err = capsys.readouterr().err
+    assert f"fit1.2.yaml: hosts.vm: visit_cpu {visit_top:.6g}, the top of the grid fit-growth searched; expected" in err
+    assert "fit1.3.yaml" not in err and "fit1.44.yaml" not in err
+    assert not never.exists()
+
+    assert main(["laws-by-speed", str(base), *map(str, fits), "--out", str(out), "--grid-top", "skip"]) == 0
+    assert "left out " in capsys.readouterr().err
+    assert [e.speed for e in load_scenario(out).hosts["vm"].by_speed] == [1.0, 1.3, 1.44]
+    assert "fit1.2.yaml" not in out.read_text().partition("\n")[0]  # the header names the fits kept
+
+    assert main(["laws-by-speed", str(base), *map(str, fits), "--out", str(out), "--grid-top", "keep"]) == 0
+    assert [e.speed for e in load_scenario(out).hosts["vm"].by_speed] == [1.0, 1.2, 1.3, 1.44]
+
+    handoff_top = write(tmp_path, "handoff.yaml", fitted({**SLOW, "speed": 1.1, "handoff_cpu": 2.0}))
+    assert main(["laws-by-speed", str(base), str(fits[0]), str(handoff_top), "--out", str(never)]) == 2
+    assert "handoff.yaml: hosts.vm: handoff_cpu 2, the top of the grid" in capsys.readouterr().err
+    assert (
+        main(["laws-by-speed", str(base), str(fits[0]), str(fits[2]), "--out", str(never), "--grid-top", "skip"]) == 2
+    )
+    assert "FIT: 1 left beside the fits at their grid's top; expected two or more" in capsys.readouterr().err
+    assert not never.exists()
+
+
+def test_a_stages_own_slope_is_its_law_mixed_with_the_other_fits_slope_for_it():
+    """``turnaround_growth.stages``: a stage's own slope is the law it meets
+    (``TurnaroundGrowth.for_stage``), the others meet ``per_process``; mixed by speed, a stage one
+    fit gives a slope of its own meets that slope mixed with the other fit's for it (its host's
+    slope where it has none of its own); a slope for a stage not on the host is one line."""
+    slow = {**SLOW, "turnaround_growth": {"per_process": 0.2, "reference": 2, "stages": {"parse": 0.1}}}
+    data = by_speed(1.2)
+    data["hosts"]["vm"]["by_speed"] = [slow, FAST]
+    host = parse_scenario(data).laws_at_speed().hosts["vm"]
+    growth = host.turnaround_growth
+    assert growth.per_process == pytest.approx(0.11)  # halfway from 0.2 to 0.02
+    assert growth.for_stage("parse").per_process == pytest.approx(0.06)  # halfway from 0.1 to FAST's 0.02
+    assert growth.for_stage("check").per_process == pytest.approx(0.11)
+    at_slow = parse_scenario(fitted(slow))
+    assert at_slow.hosts["vm"].turnaround_growth.for_stage("parse").factor(4) == pytest.approx(1.2)
+    assert at_slow.hosts["vm"].turnaround_growth.for_stage("check").factor(4) == pytest.approx(1.4)
+    # the simulator meets each stage's own law: only parse's turnarounds change with its slope
+    grown, flat = copy.deepcopy(fitted(slow)), copy.deepcopy(fitted(slow))  # fitted() shares the entry's dicts
+    flat["hosts"]["vm"]["turnaround_growth"]["stages"] = {"parse": 0.0}
+    per_visit = []
+    for data_ in (grown, flat):
+        for spec in data_["stages"].values():
+            spec["workers"]["initial"] = 2  # 4 processes: past the reference, the law counts
+        sim = Simulation(parse_scenario(data_), rng=5)
+        sim.run(sim.scenario.horizon)
+        per_visit.append({s: c.turnaround_sum / c.completed for s, c in sim.counters().stages.items()})
+    assert per_visit[0]["parse"] == pytest.approx(1.2 * per_visit[1]["parse"], rel=0.05)
+    assert per_visit[0]["check"] == pytest.approx(per_visit[1]["check"], rel=0.05)
+    bad = copy.deepcopy(data)
+    bad["hosts"]["vm"]["by_speed"][0]["turnaround_growth"]["stages"] = {"write": 0.1}
+    with pytest.raises(ScenarioError, match=r"hosts.vm.by_speed.0.turnaround_growth.stages: \['write'\] are not"):
+        parse_scenario(bad)

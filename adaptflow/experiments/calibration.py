@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ def validate_calibration(recording_dir: str | Path, scenario_path: str | Path, s
 def fit_growth(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, session_speed: bool = False,
-    seeds: int = SESSION_SEEDS,
+    seeds: int = SESSION_SEEDS, stage_slopes: bool = False,
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
     (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares
@@ -48,18 +49,19 @@ def fit_growth(
     speed the runs met (one round: the speed is measured on the laws fitted at 1). Measured on
     the example app's two fit sets (speeds 1.08 and 1.48), judged at five held-out sets' own
     speeds: 29 -> 32 of 40 cells within 10 % on both (docs/sim_to_real.md)."""
+    fit_file = functools.partial(
+        fit_growth_file, host=host, reference=reference, simulation=Simulation, stage_slopes=stage_slopes
+    )
     if not session_speed:
-        return fit_growth_file(scenario_path, run_paths, out, host=host, reference=reference, simulation=Simulation)
+        return fit_file(scenario_path, run_paths, out)
     _check_session_runs(run_paths)
     out = Path(out)
     fitted = out.with_name(f".{out.name}.fitting.yaml")  # beside out: the trace paths are relative to its folder
     try:
-        fit = fit_growth_file(scenario_path, run_paths, fitted, host=host, reference=reference, simulation=Simulation)
+        fit = fit_file(scenario_path, run_paths, fitted)
         speeds = run_speeds(fitted, fit, seeds)
         speed = sum(speeds.values()) / len(speeds)
-        fit = fit_growth_file(
-            scenario_path, run_paths, fitted, host=host, reference=reference, simulation=Simulation, speed=speed
-        )
+        fit = fit_file(scenario_path, run_paths, fitted, speed=speed)
         fit.session_speeds = speeds
         write_host_speed(fitted, fit.host, speed)  # the header says where the speed came from
         fitted.replace(out)  # out written once, whole, or not at all

@@ -51,7 +51,7 @@ from simpy.core import Infinity as INFINITY
 
 from adaptflow.scenario.outcome import DETECTED, DONE, FAILED_RETRY, FALSE_ALARM, outcome_rule
 from adaptflow.scenario.routing import FAN_OUTS, JOIN_AT_EXIT, Route, Split, Target
-from adaptflow.scenario.schema import Scenario, Service, Sla, Stage, StageContention, Workers
+from adaptflow.scenario.schema import Scenario, Service, Sla, Stage, StageContention, TurnaroundGrowth, Workers
 from adaptflow.scenario.streams import BATCH, Streams, arrivals_with_quality, class_picker, service_sampler
 
 from . import metrics
@@ -134,6 +134,12 @@ def _contention(spec: Stage, host: Any) -> tuple[float, float]:
     return spec.contention.dispatch, spec.contention.turnaround
 
 
+def _law_of(growth: TurnaroundGrowth | None, stage: str) -> TurnaroundGrowth | None:
+    """The law ``stage`` meets of its host's growth (``TurnaroundGrowth.for_stage``), resolved
+    once when the stage is built, not at every visit."""
+    return growth.for_stage(stage) if growth is not None else None
+
+
 class StageState:
     """A queue and a worker pool. Workers are counted, not modelled as objects: ``idle``,
     ``busy``, ``starting`` (requested, not ready yet) and ``draining`` (busy, retiring after
@@ -173,8 +179,8 @@ class StageState:
         # a host's turnaround growth (see TurnaroundGrowth): the stages whose processes it counts,
         # set by Simulation once every stage exists; None, the constant turnaround
         host_spec = sim.scenario.hosts.get(spec.host) if spec.host is not None else None
-        self.growth = host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None
-        self.dispatch_growth = host_spec.dispatch_growth if host_spec is not None else None  # the same, of sends
+        self.growth = _law_of(host_spec.turnaround_growth if host_spec is not None and spec.turnaround else None, name)
+        self.dispatch_growth = _law_of(host_spec.dispatch_growth if host_spec is not None else None, name)  # of sends
         self.host_spec = host_spec  # its speed (Host.speed) scales CPU work, turnarounds, dispatch delays
         # how much its hand-offs and turnarounds slow per process serving on the host (0: not at all)
         self.dispatch_contention, self.turnaround_contention = _contention(spec, host_spec)

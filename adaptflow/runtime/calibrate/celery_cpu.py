@@ -168,18 +168,38 @@ def fit_celery_cpu(
     return best
 
 
-def _candidates(scenario: Scenario, stages: list[str]) -> list[Law]:
-    """Every law's grid, for both choices of shares; ``visit_cpu`` in shares of the hosted
-    stages' mean calibrated service (a grid in seconds would fit one app's task lengths only)."""
+def grids(scenario: Scenario, stages: list[str]) -> dict[str, list[float]]:
+    """Each law's candidate values, from 0 up; ``visit_cpu`` in shares of the hosted ``stages``'
+    mean calibrated service (a grid in seconds would fit one app's task lengths only). The one
+    definition of the grid: the fit searches it, and ``laws-by-speed`` reads its tops."""
     unit = float(np.mean([scenario.stages[s].service.expected() for s in stages]))
-    works = [float(round(f * unit, 6)) for f in np.arange(0.0, MAX_WORK_SHARE + WORK_STEP / 2, WORK_STEP)]
-    weights = [float(w) for w in np.arange(0.0, MAX_WEIGHT + WEIGHT_STEP / 2, WEIGHT_STEP)]
-    losses = [float(round(k, 6)) for k in np.arange(0.0, MAX_LOSS + LOSS_STEP / 2, LOSS_STEP)]
+    return {
+        "visit_cpu": [float(round(f * unit, 6)) for f in np.arange(0.0, MAX_WORK_SHARE + WORK_STEP / 2, WORK_STEP)],
+        "handoff_cpu": [float(w) for w in np.arange(0.0, MAX_WEIGHT + WEIGHT_STEP / 2, WEIGHT_STEP)],
+        "oversubscription": [float(round(k, 6)) for k in np.arange(0.0, MAX_LOSS + LOSS_STEP / 2, LOSS_STEP)],
+    }
+
+
+def at_grid_top(scenario: Scenario, host: str, calibration: Scenario, stages: list[str]) -> list[str]:
+    """The laws of ``scenario``'s ``host`` (a fit of ``calibration``) that sit at the top of the
+    grid the fit searched, each as ``law value``: there the live services grew with the processes
+    more than any candidate reaches, most often because the runs at more processes met a slower
+    machine (on the example app such a fit, mixed by speed with three others, put 15 of 64
+    held-out cells within 10 % where the three alone put 60; docs/sim_to_real.md)."""
+    spec = scenario.hosts[host]
+    tops = {law: values[-1] for law, values in grids(calibration, stages).items()}
+    return [f"{law} {getattr(spec, law):.6g}" for law, top in tops.items()
+            if getattr(spec, law) and math.isclose(getattr(spec, law), top, rel_tol=1e-6)]  # fmt: skip
+
+
+def _candidates(scenario: Scenario, stages: list[str]) -> list[Law]:
+    """Every law's grid (:func:`grids`), for both choices of shares."""
+    grid = grids(scenario, stages)
     out = []
     for shares in SHARE_CHOICES:
-        out += [Law(shares, "visit_cpu", w) for w in works]
-        out += [Law(shares, "handoff_cpu", w) for w in weights[1:]]  # 0 of any law is visit_cpu 0
-        out += [Law(shares, "oversubscription", k) for k in losses[1:]]
+        out += [Law(shares, "visit_cpu", w) for w in grid["visit_cpu"]]
+        out += [Law(shares, "handoff_cpu", w) for w in grid["handoff_cpu"][1:]]  # 0 of any law is visit_cpu 0
+        out += [Law(shares, "oversubscription", k) for k in grid["oversubscription"][1:]]
     return out
 
 
@@ -367,4 +387,4 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
     return lines
 
 
-__all__ = ["CpuFit", "HeldRun", "Law", "apply", "fit_celery_cpu", "held_at", "report_lines"]
+__all__ = ["CpuFit", "HeldRun", "Law", "apply", "at_grid_top", "fit_celery_cpu", "grids", "held_at", "report_lines"]

@@ -286,7 +286,7 @@ def _ratios(
 def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
-    speed: float | None = None,
+    speed: float | None = None, stage_slopes: bool = False,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -295,7 +295,9 @@ def fit_growth_file(
     that measured services (``service_<stage>``), Celery's CPU on the host (``visit_cpu``,
     ``handoff_cpu`` or ``oversubscription``) and its stages' CPU shares are fitted too
     (:mod:`.celery_cpu`), in ``fit.cpu``. ``speed``: the host's ``speed`` while fitting (the
-    runs simulated at the speed their session met, ``--session-speed``), written with the laws."""
+    runs simulated at the speed their session met, ``--session-speed``), written with the laws.
+    ``stage_slopes``: each measured stage's turnaround growth its own slope
+    (``TurnaroundGrowth.stages``, ``--stage-slopes``), settled each against its own simulation."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -314,6 +316,8 @@ def fit_growth_file(
     if speed is not None:  # before any simulation: every one below runs the host at it
         data["hosts"][host]["speed"] = round(speed, 4)
     data["hosts"][host]["turnaround_growth"] = {"per_process": fit.growth.per_process, "reference": reference}
+    if stage_slopes:
+        data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
     if simulation is not None:
         fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
@@ -405,22 +409,35 @@ def _settle(data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation
     law = data["hosts"][fit.host][kind.law]
     seen_ratios: dict[str, dict[int, float]] = getattr(fit, kind.ratios)
     sizes = sorted({p for by_size in seen_ratios.values() for p in by_size})
-    direct, rounds = law["per_process"], []
+    direct, rounds, before = law["per_process"], [], None
     while True:
         scenario = parse_scenario(data, base_dir=folder)
         runs = [replace(run, **{kind.measure: _simulated(scenario, run, simulation, kind)}) for run in fit.runs]
         simulated = _ratios(runs, law["reference"], sizes, lambda r: getattr(r, kind.measure))
-        laws = [direct, *rounds]
-        if len(rounds) == SETTLE_ROUNDS or (rounds and abs(laws[-1] - laws[-2]) <= SETTLED * laws[-1]):
+        if len(rounds) == SETTLE_ROUNDS or (before is not None and _settled(before, law)):
             return Settling(direct, rounds, simulated)
-        factor = getattr(scenario.hosts[fit.host], kind.law).factor
-        points = [(p - law["reference"], factor(p) * seen / simulated[stage][p] - 1.0)
-                  for stage, by_size in seen_ratios.items() for p, seen in by_size.items()
-                  if p in simulated.get(stage, {})]  # fmt: skip
-        if not points:
+        growth = getattr(scenario.hosts[fit.host], kind.law)
+        points = {stage: [(p - law["reference"], growth.for_stage(stage).factor(p) * seen / simulated[stage][p] - 1.0)
+                          for p, seen in by_size.items() if p in simulated.get(stage, {})]
+                  for stage, by_size in seen_ratios.items()}  # fmt: skip
+        if not any(points.values()):
             return f"the {kind.name} law not settled: the simulated runs had too few {kind.what} at two sizes"
-        law["per_process"] = max(0.0, _round(_slope(points)))
+        before = {"per_process": law["per_process"], "stages": dict(law.get("stages", {}))}
+        law["per_process"] = max(0.0, _round(_slope([pt for pts in points.values() for pt in pts])))
+        if "stages" in law:  # each stage's own line through its own points (--stage-slopes)
+            law["stages"] = {s: max(0.0, _round(_slope(pts))) for s, pts in points.items() if pts}
         rounds.append(law["per_process"])
+
+
+def _settled(before: dict, law: dict) -> bool:
+    """A round moved the law (and each stage's own slope, where it has them) by at most
+    :data:`SETTLED` of its size (a stage's, of its own slope or the host's, whichever is larger:
+    a slope near 0 moves by the seeds' noise alone)."""
+    scale = law["per_process"]
+    if abs(law["per_process"] - before["per_process"]) > SETTLED * scale:
+        return False
+    stages = law.get("stages", {})
+    return all(abs(v - before["stages"].get(s, v)) <= SETTLED * max(v, scale) for s, v in stages.items())
 
 
 def _simulated(scenario: Scenario, run: GrowthRun, simulation: MakeSimulation, kind: Kind) -> dict[str, float]:
@@ -474,12 +491,14 @@ def _turnaround_lines(fit: GrowthFit, sizes: list[int]) -> list[str]:
     lines = [
         f"hosts.{fit.host}.turnaround_growth: per_process {g.per_process} of the turnaround, "
         f"reference {g.reference} processes ({len(fit.runs)} live runs)",
-        f"  the law: each turnaround at {law} (a line, not a mechanism)",
+        f"  the law: each turnaround at {law} (a line, not a mechanism)"
+        + ("; a stage with a slope of its own (below) by it" if g.stages else ""),
     ]
     simulated = _settling_lines(fit.settling, lines, "lengthens hand-offs at more processes")
     for stage, by_size in fit.ratios.items():
+        own = f"; its law per_process {g.stages[stage]}" if stage in g.stages else ""
         lines.append(f"  {stage}: hand-off at {_cells(by_size, simulated.get(stage, {}), sizes)}"
-                     f" (read straight, its own slope {fit.per_stage.get(stage, math.nan):.3f})")  # fmt: skip
+                     f" (read straight, its own slope {fit.per_stage.get(stage, math.nan):.3f}{own})")  # fmt: skip
     return lines
 
 

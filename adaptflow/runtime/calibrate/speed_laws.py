@@ -23,32 +23,51 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from adaptflow.scenario.loading import load_yaml_file
 from adaptflow.scenario.schema import HOST_LAWS, MAX_LAW_SPEEDS, LawsAtSpeed
 
+from .celery_cpu import at_grid_top
 from .growth import _write_scenario, hosted_stages
 
 HOST_KEYS = (*HOST_LAWS, "speed", "by_speed")
 """A host's keys a fit may change: its laws and the speed they hold at."""
 STAGE_KEYS = ("service", "cpu")
 """A hosted stage's keys a fit may change: Celery's CPU fit rescales services and sets shares."""
+GridTop = Literal["refuse", "skip", "keep"]
+GRID_TOP_CHOICES: tuple[GridTop, ...] = ("refuse", "skip", "keep")
+"""What ``laws-by-speed`` does with a fit whose Celery CPU law sits at its grid's top."""
 SAME = 1e-6
 """Relative difference below which two seconds are one (a fit writes its rescaled floats whole)."""
 
 
+@dataclass(frozen=True)
+class SpeedLaws:
+    """What ``laws-by-speed`` wrote: the entries, slowest first, and a line for each fit left out
+    (``grid_top="skip"``)."""
+
+    entries: list[LawsAtSpeed]
+    left_out: list[str]
+
+
 def laws_by_speed_file(
-    calibration: str | Path, fits: Sequence[str | Path], out: str | Path, host: str | None = None
-) -> list[LawsAtSpeed]:
+    calibration: str | Path, fits: Sequence[str | Path], out: str | Path, host: str | None = None,
+    grid_top: GridTop = "refuse",
+) -> SpeedLaws:  # fmt: skip
     """The scenario at ``calibration`` with ``host``'s laws by speed (``by_speed``), one entry per
     scenario of ``fits`` (each fitted from ``calibration`` by ``fit-growth --session-speed`` on
     a session of its own: its host's laws, at its speed, and its stages' rescaled services and
-    shares), written to ``out`` atomically after every check. Returns the entries, slowest
-    first. The host's own ``speed`` stays the calibration's (a replay without a measured speed
-    runs at it)."""
+    shares), written to ``out`` atomically after every check. The host's own ``speed`` stays the
+    calibration's (a replay without a measured speed runs at it). A fit whose Celery CPU law sits
+    at the top of the grid fit-growth searched (:func:`~.celery_cpu.at_grid_top`, the fit the
+    docs say to distrust) is refused (``grid_top="refuse"``), left out with a line
+    (``"skip"``), or kept (``"keep"``)."""
+    if grid_top not in GRID_TOP_CHOICES:
+        raise ValueError(f"--grid-top: {grid_top!r}; expected one of {', '.join(GRID_TOP_CHOICES)}")
     if len(fits) < 2:
         raise ValueError(f"FIT: {len(fits)} given; expected two or more fits to put side by side")
     base = load_scenario(calibration)
@@ -59,13 +78,10 @@ def laws_by_speed_file(
         for law in (*HOST_LAWS, "by_speed")
         if getattr(base.hosts[host], law) not in (None, 0.0, [])
     ]
-    entries: list[LawsAtSpeed] = []
-    for path in map(Path, fits):
-        fit = load_scenario(path)
-        found = _differences(base, fit, host, stages, path)
-        problems += found
-        if not found:
-            entries.append(_entry(base, fit, host, stages))
+    kept, left_out = _read_fits(base, list(map(Path, fits)), host, stages, grid_top, problems)
+    entries = [entry for _, entry in kept]
+    if grid_top == "skip" and len(entries) < 2 and not problems:
+        problems.append(f"FIT: {len(entries)} left beside the fits at their grid's top; expected two or more")
     entries.sort(key=lambda e: e.speed)
     speeds = [e.speed for e in entries]
     clashes = sorted({a for a, b in itertools.pairwise(speeds) if a == b})
@@ -85,10 +101,32 @@ def laws_by_speed_file(
         parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
     except ScenarioError as exc:
         raise ScenarioError(f"{exc}\n--out: write it beside the calibration, whose trace paths are relative") from None
-    names = ", ".join(map(str, fits))
+    names = ", ".join(str(path) for path, _ in kept)
     header = f"# {Path(calibration).name}, hosts.{host}.by_speed from {names} (adaptflow laws-by-speed)\n"
     _write_scenario(out, header, data)
-    return entries
+    return SpeedLaws(entries, left_out)
+
+
+def _read_fits(
+    base: Scenario, fits: list[Path], host: str, stages: list[str], grid_top: GridTop, problems: list[str]
+) -> tuple[list[tuple[Path, LawsAtSpeed]], list[str]]:
+    """Each fit's entry, where it is a fit of ``base`` (else its lines in ``problems``) and not at
+    its grid's top (refused into ``problems`` or, with ``grid_top="skip"``, a line left out)."""
+    kept: list[tuple[Path, LawsAtSpeed]] = []
+    left_out: list[str] = []
+    for path in fits:
+        fit = load_scenario(path)
+        found = _differences(base, fit, host, stages, path)
+        problems += found
+        top = [] if found or grid_top == "keep" else at_grid_top(fit, host, base, stages)
+        if top:
+            line = (f"{path}: hosts.{host}: {', '.join(top)}, the top of the grid fit-growth searched; expected a law "
+                    "inside it (its runs at more processes likely met a slower machine: run that fit set again; "
+                    "--grid-top skip leaves such a fit out, keep keeps it)")  # fmt: skip
+            (problems if grid_top == "refuse" else left_out).append(line)
+        elif not found:
+            kept.append((path, _entry(base, fit, host, stages)))
+    return kept, left_out
 
 
 def _entry(base: Scenario, fit: Scenario, host: str, stages: list[str]) -> LawsAtSpeed:
