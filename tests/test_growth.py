@@ -281,14 +281,15 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
 
     truth = live_machine(speed=0.8)
     calibrated = copy.deepcopy(truth)
-    calibrated["hosts"]["vm"] = {"cores": 2.0}
+    calibrated["hosts"]["vm"] = {"cores": 2.0, "pulse": 1000.0}  # the recording's idle pulses
     path = tmp_path / "app.yaml"
     path.write_text(yaml.safe_dump(calibrated))
     bare = held_run(tmp_path / "bare", truth, 1, 3.0)  # as write_runs writes it: no spec, interval, ...
     runs = []
+    pulses = {1: 900.0, 2: 860.0}  # the runs' idle pulses: 0.86-0.9 of the recording's, where they met 0.8
     for pools in (1, 2):
         run = held_run(tmp_path / f"p{pools}", truth, pools, 3.0)
-        table = pd.read_csv(run).assign(spec="static", interval=5.0, decisions=18, seconds=90.0)
+        table = pd.read_csv(run).assign(spec="static", interval=5.0, decisions=18, seconds=90.0, pulse=pulses[pools])
         table.to_csv(run, index=False)
         kept = copy.deepcopy(calibrated)  # the scenario compare-app ran it on, kept beside its table
         for spec in kept["stages"].values():
@@ -322,13 +323,20 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     assert len(reported) == 2 and all(0.7 < v < 0.9 for v in reported), report
     assert load_scenario(written).hosts["vm"].speed == pytest.approx(sum(reported) / 2, abs=1e-3)
     assert "(--session-speed)" in written.read_text().partition("\n")[0]
+    # and its pulse: the runs' idle pulses over their own speeds, so that a later run's pulse is
+    # read against this session (a run of the session at its pulse meets the session's speed)
+    anchor = (pulses[1] / reported[0] + pulses[2] / reported[1]) / 2  # the speeds as reported, to 0.001
+    pulse = load_scenario(written).hosts["vm"].pulse
+    assert pulse == pytest.approx(anchor, rel=2e-3) and pulse > 1000.0
+    assert f"hosts.vm.pulse: {pulse}, the mean of the held runs' idle pulses" in report
+    assert load_scenario(out).hosts["vm"].pulse == 1000.0  # written without --session-speed: the recording's
     assert not list(tmp_path.glob(".session.yaml*"))  # the fitting's own file gone
     # its laws fitted with the runs simulated at that speed: the live machine's (no Celery CPU),
     # where a fit at the recording's 1 makes up the slower machine with Celery's CPU
     session = load_scenario(written).hosts["vm"]
     at_speed = load_scenario(fitted_at(path, runs, tmp_path / "at.yaml", session.speed)).hosts["vm"]
     at_one = load_scenario(fitted_at(path, runs, tmp_path / "one.yaml", None)).hosts["vm"]
-    assert session.model_dump(exclude={"speed"}) == at_speed.model_dump(exclude={"speed"})
+    assert session.model_dump(exclude={"speed", "pulse"}) == at_speed.model_dump(exclude={"speed", "pulse"})
     assert session.visit_cpu == session.handoff_cpu == session.oversubscription == 0.0
     assert at_one.visit_cpu > 0.01, at_one
 

@@ -159,13 +159,16 @@ def write(folder: Path, name: str, data: dict) -> Path:
 
 def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibration(tmp_path, capsys):
     base = write(tmp_path, "cal.yaml", calibration())
-    fits = [write(tmp_path, f"fit{e['speed']}.yaml", fitted(e)) for e in (FAST, SLOW)]
+    session = fitted(FAST)
+    session["hosts"]["vm"]["pulse"] = 850.0  # fit-growth --session-speed anchors its pulse to its session
+    fits = [write(tmp_path, f"fit{e['speed']}.yaml", d) for e, d in ((FAST, session), (SLOW, fitted(SLOW)))]
     out = tmp_path / "bs.yaml"
     assert main(["laws-by-speed", str(base), *map(str, fits), "--out", str(out)]) == 0
     assert "speed 1.0: turnaround_growth" in capsys.readouterr().out
     combined = load_scenario(out)
     assert [e.speed for e in combined.hosts["vm"].by_speed] == [1.0, 1.44]  # slowest first
     assert combined.hosts["vm"].speed == 1.0 and combined.stages["parse"].service.mean == 0.1  # the calibration's
+    assert combined.hosts["vm"].pulse is None  # the calibration's too: each session's pulse holds at its speed only
     at_fast = combined.model_copy(update={"hosts": {"vm": combined.hosts["vm"].model_copy(update={"speed": 1.44})}})
     assert means(at_fast) == pytest.approx(means(parse_scenario(fitted(FAST))), rel=1e-9)
     assert out.read_text().startswith("# cal.yaml, hosts.vm.by_speed from")

@@ -126,6 +126,7 @@ class GrowthFit:
     dispatch: TurnaroundGrowth | None = None  # the dispatch delays' law, where the rows had idle waits
     dispatch_ratios: dict[str, dict[int, float]] = field(default_factory=dict)  # as ratios, of idle waits
     session_speeds: dict[str, float] = field(default_factory=dict)  # each run's own speed (--session-speed)
+    session_pulses: dict[str, float] = field(default_factory=dict)  # each run's idle pulse over its own speed
     settling: Settling | str | None = None  # the law settled against its simulation, or why not
     dispatch_settling: Settling | str | None = None  # the same, of the dispatch law
 
@@ -350,16 +351,20 @@ def _write_scenario(out: Path, header: str, data: dict) -> None:
     )
 
 
-def write_host_speed(out: str | Path, host: str, speed: float) -> None:
-    """Set ``hosts.<host>.speed`` in the scenario ``fit_growth_file`` wrote to ``out`` (its header
-    line kept), checked before the file is replaced."""
+def write_host_speed(out: str | Path, host: str, speed: float, pulse: float | None = None) -> None:
+    """Set ``hosts.<host>.speed`` (and its ``pulse``, when given) in the scenario
+    ``fit_growth_file`` wrote to ``out`` (its header line kept), checked before the file is
+    replaced."""
     out = Path(out)
     first = out.read_text().partition("\n")[0]
     data = load_yaml_file(out)
     data["hosts"][host]["speed"] = round(speed, 4)
+    note = f"; hosts.{host}.speed from the held runs' own speeds"
+    if pulse is not None:
+        data["hosts"][host]["pulse"] = round(pulse, 1)
+        note += " and its pulse from their idle pulses over those speeds"
     parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
-    note = f"; hosts.{host}.speed from the held runs' own speeds (--session-speed)\n"
-    _write_scenario(out, first + note if first.startswith("#") else "", data)
+    _write_scenario(out, first + note + " (--session-speed)\n" if first.startswith("#") else "", data)
 
 
 def _fit_cpu(
@@ -481,6 +486,11 @@ def report_lines(fit: GrowthFit) -> list[str]:
         lines.append(f"hosts.{fit.host}.speed: {round(sum(speeds) / len(speeds), 4)}, the mean of the held runs' own "
                      "speeds on the scenario fitted at 1; the laws above fitted at it (--session-speed)")  # fmt: skip
         lines += [f"  {run}: {speed:.3f}" for run, speed in fit.session_speeds.items()]
+    if fit.session_pulses:
+        anchors = list(fit.session_pulses.values())
+        lines.append(f"hosts.{fit.host}.pulse: {round(sum(anchors) / len(anchors), 1)}, the mean of the held runs' "
+                     "idle pulses over their own speeds: --pulse-speed reads a run against this session "
+                     "(each run's: " + ", ".join(f"{a:.0f}" for a in anchors) + ")")  # fmt: skip
     return lines
 
 

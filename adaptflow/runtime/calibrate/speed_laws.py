@@ -34,8 +34,10 @@ from adaptflow.scenario.schema import HOST_LAWS, MAX_LAW_SPEEDS, LawsAtSpeed
 from .celery_cpu import at_grid_top
 from .growth import _write_scenario, hosted_stages
 
-HOST_KEYS = (*HOST_LAWS, "speed", "by_speed")
-"""A host's keys a fit may change: its laws and the speed they hold at."""
+HOST_KEYS = (*HOST_LAWS, "speed", "by_speed", "pulse")
+"""A host's keys a fit may change: its laws, the speed they hold at and the pulse read at it
+(``--session-speed``; the laws by speed keep the calibration's pulse, each fit's own holding at
+its own speed only)."""
 STAGE_KEYS = ("service", "cpu")
 """A hosted stage's keys a fit may change: Celery's CPU fit rescales services and sets shares."""
 GridTop = Literal["refuse", "skip", "keep"]
