@@ -93,9 +93,10 @@ def session_pulses(scenario_path: str | Path, fit: GrowthFit, speeds: dict[str, 
     ``pulse``: the pulse rate at speed 1 in this session's terms, so that ``--pulse-speed`` reads
     a later run against the session whose laws it meets, not against the recording. Why: on the
     example app on a new VM the fit set's runs met 0.83-0.89 of the recording's speed while
-    their pulses read 0.90-1.10 of its pulse, and a held-out set of the same session ran at the
-    recording's pulse 13-34 % short (the app slower against the recording than its idle pulses
-    said; docs/sim_to_real.md)."""
+    their pulses read 0.90-1.10 of its pulse, and two held-out sets of the same session ran at
+    the recording's pulse 10-36 % short (the app slower against the recording than its idle
+    pulses said); read against the session, their mean gaps fell from 21.6 and 28.9 % to 10.6
+    and 12.4 % (docs/sim_to_real.md, "A new VM from scratch")."""
     if load_scenario(scenario_path).hosts[fit.host].pulse is None:
         return {}
     pulses: dict[str, float] = {}
