@@ -230,7 +230,9 @@ def test_a_fit_at_its_grids_top_is_refused_left_out_or_kept(tmp_path, capsys):
     assert (
         main(["laws-by-speed", str(base), str(fits[0]), str(fits[2]), "--out", str(never), "--grid-top", "skip"]) == 2
     )
-    assert "FIT: 1 left beside the fits at their grid's top; expected two or more" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "FIT: 1 left beside the fits at their grid's top; expected two or more" in err
+    assert "fit1.2.yaml: hosts.vm: visit_cpu" in err  # which one, and why
     assert not never.exists()
 
 

@@ -83,7 +83,7 @@ def laws_by_speed_file(
     kept, left_out = _read_fits(base, list(map(Path, fits)), host, stages, grid_top, problems)
     entries = [entry for _, entry in kept]
     if grid_top == "skip" and len(entries) < 2 and not problems:
-        problems.append(f"FIT: {len(entries)} left beside the fits at their grid's top; expected two or more")
+        problems += [*left_out, f"FIT: {len(entries)} left beside the fits at their grid's top; expected two or more"]
     entries.sort(key=lambda e: e.speed)
     speeds = [e.speed for e in entries]
     clashes = sorted({a for a, b in itertools.pairwise(speeds) if a == b})
