@@ -65,8 +65,7 @@ def fit_growth(
         fit = fit_file(scenario_path, run_paths, fitted, speed=speed)
         fit.session_speeds = speeds
         fit.session_pulses = session_pulses(fitted, fit, speeds)
-        pulse = sum(fit.session_pulses.values()) / len(fit.session_pulses) if fit.session_pulses else None
-        write_host_speed(fitted, fit.host, speed, pulse)  # the header says where they came from
+        write_host_speed(fitted, fit.host, speed, fit.session_pulse)  # the header says where they came from
         fitted.replace(out)  # out written once, whole, or not at all
     finally:
         fitted.unlink(missing_ok=True)
@@ -100,13 +99,21 @@ def session_pulses(scenario_path: str | Path, fit: GrowthFit, speeds: dict[str, 
     if load_scenario(scenario_path).hosts[fit.host].pulse is None:
         return {}
     pulses: dict[str, float] = {}
-    for run in fit.runs:
-        folder = Path(run.source.rsplit(":", 1)[0]).parent
+    for folder, planners in _runs_by_folder(fit).items():
         table = saved_compare_table(folder)
-        row = table[(table["world"] == "live") & (table["planner"] == run.planner)]
-        pulse = float(row["pulse"].iloc[0]) if "pulse" in row and len(row) else math.nan
-        pulses[f"{folder}/{run.planner}"] = pulse / speeds[f"{folder}/{run.planner}"]
+        live = table[table["world"] == "live"].set_index("planner")
+        for planner in planners:
+            pulse = float(live["pulse"].get(planner, math.nan)) if "pulse" in live else math.nan
+            pulses[f"{folder}/{planner}"] = pulse / speeds[f"{folder}/{planner}"]
     return pulses if all(math.isfinite(p) and p > 0 for p in pulses.values()) else {}
+
+
+def _runs_by_folder(fit: GrowthFit) -> dict[Path, list[str]]:
+    """The labels of ``fit``'s runs by the compare-app folder that holds them (each table read once)."""
+    by_folder: dict[Path, list[str]] = {}
+    for run in fit.runs:
+        by_folder.setdefault(Path(run.source.rsplit(":", 1)[0]).parent, []).append(run.planner)
+    return by_folder
 
 
 def run_speeds(scenario_path: str | Path, fit: GrowthFit, seeds: int = SESSION_SEEDS) -> dict[str, float]:
@@ -114,11 +121,8 @@ def run_speeds(scenario_path: str | Path, fit: GrowthFit, seeds: int = SESSION_S
     simulation of ``scenario_path`` met the run's own services, on its arrivals and at the pools
     it held (the search of ``resimulate --live-speed``). Every run must get one: a mean over the
     runs that happened to be measurable would be another session's speed."""
-    by_folder: dict[Path, list[str]] = {}
-    for run in fit.runs:
-        by_folder.setdefault(Path(run.source.rsplit(":", 1)[0]).parent, []).append(run.planner)
     speeds: dict[str, float] = {}
-    for folder, planners in by_folder.items():
+    for folder, planners in _runs_by_folder(fit).items():
         table = resimulate(folder, scenario_path, seeds=seeds, live_speed=True)
         rows = table[table["world"] == LIVE_SPEED].set_index("planner")
         for planner in planners:

@@ -130,6 +130,12 @@ class GrowthFit:
     settling: Settling | str | None = None  # the law settled against its simulation, or why not
     dispatch_settling: Settling | str | None = None  # the same, of the dispatch law
 
+    @property
+    def session_pulse(self) -> float | None:
+        """The host's pulse in this session's terms: the mean of :attr:`session_pulses` (None
+        without them), what ``--session-speed`` writes and the report shows."""
+        return sum(self.session_pulses.values()) / len(self.session_pulses) if self.session_pulses else None
+
 
 def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
     """The host to fit (``host``, or the scenario's only one) and the stages placed on it."""
@@ -486,11 +492,10 @@ def report_lines(fit: GrowthFit) -> list[str]:
         lines.append(f"hosts.{fit.host}.speed: {round(sum(speeds) / len(speeds), 4)}, the mean of the held runs' own "
                      "speeds on the scenario fitted at 1; the laws above fitted at it (--session-speed)")  # fmt: skip
         lines += [f"  {run}: {speed:.3f}" for run, speed in fit.session_speeds.items()]
-    if fit.session_pulses:
-        anchors = list(fit.session_pulses.values())
-        lines.append(f"hosts.{fit.host}.pulse: {round(sum(anchors) / len(anchors), 1)}, the mean of the held runs' "
-                     "idle pulses over their own speeds: --pulse-speed reads a run against this session "
-                     "(each run's: " + ", ".join(f"{a:.0f}" for a in anchors) + ")")  # fmt: skip
+    if fit.session_pulse is not None:
+        lines.append(f"hosts.{fit.host}.pulse: {round(fit.session_pulse, 1)}, the mean of the held runs' idle pulses "
+                     "over their own speeds: --pulse-speed reads a run against this session (each run's: "
+                     + ", ".join(f"{a:.0f}" for a in fit.session_pulses.values()) + ")")  # fmt: skip
     return lines
 
 
