@@ -78,7 +78,7 @@ from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff, mean_idle_wait
 from .live.mapping import AppMapping, load_mapping
 from .live.system import EventSource, app_system
-from .probe import cpu_probe, cpu_ticks, nice_share, speed_against, steal_share
+from .probe import cpu_probe, cpu_ticks, shares_since, speed_against
 from .pulses import PULSES_FILE, PulseSampler, idle_rate, read_pulses
 from .record import RunRecording, load_app, require_broker
 from .worker import expand_node
@@ -477,8 +477,7 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
                     loop = ControlLoop(watch, parts.analyzer, parts.executor, run_clock, CostModel(), settings.interval)
                     transitions = _run(loop, parts.guarded, parts.primary, logs / f"{label}.jsonl" if logs else None)
                 pulse = run_pulse(read_pulses(pulse_file), parts.tap) if pulse_file else None
-            after = cpu_ticks()
-            steal, nice = steal_share(ticks, after), nice_share(ticks, after)
+            steal, nice = shares_since(ticks)
         finally:
             stream.stop()
         if probes:  # after the run has drained: the mean of both stands for the run

@@ -110,6 +110,14 @@ def nice_share(before: list[int] | None, after: list[int] | None) -> float | Non
     return spent[NICE] / total if total > 0 else None
 
 
+def shares_since(before: list[int] | None) -> tuple[float | None, float | None]:
+    """The machine's :func:`steal_share` and :func:`nice_share` from ``before`` (a
+    :func:`cpu_ticks` reading) to now, from one reading of now: what a run and a recording keep
+    beside their pulses."""
+    after = cpu_ticks()
+    return steal_share(before, after), nice_share(before, after)
+
+
 def speed_against(reference: float | None, *readings: float) -> float | None:
     """The machine's speed now against the calibration: the mean of ``readings`` over
     ``reference`` (``None`` without a reference or a reading)."""
@@ -120,5 +128,5 @@ def speed_against(reference: float | None, *readings: float) -> float | None:
 
 __all__ = [
     "BACKGROUND", "IDLE", "IOWAIT", "NICE", "PROBE_SECONDS", "STAT", "STEAL",
-    "cpu_probe", "cpu_ticks", "nice_share", "speed_against", "steal_share",
+    "cpu_probe", "cpu_ticks", "nice_share", "shares_since", "speed_against", "steal_share",
 ]  # fmt: skip

@@ -47,7 +47,7 @@ from .live.events import EventStream, Gap
 from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
 from .live.system import EventSource
-from .probe import cpu_probe, cpu_ticks, nice_share, steal_share
+from .probe import cpu_probe, cpu_ticks, shares_since
 from .pulses import PULSES_FILE, PulseSampler
 
 log = logging.getLogger(__name__)
@@ -235,8 +235,7 @@ class RunRecording:
         self.write([{"type": "adaptflow-queues", "timestamp": t, "queues": queues} for t, _, queues in samples])
         self.write([gap_line(g) for g in gaps if g.end is not None])
         self._out.close()
-        after = cpu_ticks()
-        steal, nice = steal_share(self.ticks, after), nice_share(self.ticks, after)
+        steal, nice = shares_since(self.ticks)
         _write_header(self.out_dir, self.spec, self.app, self.started, time.time(), probes, self.ticks, steal, nice)
 
 
@@ -299,8 +298,7 @@ def record(
             recorder.run(duration, stop or threading.Event())
     finally:
         stopped = time.time()  # the probe after it is not recorded time
-        after = cpu_ticks()
-        steal, nice = steal_share(header.get("cpu_ticks"), after), nice_share(header.get("cpu_ticks"), after)
+        steal, nice = shares_since(header.get("cpu_ticks"))
         probes = [*header["probes"], cpu_probe()]
         _write_header(out_dir, spec, app, header["started"], stopped, probes, header.get("cpu_ticks"), steal, nice)
     seconds = time.time() - header["started"]
