@@ -393,6 +393,19 @@ def simulated_means(scenario: dict, pools: int, seeds: range) -> dict[str, dict[
     return {m: {n: sums[m][n] / counts[m][n] if counts[m][n] else float("nan") for n in STAGES} for m in MEASURES}
 
 
+def held_handoff_runs(truth: dict, folder: Path) -> tuple[Path, dict[int, dict[str, float]], list[Path]]:
+    """``truth`` calibrated without its turnaround growth (written to ``folder``), each stage's
+    hand-offs as live reads them at 1, 2 and 3 processes a stage, and those as held runs'
+    compare_app.csv files."""
+    calibrated = copy.deepcopy(truth)
+    del calibrated["hosts"]["vm"]["turnaround_growth"]
+    path = folder / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    live = {pools: simulated_means(truth, pools, range(10, 14))["handoffs"] for pools in (1, 2, 3)}
+    runs = [write_runs(folder / f"p{p}.csv", [("live", "static", float(p), h)]) for p, h in live.items()]
+    return path, live, runs
+
+
 def test_the_turnaround_law_is_settled_against_the_simulations_own_growth_of_hand_offs(tmp_path):
     """The live machine's turnarounds grow 0.1 per process past 2, and slow with the processes
     serving beside them, which the calibrated scenario already models (its ``contention``).
@@ -401,12 +414,7 @@ def test_the_turnaround_law_is_settled_against_the_simulations_own_growth_of_han
     against the simulation of the same runs, the law comes back to 0.1, and the simulated runs
     then show the live ratios."""
     truth = contended_machine(0.1)
-    calibrated = copy.deepcopy(truth)
-    del calibrated["hosts"]["vm"]["turnaround_growth"]
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
-    live = {pools: simulated_means(truth, pools, range(10, 14))["handoffs"] for pools in (1, 2, 3)}
-    runs = [write_runs(tmp_path / f"p{p}.csv", [("live", "static", float(p), h)]) for p, h in live.items()]
+    path, _, runs = held_handoff_runs(truth, tmp_path)
     fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation)
     print("\n".join(report_lines(fit)))
     assert fit.settling.direct > 0.15  # read straight: the contention's growth counted again
@@ -465,12 +473,7 @@ def test_each_stages_own_slope_is_settled_where_the_stages_grow_unlike_each_othe
     show each stage's live ratios, and the scenario written carries them."""
     truth = contended_machine(0.1)
     truth["hosts"]["vm"]["turnaround_growth"]["stages"] = {"parse": 0.03, "check": 0.2}
-    calibrated = copy.deepcopy(truth)
-    del calibrated["hosts"]["vm"]["turnaround_growth"]
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
-    live = {pools: simulated_means(truth, pools, range(10, 14))["handoffs"] for pools in (1, 2, 3)}
-    runs = [write_runs(tmp_path / f"p{p}.csv", [("live", "static", float(p), h)]) for p, h in live.items()]
+    path, live, runs = held_handoff_runs(truth, tmp_path)
 
     one = fit_growth_file(path, runs, tmp_path / "one.yaml", simulation=Simulation)
     assert 0.05 < one.growth.per_process < 0.18 and not one.growth.stages
