@@ -443,6 +443,7 @@ def _control(args: argparse.Namespace) -> int:
 def _compare_app(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from adaptflow.policies.registry import split_specs
     from adaptflow.runtime.compare_app import compare_on_app
 
     produce = args.produce[1:] if args.produce[:1] == ["--"] else args.produce
@@ -471,7 +472,7 @@ def _compare_app(args: argparse.Namespace) -> int:
             if given:
                 raise ValueError(f"{flag} replayed in simulation; give --simulate SEEDS too")
     table = compare(
-        args.app, args.mapping, args.scenario, [p for p in args.planners.split(",") if p], produce,
+        args.app, args.mapping, args.scenario, split_specs(args.planners), produce,
         args.interval, args.drain, Path(args.out) if args.out else None, **options,
     )  # fmt: skip
     print_table(_console(), table, LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
@@ -879,7 +880,8 @@ def _add_control(commands: Any) -> None:
 
 PLANNERS_HELP = (
     "comma-separated planner specs, LABEL@SPEC to name one; each run starts at the scenario's initial pools, a "
-    "static planner's at its own (p1@static:pool=1,p2@static:pool=2 --repeat 3: two held sizes interleaved)"
+    "static planner's at its own (p1@static:pool=1,p2@static:pool=2 --repeat 3: two held sizes interleaved); a "
+    "piece key=value is a parameter of the spec before it (p7@static:pool=1,workers=aggregate:2+write:2)"
 )
 
 

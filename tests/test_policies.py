@@ -383,7 +383,21 @@ def test_a_recurrent_sb3_planner_carries_its_lstm_state_between_decisions():
         ("quality:high=lots", "planner 'quality', parameter high 'lots': expected a number"),
         (
             "static:workers=3",
-            "planner 'static', parameter workers '3': expected a mapping, which a spec cannot write "
+            "planner 'static', parameter workers '3': expected names and numbers as name:number, separated by + "
+            "(e.g. aggregate:2+write:2) or none",
+        ),
+        (
+            "static:workers=write:2+write:3",
+            "planner 'static', parameter workers 'write:2+write:3': expected each name once or none",
+        ),
+        (
+            "static:workers=write:two",
+            "planner 'static', parameter workers 'write:two': expected names and numbers as name:number, each "
+            "number an integer or none",
+        ),
+        (
+            "static:splits=a:1",
+            "planner 'static', parameter splits 'a:1': expected a mapping of mappings, which a spec cannot write "
             "(build the planner in Python)",
         ),
     ],
@@ -412,6 +426,34 @@ def test_planner_parameters_are_given_their_declared_types():
         "staffing": "fixed",
         "max_utilization": 0.9,
     }
+
+
+def test_a_static_spec_holds_the_stages_it_names_at_their_pools_and_refuses_a_stranger():
+    """The fit set's third size (``p7@static:pool=1,workers=aggregate:2+write:2``): the stages
+    named at theirs, the rest at ``pool``; a misspelt stage or a pool under 1 is a line each."""
+    from adaptflow.policies.registry import make_planner
+
+    scenario = load_scenario("etl_diurnal")
+    names = list(scenario.stages)
+    planner, _ = make_planner(f"p@static:pool=1,workers={names[0]}:3+{names[-1]}:2", scenario, 30.0)
+    assert planner.held_pools(names) == {name: 1 for name in names} | {names[0]: 3, names[-1]: 2}
+    with pytest.raises(ValueError) as error:
+        make_planner(f"static:workers=writ:2+{names[0]}:0", scenario, 30.0)
+    assert str(error.value).splitlines() == [
+        f"static workers 'writ': not a stage; expected one of {', '.join(names)}",
+        f"static workers {names[0]}:0: expected a whole number of workers of at least 1",
+    ]
+
+
+def test_a_list_of_specs_keeps_each_specs_parameters_together():
+    from adaptflow.policies.registry import split_specs
+
+    assert split_specs("p1@static:pool=1,p7@static:pool=1,workers=write:2+aggregate:2,keda:target=1,,static") == [
+        "p1@static:pool=1", "p7@static:pool=1,workers=write:2+aggregate:2", "keda:target=1", "static"
+    ]  # fmt: skip
+    assert split_specs("quality:staffing=fixed,max_utilization=0.9,ppo@onnx:runs/x") == [
+        "quality:staffing=fixed,max_utilization=0.9", "ppo@onnx:runs/x"
+    ]  # fmt: skip
 
 
 def test_every_registered_planner_parameter_has_a_type_a_spec_can_be_checked_against():

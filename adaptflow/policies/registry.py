@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import UnionType
@@ -97,7 +98,7 @@ def _params(fn: Callable[..., Any], skip: int = 0, names: tuple[str, ...] | None
 
 PLANNERS: dict[str, PlannerEntry] = {
     "static": PlannerEntry(
-        lambda s, i, **p: StaticPlanner(**p),
+        lambda s, i, **p: StaticPlanner(**p).checked(list(s.stages)),
         doc="the scenario's pools, never changed",
         params=_params(StaticPlanner.__init__, 1),
     ),
@@ -158,10 +159,14 @@ def parse_value(text: str) -> Any:
 def typed_value(text: str, kind: Any) -> Any:
     """``text`` (a spec's value) as the type ``kind`` a planner declares, or ValueError whose
     message is what was expected. ``X | None`` takes ``none``; a ``Literal`` one of its values; a
-    list of names is written ``a+b`` (a comma separates parameters)."""
+    list of names is written ``a+b`` (a comma separates parameters), a mapping of names to
+    numbers ``a:2+b:1`` (``static:pool=1,workers=aggregate:2+write:2``: one pool for a few stages,
+    as a fit set's third size needs); a mapping of mappings no spec writes."""
     origin, args = get_origin(kind), get_args(kind)
-    if any(dict in (a, get_origin(a)) for a in (kind, *args)):
-        raise ValueError("a mapping, which a spec cannot write (build the planner in Python)")
+    if any(get_origin(a) is dict and get_args(a) not in ((str, int), (str, float)) for a in (kind, *args)):
+        raise ValueError("a mapping of mappings, which a spec cannot write (build the planner in Python)")
+    if origin is dict:
+        return _mapping(text, args[1])
     if origin in (Union, UnionType):
         rest = [a for a in args if a is not type(None)]
         if text.lower() == "none" and len(rest) < len(args):
@@ -182,6 +187,20 @@ def typed_value(text: str, kind: Any) -> Any:
             raise ValueError("names separated by + (e.g. extract+load)")
         return names
     return _scalar(text, kind)
+
+
+def _mapping(text: str, value: Any) -> dict[str, Any]:
+    """``a:2+b:1`` as {name: value} of the declared value type, each name once."""
+    pairs = [item.partition(":") for item in text.split("+")]
+    if not all(name and colon and number for name, colon, number in pairs):
+        raise ValueError("names and numbers as name:number, separated by + (e.g. aggregate:2+write:2)")
+    names = [name for name, _, _ in pairs]
+    if len(set(names)) < len(names):
+        raise ValueError("each name once")
+    try:
+        return {name: _scalar(number, value) for name, _, number in pairs}
+    except ValueError as exc:
+        raise ValueError(f"names and numbers as name:number, each number {exc}") from None
 
 
 def _scalar(text: str, kind: Any) -> Any:
@@ -212,6 +231,22 @@ def split_label(spec: str) -> tuple[str, str]:
     """``"ppo@sb3:runs/x/best_model.zip"`` -> ("ppo", "sb3:..."); without ``@`` the spec is its label."""
     label, at, rest = spec.partition("@")
     return (label, rest) if at else (spec, spec)
+
+
+_PARAMETER = re.compile(r"[A-Za-z_]\w*=")
+
+
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of planner specs (``compare-app --planners``) as its specs: a piece
+    that begins ``key=`` is the next parameter of the spec before it, so a spec keeps every
+    parameter (``p7@static:pool=1,workers=write:2,keda:target=1`` is two specs)."""
+    specs: list[str] = []
+    for piece in filter(None, text.split(",")):
+        if specs and _PARAMETER.match(piece):
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
 
 
 def parse_planner(spec: str) -> tuple[str, dict[str, Any]]:

@@ -12,8 +12,10 @@ class StaticPlanner(Planner):
     ``pool`` asks every stage ``workers`` does not name for that many workers (the spec
     ``static:pool=2``): runs at more than one pool size interleave in one ``compare-app --repeat``
     (``p1@static:pool=1,p2@static:pool=2``), so the machine's drift between minutes falls on both
-    sizes alike. ``compare-app`` starts each run at these pools (:meth:`held_pools`), so every
-    run is held at its size from its first second: what ``adaptflow fit-growth`` reads."""
+    sizes alike. ``workers`` sets the stages it names (``static:pool=1,workers=aggregate:2+write:2``:
+    a size between the two, with the stages grown that a moving planner grows). ``compare-app``
+    starts each run at these pools (:meth:`held_pools`), so every run is held at its size from
+    its first second: what ``adaptflow fit-growth`` reads."""
 
     def __init__(
         self,
@@ -26,6 +28,18 @@ class StaticPlanner(Planner):
         self.workers = dict(workers or {})
         self.splits = {k: dict(v) for k, v in (splits or {}).items()}
         self.pool = pool
+
+    def checked(self, stages: list[str]) -> StaticPlanner:
+        """This planner, once its ``workers`` and ``splits`` name only ``stages`` and ask for at
+        least 1 worker each; else a ValueError, a line per problem. Why: a stage it does not name
+        keeps its pool, so a misspelt one (``writ:2``) would leave a fit set's size silently wrong."""
+        problems = [f"static workers {name!r}: not a stage; expected one of {', '.join(stages)}"
+                    for name in [*self.workers, *self.splits] if name not in stages]  # fmt: skip
+        problems += [f"static workers {name}:{n!r}: expected a whole number of workers of at least 1"
+                     for name, n in self.workers.items() if not (isinstance(n, int) and n >= 1)]  # fmt: skip
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     def held_pools(self, stages: list[str]) -> dict[str, int]:
         held = dict.fromkeys(stages, self.pool) if self.pool is not None else {}

@@ -16,7 +16,9 @@
 # SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEED (41), HELD_SEED (53), HELD (held: the
 # held-out set's folder; another name and seed add a held-out set to a finished OUT), FIT (fit:
 # the fit set's folder; another name and seed add a fit set of another session, on another day,
-# whose laws are written to calg.FIT.yaml and calgs.FIT.yaml). Choose the load so that the
+# whose laws are written to calg.FIT.yaml and calgs.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
+# "p1@static:pool=1,p2@static:pool=2"; a third between them, as a moving planner runs, is
+# "p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2"). Choose the load so that the
 # recording does not saturate (calibrate's --validate table below shows it). With two or more
 # sessions' fits, laws-by-speed puts them in calbs.yaml (leaving out a fit whose Celery CPU law
 # sits at its grid's top), judged at each run's own speeds too.
@@ -25,6 +27,7 @@ set -euo pipefail
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"4000 8000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
 RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
+FIT_PLANNERS=${FIT_PLANNERS:-"p1@static:pool=1,p2@static:pool=2"}
 LAWS=""  # the suffix of this session's fitted scenarios: calgs.yaml for the first fit set, calgs.FIT.yaml after
 [ "$FIT" = fit ] || LAWS=".$FIT"
 APP=(--app examples.etl_app.app:app --mapping examples/etl_app/mapping.yaml)
@@ -96,9 +99,9 @@ FITS=("$OUT/$FIT/compare_app.csv")
 if [ "$FIT" = fit ] && [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
   FITS=("$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv")  # an OUT whose sizes ran in blocks (until 2026-12)
 elif [ ! -f "$OUT/$FIT/compare_app.csv" ]; then
-  step "fit set $FIT: static pools held at 1 and 2, interleaved (seed $FIT_SEED)"
+  step "fit set $FIT: static pools held at $FIT_PLANNERS, interleaved (seed $FIT_SEED)"
   producer "$FIT_SEED"
-  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "p1@static:pool=1,p2@static:pool=2" \
+  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "$FIT_PLANNERS" \
     --repeat "$REPEAT" --simulate 1 --out "$OUT/$FIT" -- "${PRODUCER[@]}"
 fi
 if [ ! -f "$OUT/calg$LAWS.yaml" ]; then
