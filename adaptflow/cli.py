@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -51,11 +52,17 @@ PAIRED_COLUMNS: tuple[Column, ...] = (
 CALIBRATION_COLUMNS: tuple[Column, ...] = (
     ("scope", lambda r: str(r.scope)),
     ("metric", lambda r: str(r.metric)),
-    ("recorded", lambda r: f"{r.recorded:,.3f}"),
+    ("recorded [95% CI]", lambda r: f"{r.recorded:,.3f}" + _interval(r.recorded_low, r.recorded_high)),
     ("simulated", lambda r: f"{r.simulated:,.3f} ± {r.simulated_sd:,.3f}"),
     ("error", lambda r: f"{100 * r.error:+.1f}%"),
     ("sizes shuffled", lambda r: f"{r.shuffled:,.3f} ({100 * r.error_shuffled:+.1f}%)"),
 )
+
+
+def _interval(low: float, high: float) -> str:
+    return f" [{low:,.3f}, {high:,.3f}]" if math.isfinite(low) and math.isfinite(high) else ""
+
+
 LIVE_COLUMNS: tuple[Column, ...] = (
     ("world", lambda r: str(r.world)),
     ("planner", lambda r: str(r.planner)),
@@ -401,6 +408,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         worst, shuffled = float(table.rel_error.abs().max()), float(table.rel_error_shuffled.abs().max())
         print(f"adaptflow: largest relative error {worst:.1%}; with the item sizes shuffled among the arrivals "
               f"(as on arrivals no recording saw) {shuffled:.1%}", file=sys.stderr)  # fmt: skip
+        judged = table.dropna(subset=["recorded_low", "recorded_high"])
+        inside = judged.simulated.between(judged.recorded_low, judged.recorded_high)
+        print(f"adaptflow: {int(inside.sum())} of {len(judged)} simulated figures within the recorded figure's 95% "
+              "interval (the recording is one draw: an error inside it is no evidence of a wrong fit)",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -410,7 +422,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
 
     fit = fit_growth(
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
-        session_speed=args.session_speed, stage_slopes=args.stage_slopes,
+        session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -829,6 +841,11 @@ def _add_fit_growth(commands: Any) -> None:
         "--stage-slopes", action="store_true",
         help="give each stage's turnaround growth a slope of its own (hosts.H.turnaround_growth.stages), each "
         "settled against its own simulation, where the stages' hand-offs grow unlike each other",
+    )  # fmt: skip
+    fg.add_argument(
+        "--line", action="store_true",
+        help="one line through every size, where the runs held three sizes or more (default: the law runs straight "
+        "between the sizes measured, hosts.H.turnaround_growth.points, and by the line's slope beyond them)",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 

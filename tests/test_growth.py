@@ -490,3 +490,30 @@ def test_each_stages_own_slope_is_settled_where_the_stages_grow_unlike_each_othe
     fit = fit_growth_file(path, runs, tmp_path / "own2.yaml", simulation=Simulation, stage_slopes=True)
     for stage, by_size in fit.ratios.items():
         assert fit.settling.simulated[stage] == pytest.approx(by_size, rel=0.05), stage
+
+
+def test_a_law_that_is_not_a_line_is_settled_at_each_size_measured(tmp_path, capsys):
+    """The live machine's turnarounds barely grow from 2 processes to 4 (x1.05) and steeply to 6
+    (x2.0), as the example app's hand-offs grew little at 7 processes and much at 10. A line
+    through the three sizes simulates the middle one long; the law fit-growth writes from three
+    sizes runs straight between them, each size's factor settled against the simulation, and
+    comes back within 0.06 at each, its simulated runs showing the live ratios. ``--line``
+    keeps the line alone."""
+    truth = contended_machine(0.3)
+    truth["hosts"]["vm"]["turnaround_growth"]["points"] = [
+        {"processes": 4, "factor": 1.05}, {"processes": 6, "factor": 2.0}]  # fmt: skip
+    path, _, runs = held_handoff_runs(truth, tmp_path)
+
+    out = tmp_path / "knee.yaml"
+    assert main(["fit-growth", str(path), *map(str, runs), "--out", str(out)]) == 0
+    assert "straight between the sizes measured" in capsys.readouterr().out
+    points = load_scenario(out).hosts["vm"].turnaround_growth.points
+    assert [p.processes for p in points] == [4, 6]
+    assert [p.factor for p in points] == pytest.approx([1.05, 2.0], abs=0.06)
+    fit = fit_growth_file(path, runs, tmp_path / "knee2.yaml", simulation=Simulation)
+    for stage, by_size in fit.ratios.items():
+        assert fit.settling.simulated[stage] == pytest.approx(by_size, rel=0.05), stage
+
+    line = fit_growth_file(path, runs, tmp_path / "line.yaml", simulation=Simulation, line=True)
+    assert not line.growth.points and not load_scenario(tmp_path / "line.yaml").hosts["vm"].turnaround_growth.points
+    assert all(line.settling.simulated[s][4] > 1.1 * line.ratios[s][4] for s in line.ratios)  # the middle long

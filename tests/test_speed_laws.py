@@ -268,3 +268,36 @@ def test_a_stages_own_slope_is_its_law_mixed_with_the_other_fits_slope_for_it():
     bad["hosts"]["vm"]["by_speed"][0]["turnaround_growth"]["stages"] = {"write": 0.1}
     with pytest.raises(ScenarioError, match=r"hosts.vm.by_speed.0.turnaround_growth.stages: \['write'\] are not"):
         parse_scenario(bad)
+
+
+def test_a_law_of_points_runs_straight_between_its_sizes_and_mixes_size_by_size():
+    """``turnaround_growth.points``: the factor measured at each size, straight between them and
+    the reference (1), by ``per_process`` beyond; two fits mixed by speed mix their factors at
+    every size either measured (a law without points: its line's); bad points get a line."""
+    knee = {"per_process": 0.3, "reference": 2, "points": [{"processes": 4, "factor": 1.1},
+                                                           {"processes": 6, "factor": 2.1}]}  # fmt: skip
+    growth = parse_scenario(fitted({**SLOW, "turnaround_growth": knee})).hosts["vm"].turnaround_growth
+    factors = [growth.factor(p) for p in (1, 2, 3, 4, 5, 6, 8)]
+    assert factors == pytest.approx([0.7, 1.0, 1.05, 1.1, 1.6, 2.1, 2.7])
+    data = by_speed(1.2)
+    data["hosts"]["vm"]["by_speed"] = [{**SLOW, "turnaround_growth": knee}, FAST]
+    mixed = parse_scenario(data).laws_at_speed().hosts["vm"].turnaround_growth
+    assert mixed.per_process == pytest.approx(0.16)  # halfway from 0.3 to 0.02
+    assert [p.processes for p in mixed.points] == [4, 6]
+    assert [p.factor for p in mixed.points] == pytest.approx([1.07, 1.59])  # FAST's line: 1.04, 1.08
+    bad = copy.deepcopy(data)
+    bad["hosts"]["vm"]["by_speed"][0]["turnaround_growth"]["points"] = [
+        {"processes": 6, "factor": 2.1}, {"processes": 4, "factor": 1.1}]  # fmt: skip
+    with pytest.raises(ScenarioError, match=r"points: processes \[6, 4\]; expected increasing processes, each once"):
+        parse_scenario(bad)
+    bad["hosts"]["vm"]["by_speed"][0]["turnaround_growth"]["points"] = [{"processes": 2, "factor": 1.3}]
+    with pytest.raises(ScenarioError, match="points: 2 is the reference, where the factor is 1; expected other sizes"):
+        parse_scenario(bad)
+    bad["hosts"]["vm"]["by_speed"][0]["turnaround_growth"] = {**knee, "stages": {"parse": 0.1}}
+    with pytest.raises(ScenarioError, match="points beside stages; expected one of them"):
+        parse_scenario(bad)
+    bad["hosts"]["vm"]["by_speed"][0]["turnaround_growth"] = knee
+    bad["hosts"]["vm"]["by_speed"][1]["turnaround_growth"] = {"per_process": 0.02, "reference": 2,
+                                                              "stages": {"parse": 0.1}}  # fmt: skip
+    with pytest.raises(ScenarioError, match=r"by_speed\.turnaround_growth: points in one entry, stages in another"):
+        parse_scenario(bad)

@@ -11,6 +11,7 @@ field, the value and what was expected (see :func:`adaptflow.scenario.loading.fo
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import math
@@ -676,6 +677,19 @@ class Stage(_Strict):
         return self.service.expected() + self.turnaround
 
 
+MAX_GROWTH = 1_000.0
+"""A turnaround a thousand times its calibrated one at some size is not a reading, it is a typo."""
+MAX_GROWTH_POINTS = 64
+"""Sizes a growth law may hold (each one a fit set's held pools)."""
+
+
+class GrowthPoint(_Strict):
+    """A growth law's factor at one host size (:attr:`TurnaroundGrowth.points`)."""
+
+    processes: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
+    factor: Annotated[float, Field(ge=0, le=MAX_GROWTH, allow_inf_nan=False)]
+
+
 class TurnaroundGrowth(_Strict):
     """How the turnaround of every stage on a host grows with the pool processes the host runs:
     each turnaround is multiplied by :meth:`factor` of the processes running there when a visit
@@ -696,6 +710,13 @@ class TurnaroundGrowth(_Strict):
     ``adaptflow fit-growth`` fits it from live runs at several pool sizes, settled against their
     simulation: the growth beyond what the stages' ``contention`` already gives.
 
+    ``points`` (optional): the factor at each size fit-growth measured other than the
+    reference (processes -> factor; ``fit-growth`` writes them from runs at two or more other
+    sizes): the law runs straight between them (and the reference, at 1) and by ``per_process``
+    beyond the sizes measured. Why: the growth is not a line. On the example app the hand-offs at
+    7 processes grew x1.06-1.2 where the line from 5 to 10 said x1.62, and a planner that ran 6-7
+    processes (keda) was simulated 13-22 % long on it.
+
     ``stages`` (optional): a slope of a stage's own, in place of ``per_process`` for it
     (``fit-growth --stage-slopes``); the stages it leaves out grow by ``per_process``. Why: the
     hand-offs of the example app's stages grew unlike each other with the processes (parse, fed
@@ -707,11 +728,36 @@ class TurnaroundGrowth(_Strict):
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
     stages: dict[Name, Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]] = Field(default_factory=dict)
+    points: list[GrowthPoint] = Field(default_factory=list, max_length=MAX_GROWTH_POINTS)
 
-    def factor(self, processes: int) -> float:
-        """The turnaround's multiplier with ``processes`` on the host (never below 0), by
-        ``per_process``: the law of a stage without a slope of its own."""
-        return max(0.0, 1.0 + self.per_process * (processes - self.reference))
+    @model_validator(mode="after")
+    def _check_points(self) -> TurnaroundGrowth:
+        sizes = [p.processes for p in self.points]
+        if any(b <= a for a, b in itertools.pairwise(sizes)):
+            raise ValueError(f"points: processes {sizes}; expected increasing processes, each once")
+        if self.reference in sizes:
+            raise ValueError(f"points: {self.reference} is the reference, where the factor is 1; expected other sizes")
+        if self.points and self.stages:
+            raise ValueError("points beside stages; expected one of them (a stage's own slope is a line)")
+        return self
+
+    def factor(self, processes: float) -> float:
+        """The turnaround's multiplier with ``processes`` on the host (never below 0): straight
+        between ``points`` (and the reference, at 1) where given and by ``per_process`` beyond
+        them; the law of a stage without a slope of its own."""
+        if not self.points:  # the simulator's hot path: a line
+            return max(0.0, 1.0 + self.per_process * (processes - self.reference))
+        knots = self.knots()
+        if processes <= knots[0][0] or processes >= knots[-1][0]:  # by the slope beyond the measured sizes
+            size, at = knots[0] if processes <= knots[0][0] else knots[-1]
+            return max(0.0, at + self.per_process * (processes - size))
+        i = bisect.bisect_right(knots, (processes, math.inf))
+        (a, fa), (b, fb) = knots[i - 1], knots[i]
+        return fa + (fb - fa) * (processes - a) / (b - a)
+
+    def knots(self) -> list[tuple[int, float]]:
+        """(processes, factor) of the reference (1) and every point, by processes."""
+        return sorted([(self.reference, 1.0), *((p.processes, p.factor) for p in self.points)])
 
     def for_stage(self, stage: str) -> TurnaroundGrowth:
         """The law ``stage`` meets: its own slope where ``stages`` gives one, else ``per_process``."""
@@ -824,10 +870,19 @@ def _mix_growth(a: TurnaroundGrowth | None, b: TurnaroundGrowth | None, w: float
         return 0.0 if g is None else g.per_process if stage is None else g.for_stage(stage).per_process
 
     own = {**(a.stages if a else {}), **(b.stages if b else {})}
+    reference = (a or b).reference  # type: ignore[union-attr]
+    # each law's factor at every size either measured (a law without points: its line's); a
+    # host's by_speed never holds points beside stage slopes (Host._check_by_speed)
+    sizes = sorted({p.processes for g in (a, b) if g is not None for p in g.points})
+
+    def at(g: TurnaroundGrowth | None, size: int) -> float:
+        return 1.0 if g is None else g.factor(size)
+
     return TurnaroundGrowth(
         per_process=_mix(slope(a, None), slope(b, None), w),
-        reference=(a or b).reference,  # type: ignore[union-attr]
+        reference=reference,
         stages={s: _mix(slope(a, s), slope(b, s), w) for s in sorted(own)},
+        points=[GrowthPoint(processes=n, factor=_mix(at(a, n), at(b, n), w)) for n in sizes],
     )
 
 
@@ -956,6 +1011,9 @@ class Host(_Strict):
             references = sorted({g.reference for e in self.by_speed if (g := getattr(e, law)) is not None})
             if len(references) > 1:
                 problems.append(f"by_speed.{law}.reference: {references}; expected one reference for every entry")
+            laws = [g for e in self.by_speed if (g := getattr(e, law)) is not None]
+            if any(g.points for g in laws) and any(g.stages for g in laws):
+                problems.append(f"by_speed.{law}: points in one entry, stages in another; expected one kind of law")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -51,7 +51,7 @@ import yaml
 from adaptflow._io import atomic_write_text
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from adaptflow.scenario.loading import load_yaml_file
-from adaptflow.scenario.schema import TurnaroundGrowth
+from adaptflow.scenario.schema import GrowthPoint, TurnaroundGrowth
 
 from ..compare_app import arrivals_file
 from ..live.handoff import mean_of_gaps
@@ -241,9 +241,12 @@ def _run_of(
     return GrowthRun(source, handoffs, pools, services, idle_waits=idle_waits)
 
 
-def fit_growth(runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None) -> GrowthFit:
-    """The least-squares slope (see the module docstring); clear errors when the runs cannot
-    give one."""
+def fit_growth(
+    runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None, line: bool = False
+) -> GrowthFit:
+    """The least-squares slope (see the module docstring), and with runs at two or more sizes
+    beside the reference each size's factor as a point of the law (unless ``line``); clear
+    errors when the runs cannot give one."""
     at_reference = [r for r in runs if r.processes == reference]
     elsewhere = sorted({r.processes for r in runs if r.processes != reference})
     if not at_reference or not elsewhere:
@@ -262,14 +265,38 @@ def fit_growth(runs: list[GrowthRun], reference: int, host: str, skipped: list[s
     per_stage = {
         s: _slope([(p - reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items() if by_size
     }
-    growth = TurnaroundGrowth(per_process=max(0.0, _round(_slope(points))), reference=reference)
+    growth = _law(ratios, reference, line)
     dispatch_ratios = _ratios(runs, reference, elsewhere, lambda r: r.idle_waits)
-    dispatch_points = [(p - reference, v - 1.0) for by_size in dispatch_ratios.values() for p, v in by_size.items()]
-    dispatch = None
-    if dispatch_points:
-        dispatch = TurnaroundGrowth(per_process=max(0.0, _round(_slope(dispatch_points))), reference=reference)
+    dispatch = _law(dispatch_ratios, reference, line) if any(dispatch_ratios.values()) else None
     return GrowthFit(host, growth, runs, list(skipped or []), per_stage, ratios, dispatch=dispatch,
                      dispatch_ratios=dispatch_ratios)  # fmt: skip
+
+
+def _law(ratios: dict[str, dict[int, float]], reference: int, line: bool) -> TurnaroundGrowth:
+    """The law through the stages' ratios: the least-squares line through the origin of every
+    stage's (processes - reference, ratio - 1), and, with two or more sizes measured beside the
+    reference (and not ``line``), each size's mean ratio over the stages as its point."""
+    pairs = [(p - reference, v - 1.0) for by_size in ratios.values() for p, v in by_size.items()]
+    return TurnaroundGrowth(per_process=max(0.0, _round(_slope(pairs))), reference=reference,
+                            points=[] if line else _points(ratios))  # fmt: skip
+
+
+def _points(ratios: dict[str, dict[int, float]]) -> list[GrowthPoint]:
+    """Each size's mean ratio over the stages measured there, as the law's points; none with one
+    size (its one point is the line's own: the law of two sizes stays a line)."""
+    sizes = sorted({p for by_size in ratios.values() for p in by_size})
+    if len(sizes) < 2:
+        return []
+    means = {p: _mean([by_size[p] for by_size in ratios.values() if p in by_size]) for p in sizes}
+    return [GrowthPoint(processes=p, factor=max(0.0, _round(v))) for p, v in means.items() if v is not None]
+
+
+def _law_data(growth: TurnaroundGrowth) -> dict:
+    """``growth`` as the scenario file writes it (its points only where it has them)."""
+    data = {"per_process": growth.per_process, "reference": growth.reference}
+    if growth.points:
+        data["points"] = [{"processes": p.processes, "factor": p.factor} for p in growth.points]
+    return data
 
 
 def _ratios(
@@ -293,7 +320,7 @@ def _ratios(
 def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
-    speed: float | None = None, stage_slopes: bool = False,
+    speed: float | None = None, stage_slopes: bool = False, line: bool = False,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -304,7 +331,8 @@ def fit_growth_file(
     (:mod:`.celery_cpu`), in ``fit.cpu``. ``speed``: the host's ``speed`` while fitting (the
     runs simulated at the speed their session met, ``--session-speed``), written with the laws.
     ``stage_slopes``: each measured stage's turnaround growth its own slope
-    (``TurnaroundGrowth.stages``, ``--stage-slopes``), settled each against its own simulation."""
+    (``TurnaroundGrowth.stages``, ``--stage-slopes``), settled each against its own simulation
+    (a line: no points). ``line``: one line through every size, no points (``--line``)."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -318,17 +346,17 @@ def fit_growth_file(
     if reference < 1:
         raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
-    fit = fit_growth(runs, reference, host, skipped)
+    fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes)
     data = load_yaml_file(scenario_path)
     if speed is not None:  # before any simulation: every one below runs the host at it
         data["hosts"][host]["speed"] = round(speed, 4)
-    data["hosts"][host]["turnaround_growth"] = {"per_process": fit.growth.per_process, "reference": reference}
+    data["hosts"][host]["turnaround_growth"] = _law_data(fit.growth)
     if stage_slopes:
         data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
     if simulation is not None:
         fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
-        data["hosts"][host]["dispatch_growth"] = {"per_process": fit.dispatch.per_process, "reference": reference}
+        data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
         folder = scenario_path.parent.resolve()
         fit.settling = _settle(data, folder, fit, simulation, TURNAROUND)
@@ -433,22 +461,34 @@ def _settle(data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation
                   for stage, by_size in seen_ratios.items()}  # fmt: skip
         if not any(points.values()):
             return f"the {kind.name} law not settled: the simulated runs had too few {kind.what} at two sizes"
-        before = {"per_process": law["per_process"], "stages": dict(law.get("stages", {}))}
+        before = {"per_process": law["per_process"], "stages": dict(law.get("stages", {})),
+                  "points": list(law.get("points", []))}  # fmt: skip
         law["per_process"] = max(0.0, _round(_slope([pt for pts in points.values() for pt in pts])))
         if "stages" in law:  # each stage's own line through its own points (--stage-slopes)
             law["stages"] = {s: max(0.0, _round(_slope(pts))) for s, pts in points.items() if pts}
+        if "points" in law:  # each size's factor, the stages' mean there (the law of three sizes or more)
+            factors = {s: {x + law["reference"]: 1.0 + y for x, y in pts} for s, pts in points.items()}
+            law["points"] = [p.model_dump() for p in _points(factors)]
         rounds.append(law["per_process"])
 
 
 def _settled(before: dict, law: dict) -> bool:
-    """A round moved the law (and each stage's own slope, where it has them) by at most
-    :data:`SETTLED` of its size (a stage's, of its own slope or the host's, whichever is larger:
-    a slope near 0 moves by the seeds' noise alone)."""
+    """A round moved the law (and each stage's own slope, and each point's growth, where it has
+    them) by at most :data:`SETTLED` of its size (a stage's, of its own slope or the host's,
+    whichever is larger: a slope near 0 moves by the seeds' noise alone; a point's, of its own
+    growth or the line's there)."""
     scale = law["per_process"]
     if abs(law["per_process"] - before["per_process"]) > SETTLED * scale:
         return False
     stages = law.get("stages", {})
-    return all(abs(v - before["stages"].get(s, v)) <= SETTLED * max(v, scale) for s, v in stages.items())
+    if not all(abs(v - before["stages"].get(s, v)) <= SETTLED * max(v, scale) for s, v in stages.items()):
+        return False
+    was = {p["processes"]: p["factor"] for p in before["points"]}
+    return all(
+        abs(p["factor"] - was.get(p["processes"], p["factor"]))
+        <= SETTLED * max(abs(p["factor"] - 1.0), scale * abs(p["processes"] - law["reference"]))
+        for p in law.get("points", [])
+    )
 
 
 def _simulated(scenario: Scenario, run: GrowthRun, simulation: MakeSimulation, kind: Kind) -> dict[str, float]:
@@ -506,7 +546,12 @@ def _turnaround_lines(fit: GrowthFit, sizes: list[int]) -> list[str]:
     lines = [
         f"hosts.{fit.host}.turnaround_growth: per_process {g.per_process} of the turnaround, "
         f"reference {g.reference} processes ({len(fit.runs)} live runs)",
-        f"  the law: each turnaround at {law} (a line, not a mechanism)"
+        f"  the law: each turnaround at {law} "
+        + (
+            "(straight between the sizes measured, by the slope beyond; not a mechanism)"
+            if g.points
+            else "(a line, not a mechanism)"
+        )
         + ("; a stage with a slope of its own (below) by it" if g.stages else ""),
     ]
     simulated = _settling_lines(fit.settling, lines, "lengthens hand-offs at more processes")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
 from adaptflow.scenario.schema import load_trace
@@ -67,6 +68,53 @@ def recorded_metrics(recording: Recording, timeline: Timeline) -> dict[str, dict
         "p95_latency": float(np.percentile(done, 95)) if len(done) else float("nan"),
         "throughput": len(done) / duration,
     }
+    return out
+
+
+BATCHES = 10
+"""Batches of a recorded figure's interval (:func:`batch_interval`): ten of them, each a tenth of
+the recording, are long beside the few seconds a burst's waits stay correlated on the example
+app, and leave the t interval nine degrees of freedom."""
+MIN_PER_BATCH = 5
+
+
+def batch_interval(
+    values: np.ndarray, statistic: Callable[[np.ndarray], float], batches: int = BATCHES, level: float = 0.95
+) -> tuple[float, float]:
+    """A ``level`` confidence interval of ``statistic`` over ``values`` (in time order) by batch
+    means: the values cut into ``batches`` consecutive batches, the statistic of each, and the
+    whole's statistic plus or minus Student's t times their standard error (NaN with fewer than
+    :data:`MIN_PER_BATCH` values a batch). Why batches: a recording's waits come in bursts, each
+    wait much like the one before, so an interval that took them as independent draws would be
+    several times too narrow (on an AR(1) series at 0.9, a quarter of the width it needs: 1/sqrt(19)); batches
+    long beside the bursts are nearly independent. For a quantile the batches' quantiles give
+    the standard error (Heidelberger and Lewis's batching of quantiles)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < batches * MIN_PER_BATCH:
+        return float("nan"), float("nan")
+    each = np.array([statistic(part) for part in np.array_split(values, batches)])
+    half = float(stats.t.ppf(0.5 + level / 2, batches - 1) * each.std(ddof=1) / np.sqrt(batches))
+    whole = float(statistic(values))
+    return whole - half, whole + half
+
+
+def recorded_intervals(timeline: Timeline) -> dict[str, dict[str, tuple[float, float]]]:
+    """The 95 % interval of each recorded figure :func:`recorded_metrics` gives that is drawn
+    from the recording's noise (each stage's mean wait, in the order the waits began, and the
+    p95 latency, in the order the items arrived); the throughputs follow the replayed arrivals
+    and have none."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, obs in timeline.stages.items():
+        if obs.waits:
+            order = np.argsort(np.add(obs.enters, obs.waits), kind="stable")
+            out[name] = {"mean_wait": batch_interval(np.asarray(obs.waits)[order], np.mean)}
+    done = sorted(
+        (i.created, i.end_time - i.created)
+        for i in timeline.items.values()
+        if i.created is not None and i.end in ("exit", "inferred-exit") and i.end_time is not None
+    )
+    latencies = np.array([latency for _, latency in done])
+    out["end_to_end"] = {"p95_latency": batch_interval(latencies, lambda part: np.percentile(part, 95))}
     return out
 
 
@@ -133,6 +181,7 @@ def validate_calibration(
     timeline = build_timeline(recording)
     scenario = load_scenario(scenario_path)
     recorded = recorded_metrics(recording, timeline)
+    intervals = recorded_intervals(timeline)
     changes = system.pool_changes(recording, list(scenario.stages))
     with tempfile.TemporaryDirectory(prefix="adaptflow-validate-") as folder:
         spec = validation_scenario(recording, timeline, scenario, Path(folder))
@@ -145,17 +194,22 @@ def validate_calibration(
         if scope == "end_to_end" or scope in scenario.stages:
             for metric, value in metrics.items():
                 row, other = _row(scope, metric, value, summaries), _row(scope, metric, value, shuffled)
+                low, high = intervals.get(scope, {}).get(metric, (float("nan"), float("nan")))
                 shuffled_row = {"shuffled": other["simulated"], "error_shuffled": other["error"]}
-                rows.append(row | shuffled_row | {"rel_error_shuffled": other["rel_error"]})
+                interval = {"recorded_low": low, "recorded_high": high}
+                rows.append(row | interval | shuffled_row | {"rel_error_shuffled": other["rel_error"]})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 COLUMNS = [
     "scope", "metric", "recorded", "simulated", "simulated_sd", "error", "rel_error",
-    "shuffled", "error_shuffled", "rel_error_shuffled",
+    "recorded_low", "recorded_high", "shuffled", "error_shuffled", "rel_error_shuffled",
 ]  # fmt: skip
 """``simulated`` is the mean over the seeds and ``simulated_sd`` their standard deviation (the
 simulation's own noise: a relative error within a few of it is noise, not a wrong fit);
+``recorded_low`` and ``recorded_high``, the recorded figure's 95 % interval
+(:func:`recorded_intervals`: the recording is one draw too, and a mean wait of a few dozen
+backlogged waits can be 15 % off its own expectation), NaN where it has none;
 ``error`` is signed (+: the simulation waited longer or did more), ``rel_error`` its size;
 ``shuffled`` and its errors, the same with the trace's item sizes shuffled among its arrivals
 (the module docstring)."""
