@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, step 6; its
 # record: docs/sim_to_real.md, "The whole judgement from scratch"): record, calibrate, train and
-# export PPO, hold static pools at two sizes (the fit set), fit the growth laws on them, then run
+# export PPO, hold static pools at three sizes (the fit set), fit the growth laws on them, then run
 # every planner on arrivals no fit saw (the held-out set) and judge the calibrated simulation
 # against those runs.
 #
@@ -17,8 +17,9 @@
 # held-out set's folder; another name and seed add a held-out set to a finished OUT), FIT (fit:
 # the fit set's folder; another name and seed add a fit set of another session, on another day,
 # whose laws are written to calg.FIT.yaml and calgs.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
-# "p1@static:pool=1,p2@static:pool=2"; a third between them, as a moving planner runs, is
-# "p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2"). Choose the load so that the
+# 5, 7 and 10 processes, "p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2";
+# the middle one as keda runs, write and aggregate grown; "p1@static:pool=1,p2@static:pool=2" the
+# two sizes of sets until 2026-12-05, a line). Choose the load so that the
 # recording does not saturate (calibrate's --validate table below shows it). With two or more
 # sessions' fits, laws-by-speed puts them in calbs.yaml (leaving out a fit whose Celery CPU law
 # sits at its grid's top), judged at each run's own speeds too.
@@ -27,7 +28,7 @@ set -euo pipefail
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"4000 8000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
 RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
-FIT_PLANNERS=${FIT_PLANNERS:-"p1@static:pool=1,p2@static:pool=2"}
+FIT_PLANNERS=${FIT_PLANNERS:-"p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2"}
 LAWS=""  # the suffix of this session's fitted scenarios: calgs.yaml for the first fit set, calgs.FIT.yaml after
 [ "$FIT" = fit ] || LAWS=".$FIT"
 APP=(--app examples.etl_app.app:app --mapping examples/etl_app/mapping.yaml)
@@ -92,9 +93,10 @@ if [ ! -f "$OUT/ppo/planner.onnx" ]; then
   adaptflow train examples/etl_app/train.yaml env.options.scenario="$OUT/cals.yaml" output_dir="$OUT/runs"
   adaptflow export "$(ls -d "$OUT"/runs/ppo_etl_app/*/ | tail -1)" --out "$OUT/ppo"
 fi
-# The fit set: static pools held at 1 and at 2 from the first second (compare-app starts a static
-# planner's run at its pools; fit-growth takes only held runs), the two sizes interleaved
-# (p1 p2 p2 p1 ...), so that the machine's drift between minutes falls on both alike
+# The fit set: static pools held at 1, at 1 with aggregate and write at 2, and at 2 from the first
+# second (compare-app starts a static planner's run at its pools; fit-growth takes only held
+# runs), the sizes interleaved, so that the machine's drift between minutes falls on all alike;
+# from three sizes fit-growth's law runs through each (turnaround_growth.points)
 FITS=("$OUT/$FIT/compare_app.csv")
 if [ "$FIT" = fit ] && [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
   FITS=("$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv")  # an OUT whose sizes ran in blocks (until 2026-12)
