@@ -33,8 +33,9 @@ class StaticPlanner(Planner):
         """This planner, once its ``workers`` and ``splits`` name only ``stages`` and ask for at
         least 1 worker each; else a ValueError, a line per problem. Why: a stage it does not name
         keeps its pool, so a misspelt one (``writ:2``) would leave a fit set's size silently wrong."""
-        problems = [f"static workers {name!r}: not a stage; expected one of {', '.join(stages)}"
-                    for name in [*self.workers, *self.splits] if name not in stages]  # fmt: skip
+        problems = [f"static {key} {name!r}: not a stage; expected one of {', '.join(stages)}"
+                    for key, names in (("workers", self.workers), ("splits", self.splits))
+                    for name in names if name not in stages]  # fmt: skip
         problems += [f"static workers {name}:{n!r}: expected a whole number of workers of at least 1"
                      for name, n in self.workers.items() if not (isinstance(n, int) and n >= 1)]  # fmt: skip
         if problems:

@@ -711,8 +711,8 @@ class TurnaroundGrowth(_Strict):
     simulation: the growth beyond what the stages' ``contention`` already gives.
 
     ``points`` (optional): the factor at each size fit-growth measured other than the
-    reference (processes -> factor; ``fit-growth`` writes them from runs at two or more other
-    sizes): the law runs straight between them (and the reference, at 1) and by ``per_process``
+    reference (``{processes, factor}`` each, by processes; ``fit-growth`` writes them from runs
+    at two or more other sizes): the law runs straight between them (and the reference, at 1) and by ``per_process``
     beyond the sizes measured. Why: the growth is not a line. On the example app the hand-offs at
     7 processes grew x1.06-1.2 where the line from 5 to 10 said x1.62, and a planner that ran 6-7
     processes (keda) was simulated 13-22 % long on it. On another VM, from a fit set at 5, 7 and

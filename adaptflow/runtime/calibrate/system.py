@@ -490,13 +490,14 @@ def _queue_at(recording: Recording, stage: str, t: float) -> int | None:
 
 
 def latencies(timeline: Timeline) -> np.ndarray:
-    """End-to-end latencies of the items that arrived while recording and left by an exit."""
-    done = [
-        i.end_time - i.created
+    """End-to-end latencies of the items that arrived while recording and left by an exit, in
+    the order they arrived (a recorded figure's interval batches them in time)."""
+    done = sorted(
+        (i.created, i.end_time - i.created)
         for i in timeline.items.values()
         if i.created is not None and i.end in ("exit", "inferred-exit") and i.end_time is not None
-    ]
-    return np.asarray(done, dtype=float)
+    )
+    return np.asarray([latency for _, latency in done], dtype=float)
 
 
 def fit_sla(recording: Recording, timeline: Timeline) -> tuple[float, str]:

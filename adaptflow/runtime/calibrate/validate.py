@@ -86,8 +86,8 @@ def batch_interval(
     whole's statistic plus or minus Student's t times their standard error (NaN with fewer than
     :data:`MIN_PER_BATCH` values a batch). Why batches: a recording's waits come in bursts, each
     wait much like the one before, so an interval that took them as independent draws would be
-    several times too narrow (on an AR(1) series at 0.9, a quarter of the width it needs: 1/sqrt(19)); batches
-    long beside the bursts are nearly independent. For a quantile the batches' quantiles give
+    several times too narrow (on an AR(1) series at 0.9, a quarter of the width it needs,
+    1/sqrt(19)); batches long beside the bursts are nearly independent. For a quantile the batches' quantiles give
     the standard error (Heidelberger and Lewis's batching of quantiles)."""
     values = np.asarray(values, dtype=float)
     if len(values) < batches * MIN_PER_BATCH:
@@ -108,12 +108,7 @@ def recorded_intervals(timeline: Timeline) -> dict[str, dict[str, tuple[float, f
         if obs.waits:
             order = np.argsort(np.add(obs.enters, obs.waits), kind="stable")
             out[name] = {"mean_wait": batch_interval(np.asarray(obs.waits)[order], np.mean)}
-    done = sorted(
-        (i.created, i.end_time - i.created)
-        for i in timeline.items.values()
-        if i.created is not None and i.end in ("exit", "inferred-exit") and i.end_time is not None
-    )
-    latencies = np.array([latency for _, latency in done])
+    latencies = system.latencies(timeline)  # in the order the items arrived
     out["end_to_end"] = {"p95_latency": batch_interval(latencies, lambda part: np.percentile(part, 95))}
     return out
 
