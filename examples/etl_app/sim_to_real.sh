@@ -21,7 +21,8 @@
 # the middle one as keda runs, write and aggregate grown; "p1@static:pool=1,p2@static:pool=2" the
 # two sizes of sets until 2026-12-05, a line). Choose the load so that the
 # recording does not saturate (calibrate's --validate table below shows it). With two or more
-# sessions' fits, laws-by-speed puts them in calbs.yaml (leaving out a fit whose Celery CPU law
+# sessions' fits (every calgs.*.yaml in OUT counts as one: keep a hand-made variant elsewhere),
+# laws-by-speed puts them in calbs.yaml (leaving out a fit whose Celery CPU law
 # sits at its grid's top), judged at each run's own speeds too.
 set -euo pipefail
 
