@@ -749,7 +749,7 @@ class TurnaroundGrowth(_Strict):
         them; the law of a stage without a slope of its own."""
         if not self.points:  # the simulator's hot path: a line
             return max(0.0, 1.0 + self.per_process * (processes - self.reference))
-        knots = self.knots()
+        knots = self.knots
         if processes <= knots[0][0] or processes >= knots[-1][0]:  # by the slope beyond the measured sizes
             size, at = knots[0] if processes <= knots[0][0] else knots[-1]
             return max(0.0, at + self.per_process * (processes - size))
@@ -757,9 +757,11 @@ class TurnaroundGrowth(_Strict):
         (a, fa), (b, fb) = knots[i - 1], knots[i]
         return fa + (fb - fa) * (processes - a) / (b - a)
 
-    def knots(self) -> list[tuple[int, float]]:
-        """(processes, factor) of the reference (1) and every point, by processes."""
-        return sorted([(self.reference, 1.0), *((p.processes, p.factor) for p in self.points)])
+    @functools.cached_property
+    def knots(self) -> tuple[tuple[int, float], ...]:
+        """(processes, factor) of the reference (1) and every point, by processes. Cached: the
+        simulator reads the factor at every turnaround, and the law never changes (frozen)."""
+        return tuple(sorted([(self.reference, 1.0), *((p.processes, p.factor) for p in self.points)]))
 
     def for_stage(self, stage: str) -> TurnaroundGrowth:
         """The law ``stage`` meets: its own slope where ``stages`` gives one, else ``per_process``."""

@@ -256,18 +256,15 @@ def fit_growth(
             f"reference {reference} (the processes the turnarounds were calibrated at) and one at another size"
             + "".join(f"\nskipped {line}" for line in skipped or [])
         )
-    ratios = _ratios(runs, reference, elsewhere, lambda r: r.handoffs)
-    points = [(p - reference, v - 1.0) for by_size in ratios.values() for p, v in by_size.items()]
-    if not points:
+    ratios = _ratios(runs, reference, elsewhere, lambda r: r.handoffs)  # only stages measured at two sizes
+    if not ratios:
         raise ValueError(
             f"runs: no stage on {host} had its hand-off measured both at {reference} processes and at another size"
         )
-    per_stage = {
-        s: _slope([(p - reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items() if by_size
-    }
+    per_stage = {s: _slope([(p - reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items()}
     growth = _law(ratios, reference, line)
     dispatch_ratios = _ratios(runs, reference, elsewhere, lambda r: r.idle_waits)
-    dispatch = _law(dispatch_ratios, reference, line) if any(dispatch_ratios.values()) else None
+    dispatch = _law(dispatch_ratios, reference, line) if dispatch_ratios else None
     return GrowthFit(host, growth, runs, list(skipped or []), per_stage, ratios, dispatch=dispatch,
                      dispatch_ratios=dispatch_ratios)  # fmt: skip
 
@@ -295,7 +292,7 @@ def _law_data(growth: TurnaroundGrowth) -> dict:
     """``growth`` as the scenario file writes it (its points only where it has them)."""
     data = {"per_process": growth.per_process, "reference": growth.reference}
     if growth.points:
-        data["points"] = [{"processes": p.processes, "factor": p.factor} for p in growth.points]
+        data["points"] = [p.model_dump() for p in growth.points]
     return data
 
 

@@ -87,8 +87,8 @@ def batch_interval(
     :data:`MIN_PER_BATCH` values a batch). Why batches: a recording's waits come in bursts, each
     wait much like the one before, so an interval that took them as independent draws would be
     several times too narrow (on an AR(1) series at 0.9, a quarter of the width it needs,
-    1/sqrt(19)); batches long beside the bursts are nearly independent. For a quantile the batches' quantiles give
-    the standard error (Heidelberger and Lewis's batching of quantiles)."""
+    1/sqrt(19)); batches long beside the bursts are nearly independent. For a quantile the
+    batches' quantiles give the standard error (Heidelberger and Lewis's batching of quantiles)."""
     values = np.asarray(values, dtype=float)
     if len(values) < batches * MIN_PER_BATCH:
         return float("nan"), float("nan")
