@@ -423,6 +423,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
     fit = fit_growth(
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
         session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
+        levels=not args.recorded_levels,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -846,6 +847,11 @@ def _add_fit_growth(commands: Any) -> None:
         "--line", action="store_true",
         help="one line through every size, where the runs held three sizes or more (default: the law runs straight "
         "between the sizes measured, hosts.H.turnaround_growth.points, and by the line's slope beyond them)",
+    )  # fmt: skip
+    fg.add_argument(
+        "--recorded-levels", action="store_true",
+        help="keep the recording's turnarounds and dispatch delays (default: each stage's settled on the runs at the "
+        "reference, which hold several times the recording's gaps)",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 

@@ -24,9 +24,11 @@ from adaptflow.scenario.schema import LawsAtSpeed, laws_between
 from adaptflow.simulator import Simulation
 
 SLOW = {"speed": 1.0, "turnaround_growth": {"per_process": 0.2, "reference": 2}, "handoff_cpu": 0.5,
-        "services": {"parse": 0.8, "check": 0.7}, "cpu": {"check": 1.0}}  # fmt: skip
+        "services": {"parse": 0.8, "check": 0.7}, "cpu": {"check": 1.0},
+        "turnarounds": {"check": 0.8}, "dispatches": {"parse": 1.3}}  # fmt: skip
 FAST = {"speed": 1.44, "turnaround_growth": {"per_process": 0.02, "reference": 2}, "visit_cpu": 0.004,
-        "services": {"parse": 0.95}}  # fmt: skip
+        "services": {"parse": 0.95}, "turnarounds": {"parse": 1.1}}  # fmt: skip
+STAGE_MULTIPLES = ("services", "cpu", "turnarounds", "dispatches")
 
 
 def calibration() -> dict:
@@ -52,15 +54,20 @@ def by_speed(speed: float) -> dict:
 
 def fitted(entry: dict) -> dict:
     """What fit-growth --session-speed writes for a session at ``entry``'s speed: the laws on the
-    host, the services rescaled, the shares set."""
+    host, the services rescaled, the shares set, the levels settled."""
     data = calibration()
-    laws = {k: v for k, v in entry.items() if k not in ("services", "cpu")}
+    laws = {k: v for k, v in entry.items() if k not in STAGE_MULTIPLES}
     data["hosts"]["vm"].update(laws)
+    stages = parse_scenario(calibration()).stages
     for stage, factor in entry["services"].items():
-        service = parse_scenario(calibration()).stages[stage].service.scaled(factor)
+        service = stages[stage].service.scaled(factor)
         data["stages"][stage]["service"] = service.model_dump(mode="json", exclude_none=True)
     for stage, share in entry.get("cpu", {}).items():
         data["stages"][stage]["cpu"] = share
+    turnarounds, dispatches = entry.get("turnarounds", {}), entry.get("dispatches", {})
+    for stage in {**turnarounds, **dispatches}:
+        levels = stages[stage].with_levels(turnarounds.get(stage, 1.0), dispatches.get(stage, 1.0))
+        data["stages"][stage].update(turnaround=levels.turnaround, dispatch_delay=levels.dispatch_delay)
     return data
 
 
@@ -79,6 +86,8 @@ def test_each_fit_holds_at_its_speed_mixes_in_log_speed_between_and_holds_beyond
         assert at.stages["check"].cpu_share == fit.stages["check"].cpu_share
         for stage in ("parse", "check"):
             assert at.stages[stage].service.expected() == pytest.approx(fit.stages[stage].service.expected(), 1e-12)
+            assert at.stages[stage].turnaround == pytest.approx(fit.stages[stage].turnaround, 1e-12)
+            assert at.stages[stage].dispatch_mean() == pytest.approx(fit.stages[stage].dispatch_mean(), 1e-12)
     middle = parse_scenario(by_speed(1.2)).laws_at_speed()  # 1.2 is halfway from 1 to 1.44 in log speed
     host = middle.hosts["vm"]
     assert host.by_speed == [] and host.speed == 1.2
@@ -88,6 +97,10 @@ def test_each_fit_holds_at_its_speed_mixes_in_log_speed_between_and_holds_beyond
     assert middle.stages["parse"].service.mean == pytest.approx(0.1 * math.sqrt(0.8 * 0.95))
     assert middle.stages["check"].service.expected() == pytest.approx(0.075 * math.sqrt(0.7))  # FAST leaves it at 1
     assert middle.stages["check"].cpu_share == pytest.approx(0.75)  # FAST keeps its own 0.5
+    assert middle.stages["parse"].turnaround == pytest.approx(0.02 * math.sqrt(1.1))  # SLOW leaves it at 1
+    assert middle.stages["check"].turnaround == pytest.approx(0.03 * math.sqrt(0.8))
+    assert middle.stages["parse"].dispatch_mean() == pytest.approx(0.01 * math.sqrt(1.3))
+    assert middle.stages["check"].dispatch_mean() == 0.0  # none calibrated: none at any level
     plain = parse_scenario(calibration())
     assert plain.laws_at_speed() is plain
 
@@ -149,6 +162,9 @@ def test_bad_entries_get_a_line_each():
     data["hosts"]["vm"]["by_speed"] = [{**SLOW, "services": {"write": 0.9}}, FAST]
     with pytest.raises(ScenarioError, match=r"hosts.vm.by_speed.0.services: \['write'\] are not stages placed on"):
         parse_scenario(data)
+    data["hosts"]["vm"]["by_speed"] = [{**SLOW, "dispatches": {"write": 0.9}}, FAST]
+    with pytest.raises(ScenarioError, match=r"hosts.vm.by_speed.0.dispatches: \['write'\] are not stages placed"):
+        parse_scenario(data)
 
 
 def write(folder: Path, name: str, data: dict) -> Path:
@@ -177,16 +193,18 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
         fit_growth_file(out, [tmp_path / "runs.csv"], tmp_path / "never.yaml")
 
     other = fitted(SLOW)
-    other["stages"]["parse"]["turnaround"] = 0.05  # another calibration
+    other["stages"]["parse"]["turnaround_cv"] = 0.5  # another calibration
     other["stages"]["check"]["service"]["samples"] = [0.05, 0.2]  # not one factor of the calibration's
+    other["stages"]["check"]["dispatch_delay"] = 0.01  # none calibrated: no level of it
     twice = copy.deepcopy(fitted(FAST))
     twice["stages"]["parse"]["service"]["cv"] = 0.5  # the same (as it was)
     bad = [write(tmp_path, "other.yaml", other), write(tmp_path, "twice.yaml", twice), fits[0]]
     never = tmp_path / "never.yaml"
     assert main(["laws-by-speed", str(base), *map(str, bad), "--out", str(never)]) == 2
     err = capsys.readouterr().err
-    assert "other.yaml: stages.parse.turnaround: differs from the calibration's; expected a fit-growth of it" in err
+    assert "other.yaml: stages.parse.turnaround_cv: differs from the calibration's; expected a fit-growth of it" in err
     assert "other.yaml: stages.check.service: not the calibration's scaled by one factor" in err
+    assert "other.yaml: stages.check.dispatch_delay: not the calibration's scaled by one factor" in err
     assert "FIT: speeds [1.44] met twice; expected each fit at a speed of its own" in err
     assert main(["laws-by-speed", str(base), str(fits[0]), "--out", str(never)]) == 2
     assert "FIT: 1 given; expected two or more fits" in capsys.readouterr().err

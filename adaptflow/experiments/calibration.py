@@ -32,7 +32,7 @@ def validate_calibration(recording_dir: str | Path, scenario_path: str | Path, s
 def fit_growth(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, session_speed: bool = False,
-    seeds: int = SESSION_SEEDS, stage_slopes: bool = False, line: bool = False,
+    seeds: int = SESSION_SEEDS, stage_slopes: bool = False, line: bool = False, levels: bool = True,
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
     (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares
@@ -51,8 +51,9 @@ def fit_growth(
     the example app's two fit sets (speeds 1.08 and 1.48), judged at five held-out sets' own
     speeds: 29 -> 32 of 40 cells within 10 % on both (docs/sim_to_real.md)."""
     fit_file = functools.partial(
-        fit_growth_file, host=host, reference=reference, simulation=Simulation, stage_slopes=stage_slopes, line=line
-    )
+        fit_growth_file, host=host, reference=reference, simulation=Simulation, stage_slopes=stage_slopes, line=line,
+        levels=levels,
+    )  # fmt: skip
     if not session_speed:
         return fit_file(scenario_path, run_paths, out)
     _check_session_runs(run_paths)

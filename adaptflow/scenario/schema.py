@@ -15,7 +15,7 @@ import bisect
 import functools
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -676,6 +676,18 @@ class Stage(_Strict):
         it. What capacity is made of, for planners, encoders and theory."""
         return self.service.expected() + self.turnaround
 
+    def with_levels(self, turnaround: float = 1.0, dispatch: float = 1.0) -> Stage:
+        """This stage with its turnaround ``turnaround`` times as long and its dispatch delay
+        (every draw of a distribution) ``dispatch`` times: a session's levels
+        (:class:`LawsAtSpeed`'s ``turnarounds`` and ``dispatches``, which ``fit-growth`` settles
+        on its runs at the reference). Their spread and contention stay."""
+        for what, factor in (("turnaround", turnaround), ("dispatch", dispatch)):
+            if not (math.isfinite(factor) and factor > 0):
+                raise ValueError(f"{what} level {factor!r}: expected a positive finite factor")
+        d = self.dispatch_delay
+        delay = d.scaled(dispatch) if isinstance(d, Service) else float(d) * dispatch
+        return _replace(self, turnaround=self.turnaround * turnaround, dispatch_delay=delay)
+
 
 MAX_GROWTH = 1_000.0
 """A turnaround a thousand times its calibrated one at some size is not a reading, it is a typo."""
@@ -834,7 +846,10 @@ class LawsAtSpeed(_Strict):
     x1.40-1.74 in one at 1.44. Three sessions' fits taken at each run's speed held seven
     held-out sets closer than any one fit (mean gap 5.3 % against 6.9-8.5 % at the runs' own
     speeds), mostly by averaging the sessions' draws; the speed added 0.5-1 point beyond a
-    plain average (docs/sim_to_real.md). ``adaptflow laws-by-speed`` writes them from such fits."""
+    plain average (docs/sim_to_real.md). ``adaptflow laws-by-speed`` writes them from such fits.
+    ``turnarounds`` and ``dispatches``: each stage's turnaround and dispatch delay as multiples
+    of the scenario's, the levels that fit settled on its runs at the reference
+    (:meth:`Stage.with_levels`)."""
 
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
     turnaround_growth: TurnaroundGrowth | None = None
@@ -844,16 +859,20 @@ class LawsAtSpeed(_Strict):
     oversubscription: Annotated[float, Field(ge=0, le=MAX_OVERSUBSCRIPTION, allow_inf_nan=False)] = 0.0
     services: dict[Name, Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]] = Field(default_factory=dict)
     cpu: dict[Name, Probability] = Field(default_factory=dict)
+    turnarounds: dict[Name, Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]] = Field(default_factory=dict)
+    dispatches: dict[Name, Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SpeedLaws:
     """What a host's ``by_speed`` gives at one speed (:func:`laws_between`): the host's laws, and
-    its stages' service multiples and CPU shares."""
+    its stages' service multiples, CPU shares and levels (turnaround and dispatch multiples)."""
 
     laws: dict[str, Any]
     services: dict[str, float]
     cpu: dict[str, float]
+    turnarounds: dict[str, float] = field(default_factory=dict)
+    dispatches: dict[str, float] = field(default_factory=dict)
 
 
 def _mix(a: float, b: float, w: float, geometric: bool = False) -> float:
@@ -904,11 +923,16 @@ def laws_between(entries: list[LawsAtSpeed], speed: float, cpu: dict[str, float]
     for law in HOST_LAWS:
         a, b = getattr(lo, law), getattr(hi, law)
         laws[law] = _mix_growth(a, b, w) if law.endswith("growth") else _mix(a, b, w)
-    services = {
-        s: _mix(lo.services.get(s, 1.0), hi.services.get(s, 1.0), w, True) for s in {**lo.services, **hi.services}
-    }
+    multiples = {what: _mix_multiples(getattr(lo, what), getattr(hi, what), w)
+                 for what in ("services", "turnarounds", "dispatches")}  # fmt: skip
     shares = {s: _mix(lo.cpu.get(s, cpu[s]), hi.cpu.get(s, cpu[s]), w) for s in {**lo.cpu, **hi.cpu}}
-    return SpeedLaws(laws, services, shares)
+    return SpeedLaws(laws, cpu=shares, **multiples)
+
+
+def _mix_multiples(a: dict[str, float], b: dict[str, float], w: float) -> dict[str, float]:
+    """Two entries' multiples of the stages mixed geometrically (a multiple is a ratio), a stage
+    one leaves out at 1 there."""
+    return {s: _mix(a.get(s, 1.0), b.get(s, 1.0), w, True) for s in {**a, **b}}
 
 
 class Host(_Strict):
@@ -1198,6 +1222,9 @@ class Scenario(_Strict):
                 stages[stage] = _replace(stages[stage], service=stages[stage].service.scaled(factor))
             for stage, share in mixed.cpu.items():
                 stages[stage] = _replace(stages[stage], cpu=share)
+            for stage in {**mixed.turnarounds, **mixed.dispatches}:
+                levels = {"turnaround": mixed.turnarounds.get(stage, 1.0), "dispatch": mixed.dispatches.get(stage, 1.0)}
+                stages[stage] = stages[stage].with_levels(**levels)
         return _replace(self, hosts=hosts, stages=stages)
 
     def starting_at(self, pools: dict[str, int]) -> Scenario:
@@ -1400,7 +1427,7 @@ def _host_problems(scenario: Scenario) -> list[str]:
                 problems.append(f"hosts.{name}.{where}.stages: {strangers} are not stages placed on {name!r}; "
                                 f"expected some of: {', '.join(placed) or 'none placed there'}")  # fmt: skip
         for i, entry in enumerate(host.by_speed):
-            for key in ("services", "cpu"):
+            for key in ("services", "cpu", "turnarounds", "dispatches"):
                 strangers = sorted(set(getattr(entry, key)) - set(placed))
                 if strangers:
                     problems.append(

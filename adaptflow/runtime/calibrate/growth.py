@@ -36,11 +36,15 @@ and with it inside the CPU fit's simulations the fit read 0.027 s of Celery's wo
 pools moved are refused: the processes of a moving planner change with the load, and the load
 lengthens hand-offs on its own (on the example app, a fit on an erlang run read three times
 the slope the held pools showed). A file's rows of such planners are skipped, and said so.
+Before the laws are settled, each stage's turnaround and dispatch delay are settled on the runs
+at the reference (:mod:`.levels`): the laws are ratios to those runs, and carry nothing of a
+level the recording misread.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +62,8 @@ from ..live.handoff import mean_of_gaps
 from .celery_cpu import SEEDS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
 from .core import _PlainDumper
+from .levels import DISPATCH_LEVEL, LEVEL_SEEDS, TURNAROUND_LEVEL, LevelSettling, settle_levels
+from .levels import report_lines as level_lines
 from .validate import MakeSimulation
 
 SETTLE_ROUNDS = 8
@@ -129,6 +135,7 @@ class GrowthFit:
     session_pulses: dict[str, float] = field(default_factory=dict)  # each run's idle pulse over its own speed
     settling: Settling | str | None = None  # the law settled against its simulation, or why not
     dispatch_settling: Settling | str | None = None  # the same, of the dispatch law
+    levels: list[LevelSettling | str] = field(default_factory=list)  # the stages' levels at the reference
 
     @property
     def session_pulse(self) -> float | None:
@@ -317,7 +324,7 @@ def _ratios(
 def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
-    speed: float | None = None, stage_slopes: bool = False, line: bool = False,
+    speed: float | None = None, stage_slopes: bool = False, line: bool = False, levels: bool = True,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -329,7 +336,9 @@ def fit_growth_file(
     runs simulated at the speed their session met, ``--session-speed``), written with the laws.
     ``stage_slopes``: each measured stage's turnaround growth its own slope
     (``TurnaroundGrowth.stages``, ``--stage-slopes``), settled each against its own simulation
-    (a line: no points). ``line``: one line through every size, no points (``--line``)."""
+    (a line: no points). ``line``: one line through every size, no points (``--line``).
+    ``levels``: with a ``simulation``, each stage's turnaround and dispatch delay settled on the
+    runs at the reference (:mod:`.levels`; ``--recorded-levels`` keeps the recording's)."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -355,12 +364,7 @@ def fit_growth_file(
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
-        folder = scenario_path.parent.resolve()
-        fit.settling = _settle(data, folder, fit, simulation, TURNAROUND)
-        fit.growth = TurnaroundGrowth(**data["hosts"][host]["turnaround_growth"])
-        if fit.dispatch is not None:
-            fit.dispatch_settling = _settle(data, folder, fit, simulation, DISPATCH)
-            fit.dispatch = TurnaroundGrowth(**data["hosts"][host]["dispatch_growth"])
+        _settle_all(data, scenario_path.parent.resolve(), fit, simulation, reference, levels)
     try:
         parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
     except ScenarioError as exc:
@@ -369,6 +373,8 @@ def fit_growth_file(
         raise ScenarioError(f"{exc}{hint}") from None
     sources = ", ".join(r.source for r in fit.runs)
     laws = "turnaround_growth" + (" and dispatch_growth" if fit.dispatch is not None else "")
+    if any(isinstance(s, LevelSettling) for s in fit.levels):
+        laws += ", its stages' turnarounds and dispatch delays at the reference"
     header = f"# {scenario_path.name}, hosts.{host}.{laws} fitted by adaptflow fit-growth from {sources}\n"
     _write_scenario(out, header, data)
     return fit
@@ -488,7 +494,35 @@ def _settled(before: dict, law: dict) -> bool:
     )
 
 
-def _simulated(scenario: Scenario, run: GrowthRun, simulation: MakeSimulation, kind: Kind) -> dict[str, float]:
+def _settle_all(data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation, reference: int,
+                levels: bool) -> None:  # fmt: skip
+    """The levels (where ``levels``), then the turnaround law, then the dispatch law, each settled
+    against the simulation of ``fit``'s runs in ``data``, and ``fit`` told what they became."""
+    if levels:  # before the laws: their ratios are to the reference, which the levels make live's
+        fit.levels = _settle_levels(data, folder, fit, simulation, reference)
+    fit.settling = _settle(data, folder, fit, simulation, TURNAROUND)
+    fit.growth = TurnaroundGrowth(**data["hosts"][fit.host]["turnaround_growth"])
+    if fit.dispatch is not None:
+        fit.dispatch_settling = _settle(data, folder, fit, simulation, DISPATCH)
+        fit.dispatch = TurnaroundGrowth(**data["hosts"][fit.host]["dispatch_growth"])
+
+
+def _settle_levels(
+    data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation, reference: int
+) -> list[LevelSettling | str]:
+    """The stages' turnarounds, then their dispatch delays, settled on ``fit``'s runs at the
+    reference (:mod:`.levels`), in ``data``."""
+    runs = [run for run in fit.runs if run.processes == reference]
+    simulate = functools.partial(_simulated, simulation=simulation, seeds=LEVEL_SEEDS)
+    return [
+        settle_levels(data, folder, runs, level, functools.partial(simulate, kind=kind))
+        for level, kind in ((TURNAROUND_LEVEL, TURNAROUND), (DISPATCH_LEVEL, DISPATCH))
+    ]
+
+
+def _simulated(
+    scenario: Scenario, run: GrowthRun, simulation: MakeSimulation, kind: Kind, seeds: Sequence[int] = SEEDS
+) -> dict[str, float]:
     """Each of ``run``'s measured stages' ``kind`` of measure in the simulation of the run (its
     pools held, on its arrivals, over the CPU fit's seeds), by live's rule: a mean over the
     seeds pooled (one seed of a short run can fall under the floor), none below
@@ -496,7 +530,7 @@ def _simulated(scenario: Scenario, run: GrowthRun, simulation: MakeSimulation, k
     held = held_at(scenario, run.pools, run)
     measured = getattr(run, kind.measure)
     sums, counts = dict.fromkeys(measured, 0.0), dict.fromkeys(measured, 0)
-    for seed in SEEDS:
+    for seed in seeds:
         sim = simulation(held, seed)
         sim.run(held.horizon)
         stages = sim.counters().stages
@@ -519,6 +553,7 @@ def report_lines(fit: GrowthFit) -> list[str]:
         simulated = _settling_lines(fit.dispatch_settling, lines, "lengthens the dispatch delays at more processes")
         for stage, by_size in fit.dispatch_ratios.items():
             lines.append(f"  {stage}: wait met idle at {_cells(by_size, simulated.get(stage, {}), sizes)}")
+    lines += level_lines(fit.levels, fit.growth.reference, sum(r.processes == fit.growth.reference for r in fit.runs))
     lines += [f"  skipped {line}" for line in fit.skipped]
     if isinstance(fit.cpu, CpuFit):
         lines += cpu_report(fit.cpu, fit.host)

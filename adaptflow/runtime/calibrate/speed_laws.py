@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from adaptflow.scenario.loading import load_yaml_file
-from adaptflow.scenario.schema import HOST_LAWS, MAX_LAW_SPEEDS, LawsAtSpeed
+from adaptflow.scenario.schema import HOST_LAWS, MAX_LAW_SPEEDS, LawsAtSpeed, Stage
 
 from .celery_cpu import at_grid_top
 from .growth import _write_scenario, hosted_stages
@@ -38,8 +38,9 @@ HOST_KEYS = (*HOST_LAWS, "speed", "by_speed", "pulse")
 """A host's keys a fit may change: its laws, the speed they hold at and the pulse read at it
 (``--session-speed``; the laws by speed keep the calibration's pulse, each fit's own holding at
 its own speed only)."""
-STAGE_KEYS = ("service", "cpu")
-"""A hosted stage's keys a fit may change: Celery's CPU fit rescales services and sets shares."""
+STAGE_KEYS = ("service", "cpu", "turnaround", "dispatch_delay")
+"""A hosted stage's keys a fit may change: Celery's CPU fit rescales services and sets shares,
+and the levels settled at the reference rescale turnarounds and dispatch delays."""
 GridTop = Literal["refuse", "skip", "keep"]
 GRID_TOP_CHOICES: tuple[GridTop, ...] = ("refuse", "skip", "keep")
 """What ``laws-by-speed`` does with a fit whose Celery CPU law sits at its grid's top."""
@@ -62,8 +63,8 @@ def laws_by_speed_file(
 ) -> SpeedLaws:  # fmt: skip
     """The scenario at ``calibration`` with ``host``'s laws by speed (``by_speed``), one entry per
     scenario of ``fits`` (each fitted from ``calibration`` by ``fit-growth --session-speed`` on
-    a session of its own: its host's laws, at its speed, and its stages' rescaled services and
-    shares), written to ``out`` atomically after every check. The host's own ``speed`` stays the
+    a session of its own: its host's laws, at its speed, and its stages' rescaled services,
+    levels and shares), written to ``out`` atomically after every check. The host's own ``speed`` stays the
     calibration's (a replay without a measured speed runs at it). A fit whose Celery CPU law sits
     at the top of the grid fit-growth searched (:func:`~.celery_cpu.at_grid_top`, the fit the
     docs say to distrust) is refused (``grid_top="refuse"``), left out with a line
@@ -132,41 +133,59 @@ def _read_fits(
 
 
 def _entry(base: Scenario, fit: Scenario, host: str, stages: list[str]) -> LawsAtSpeed:
-    """``fit``'s host laws at its speed, and how its stages' services and shares differ from ``base``'s."""
+    """``fit``'s host laws at its speed, and how its stages' services, shares and levels differ
+    from ``base``'s."""
     spec = fit.hosts[host]
-    services = {s: _service_factor(base, fit, s) for s in stages}
     cpu = {s: fit.stages[s].cpu_share for s in stages if fit.stages[s].cpu_share != base.stages[s].cpu_share}
-    return LawsAtSpeed(
-        speed=spec.speed,
-        **{law: getattr(spec, law) for law in HOST_LAWS},
-        services={s: f for s, f in services.items() if abs(f - 1) > SAME},
-        cpu=cpu,
-    )
+    multiples = {what: {s: f for s in stages if abs((f := factor(base.stages[s], fit.stages[s])) - 1) > SAME}
+                 for what, factor in FACTORS.items()}  # fmt: skip
+    return LawsAtSpeed(speed=spec.speed, **{law: getattr(spec, law) for law in HOST_LAWS}, cpu=cpu, **multiples)
 
 
-def _service_factor(base: Scenario, fit: Scenario, stage: str) -> float:
-    """How many times the calibration's mean service ``fit`` serves ``stage`` (its rescaling)."""
-    return fit.stages[stage].service.expected() / base.stages[stage].service.expected()
+def _ratio(fitted: float, calibrated: float) -> float:
+    """How many times ``calibrated`` ``fitted`` is (1 where the calibration has none: 0 stays 0)."""
+    return fitted / calibrated if calibrated > 0 else 1.0
+
+
+FACTORS: dict[str, Callable[[Stage, Stage], float]] = {
+    "services": lambda base, fit: _ratio(fit.service.expected(), base.service.expected()),
+    "turnarounds": lambda base, fit: _ratio(fit.turnaround, base.turnaround),
+    "dispatches": lambda base, fit: _ratio(fit.dispatch_mean(), base.dispatch_mean()),
+}
+"""How a fit rescaled a stage, by :class:`LawsAtSpeed`'s field: its mean service, turnaround
+and dispatch delay over the calibration's."""
 
 
 def _differences(base: Scenario, fit: Scenario, host: str, stages: list[str], path: Path) -> list[str]:
     """Why ``fit`` (read from ``path``) is not a fit of ``base``: anything changed beyond
-    ``host``'s laws and speed and its stages' services (by one factor each) and shares."""
+    ``host``'s laws and speed and its stages' services, turnarounds and dispatch delays (by one
+    factor each) and shares."""
     if host not in fit.hosts:
         return [f"{path}: hosts: no host {host!r}; expected a fit of the calibration's"]
     if fit.hosts[host].by_speed:
         return [f"{path}: hosts.{host}.by_speed: already laws by speed; expected one fit-growth's output"]
     problems = [
         f"{path}: {where}: differs from the calibration's; expected a fit-growth of it (only the host's laws and "
-        "speed, its stages' services and shares changed)"
+        "speed, its stages' services, levels and shares changed)"
         for where in _changed(_core(base, host, stages), _core(fit, host, stages))
     ]
     for s in (s for s in stages if s in fit.stages):
-        factor = _service_factor(base, fit, s)
-        if not _same(base.stages[s].service.scaled(factor).model_dump(), fit.stages[s].service.model_dump()):
+        was, now = base.stages[s], fit.stages[s]
+        factor = FACTORS["services"](was, now)
+        if not _same(was.service.scaled(factor).model_dump(), now.service.model_dump()):
             problems.append(f"{path}: stages.{s}.service: not the calibration's scaled by one factor; expected "
                             "fit-growth's rescaling of it")  # fmt: skip
+        levels = was.with_levels(FACTORS["turnarounds"](was, now), FACTORS["dispatches"](was, now))
+        for key in ("turnaround", "dispatch_delay"):
+            if not _same(_dumped(getattr(levels, key)), _dumped(getattr(now, key))):
+                problems.append(f"{path}: stages.{s}.{key}: not the calibration's scaled by one factor; expected "
+                                "fit-growth's level of it")  # fmt: skip
     return problems
+
+
+def _dumped(value: Any) -> Any:
+    """A stage's value as data: a distribution's fields, a number as it is."""
+    return value.model_dump() if hasattr(value, "model_dump") else float(value)
 
 
 def _core(scenario: Scenario, host: str, stages: list[str]) -> dict[str, Any]:
