@@ -30,7 +30,7 @@ from typing import Any
 from adaptflow.scenario import Scenario, parse_scenario
 
 ROUNDS = 6
-"""At most this many rounds; on the example app's fit sets the levels settled in two or three."""
+"""At most this many rounds; on the example app's three fit sets the levels settled in one or two."""
 SETTLED = 0.02
 """A round that moves every stage's level by at most this share of itself ends the settling
 (the simulation's own seeds move a stage's mean hand-off by about as much)."""
