@@ -454,6 +454,7 @@ def test_a_list_of_specs_keeps_each_specs_parameters_together():
     assert split_specs("quality:staffing=fixed,max_utilization=0.9,ppo@onnx:runs/x") == [
         "quality:staffing=fixed,max_utilization=0.9", "ppo@onnx:runs/x"
     ]  # fmt: skip
+    assert split_specs("p1@static:pool=1,x=2@static:pool=2") == ["p1@static:pool=1", "x=2@static:pool=2"]
 
 
 def test_every_registered_planner_parameter_has_a_type_a_spec_can_be_checked_against():

@@ -239,10 +239,11 @@ _PARAMETER = re.compile(r"[A-Za-z_]\w*=")
 def split_specs(text: str) -> list[str]:
     """A comma-separated list of planner specs (``compare-app --planners``) as its specs: a piece
     that begins ``key=`` is the next parameter of the spec before it, so a spec keeps every
-    parameter (``p7@static:pool=1,workers=write:2,keda:target=1`` is two specs)."""
+    parameter (``p7@static:pool=1,workers=write:2,keda:target=1`` is two specs); a piece with
+    an ``@`` is a labelled spec of its own, whatever its label holds (``x=1@static``)."""
     specs: list[str] = []
     for piece in filter(None, text.split(",")):
-        if specs and _PARAMETER.match(piece):
+        if specs and _PARAMETER.match(piece) and "@" not in piece:
             specs[-1] += "," + piece
         else:
             specs.append(piece)

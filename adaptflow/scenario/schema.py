@@ -911,9 +911,9 @@ def _mix_growth(a: TurnaroundGrowth | None, b: TurnaroundGrowth | None, w: float
 
 def laws_between(entries: list[LawsAtSpeed], speed: float, cpu: dict[str, float]) -> SpeedLaws:
     """``entries``' laws at ``speed`` (see :meth:`Scenario.laws_at_speed`): linear in the log of the
-    speed between the two entries around it, an end entry's own beyond the ends. Service
-    multiples mix geometrically (a multiple is a ratio); a stage an entry leaves out counts at
-    1 and at its share of ``cpu`` (the stages' own)."""
+    speed between the two entries around it, an end entry's own beyond the ends. Service,
+    turnaround and dispatch multiples mix geometrically (a multiple is a ratio); a stage an
+    entry leaves out counts at 1 and at its share of ``cpu`` (the stages' own)."""
     lo = hi = entries[0] if speed <= entries[0].speed else entries[-1]
     if entries[0].speed < speed < entries[-1].speed:
         hi = next(e for e in entries if e.speed > speed)
