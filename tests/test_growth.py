@@ -406,6 +406,29 @@ def held_handoff_runs(truth: dict, folder: Path) -> tuple[Path, dict[int, dict[s
     return path, live, runs
 
 
+def dispatching(machine: dict) -> dict:
+    """``machine`` with a dispatch delay of 0.05 s at every stage, which slows with the processes
+    serving beside it twice as steeply as the turnaround does."""
+    for spec in machine["stages"].values():
+        spec.update(dispatch_delay=0.05, contention={"turnaround": 1.0, "dispatch": 2.0})
+    return machine
+
+
+def held_runs_with_idle_waits(
+    truth: dict, calibrated: dict, folder: Path
+) -> tuple[Path, dict[int, dict[str, dict[str, float]]], list[Path]]:
+    """``calibrated`` written to ``folder``, ``truth``'s hand-offs and waits met idle as live reads
+    them at 1, 2 and 3 processes a stage, and those as held runs' compare_app.csv files."""
+    path = folder / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    live = {p: simulated_means(truth, p, range(10, 14)) for p in (1, 2, 3)}
+    runs = [
+        write_runs(folder / f"p{p}.csv", [("live", "static", float(p), m["handoffs"])], idle_waits=[m["idle_waits"]])
+        for p, m in live.items()
+    ]
+    return path, live, runs
+
+
 def test_the_turnaround_law_is_settled_against_the_simulations_own_growth_of_hand_offs(tmp_path):
     """The live machine's turnarounds grow 0.1 per process past 2, and slow with the processes
     serving beside them, which the calibrated scenario already models (its ``contention``).
@@ -431,18 +454,10 @@ def test_the_dispatch_law_is_settled_against_the_simulations_own_growth_of_waits
     processes more serve when an item arrives, so the waits met idle grow faster than the law
     and the line read straight off them counts that twice; settled, the law comes back to 0.1,
     and the simulated runs show the live ratios."""
-    truth = contended_machine(0.0)
-    for spec in truth["stages"].values():
-        spec.update(dispatch_delay=0.05, contention={"turnaround": 1.0, "dispatch": 2.0})
+    truth = dispatching(contended_machine(0.0))
     calibrated = copy.deepcopy(truth)
     truth["hosts"]["vm"]["dispatch_growth"] = {"per_process": 0.1, "reference": 2}
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
-    live = {p: simulated_means(truth, p, range(10, 14)) for p in (1, 2, 3)}
-    runs = [
-        write_runs(tmp_path / f"p{p}.csv", [("live", "static", float(p), m["handoffs"])], idle_waits=[m["idle_waits"]])
-        for p, m in live.items()
-    ]
+    path, _, runs = held_runs_with_idle_waits(truth, calibrated, tmp_path)
     fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation)
     report = "\n".join(report_lines(fit))
     print(report)
@@ -527,20 +542,12 @@ def test_each_stages_levels_at_the_reference_are_settled_on_the_runs_there(tmp_p
     scenario's simulation, on seeds no fit used, shows the live hand-offs and waits met idle at
     the reference within 5 % where the recording's levels missed them by more than 15 %.
     ``--recorded-levels`` keeps the recording's."""
-    truth = contended_machine(0.1)
-    for spec in truth["stages"].values():
-        spec.update(dispatch_delay=0.05, contention={"turnaround": 1.0, "dispatch": 2.0})
+    truth = dispatching(contended_machine(0.1))
     calibrated = copy.deepcopy(truth)
     del calibrated["hosts"]["vm"]["turnaround_growth"]
     calibrated["stages"]["check"]["turnaround"] = 0.07
     calibrated["stages"]["parse"]["dispatch_delay"] = 0.03
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
-    live = {p: simulated_means(truth, p, range(10, 14)) for p in (1, 2, 3)}
-    runs = [
-        write_runs(tmp_path / f"p{p}.csv", [("live", "static", float(p), m["handoffs"])], idle_waits=[m["idle_waits"]])
-        for p, m in live.items()
-    ]
+    path, live, runs = held_runs_with_idle_waits(truth, calibrated, tmp_path)
     out = tmp_path / "fitted.yaml"
     assert main(["fit-growth", str(path), *map(str, runs), "--out", str(out)]) == 0
     report = capsys.readouterr().out
