@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import yaml
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
-from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law
+from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _wait_error
 from adaptflow.runtime.calibrate.celery_cpu import report_lines as cpu_report
 from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
 from adaptflow.scenario import load_scenario, parse_scenario
@@ -44,20 +45,24 @@ def write_scenario(folder: Path) -> Path:
 
 def write_runs(
     path: Path, rows: list[tuple[str, str, float, dict[str, float]]], services: dict[str, float] | None = None,
-    idle_waits: list[dict[str, float]] | None = None,
+    idle_waits: list[dict[str, float]] | None = None, waits: dict[str, dict[str, float]] | None = None,
 ) -> Path:  # fmt: skip
     """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off), and
-    each stage's mean service on every row if ``services`` is given, and each row's waits met
-    idle (``idle_wait_<stage>``) if ``idle_waits`` is."""
+    each stage's mean service on every row if ``services`` is given, each row's waits met idle
+    (``idle_wait_<stage>``) if ``idle_waits`` is, and each stage's ``mean_wait_<stage>`` and
+    ``p95_wait_<stage>`` on every row if ``waits`` is."""
     kinds = ("mean_pool", "handoff") + (("service",) if services else ())
+    figures = ("mean_wait", "p95_wait") if waits else ()
     columns = ["world", "planner", "mean_wait"] + [f"{c}_{s}" for s in STAGES for c in kinds]
     columns += [f"idle_wait_{s}" for s in STAGES] if idle_waits else []
+    columns += [f"{f}_{s}" for s in STAGES for f in figures]
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(columns)
         for k, (world, planner, pool, handoffs) in enumerate(rows):
             cells = [str(x) for s in STAGES for x in (pool, handoffs.get(s, ""), *([services[s]] if services else []))]
             cells += [str(idle_waits[k].get(s, "")) for s in STAGES] if idle_waits else []
+            cells += [str(waits[s][f]) for s in STAGES for f in figures] if waits else []
             out.writerow([world, planner, "0.1", *cells])
     return path
 
@@ -149,6 +154,9 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
     bad.write_text("world,planner\nlive,static\n")
     short = tmp_path / "short.csv"  # the header of a compare_app.csv, a row cut short
     short.write_text(held[0].read_text().splitlines()[0] + "\nlive,static,0.1\n")
+    waits = write_runs(tmp_path / "waits.csv", [("live", "static", 3.0, on_the_law(6, 0.3))],
+                       waits={s: {"mean_wait": 0.1, "p95_wait": 0.3} for s in STAGES})  # fmt: skip
+    waits.write_text(waits.read_text().replace(",0.3\n", ",soon\n"))  # check's p95 wait, the row's last cell
     only_reference = held[:1]
     (tmp_path / "big").mkdir()  # a run whose arrivals beside it are too many to simulate per candidate
     big = write_runs(tmp_path / "big" / "compare_app.csv", [("live", "static", 3.0, on_the_law(6, 0.3))])
@@ -162,6 +170,7 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
         ([*map(str, held), str(short)], [
             "short.csv:2: mean_pool_parse, handoff_parse, service_parse or idle_wait_parse is not a number",
         ]),
+        ([str(held[0]), str(waits)], ["waits.csv:2: p95_wait_check is 'soon'; expected seconds"]),
         ([*map(str, only_reference)], ["had [2] processes on vm; expected at least one run at the reference 2"]),
         ([str(held[0]), str(big)], ["static.arrivals.uploads.csv: 9,437,184 bytes; expected one run's arrivals"]),
         ([*map(str, held), "--host", "gpu"], ["--host: 'gpu' is not a host of the scenario; expected one of: vm"]),
@@ -177,6 +186,14 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
 def held_services(data: dict, pools: int, seeds: range, arrivals: Path | None = None) -> dict[str, float]:
     """Each stage's mean service (busy process-seconds per attempt) with every pool at ``pools``,
     on the scenario's own source or on the trace at ``arrivals`` (with its horizon)."""
+    return held_figures(data, pools, seeds, arrivals)[0]
+
+
+def held_figures(
+    data: dict, pools: int, seeds: range, arrivals: Path | None = None
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """:func:`held_services`, and each stage's mean and p95 wait (stage -> figure -> s), as a
+    compare_app.csv row has them."""
     held = copy.deepcopy(data)
     for spec in held["stages"].values():
         spec["workers"].update(initial=pools, max=max(pools, spec["workers"]["max"]))
@@ -184,25 +201,31 @@ def held_services(data: dict, pools: int, seeds: range, arrivals: Path | None = 
         held["sources"]["uploads"] = {"process": "trace", "file": str(arrivals), "to": "parse"}
     scenario = parse_scenario(held)
     values: dict[str, list[float]] = {}
+    waits: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
         sim = Simulation(scenario, seed)
         sim.run(scenario.horizon)
         for name, row in sim.summary()["stages"].items():
             values.setdefault(name, []).append(row["mean_busy_workers"] * scenario.horizon / row["completed"])
-    return {name: sum(v) / len(v) for name, v in values.items()}
+            for figure in ("mean_wait", "p95_wait"):
+                waits.setdefault(name, {}).setdefault(figure, []).append(row[figure])
+    mean = {name: {k: sum(v) / len(v) for k, v in by.items()} for name, by in waits.items()}
+    return {name: sum(v) / len(v) for name, v in values.items()}, mean
 
 
-def held_run(folder: Path, truth: dict, pools: int, rate: float) -> Path:
+def held_run(folder: Path, truth: dict, pools: int, rate: float, waits: bool = False) -> Path:
     """A "live" run of ``truth`` at ``pools`` a stage on Poisson arrivals at ``rate`` of its own
-    (written where ``compare-app --simulate`` writes a run's arrivals): its compare_app.csv."""
+    (written where ``compare-app --simulate`` writes a run's arrivals): its compare_app.csv,
+    with each stage's mean and p95 wait if ``waits`` (else as an older compare-app wrote it)."""
     folder.mkdir()
     gaps = np.random.default_rng(int(rate * 100) + pools).exponential(1.0 / rate, size=int(rate * 60))
     arrivals = folder / "static.arrivals.uploads.csv"
     arrivals.write_text("timestamp,size\n" + "".join(f"{t:.4f},1\n" for t in np.cumsum(gaps)))
     horizon = float(np.sum(gaps)) + 30.0  # as the fit simulates a run on its arrivals: 30 s to drain
-    services = held_services({**truth, "horizon": horizon}, pools, range(10, 12), arrivals)
+    services, measured = held_figures({**truth, "horizon": horizon}, pools, range(10, 12), arrivals)
     handoffs = {s: 0.05 * (1 + 0.5 * (2 * pools - 2)) for s in STAGES}
-    return write_runs(folder / "compare_app.csv", [("live", "static", float(pools), handoffs)], services)
+    rows = [("live", "static", float(pools), handoffs)]
+    return write_runs(folder / "compare_app.csv", rows, services, waits=measured if waits else None)
 
 
 def live_machine(**host: float) -> dict:
@@ -234,20 +257,14 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     process a stage, at 3 a second, sees none of that: CPU shares 0.6, no Celery CPU, services
     that serve as the live ones do there. fit-growth finds the law and its value (within a step
     of the grid) and the shares, and writes services that come back to the live machine's
-    full-speed ones; every other law fits the two loads worse."""
+    full-speed ones; every other law fits the two loads worse. The runs carry each stage's waits:
+    the blind calibration's at the reference are 5-15 % short of the live ones, the machine's
+    own law nearer and free, and candidates that bunch the services more than it does take
+    them further and pay for it."""
     truth = live_machine(**{law: value})
-    calibrated = copy.deepcopy(truth)
-    calibrated["hosts"]["vm"] = {"cores": 2.0}
-    for spec in calibrated["stages"].values():
-        spec["cpu"] = 0.6
-    recorded = held_services(truth, 1, range(10, 14))
-    for _ in range(4):  # as calibrate does: services that serve at the recorded pools as live did
-        served = held_services(calibrated, 1, range(0, 2))
-        for name, spec in calibrated["stages"].items():
-            spec["service"]["mean"] *= recorded[name] / served[name]
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
-    runs = [held_run(tmp_path / f"r{rate}p{pools}", truth, pools, rate) for rate in (3.0, 1.5) for pools in (1, 2, 3)]
+    path = calibrated_blind(truth, tmp_path)
+    runs = [held_run(tmp_path / f"r{rate}p{pools}", truth, pools, rate, waits=True) for rate in (3.0, 1.5)
+            for pools in (1, 2, 3)]  # fmt: skip
     fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation)
     assert fit.growth.per_process == pytest.approx(0.5)
     print("\n".join(report_lines(fit)))
@@ -258,6 +275,9 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     others = [e for c, e in fit.cpu.errors.items() if c.law != law and c.value > 0]
     assert fit.cpu.error < min(others) / 2
     assert fit.cpu.error < fit.cpu.errors[Law("as calibrated", "visit_cpu", 0.0)] / 10
+    assert fit.cpu.wait_error < 0.001
+    top = max(c.value for c in fit.cpu.errors if c.law == "visit_cpu")
+    assert fit.cpu.wait_errors[Law("all 1", "visit_cpu", top)] > 0.005  # 7 % further from live, or more
     assert "grid's top" not in "\n".join(report_lines(fit))
     fitted = load_scenario(tmp_path / "fitted.yaml")
     host = fitted.hosts["vm"]
@@ -266,6 +286,40 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     assert all(fitted.stages[s].cpu_share == 1.0 for s in STAGES)
     for name, spec in truth["stages"].items():  # the full-speed services the live machine has
         assert fitted.stages[name].service.expected() == pytest.approx(spec["service"]["mean"], rel=0.1), name
+
+
+def calibrated_blind(truth: dict, tmp_path: Path) -> Path:
+    """The scenario a calibration at 1 process a stage would write of ``truth``'s machine, blind
+    to its Celery CPU: CPU shares 0.6, none of Celery's, services that serve as the live ones do
+    there (as calibrate rescales them)."""
+    calibrated = copy.deepcopy(truth)
+    calibrated["hosts"]["vm"] = {"cores": 2.0}
+    for spec in calibrated["stages"].values():
+        spec["cpu"] = 0.6
+    recorded = held_services(truth, 1, range(10, 14))
+    for _ in range(4):
+        served = held_services(calibrated, 1, range(0, 2))
+        for name, spec in calibrated["stages"].items():
+            spec["service"]["mean"] *= recorded[name] / served[name]
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    return path
+
+
+def test_a_candidates_waits_at_the_reference_count_only_past_the_calibrations_distance_from_live():
+    """The CPU fit's wait error: a candidate pays for each wait at the reference only as far as
+    it lies further from the live run's than the calibration's does (log distance, squared,
+    averaged over the waits); nearer, or on the other side no further, it pays nothing; a run
+    that measured no waits (an older compare-app) holds it to none."""
+    measured = {"3.0/s": {("parse", "mean_wait"): (1.0, 0.8), ("parse", "p95_wait"): (2.0, 2.2)}}
+    nearer = {"3.0/s": {"parse": {"mean_wait": 0.9, "p95_wait": 1.9}}}
+    assert _wait_error(measured, nearer) == 0.0
+    further = {"3.0/s": {"parse": {"mean_wait": 0.5, "p95_wait": 2.2}}}  # 0.8 -> 0.5; p95 as calibrated
+    assert _wait_error(measured, further) == pytest.approx((math.log(2.0) - math.log(1.25)) ** 2 / 2)
+    beyond = {"3.0/s": {"parse": {"mean_wait": 1.5, "p95_wait": 1.5}}}  # past live, further than 0.8 was
+    expected = ((math.log(1.5) - math.log(1.25)) ** 2 + (math.log(2.0 / 1.5) - math.log(1.1)) ** 2) / 2
+    assert _wait_error(measured, beyond) == pytest.approx(expected)
+    assert _wait_error({"3.0/s": {}}, further) == 0.0
 
 
 def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, capsys):

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,7 +60,7 @@ from adaptflow.scenario.schema import GrowthPoint, TurnaroundGrowth
 
 from ..compare_app import arrivals_file
 from ..live.handoff import mean_of_gaps
-from .celery_cpu import SEEDS, CpuFit, fit_celery_cpu, held_at
+from .celery_cpu import SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
 from .core import _PlainDumper
 from .levels import DISPATCH_LEVEL, LEVEL_SEEDS, TURNAROUND_LEVEL, LevelSettling, settle_levels
@@ -99,6 +100,8 @@ class GrowthRun:
     services: dict[str, float]
     arrivals: dict[str, Path] = field(default_factory=dict)
     idle_waits: dict[str, float] = field(default_factory=dict)  # where the row has them (idle_wait_<stage>)
+    # stage -> figure (celery_cpu.WAITS) -> seconds, where the row has them (mean_wait_<stage>, p95_wait_<stage>)
+    waits: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: str = ""  # the row's label (compare-app's LABEL#k): its arrivals and event log are named by it
 
     @property
@@ -245,7 +248,24 @@ def _run_of(
             services[stage] = service
         if math.isfinite(idle_wait) and idle_wait > 0:
             idle_waits[stage] = idle_wait
-    return GrowthRun(source, handoffs, pools, services, idle_waits=idle_waits)
+    waits = _waits_of(source, row, stages, problems)
+    return None if waits is None else GrowthRun(source, handoffs, pools, services, idle_waits=idle_waits, waits=waits)
+
+
+def _waits_of(source: str, row: dict[str, str], stages: list[str], problems: list[str]) -> dict | None:
+    """Each stage's waits in a compare_app.csv row (stage -> :data:`~.celery_cpu.WAITS` figure
+    -> seconds, where positive; a file of an older compare-app has none), or None with a
+    problem where a cell is not a number."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, figure in itertools.product(stages, WAITS):
+        try:
+            value = float(row.get(f"{figure}_{stage}") or "nan")
+        except ValueError:
+            problems.append(f"{source}: {figure}_{stage} is {row.get(f'{figure}_{stage}')!r}; expected seconds")
+            return None
+        if math.isfinite(value) and value > 0:
+            out.setdefault(stage, {})[figure] = value
+    return out
 
 
 def fit_growth(
