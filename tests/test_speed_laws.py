@@ -184,7 +184,12 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
     combined = load_scenario(out)
     assert [e.speed for e in combined.hosts["vm"].by_speed] == [1.0, 1.44]  # slowest first
     assert combined.hosts["vm"].speed == 1.0 and combined.stages["parse"].service.mean == 0.1  # the calibration's
-    assert combined.hosts["vm"].pulse is None  # the calibration's too: each session's pulse holds at its speed only
+    assert combined.hosts["vm"].pulse is None  # the calibration's: one fit holds no pulse of its session
+    slow = fitted(SLOW)
+    slow["hosts"]["vm"]["pulse"] = 900.0
+    both = [fits[0], write(tmp_path, "slow_pulsed.yaml", slow)]
+    assert main(["laws-by-speed", str(base), *map(str, both), "--out", str(tmp_path / "pulsed.yaml")]) == 0
+    assert load_scenario(tmp_path / "pulsed.yaml").hosts["vm"].pulse == round((850.0 * 900.0) ** 0.5, 1)  # 874.6
     at_fast = combined.model_copy(update={"hosts": {"vm": combined.hosts["vm"].model_copy(update={"speed": 1.44})}})
     assert means(at_fast) == pytest.approx(means(parse_scenario(fitted(FAST))), rel=1e-9)
     assert out.read_text().startswith("# cal.yaml, hosts.vm.by_speed from")
