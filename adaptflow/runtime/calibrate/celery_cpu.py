@@ -170,9 +170,10 @@ class CpuFit:
 def fit_celery_cpu(
     scenario: Scenario, host: str, runs: Sequence[HeldRun], reference: Pools, make: MakeSimulation
 ) -> CpuFit:
-    """The candidate whose service growth over ``runs``, and waits at the reference pools, are
-    nearest the live ones (module docstring). ``reference``: the pools
-    the scenario was calibrated at; ``runs`` must hold them and another size at one load at least."""
+    """The candidate whose service growth over ``runs`` is nearest the live one and which takes
+    the waits at the reference pools no further from live than the calibration has them (module
+    docstring). ``reference``: the pools the scenario was calibrated at; ``runs`` must hold them
+    and another size at one load at least."""
     stages = [s for s, spec in scenario.stages.items() if spec.host == host]
     series = _series(runs, reference)
     live = _live_growth(series, stages)

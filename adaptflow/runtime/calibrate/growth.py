@@ -252,7 +252,9 @@ def _run_of(
     return None if waits is None else GrowthRun(source, handoffs, pools, services, idle_waits=idle_waits, waits=waits)
 
 
-def _waits_of(source: str, row: dict[str, str], stages: list[str], problems: list[str]) -> dict | None:
+def _waits_of(
+    source: str, row: dict[str, str], stages: list[str], problems: list[str]
+) -> dict[str, dict[str, float]] | None:
     """Each stage's waits in a compare_app.csv row (stage -> :data:`~.celery_cpu.WAITS` figure
     -> seconds, where positive; a file of an older compare-app has none), or None with a
     problem where a cell is not a number."""
