@@ -83,7 +83,7 @@ def laws_by_speed_file(
         if getattr(base.hosts[host], law) not in (None, 0.0, [])
     ]
     kept, left_out = _read_fits(base, list(map(Path, fits)), host, stages, grid_top, problems)
-    entries = [entry for _, entry in kept]
+    entries = [entry for _, entry, _ in kept]
     if grid_top == "skip" and len(entries) < 2 and not problems:
         problems += [*left_out, f"FIT: {len(entries)} left beside the fits at their grid's top; expected two or more"]
     entries.sort(key=lambda e: e.speed)
@@ -100,7 +100,7 @@ def laws_by_speed_file(
         raise ValueError("\n".join(problems))
     data = load_yaml_file(calibration)
     data["hosts"][host]["by_speed"] = [e.model_dump(mode="json", exclude_defaults=True) for e in entries]
-    pulse = _sessions_pulse([path for path, _ in kept], host, base)
+    pulse = _sessions_pulse([pulse for _, _, pulse in kept], base.hosts[host].pulse)
     if pulse is not None:
         data["hosts"][host]["pulse"] = pulse
     out = Path(out)
@@ -108,15 +108,16 @@ def laws_by_speed_file(
         parse_scenario(data, label=str(out), base_dir=out.parent.resolve())
     except ScenarioError as exc:
         raise ScenarioError(f"{exc}\n--out: write it beside the calibration, whose trace paths are relative") from None
-    names = ", ".join(str(path) for path, _ in kept)
+    names = ", ".join(str(path) for path, _, _ in kept)
     header = f"# {Path(calibration).name}, hosts.{host}.by_speed from {names} (adaptflow laws-by-speed)\n"
     _write_scenario(out, header, data)
     return SpeedLaws(entries, left_out)
 
 
-def _sessions_pulse(fits: list[Path], host: str, base: Scenario) -> float | None:
-    """The geometric mean of the fits' pulses of speed 1, where each fit wrote one of its session
-    (``fit-growth --session-speed``); else None (the calibration's pulse stays).
+def _sessions_pulse(pulses: list[float | None], calibrated: float | None) -> float | None:
+    """The geometric mean of the fits' ``pulses`` of speed 1, where each fit wrote one of its
+    session (``fit-growth --session-speed``; not the calibration's ``calibrated``); else None
+    (the calibration's pulse stays).
 
     Why not the calibration's: the pulse follows the machine's speed at under half the amplitude
     the app's tasks meet, so the recording's pulse, read on another day (7,818 on the example app,
@@ -124,18 +125,18 @@ def _sessions_pulse(fits: list[Path], host: str, base: Scenario) -> float | None
     cells within 10 % at the pulse on five sets, 21 with the sessions' mean. Each session's pulse
     is read against its runs' own speeds on the calibration's scale, the one the fits' ``speed``
     is on (docs/sim_to_real.md)."""
-    pulses = [load_scenario(path).hosts[host].pulse for path in fits]
-    if any(p is None or p == base.hosts[host].pulse for p in pulses):
+    if any(p is None or p == calibrated for p in pulses):
         return None
     return round(math.exp(math.fsum(math.log(p) for p in pulses) / len(pulses)), 1)
 
 
 def _read_fits(
     base: Scenario, fits: list[Path], host: str, stages: list[str], grid_top: GridTop, problems: list[str]
-) -> tuple[list[tuple[Path, LawsAtSpeed]], list[str]]:
-    """Each fit's entry, where it is a fit of ``base`` (else its lines in ``problems``) and not at
-    its grid's top (refused into ``problems`` or, with ``grid_top="skip"``, a line left out)."""
-    kept: list[tuple[Path, LawsAtSpeed]] = []
+) -> tuple[list[tuple[Path, LawsAtSpeed, float | None]], list[str]]:
+    """Each fit's entry and its host's pulse, where it is a fit of ``base`` (else its lines in
+    ``problems``) and not at its grid's top (refused into ``problems`` or, with
+    ``grid_top="skip"``, a line left out)."""
+    kept: list[tuple[Path, LawsAtSpeed, float | None]] = []
     left_out: list[str] = []
     for path in fits:
         fit = load_scenario(path)
@@ -148,7 +149,7 @@ def _read_fits(
                     "--grid-top skip leaves such a fit out, keep keeps it)")  # fmt: skip
             (problems if grid_top == "refuse" else left_out).append(line)
         elif not found:
-            kept.append((path, _entry(base, fit, host, stages)))
+            kept.append((path, _entry(base, fit, host, stages), fit.hosts[host].pulse))
     return kept, left_out
 
 
