@@ -16,7 +16,7 @@ import yaml
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
-from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _wait_error
+from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _race, _wait_error
 from adaptflow.runtime.calibrate.celery_cpu import report_lines as cpu_report
 from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
 from adaptflow.scenario import load_scenario, parse_scenario
@@ -322,6 +322,35 @@ def test_a_candidates_waits_at_the_reference_count_only_past_the_calibrations_di
     assert _wait_error({"3.0/s": {}}, further) == 0.0
 
 
+def test_candidates_near_the_best_are_judged_again_on_more_seeds_until_the_best_has_been():
+    """The CPU fit's race: the candidates within NEAR (25 %) of the best on two seeds are judged
+    again; where the one that led on two seeds' luck falls back, the new best's near ones are
+    judged too, until every candidate that near the best has been. Far ones never are, and the
+    judge of more seeds is made once."""
+    values = dict(zip("abcde", (0.25, 0.5, 0.75, 1.0, 2.0), strict=True))
+    laws = {name: Law("as calibrated", "handoff_cpu", value) for name, value in values.items()}
+    first = {"a": 0.0020, "b": 0.0022, "c": 0.0024, "d": 0.0026, "e": 0.0040}
+    again = {"a": 0.0028, "b": 0.0021, "c": 0.0030, "d": 0.0027, "e": 0.0001}  # e would win; too far to be tried
+
+    class MoreSeeds:
+        made = 0
+
+        def __init__(self) -> None:
+            MoreSeeds.made += 1
+
+        def score(self, law: Law) -> CpuFit:
+            name = next(n for n, candidate in laws.items() if candidate == law)
+            return CpuFit(law, {}, again[name])
+
+    fits = {laws[n]: CpuFit(laws[n], {}, error) for n, error in first.items()}
+    rescored, judge = _race(fits, MoreSeeds)
+    assert rescored == {laws[n] for n in "abcd"}  # d: within 25 % of b's 0.0021, not of a's 0.0020
+    assert MoreSeeds.made == 1 and isinstance(judge, MoreSeeds)
+    assert min(fits.values(), key=lambda f: f.error).law == laws["b"]
+    assert fits[laws["e"]].error == first["e"]
+    assert _race({laws["a"]: CpuFit(laws["a"], {}, math.inf)}, MoreSeeds) == (set(), None)
+
+
 def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, capsys):
     """``fit-growth --session-speed``: the held runs came from a machine at 0.8 of the speed the
     scenario was calibrated at (a recording made at a faster moment). Each run's own speed on the
@@ -392,7 +421,7 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     at_one = load_scenario(fitted_at(path, runs, tmp_path / "one.yaml", None)).hosts["vm"]
     assert session.model_dump(exclude={"speed", "pulse"}) == at_speed.model_dump(exclude={"speed", "pulse"})
     assert session.visit_cpu == session.handoff_cpu == session.oversubscription == 0.0
-    assert at_one.visit_cpu > 0.01, at_one
+    assert at_one.visit_cpu > 0.01 or at_one.handoff_cpu > 0 or at_one.oversubscription > 0, at_one  # a law, any
 
 
 def fitted_at(scenario: Path, runs: list[Path], out: Path, speed: float | None) -> Path:
