@@ -197,13 +197,10 @@ def fit_celery_cpu(
             f"runs: no stage's service was measured both at the reference pools {reference} and at another size "
             "on the same load; the growth of services with the processes cannot be read"
         )
-    judges = {
-        seeds: functools.partial(_Judge.on, scenario, host, reference, make, series, live, stages, seeds)
-        for seeds in (SEEDS, RACE_SEEDS)
-    }
-    first = judges[SEEDS]()
+    judge = functools.partial(_Judge.on, scenario, host, reference, make, series, live, stages)
+    first = judge(SEEDS)
     fits = {law: first.score(law) for law in _candidates(scenario, stages)}
-    rescored, again = _race(fits, judges[RACE_SEEDS])
+    rescored, again = _race(fits, functools.partial(judge, RACE_SEEDS))
     best = min(fits.values(), key=lambda f: f.error)
     best.errors = {law: f.error for law, f in fits.items()}
     best.wait_errors = {law: f.wait_error for law, f in fits.items()}
@@ -247,7 +244,7 @@ class _Judge:
         scales = _rescale(self.scenario, self.host, law, self.reference, self.target, self.make, self.seeds)
         candidate = _candidate(self.scenario, self.host, law, scales)
         simulated = {
-            (one.label, procs): _simulate(candidate, runs[0].pools, self.make, runs[0], self.seeds)
+            (one.label, procs): _simulate(candidate, runs[0].pools, self.make, runs[0], seeds=self.seeds)
             for one in self.series
             for procs, runs in [(0, one.reference), *one.sizes.items()]
         }
@@ -387,7 +384,7 @@ def _error(
 
 def _rescale(
     scenario: Scenario, host: str, law: Law, reference: Pools, target: dict[str, float], make: MakeSimulation,
-    seeds: Sequence[int] = SEEDS,
+    seeds: Sequence[int],
 ) -> dict[str, float]:  # fmt: skip
     """Each hosted stage's service factor at which the candidate serves at the reference pools as
     the calibrated scenario does (fixed-point rounds: a stage's service changes the others' load)."""
@@ -436,14 +433,14 @@ def held_at(scenario: Scenario, pools: Pools, run: HeldRun | None = None) -> Sce
 
 class Simulated(NamedTuple):
     """A run held at some pools, simulated: each stage's mean service (busy process-seconds per
-    attempt) and its waits (``mean_wait`` and ``p95_wait`` -> seconds), each the mean over :data:`SEEDS`."""
+    attempt) and its waits (``mean_wait`` and ``p95_wait`` -> seconds), each the mean over the seeds run."""
 
     services: dict[str, float]
     waits: dict[str, dict[str, float]]
 
 
 def _simulate(
-    scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None, seeds: Sequence[int] = SEEDS
+    scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None, *, seeds: Sequence[int]
 ) -> Simulated:
     """``scenario`` with its pools held at ``pools`` (the others' as they are), over ``seeds``,
     on ``run``'s arrivals if it has them."""
@@ -466,20 +463,20 @@ def _simulate(
 
 
 def _services(
-    scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None, seeds: Sequence[int] = SEEDS
+    scenario: Scenario, pools: Pools, make: MakeSimulation, run: HeldRun | None = None, *, seeds: Sequence[int]
 ) -> dict[str, float]:
     """Each stage's mean service with its pool held at ``pools`` (:func:`_simulate`)."""
-    return _simulate(scenario, pools, make, run, seeds).services
+    return _simulate(scenario, pools, make, run, seeds=seeds).services
 
 
 def _reference_waits(
     scenario: Scenario, reference: Pools, make: MakeSimulation, run: HeldRun, stages: list[str],
-    seeds: Sequence[int] = SEEDS,
+    seeds: Sequence[int],
 ) -> dict[tuple[str, str], tuple[float, float]]:  # fmt: skip
     """Each of ``stages``' waits (:data:`WAITS`, by (stage, figure)) that ``run``, a live run at
     the reference pools, measured: (the run's, the calibrated scenario's in its simulation of
     the run), what a candidate is held to (:func:`_wait_error`)."""
-    simulated = _simulate(scenario, reference, make, run, seeds).waits
+    simulated = _simulate(scenario, reference, make, run, seeds=seeds).waits
     out = {}
     for stage, figure in itertools.product(stages, WAITS):
         live, mine = run.waits.get(stage, {}).get(figure), simulated.get(stage, {}).get(figure)
