@@ -74,6 +74,7 @@ import numpy as np
 from adaptflow.scenario import Scenario, parse_scenario
 from adaptflow.scenario.schema import as_trace, load_trace
 
+from .figures import positive
 from .validate import MakeSimulation
 
 WEIGHT_STEP, MAX_WEIGHT = 0.25, 2.0
@@ -357,11 +358,11 @@ def _live_growth(series: list[Series], stages: list[str]) -> dict[str, dict[tupl
     for stage in stages:
         for one in series:
             at_ref = _mean([r.services.get(stage, math.nan) for r in one.reference])
-            if not math.isfinite(at_ref) or at_ref <= 0:
+            if not positive(at_ref):
                 continue
             for procs, runs in one.sizes.items():
                 value = _mean([r.services.get(stage, math.nan) for r in runs])
-                if math.isfinite(value) and value > 0:
+                if positive(value):
                     out.setdefault(stage, {})[(one.label, procs)] = value / at_ref
     return out
 
@@ -376,7 +377,7 @@ def _error(
         for (label, procs), seen in by_key.items():
             at_ref = simulated[(label, 0)].get(stage, math.nan)
             sim = simulated[(label, procs)].get(stage, math.nan) / at_ref
-            if math.isfinite(sim) and sim > 0:
+            if positive(sim):
                 squares.append(math.log(sim / seen) ** 2)
                 growth[stage][(label, procs)] = (sim, seen)
     return (float(np.mean(squares)) if squares else math.inf), growth
@@ -480,7 +481,7 @@ def _reference_waits(
     out = {}
     for stage, figure in itertools.product(stages, WAITS):
         live, mine = run.waits.get(stage, {}).get(figure), simulated.get(stage, {}).get(figure)
-        if _positive(live) and _positive(mine):
+        if positive(live) and positive(mine):
             out[(stage, figure)] = (live, mine)
     return out
 
@@ -497,13 +498,9 @@ def _wait_error(
     for label, by_wait in measured.items():
         for (stage, figure), (live, calibrated) in by_wait.items():
             mine = simulated[label].get(stage, {}).get(figure)
-            if _positive(mine):
+            if positive(mine):
                 squares.append(max(0.0, abs(math.log(mine / live)) - abs(math.log(calibrated / live))) ** 2)
     return float(np.mean(squares)) if squares else 0.0
-
-
-def _positive(value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value > 0
 
 
 def _on_arrivals(data: dict[str, Any], arrivals: dict[str, Path]) -> None:

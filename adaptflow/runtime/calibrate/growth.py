@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -63,6 +62,7 @@ from ..live.handoff import mean_of_gaps
 from .celery_cpu import SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
 from .core import _PlainDumper
+from .figures import positive
 from .levels import DISPATCH_LEVEL, LEVEL_SEEDS, TURNAROUND_LEVEL, LevelSettling, settle_levels
 from .levels import report_lines as level_lines
 from .validate import MakeSimulation
@@ -226,48 +226,48 @@ def _arrivals(folder: Path, planner: str, sources: Sequence[str], problems: list
 def _run_of(
     source: str, row: dict[str, str], stages: list[str], problems: list[str], skipped: list[str]
 ) -> GrowthRun | None:
-    pools, handoffs, services, idle_waits = {}, {}, {}, {}
+    columns = ("mean_pool", "handoff", "service", "idle_wait", *WAITS)
+    cells = _numbers(source, row, [f"{c}_{s}" for s in stages for c in columns], problems)
+    if cells is None:
+        return None
+    pools = {}
     for stage in stages:
-        try:
-            pool, handoff = float(row[f"mean_pool_{stage}"]), float(row[f"handoff_{stage}"] or "nan")
-            service = float(row.get(f"service_{stage}") or "nan")
-            idle_wait = float(row.get(f"idle_wait_{stage}") or "nan")
-        except (TypeError, ValueError):  # TypeError: a short row's missing cells read as None
-            problems.append(
-                f"{source}: mean_pool_{stage}, handoff_{stage}, service_{stage} or idle_wait_{stage} is not a number"
-            )
+        pool = cells[f"mean_pool_{stage}"]
+        if not math.isfinite(pool):
+            problems.append(f"{source}: mean_pool_{stage} is {_cell(row, f'mean_pool_{stage}')}; expected a number")
             return None
         if not abs(pool - round(pool)) <= HELD:
             skipped.append(f"{source}: planner {row['planner']!r} moved its pools (mean_pool_{stage} {pool:.6g}; "
                            "a held run starts at its pools: run it as compare-app's static:pool=N)")  # fmt: skip
             return None
         pools[stage] = round(pool)
-        if math.isfinite(handoff) and handoff > 0:
-            handoffs[stage] = handoff
-        if math.isfinite(service) and service > 0:
-            services[stage] = service
-        if math.isfinite(idle_wait) and idle_wait > 0:
-            idle_waits[stage] = idle_wait
-    waits = _waits_of(source, row, stages, problems)
-    return None if waits is None else GrowthRun(source, handoffs, pools, services, idle_waits=idle_waits, waits=waits)
+
+    def measured(column: str) -> dict[str, float]:  # where the row measured one (figures.positive)
+        return {stage: v for stage in stages if positive(v := cells[f"{column}_{stage}"])}
+
+    waits = {stage: w for stage in stages if (w := {f: v for f in WAITS if positive(v := cells[f"{f}_{stage}"])})}
+    return GrowthRun(
+        source, measured("handoff"), pools, measured("service"), idle_waits=measured("idle_wait"), waits=waits
+    )
 
 
-def _waits_of(
-    source: str, row: dict[str, str], stages: list[str], problems: list[str]
-) -> dict[str, dict[str, float]] | None:
-    """Each stage's waits in a compare_app.csv row (stage -> :data:`~.celery_cpu.WAITS` figure
-    -> seconds, where positive; a file of an older compare-app has none), or None with a
-    problem where a cell is not a number."""
-    out: dict[str, dict[str, float]] = {}
-    for stage, figure in itertools.product(stages, WAITS):
+def _numbers(source: str, row: dict[str, str], columns: list[str], problems: list[str]) -> dict[str, float] | None:
+    """``row``'s cells in ``columns`` as numbers, ``nan`` where empty or absent (a file of an
+    older compare-app has fewer columns, a stage with too few gaps an empty cell), or None with a
+    problem for each cell that is not a number."""
+    out, bad = {}, []
+    for column in columns:
         try:
-            value = float(row.get(f"{figure}_{stage}") or "nan")
+            out[column] = float(row.get(column) or "nan")
         except ValueError:
-            problems.append(f"{source}: {figure}_{stage} is {row.get(f'{figure}_{stage}')!r}; expected seconds")
-            return None
-        if math.isfinite(value) and value > 0:
-            out.setdefault(stage, {})[figure] = value
-    return out
+            bad.append(f"{source}: {column} is {_cell(row, column)}; expected a number")
+    problems.extend(bad)
+    return None if bad else out
+
+
+def _cell(row: dict[str, str], column: str) -> str:
+    """A cell as a problem names it: quoted, or "missing" in a row cut short (csv reads None)."""
+    return "missing" if row.get(column) is None else repr(row[column])
 
 
 def fit_growth(

@@ -29,6 +29,8 @@ from typing import Any
 
 from adaptflow.scenario import Scenario, parse_scenario
 
+from .figures import positive
+
 ROUNDS = 6
 """At most this many rounds; on the example app's three fit sets the levels settled in one or two."""
 SETTLED = 0.02
@@ -116,7 +118,7 @@ def _paired_means(
     for stage in sorted({s for run in live_runs for s in run}):
         both = zip(live_runs, simulated_runs, strict=True)
         pairs = [(a.get(stage, math.nan), b.get(stage, math.nan)) for a, b in both]
-        pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0]
+        pairs = [(x, y) for x, y in pairs if positive(x) and positive(y)]
         if pairs:
             live[stage] = sum(x for x, _ in pairs) / len(pairs)
             simulated[stage] = sum(y for _, y in pairs) / len(pairs)
