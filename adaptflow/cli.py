@@ -526,6 +526,32 @@ def _resimulate(args: argparse.Namespace) -> int:
     return 0
 
 
+TREND_COLUMNS: tuple[Column, ...] = (
+    ("figure", lambda r: str(r.figure)),
+    ("runs", lambda r: str(r.runs)),
+    ("load", lambda r: f"{r.load_min:.2f} - {r.load_max:.2f}"),
+    ("gap at lightest", lambda r: f"{r.gap_at_min:+.1%}"),
+    ("gap at heaviest", lambda r: f"{r.gap_at_max:+.1%}"),
+    ("slope a unit of load", lambda r: f"{r.slope:+.3f} ({r.slope_low:+.3f} to {r.slope_high:+.3f})"),
+    ("r", lambda r: f"{r.r:+.2f}"),
+)
+
+
+def _gap_trend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adaptflow._io import atomic_write_text
+    from adaptflow.experiments.gap_trend import trend_of_tables
+
+    gaps, trend = trend_of_tables([Path(p) for p in args.tables], args.at_live_speed)
+    if args.out:
+        atomic_write_text(Path(args.out), gaps.to_csv(index=False))
+    world = "each at its own speed" if args.at_live_speed else "as predicted"
+    title = f"the simulation's gap against each run's load ({len(gaps)} runs, {world}; load: service CPU s a second)"
+    print_table(_console(), trend, TREND_COLUMNS, title)
+    return 0
+
+
 def _keda(args: argparse.Namespace) -> int:
     from adaptflow.runtime.keda.app import run_keda
 
@@ -968,6 +994,22 @@ def _add_compare_app(commands: Any) -> None:
     ca.set_defaults(handler=_compare_app)
 
 
+def _add_gap_trend(commands: Any) -> None:
+    gt = commands.add_parser(
+        "gap-trend",
+        help="whether the simulation's gaps to the live runs grow with the runs' load, over judged sets",
+        description="adaptflow gap-trend TABLE [TABLE ...] [--at-live-speed] [--out FILE]: each live run's gap "
+        "(simulated over live, minus 1) against its load, a line through them per figure with its 95% interval",
+    )
+    gt.add_argument("tables", nargs="+", help="tables written by adaptflow resimulate --out (or compare-app's)")
+    gt.add_argument(
+        "--at-live-speed", action="store_true",
+        help="judge each run's simulation at its own speed (the rows resimulate --live-speed writes)",
+    )  # fmt: skip
+    gt.add_argument("--out", default=None, help="CSV of each run's load and gaps")
+    gt.set_defaults(handler=_gap_trend)
+
+
 def _add_resimulate(commands: Any) -> None:
     rs = commands.add_parser(
         "resimulate",
@@ -1063,6 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_control(commands)
     _add_compare_app(commands)
     _add_resimulate(commands)
+    _add_gap_trend(commands)
     _add_keda(commands)
     _add_analyze(commands)
     return parser
