@@ -541,8 +541,11 @@ def _gap_trend(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from adaptflow._io import atomic_write_text
+    from adaptflow._validation import directory_problem
     from adaptflow.experiments.gap_trend import trend_of_tables
 
+    if args.out and (problem := directory_problem(Path(args.out).parent)):
+        raise ValueError(f"--out: {problem}")
     gaps, trend = trend_of_tables([Path(p) for p in args.tables], args.at_live_speed)
     if args.out:
         atomic_write_text(Path(args.out), gaps.to_csv(index=False))

@@ -72,6 +72,10 @@ def test_bad_tables_are_refused_each_on_a_line_before_any_work(tmp_path, capsys)
     assert "report.csv: not a CSV table" in err
     assert "no_load.csv: no column service_write; expected a table of resimulate --out" in err
     assert not out.exists()
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    assert main(["gap-trend", str(good), "--out", str(blocked / "gaps.csv")]) == 2
+    assert "--out: " in capsys.readouterr().err
     assert main(["gap-trend", str(good), "--at-live-speed"]) == 2
     assert "good.csv: no 'simulated, live speed' rows (resimulate --live-speed writes them)" in capsys.readouterr().err
 
