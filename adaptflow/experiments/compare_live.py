@@ -38,6 +38,7 @@ from adaptflow.policies import StaticPlanner
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.celery_app import context_of, make_app
 from adaptflow.runtime.live.handoff import mean_of_gaps
+from adaptflow.runtime.live.spread import service_cv
 from adaptflow.runtime.live_run import (
     LiveResult,
     build_loop,
@@ -179,7 +180,8 @@ def simulated(
     of :func:`_figures`, and each stage's mean wait, mean pool and mean service time per attempt
     (``mean_wait_<stage>``, ``p95_wait_<stage>``, ``throughput_<stage>``: attempts finished per
     second, ``mean_pool_<stage>``, ``service_<stage>``: a host's sharing
-    included; ``handoff_<stage>``: the mean turnaround begun with an item waiting, a host's growth
+    included; ``service_cv_<stage>``: its spread, on a host, :mod:`~adaptflow.runtime.live.spread`;
+    ``handoff_<stage>``: the mean turnaround begun with an item waiting, a host's growth
     included, as a live run's is read: :func:`_backlogged_handoff`).
     ``planner``: a spec, built for ``scenario``, or a planner built already (e.g.
     for the scenario a live run had), reset at the start; then ``analyzer`` is needed too.
@@ -217,6 +219,10 @@ def simulated(
         stage = end.stages[name]
         attempts = stage.completed + stage.failures
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
+        # the spread of the services on a host, where the sharing of its cores widens it (NaN off one)
+        figures[f"service_cv_{name}"] = service_cv(
+            stage.hosted_service_sum, stage.hosted_service_squares, stage.hosted_services
+        )
         figures[f"throughput_{name}"] = attempts / duration if duration > 0 else float("nan")
         figures[f"handoff_{name}"] = _backlogged_handoff(stage)
         idle_wait = mean_of_gaps(stage.idle_wait_sum, stage.idle_waits)  # live's threshold too

@@ -77,6 +77,7 @@ from .live import (
 from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff, mean_idle_wait
 from .live.mapping import AppMapping, load_mapping
+from .live.spread import service_cv_of
 from .live.system import EventSource, app_system
 from .probe import cpu_probe, cpu_ticks, shares_since, speed_against
 from .pulses import PULSES_FILE, PulseSampler, idle_rate, read_pulses
@@ -372,8 +373,9 @@ class RunResult:
         sent to started), attempts finished per second of the run (``throughput_<stage>``, a
         failed one too) and the mean wait of its attempts that met the stage idle
         (``idle_wait_<stage>``: :func:`~.live.handoff.mean_idle_wait`, with the stage's
-        turnaround; what ``fit-growth`` reads the dispatch delay's growth from); NaN where there
-        is nothing to tell (no attempt; too few backlogged gaps or idle visits)."""
+        turnaround; what ``fit-growth`` reads the dispatch delay's growth from) and the
+        services' spread (``service_cv_<stage>``: :func:`~.live.spread.service_cv_of`); NaN where
+        there is nothing to tell (no attempt; too few backlogged gaps, idle visits or services)."""
         row = {}
         for name, stage in scenario.stages.items():
             attempts = self.attempts.get(name, [])
@@ -382,6 +384,7 @@ class RunResult:
             handoff = mean_handoff(attempts, stage.dispatch_mean())
             idle_wait = mean_idle_wait(attempts, stage.turnaround)
             row[f"service_{name}"] = math.fsum(spans) / len(spans) if spans else math.nan
+            row[f"service_cv_{name}"] = service_cv_of(spans)
             row[f"handoff_{name}"] = math.nan if handoff is None else handoff
             row[f"idle_wait_{name}"] = math.nan if idle_wait is None else idle_wait
             row[f"p95_wait_{name}"] = float(np.percentile(waits, 95)) if waits else math.nan

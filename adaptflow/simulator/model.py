@@ -73,8 +73,8 @@ class Item:
     """One unit of work flowing through the pipeline."""
 
     __slots__ = (
-        "attempt", "bad", "created", "enter", "family", "flagged", "gone", "klass", "late", "met_idle", "size", "sla",
-        "source", "visit",
+        "attempt", "bad", "created", "enter", "family", "flagged", "gone", "klass", "late", "met_idle", "served_from",
+        "size", "sla", "source", "visit",
     )  # fmt: skip
 
     def __init__(self, source: str, created: float, size: float, bad: bool, sla: Sla, klass: int = 0):
@@ -188,6 +188,9 @@ class StageState:
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         self.backlogged_turnaround_sum, self.backlogged_turnarounds = 0.0, 0  # begun with an item waiting
         self.idle_wait_sum, self.idle_waits = 0.0, 0  # waits of the items that met the stage idle
+        # the services on a host, finished, and their squares: their spread, which the sharing of
+        # the cores widens with the load (StageCounters.hosted_service_sum)
+        self.hosted_service_sum, self.hosted_service_squares, self.hosted_services = 0.0, 0.0, 0
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
@@ -342,14 +345,24 @@ class StageState:
         then its CPU share on the host, at the host's speed (``Host.speed``) and slowed while its
         cores are oversubscribed."""
         work = self.host_spec.cpu_seconds(seconds * self.cpu)  # type: ignore[union-attr]
+        item.served_from = self._env._now
         if self.cpu < 1.0:
             Wakeup(self._env, seconds * (1.0 - self.cpu), (item, work), self._io_done)
         else:
-            self.host.run(work, item, self._served)  # type: ignore[union-attr]
+            self.host.run(work, item, self._served_on_host)  # type: ignore[union-attr]
 
     def _io_done(self, event: Wakeup) -> None:
         item, work = event._value
-        self.host.run(work, item, self._served)  # type: ignore[union-attr]
+        self.host.run(work, item, self._served_on_host)  # type: ignore[union-attr]
+
+    def _served_on_host(self, item: Item) -> None:
+        """A service on a host is over: its length counted (only here, so that a stage off any
+        host, whose services are its distribution's draws, pays nothing for it), then served."""
+        seconds = self._env._now - item.served_from
+        self.hosted_service_sum += seconds
+        self.hosted_service_squares += seconds * seconds
+        self.hosted_services += 1
+        self._served(item)
 
     def _finish(self, event: Wakeup) -> None:
         self._served(event._value, event)
@@ -584,6 +597,9 @@ class StageState:
                 self.backlogged_turnarounds,
                 self.idle_wait_sum,
                 self.idle_waits,
+                self.hosted_service_sum,
+                self.hosted_service_squares,
+                self.hosted_services,
             ),
         )
 
