@@ -219,10 +219,8 @@ def simulated(
         stage = end.stages[name]
         attempts = stage.completed + stage.failures
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
-        # the spread of the services on a host, where the sharing of its cores widens it (NaN off one)
-        figures[f"service_cv_{name}"] = service_cv(
-            stage.hosted_service_sum, stage.hosted_service_squares, stage.hosted_services
-        )
+        hosted = (stage.hosted_service_sum, stage.hosted_service_squares, stage.hosted_services)
+        figures[f"service_cv_{name}"] = service_cv(*hosted)  # on a host only: NaN off one
         figures[f"throughput_{name}"] = attempts / duration if duration > 0 else float("nan")
         figures[f"handoff_{name}"] = _backlogged_handoff(stage)
         idle_wait = mean_of_gaps(stage.idle_wait_sum, stage.idle_waits)  # live's threshold too

@@ -188,9 +188,7 @@ class StageState:
         self.turnaround_sum = 0.0  # seconds of turnaround begun, growth included
         self.backlogged_turnaround_sum, self.backlogged_turnarounds = 0.0, 0  # begun with an item waiting
         self.idle_wait_sum, self.idle_waits = 0.0, 0  # waits of the items that met the stage idle
-        # the services on a host, finished, and their squares: their spread, which the sharing of
-        # the cores widens with the load (StageCounters.hosted_service_sum)
-        self.hosted_service_sum, self.hosted_service_squares, self.hosted_services = 0.0, 0.0, 0
+        self.hosted_service_sum, self.hosted_service_squares, self.hosted_services = 0.0, 0.0, 0  # see StageCounters
         # the dispatch delay: a constant, or a draw per visit from a stream of its own
         self.dispatch_delay = spec.dispatch_mean()
         self._draw_dispatch: Callable[[], float] | None = None
