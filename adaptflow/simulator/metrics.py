@@ -60,8 +60,8 @@ class StageCounters(NamedTuple):
     idle_wait_sum: float
     idle_waits: int
     # the services of a stage placed on a host (Stage.host), finished: their seconds, the sum of
-    # their squares and how many: their spread, which the sharing of the host's cores widens with
-    # the load as a live machine's does (live reads it off task events; 0 off any host)
+    # their squares and how many: their spread, which the sharing of the host's cores widens (a
+    # live run's is read off its task events: runtime/live/spread.py; 0 off any host)
     hosted_service_sum: float
     hosted_service_squares: float
     hosted_services: int
