@@ -19,6 +19,7 @@ from adaptflow.experiments.compare_app import with_handoffs
 from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _race, _wait_error
 from adaptflow.runtime.calibrate.celery_cpu import report_lines as cpu_report
 from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
+from adaptflow.runtime.live.spread import service_cv
 from adaptflow.scenario import load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
 
@@ -50,9 +51,9 @@ def write_runs(
     """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off), and
     each stage's mean service on every row if ``services`` is given, each row's waits met idle
     (``idle_wait_<stage>``) if ``idle_waits`` is, and each stage's ``mean_wait_<stage>`` and
-    ``p95_wait_<stage>`` on every row if ``waits`` is."""
+    ``p95_wait_<stage>`` (and ``service_cv_<stage>``, where given) on every row if ``waits`` is."""
     kinds = ("mean_pool", "handoff") + (("service",) if services else ())
-    figures = ("mean_wait", "p95_wait") if waits else ()
+    figures = tuple(next(iter(waits.values()))) if waits else ()  # mean_wait, p95_wait, service_cv
     columns = ["world", "planner", "mean_wait"] + [f"{c}_{s}" for s in STAGES for c in kinds]
     columns += [f"idle_wait_{s}" for s in STAGES] if idle_waits else []
     columns += [f"{f}_{s}" for s in STAGES for f in figures]
@@ -192,8 +193,8 @@ def held_services(data: dict, pools: int, seeds: range, arrivals: Path | None = 
 def held_figures(
     data: dict, pools: int, seeds: range, arrivals: Path | None = None
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """:func:`held_services`, and each stage's mean and p95 wait (stage -> figure -> s), as a
-    compare_app.csv row has them."""
+    """:func:`held_services`, and each stage's mean and p95 wait (stage -> figure -> s) and its
+    services' spread (``service_cv``), as a compare_app.csv row has them."""
     held = copy.deepcopy(data)
     for spec in held["stages"].values():
         spec["workers"].update(initial=pools, max=max(pools, spec["workers"]["max"]))
@@ -202,6 +203,7 @@ def held_figures(
     scenario = parse_scenario(held)
     values: dict[str, list[float]] = {}
     waits: dict[str, dict[str, list[float]]] = {}
+    hosted: dict[str, np.ndarray] = {}
     for seed in seeds:
         sim = Simulation(scenario, seed)
         sim.run(scenario.horizon)
@@ -209,7 +211,12 @@ def held_figures(
             values.setdefault(name, []).append(row["mean_busy_workers"] * scenario.horizon / row["completed"])
             for figure in ("mean_wait", "p95_wait"):
                 waits.setdefault(name, {}).setdefault(figure, []).append(row[figure])
+        for name, c in sim.counters().stages.items():
+            sums = np.array([c.hosted_service_sum, c.hosted_service_squares, c.hosted_services])
+            hosted[name] = hosted.get(name, 0.0) + sums
     mean = {name: {k: sum(v) / len(v) for k, v in by.items()} for name, by in waits.items()}
+    for name, (total, squares, n) in hosted.items():
+        mean[name]["service_cv"] = service_cv(total, squares, int(n))
     return {name: sum(v) / len(v) for name, v in values.items()}, mean
 
 
@@ -260,7 +267,8 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     full-speed ones; every other law fits the two loads worse. The runs carry each stage's waits:
     the blind calibration's at the reference are 5-15 % short of the live ones, the machine's
     own law nearer and free, and candidates that bunch the services more than it does take
-    them further and pay for it."""
+    them further and pay for it. And each stage's services' spread, whose growth with the
+    processes the machine's own law reproduces."""
     truth = live_machine(**{law: value})
     path = calibrated_blind(truth, tmp_path)
     runs = [held_run(tmp_path / f"r{rate}p{pools}", truth, pools, rate, waits=True) for rate in (3.0, 1.5)
@@ -276,6 +284,8 @@ def test_celerys_own_cpu_and_the_stages_shares_are_recovered_from_held_runs_at_t
     assert fit.cpu.error < min(others) / 2
     assert fit.cpu.error < fit.cpu.errors[Law("as calibrated", "visit_cpu", 0.0)] / 10
     assert fit.cpu.wait_error < 0.001
+    # the runs carry each stage's services' spread: the machine's own law spreads them as it does
+    assert 0.0 < fit.cpu.spread_error < 0.003 and "services' spread's growth" in "\n".join(report_lines(fit))
     top = max(c.value for c in fit.cpu.errors if c.law == "visit_cpu")
     assert fit.cpu.wait_errors[Law("all 1", "visit_cpu", top)] > 0.005  # 7 % further from live, or more
     assert "grid's top" not in "\n".join(report_lines(fit))

@@ -103,6 +103,7 @@ class GrowthRun:
     # stage -> figure (celery_cpu.WAITS) -> seconds, where the row has them (mean_wait_<stage>, p95_wait_<stage>)
     waits: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: str = ""  # the row's label (compare-app's LABEL#k): its arrivals and event log are named by it
+    spreads: dict[str, float] = field(default_factory=dict)  # where the row has them (service_cv_<stage>)
 
     @property
     def processes(self) -> int:
@@ -226,7 +227,7 @@ def _arrivals(folder: Path, planner: str, sources: Sequence[str], problems: list
 def _run_of(
     source: str, row: dict[str, str], stages: list[str], problems: list[str], skipped: list[str]
 ) -> GrowthRun | None:
-    columns = ("mean_pool", "handoff", "service", "idle_wait", *WAITS)
+    columns = ("mean_pool", "handoff", "service", "service_cv", "idle_wait", *WAITS)
     cells = _numbers(source, row, [f"{c}_{s}" for s in stages for c in columns], problems)
     if cells is None:
         return None
@@ -247,8 +248,9 @@ def _run_of(
 
     waits = {stage: w for stage in stages if (w := {f: v for f in WAITS if positive(v := cells[f"{f}_{stage}"])})}
     return GrowthRun(
-        source, measured("handoff"), pools, measured("service"), idle_waits=measured("idle_wait"), waits=waits
-    )
+        source, measured("handoff"), pools, measured("service"), idle_waits=measured("idle_wait"), waits=waits,
+        spreads=measured("service_cv"),
+    )  # fmt: skip
 
 
 def _numbers(source: str, row: dict[str, str], columns: list[str], problems: list[str]) -> dict[str, float] | None:
