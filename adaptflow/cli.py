@@ -507,7 +507,8 @@ def _print_agreement(table: pd.DataFrame) -> None:
     whole, staged = judged[judged["stage"] == ""], judged[judged["stage"] != ""]
     print_table(_console(), whole, columns, title)
     if len(staged):  # a stage's cost is its pool times its price: the pool's gap is the cost's
-        print_table(_console(), staged, columns, "the same, per stage (its mean pool: its cost)")
+        title = "the same, per stage (its mean pool: its cost; service_cv: its services' spread)"
+        print_table(_console(), staged, columns, title)
 
 
 def _resimulate(args: argparse.Namespace) -> int:

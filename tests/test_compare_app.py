@@ -296,10 +296,11 @@ def test_the_simulation_is_judged_against_the_spread_of_the_live_runs():
 
 
 def test_each_stage_is_judged_too_its_wait_and_its_pool_the_stage_s_cost():
-    """Item 5 asks per stage: ``agreement`` judges each stage's mean wait, p95 wait, throughput
-    and mean pool (its worker cost over its price) that the table has, as it judges the run's
-    figures, after them, with the stage named; a figure no live run measured is left out (stage
-    b's wait here; an older compare-app's runs have no p95 wait)."""
+    """Item 5 asks per stage: ``agreement`` judges each stage's mean wait, p95 wait, throughput,
+    mean pool (its worker cost over its price) and services' spread that the table has, as it
+    judges the run's figures, after them, with the stage named; a figure no live run measured is
+    left out (stage b's wait here; an older compare-app's runs have no p95 wait, a run of too few
+    services no spread)."""
     import pandas as pd
 
     from adaptflow.experiments.compare_app import agreement
@@ -307,7 +308,8 @@ def test_each_stage_is_judged_too_its_wait_and_its_pool_the_stage_s_cost():
     def row(world: str, planner: str, wait_a: float, pool_b: float) -> dict:
         return {"world": world, "planner": planner, "mean_wait": 1.0, "cost": 10.0, "mean_wait_a": wait_a,
                 "mean_pool_a": 2.0, "throughput_a": 3.0, "mean_wait_b": float("nan"),
-                "mean_pool_b": pool_b}  # fmt: skip
+                "mean_pool_b": pool_b, "service_cv_a": 0.5 if world == "live" else 0.6,
+                "service_cv_b": float("nan") if world == "live" else 0.7}  # fmt: skip
 
     table = pd.DataFrame([
         row("live", "keda#1", 0.2, 3.0), row("simulated", "keda#1", 0.3, 3.1),
@@ -316,12 +318,13 @@ def test_each_stage_is_judged_too_its_wait_and_its_pool_the_stage_s_cost():
     judged = agreement(table)
     assert list(zip(judged.stage, judged.metric, strict=True)) == [
         ("", "mean_wait"), ("", "cost"), ("a", "mean_wait_a"), ("a", "throughput_a"), ("a", "mean_pool_a"),
-        ("b", "mean_pool_b"),
+        ("a", "service_cv_a"), ("b", "mean_pool_b"),
     ]  # fmt: skip
     rows = judged.set_index("metric")
     wait_a = rows.loc["mean_wait_a"]  # 0.4 simulated against runs at 0.2 and 0.4: a third long, in their range
     assert wait_a["gap"] == pytest.approx(0.4 / 0.3 - 1) and wait_a["verdict"] == "inside the live range"
     assert rows.loc["mean_pool_b", "gap"] == pytest.approx(0.1 / 3) and rows.loc["mean_pool_b", "verdict"] == "agrees"
+    assert rows.loc["service_cv_a", "gap"] == pytest.approx(0.2) and rows.loc["service_cv_a", "verdict"] == "outside"
     table["p95_wait_a"] = [float("nan"), 0.5] * 2  # only simulated: an older compare-app's runs did not read it
     assert "p95_wait_a" not in set(agreement(table).metric)
 
