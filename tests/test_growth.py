@@ -564,13 +564,21 @@ def test_the_dispatch_law_is_settled_against_the_simulations_own_growth_of_waits
 
 def test_a_cpu_law_chosen_at_its_grids_top_is_reported_as_such():
     """The fit cannot say how far past its grid the live growth goes; the report says that it
-    went there, and what to suspect (the machine's speed differing between the runs)."""
+    went there, and what to suspect: the machine's speed differing between the runs, or, where
+    the services' spread weighs more of the error than their means, the spread's growth."""
     grid = {Law("all 1", "visit_cpu", v): e for v, e in ((0.0, 0.3), (0.01, 0.2), (0.02, 0.1))}
     grid[Law("all 1", "handoff_cpu", 2.0)] = 0.5  # another law's top is not this one's
     top = "\n".join(cpu_report(CpuFit(Law("all 1", "visit_cpu", 0.02), {}, 0.1, grid), "vm"))
     inside = "\n".join(cpu_report(CpuFit(Law("all 1", "visit_cpu", 0.01), {}, 0.2, grid), "vm"))
     assert "warning: visit_cpu at its grid's top" in top and "--session-speed" in top
     assert "grid's top" not in inside
+    assert "spread grew faster" not in top  # no spread measured: only the machine
+    spread = CpuFit(Law("all 1", "visit_cpu", 0.02), {}, 0.1, grid, growth_error=0.003, spread_error=0.008)
+    pulled = "\n".join(cpu_report(spread, "vm"))
+    said = "services' spread grew faster than any candidate spreads them (its error 0.0080 above the means' 0.0030)"
+    assert said in pulled
+    means = CpuFit(Law("all 1", "visit_cpu", 0.02), {}, 0.1, grid, growth_error=0.008, spread_error=0.003)
+    assert "spread grew faster" not in "\n".join(cpu_report(means, "vm"))
 
 
 def test_each_stages_own_slope_is_settled_where_the_stages_grow_unlike_each_other(tmp_path, capsys):

@@ -145,7 +145,8 @@ def _read_fits(
         top = [] if found or grid_top == "keep" else at_grid_top(fit, host, base, stages)
         if top:
             line = (f"{path}: hosts.{host}: {', '.join(top)}, the top of the grid fit-growth searched; expected a law "
-                    "inside it (its runs at more processes likely met a slower machine: run that fit set again; "
+                    "inside it (its runs at more processes likely met a slower machine, or their services' spread "
+                    "grew faster than any law spreads it: its fit report says which; run that fit set again; "
                     "--grid-top skip leaves such a fit out, keep keeps it)")  # fmt: skip
             (problems if grid_top == "refuse" else left_out).append(line)
         elif not found:
