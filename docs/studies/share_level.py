@@ -6,7 +6,9 @@ Why: the service distribution's own cv hardly moves the simulated spread (spread
 write's cv cut to a quarter, its simulated spread 0.60 -> 0.52 against live 0.41); the host's
 sharing makes it, and how much of a service it stretches is the share, which calibrate read at
 its cap (1) for write (docs/sim_to_real.md).
-Usage: share_level.py SCENARIO FIT/compare_app.csv OUT.yaml"""
+Usage: share_level.py SCENARIO FIT/compare_app.csv OUT.yaml [CALIBRATION]
+With CALIBRATION, only the stages whose share it read at the cap (1) are moved: a share the
+calibration could read inside (0, 1) is kept."""
 import sys
 from pathlib import Path
 
@@ -27,6 +29,12 @@ host, stages = hosted_stages(scenario, None)
 runs, _ = read_runs([table], stages, list(scenario.sources))
 reference = min(run.processes for run in runs)
 at_ref = [run for run in runs if run.processes == reference]
+if len(sys.argv) > 4:
+    capped = yaml.safe_load(Path(sys.argv[4]).read_text())["stages"]
+    moved = [s for s in stages if capped[s].get("cpu", 1.0) >= 1.0]
+else:
+    moved = list(stages)
+print("moved:", moved)
 live = {s: float(np.mean([r.spreads[s] for r in at_ref if s in r.spreads])) for s in stages}
 
 
@@ -40,11 +48,11 @@ spread, target = simulate(scenario)
 print(f"{len(at_ref)} runs at {reference}; live cv", {s: round(v, 3) for s, v in live.items()})
 print("as fitted: sim cv", {s: round(v, 3) for s, v in spread.items()}, flush=True)
 for done in range(ROUNDS):
-    steps = {s: live[s] / spread[s] for s in stages}
+    steps = {s: live[s] / spread[s] for s in moved}
     if all(abs(v - 1) <= SETTLED for v in steps.values()):
         break
     current = parse_scenario(data, base_dir=path.parent)
-    for s in stages:
+    for s in moved:
         share = data["stages"][s].get("cpu", 1.0)
         data["stages"][s]["cpu"] = round(min(1.0, max(LOWEST, share * steps[s] ** (2.0 if done == 0 else 1.0))), 4)
     for _ in range(3):  # the means back where the fit had them
