@@ -19,7 +19,7 @@ from adaptflow.experiments.compare_app import with_handoffs
 from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _race, _wait_error
 from adaptflow.runtime.calibrate.celery_cpu import report_lines as cpu_report
 from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
-from adaptflow.runtime.live.spread import service_cv
+from adaptflow.runtime.live.spread import hosted_cv
 from adaptflow.scenario import load_scenario, parse_scenario
 from adaptflow.simulator import Simulation
 
@@ -203,7 +203,7 @@ def held_figures(
     scenario = parse_scenario(held)
     values: dict[str, list[float]] = {}
     waits: dict[str, dict[str, list[float]]] = {}
-    hosted: dict[str, np.ndarray] = {}
+    hosted: dict[str, list] = {}  # stage -> its counters on every seed
     for seed in seeds:
         sim = Simulation(scenario, seed)
         sim.run(scenario.horizon)
@@ -212,11 +212,10 @@ def held_figures(
             for figure in ("mean_wait", "p95_wait"):
                 waits.setdefault(name, {}).setdefault(figure, []).append(row[figure])
         for name, c in sim.counters().stages.items():
-            sums = np.array([c.hosted_service_sum, c.hosted_service_squares, c.hosted_services])
-            hosted[name] = hosted.get(name, 0.0) + sums
+            hosted.setdefault(name, []).append(c)
     mean = {name: {k: sum(v) / len(v) for k, v in by.items()} for name, by in waits.items()}
-    for name, (total, squares, n) in hosted.items():
-        mean[name]["service_cv"] = service_cv(total, squares, int(n))
+    for name, counters in hosted.items():
+        mean[name]["service_cv"] = hosted_cv(counters)
     return {name: sum(v) / len(v) for name, v in values.items()}, mean
 
 

@@ -9,13 +9,13 @@ import numpy as np
 from scipy import stats
 
 from adaptflow.experiments.compare_live import simulated
-from adaptflow.runtime.live.spread import MIN_SERVICES, service_cv, service_cv_of
+from adaptflow.runtime.live.spread import MIN_SERVICES, hosted_cv, service_cv, service_cv_of
 from adaptflow.simulator import Simulation
 
 from .helpers import scenario, stage
 
 
-def hosted_cv(workers: int, dist: str, rate: float, seed: int, horizon: float = 3000.0) -> float:
+def one_core_cv(workers: int, dist: str, rate: float, seed: int, horizon: float = 3000.0) -> float:
     """The spread of stage ``w``'s services: ``workers`` processes on a host of one core."""
     spec = scenario(
         {"w": stage(workers, dist, 1.0, host="h", cpu=1.0)}, rate=rate, horizon=horizon, hosts={"h": {"cores": 1.0}}
@@ -24,7 +24,7 @@ def hosted_cv(workers: int, dist: str, rate: float, seed: int, horizon: float = 
     sim.run(horizon)
     w = sim.counters().stages["w"]
     assert w.hosted_services == w.completed  # every finished service on the host is counted
-    return service_cv(w.hosted_service_sum, w.hosted_service_squares, w.hosted_services)
+    return hosted_cv([w])
 
 
 def test_the_rule_is_the_population_cv_and_reads_nothing_from_a_handful():
@@ -34,13 +34,26 @@ def test_the_rule_is_the_population_cv_and_reads_nothing_from_a_handful():
     assert math.isnan(service_cv(0.0, 0.0, 50))
 
 
+def test_seeds_pool_their_services_before_the_spread_is_read():
+    """Two seeds' counters: 20 services of 1 s and 20 of 3 s are one population of cv 0.5,
+    where each seed alone has none; and off any host (nothing counted) there is no spread."""
+    from types import SimpleNamespace
+
+    ones = SimpleNamespace(hosted_service_sum=20.0, hosted_service_squares=20.0, hosted_services=20)
+    threes = SimpleNamespace(hosted_service_sum=60.0, hosted_service_squares=180.0, hosted_services=20)
+    assert hosted_cv([ones]) == 0.0 and hosted_cv([threes]) == 0.0
+    assert hosted_cv([ones, threes]) == 0.5
+    off_host = SimpleNamespace(hosted_service_sum=0.0, hosted_service_squares=0.0, hosted_services=0)
+    assert math.isnan(hosted_cv([off_host]))
+
+
 def test_one_process_alone_on_its_core_keeps_its_distributions_spread():
     """One worker on one core never shares it: its services are the exponential draws (cv 1),
     judged by a 95 % t interval over eight seeds; deterministic ones stay exact."""
-    cvs = [hosted_cv(1, "exponential", 0.5, seed) for seed in range(8)]
+    cvs = [one_core_cv(1, "exponential", 0.5, seed) for seed in range(8)]
     half = stats.t.ppf(0.975, len(cvs) - 1) * np.std(cvs, ddof=1) / math.sqrt(len(cvs))
     assert abs(np.mean(cvs) - 1.0) <= half + 0.01  # 0.01: the sample cv's own bias at ~1,500 draws
-    assert hosted_cv(1, "deterministic", 0.5, 0) < 1e-9
+    assert one_core_cv(1, "deterministic", 0.5, 0) < 1e-9
 
 
 def test_sharing_the_cores_spreads_equal_services():
@@ -48,9 +61,9 @@ def test_sharing_the_cores_spreads_equal_services():
     takes longer, so equal services come out spread where one process alone keeps them exact.
     (Not monotone in the load: where nearly every service is shared, all are long alike; at 0.3
     a second the cv came to 0.45, at 0.8 to 0.37.)"""
-    shared = np.mean([hosted_cv(4, "deterministic", 0.3, seed) for seed in range(3)])
+    shared = np.mean([one_core_cv(4, "deterministic", 0.3, seed) for seed in range(3)])
     assert 0.1 < shared < 1.0
-    assert hosted_cv(1, "deterministic", 0.3, 0) < 1e-9
+    assert one_core_cv(1, "deterministic", 0.3, 0) < 1e-9
 
 
 def test_a_simulated_run_reports_the_spread_on_a_host_and_none_off_one():

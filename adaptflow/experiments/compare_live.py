@@ -38,7 +38,7 @@ from adaptflow.policies import StaticPlanner
 from adaptflow.policies.registry import check_trusted, make_planner, split_label
 from adaptflow.runtime.celery_app import context_of, make_app
 from adaptflow.runtime.live.handoff import mean_of_gaps
-from adaptflow.runtime.live.spread import service_cv
+from adaptflow.runtime.live.spread import hosted_cv
 from adaptflow.runtime.live_run import (
     LiveResult,
     build_loop,
@@ -219,8 +219,7 @@ def simulated(
         stage = end.stages[name]
         attempts = stage.completed + stage.failures
         figures[f"service_{name}"] = stage.busy_area / attempts if attempts else float("nan")
-        hosted = (stage.hosted_service_sum, stage.hosted_service_squares, stage.hosted_services)
-        figures[f"service_cv_{name}"] = service_cv(*hosted)  # on a host only: NaN off one
+        figures[f"service_cv_{name}"] = hosted_cv([stage])  # on a host only: NaN off one
         figures[f"throughput_{name}"] = attempts / duration if duration > 0 else float("nan")
         figures[f"handoff_{name}"] = _backlogged_handoff(stage)
         idle_wait = mean_of_gaps(stage.idle_wait_sum, stage.idle_waits)  # live's threshold too

@@ -90,7 +90,7 @@ import numpy as np
 from adaptflow.scenario import Scenario, parse_scenario
 from adaptflow.scenario.schema import as_trace, load_trace
 
-from ..live.spread import service_cv
+from ..live.spread import HostedServices, hosted_cv
 from .figures import positive
 from .validate import MakeSimulation
 
@@ -485,13 +485,12 @@ def _simulate(
     held = held_at(scenario, pools, run)
     services: dict[str, list[float]] = {}
     waits: dict[str, dict[str, list[float]]] = {}
-    hosted: dict[str, np.ndarray] = {}  # stage -> its hosted services' seconds, squares and count, summed
+    hosted: dict[str, list[HostedServices]] = {}  # stage -> its counters on every seed
     for seed in seeds:
         sim = make(held, seed)
         sim.run(held.horizon)
         for name, c in sim.counters().stages.items():
-            sums = np.array([c.hosted_service_sum, c.hosted_service_squares, c.hosted_services], dtype=float)
-            hosted[name] = hosted.get(name, 0.0) + sums
+            hosted.setdefault(name, []).append(c)
         for name, row in sim.summary()["stages"].items():
             attempts = row["completed"] + row["failures"]
             if attempts:
@@ -501,7 +500,7 @@ def _simulate(
     return Simulated(
         {name: float(np.mean(values)) for name, values in services.items()},
         {name: {k: _mean(v) for k, v in by.items()} for name, by in waits.items()},
-        {name: service_cv(total, squares, int(n)) for name, (total, squares, n) in hosted.items()},
+        {name: hosted_cv(counters) for name, counters in hosted.items()},
     )
 
 
