@@ -13,7 +13,9 @@ measure that growth. This module simulates each of them and picks, among
 
 * the CPU shares: as calibrated, or every hosted stage's at 1 (a share below 1 read from a
   recording leans low: the speed at a visit's start is a noisy reading of what it met, and a
-  task's calls to a broker on the same machine are that machine's CPU work too), and
+  task's calls to a broker on the same machine are that machine's CPU work too; a share read
+  at the cap, 1, searched with the laws at 0.2-0.8 came out at 1 on two fit sets of the example
+  app, so it is not searched: docs/sim_to_real.md), and
 * Celery's CPU, one of three laws: ``visit_cpu``, seconds of work per visit (0 to
   :data:`MAX_WORK_SHARE` of the host's mean calibrated service, in steps of
   :data:`WORK_STEP` of it); ``handoff_cpu``, a weight on each hand-off and turnaround in
