@@ -587,6 +587,11 @@ fits missed at the runs' own speeds over twelve held-out sets (82, 76, 131), 48,
 one, most often the hand-off (a level settled on one fit set's runs: validate's, 1.35 times as
 long in one session's fit as in the others'); the rest none, which puts them in the queueing
 between the parts, such as how items come bunched from the stage before (docs/sim_to_real.md)."""
+STAGE_WAITS = {"mean_wait": "mean_wait", "p95_latency": "p95_wait"}
+"""A run's figure and the stages' figure it is made of: where a run's misses at its own speed,
+the cause names the stages that miss the same way (:func:`_stages`), each of them named by its
+own parts in its row (a p95 latency is more than its stages' p95 waits, but a tail long in one
+stage is where to look)."""
 
 
 def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
@@ -609,8 +614,9 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
     for each gap the simulation did not agree on: ``the run's speed`` when at the speed the
     run's own services met it agrees or falls inside the live range (the calibration did not
     know the machine's speed of that moment; the queueing model did not miss), ``not the
-    speed`` when it still misses at that speed (the model's; for a stage's wait, followed by
-    the stage's own parts that miss the same way, :func:`_parts`), ``not diagnosed``
+    speed`` when it still misses at that speed (the model's; for a run's wait, followed by the
+    stages whose waits miss the same way, :func:`_stages`; for a stage's, by its own parts that
+    do, :func:`_parts`), ``not diagnosed``
     without those rows; empty where the simulation agreed or nothing was measured."""
     base = table["planner"].map(repeated_label)
     live, simulated_rows, at_speed_rows = (table[table["world"] == w] for w in ("live", "simulated", LIVE_SPEED))
@@ -626,12 +632,31 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
             cause = _cause(figures["verdict"], at_speed["verdict"])
             if cause == "not the speed" and metric in (f"mean_wait_{stage}", f"p95_wait_{stage}"):
                 cause += _parts(runs, diagnosed, stage, at_speed["gap"], tolerance)
+            elif cause == "not the speed" and metric in STAGE_WAITS:
+                cause += _stages(runs, diagnosed, STAGE_WAITS[metric], at_speed["gap"], tolerance)
             rows.append({
                 "planner": planner, "stage": stage, "metric": metric, "runs": len(runs), **figures,
                 "at_live_speed": at_speed["simulated"], "gap_at_live_speed": at_speed["gap"],
                 "verdict_at_live_speed": at_speed["verdict"], "cause": cause,
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _stages(live: pd.DataFrame, diagnosed: pd.DataFrame, wait: str, gap: float, tolerance: float) -> str:
+    """The stages whose ``wait`` (``mean_wait`` or ``p95_wait``) the diagnosis rows miss by more
+    than ``tolerance`` in the direction of the run's ``gap``, as ``: parse's -14%, ...``, or
+    that none does: where a run's wait goes, each of them then named by its own parts. Nothing
+    where the table has no stage's ``wait`` (an older compare-app, or a scenario of one queue)."""
+    columns = [c for c in live.columns if c.startswith(f"{wait}_")]
+    if not columns:
+        return ""
+    named = []
+    for column in columns:
+        seen, mine = float(live[column].mean()), float(diagnosed[column].mean())
+        off = mine / seen - 1.0 if seen > 0 else math.nan
+        if math.isfinite(off) and abs(off) > tolerance and off * gap > 0:
+            named.append(f"{column.removeprefix(wait + '_')}'s {off:+.0%}")
+    return ": " + ", ".join(named) if named else f": no stage's {wait.replace('_', ' ')} off by {tolerance:.0%}"
 
 
 def _parts(live: pd.DataFrame, diagnosed: pd.DataFrame, stage: str, gap: float, tolerance: float) -> str:
@@ -696,6 +721,7 @@ __all__ = [
     "MAX_SEEDS",
     "STAGE_METRICS",
     "STAGE_PARTS",
+    "STAGE_WAITS",
     "TOLERANCE",
     "agreement",
     "background_warning",
