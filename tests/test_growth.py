@@ -561,6 +561,31 @@ def test_the_dispatch_law_is_settled_against_the_simulations_own_growth_of_waits
     assert "contention lengthens the dispatch delays at more processes before the law does" in report
 
 
+def test_a_fit_set_whose_larger_runs_met_a_slower_machine_is_reported():
+    """With ``--session-speed`` each run's own speed is known; where the runs at the largest size
+    met a machine 8 % slower or more than those at the reference, their growth holds the
+    machine's slowing too, and the report says so with both speeds (on the example app such a fit
+    set, 12 % slower at 10 processes, held 48 of 96 held-out planner cells against 88). A drift of
+    3 % says nothing; without the speeds, or with one size, there is nothing to compare."""
+    from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, _drift_lines
+    from adaptflow.scenario.schema import TurnaroundGrowth
+
+    def run(label: str, pool: int) -> GrowthRun:
+        return GrowthRun(f"fit/s1/compare_app.csv:{pool}", {}, {s: pool for s in STAGES}, {}, planner=label)
+
+    runs = [run("p1", 1), run("p7", 2), run("p2", 3)]
+    fit = GrowthFit("vm", TurnaroundGrowth(per_process=0.1, reference=2), runs, [], {}, {})
+    assert fit.speed_drift() is None and _drift_lines(fit) == []  # no speeds measured
+    fit.session_speeds = {"fit/s1/p1": 1.223, "fit/s1/p7": 1.132, "fit/s1/p2": 1.079}
+    assert fit.speed_drift() == (6, 1.223, 1.079)
+    (line,) = _drift_lines(fit)
+    assert "the runs at 6 processes met a machine 12% slower than those at the reference (1.079 against 1.223)" in line
+    fit.session_speeds = {"fit/s1/p1": 1.0, "fit/s1/p7": 0.917, "fit/s1/p2": 0.968}
+    assert _drift_lines(fit) == []
+    fit.runs = runs[:1]
+    assert fit.speed_drift() is None
+
+
 def test_a_cpu_law_chosen_at_its_grids_top_is_reported_as_such():
     """The fit cannot say how far past its grid the live growth goes; the report says that it
     went there, and what to suspect: the machine's speed differing between the runs, or, where

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from adaptflow.runtime.calibrate import validate_calibration as _validate
-from adaptflow.runtime.calibrate.growth import GrowthFit, fit_growth_file, write_host_speed
+from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, fit_growth_file, write_host_speed
 from adaptflow.scenario import load_scenario
 from adaptflow.simulator import Simulation
 
@@ -100,20 +100,20 @@ def session_pulses(scenario_path: str | Path, fit: GrowthFit, speeds: dict[str, 
     if load_scenario(scenario_path).hosts[fit.host].pulse is None:
         return {}
     pulses: dict[str, float] = {}
-    for folder, planners in _runs_by_folder(fit).items():
+    for folder, runs in _runs_by_folder(fit).items():
         table = saved_compare_table(folder)
         live = table[table["world"] == "live"].set_index("planner")
-        for planner in planners:
-            pulse = float(live["pulse"].get(planner, math.nan)) if "pulse" in live else math.nan
-            pulses[f"{folder}/{planner}"] = pulse / speeds[f"{folder}/{planner}"]
+        for run in runs:
+            pulse = float(live["pulse"].get(run.planner, math.nan)) if "pulse" in live else math.nan
+            pulses[run.session_key] = pulse / speeds[run.session_key]
     return pulses if all(math.isfinite(p) and p > 0 for p in pulses.values()) else {}
 
 
-def _runs_by_folder(fit: GrowthFit) -> dict[Path, list[str]]:
-    """The labels of ``fit``'s runs by the compare-app folder that holds them (each table read once)."""
-    by_folder: dict[Path, list[str]] = {}
+def _runs_by_folder(fit: GrowthFit) -> dict[Path, list[GrowthRun]]:
+    """``fit``'s runs by the compare-app folder that holds them (each table read once)."""
+    by_folder: dict[Path, list[GrowthRun]] = {}
     for run in fit.runs:
-        by_folder.setdefault(Path(run.source.rsplit(":", 1)[0]).parent, []).append(run.planner)
+        by_folder.setdefault(run.folder, []).append(run)
     return by_folder
 
 
@@ -123,12 +123,12 @@ def run_speeds(scenario_path: str | Path, fit: GrowthFit, seeds: int = SESSION_S
     it held (the search of ``resimulate --live-speed``). Every run must get one: a mean over the
     runs that happened to be measurable would be another session's speed."""
     speeds: dict[str, float] = {}
-    for folder, planners in _runs_by_folder(fit).items():
+    for folder, runs in _runs_by_folder(fit).items():
         table = resimulate(folder, scenario_path, seeds=seeds, live_speed=True)
         rows = table[table["world"] == LIVE_SPEED].set_index("planner")
-        for planner in planners:
-            speed = rows[f"speed_{fit.host}"].get(planner, math.nan) if f"speed_{fit.host}" in rows else math.nan
-            speeds[f"{folder}/{planner}"] = float(speed)
+        for run in runs:
+            speed = rows[f"speed_{fit.host}"].get(run.planner, math.nan) if f"speed_{fit.host}" in rows else math.nan
+            speeds[run.session_key] = float(speed)
     unmeasured = [run for run, speed in speeds.items() if not math.isfinite(speed)]
     if unmeasured:
         raise ValueError(
