@@ -624,7 +624,7 @@ SPEED_DRIFT = 0.08
 at the reference: their growth with the processes holds the machine's slowing too, and the
 report says so. Why 8 %: on the example app a fit set whose one run a size met 1.223, 1.132 and
 1.079 from 5 to 10 processes (-12 %) held 48 of 96 held-out planner cells where its session's
-other sequence (1.000 to 0.968, -3 %) held 88; four fit sets of two interleaved runs a size
+other sequence (1.000 to 0.968, -3 %) held 88; three fit sets of two interleaved runs a size
 drifted -5 to +1 % and held 85-89 (docs/sim_to_real.md, "Write's CPU share searched with the law")."""
 
 
