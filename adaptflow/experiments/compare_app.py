@@ -630,7 +630,7 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
             figures = _against(values, float(predicted[metric].mean()), tolerance)
             at_speed = _against(values, float(diagnosed[metric].mean()), tolerance)
             cause = _cause(figures["verdict"], at_speed["verdict"])
-            if cause == "not the speed" and metric in (f"mean_wait_{stage}", f"p95_wait_{stage}"):
+            if cause == "not the speed" and metric in {f"{wait}_{stage}" for wait in STAGE_WAITS.values()}:
                 cause += _parts(runs, diagnosed, stage, at_speed["gap"], tolerance)
             elif cause == "not the speed" and metric in STAGE_WAITS:
                 cause += _stages(runs, diagnosed, STAGE_WAITS[metric], at_speed["gap"], tolerance)
@@ -650,12 +650,8 @@ def _stages(live: pd.DataFrame, diagnosed: pd.DataFrame, wait: str, gap: float, 
     columns = [c for c in live.columns if c.startswith(f"{wait}_")]
     if not columns:
         return ""
-    named = []
-    for column in columns:
-        seen, mine = float(live[column].mean()), float(diagnosed[column].mean())
-        off = mine / seen - 1.0 if seen > 0 else math.nan
-        if math.isfinite(off) and abs(off) > tolerance and off * gap > 0:
-            named.append(f"{column.removeprefix(wait + '_')}'s {off:+.0%}")
+    missed = _missed_alike(live, diagnosed, columns, gap, tolerance)
+    named = [f"{column.removeprefix(wait + '_')}'s {off:+.0%}" for column, off in missed]
     return ": " + ", ".join(named) if named else f": no stage's {wait.replace('_', ' ')} off by {tolerance:.0%}"
 
 
@@ -664,16 +660,25 @@ def _parts(live: pd.DataFrame, diagnosed: pd.DataFrame, stage: str, gap: float, 
     ``tolerance`` in the direction of its wait's ``gap`` (a hand-off too long where the wait is
     too long), as ``: its hand-off +24%, ...``; or that none does. Means over the runs, as the
     wait's own."""
-    named = []
-    for part, words in STAGE_PARTS:
-        column = f"{part}_{stage}"
-        if column not in live or column not in diagnosed:
-            continue
+    words = {f"{part}_{stage}": said for part, said in STAGE_PARTS}
+    missed = _missed_alike(live, diagnosed, list(words), gap, tolerance)
+    named = [f"its {words[column]} {off:+.0%}" for column, off in missed]
+    return ": " + ", ".join(named) if named else f": none of its own parts off by {tolerance:.0%}"
+
+
+def _missed_alike(
+    live: pd.DataFrame, diagnosed: pd.DataFrame, columns: list[str], gap: float, tolerance: float
+) -> list[tuple[str, float]]:
+    """Those of ``columns`` (in the table) whose mean over the diagnosis rows misses their mean
+    over the live runs by more than ``tolerance`` in the direction of ``gap``, each with its own
+    gap: the one rule :func:`_stages` and :func:`_parts` name by."""
+    missed = []
+    for column in (c for c in columns if c in live and c in diagnosed):
         seen, mine = float(live[column].mean()), float(diagnosed[column].mean())
         off = mine / seen - 1.0 if seen > 0 else math.nan
         if math.isfinite(off) and abs(off) > tolerance and off * gap > 0:
-            named.append(f"its {words} {off:+.0%}")
-    return ": " + ", ".join(named) if named else f": none of its own parts off by {tolerance:.0%}"
+            missed.append((column, off))
+    return missed
 
 
 def _judged(table: pd.DataFrame) -> list[tuple[str, str]]:
