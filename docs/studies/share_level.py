@@ -14,28 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from fit_set import at_reference
 
 from adaptflow.runtime.calibrate.celery_cpu import _simulate
-from adaptflow.runtime.calibrate.growth import hosted_stages, read_runs
 from adaptflow.runtime.calibrate.levels import LEVEL_SEEDS
 from adaptflow.scenario import parse_scenario
 from adaptflow.simulator import Simulation
 
 ROUNDS, SETTLED, LOWEST = 6, 0.02, 0.05
 path, table, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-data = yaml.safe_load(path.read_text())
-scenario = parse_scenario(data, base_dir=path.parent)
-host, stages = hosted_stages(scenario, None)
-runs, _ = read_runs([table], stages, list(scenario.sources))
-reference = min(run.processes for run in runs)
-at_ref = [run for run in runs if run.processes == reference]
+data, scenario, stages, reference, at_ref, live = at_reference(path, table)
 if len(sys.argv) > 4:
     capped = yaml.safe_load(Path(sys.argv[4]).read_text())["stages"]
     moved = [s for s in stages if capped[s].get("cpu", 1.0) >= 1.0]
 else:
     moved = list(stages)
 print("moved:", moved)
-live = {s: float(np.mean([r.spreads[s] for r in at_ref if s in r.spreads])) for s in stages}
 
 
 def simulate(current):

@@ -10,23 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from fit_set import at_reference
 
 from adaptflow.runtime.calibrate.celery_cpu import _simulate
 from adaptflow.runtime.calibrate.distributions import with_moments
-from adaptflow.runtime.calibrate.growth import hosted_stages, read_runs
 from adaptflow.runtime.calibrate.levels import DAMPING, LEVEL_SEEDS
 from adaptflow.scenario import parse_scenario
 from adaptflow.simulator import Simulation
 
 ROUNDS, SETTLED = 5, 0.02
 path, table, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-data = yaml.safe_load(path.read_text())
-scenario = parse_scenario(data, base_dir=path.parent)
-host, stages = hosted_stages(scenario, None)
-runs, _ = read_runs([table], stages, list(scenario.sources))
-reference = min(run.processes for run in runs)
-at_ref = [run for run in runs if run.processes == reference]
-live = {s: float(np.mean([r.spreads[s] for r in at_ref if s in r.spreads])) for s in stages}
+data, scenario, stages, reference, at_ref, live = at_reference(path, table)
 print(f"{len(at_ref)} runs at {reference} processes; live cv", {s: round(v, 3) for s, v in live.items()})
 
 
