@@ -13,7 +13,8 @@
 # It starts its own redis-server (a free port, its data in OUT) and one worker per queue at -c 1,
 # and stops them on exit. Run nothing heavy beside it: the live runs measure this machine's CPU.
 # Knobs (environment): RATE (6 uploads a second), ROWS ("4000 8000"), REPEAT (2 runs a planner),
-# SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEED (41), HELD_SEED (53), HELD (held: the
+# SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEEDS ("41 43": the fit set's arrival sequences,
+# each run REPEAT times a size; one seed, one sequence, as until 2026-12-06), HELD_SEED (53), HELD (held: the
 # held-out set's folder; another name and seed add a held-out set to a finished OUT), FIT (fit:
 # the fit set's folder; another name and seed add a fit set of another session, on another day,
 # whose laws are written to calg.FIT.yaml and calgs.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
@@ -28,7 +29,7 @@ set -euo pipefail
 
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"4000 8000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
-RECORD_SEED=${RECORD_SEED:-7} FIT_SEED=${FIT_SEED:-41} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
+RECORD_SEED=${RECORD_SEED:-7} FIT_SEEDS=${FIT_SEEDS:-${FIT_SEED:-"41 43"}} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
 FIT_PLANNERS=${FIT_PLANNERS:-"p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2"}
 LAWS=""  # the suffix of this session's fitted scenarios: calgs.yaml for the first fit set, calgs.FIT.yaml after
 [ "$FIT" = fit ] || LAWS=".$FIT"
@@ -97,15 +98,28 @@ fi
 # The fit set: static pools held at 1, at 1 with aggregate and write at 2, and at 2 from the first
 # second (compare-app starts a static planner's run at its pools; fit-growth takes only held
 # runs), the sizes interleaved, so that the machine's drift between minutes falls on all alike;
-# from three sizes fit-growth's law runs through each (turnaround_growth.points)
-FITS=("$OUT/$FIT/compare_app.csv")
+# from three sizes fit-growth's law runs through each (turnaround_growth.points). Each size on two
+# arrival sequences, fitted together: a stage's levels settled on one sequence carry its luck
+# (docs/sim_to_real.md, "Two arrival sequences in one fit set").
+read -r -a SEQUENCES <<<"$FIT_SEEDS"
 if [ "$FIT" = fit ] && [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
   FITS=("$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv")  # an OUT whose sizes ran in blocks (until 2026-12)
-elif [ ! -f "$OUT/$FIT/compare_app.csv" ]; then
-  step "fit set $FIT: static pools held at $FIT_PLANNERS, interleaved (seed $FIT_SEED)"
-  producer "$FIT_SEED"
-  adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "$FIT_PLANNERS" \
-    --repeat "$REPEAT" --simulate 1 --out "$OUT/$FIT" -- "${PRODUCER[@]}"
+else
+  if [ -f "$OUT/$FIT/compare_app.csv" ] || [ "${#SEQUENCES[@]}" -eq 1 ]; then
+    FIT_DIRS=("$OUT/$FIT") SEQUENCES=("${SEQUENCES[0]}")  # one sequence (every OUT until 2026-12-06)
+  else
+    FIT_DIRS=()
+    for seed in "${SEQUENCES[@]}"; do FIT_DIRS+=("$OUT/$FIT/s$seed"); done
+  fi
+  FITS=()
+  for i in "${!FIT_DIRS[@]}"; do
+    FITS+=("${FIT_DIRS[$i]}/compare_app.csv")
+    [ ! -f "${FIT_DIRS[$i]}/compare_app.csv" ] || continue
+    step "fit set $FIT: static pools held at $FIT_PLANNERS, interleaved (seed ${SEQUENCES[$i]})"
+    producer "${SEQUENCES[$i]}"
+    adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "$FIT_PLANNERS" \
+      --repeat "$REPEAT" --simulate 1 --out "${FIT_DIRS[$i]}" -- "${PRODUCER[@]}"
+  done
 fi
 if [ ! -f "$OUT/calg$LAWS.yaml" ]; then
   step "fit the growth laws"
