@@ -5,7 +5,7 @@
 # every planner on arrivals no fit saw (the held-out set) and judge the calibrated simulation
 # against those runs.
 #
-#   examples/etl_app/sim_to_real.sh [OUT]       # about an hour; OUT defaults to s2r
+#   examples/etl_app/sim_to_real.sh [OUT]       # about an hour and a half; OUT defaults to s2r
 #
 # Each step writes into OUT and is skipped when its output is already there, so a run cut short
 # goes on from the step it stopped in. The steps do not track what they were made from: to redo
