@@ -50,7 +50,8 @@ def together(by_stage: dict[str, list[tuple[float, float]]]) -> float:
     return float(np.mean(rs)) if rs else float("nan")
 
 
-def live(events: Path) -> dict[str, float]:
+def task_services(events: Path) -> dict[str, list[tuple[float, float]]]:
+    """A run's succeeded tasks by stage (the task's name): (its start, its length), wall seconds."""
     names, started, out = {}, {}, {}
     for line in events.open():
         e = json.loads(line)
@@ -60,6 +61,11 @@ def live(events: Path) -> dict[str, float]:
             started[e["uuid"]] = e["timestamp"]
         elif e["type"] == "task-succeeded" and e["uuid"] in started and e["uuid"] in names:
             out.setdefault(names[e["uuid"]], []).append((started[e["uuid"]], e["timestamp"] - started[e["uuid"]]))
+    return out
+
+
+def live(events: Path) -> dict[str, float]:
+    out = task_services(events)
     return {stage: lag1(pairs) for stage, pairs in out.items()} | {"(stages together)": together(out)}
 
 

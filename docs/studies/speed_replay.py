@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from service_acf import task_services
 
 from adaptflow.experiments import compare_app as judged
 from adaptflow.runtime.compare_app import run_label
@@ -53,17 +54,8 @@ def live_services(recording: Path) -> dict[tuple, list[tuple[float, float]]]:
     """A run's task services by stage, their start in seconds since the recording began (the
     time its arrivals, and so its simulation, count from)."""
     started = json.loads((recording / "recording.json").read_text())["started"]
-    names, begun, out = {}, {}, {}
-    for line in (recording / "events.jsonl").open():
-        e = json.loads(line)
-        if e["type"] == "task-sent":
-            names[e["uuid"]] = e["name"].rsplit(".", 1)[-1]
-        elif e["type"] == "task-started":
-            begun[e["uuid"]] = e["timestamp"]
-        elif e["type"] == "task-succeeded" and e["uuid"] in begun and e["uuid"] in names:
-            start = begun[e["uuid"]]
-            out.setdefault((names[e["uuid"]],), []).append((start - started, e["timestamp"] - start))
-    return out
+    by_stage = task_services(recording / "events.jsonl")
+    return {(stage,): [(t - started, d) for t, d in pairs] for stage, pairs in by_stage.items()}
 
 
 _run, _served, _simulated = hosts.HostState.run, StageState._served_on_host, judged.simulated_app_run
