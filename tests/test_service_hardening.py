@@ -176,7 +176,9 @@ def test_a_stuck_planner_cannot_pile_up_threads() -> None:
     """With 2 planning threads and 4 places in the queue, a flood of 12 concurrent requests
     against a stuck planner gets fallback plans or a clear 503 (at once for those beyond the
     queue), never more than 2 planning threads exist, and the stuck planner is called once."""
-    app, slow = slow_app(60.0, Limits(deadline=0.5, max_in_flight=2, max_waiting=4))
+    # a deadline of 2 s, so that "at once" (under half of it) stays far from "after the deadline" on
+    # a loaded machine: with 0.5 s and a bound of 0.4 s a clean-clone run beside other work missed it
+    app, slow = slow_app(60.0, Limits(deadline=2.0, max_in_flight=2, max_waiting=4))
     pool = app.state.decider.pool.name  # the threads of this service
     # one client for the flood, made before it: a client per request (httpx.post) loads an SSL
     # context each time, and 12 of them at once on 2 shared cores took 0.35-0.47 s of the
@@ -211,12 +213,12 @@ def test_a_stuck_planner_cannot_pile_up_threads() -> None:
     assert 1 <= max(threads_seen) <= 2, max(threads_seen)
     refused = [r for r in responses if "already in progress or waiting" in r.text]
     assert refused and all(r.status_code == 503 and r.headers["retry-after"] == "1" for r in refused)
-    assert all(seconds[id(r)] < 0.4 for r in refused)  # refused at once, not after the deadline
+    assert all(seconds[id(r)] < 1.0 for r in refused)  # refused at once, not after the deadline
     for r in responses:
         if r.status_code == 200:
             assert r.json()["fallback"] and r.json()["reason"].startswith("deadline")
         elif r not in refused:
-            assert "no plan within the 0.5 s deadline" in r.json()["detail"]
+            assert "no plan within the 2.0 s deadline" in r.json()["detail"]
 
 
 def test_a_burst_of_concurrent_requests_is_served_not_refused() -> None:
