@@ -647,7 +647,7 @@ def _stages(live: pd.DataFrame, diagnosed: pd.DataFrame, wait: str, gap: float, 
     than ``tolerance`` in the direction of the run's ``gap``, as ``: parse's -14%, ...``, or
     that none does: where a run's wait goes, each of them then named by its own parts. Nothing
     where the table has no stage's ``wait`` (an older compare-app, or a scenario of one queue)."""
-    columns = [c for c in live.columns if c.startswith(f"{wait}_")]
+    columns = [f"{wait}_{stage}" for stage in _stage_names(live) if f"{wait}_{stage}" in live]
     if not columns:
         return ""
     missed = _missed_alike(live, diagnosed, columns, gap, tolerance)
@@ -686,11 +686,15 @@ def _judged(table: pd.DataFrame) -> list[tuple[str, str]]:
     (stage ``""``), then each stage's :data:`STAGE_METRICS` that some live run measured (a table
     of an older compare-app has no ``p95_wait_<stage>``: its replays' alone would be rows of no
     figure), stages in the table's order."""
-    stages = [c.removeprefix("mean_wait_") for c in table.columns if c.startswith("mean_wait_")]
     live = table[table["world"] == "live"]
     whole = [("", m) for m in AGREEMENT_METRICS if m in table]
-    staged = [(s, f"{m}_{s}") for s in stages for m in STAGE_METRICS]
+    staged = [(s, f"{m}_{s}") for s in _stage_names(table) for m in STAGE_METRICS]
     return whole + [(s, c) for s, c in staged if c in live and live[c].notna().any()]
+
+
+def _stage_names(table: pd.DataFrame) -> list[str]:
+    """The stages a compare table holds, in its order: those with a ``mean_wait_<stage>`` column."""
+    return [c.removeprefix("mean_wait_") for c in table.columns if c.startswith("mean_wait_")]
 
 
 def _cause(verdict: str, at_live_speed: str) -> str:
