@@ -423,7 +423,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
     fit = fit_growth(
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
         session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
-        levels=not args.recorded_levels,
+        levels=not args.recorded_levels, cpu_law=args.cpu_law,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -882,6 +882,11 @@ def _add_fit_growth(commands: Any) -> None:
         "--recorded-levels", action="store_true",
         help="keep the recording's turnarounds and dispatch delays (default: each stage's settled on the runs at the "
         "reference, which hold several times the recording's gaps)",
+    )  # fmt: skip
+    fg.add_argument(
+        "--cpu-law", default=None, metavar="LAW",
+        help="search Celery's CPU in this law alone (visit_cpu, handoff_cpu or oversubscription; default: every law): "
+        "for a law the report names in a near tie, to judge both fits on held-out runs",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 

@@ -16,7 +16,7 @@ import yaml
 
 from adaptflow.cli import main
 from adaptflow.experiments.compare_app import with_handoffs
-from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _race, _wait_error
+from adaptflow.runtime.calibrate.celery_cpu import CpuFit, Law, _race, _wait_error, near_ties
 from adaptflow.runtime.calibrate.celery_cpu import report_lines as cpu_report
 from adaptflow.runtime.calibrate.growth import fit_growth_file, report_lines
 from adaptflow.runtime.live.spread import hosted_cv
@@ -176,6 +176,9 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
         ([str(held[0]), str(big)], ["static.arrivals.uploads.csv: 9,437,184 bytes; expected one run's arrivals"]),
         ([*map(str, held), "--host", "gpu"], ["--host: 'gpu' is not a host of the scenario; expected one of: vm"]),
         ([*map(str, held), "--reference", "0"], ["--reference: 0; expected the processes"]),
+        ([*map(str, held), "--cpu-law", "gpu_cpu"], [
+            "--cpu-law: 'gpu_cpu'; expected one of visit_cpu, handoff_cpu, oversubscription",
+        ]),
     ]:  # fmt: skip
         written = tmp_path / "never.yaml"
         assert main(["fit-growth", str(scenario), *args, "--out", str(written)]) == 2, args
@@ -603,6 +606,37 @@ def test_a_cpu_law_chosen_at_its_grids_top_is_reported_as_such():
     assert said in pulled
     means = CpuFit(Law("all 1", "visit_cpu", 0.02), {}, 0.1, grid, growth_error=0.008, spread_error=0.003)
     assert "spread grew faster" not in "\n".join(cpu_report(means, "vm"))
+
+
+def test_another_law_within_the_races_margin_is_named_as_a_near_tie():
+    """On the example app a fit set chose one law over another by 0.4 % of its error, and a
+    held-out set judged them far apart: the report names each other law whose best candidate
+    lies within the race's margin (``NEAR``) of the chosen, nearest first, and no law further."""
+    grid = {Law("all 1", "oversubscription", 0.15): 0.0227, Law("all 1", "handoff_cpu", 0.5): 0.0228,
+            Law("as calibrated", "handoff_cpu", 0.75): 0.0248, Law("all 1", "visit_cpu", 0.01): 0.0333,
+            Law("all 1", "oversubscription", 0.125): 0.0230}  # fmt: skip
+    fit = CpuFit(Law("all 1", "oversubscription", 0.15), {}, 0.0227, grid)
+    assert near_ties(fit) == [(Law("all 1", "handoff_cpu", 0.5), 0.0228)]  # one per law, its best; visit_cpu +47 %
+    said = "\n".join(cpu_report(fit, "vm"))
+    assert "near tie: handoff_cpu 0.5, CPU shares all 1 at 0.0228 (+0.4%)" in said and "--cpu-law" in said
+    assert "oversubscription 0.125" not in said.split("error per candidate")[0]  # the same law is no tie
+    alone = CpuFit(Law("all 1", "handoff_cpu", 0.5), {}, 0.0228, {law: e for law, e in grid.items()
+                                                                    if law.law == "handoff_cpu"})  # fmt: skip
+    assert near_ties(alone) == [] and "near tie" not in "\n".join(cpu_report(alone, "vm"))
+
+
+def test_celerys_cpu_searched_in_one_law_alone_takes_that_laws_best(tmp_path):
+    """``--cpu-law``: the live machine's law is ``visit_cpu`` 0.07 s; searched in ``handoff_cpu``
+    alone, the fit takes that law's best, every candidate scored is of it, and the scenario it
+    writes holds that law and no other."""
+    truth = live_machine(visit_cpu=0.07)
+    path = calibrated_blind(truth, tmp_path)
+    runs = [held_run(tmp_path / f"p{pools}", truth, pools, 3.0) for pools in (1, 2, 3)]
+    fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation, cpu_law="handoff_cpu")
+    assert {law.law for law in fit.cpu.errors} == {"handoff_cpu"} and fit.cpu.law.law == "handoff_cpu"
+    assert fit.cpu.error == min(fit.cpu.errors.values())
+    host = load_scenario(tmp_path / "fitted.yaml").hosts["vm"]
+    assert host.handoff_cpu == fit.cpu.law.value > 0 and host.visit_cpu == host.oversubscription == 0
 
 
 def test_each_stages_own_slope_is_settled_where_the_stages_grow_unlike_each_other(tmp_path, capsys):

@@ -59,7 +59,7 @@ from adaptflow.scenario.schema import GrowthPoint, TurnaroundGrowth
 
 from ..compare_app import arrivals_file
 from ..live.handoff import mean_of_gaps
-from .celery_cpu import SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
+from .celery_cpu import LAWS, SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
 from .core import _PlainDumper
 from .figures import positive
@@ -372,6 +372,7 @@ def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
     speed: float | None = None, stage_slopes: bool = False, line: bool = False, levels: bool = True,
+    cpu_law: str | None = None,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -385,7 +386,9 @@ def fit_growth_file(
     (``TurnaroundGrowth.stages``, ``--stage-slopes``), settled each against its own simulation
     (a line: no points). ``line``: one line through every size, no points (``--line``).
     ``levels``: with a ``simulation``, each stage's turnaround and dispatch delay settled on the
-    runs at the reference (:mod:`.levels`; ``--recorded-levels`` keeps the recording's)."""
+    runs at the reference (:mod:`.levels`; ``--recorded-levels`` keeps the recording's).
+    ``cpu_law``: Celery's CPU searched in that law alone (``--cpu-law``; the report names a law
+    in a near tie, :func:`.celery_cpu.near_ties`)."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -398,6 +401,8 @@ def fit_growth_file(
         reference = sum(scenario.stages[s].workers.initial for s in stages)
     if reference < 1:
         raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
+    if cpu_law is not None and cpu_law not in LAWS:
+        raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)}")
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes)
     data = load_yaml_file(scenario_path)
@@ -407,7 +412,7 @@ def fit_growth_file(
     if stage_slopes:
         data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
     if simulation is not None:
-        fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation)
+        fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation, cpu_law)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
@@ -452,8 +457,9 @@ def write_host_speed(out: str | Path, host: str, speed: float, pulse: float | No
 
 
 def _fit_cpu(
-    scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation
-) -> CpuFit | str:
+    scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation,
+    law: str | None = None,
+) -> CpuFit | str:  # fmt: skip
     """Celery's CPU and the shares (:mod:`.celery_cpu`), written into ``data``; or why not (runs
     without services, or runs of one size at different pools)."""
     if not all(r.services for r in runs):
@@ -464,7 +470,7 @@ def _fit_cpu(
             return f"Celery's CPU not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    cpu = fit_celery_cpu(grown, host, runs, reference, simulation)
+    cpu = fit_celery_cpu(grown, host, runs, reference, simulation, law)
     cpu.apply(data, grown, host)
     return cpu
 
