@@ -74,7 +74,8 @@ would double the fit; the near ones are a handful.
 
 What the race cannot do is rank laws the runs fit alike: on the example app one fit set chose
 ``oversubscription`` 0.15 (error 0.0227) over ``handoff_cpu`` 0.5 (0.0228), two laws of unlike
-mechanism, and a held-out set put 3 and 6 of its 8 planner cells within 10 % under the two. The
+mechanism, and two held-out sets put 11 and 14 of their 16 planner cells within 10 % at the
+runs' own speeds under the two (stage cells 45 and 55 of 80). The
 report names such a near tie (:func:`near_ties`), and ``law`` (``fit-growth --cpu-law``) fits the
 other, for the user to judge both on held-out runs (docs/deploy.md, step 6).
 
@@ -591,7 +592,7 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
     for other, error in near_ties(fit):
         lines.append(f"  near tie: {other} at {error:.4f} ({error / fit.error - 1:+.1%}), within {NEAR:.0%} of the "
                      "chosen: these runs do not tell the two laws apart, where held-out runs may (on the example app "
-                     "two laws 0.4 % apart held 3 and 6 of 8 planner cells on a held-out set): fit each "
+                     "two laws 0.4 % apart held 11 and 14 of 16 held-out planner cells): fit each "
                      "(fit-growth --cpu-law) and judge both (docs/deploy.md, step 6)")  # fmt: skip
     lines.append(
         "  error per candidate: the mean squared log ratio of service growth, simulated against live, "
@@ -617,8 +618,8 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
 def near_ties(fit: CpuFit) -> list[tuple[Law, float]]:
     """Each other law's best candidate whose error is within :data:`NEAR` of the chosen's, nearest
     first: a choice the runs made by a hair. On the example app one fit set chose
-    ``oversubscription`` 0.15 at 0.0227 over ``handoff_cpu`` 0.5 at 0.0228, and a held-out set put 3
-    and 6 of its 8 planner cells within 10 % under the two (docs/sim_to_real.md): the fit set's
+    ``oversubscription`` 0.15 at 0.0227 over ``handoff_cpu`` 0.5 at 0.0228, and two held-out sets
+    put 11 and 14 of their 16 planner cells within 10 % under the two (docs/sim_to_real.md): the fit set's
     error does not rank such laws, so the report names the other for the user to judge too."""
     best: dict[str, tuple[Law, float]] = {}
     for law, error in fit.errors.items():

@@ -392,17 +392,7 @@ def fit_growth_file(
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
-    if scenario.hosts[host].by_speed:
-        raise ValueError(
-            f"hosts.{host}.by_speed: {scenario_path} holds laws by speed; expected the calibration each session's "
-            "runs are fitted on (then adaptflow laws-by-speed puts the fits together)"
-        )
-    if reference is None:
-        reference = sum(scenario.stages[s].workers.initial for s in stages)
-    if reference < 1:
-        raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
-    if cpu_law is not None and cpu_law not in LAWS:
-        raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)}")
+    reference = _checked_options(scenario, scenario_path, host, stages, reference, cpu_law)
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes)
     data = load_yaml_file(scenario_path)
@@ -430,6 +420,25 @@ def fit_growth_file(
     header = f"# {scenario_path.name}, hosts.{host}.{laws} fitted by adaptflow fit-growth from {sources}\n"
     _write_scenario(out, header, data)
     return fit
+
+
+def _checked_options(
+    scenario: Scenario, path: Path, host: str, stages: list[str], reference: int | None, cpu_law: str | None
+) -> int:
+    """fit-growth's options checked against the scenario before any work: the reference
+    processes (default: the host's stages' ``initial`` pools), returned."""
+    if scenario.hosts[host].by_speed:
+        raise ValueError(
+            f"hosts.{host}.by_speed: {path} holds laws by speed; expected the calibration each session's "
+            "runs are fitted on (then adaptflow laws-by-speed puts the fits together)"
+        )
+    if reference is None:
+        reference = sum(scenario.stages[s].workers.initial for s in stages)
+    if reference < 1:
+        raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
+    if cpu_law is not None and cpu_law not in LAWS:
+        raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)}")
+    return reference
 
 
 def _write_scenario(out: Path, header: str, data: dict) -> None:
