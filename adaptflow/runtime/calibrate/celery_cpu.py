@@ -592,7 +592,7 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
     for other, error in near_ties(fit):
         lines.append(f"  near tie: {other} at {error:.4f} ({error / fit.error - 1:+.1%}), within {NEAR:.0%} of the "
                      "chosen: these runs do not tell the two laws apart, where held-out runs may (on the example app "
-                     "two laws 0.4 % apart held 11 and 14 of 16 held-out planner cells): fit each "
+                     "two laws 0.5 % apart held 11 and 14 of 16 held-out planner cells): fit each "
                      "(fit-growth --cpu-law) and judge both (docs/deploy.md, step 6)")  # fmt: skip
     lines.append(
         "  error per candidate: the mean squared log ratio of service growth, simulated against live, "
