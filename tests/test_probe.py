@@ -400,6 +400,31 @@ def test_a_run_beside_background_work_is_said_so_when_judged_at_its_pulse(tmp_pa
             assert said[0].startswith("static: nice'd processes took 30% of the machine's CPU"), said
 
 
+def test_a_probe_that_missed_what_the_pulses_read_is_said_so_when_judged_at_the_probe(tmp_path, caplog):
+    """A saved run whose probe read 0.70 of the calibration where its idle pulses read 0.95
+    (more apart than ``PROBE_PULSE_GAP``) is judged at the probe's speed with a warning naming
+    both; 0.90 against 0.95, a run without pulses, or a judgement at its pulse: no such warning."""
+    from adaptflow.experiments.compare_app import PROBE_PULSE_GAP, resimulate
+
+    data = yaml.safe_load(hosted(tmp_path, probe=1000.0).read_text())
+    data["hosts"]["vm"]["pulse"] = 1000.0
+    scenario = parse_scenario(data, base_dir=tmp_path)
+    cases = (("a", 0.70, 950.0, "probe", True), ("b", 0.90, 950.0, "probe", False),
+             ("c", 0.70, None, "probe", False), ("d", 0.70, 950.0, "pulse", False))  # fmt: skip
+    assert abs(0.90 / 0.95 - 1) < PROBE_PULSE_GAP < abs(0.70 / 0.95 - 1)
+    for name, probed, pulse, judged_at, warned in cases:
+        reading = {"speed_vm": probed} | ({} if pulse is None else {"pulse": pulse})
+        saved = saved_run(tmp_path / name, [0.0, 1.0, 2.0, 3.0], **reading)
+        caplog.clear()
+        row = resimulate(saved, scenario, seeds=1, **{f"{judged_at}_speed": True}).iloc[1]
+        said = [r.getMessage() for r in caplog.records if "the probe read host" in r.getMessage()]
+        assert bool(said) == warned, (name, said)
+        if warned:
+            assert row["speed_vm"] == pytest.approx(0.70)
+            assert said[0].startswith("static: the probe read host 'vm' at 0.70 of its calibration, the run's idle "
+                                      "pulses at 0.95 (-26%)"), said  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "reading, recorded, seen, missing",
     [
