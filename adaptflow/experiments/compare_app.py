@@ -177,7 +177,7 @@ of the run's own speed where the probe was 9-36 % below it (docs/sim_to_real.md)
 def probe_warnings(run: RunResult, scenario: Scenario) -> list[str]:
     """A line per host whose probe, a second on the idle app before and after the run, read its
     speed more than :data:`PROBE_PULSE_GAP` from what the run's idle pulses read during it:
-    a simulation at the probe's speed is then judged at a speed the run did not meet. None
+    a simulation at the probe's speed is then judged at a speed the run did not meet. Empty
     where the run or the host has no pulse to compare with."""
     pulsed = run.pulse_speeds(scenario)
     return [
