@@ -124,6 +124,30 @@ def test_a_killed_run_resumes_and_finishes(tmp_path):
     assert not [f for f in run_dir.rglob(".*") if PARTIAL_FILE.fullmatch(f.name)]  # none left, whatever the kill cut
 
 
+def test_a_signal_during_a_models_write_is_held_until_the_model_is_written():
+    """Ctrl-C or SIGTERM arriving while a model is written (``save_model``'s ``_signals_held``)
+    is handled once the write is done, as it would have been (KeyboardInterrupt, Terminated), not
+    inside ``torch.save``, whose broken zip writer then raised RuntimeError in its place (a
+    SIGTERM'd run once exited 1 without its "interrupted" status); the handlers are restored."""
+    from adaptflow.experiments.training import Terminated, _sigterm_as_interrupt, _signals_held
+
+    written = []
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for sig, raised in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+            with _sigterm_as_interrupt():
+                handler = signal.getsignal(sig)
+                with pytest.raises(raised), _signals_held():
+                    os.kill(os.getpid(), sig)
+                    time.sleep(0.05)  # a handler that raises would have raised here
+                    written.append(sig.name)
+                # restored, and run: training's SIGTERM handler ignores a second SIGTERM once called
+                assert signal.getsignal(sig) is (handler if sig == signal.SIGINT else signal.SIG_IGN)
+        assert written == ["SIGINT", "SIGTERM"]
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize(
     ("sig", "code", "word"),
     [

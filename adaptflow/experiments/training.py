@@ -124,8 +124,37 @@ def save_model(
     if checkpoint:  # a checkpoint saved again at its step (a resumed run's): no old model beside the new sidecar
         path.unlink(missing_ok=True)
     atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2))
-    atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
+    with _signals_held():
+        atomic_write(path, lambda tmp: model.save(tmp.with_suffix(".zip")) or os.replace(tmp.with_suffix(".zip"), tmp))
     return path
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while a model is written, then handled as they would have been.
+
+    Why: raised inside ``torch.save``, Ctrl-C's or SIGTERM's exception breaks its zip writer,
+    whose cleanup then raises ``RuntimeError`` ("unexpected pos ...") in its place, so the run
+    died with status 1 and no "interrupted" status instead of leaving a resumable run (1 of 10
+    SIGTERMs with both cores busy beside it). Only a signal whose handler is Python's own is held
+    (Ctrl-C's, and SIGTERM's during training, :func:`_sigterm_as_interrupt`); an ignored or a
+    default one is left alone. In the main thread only, where handlers run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    handlers = {
+        sig: signal.signal(sig, lambda signum, frame: held.append((signum, frame)))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if callable(signal.getsignal(sig))
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    for signum, frame in held[:1]:  # the first, as it would have met the run; its handler raises
+        handlers[signal.Signals(signum)](signum, frame)
 
 
 STATS_KEY = "vec_normalize"
