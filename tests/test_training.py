@@ -129,7 +129,7 @@ def test_a_signal_during_a_models_write_is_held_until_the_model_is_written():
     is handled once the write is done, as it would have been (KeyboardInterrupt, Terminated), not
     inside ``torch.save``, whose broken zip writer then raised RuntimeError in its place (a
     SIGTERM'd run once exited 1 without its "interrupted" status); the handlers are restored."""
-    from adaptflow.experiments.training import Terminated, _sigterm_as_interrupt, _signals_held
+    from adaptflow.experiments.training import Terminated, _signals_held, _sigterm_as_interrupt
 
     written = []
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
