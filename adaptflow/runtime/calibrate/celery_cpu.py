@@ -617,10 +617,8 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
 
 def near_ties(fit: CpuFit) -> list[tuple[Law, float]]:
     """Each other law's best candidate whose error is within :data:`NEAR` of the chosen's, nearest
-    first: a choice the runs made by a hair. On the example app one fit set chose
-    ``oversubscription`` 0.15 at 0.0227 over ``handoff_cpu`` 0.5 at 0.0228, and two held-out sets
-    put 11 and 14 of their 16 planner cells within 10 % under the two (docs/sim_to_real.md): the fit set's
-    error does not rank such laws, so the report names the other for the user to judge too."""
+    first: a choice the runs made by a hair, which their error does not rank (the module
+    docstring's example), so the report names the other for the user to judge too."""
     best: dict[str, tuple[Law, float]] = {}
     for law, error in fit.errors.items():
         if law.law != fit.law.law and error < best.get(law.law, (law, math.inf))[1]:
