@@ -179,6 +179,35 @@ def test_the_producer_replays_the_same_uploads_from_a_seed(tmp_path: Path) -> No
         RateProfile.from_csv(rates)
 
 
+@pytest.mark.parametrize(
+    ("rates", "says"),
+    [
+        ("4.8", "has 1 rates; expected one per seed of FIT_SEEDS '1 2'"),
+        ("4.8 x", "'x'; expected uploads a second"),
+        ("0.0 5", "'0.0'; expected uploads a second, a number above 0"),
+    ],
+)
+def test_sim_to_real_refuses_fit_rates_it_cannot_run_before_any_work(tmp_path: Path, rates: str, says: str) -> None:
+    """A bad FIT_RATES is said at once, naming it, before a broker starts or OUT is made (the
+    script's live runs take an hour: a typo found by the producer would cost the record and fit)."""
+    out = tmp_path / "out"
+    env = os.environ | {"FIT_RATES": rates, "FIT_SEEDS": "1 2"}
+    script = subprocess.Popen(
+        ["bash", str(EXAMPLE / "sim_to_real.sh"), str(out)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:  # a script that went on would start a broker and workers: its whole group is stopped
+        _, stderr = script.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+    assert script.returncode == 2 and says in stderr and "FIT_RATES" in stderr
+    assert not out.exists()
+
+
 def test_a_generated_batch_has_the_share_of_bad_lines_that_validate_measures() -> None:
     upload = payload(5, seed=1, mix=Mix(rows=(1000, 1000), dirty_items=1.0))
     lines = truth(upload)

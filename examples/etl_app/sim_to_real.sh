@@ -15,7 +15,10 @@
 # Knobs (environment): RATE (6 uploads a second), ROWS ("2000 4000": every session measured since
 # 2026-12-05; "4000 8000" saturated parse on the slower of the VMs), REPEAT (2 runs a planner),
 # SIMULATE (8 seeds a run), RECORD_SEED (7), FIT_SEEDS ("41 43": the fit set's arrival sequences,
-# each run REPEAT times a size; one seed, one sequence, as until 2026-12-06), HELD_SEED (53), HELD (held: the
+# each run REPEAT times a size; one seed, one sequence, as until 2026-12-06), FIT_RATES (RATE for each
+# sequence: one rate per seed of FIT_SEEDS, such as "4.8 6.4"; a fit set at one load cannot tell a
+# cost that grows with the load from one that does not, docs/sim_to_real.md, "One sequence at three
+# rates"), HELD_SEED (53), HELD (held: the
 # held-out set's folder; another name and seed add a held-out set to a finished OUT), FIT (fit:
 # the fit set's folder; another name and seed add a fit set of another session, on another day,
 # whose laws are written to calg.FIT.yaml and calgs.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
@@ -31,10 +34,25 @@ set -euo pipefail
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"2000 4000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
 RECORD_SEED=${RECORD_SEED:-7} FIT_SEEDS=${FIT_SEEDS:-${FIT_SEED:-"41 43"}} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
+FIT_RATES=${FIT_RATES:-}
 FIT_PLANNERS=${FIT_PLANNERS:-"p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2"}
 LAWS=""  # the suffix of this session's fitted scenarios: calgs.yaml for the first fit set, calgs.FIT.yaml after
 [ "$FIT" = fit ] || LAWS=".$FIT"
 APP=(--app examples.etl_app.app:app --mapping examples/etl_app/mapping.yaml)
+read -r -a SEQUENCES <<<"$FIT_SEEDS"
+SEQUENCE_RATES=()
+for seed in "${SEQUENCES[@]}"; do SEQUENCE_RATES+=("$RATE"); done
+[ -z "$FIT_RATES" ] || read -r -a SEQUENCE_RATES <<<"$FIT_RATES"
+if [ "${#SEQUENCE_RATES[@]}" -ne "${#SEQUENCES[@]}" ]; then  # checked before any work
+  echo "sim_to_real.sh: FIT_RATES '$FIT_RATES' has ${#SEQUENCE_RATES[@]} rates; expected one per seed of FIT_SEEDS '$FIT_SEEDS'" >&2
+  exit 2
+fi
+for rate in "${SEQUENCE_RATES[@]}"; do
+  if ! [[ $rate =~ ^[0-9]*\.?[0-9]+$ ]] || [[ $rate =~ ^[0.]+$ ]]; then
+    echo "sim_to_real.sh: FIT_RATES (or RATE) '$rate'; expected uploads a second, a number above 0" >&2
+    exit 2
+  fi
+done
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
 
@@ -52,7 +70,7 @@ for q in parse validate repair aggregate write; do
     --without-gossip --without-mingle --without-heartbeat >>"$OUT/workers.log" 2>&1 &
   PIDS+=($!)
 done
-producer() { PRODUCER=(python -m examples.etl_app.produce --rate "$RATE" --duration 180 --seed "$1" --rows $ROWS); }
+producer() { PRODUCER=(python -m examples.etl_app.produce --rate "${2:-$RATE}" --duration 180 --seed "$1" --rows $ROWS); }
 step() { echo "== $(date +%T) $*" >&2; }
 python - <<'EOF'  # every worker answers before anything is measured (a slow VM takes seconds to start five)
 import time
@@ -102,7 +120,6 @@ fi
 # from three sizes fit-growth's law runs through each (turnaround_growth.points). Each size on two
 # arrival sequences, fitted together: a stage's levels settled on one sequence carry its luck
 # (docs/sim_to_real.md, "Two arrival sequences in one fit set").
-read -r -a SEQUENCES <<<"$FIT_SEEDS"
 if [ "$FIT" = fit ] && [ -f "$OUT/fit1/compare_app.csv" ] && [ -f "$OUT/fit2/compare_app.csv" ]; then
   FITS=("$OUT/fit1/compare_app.csv" "$OUT/fit2/compare_app.csv")  # an OUT whose sizes ran in blocks (until 2026-12)
 else
@@ -110,14 +127,16 @@ else
     FIT_DIRS=("$OUT/$FIT") SEQUENCES=("${SEQUENCES[0]}")  # one sequence (every OUT until 2026-12-06)
   else
     FIT_DIRS=()
-    for seed in "${SEQUENCES[@]}"; do FIT_DIRS+=("$OUT/$FIT/s$seed"); done
+    for i in "${!SEQUENCES[@]}"; do  # one folder a sequence, named by its rate too where rates were given
+      FIT_DIRS+=("$OUT/$FIT/s${SEQUENCES[$i]}${FIT_RATES:+_${SEQUENCE_RATES[$i]}}")
+    done
   fi
   FITS=()
   for i in "${!FIT_DIRS[@]}"; do
     FITS+=("${FIT_DIRS[$i]}/compare_app.csv")
     [ ! -f "${FIT_DIRS[$i]}/compare_app.csv" ] || continue
-    step "fit set $FIT: static pools held at $FIT_PLANNERS, interleaved (seed ${SEQUENCES[$i]})"
-    producer "${SEQUENCES[$i]}"
+    step "fit set $FIT: static pools held at $FIT_PLANNERS, interleaved (seed ${SEQUENCES[$i]}, ${SEQUENCE_RATES[$i]}/s)"
+    producer "${SEQUENCES[$i]}" "${SEQUENCE_RATES[$i]}"
     adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --planners "$FIT_PLANNERS" \
       --repeat "$REPEAT" --simulate 1 --out "${FIT_DIRS[$i]}" -- "${PRODUCER[@]}"
   done
