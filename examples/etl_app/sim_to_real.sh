@@ -47,7 +47,7 @@ if [ "${#SEQUENCE_RATES[@]}" -ne "${#SEQUENCES[@]}" ]; then  # checked before an
   echo "sim_to_real.sh: FIT_RATES '$FIT_RATES' has ${#SEQUENCE_RATES[@]} rates; expected one per seed of FIT_SEEDS '$FIT_SEEDS'" >&2
   exit 2
 fi
-for rate in "${SEQUENCE_RATES[@]}"; do
+for rate in "$RATE" "${SEQUENCE_RATES[@]}"; do
   if ! [[ $rate =~ ^[0-9]*\.?[0-9]+$ ]] || [[ $rate =~ ^[0.]+$ ]]; then
     echo "sim_to_real.sh: FIT_RATES (or RATE) '$rate'; expected uploads a second, a number above 0" >&2
     exit 2
