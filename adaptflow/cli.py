@@ -423,7 +423,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
     fit = fit_growth(
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
         session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
-        levels=not args.recorded_levels, cpu_law=args.cpu_law,
+        levels=not args.recorded_levels, cpu_law=args.cpu_law, visit_cpu=args.visit_cpu,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -887,6 +887,11 @@ def _add_fit_growth(commands: Any) -> None:
         "--cpu-law", default=None, metavar="LAW",
         help="search Celery's CPU in this law alone (visit_cpu, handoff_cpu or oversubscription; default: every law): "
         "for a law the report names in a near tie, to judge both fits on held-out runs",
+    )  # fmt: skip
+    fg.add_argument(
+        "--visit-cpu", type=float, default=None, metavar="SECONDS",
+        help="hold Celery's CPU a visit at this measured value (the workers' main processes' CPU seconds over the "
+        "tasks they ran, docs/deploy.md step 6) and search the host's cores instead of the law",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 

@@ -770,9 +770,64 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_its_line(tmp_path):
     (folder / "events.jsonl").write_text("\n".join(text) + "\n")
     with pytest.raises(ValueError, match=r"line 5: kinds is .*expected \{stage: a pool's implementation name\}"):
         read_recording(folder)
+    text[4] = json.dumps({"type": "adaptflow-pools", "timestamp": ORIGIN, "pools": {"parse": 1},
+                          "main_cpu": {"parse": [100, -1.0]}})  # fmt: skip
+    (folder / "events.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"line 5: main_cpu is .*expected \{stage: \[pid, CPU seconds >= 0\]\}"):
+        read_recording(folder)
     (folder / "events.jsonl").write_text("\n".join([*original[:10], "[1, 2]"]) + "\n")  # a whole last line: no excuse
     with pytest.raises(ValueError, match=r"events\.jsonl line 11: got a JSON list; expected one JSON object per line"):
         read_recording(folder)
+
+
+def with_main_cpu(lines: list[dict], per_visit: dict[str, float], restart: tuple[str, float]) -> list[dict]:
+    """``lines`` with each pool line's ``main_cpu`` as ``record`` writes it: each stage's worker
+    main process spends ``per_visit`` CPU seconds an attempt it finishes; ``restart``'s stage's
+    worker restarts at its time (a new pid, its CPU counted from 0 again)."""
+    finished = dict.fromkeys(per_visit, 0)
+    at_restart = None
+    for line in lines:
+        stage = line.get("hostname", "@").split("@")[0]
+        if line["type"] in ("task-succeeded", "task-failed", "task-retried"):
+            finished[stage] += 1
+        if line["type"] != "adaptflow-pools":
+            continue
+        late = line["timestamp"] - ORIGIN > restart[1]
+        if late and at_restart is None:
+            at_restart = finished[restart[0]]
+        line["main_cpu"] = {
+            s: [999, per_visit[s] * (n - at_restart)] if (s == restart[0] and late) else [100 + k, per_visit[s] * n]
+            for k, (s, n) in enumerate(finished.items())
+        }
+    return lines
+
+
+def test_celerys_own_cpu_a_visit_is_read_from_the_workers_main_process_readings(tmp_path):
+    """The recorder keeps each worker's main-process CPU so far with its pid (``main_cpu``, from
+    the worker's ``stats``). Each stage's main process here spends 5 ms an attempt it finishes
+    (check's 3 ms), and check's worker restarts halfway (a new pid, its CPU from 0): calibrate
+    reads each stage's CPU a visit back, the restart neither counted as negative CPU nor joined
+    across; a host's figure is its stages' CPU over their visits; the report says how to hold it."""
+    from adaptflow.runtime.calibrate.main_cpu import celery_cpu, report_lines
+
+    per_visit = {"parse": 0.005, "check": 0.003, "write": 0.005}
+    lines = with_main_cpu(SyntheticApp(seed=1, horizon=900.0).run(), per_visit, ("check", 450.0))
+    folder = write_recording(tmp_path / "rec", lines, horizon=900.0)
+    result = calibrate(folder, tmp_path / "etl.yaml")
+    read = result.report["celery_cpu"]["stages"]
+    for stage, seconds in per_visit.items():
+        assert read[stage]["per_visit"] == pytest.approx(seconds, rel=0.02), stage
+    ended = ("task-succeeded", "task-failed", "task-retried")
+    finishes = [x["timestamp"] - ORIGIN for x in lines if x["type"] in ended and x["hostname"] == "check@box"]
+    outside = [t for t in finishes if 450.0 < t <= 455.0]  # between the last reading of one pid and the new one's
+    assert outside and abs(read["check"]["visits"] - (len(finishes) - len(outside))) <= 2  # in neither CPU nor visits
+    markdown = result.report_md.read_text()
+    assert "## Celery's own CPU" in markdown and "| parse |" in markdown and "| 5.00 |" in markdown
+    recording = read_recording(folder)
+    both = celery_cpu(recording, build_timeline(recording), {"parse": "box", "check": "box", "write": None})
+    cpu, visits = (sum(read[s][key] for s in ("parse", "check")) for key in ("cpu_seconds", "visits"))
+    assert both["hosts"] == {"box": {"per_visit": pytest.approx(cpu / visits, rel=1e-3), "stages": ["parse", "check"]}}
+    assert f"--visit-cpu {both['hosts']['box']['per_visit']:.4g}`" in "\n".join(report_lines(both))
 
 
 def test_a_prefork_pool_is_calibrated_with_its_ticks_and_late_reaps(tmp_path):

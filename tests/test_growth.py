@@ -179,6 +179,11 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
         ([*map(str, held), "--cpu-law", "gpu_cpu"], [
             "--cpu-law: 'gpu_cpu'; expected one of visit_cpu, handoff_cpu, oversubscription",
         ]),
+        ([*map(str, held), "--visit-cpu", "0"], ["--visit-cpu: 0.0; expected Celery's CPU seconds a visit, above 0"]),
+        ([*map(str, held), "--visit-cpu", "nan"], ["--visit-cpu: nan; expected Celery's CPU seconds a visit"]),
+        ([*map(str, held), "--visit-cpu", "0.01", "--cpu-law", "handoff_cpu"], [
+            "--cpu-law: 'handoff_cpu' with --visit-cpu; expected one or the other",
+        ]),
     ]:  # fmt: skip
         written = tmp_path / "never.yaml"
         assert main(["fit-growth", str(scenario), *args, "--out", str(written)]) == 2, args
@@ -637,6 +642,31 @@ def test_celerys_cpu_searched_in_one_law_alone_takes_that_laws_best(tmp_path):
     assert fit.cpu.error == min(fit.cpu.errors.values())
     host = load_scenario(tmp_path / "fitted.yaml").hosts["vm"]
     assert host.handoff_cpu == fit.cpu.law.value > 0 and host.visit_cpu == host.oversubscription == 0
+
+
+def test_celerys_cpu_held_at_its_measured_value_leaves_the_cores_to_fit(tmp_path):
+    """``--visit-cpu``: the live machine's Celery CPU is 0.07 s a visit on its 2 cores. Its
+    calibration read the tasks slowing as on fewer cores (1.4: ``effective_cores`` writes fewer
+    where Celery's own work took part of them). Fitted with that CPU held at the measured 0.07,
+    the cores come back to the machine's 2 within a step of their grid (0.14), the scenario
+    written holds the law held and those cores, and the fit is nearer the runs than the
+    calibrated cores with the same CPU."""
+    truth = live_machine(visit_cpu=0.07)
+    path = calibrated_blind(truth, tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["hosts"]["vm"]["cores"] = 1.4
+    path.write_text(yaml.safe_dump(data))
+    runs = [held_run(tmp_path / f"r{rate}p{pools}", truth, pools, rate, waits=True) for rate in (3.0, 1.5)
+            for pools in (1, 2, 3)]  # fmt: skip
+    fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation, visit_cpu=0.07)
+    report = "\n".join(report_lines(fit))
+    print(report)
+    assert {(c.law, c.value) for c in fit.cpu.errors} == {("visit_cpu", 0.07)}  # held: only the cores searched
+    assert fit.cpu.law.cores == pytest.approx(2.0, abs=0.15)
+    assert fit.cpu.error < fit.cpu.errors[Law(fit.cpu.law.shares, "visit_cpu", 0.07, cores=1.4)] / 2
+    host = load_scenario(tmp_path / "fitted.yaml").hosts["vm"]
+    assert host.visit_cpu == 0.07 and host.cores == fit.cpu.law.cores and host.handoff_cpu == host.oversubscription == 0
+    assert "visit_cpu held at 0.07 s, by cores" in report and "grid's top" not in report
 
 
 def test_each_stages_own_slope_is_settled_where_the_stages_grow_unlike_each_other(tmp_path, capsys):

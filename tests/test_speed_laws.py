@@ -201,6 +201,7 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
     other["stages"]["parse"]["turnaround_cv"] = 0.5  # another calibration
     other["stages"]["check"]["service"]["samples"] = [0.05, 0.2]  # not one factor of the calibration's
     other["stages"]["check"]["dispatch_delay"] = 0.01  # none calibrated: no level of it
+    other["hosts"]["vm"]["cores"] = 3.0  # as fit-growth --visit-cpu refits them
     twice = copy.deepcopy(fitted(FAST))
     twice["stages"]["parse"]["service"]["cv"] = 0.5  # the same (as it was)
     bad = [write(tmp_path, "other.yaml", other), write(tmp_path, "twice.yaml", twice), fits[0]]
@@ -209,6 +210,8 @@ def test_the_command_puts_fits_side_by_side_and_refuses_fits_of_another_calibrat
     err = capsys.readouterr().err
     assert "other.yaml: stages.parse.turnaround_cv: differs from the calibration's; expected a fit-growth of it" in err
     assert "other.yaml: stages.check.service: not the calibration's scaled by one factor" in err
+    assert "other.yaml: hosts.vm.cores: differs from the calibration's" in err
+    assert "(fit-growth --visit-cpu) is judged on its own" in err
     assert "other.yaml: stages.check.dispatch_delay: not the calibration's scaled by one factor" in err
     assert "FIT: speeds [1.44] met twice; expected each fit at a speed of its own" in err
     assert main(["laws-by-speed", str(base), str(fits[0]), "--out", str(never)]) == 2

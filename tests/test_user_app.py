@@ -328,6 +328,15 @@ def test_record_writes_events_as_they_come_and_survives_a_stop_at_any_time(shop,
     pools = [e for e in lines if e["type"] == "adaptflow-pools"]
     assert pools and pools[-1]["pools"] == dict.fromkeys(STAGES, 1)
     assert pools[-1]["kinds"] == dict.fromkeys(STAGES, "celery.concurrency.prefork:TaskPool")  # calibrate reads it
+    for stage in STAGES:  # each worker's main process and its CPU so far, as its stats reply reports them
+        readings = [line["main_cpu"][stage] for line in pools if stage in line.get("main_cpu", {})]
+        assert len(readings) >= 2 and len({pid for pid, _ in readings}) == 1
+        assert 0 < readings[0][1] <= readings[-1][1]
+        if sys.platform.startswith("linux"):  # the pid is a live Celery worker's main process, its CPU as /proc has it
+            proc = Path(f"/proc/{readings[0][0]}")
+            assert b"worker" in (proc / "cmdline").read_bytes()
+            ticks = (proc / "stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+            assert readings[-1][1] <= sum(map(int, ticks)) / os.sysconf("SC_CLK_TCK") + 0.02
     header = json.loads((out / "recording.json").read_text())
     assert header["stopped"] is not None and "@" not in header["broker"].split("//")[-1].split(":")[0]
     assert len(header["probes"]) == 2 and all(p > 0 for p in header["probes"])  # the CPU probe at start and stop

@@ -12,7 +12,9 @@ A recording is a directory:
 * ``events.jsonl``: one JSON object per line, in arrival order: Celery's task events, slimmed to
   the fields adaptflow reads (:data:`.live.events.EVENT_FIELDS`: never arguments or results),
   and adaptflow's own lines: ``adaptflow-pools`` (each mapped worker's process count, every
-  ``sample_every`` seconds, and its pool's kind, ``kinds``), ``adaptflow-queues`` (each stage's
+  ``sample_every`` seconds, its pool's kind, ``kinds``, and its main process's CPU seconds so far
+  with the process's pid, ``main_cpu``, as the worker's ``stats`` reports them: Celery's own work
+  beside the tasks, :mod:`.calibrate.main_cpu`), ``adaptflow-queues`` (each stage's
   broker queue length) and ``adaptflow-gap`` (a time the event stream was lost: its events are missing);
 * ``pulses.jsonl``: short CPU probes taken throughout, from a process of their own
   (:mod:`.pulses`): ``adaptflow calibrate`` keeps the mean of those taken where no task ran.
@@ -133,6 +135,17 @@ def local_host() -> dict[str, Any]:
     return {"name": socket.gethostname(), "cores": len(os.sched_getaffinity(0))}
 
 
+def main_cpu(stats: dict[str, Any]) -> list[Any] | None:
+    """A worker's main process, ``[pid, CPU seconds so far]``, from its ``stats`` reply: the
+    ``rusage`` Celery reads with ``getrusage(RUSAGE_SELF)``, user and system time of the main
+    process alone (its pool's children are not counted while they live). None for a group of
+    nodes (its merged reply has no rusage) or a platform without it (``'N/A'``)."""
+    usage = stats.get("rusage")
+    if not isinstance(usage, dict) or not all(isinstance(usage.get(k), int | float) for k in ("utime", "stime")):
+        return None
+    return [stats.get("pid"), round(float(usage["utime"]) + float(usage["stime"]), 4)]
+
+
 class Recorder:
     """Receives an app's events and appends them, with pool and queue samples, to a recording."""
 
@@ -183,7 +196,10 @@ class Recorder:
             pools = {stage: len(pool["processes"]) for stage, pool in read.items()}
             # each pool's kind (prefork, threads, ...): calibrate writes a prefork pool's ticks
             kinds = {stage: pool.get("implementation") for stage, pool in read.items()}
-            self._line(out, {"type": "adaptflow-pools", "timestamp": now, "pools": pools, "kinds": kinds})
+            line = {"type": "adaptflow-pools", "timestamp": now, "pools": pools, "kinds": kinds}
+            main = {stage: main_cpu(stats[p]) for stage, p in patterns.items() if p in stats}
+            main = {stage: reading for stage, reading in main.items() if reading is not None}
+            self._line(out, {**line, "main_cpu": main} if main else line)
         if self.client is not None:
             queues = {stage: sum(self.client.llen(q) for q in qs) for stage, qs in self.mapping.queues().items()}
             self._line(out, {"type": "adaptflow-queues", "timestamp": now, "queues": queues})

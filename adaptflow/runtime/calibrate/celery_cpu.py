@@ -159,15 +159,18 @@ class HeldRun(Protocol):
 class Law:
     """One candidate: the stages' CPU shares and Celery's CPU (``law`` at ``value``: seconds of
     work per visit, a weight per hand-off in progress, or the capacity lost per job past the
-    cores)."""
+    cores); ``cores``, the host's cores where they are searched (Celery's CPU held at a
+    measured ``visit_cpu``, :func:`_held_candidates`), None where they stay as calibrated."""
 
     shares: str
     law: str
     value: float
+    cores: float | None = None
 
     def __str__(self) -> str:
         unit = " s" if self.law == "visit_cpu" else ""
-        return f"{self.law} {self.value:.4g}{unit}, CPU shares {self.shares}"
+        on = "" if self.cores is None else f" (held), {self.cores:.4g} cores"
+        return f"{self.law} {self.value:.4g}{unit}{on}, CPU shares {self.shares}"
 
 
 @dataclass
@@ -216,14 +219,16 @@ class CpuFit:
 
 def fit_celery_cpu(
     scenario: Scenario, host: str, runs: Sequence[HeldRun], reference: Pools, make: MakeSimulation,
-    law: str | None = None,
+    law: str | None = None, visit_cpu: float | None = None,
 ) -> CpuFit:  # fmt: skip
     """The candidate whose service growth over ``runs`` is nearest the live one and which takes
     the waits at the reference pools no further from live than the calibration has them (module
     docstring), every candidate near the best judged again on :data:`RACE_SEEDS` (:func:`_race`).
     ``reference``: the pools the scenario was calibrated at; ``runs`` must hold them and another
     size at one load at least. ``law``: one of :data:`LAWS` to search alone (``fit-growth
-    --cpu-law``), where the report names another in a near tie (:func:`near_ties`)."""
+    --cpu-law``), where the report names another in a near tie (:func:`near_ties`). ``visit_cpu``:
+    Celery's CPU a visit as measured (``fit-growth --visit-cpu``), held, and the host's cores
+    searched instead (:func:`_held_candidates`)."""
     stages = [s for s, spec in scenario.stages.items() if spec.host == host]
     series = _series(runs, reference)
     live = _live_growth(series, stages)
@@ -235,7 +240,9 @@ def fit_celery_cpu(
         )
     judge = functools.partial(_Judge.on, scenario, host, reference, make, series, (live, spread), stages)
     first = judge(SEEDS)
-    fits = {one: first.score(one) for one in _candidates(scenario, stages, law)}
+    held = visit_cpu is not None
+    candidates = _held_candidates(scenario, host, visit_cpu) if held else _candidates(scenario, stages, law)
+    fits = {one: first.score(one) for one in candidates}
     rescored, again = _race(fits, functools.partial(judge, RACE_SEEDS))
     best = min(fits.values(), key=lambda f: f.error)
     best.errors = {law: f.error for law, f in fits.items()}
@@ -347,6 +354,26 @@ def _candidates(scenario: Scenario, stages: list[str], law: str | None = None) -
     ]
 
 
+CORES_STEPS = (0.8, 2.0, 0.1)
+"""The cores searched beside a held ``visit_cpu``: from 0.8 to 2 times the calibrated cores in
+steps of 0.1 of them, none below one. Why mostly above: the calibration reads the machine's
+*effective* cores (:func:`.hosts.effective_cores`), fewer than it has where the tasks slow with
+the load more than sharing the cores among them explains, Celery's own main processes among the
+reasons (on the example app they take 42 ms of CPU an upload beside the tasks' 101 ms,
+docs/sim_to_real.md). With that work simulated as jobs of their own, the cores it took come back."""
+
+
+def _held_candidates(scenario: Scenario, host: str, visit_cpu: float) -> list[Law]:
+    """Celery's CPU held at the measured ``visit_cpu``, the host's cores on :data:`CORES_STEPS`,
+    for both choices of shares: a measured law leaves the cores to fit, where a searched one took
+    the calibrated cores as they are."""
+    calibrated = scenario.hosts[host].cores
+    low, high, step = CORES_STEPS
+    factors = np.arange(low, high + step / 2, step)
+    cores = sorted({float(round(max(1.0, f * calibrated), 4)) for f in factors})
+    return [Law(shares, "visit_cpu", visit_cpu, cores=c) for shares in SHARE_CHOICES for c in cores]
+
+
 def _series(runs: Sequence[HeldRun], reference: Pools) -> list[Series]:
     """The runs at the reference pools grouped by load (rates within :data:`SAME_LOAD`), each
     other run joined to the series whose rate is nearest its own."""
@@ -437,7 +464,7 @@ def _rescale(
     """Each hosted stage's service factor at which the candidate serves at the reference pools as
     the calibrated scenario does (fixed-point rounds: a stage's service changes the others' load)."""
     scales = {s: 1.0 for s in target}
-    if law.shares == SHARE_CHOICES[0] and law.value == 0.0:
+    if law.shares == SHARE_CHOICES[0] and law.value == 0.0 and law.cores is None:
         return scales  # the calibrated scenario itself
     for _ in range(RESCALES):
         served = _services(_candidate(scenario, host, law, scales), reference, make, seeds=seeds)
@@ -450,6 +477,8 @@ def apply(data: dict[str, Any], scenario: Scenario, host: str, law: Law, scales:
     ``host``'s Celery CPU (the other law at 0), its stages' CPU shares (``all 1``) and services scaled."""
     for name in LAWS:
         data["hosts"][host][name] = law.value if name == law.law else 0.0
+    if law.cores is not None:
+        data["hosts"][host]["cores"] = law.cores
     for name, stage in data["stages"].items():
         if scenario.stages[name].host != host:
             continue
@@ -584,7 +613,9 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
         "  its error per load: " + ", ".join(f"{label} {e:.4f}" for label, e in fit.by_load().items()),
         *_reference_lines(fit),
     ]
-    if fit.errors and fit.law.value == max(c.value for c in fit.errors if c.law == fit.law.law):
+    lines += _cores_edge(fit)
+    searched = fit.law.cores is None and fit.errors  # a held law is at no top of its own
+    if searched and fit.law.value == max(c.value for c in fit.errors if c.law == fit.law.law):
         lines.append(f"  warning: {fit.law.law} at its grid's top: the live services grew with the processes more "
                      "than any candidate reaches; if the runs at more processes met a slower machine, their "
                      "growth is partly the machine's (compare their own speeds, --session-speed)"
@@ -601,18 +632,46 @@ def report_lines(fit: CpuFit, host: str) -> list[str]:
         f"* judged again on seeds {', '.join(map(str, RACE_SEEDS))}, within {NEAR:.0%} of the best on "
         f"{', '.join(map(str, SEEDS))}:"
     )
-    for shares in SHARE_CHOICES:
-        for law in LAWS:
-            mine = [(c, e, fit.wait_errors.get(c, math.nan)) for c, e in fit.errors.items()
-                    if c.shares == shares and c.law == law]  # fmt: skip
-            row = ", ".join(f"{c.value:.4g}{'*' * (c in fit.rescored)}: {e:.4f} ({w:.4f})" for c, e, w in mine)
-            lines.append(f"    shares {shares}, {law}: {row}")
+    lines += _candidate_rows(fit)
     for stage, by_key in fit.growth.items():
         cells = ", ".join(
             f"{label} at {p}: x{sim:.2f} (live x{seen:.2f})" for (label, p), (sim, seen) in by_key.items()
         )
         lines.append(f"  {stage}: service {cells}")
     return lines
+
+
+def _candidate_rows(fit: CpuFit) -> list[str]:
+    """Every candidate's error (the wait error in brackets; * judged again), a row for each
+    choice of shares and law: by the law's value, or by the cores where Celery's CPU was held."""
+    rows = []
+    for shares in SHARE_CHOICES:
+        for law in LAWS:
+            mine = [(c, e, fit.wait_errors.get(c, math.nan)) for c, e in fit.errors.items()
+                    if c.shares == shares and c.law == law]  # fmt: skip
+            if not mine:
+                continue
+            held = mine[0][0].cores is not None
+            cells = ", ".join(
+                f"{c.cores if held else c.value:.4g}{'*' * (c in fit.rescored)}: {e:.4f} ({w:.4f})" for c, e, w in mine
+            )
+            what = f"{law} held at {mine[0][0].value:.4g} s, by cores" if held else law
+            rows.append(f"    shares {shares}, {what}: {cells}")
+    return rows
+
+
+def _cores_edge(fit: CpuFit) -> list[str]:
+    """A warning where the cores searched beside a held ``visit_cpu`` came out at an edge of
+    their grid (:data:`CORES_STEPS`): the live growth asks for more or fewer than it reaches, a
+    measured Celery CPU that is not what the runs met (measured on another load or machine), or
+    runs at more processes that met a slower machine."""
+    searched = [c.cores for c in fit.errors if c.cores is not None]
+    if fit.law.cores is None or not searched or min(searched) < fit.law.cores < max(searched):
+        return []
+    top = fit.law.cores == max(searched)
+    return [f"  warning: the cores at their grid's {'top' if top else 'bottom'} ({fit.law.cores:.4g}): the runs' "
+            f"growth asks for {'more' if top else 'fewer'} than the grid reaches; check that the Celery CPU held was "
+            "measured on these runs' load and machine, and the runs' own speeds (--session-speed)"]  # fmt: skip
 
 
 def near_ties(fit: CpuFit) -> list[tuple[Law, float]]:

@@ -43,6 +43,7 @@ from . import system
 from .contention import ContentionFit, fit_contention
 from .distributions import fit_arrivals, fit_service, sig, with_moments
 from .hosts import HostFit, busy_peak, fit_hosts, parse_cores
+from .main_cpu import celery_cpu
 from .recording import Recording, read_recording
 from .report import ASSUMPTIONS, render_markdown
 from .sizes import ItemSizes, fit_sizes
@@ -170,6 +171,7 @@ def fit(
     contention = _fit_contention(recording, timeline, host_fit, sizes, report)
     stages = _fit_stages(recording, timeline, report, contention, sizes)
     _place_on_hosts(stages, host_fit, recording, timeline, report)
+    report["celery_cpu"] = celery_cpu(recording, timeline, {name: stage.get("host") for name, stage in stages.items()})
     routes = _fit_routes(timeline, gaps, set(stages), report)
     for name, stage in stages.items():
         stage["next"] = routes.get(name)

@@ -55,7 +55,7 @@ import yaml
 from adaptflow._io import atomic_write_text
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from adaptflow.scenario.loading import load_yaml_file
-from adaptflow.scenario.schema import GrowthPoint, TurnaroundGrowth
+from adaptflow.scenario.schema import MAX_VISIT_CPU, GrowthPoint, TurnaroundGrowth
 
 from ..compare_app import arrivals_file
 from ..live.handoff import mean_of_gaps
@@ -372,7 +372,7 @@ def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
     speed: float | None = None, stage_slopes: bool = False, line: bool = False, levels: bool = True,
-    cpu_law: str | None = None,
+    cpu_law: str | None = None, visit_cpu: float | None = None,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -388,11 +388,12 @@ def fit_growth_file(
     ``levels``: with a ``simulation``, each stage's turnaround and dispatch delay settled on the
     runs at the reference (:mod:`.levels`; ``--recorded-levels`` keeps the recording's).
     ``cpu_law``: Celery's CPU searched in that law alone (``--cpu-law``; the report names a law
-    in a near tie, :func:`.celery_cpu.near_ties`)."""
+    in a near tie, :func:`.celery_cpu.near_ties`). ``visit_cpu``: Celery's CPU a visit as measured
+    (``--visit-cpu``), held, with the host's cores searched in its place."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
-    reference = _checked_options(scenario, scenario_path, host, stages, reference, cpu_law)
+    reference = _checked_options(scenario, scenario_path, host, stages, reference, (cpu_law, visit_cpu))
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes)
     data = load_yaml_file(scenario_path)
@@ -402,7 +403,9 @@ def fit_growth_file(
     if stage_slopes:
         data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
     if simulation is not None:
-        fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation, cpu_law)
+        fit.cpu = _fit_cpu(
+            scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation, (cpu_law, visit_cpu)
+        )
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
@@ -423,10 +426,13 @@ def fit_growth_file(
 
 
 def _checked_options(
-    scenario: Scenario, path: Path, host: str, stages: list[str], reference: int | None, cpu_law: str | None
-) -> int:
+    scenario: Scenario, path: Path, host: str, stages: list[str], reference: int | None,
+    cpu: tuple[str | None, float | None] = (None, None),
+) -> int:  # fmt: skip
     """fit-growth's options checked against the scenario before any work: the reference
-    processes (default: the host's stages' ``initial`` pools), returned."""
+    processes (default: the host's stages' ``initial`` pools), returned; ``cpu``: ``--cpu-law``
+    and ``--visit-cpu``."""
+    cpu_law, visit_cpu = cpu
     if scenario.hosts[host].by_speed:
         raise ValueError(
             f"hosts.{host}.by_speed: {path} holds laws by speed; expected the calibration each session's "
@@ -438,6 +444,12 @@ def _checked_options(
         raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
     if cpu_law is not None and cpu_law not in LAWS:
         raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)}")
+    if visit_cpu is not None and not 0 < visit_cpu <= MAX_VISIT_CPU:  # NaN fails too
+        raise ValueError(f"--visit-cpu: {visit_cpu!r}; expected Celery's CPU seconds a visit, above 0, at most "
+                         f"{MAX_VISIT_CPU:g}")  # fmt: skip
+    if visit_cpu is not None and cpu_law not in (None, "visit_cpu"):
+        raise ValueError(f"--cpu-law: {cpu_law!r} with --visit-cpu; expected one or the other (--visit-cpu holds "
+                         "Celery's CPU in the visit_cpu law and searches the cores)")  # fmt: skip
     return reference
 
 
@@ -467,7 +479,7 @@ def write_host_speed(out: str | Path, host: str, speed: float, pulse: float | No
 
 def _fit_cpu(
     scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation,
-    law: str | None = None,
+    cpu: tuple[str | None, float | None] = (None, None),
 ) -> CpuFit | str:  # fmt: skip
     """Celery's CPU and the shares (:mod:`.celery_cpu`), written into ``data``; or why not (runs
     without services, or runs of one size at different pools)."""
@@ -479,9 +491,10 @@ def _fit_cpu(
             return f"Celery's CPU not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    cpu = fit_celery_cpu(grown, host, runs, reference, simulation, law)
-    cpu.apply(data, grown, host)
-    return cpu
+    law, visit_cpu = cpu
+    fit = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu)
+    fit.apply(data, grown, host)
+    return fit
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class Recording:
     gaps: list[tuple[float, float, str]] = field(default_factory=list)
     # each stage's pool kind, as its worker named it (``adaptflow-pools`` lines' ``kinds``)
     kinds: dict[str, str] = field(default_factory=dict)
+    # each stage's worker main process at each pool sample: (time, {stage: (pid, CPU seconds so far)})
+    main_cpu: list[tuple[float, dict[str, tuple[Any, float]]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what reading had to assume or skip
     last_time: float = -math.inf  # the latest timestamp of any line
     # the short CPU probes taken while recording, (start, end, rate) (pulses.py); none if not kept
@@ -179,10 +181,22 @@ def _take(line: dict[str, Any], number: int, path: Path, recording: Recording) -
         if not isinstance(kinds, dict) or not all(k is None or isinstance(k, str) for k in kinds.values()):
             raise ValueError(f"{where}: kinds is {kinds!r}; expected {{stage: a pool's implementation name}}")
         recording.kinds.update({str(s): k for s, k in kinds.items() if k is not None})
+        if "main_cpu" in line:
+            recording.main_cpu.append((float(t), _main_cpu(line["main_cpu"], where)))
     elif kind.startswith("adaptflow-"):
         raise ValueError(f"{where}: unknown line type {kind!r}; expected one of {list(ADAPTFLOW_LINES)}")
     else:
         recording.events.append(line)
+
+
+def _main_cpu(value: Any, where: str) -> dict[str, tuple[Any, float]]:
+    """An ``adaptflow-pools`` line's ``main_cpu``, checked: stage -> (pid, CPU seconds so far)."""
+    readings = value.items() if isinstance(value, dict) else None
+    if readings is None or not all(
+        isinstance(r, list) and len(r) == 2 and _is_number(r[1]) and r[1] >= 0 for _, r in readings
+    ):
+        raise ValueError(f"{where}: main_cpu is {value!r}; expected {{stage: [pid, CPU seconds >= 0]}}")
+    return {str(stage): (pid, float(seconds)) for stage, (pid, seconds) in readings}
 
 
 def _is_count(value: Any) -> bool:

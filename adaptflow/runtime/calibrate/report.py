@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .main_cpu import report_lines as main_cpu_lines
+
 ASSUMPTIONS = (
     "t = 0 of the scenario is when recording started; horizon is the recording's length",
     "the system is taken to start empty: items already in it when recording started count in stage "
@@ -250,6 +252,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_service_rows(report["stages"]),
         "",
         *_host_lines(report.get("hosts", {})),
+        *main_cpu_lines(report.get("celery_cpu", {})),
         *_contention_lines(report.get("contention", {})),
         "## Item sizes",
         *_size_lines(report.get("sizes", {})),

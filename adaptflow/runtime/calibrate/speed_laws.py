@@ -189,8 +189,10 @@ def _differences(base: Scenario, fit: Scenario, host: str, stages: list[str], pa
     problems = [
         f"{path}: {where}: differs from the calibration's; expected a fit-growth of it (only the host's laws and "
         "speed, its stages' services, levels and shares changed)"
+        + ("; a fit whose cores were searched (fit-growth --visit-cpu) is judged on its own: laws by speed hold "
+           "no cores" if where == f"hosts.{host}.cores" else "")
         for where in _changed(_core(base, host, stages), _core(fit, host, stages))
-    ]
+    ]  # fmt: skip
     for s in (s for s in stages if s in fit.stages):
         was, now = base.stages[s], fit.stages[s]
         factor = FACTORS["services"](was, now)
