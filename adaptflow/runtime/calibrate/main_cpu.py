@@ -46,8 +46,9 @@ def celery_cpu(recording: Recording, timeline: Timeline, hosts: dict[str, str]) 
         cpu, windows = _stage_cpu(recording, stage)
         if not windows:
             continue
-        finishes = np.asarray([finish for _, finish in obs.spans], dtype=float) + recording.origin
-        visits = int(sum(np.count_nonzero((finishes > a) & (finishes <= b)) for a, b in windows))
+        finishes = np.sort(np.asarray([finish for _, finish in obs.spans], dtype=float) + recording.origin)
+        starts, ends = np.asarray(windows).T  # the attempts that finished in (start, end] of each window
+        visits = int(np.sum(np.searchsorted(finishes, ends, "right") - np.searchsorted(finishes, starts, "right")))
         row: dict[str, Any] = {"cpu_seconds": round(cpu, 4), "visits": visits}
         if visits >= MIN_VISITS:
             row["per_visit"] = round(cpu / visits, 6)
