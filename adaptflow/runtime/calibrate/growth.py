@@ -393,7 +393,7 @@ def fit_growth_file(
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
-    reference = _checked_options(scenario, scenario_path, host, stages, reference, (cpu_law, visit_cpu))
+    reference = _checked_options(scenario, scenario_path, host, stages, reference, cpu_law, visit_cpu)
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes)
     data = load_yaml_file(scenario_path)
@@ -403,9 +403,8 @@ def fit_growth_file(
     if stage_slopes:
         data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
     if simulation is not None:
-        fit.cpu = _fit_cpu(
-            scenario, data, scenario_path.parent.resolve(), host, fit.runs, simulation, (cpu_law, visit_cpu)
-        )
+        folder = scenario_path.parent.resolve()
+        fit.cpu = _fit_cpu(scenario, data, folder, host, fit.runs, simulation, cpu_law, visit_cpu)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
@@ -427,12 +426,10 @@ def fit_growth_file(
 
 def _checked_options(
     scenario: Scenario, path: Path, host: str, stages: list[str], reference: int | None,
-    cpu: tuple[str | None, float | None] = (None, None),
+    cpu_law: str | None = None, visit_cpu: float | None = None,
 ) -> int:  # fmt: skip
     """fit-growth's options checked against the scenario before any work: the reference
-    processes (default: the host's stages' ``initial`` pools), returned; ``cpu``: ``--cpu-law``
-    and ``--visit-cpu``."""
-    cpu_law, visit_cpu = cpu
+    processes (default: the host's stages' ``initial`` pools), returned."""
     if scenario.hosts[host].by_speed:
         raise ValueError(
             f"hosts.{host}.by_speed: {path} holds laws by speed; expected the calibration each session's "
@@ -479,7 +476,7 @@ def write_host_speed(out: str | Path, host: str, speed: float, pulse: float | No
 
 def _fit_cpu(
     scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation,
-    cpu: tuple[str | None, float | None] = (None, None),
+    law: str | None = None, visit_cpu: float | None = None,
 ) -> CpuFit | str:  # fmt: skip
     """Celery's CPU and the shares (:mod:`.celery_cpu`), written into ``data``; or why not (runs
     without services, or runs of one size at different pools)."""
@@ -491,7 +488,6 @@ def _fit_cpu(
             return f"Celery's CPU not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    law, visit_cpu = cpu
     fit = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu)
     fit.apply(data, grown, host)
     return fit

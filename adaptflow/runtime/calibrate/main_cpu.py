@@ -37,7 +37,7 @@ MIN_VISITS = 30
 """Attempts a stage must finish between its readings for its CPU a visit to be read."""
 
 
-def celery_cpu(recording: Recording, timeline: Timeline, hosts: dict[str, str]) -> dict[str, Any]:
+def celery_cpu(recording: Recording, timeline: Timeline, hosts: dict[str, str | None]) -> dict[str, Any]:
     """Each stage's main-process CPU a visit and each host's (``hosts``: stage -> the host it was
     placed on), as the report holds them; empty where the recording has no readings (an older
     recorder, or groups of nodes, whose merged replies carry none)."""
