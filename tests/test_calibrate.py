@@ -775,6 +775,10 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_its_line(tmp_path):
     (folder / "events.jsonl").write_text("\n".join(text) + "\n")
     with pytest.raises(ValueError, match=r"line 5: main_cpu is .*expected \{stage: \[pid, CPU seconds >= 0\]\}"):
         read_recording(folder)
+    text[4] = json.dumps({"type": "adaptflow-cpu", "timestamp": ORIGIN})  # a compared run's reading without one
+    (folder / "events.jsonl").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"line 5: main_cpu is None; expected \{stage: \[pid, CPU seconds >= 0\]\}"):
+        read_recording(folder)
     (folder / "events.jsonl").write_text("\n".join([*original[:10], "[1, 2]"]) + "\n")  # a whole last line: no excuse
     with pytest.raises(ValueError, match=r"events\.jsonl line 11: got a JSON list; expected one JSON object per line"):
         read_recording(folder)

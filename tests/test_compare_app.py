@@ -123,6 +123,15 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     split = calibration.report["wait_split"]["enrich"]
     assert split["attempts"] == ORDERS and split["broker_mean"] > 10 * split["worker_mean"]
     assert split["broker_mean"] + split["worker_mean"] == pytest.approx(live["mean_wait_enrich"], rel=0.01)
+    # each worker's main process read at both ends of the run (one pid, its CPU rising), so the
+    # run reports Celery's own CPU over every one of its visits, as a recording does
+    (opened, first), (closed, last) = kept.main_cpu
+    assert opened < kept.events[0]["timestamp"] and closed > kept.events[-1]["timestamp"]
+    assert set(first) == set(last) == set(SCENARIO["stages"])
+    assert all(first[s][0] == last[s][0] and last[s][1] > first[s][1] for s in first)
+    cpu = calibration.report["celery_cpu"]["stages"]
+    assert {s: cpu[s]["visits"] for s in cpu} == dict.fromkeys(SCENARIO["stages"], ORDERS)
+    assert all(0 < cpu[s]["per_visit"] < 0.5 for s in cpu)  # a few ms a visit: not the tasks' 0.5 s sleeps
 
 
 def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, tmp_path):  # noqa: F811
@@ -538,3 +547,41 @@ def test_a_saved_compare_is_simulated_on_a_refitted_world_with_the_planners_that
     write_planner_scenario(tmp_path, parse_scenario(other))
     with pytest.raises(ValueError, match=r"the scenario compare-app kept, .*scenario\.yaml \('shop'\): stages"):
         resimulate(tmp_path, parse_scenario(world), seeds=1)
+
+
+def test_a_single_runs_gap_inside_what_its_own_seeds_drew_is_told_from_one_outside():
+    """One live run is one draw of what the model draws once a seed: a gap above 10 % whose live
+    figure lies within the least and most of that run's seeds (``simulated, min`` / ``, max``, and
+    the same at the live speed) is ``inside the seeds' spread``, put down to the run's speed where
+    the diagnosis is; one beyond them is ``outside``; with two runs, every run must lie within its
+    own seeds' range; a table without the rows judges as before."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import LIVE_SPEED, SEEDS_SPREAD, agreement
+
+    def run(label: str, live: float, mean: float, low: float, high: float, at_speed: float) -> list[dict]:
+        worlds = [("live", live), ("simulated", mean), ("simulated, min", low), ("simulated, max", high),
+                  (LIVE_SPEED, at_speed), (f"{LIVE_SPEED}, min", low), (f"{LIVE_SPEED}, max", high)]  # fmt: skip
+        return [{"world": w, "planner": label, "p95_wait_a": v, "mean_wait_a": 1.0} for w, v in worlds]
+
+    table = pd.DataFrame([
+        *run("noisy", 1.0, 0.8, 0.7, 1.05, 0.85),  # 20 % and 15 % short, but 1.0 within 0.7-1.05
+        *run("off", 1.0, 0.8, 0.7, 0.95, 0.85),  # the same gaps, 1.0 beyond every seed
+        *run("two#1", 1.0, 0.8, 0.7, 1.05, 0.85), *run("two#2", 1.2, 0.8, 0.7, 1.05, 0.85),  # the second beyond
+    ])  # fmt: skip
+    rows = agreement(table).set_index(["planner", "metric"])
+    noisy = rows.loc[("noisy", "p95_wait_a")]
+    assert noisy["gap"] == pytest.approx(-0.2) and noisy["verdict"] == SEEDS_SPREAD
+    assert noisy["gap_at_live_speed"] == pytest.approx(-0.15) and noisy["verdict_at_live_speed"] == SEEDS_SPREAD
+    assert noisy["cause"] == "the run's speed"
+    assert (noisy["seeds_min_at_live_speed"], noisy["seeds_max_at_live_speed"]) == (0.7, 1.05)
+    off = rows.loc[("off", "p95_wait_a")]
+    assert (
+        off["verdict"] == "outside"
+        and off["verdict_at_live_speed"] == "outside"
+        and off["cause"].startswith("not the speed")
+    )
+    assert rows.loc[("two", "p95_wait_a"), "verdict_at_live_speed"] == "outside"
+    assert rows.loc[("noisy", "mean_wait_a"), "verdict"] == "agrees"  # within 10 %: agrees, whatever the seeds
+    bare = table[~table["world"].str.endswith((", min", ", max"))]
+    assert agreement(bare).set_index(["planner", "metric"]).loc[("noisy", "p95_wait_a"), "verdict"] == "outside"

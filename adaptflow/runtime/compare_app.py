@@ -77,6 +77,7 @@ from .live import (
 from .live.events import EventStream
 from .live.handoff import Attempt, mean_handoff, mean_idle_wait
 from .live.mapping import AppMapping, load_mapping
+from .live.nodes import NodeReader
 from .live.spread import service_cv_of
 from .live.system import EventSource, app_system
 from .probe import cpu_probe, cpu_ticks, shares_since, speed_against
@@ -464,7 +465,10 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     probes = [cpu_probe()] if target.scenario.probed else []  # the machine's speed, on the idle app
     label = run_label(split_label(spec)[0])
     logs = settings.event_log_dir
-    kept = RunRecording(logs / f"{label}.recording", target.mapping, target.app, target.spec, probes) if logs else None
+    kept = None
+    if logs:  # the workers read at both ends of the run for Celery's own CPU
+        nodes = NodeReader(target.app, target.workers, timeout=target.inspect_timeout)
+        kept = RunRecording(logs / f"{label}.recording", target.mapping, target.app, target.spec, probes, nodes)
     stream = EventStream(target.app).start()  # receiving before anything is produced
     transitions: list[Transition] = []
     try:

@@ -15,7 +15,9 @@ A recording is a directory:
   ``sample_every`` seconds, its pool's kind, ``kinds``, and its main process's CPU seconds so far
   with the process's pid, ``main_cpu``, as the worker's ``stats`` reports them: Celery's own work
   beside the tasks, :mod:`.calibrate.main_cpu`), ``adaptflow-queues`` (each stage's
-  broker queue length) and ``adaptflow-gap`` (a time the event stream was lost: its events are missing);
+  broker queue length), ``adaptflow-gap`` (a time the event stream was lost: its events are missing)
+  and, in a compared run's recording (:class:`RunRecording`), ``adaptflow-cpu`` (the ``main_cpu``
+  readings alone, at the run's start and its end);
 * ``pulses.jsonl``: short CPU probes taken throughout, from a process of their own
   (:mod:`.pulses`): ``adaptflow calibrate`` keeps the mean of those taken where no task ran.
 
@@ -39,6 +41,7 @@ from typing import IO, Any
 
 import yaml
 from celery import Celery
+from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from adaptflow._io import atomic_write_text, package_versions
@@ -146,6 +149,20 @@ def main_cpu(stats: dict[str, Any]) -> list[Any] | None:
     return [stats.get("pid"), round(float(usage["utime"]) + float(usage["stime"]), 4)]
 
 
+def cpu_line(nodes: NodeReader) -> dict[str, Any] | None:
+    """The mapped workers' main-process readings now (:func:`main_cpu`) as an ``adaptflow-cpu``
+    line, or None where no worker gave one (groups of nodes) or the broker did not answer: a
+    recording without them is whole, only Celery's own CPU goes unmeasured."""
+    try:
+        stats = nodes.read("stats")[0]
+    except (OSError, OperationalError) as exc:
+        log.warning("Celery's own CPU not read: %s", exc)
+        return None
+    readings = {stage: main_cpu(stats[p]) for stage, p in nodes.patterns.items() if p in stats}
+    readings = {stage: reading for stage, reading in readings.items() if reading is not None}
+    return {"type": "adaptflow-cpu", "timestamp": time.time(), "main_cpu": readings} if readings else None
+
+
 class Recorder:
     """Receives an app's events and appends them, with pool and queue samples, to a recording."""
 
@@ -221,9 +238,17 @@ class RunRecording:
     split each task's wait into the broker's part (sent to received) and the worker's (received
     to started), which a run's means cannot tell apart: on the example app they told that a run
     whose downstream waits doubled had its hand-overs slowed with its services, by the machine
-    of that minute (docs/sim_to_real.md). Bounded as the run is: by its ``limit``."""
+    of that minute (docs/sim_to_real.md). Bounded as the run is: by its ``limit``.
 
-    def __init__(self, out_dir: Path, mapping: AppMapping, app: Celery, spec: str, probes: list[float]):
+    ``nodes``: the mapped workers, read for their main processes' CPU (:func:`cpu_line`) when the
+    recording opens and when it closes, so that ``calibrate`` reports Celery's own CPU a visit
+    over the run: a fit set of runs at several loads measures its own (``fit-growth --visit-cpu
+    recorded``) instead of a figure taken once from another recording."""
+
+    def __init__(
+        self, out_dir: Path, mapping: AppMapping, app: Celery, spec: str, probes: list[float],
+        nodes: NodeReader | None = None,
+    ):  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)  # a run again under its label replaces it, as its event log
         text = yaml.safe_dump(mapping.model_dump(mode="json", by_alias=True), sort_keys=False)  # its stages' order
         atomic_write_text(out_dir / "mapping.yaml", text)
@@ -232,6 +257,13 @@ class RunRecording:
         _write_header(out_dir, spec, app, self.started, None, list(probes), self.ticks)
         self._out = (out_dir / "events.jsonl").open("w", encoding="utf-8")
         self.events = 0
+        self.nodes = nodes
+        self._read_cpu()
+
+    def _read_cpu(self) -> None:
+        line = cpu_line(self.nodes) if self.nodes is not None else None
+        if line is not None:
+            self.write([line])
 
     def tee(self, stream: EventStream) -> EventSource:
         """``stream``, each batch it drains also appended here."""
@@ -250,6 +282,7 @@ class RunRecording:
         self.write([{"type": "adaptflow-pools", "timestamp": t, "pools": pools} for t, pools, _ in samples])
         self.write([{"type": "adaptflow-queues", "timestamp": t, "queues": queues} for t, _, queues in samples])
         self.write([gap_line(g) for g in gaps if g.end is not None])
+        self._read_cpu()
         self._out.close()
         steal, nice = shares_since(self.ticks)
         _write_header(self.out_dir, self.spec, self.app, self.started, time.time(), probes, self.ticks, steal, nice)

@@ -28,7 +28,7 @@ from adaptflow.runtime.pulses import PULSES_FILE, read_pulses
 log = logging.getLogger(__name__)
 
 MAPPING_FILE, META_FILE, EVENTS_FILE = "mapping.yaml", "recording.json", "events.jsonl"
-ADAPTFLOW_LINES = ("adaptflow-pools", "adaptflow-queues", "adaptflow-gap")
+ADAPTFLOW_LINES = ("adaptflow-pools", "adaptflow-queues", "adaptflow-gap", "adaptflow-cpu")
 
 
 @dataclass
@@ -171,7 +171,9 @@ def _take(line: dict[str, Any], number: int, path: Path, recording: Recording) -
     if not _is_number(t):
         raise ValueError(f"{where}: timestamp is {t!r}; expected wall seconds (a number)")
     recording.last_time = max(recording.last_time, float(t))
-    if kind in ("adaptflow-pools", "adaptflow-queues"):
+    if kind == "adaptflow-cpu":  # a compared run's readings, at its start and its end
+        recording.main_cpu.append((float(t), _main_cpu(line.get("main_cpu"), where)))
+    elif kind in ("adaptflow-pools", "adaptflow-queues"):
         key = kind.split("-", 1)[1]
         values = line.get(key)
         if not isinstance(values, dict) or not all(_is_count(v) for v in values.values()):
