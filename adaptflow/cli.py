@@ -889,11 +889,21 @@ def _add_fit_growth(commands: Any) -> None:
         "for a law the report names in a near tie, to judge both fits on held-out runs",
     )  # fmt: skip
     fg.add_argument(
-        "--visit-cpu", type=float, default=None, metavar="SECONDS",
+        "--visit-cpu", type=_visit_cpu, default=None, metavar="SECONDS|recorded",
         help="hold Celery's CPU a visit at this measured value (the workers' main processes' CPU seconds over the "
-        "tasks they ran, docs/deploy.md step 6) and search the host's cores instead of the law",
+        "tasks they ran, docs/deploy.md step 6), or at what the runs' own recordings read ('recorded'), and search "
+        "the host's cores instead of the law",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
+
+
+def _visit_cpu(text: str) -> float | str:
+    """``--visit-cpu``: seconds, or a word (``recorded``), checked with fit-growth's other options
+    so that a bad one gets their one line, not argparse's usage."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _add_laws_by_speed(commands: Any) -> None:

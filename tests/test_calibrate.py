@@ -834,6 +834,47 @@ def test_celerys_own_cpu_a_visit_is_read_from_the_workers_main_process_readings(
     assert f"--visit-cpu {both['hosts']['box']['per_visit']:.4g}`" in "\n".join(report_lines(both))
 
 
+def test_a_fit_sets_own_runs_give_celerys_cpu_a_visit_over_every_one_of_their_recordings(tmp_path):
+    """``fit-growth --visit-cpu recorded`` reads Celery's CPU a visit from the held runs' own
+    recordings (``runs_cpu``): over a host's stages and every run, CPU over visits (a run of 4
+    ms a visit and one of 8 ms give their visits' weighted mean), held as work at the host's
+    speed (the scenario's ``visit_cpu`` is work at speed 1; a run measured at 0.9 holds 0.9 of
+    its seconds); a recording without readings, or none at all, is a line naming it."""
+    from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, _recorded_visit_cpu
+    from adaptflow.runtime.calibrate.main_cpu import runs_cpu
+    from adaptflow.scenario.schema import TurnaroundGrowth
+
+    def run(name: str, seed: int, seconds: float) -> Path:
+        per_visit = dict.fromkeys(("parse", "check", "write"), seconds)
+        lines = with_main_cpu(SyntheticApp(seed=seed, horizon=300.0).run(), per_visit, ("write", 1e9))
+        return write_recording(tmp_path / name / "static.recording", lines, horizon=300.0)
+
+    light, heavy = run("light", 1, 0.004), run("heavy", 2, 0.008)
+    one, other = runs_cpu([light], ["parse", "check"]), runs_cpu([heavy], ["parse", "check"])
+    assert one.per_visit == pytest.approx(0.004, rel=0.02) and other.per_visit == pytest.approx(0.008, rel=0.02)
+    both = runs_cpu([light, heavy], ["parse", "check"])
+    assert both.runs == 2 and both.visits == one.visits + other.visits
+    assert both.per_visit == pytest.approx((0.004 * one.visits + 0.008 * other.visits) / both.visits, rel=0.02)
+    runs = [
+        GrowthRun(f"{tmp_path / name / 'compare_app.csv'}:2", {}, {}, {}, planner="static")
+        for name in ("light", "heavy")
+    ]
+    fit = GrowthFit("vm", TurnaroundGrowth(per_process=0.0, reference=2), runs, [], {}, {})
+    assert _recorded_visit_cpu(fit, ["parse", "check"], 0.9) == pytest.approx(0.9 * both.per_visit, rel=1e-4)
+    assert fit.recorded_cpu == both and fit.held_visit_cpu == pytest.approx(0.9 * both.per_visit, rel=1e-4)
+
+    bare = write_recording(
+        tmp_path / "bare" / "static.recording", SyntheticApp(seed=3, horizon=300.0).run(), horizon=300.0
+    )
+    with pytest.raises(ValueError) as refused:
+        runs_cpu([light, bare, tmp_path / "gone.recording"], ["parse", "check"])
+    assert str(refused.value).splitlines() == [
+        f"{bare}: no main_cpu readings of ['parse', 'check']; expected a run recorded by a compare-app that reads "
+        "each worker's main process at the run's start and end",
+        f"{tmp_path / 'gone.recording'}: no run recording; expected compare-app --out's LABEL.recording beside the run",
+    ]
+
+
 def test_a_prefork_pool_is_calibrated_with_its_ticks_and_late_reaps(tmp_path):
     """A stage whose worker named its pool prefork (``kinds`` of the pool lines, as ``record``
     writes them) gets the prefork pool's start-up and retirement (scenario/celery_pool.py) in

@@ -184,6 +184,12 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
         ([*map(str, held), "--visit-cpu", "0.01", "--cpu-law", "handoff_cpu"], [
             "--cpu-law: 'handoff_cpu' with --visit-cpu; expected one or the other",
         ]),
+        ([*map(str, held), "--visit-cpu", "soon"], [
+            "--visit-cpu: 'soon'; expected Celery's CPU seconds a visit or 'recorded'",
+        ]),
+        ([*map(str, held), "--visit-cpu", "recorded"], [  # the runs kept no recording beside them
+            "static.recording: no run recording; expected compare-app --out's LABEL.recording beside the run",
+        ]),
     ]:  # fmt: skip
         written = tmp_path / "never.yaml"
         assert main(["fit-growth", str(scenario), *args, "--out", str(written)]) == 2, args

@@ -33,7 +33,7 @@ def fit_growth(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, session_speed: bool = False,
     seeds: int = SESSION_SEEDS, stage_slopes: bool = False, line: bool = False, levels: bool = True,
-    cpu_law: str | None = None, visit_cpu: float | None = None,
+    cpu_law: str | None = None, visit_cpu: float | str | None = None,
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
     (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares

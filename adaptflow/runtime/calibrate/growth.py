@@ -57,7 +57,7 @@ from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_sce
 from adaptflow.scenario.loading import load_yaml_file
 from adaptflow.scenario.schema import MAX_VISIT_CPU, GrowthPoint, TurnaroundGrowth
 
-from ..compare_app import arrivals_file
+from ..compare_app import arrivals_file, run_label
 from ..live.handoff import mean_of_gaps
 from .celery_cpu import LAWS, SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
@@ -65,6 +65,7 @@ from .core import _PlainDumper
 from .figures import positive
 from .levels import DISPATCH_LEVEL, LEVEL_SEEDS, TURNAROUND_LEVEL, LevelSettling, settle_levels
 from .levels import report_lines as level_lines
+from .main_cpu import RunsCpu, runs_cpu
 from .validate import MakeSimulation
 
 SETTLE_ROUNDS = 8
@@ -150,6 +151,8 @@ class GrowthFit:
     settling: Settling | str | None = None  # the law settled against its simulation, or why not
     dispatch_settling: Settling | str | None = None  # the same, of the dispatch law
     levels: list[LevelSettling | str] = field(default_factory=list)  # the stages' levels at the reference
+    recorded_cpu: RunsCpu | None = None  # Celery's CPU a visit the runs' own recordings read (--visit-cpu recorded)
+    held_visit_cpu: float | None = None  # the figure held: the recorded one as work at the host's speed
 
     def speed_drift(self) -> tuple[int, float, float] | None:
         """The runs' own speeds (:attr:`session_speeds`) at the reference and at the largest
@@ -372,7 +375,7 @@ def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
     speed: float | None = None, stage_slopes: bool = False, line: bool = False, levels: bool = True,
-    cpu_law: str | None = None, visit_cpu: float | None = None,
+    cpu_law: str | None = None, visit_cpu: float | str | None = None,
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -389,7 +392,10 @@ def fit_growth_file(
     runs at the reference (:mod:`.levels`; ``--recorded-levels`` keeps the recording's).
     ``cpu_law``: Celery's CPU searched in that law alone (``--cpu-law``; the report names a law
     in a near tie, :func:`.celery_cpu.near_ties`). ``visit_cpu``: Celery's CPU a visit as measured
-    (``--visit-cpu``), held, with the host's cores searched in its place."""
+    (``--visit-cpu``), held, with the host's cores searched in its place; :data:`RECORDED`, the
+    figure the runs' own recordings read (:func:`.main_cpu.runs_cpu`), held as work at the speed
+    the host is simulated at (the scenario's ``visit_cpu`` is work at speed 1: the simulator
+    divides it by the speed, and the runs measured CPU seconds at theirs)."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
@@ -399,12 +405,15 @@ def fit_growth_file(
     data = load_yaml_file(scenario_path)
     if speed is not None:  # before any simulation: every one below runs the host at it
         data["hosts"][host]["speed"] = round(speed, 4)
+    if visit_cpu == RECORDED:  # before any simulation too: a run without readings is refused first
+        visit_cpu = _recorded_visit_cpu(fit, stages, float(data["hosts"][host].get("speed", 1.0)))
     data["hosts"][host]["turnaround_growth"] = _law_data(fit.growth)
     if stage_slopes:
         data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
     if simulation is not None:
         folder = scenario_path.parent.resolve()
-        fit.cpu = _fit_cpu(scenario, data, folder, host, fit.runs, simulation, cpu_law, visit_cpu)
+        held = None if isinstance(visit_cpu, str) else visit_cpu  # a word is resolved above (RECORDED)
+        fit.cpu = _fit_cpu(scenario, data, folder, host, fit.runs, simulation, cpu_law, held)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
@@ -426,7 +435,7 @@ def fit_growth_file(
 
 def _checked_options(
     scenario: Scenario, path: Path, host: str, stages: list[str], reference: int | None,
-    cpu_law: str | None = None, visit_cpu: float | None = None,
+    cpu_law: str | None = None, visit_cpu: float | str | None = None,
 ) -> int:  # fmt: skip
     """fit-growth's options checked against the scenario before any work: the reference
     processes (default: the host's stages' ``initial`` pools), returned."""
@@ -441,13 +450,32 @@ def _checked_options(
         raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
     if cpu_law is not None and cpu_law not in LAWS:
         raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)}")
-    if visit_cpu is not None and not 0 < visit_cpu <= MAX_VISIT_CPU:  # NaN fails too
+    if isinstance(visit_cpu, str) and visit_cpu != RECORDED:
+        raise ValueError(f"--visit-cpu: {visit_cpu!r}; expected Celery's CPU seconds a visit or {RECORDED!r}")
+    if isinstance(visit_cpu, float | int) and not 0 < visit_cpu <= MAX_VISIT_CPU:  # NaN fails too
         raise ValueError(f"--visit-cpu: {visit_cpu!r}; expected Celery's CPU seconds a visit, above 0, at most "
                          f"{MAX_VISIT_CPU:g}")  # fmt: skip
     if visit_cpu is not None and cpu_law not in (None, "visit_cpu"):
         raise ValueError(f"--cpu-law: {cpu_law!r} with --visit-cpu; expected one or the other (--visit-cpu holds "
                          "Celery's CPU in the visit_cpu law and searches the cores)")  # fmt: skip
     return reference
+
+
+RECORDED = "recorded"
+"""``--visit-cpu recorded``: Celery's CPU a visit as the fit set's own run recordings read it."""
+
+
+def _recorded_visit_cpu(fit: GrowthFit, stages: list[str], speed: float) -> float:
+    """Celery's CPU a visit over ``fit``'s runs' own recordings (``LABEL.recording`` beside each
+    run's table), as the scenario's work at ``speed`` within the schema's bound; both kept in
+    ``fit`` for the report."""
+    recordings = list(dict.fromkeys(run.folder / f"{run_label(run.planner)}.recording" for run in fit.runs))
+    fit.recorded_cpu = recorded = runs_cpu(recordings, stages)
+    fit.held_visit_cpu = held = round(recorded.per_visit * speed, 6)
+    if not 0 < held <= MAX_VISIT_CPU:
+        raise ValueError(f"--visit-cpu recorded: {held:g} s a visit read from {recorded.runs} runs; expected above 0, "
+                         f"at most {MAX_VISIT_CPU:g}")  # fmt: skip
+    return held
 
 
 def _write_scenario(out: Path, header: str, data: dict) -> None:
@@ -626,6 +654,11 @@ def report_lines(fit: GrowthFit) -> list[str]:
             lines.append(f"  {stage}: wait met idle at {_cells(by_size, simulated.get(stage, {}), sizes)}")
     lines += level_lines(fit.levels, fit.growth.reference, sum(r.processes == fit.growth.reference for r in fit.runs))
     lines += [f"  skipped {line}" for line in fit.skipped]
+    if fit.recorded_cpu is not None:
+        rec = fit.recorded_cpu
+        lines.append(f"Celery's CPU a visit, read from the {rec.runs} runs' own recordings: "
+                     f"{1000 * rec.per_visit:.2f} ms ({rec.cpu_seconds:.1f} CPU s over {rec.visits:,} visits), held "
+                     f"as {fit.held_visit_cpu:g} s of work at the host's speed (--visit-cpu recorded)")  # fmt: skip
     if isinstance(fit.cpu, CpuFit):
         lines += cpu_report(fit.cpu, fit.host)
     elif fit.cpu:

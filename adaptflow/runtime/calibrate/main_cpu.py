@@ -26,12 +26,15 @@ written beside them it would be counted twice. A visit here is one unit of an it
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .recording import Recording
-from .timeline import Timeline
+from .recording import Recording, read_recording
+from .timeline import Timeline, build_timeline
 
 MIN_VISITS = 30
 """Attempts a stage must finish between its readings for its CPU a visit to be read."""
@@ -62,6 +65,48 @@ def celery_cpu(recording: Recording, timeline: Timeline, hosts: dict[str, str | 
             cpu, visits = sum(stages[s]["cpu_seconds"] for s in mine), sum(stages[s]["visits"] for s in mine)
             by_host[host] = {"per_visit": round(cpu / visits, 6), "stages": mine}
     return {"stages": stages, "hosts": by_host}
+
+
+@dataclass(frozen=True)
+class RunsCpu:
+    """Celery's own CPU over a set of run recordings: its seconds and the visits its stages
+    finished meanwhile, summed over the runs (a figure a visit weighted by each run's visits)."""
+
+    cpu_seconds: float
+    visits: int
+    runs: int
+
+    @property
+    def per_visit(self) -> float:
+        return self.cpu_seconds / self.visits
+
+
+def runs_cpu(recordings: Sequence[Path], stages: Sequence[str]) -> RunsCpu:
+    """Celery's own CPU a visit over ``stages`` (a host's) in every one of ``recordings`` (run
+    recordings of ``compare-app``, which read each worker at a run's start and end); every
+    recording without readings of some stage is a line of one :class:`ValueError`. Why from the
+    fit set's own runs: the figure moved with the session (42 ms an upload in one, 48 in the next
+    on the same VM, docs/sim_to_real.md), so a figure taken from another recording holds another
+    session's level."""
+    cpu, visits, problems = 0.0, 0, []
+    for path in recordings:
+        if not (path / "events.jsonl").is_file():
+            problems.append(f"{path}: no run recording; expected compare-app --out's LABEL.recording beside the run")
+            continue
+        recording = read_recording(path)
+        by_stage = celery_cpu(recording, build_timeline(recording), dict.fromkeys(stages, "host")).get("stages", {})
+        unread = [s for s in stages if s not in by_stage]
+        if unread:
+            problems.append(f"{path}: no main_cpu readings of {unread}; expected a run recorded by a compare-app "
+                            "that reads each worker's main process at the run's start and end")  # fmt: skip
+            continue
+        cpu += sum(by_stage[s]["cpu_seconds"] for s in stages)
+        visits += sum(by_stage[s]["visits"] for s in stages)
+    if problems:
+        raise ValueError("\n".join(problems))
+    if visits < MIN_VISITS:
+        raise ValueError(f"runs: {visits} visits between the workers' readings; expected at least {MIN_VISITS}")
+    return RunsCpu(cpu, visits, len(recordings))
 
 
 def _stage_cpu(recording: Recording, stage: str) -> tuple[float, list[tuple[float, float]]]:
