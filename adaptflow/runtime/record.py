@@ -158,9 +158,15 @@ def cpu_line(nodes: NodeReader) -> dict[str, Any] | None:
     except (OSError, OperationalError) as exc:
         log.warning("Celery's own CPU not read: %s", exc)
         return None
-    readings = {stage: main_cpu(stats[p]) for stage, p in nodes.patterns.items() if p in stats}
-    readings = {stage: reading for stage, reading in readings.items() if reading is not None}
+    readings = main_readings(stats, nodes.patterns)
     return {"type": "adaptflow-cpu", "timestamp": time.time(), "main_cpu": readings} if readings else None
+
+
+def main_readings(stats: dict[str, Any], patterns: dict[str, str]) -> dict[str, list[Any]]:
+    """Each stage's worker's :func:`main_cpu` reading from ``stats`` replies by pattern (stage ->
+    worker pattern), the stages without one left out: the ``main_cpu`` of both kinds of line."""
+    readings = {stage: main_cpu(stats[p]) for stage, p in patterns.items() if p in stats}
+    return {stage: reading for stage, reading in readings.items() if reading is not None}
 
 
 class Recorder:
@@ -214,8 +220,7 @@ class Recorder:
             # each pool's kind (prefork, threads, ...): calibrate writes a prefork pool's ticks
             kinds = {stage: pool.get("implementation") for stage, pool in read.items()}
             line = {"type": "adaptflow-pools", "timestamp": now, "pools": pools, "kinds": kinds}
-            main = {stage: main_cpu(stats[p]) for stage, p in patterns.items() if p in stats}
-            main = {stage: reading for stage, reading in main.items() if reading is not None}
+            main = main_readings(stats, patterns)
             self._line(out, {**line, "main_cpu": main} if main else line)
         if self.client is not None:
             queues = {stage: sum(self.client.llen(q) for q in qs) for stage, qs in self.mapping.queues().items()}
