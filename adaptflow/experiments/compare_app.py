@@ -674,12 +674,11 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
         predicted = simulated_rows[base[simulated_rows.index] == planner]
         diagnosed = at_speed_rows[base[at_speed_rows.index] == planner]
         labels = list(runs["planner"])
+        bounds, at_bounds = (_seeds_rows(table, world, labels) for world in ("simulated", LIVE_SPEED))
         for stage, metric in _judged(table):
             values = runs[metric].to_numpy(float)
-            spread = _seeds_spread(table, "simulated", labels, metric)
-            figures = _against(values, float(predicted[metric].mean()), tolerance, spread)
-            at_spread = _seeds_spread(table, LIVE_SPEED, labels, metric)
-            at_speed = _against(values, float(diagnosed[metric].mean()), tolerance, at_spread)
+            figures = _against(values, float(predicted[metric].mean()), tolerance, _spread(bounds, metric))
+            at_speed = _against(values, float(diagnosed[metric].mean()), tolerance, _spread(at_bounds, metric))
             cause = _cause(figures["verdict"], at_speed["verdict"])
             if cause == "not the speed" and metric in {f"{wait}_{stage}" for wait in STAGE_WAITS.values()}:
                 cause += _parts(runs, diagnosed, stage, at_speed["gap"], tolerance)
@@ -698,17 +697,21 @@ Spread = tuple[np.ndarray, np.ndarray]
 """Each live run's seeds' least and most of one figure, in the order of the runs."""
 
 
-def _seeds_spread(table: pd.DataFrame, world: str, labels: list[str], metric: str) -> Spread | None:
-    """The ``WORLD, min`` and ``WORLD, max`` rows of each run labelled in ``labels``
-    (:func:`_seed_range`), or None where some run has none (one seed, or a table from before them)."""
-    lows, highs = [], []
-    for label in labels:
-        rows = table[table["planner"] == label].set_index("world")
-        if f"{world}, min" not in rows.index or f"{world}, max" not in rows.index or metric not in rows:
-            return None
-        lows.append(float(rows.loc[f"{world}, min", metric]))
-        highs.append(float(rows.loc[f"{world}, max", metric]))
-    return np.array(lows), np.array(highs)
+def _seeds_rows(table: pd.DataFrame, world: str, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The ``WORLD, min`` and ``WORLD, max`` rows (:func:`_seed_range`) of the runs labelled in
+    ``labels``, in their order, read once a planner; None where some run has none (one seed, or a
+    table from before them)."""
+    lows, highs = (table[table["world"] == f"{world}, {k}"].set_index("planner") for k in ("min", "max"))
+    if not all(label in lows.index and label in highs.index for label in labels):
+        return None
+    return lows.loc[labels], highs.loc[labels]
+
+
+def _spread(rows: tuple[pd.DataFrame, pd.DataFrame] | None, metric: str) -> Spread | None:
+    """One figure's :data:`Spread` from :func:`_seeds_rows`, or None where they or the figure are missing."""
+    if rows is None or metric not in rows[0]:
+        return None
+    return rows[0][metric].to_numpy(float), rows[1][metric].to_numpy(float)
 
 
 def _stages(live: pd.DataFrame, diagnosed: pd.DataFrame, wait: str, gap: float, tolerance: float) -> str:
