@@ -94,7 +94,7 @@ def runs_cpu(recordings: Sequence[Path], stages: Sequence[str]) -> RunsCpu:
             problems.append(f"{path}: no run recording; expected compare-app --out's LABEL.recording beside the run")
             continue
         recording = read_recording(path)
-        by_stage = celery_cpu(recording, build_timeline(recording), dict.fromkeys(stages, "host")).get("stages", {})
+        by_stage = celery_cpu(recording, build_timeline(recording), dict.fromkeys(stages)).get("stages", {})
         unread = [s for s in stages if s not in by_stage]
         if unread:
             problems.append(f"{path}: no main_cpu readings of {unread}; expected a run recorded by a compare-app "

@@ -192,7 +192,7 @@ def _take(line: dict[str, Any], number: int, path: Path, recording: Recording) -
 
 
 def _main_cpu(value: Any, where: str) -> dict[str, tuple[Any, float]]:
-    """An ``adaptflow-pools`` line's ``main_cpu``, checked: stage -> (pid, CPU seconds so far)."""
+    """An ``adaptflow-pools`` or ``adaptflow-cpu`` line's ``main_cpu``, checked: stage -> (pid, CPU seconds so far)."""
     readings = value.items() if isinstance(value, dict) else None
     if readings is None or not all(
         isinstance(r, list) and len(r) == 2 and _is_number(r[1]) and r[1] >= 0 for _, r in readings
