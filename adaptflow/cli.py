@@ -91,6 +91,20 @@ AT_LIVE_SPEED_COLUMNS: tuple[Column, ...] = (
     ("cause", lambda r: str(r.cause)),
 )
 """Printed after AGREEMENT_COLUMNS when the table has the --live-speed diagnosis rows."""
+COUNT_COLUMNS: tuple[Column, ...] = (
+    ("figure", lambda r: str(r.figure)),
+    ("agree", lambda r: f"{r.agrees} of {r.cells}"),
+    ("an exact model", lambda r: _about(r.attainable)),
+)
+AT_LIVE_SPEED_COUNTS: tuple[Column, ...] = (
+    ("at live speed", lambda r: f"{r.agrees_at_live_speed} of {r.cells_at_live_speed}"),
+    ("an exact model there", lambda r: _about(r.attainable_at_live_speed)),
+)
+"""The agreements counted against what the model's own seeds reach (agreement_counts)."""
+
+
+def _about(expected: float) -> str:
+    return f"about {expected:.0f}" if math.isfinite(expected) else "-"
 
 
 def print_table(console: Console, frame: pd.DataFrame, columns: Sequence[Column], title: str) -> None:
@@ -488,15 +502,23 @@ def _compare_app(args: argparse.Namespace) -> int:
         args.app, args.mapping, args.scenario, split_specs(args.planners), produce,
         args.interval, args.drain, Path(args.out) if args.out else None, **options,
     )  # fmt: skip
-    print_table(_console(), table, LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
+    print_table(_console(), _figures(table), LIVE_COLUMNS, f"{args.app}: each planner live on the same arrivals")
     if args.simulate:
         _print_agreement(table)
     return 0
 
 
+def _figures(table: pd.DataFrame) -> pd.DataFrame:
+    """A compare table's rows of figures: without its seeds' self-agreement rows (shares, not
+    figures; :func:`_print_agreement` counts them)."""
+    from adaptflow.experiments.compare_app import SELF_AGREEMENT
+
+    return table[~table["world"].str.endswith(SELF_AGREEMENT)]
+
+
 def _print_agreement(table: pd.DataFrame) -> None:
     """The simulation judged against the live runs of each planner (compare-app, resimulate)."""
-    from adaptflow.experiments.compare_app import TOLERANCE, agreement
+    from adaptflow.experiments.compare_app import TOLERANCE, agreement, agreement_counts
 
     title = f"simulation against the live runs (agrees: within {TOLERANCE:.0%} of their mean)"
     judged = agreement(table)
@@ -509,6 +531,10 @@ def _print_agreement(table: pd.DataFrame) -> None:
     if len(staged):  # a stage's cost is its pool times its price: the pool's gap is the cost's
         title = "the same, per stage (its mean pool: its cost; service_cv: its services' spread)"
         print_table(_console(), staged, columns, title)
+    counts = agreement_counts(judged)
+    if counts["attainable"].notna().any() or counts["attainable_at_live_speed"].notna().any():
+        title = "cells that agree, and how many an exact model would agree on (its own seeds, each against the rest)"
+        print_table(_console(), counts, COUNT_COLUMNS + (AT_LIVE_SPEED_COUNTS if diagnosed else ()), title)
 
 
 def _resimulate(args: argparse.Namespace) -> int:
@@ -522,7 +548,8 @@ def _resimulate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.out:
         table.to_csv(args.out, index=False)
-    print_table(_console(), table, LIVE_COLUMNS, f"{args.folder}: each live run simulated again on {args.scenario}")
+    title = f"{args.folder}: each live run simulated again on {args.scenario}"
+    print_table(_console(), _figures(table), LIVE_COLUMNS, title)
     _print_agreement(table)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections import Counter
 
@@ -404,7 +405,7 @@ def test_a_wait_the_model_misses_names_the_stages_and_their_own_parts_that_miss_
     assert causes["even", "mean_wait"] == "not the speed: no stage's mean wait off by 10%"
 
 
-def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path):
+def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path, capsys):
     """``adaptflow resimulate``: the live runs of a compare-app directory (their rows and arrival
     files) simulated again on a scenario give what compare-app's own ``--simulate`` gives for
     the same runs, and nothing in the directory is written."""
@@ -428,7 +429,8 @@ def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path
 
     table = resimulate(tmp_path, spec, seeds=2)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert list(table["world"]) == ["live", "simulated", "simulated, min", "simulated, max"] * 2
+    seeds_rows = ["simulated, min", "simulated, max", "simulated, self-agreement"]
+    assert list(table["world"]) == ["live", "simulated", *seeds_rows] * 2
     (tmp_path / "scratch").mkdir()
     for k, row in enumerate(rows, start=1):
         label = f"queue#{k}"
@@ -441,6 +443,19 @@ def test_a_saved_compare_is_simulated_again_as_compare_app_simulated_it(tmp_path
             assert got[column] == pytest.approx(expected[0][column]), column
     judged = agreement(table).set_index("metric")
     assert set(judged["planner"]) == {"queue"} and (judged["runs"] == 2).all()
+    # the command prints the runs' figures (not the seeds' shares) and the cells counted against
+    # what the model's own seeds reach
+    import yaml
+
+    from adaptflow.cli import main
+
+    scenario = tmp_path.parent / f"{tmp_path.name}.yaml"
+    scenario.write_text(yaml.safe_dump(SCENARIO))
+    assert main(["resimulate", str(tmp_path), "--scenario", str(scenario), "--simulate", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "self-agreement" not in printed and "simulated, min" in printed
+    assert "how many an exact model would agree on" in printed
+    assert re.search(r"│ cost +│ +\d of 1 │ +about 1 │", printed), printed  # one cell: its chance, all but 1
 
     pd.DataFrame([{**rows[0], "spec": "sb3:model.zip"}]).to_csv(tmp_path / "compare_app.csv", index=False)
     with pytest.raises(ValueError, match=r"refusing to resimulate 'sb3:model\.zip'"):
@@ -585,3 +600,59 @@ def test_a_single_runs_gap_inside_what_its_own_seeds_drew_is_told_from_one_outsi
     assert rows.loc[("noisy", "mean_wait_a"), "verdict"] == "agrees"  # within 10 %: agrees, whatever the seeds
     bare = table[~table["world"].str.endswith((", min", ", max"))]
     assert agreement(bare).set_index(["planner", "metric"]).loc[("noisy", "p95_wait_a"), "verdict"] == "outside"
+
+
+def test_the_agreements_are_counted_against_what_the_models_own_seeds_reach():
+    """``self_agreement``: a figure's share of seeds the other seeds' mean agrees with (within
+    10 %, as a run is judged): all of them for a tight figure, none for one whose seeds lie far
+    apart, zeros and gaps left out. The seed-range rows carry it (``simulated, self-agreement``),
+    ``agreement`` reads it per cell (``attainable``, the mean over a planner's runs) and
+    ``agreement_counts`` sums it beside the cells that agree, per figure, a stage's pooled."""
+    import pandas as pd
+
+    from adaptflow.experiments.compare_app import (
+        LIVE_SPEED,
+        SELF_AGREEMENT,
+        _seed_range,
+        agreement,
+        agreement_counts,
+        self_agreement,
+    )
+
+    seeds = pd.DataFrame({
+        "tight": [1.0, 1.02, 0.98, 1.01],  # each within 3 % of the others' mean
+        "wide": [1.0, 3.0, 9.0, 27.0],  # 9 against 10.3 the nearest: none within 10 %
+        "half": [1.0, 1.0, 1.0, 1.5],  # 1.0 against 1.17 (+17 %), 1.5 against 1.0 (-33 %): none
+        "some": [1.0, 1.0, 1.2, 1.0],  # the three 1.0 against 1.07: agree; 1.2 against 1.0 (-17 %): not
+        "gaps": [0.0, float("nan"), 2.0, 2.0],  # two seeds measured, equal
+    })  # fmt: skip
+    shares = self_agreement(seeds)
+    assert shares["tight"] == 1.0 and shares["wide"] == 0.0 and shares["half"] == 0.0
+    assert shares["some"] == pytest.approx(0.75) and shares["gaps"] == 1.0
+    assert math.isnan(self_agreement(seeds[["gaps"]].iloc[:3])["gaps"])  # one seed measured: no share
+    rows = _seed_range("simulated", "p", seeds)
+    assert [r["world"] for r in rows] == ["simulated, min", "simulated, max", f"simulated, {SELF_AGREEMENT}"]
+    assert _seed_range("simulated", "p", seeds.iloc[:1]) == []
+
+    def run(label: str, live: float, wait_share: float) -> list[dict]:
+        rows = [{"world": "live", "planner": label, "mean_wait": live, "mean_wait_a": live}]
+        for world in ("simulated", LIVE_SPEED):
+            rows += [{"world": world, "planner": label, "mean_wait": 1.0, "mean_wait_a": 1.0},
+                     {"world": f"{world}, min", "planner": label, "mean_wait": 0.5, "mean_wait_a": 0.5},
+                     {"world": f"{world}, max", "planner": label, "mean_wait": 1.5, "mean_wait_a": 1.5},
+                     {"world": f"{world}, {SELF_AGREEMENT}", "planner": label, "mean_wait": 1.0,
+                      "mean_wait_a": wait_share}]  # fmt: skip
+        return rows
+
+    table = pd.DataFrame([*run("x", 1.0, 0.5), *run("y#1", 1.3, 0.25), *run("y#2", 1.3, 0.75)])
+    judged = agreement(table).set_index(["planner", "metric"])
+    assert judged.loc[("x", "mean_wait_a"), "attainable"] == 0.5
+    assert judged.loc[("y", "mean_wait_a"), "attainable_at_live_speed"] == pytest.approx(0.5)  # two runs' mean
+    counts = agreement_counts(agreement(table)).set_index("figure")
+    assert list(counts.index) == ["mean_wait", "mean_wait (stages)"]
+    whole, staged = counts.loc["mean_wait"], counts.loc["mean_wait (stages)"]
+    assert (whole["cells"], whole["agrees"], whole["attainable"]) == (2, 1, 2.0)  # y's runs' mean 1.3: 23 % off
+    assert (staged["cells_at_live_speed"], staged["agrees_at_live_speed"]) == (2, 1)
+    assert staged["attainable_at_live_speed"] == pytest.approx(1.0)
+    bare = table[~table["world"].str.endswith(SELF_AGREEMENT)]
+    assert math.isnan(agreement_counts(agreement(bare)).set_index("figure").loc["mean_wait", "attainable"])
