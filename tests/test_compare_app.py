@@ -71,7 +71,7 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
         interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0, after_run=after_run,
     )  # fmt: skip
     rows = table.set_index("world")
-    assert list(rows.index) == ["live", "simulated", "simulated, min", "simulated, max"]
+    assert list(rows.index) == ["live", "simulated", "simulated, min", "simulated, max", "simulated, self-agreement"]
     live, sim = rows.loc["live"], rows.loc["simulated"]
     # every order left in both: the replay decides on past the live run's decisions while any
     # remains (a fixed count cut off the last order once under make test's load: 29 of 30)

@@ -180,18 +180,21 @@ def test_the_producer_replays_the_same_uploads_from_a_seed(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("rates", "says"),
+    ("knobs", "says"),
     [
-        ("4.8", "has 1 rates; expected one per seed of FIT_SEEDS '1 2'"),
-        ("4.8 x", "'x'; expected uploads a second"),
-        ("0.0 5", "'0.0'; expected uploads a second, a number above 0"),
+        ({"FIT_RATES": "4.8"}, "FIT_RATES '4.8' has 1 rates; expected one per seed of FIT_SEEDS '1 2'"),
+        ({"FIT_RATES": "4.8 x"}, "FIT_RATES (or RATE) 'x'; expected uploads a second"),
+        ({"FIT_RATES": "0.0 5"}, "FIT_RATES (or RATE) '0.0'; expected uploads a second, a number above 0"),
+        ({"HELD_DURATION": "12.5"}, "HELD_DURATION '12.5'; expected the held-out runs' seconds, a whole number"),
+        ({"HELD_DURATION": "0"}, "HELD_DURATION '0'; expected the held-out runs' seconds, a whole number above 0"),
     ],
 )
-def test_sim_to_real_refuses_fit_rates_it_cannot_run_before_any_work(tmp_path: Path, rates: str, says: str) -> None:
-    """A bad FIT_RATES is said at once, naming it, before a broker starts or OUT is made (the
-    script's live runs take an hour: a typo found by the producer would cost the record and fit)."""
+def test_sim_to_real_refuses_knobs_it_cannot_run_before_any_work(tmp_path: Path, knobs: dict, says: str) -> None:
+    """A bad FIT_RATES or HELD_DURATION is said at once, naming it, before a broker starts or OUT
+    is made (the script's live runs take an hour: a typo found by the producer would cost the
+    record and fit)."""
     out = tmp_path / "out"
-    env = os.environ | {"FIT_RATES": rates, "FIT_SEEDS": "1 2"}
+    env = os.environ | {"FIT_SEEDS": "1 2"} | knobs
     script = subprocess.Popen(
         ["bash", str(EXAMPLE / "sim_to_real.sh"), str(out)],
         env=env,
@@ -204,7 +207,7 @@ def test_sim_to_real_refuses_fit_rates_it_cannot_run_before_any_work(tmp_path: P
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(script.pid, signal.SIGKILL)
-    assert script.returncode == 2 and says in stderr and "FIT_RATES" in stderr
+    assert script.returncode == 2 and says in stderr
     assert not out.exists()
 
 

@@ -24,7 +24,9 @@
 # whose laws are written to calg.FIT.yaml and calgs.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
 # 5, 7 and 10 processes, "p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2";
 # the middle one as keda runs, write and aggregate grown; "p1@static:pool=1,p2@static:pool=2" the
-# two sizes of sets until 2026-12-05, a line). Choose the load so that the
+# two sizes of sets until 2026-12-05, a line), HELD_DURATION (180: the held-out runs' seconds of
+# arrivals; one run of 180 s draws a stage's p95 wait too widely for every cell to agree within 10 %,
+# however right the model: docs/sim_to_real.md, "How long a run must be"). Choose the load so that the
 # recording does not saturate (calibrate's --validate table below shows it). With two or more
 # sessions' fits (every calgs.*.yaml in OUT counts as one: keep a hand-made variant elsewhere),
 # laws-by-speed puts them in calbs.yaml (leaving out a fit whose Celery CPU law
@@ -34,7 +36,7 @@ set -euo pipefail
 OUT=$(realpath -m "${1:-s2r}")
 RATE=${RATE:-6} ROWS=${ROWS:-"2000 4000"} REPEAT=${REPEAT:-2} SIMULATE=${SIMULATE:-8}
 RECORD_SEED=${RECORD_SEED:-7} FIT_SEEDS=${FIT_SEEDS:-${FIT_SEED:-"41 43"}} HELD_SEED=${HELD_SEED:-53} HELD=${HELD:-held} FIT=${FIT:-fit}
-FIT_RATES=${FIT_RATES:-}
+FIT_RATES=${FIT_RATES:-} HELD_DURATION=${HELD_DURATION:-180}
 FIT_PLANNERS=${FIT_PLANNERS:-"p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2"}
 LAWS=""  # the suffix of this session's fitted scenarios: calgs.yaml for the first fit set, calgs.FIT.yaml after
 [ "$FIT" = fit ] || LAWS=".$FIT"
@@ -53,6 +55,10 @@ for rate in "$RATE" "${SEQUENCE_RATES[@]}"; do
     exit 2
   fi
 done
+if ! [[ $HELD_DURATION =~ ^[1-9][0-9]*$ ]]; then
+  echo "sim_to_real.sh: HELD_DURATION '$HELD_DURATION'; expected the held-out runs' seconds, a whole number above 0" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
 
@@ -70,7 +76,7 @@ for q in parse validate repair aggregate write; do
     --without-gossip --without-mingle --without-heartbeat >>"$OUT/workers.log" 2>&1 &
   PIDS+=($!)
 done
-producer() { PRODUCER=(python -m examples.etl_app.produce --rate "${2:-$RATE}" --duration 180 --seed "$1" --rows $ROWS); }
+producer() { PRODUCER=(python -m examples.etl_app.produce --rate "${2:-$RATE}" --duration "${3:-180}" --seed "$1" --rows $ROWS); }
 step() { echo "== $(date +%T) $*" >&2; }
 python - <<'EOF'  # every worker answers before anything is measured (a slow VM takes seconds to start five)
 import time
@@ -162,8 +168,8 @@ if [ "${#SESSIONS[@]}" -ge 2 ]; then  # every session's fit, remade each time (a
     echo "sim_to_real.sh: no laws by speed (above: why)" >&2
 fi
 if [ ! -f "$OUT/$HELD/compare_app.csv" ]; then
-  step "held-out set: every planner (seed $HELD_SEED)"
-  producer "$HELD_SEED"
+  step "held-out set: every planner (seed $HELD_SEED, $HELD_DURATION s)"
+  producer "$HELD_SEED" "$RATE" "$HELD_DURATION"
   adaptflow compare-app "${APP[@]}" --scenario "$OUT/cals.yaml" --repeat "$REPEAT" --simulate 1 --out "$OUT/$HELD" \
     --planners "p2@static:pool=2,keda:target=1,erlang:target_wait=0.02,ppo@onnx:$OUT/ppo" -- "${PRODUCER[@]}"
 fi
