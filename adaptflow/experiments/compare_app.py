@@ -685,8 +685,9 @@ def agreement(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
     not only the 10 %: a live run is one draw of the machine's speed of the moment, and a gap
     smaller than the runs' own spread is not one the model can be asked to close.
     ``attainable`` (and ``attainable_at_live_speed``): how often the model, were it exact, would
-    agree with one such run, from its own seeds (:func:`self_agreement`; NaN without the rows):
-    the yardstick for counting agreements, since a figure a run draws widely cannot agree every time.
+    agree with one such run, from its own seeds (:func:`self_agreement`, at :data:`TOLERANCE`
+    whatever ``tolerance`` is; NaN without the rows): the yardstick for counting agreements,
+    since a figure a run draws widely cannot agree every time.
 
     With the diagnosis rows of ``--live-speed`` (:data:`LIVE_SPEED`), the same judgement of
     them (``at_live_speed``, ``gap_at_live_speed``, ``verdict_at_live_speed``) and a ``cause``
