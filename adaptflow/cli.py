@@ -570,16 +570,22 @@ def _gap_trend(args: argparse.Namespace) -> int:
 
     from adaptflow._io import atomic_write_text
     from adaptflow._validation import directory_problem
-    from adaptflow.experiments.gap_trend import trend_of_tables
+    from adaptflow.experiments.gap_trend import counts_of, load_tables, trend_of
 
     if args.out and (problem := directory_problem(Path(args.out).parent)):
         raise ValueError(f"--out: {problem}")
-    gaps, trend = trend_of_tables([Path(p) for p in args.tables], args.at_live_speed)
+    tables = load_tables([Path(p) for p in args.tables], args.at_live_speed)
+    gaps, trend = trend_of(tables, args.at_live_speed)
     if args.out:
         atomic_write_text(Path(args.out), gaps.to_csv(index=False))
     world = "each at its own speed" if args.at_live_speed else "as predicted"
     title = f"the simulation's gap against each run's load ({len(gaps)} runs, {world}; load: service CPU s a second)"
     print_table(_console(), trend, TREND_COLUMNS, title)
+    counts = counts_of(tables)
+    if len(counts):
+        diagnosed = bool(counts["cells_at_live_speed"].sum())
+        title = f"cells that agree over the {len(tables)} sets, and how many an exact model would agree on"
+        print_table(_console(), counts, COUNT_COLUMNS + (AT_LIVE_SPEED_COUNTS if diagnosed else ()), title)
     return 0
 
 

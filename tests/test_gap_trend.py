@@ -90,3 +90,40 @@ def test_the_command_prints_each_figures_line_and_writes_the_runs_gaps(tmp_path,
     assert "p95_latency" in printed and "p95_wait_write" in printed
     written = pd.read_csv(out)
     assert list(written.columns[:3]) == ["source", "run", "load"] and len(written) == 8
+
+
+def with_self_agreement(path: Path, p95_share: float) -> Path:
+    """``path``'s table with each run's ``simulated, self-agreement`` row: every figure's seeds
+    agree with each other, the p95 latency's ``p95_share`` of them."""
+    table = pd.read_csv(path)
+    live = table[table["world"] == "live"]
+    shares = live.assign(world="simulated, self-agreement").copy()
+    figures = [c for c in shares.columns if c not in ("world", "planner")]
+    shares[figures] = 1.0
+    shares["p95_latency"] = p95_share
+    pd.concat([table, shares], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+def test_the_cells_of_every_set_are_counted_against_what_an_exact_model_would_reach(tmp_path, capsys):
+    """``gap-trend`` sums each set's cells that agree (one planner of 8 runs a set: one cell a
+    figure) beside the chances an exact model would agree (the runs' self-agreement, their
+    mean a set); a set whose table has no self-agreement rows leaves the sum unknown."""
+    from adaptflow.experiments.gap_trend import counts_of, load_tables
+
+    rng = np.random.default_rng(3)
+    first = with_self_agreement(write_set(tmp_path / "a.csv", [0.5] * 8, rng, 0.0), 0.5)
+    second = with_self_agreement(write_set(tmp_path / "b.csv", [0.5] * 8, rng, 0.0), 0.25)
+    bare = write_set(tmp_path / "c.csv", [0.5] * 8, rng, 0.0)
+    counts = counts_of(load_tables([first, second], False)).set_index("figure")
+    # the p95 latency 10 % long and noise: some runs' mean within 10 %, some not; the mean wait agrees
+    assert counts.loc["mean_wait", "cells"] == 2 and counts.loc["mean_wait", "agrees"] == 2
+    assert counts.loc["mean_wait", "attainable"] == 2.0
+    assert counts.loc["p95_latency", "attainable"] == pytest.approx(0.75)  # 0.5 + 0.25
+    assert counts.loc["mean_wait (stages)", "cells"] == 4  # two stages, two sets
+    unknown = counts_of(load_tables([first, bare], False)).set_index("figure")
+    assert unknown.loc["mean_wait", "cells"] == 2 and np.isnan(unknown.loc["mean_wait", "attainable"])
+    assert main(["gap-trend", str(first), str(second)]) == 0
+    printed = capsys.readouterr().out
+    assert "cells that agree over the 2 sets, and how many an exact model would agree on" in printed
+    assert "about 2" in printed

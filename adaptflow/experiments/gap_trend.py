@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .compare_app import AGREEMENT_METRICS, LIVE_SPEED
+from .compare_app import AGREEMENT_METRICS, LIVE_SPEED, agreement, agreement_counts
 
 MAX_TABLES = 200
 """The most tables one trend reads: 200 judged sets of 8 runs is far more than a study makes."""
 MAX_TABLE_BYTES = 1 << 20
-"""A resimulate table is tens of kB (five rows a run)."""
+"""A resimulate table is tens of kB (five to nine rows a run)."""
 TREND_METRICS = tuple(m for m in AGREEMENT_METRICS if m != "throughput")
 """The run's figures whose trend is read; throughput is the arrivals' in both worlds."""
 STAGE_TREND_METRICS = ("mean_wait", "p95_wait")
@@ -148,9 +148,28 @@ def _max(x: np.ndarray) -> float:
 
 def trend_of_tables(paths: list[Path], at_live_speed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs' gaps over every table (:func:`run_gaps`) and their trend (:func:`gap_trend`)."""
-    tables = load_tables(paths, at_live_speed)
+    return trend_of(load_tables(paths, at_live_speed), at_live_speed)
+
+
+def trend_of(tables: list[tuple[str, pd.DataFrame]], at_live_speed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`trend_of_tables` of tables :func:`load_tables` read."""
     gaps = pd.concat([run_gaps(t, at_live_speed, source) for source, t in tables], ignore_index=True)
     return gaps, gap_trend(gaps)
 
 
-__all__ = ["MAX_TABLES", "gap_trend", "load_tables", "run_gaps", "trend_of_tables"]
+def counts_of(tables: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Every table's :func:`~.compare_app.agreement_counts`, summed per figure: the cells that
+    agree over all the sets, beside how many an exact model would agree on (NaN where some set's
+    table has no self-agreement rows). Why here: a trend reads many sets, and their misses are
+    read against what one run of each could reach (docs/sim_to_real.md, "What one run can be
+    asked for")."""
+    counts = [agreement_counts(agreement(table)) for _, table in tables]
+    counts = [c for c in counts if len(c)]
+    if not counts:
+        return pd.DataFrame()
+    every = pd.concat(counts, ignore_index=True)
+    whole = every.groupby("figure", sort=False).agg(lambda column: column.sum(min_count=len(column)))
+    return whole.reset_index()
+
+
+__all__ = ["MAX_TABLES", "counts_of", "gap_trend", "load_tables", "run_gaps", "trend_of", "trend_of_tables"]
