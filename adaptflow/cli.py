@@ -533,8 +533,19 @@ def _print_agreement(table: pd.DataFrame) -> None:
         print_table(_console(), staged, columns, title)
     counts = agreement_counts(judged)
     if counts["attainable"].notna().any() or counts["attainable_at_live_speed"].notna().any():
-        title = "cells that agree, and how many an exact model would agree on (its own seeds, each against the rest)"
-        print_table(_console(), counts, COUNT_COLUMNS + (AT_LIVE_SPEED_COUNTS if diagnosed else ()), title)
+        _print_counts(
+            counts,
+            "cells that agree, and how many an exact model would agree on (its own seeds, each against the rest)",
+        )
+
+
+EXACT_MODEL = "how many an exact model would agree on"
+
+
+def _print_counts(counts: pd.DataFrame, title: str) -> None:
+    """``agreement_counts`` (or their sum over sets), with the live-speed columns where a cell was judged there."""
+    diagnosed = bool(counts["cells_at_live_speed"].sum())
+    print_table(_console(), counts, COUNT_COLUMNS + (AT_LIVE_SPEED_COUNTS if diagnosed else ()), title)
 
 
 def _resimulate(args: argparse.Namespace) -> int:
@@ -583,9 +594,9 @@ def _gap_trend(args: argparse.Namespace) -> int:
     print_table(_console(), trend, TREND_COLUMNS, title)
     counts = counts_of(tables)
     if len(counts):
-        diagnosed = bool(counts["cells_at_live_speed"].sum())
-        title = f"cells that agree over the {len(tables)} sets, and how many an exact model would agree on"
-        print_table(_console(), counts, COUNT_COLUMNS + (AT_LIVE_SPEED_COUNTS if diagnosed else ()), title)
+        _print_counts(
+            counts, f"cells that agree over the {len(tables)} sets, and how many an exact model would agree on"
+        )
     return 0
 
 

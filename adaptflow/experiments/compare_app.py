@@ -760,16 +760,20 @@ def _seeds_rows(table: pd.DataFrame, world: str, labels: list[str]) -> tuple[pd.
     """The ``WORLD, min`` and ``WORLD, max`` rows (:func:`_seed_range`) of the runs labelled in
     ``labels``, in their order, read once a planner; None where some run has none (one seed, or a
     table from before them)."""
-    lows, highs = (table[table["world"] == f"{world}, {k}"].set_index("planner") for k in ("min", "max"))
-    if not all(label in lows.index and label in highs.index for label in labels):
-        return None
-    return lows.loc[labels], highs.loc[labels]
+    lows, highs = (_runs_row(table, f"{world}, {k}", labels) for k in ("min", "max"))
+    return None if lows is None or highs is None else (lows, highs)
 
 
 def _self_rows(table: pd.DataFrame, world: str, labels: list[str]) -> pd.DataFrame | None:
     """The ``WORLD, self-agreement`` rows (:func:`self_agreement`) of the runs labelled in
     ``labels``; None where some run has none (one seed, or a table from before them)."""
-    rows = table[table["world"] == f"{world}, {SELF_AGREEMENT}"].set_index("planner")
+    return _runs_row(table, f"{world}, {SELF_AGREEMENT}", labels)
+
+
+def _runs_row(table: pd.DataFrame, world: str, labels: list[str]) -> pd.DataFrame | None:
+    """The rows of ``world`` of the runs labelled in ``labels``, in their order; None where some
+    run has none: the one reading of a run's seed-range rows."""
+    rows = table[table["world"] == world].set_index("planner")
     return rows.loc[labels] if all(label in rows.index for label in labels) else None
 
 
