@@ -437,7 +437,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
     fit = fit_growth(
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
         session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
-        levels=not args.recorded_levels, cpu_law=args.cpu_law, visit_cpu=args.visit_cpu,
+        levels=not args.recorded_levels, cpu_law=args.cpu_law, visit_cpu=args.visit_cpu, counts=args.counts,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -937,6 +937,11 @@ def _add_fit_growth(commands: Any) -> None:
         help="hold Celery's CPU a visit at this measured value (the workers' main processes' CPU seconds over the "
         "tasks they ran, docs/deploy.md step 6), or at what the runs' own recordings read ('recorded'), and search "
         "the host's cores instead of the law",
+    )  # fmt: skip
+    fg.add_argument(
+        "--counts", choices=("host", "stage"), default="host",
+        help="whose processes the laws count: the host's (default), or each stage's own pool (hosts.H."
+        "turnaround_growth.counts: stage), where a stage's hand-offs grow with its own pool, not its neighbours'",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 

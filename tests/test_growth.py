@@ -45,10 +45,12 @@ def write_scenario(folder: Path) -> Path:
 
 
 def write_runs(
-    path: Path, rows: list[tuple[str, str, float, dict[str, float]]], services: dict[str, float] | None = None,
+    path: Path, rows: list[tuple[str, str, float | dict[str, float], dict[str, float]]],
+    services: dict[str, float] | None = None,
     idle_waits: list[dict[str, float]] | None = None, waits: dict[str, dict[str, float]] | None = None,
 ) -> Path:  # fmt: skip
-    """A compare_app.csv: (world, planner, each stage's mean pool, each stage's hand-off), and
+    """A compare_app.csv: (world, planner, each stage's mean pool (one for all, or by stage),
+    each stage's hand-off), and
     each stage's mean service on every row if ``services`` is given, each row's waits met idle
     (``idle_wait_<stage>``) if ``idle_waits`` is, and each stage's ``mean_wait_<stage>`` and
     ``p95_wait_<stage>`` (and ``service_cv_<stage>``, where given) on every row if ``waits`` is."""
@@ -61,7 +63,10 @@ def write_runs(
         out = csv.writer(f)
         out.writerow(columns)
         for k, (world, planner, pool, handoffs) in enumerate(rows):
-            cells = [str(x) for s in STAGES for x in (pool, handoffs.get(s, ""), *([services[s]] if services else []))]
+            pools = pool if isinstance(pool, dict) else dict.fromkeys(STAGES, pool)
+            cells = [
+                str(x) for s in STAGES for x in (pools[s], handoffs.get(s, ""), *([services[s]] if services else []))
+            ]
             cells += [str(idle_waits[k].get(s, "")) for s in STAGES] if idle_waits else []
             cells += [str(waits[s][f]) for s in STAGES for f in figures] if waits else []
             out.writerow([world, planner, "0.1", *cells])
@@ -477,14 +482,15 @@ MEASURES = {
 }
 
 
-def simulated_means(scenario: dict, pools: int, seeds: range) -> dict[str, dict[str, float]]:
+def simulated_means(scenario: dict, pools: int | dict[str, int], seeds: range) -> dict[str, dict[str, float]]:
     """Each stage's hand-off and mean wait met idle as live reads them (:data:`MEASURES`), with
-    every pool at ``pools``, over ``seeds``, from the same simulations (NaN where none was seen).
+    every pool at ``pools`` (or each stage's at its own), over ``seeds``, from the same
+    simulations (NaN where none was seen).
     Read off the counters here, not through ``growth``: the tests must not grade the settling
     with the function it settles by."""
     held = copy.deepcopy(scenario)
-    for spec in held["stages"].values():
-        spec["workers"].update(initial=pools)
+    for name, spec in held["stages"].items():
+        spec["workers"].update(initial=pools[name] if isinstance(pools, dict) else pools)
     spec = parse_scenario(held)
     sums = {m: dict.fromkeys(STAGES, 0.0) for m in MEASURES}
     counts = {m: dict.fromkeys(STAGES, 0) for m in MEASURES}
@@ -767,3 +773,54 @@ def test_each_stages_levels_at_the_reference_are_settled_on_the_runs_there(tmp_p
         for measure, stage in (("handoffs", "check"), ("idle_waits", "parse")):
             gap = abs(seen[measure][stage] / at_reference[measure][stage] - 1)
             assert (gap < 0.05) if near else (gap > 0.15), (measure, stage, gap)
+
+
+def test_a_law_counting_each_stages_own_pool_is_fitted_where_the_hand_offs_follow_it(tmp_path, capsys):
+    """The live machine's turnarounds grow 0.6 for each process of their own stage past 1,
+    whatever the other stage runs, as the example app's stages held at 1 process met the same
+    hand-offs beside 5 or 7 processes on the host and those held at 2 grew 1.4-1.9 times. Runs
+    at pools (1, 1), (1, 2) and (2, 2): a law counting the host's processes gives parse one
+    factor at 3 processes whether parse holds 1 or 2, and simulates its hand-offs at (1, 2) long
+    (x1.1 the live ratio or more); ``--counts stage`` writes a law counting each stage's own
+    processes, comes back within 0.06 of 0.6 and simulates every run's live ratios within 5 %."""
+    truth = contended_machine(0.0)
+    truth["hosts"]["vm"]["turnaround_growth"] = {"per_process": 0.6, "reference": 1, "counts": "stage"}
+    calibrated = copy.deepcopy(truth)
+    del calibrated["hosts"]["vm"]["turnaround_growth"]
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    sizes = [{"parse": 1, "check": 1}, {"parse": 1, "check": 2}, {"parse": 2, "check": 2}]
+    live = [simulated_means(truth, pools, range(10, 14))["handoffs"] for pools in sizes]
+    runs = [write_runs(tmp_path / f"p{k}.csv", [("live", "static", pools, live[k])]) for k, pools in enumerate(sizes)]
+
+    host = fit_growth_file(path, runs, tmp_path / "host.yaml", simulation=Simulation)
+    assert host.growth.counts == "host" and host.growth.reference == 2
+    assert host.settling.simulated["parse"][3] > 1.1 * host.ratios["parse"][3]  # parse at 1 of 3: grown anyway
+
+    out = tmp_path / "own.yaml"
+    assert main(["fit-growth", str(path), *map(str, runs), "--out", str(out), "--counts", "stage"]) == 0
+    report = capsys.readouterr().out
+    law = load_scenario(out).hosts["vm"].turnaround_growth
+    assert law.counts == "stage" and law.reference == 1
+    assert law.per_process == pytest.approx(0.6, abs=0.06)
+    assert "counts: stage" in out.read_text()
+    assert "reference 1 processes of each stage's own" in report
+    own = fit_growth_file(path, runs, tmp_path / "own2.yaml", simulation=Simulation, counts="stage")
+    assert set(own.ratios["parse"]) == {2} and own.host_reference == 2  # parse at 1 in two runs: both its base
+    for stage, by_size in own.ratios.items():
+        assert own.settling.simulated[stage] == pytest.approx(by_size, rel=0.05), stage
+
+
+def test_a_law_counting_each_stages_own_pool_needs_one_reference_pool(tmp_path):
+    """The law has one reference: runs at the reference whose stages held different pools are
+    refused, naming the pools."""
+    scenario = write_scenario(tmp_path)
+    one, two = {"parse": 1, "check": 1}, {"parse": 2, "check": 2}
+    runs = [write_runs(tmp_path / "one.csv", [("live", "static", one, on_the_law(2, 0.4))]),
+            write_runs(tmp_path / "two.csv", [("live", "static", two, on_the_law(4, 0.4))])]  # fmt: skip
+    fit = fit_growth_file(scenario, runs, tmp_path / "ok.yaml", counts="stage")
+    assert fit.growth.reference == 1 and fit.ratios["check"] == pytest.approx({2: 1.8})
+    runs.append(write_runs(tmp_path / "three.csv", [("live", "static", {"parse": 1, "check": 2}, on_the_law(3, 0.4))]))
+    with pytest.raises(ValueError, match=r"--counts stage: the runs at the reference held pools of \[1, 2\] on vm"):
+        fit_growth_file(scenario, runs, tmp_path / "bad.yaml", reference=3, counts="stage")
+    assert not (tmp_path / "bad.yaml").exists()

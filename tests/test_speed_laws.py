@@ -150,7 +150,7 @@ def test_bad_entries_get_a_line_each():
     data["hosts"]["vm"]["by_speed"] = [
         FAST,
         {**SLOW, "dispatch_growth": {"per_process": 0.1, "reference": 3}, "services": {"write": 0.9}},
-        {"speed": 2.0, "dispatch_growth": {"per_process": 0.1, "reference": 2}},
+        {"speed": 2.0, "dispatch_growth": {"per_process": 0.1, "reference": 2, "counts": "stage"}},
     ]
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(data)
@@ -158,6 +158,7 @@ def test_bad_entries_get_a_line_each():
     assert "handoff_cpu: 0.3 beside by_speed; expected the laws in by_speed's entries only" in message
     assert "by_speed: speeds [1.44, 1.0, 2.0]; expected increasing speeds, each once" in message
     assert "by_speed.dispatch_growth.reference: [2, 3]; expected one reference for every entry" in message
+    assert "by_speed.dispatch_growth.counts: ['host', 'stage']; expected one for every entry" in message
     del data["hosts"]["vm"]["handoff_cpu"]
     data["hosts"]["vm"]["by_speed"] = [{**SLOW, "services": {"write": 0.9}}, FAST]
     with pytest.raises(ScenarioError, match=r"hosts.vm.by_speed.0.services: \['write'\] are not stages placed on"):
@@ -327,3 +328,15 @@ def test_a_law_of_points_runs_straight_between_its_sizes_and_mixes_size_by_size(
                                                               "stages": {"parse": 0.1}}  # fmt: skip
     with pytest.raises(ScenarioError, match=r"by_speed\.turnaround_growth: points in one entry, stages in another"):
         parse_scenario(bad)
+
+
+def test_laws_counting_each_stages_own_pool_mix_into_one_that_counts_them_too():
+    """Two sessions' laws of ``counts: stage`` mix into a law that still counts a stage's own
+    pool, its slope mixed as any other (halfway in log speed)."""
+    data = by_speed(1.2)
+    slow, fast = copy.deepcopy(SLOW), copy.deepcopy(FAST)
+    slow["turnaround_growth"] = {"per_process": 0.6, "reference": 1, "counts": "stage"}
+    fast["turnaround_growth"] = {"per_process": 0.2, "reference": 1, "counts": "stage"}
+    data["hosts"]["vm"]["by_speed"] = [slow, fast]
+    mixed = parse_scenario(data).laws_at_speed().hosts["vm"].turnaround_growth
+    assert mixed.counts == "stage" and mixed.reference == 1 and mixed.per_process == pytest.approx(0.4)

@@ -276,6 +276,22 @@ def test_a_hosts_turnaround_growth_sample_path(tmp_path):
     plain = Simulation(constant, rng=0)
     plain.run(20.0)
     assert plain.stages["w"].waits == pytest.approx([0.0, 1.4]) and plain.counters().stages["w"].turnaround_sum == 1.0
+    # counting w's own processes (counts: stage), x's pool is not w's: each turnaround 0.5 s, and
+    # with w grown to 2 at t = 3 (no start-up) its turnarounds after it 0.5 * (1 + 0.5) = 0.75 s
+    own = scenario(
+        {"w": stage(1, "deterministic", 1.0, max_workers=2, turnaround=0.5, host="h"),
+         "x": stage(2, "deterministic", 1.0, max_workers=4, host="h")},
+        sources={"t": trace_source(tmp_path, [0.0, 0.1, 3.0, 14.0], "w", name="own")},
+        horizon=20.0,
+        hosts={"h": {"cores": 100.0, "turnaround_growth": {"per_process": 0.5, "reference": 1, "counts": "stage"}}},
+    )  # fmt: skip
+    mine = Simulation(own, rng=0)
+    mine.run(2.9)
+    assert mine.counters().stages["w"].turnaround_sum == pytest.approx(0.5 + 0.5)
+    mine.set_workers("x", 4)
+    mine.set_workers("w", 2)
+    mine.run(20.0)
+    assert mine.counters().stages["w"].turnaround_sum == pytest.approx(0.5 + 0.5 + 0.75 + 0.75)
 
 
 def test_the_turnarounds_begun_with_an_item_waiting_are_the_hand_offs_live_reads(tmp_path):

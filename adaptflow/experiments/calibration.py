@@ -15,6 +15,7 @@ import pandas as pd
 from adaptflow.runtime.calibrate import validate_calibration as _validate
 from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, fit_growth_file, write_host_speed
 from adaptflow.scenario import load_scenario
+from adaptflow.scenario.schema import GrowthCounts
 from adaptflow.simulator import Simulation
 
 from .compare_app import LIVE_SPEED, resimulate, saved_compare_table
@@ -33,7 +34,7 @@ def fit_growth(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, session_speed: bool = False,
     seeds: int = SESSION_SEEDS, stage_slopes: bool = False, line: bool = False, levels: bool = True,
-    cpu_law: str | None = None, visit_cpu: float | str | None = None,
+    cpu_law: str | None = None, visit_cpu: float | str | None = None, counts: GrowthCounts = "host",
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
     (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares
@@ -53,7 +54,7 @@ def fit_growth(
     speeds: 29 -> 32 of 40 cells within 10 % on both (docs/sim_to_real.md)."""
     fit_file = functools.partial(
         fit_growth_file, host=host, reference=reference, simulation=Simulation, stage_slopes=stage_slopes, line=line,
-        levels=levels, cpu_law=cpu_law, visit_cpu=visit_cpu,
+        levels=levels, cpu_law=cpu_law, visit_cpu=visit_cpu, counts=counts,
     )  # fmt: skip
     if not session_speed:
         return fit_file(scenario_path, run_paths, out)

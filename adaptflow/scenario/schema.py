@@ -695,6 +695,10 @@ MAX_GROWTH_POINTS = 64
 """Sizes a growth law may hold (each one a fit set's held pools)."""
 
 
+GrowthCounts = Literal["host", "stage"]
+"""Whose processes a growth law counts (:attr:`TurnaroundGrowth.counts`)."""
+
+
 class GrowthPoint(_Strict):
     """A growth law's factor at one host size (:attr:`TurnaroundGrowth.points`)."""
 
@@ -737,12 +741,21 @@ class TurnaroundGrowth(_Strict):
     by the producer, about half as steeply as the rest), and one slope for the host simulated
     parse's hand-offs at 10 processes 20-28 % long. Measured on a new VM's two held-out sets, one
     session's stage slopes were no better than its one slope (parse closer, validate farther):
-    an option, not the default. The law a stage meets is :meth:`for_stage`'s, its one reading."""
+    an option, not the default. The law a stage meets is :meth:`for_stage`'s, its one reading.
+
+    ``counts`` (default ``host``): whose processes the factor counts: the host's (every stage
+    placed there), or with ``stage`` each stage's own running processes alone (``reference``
+    and ``points`` are then a stage's sizes; ``fit-growth --counts stage``). Why: a Celery
+    worker's main process hands each of its own pool's tasks over, so what it waits on may be
+    its own pool more than the machine's. On the example app's fit set (2-core VM), stages held
+    at 1 process on a host of 7 met hand-offs 1.02-1.06 times those on a host of 5, and stages
+    held at 2 on the same host of 7 1.4-1.9 times (docs/sim_to_real.md, "A stage's own pool")."""
 
     per_process: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
     reference: Annotated[int, Field(ge=1, le=MAX_WORKERS)]
     stages: dict[Name, Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]] = Field(default_factory=dict)
     points: list[GrowthPoint] = Field(default_factory=list, max_length=MAX_GROWTH_POINTS)
+    counts: GrowthCounts = "host"
 
     @model_validator(mode="after")
     def _check_points(self) -> TurnaroundGrowth:
@@ -779,7 +792,9 @@ class TurnaroundGrowth(_Strict):
         """The law ``stage`` meets: its own slope where ``stages`` gives one, else ``per_process``."""
         if not self.stages:
             return self
-        return TurnaroundGrowth(per_process=self.stages.get(stage, self.per_process), reference=self.reference)
+        return TurnaroundGrowth(
+            per_process=self.stages.get(stage, self.per_process), reference=self.reference, counts=self.counts
+        )
 
 
 class StageContention(_Strict):
@@ -906,6 +921,7 @@ def _mix_growth(a: TurnaroundGrowth | None, b: TurnaroundGrowth | None, w: float
         reference=reference,
         stages={s: _mix(slope(a, s), slope(b, s), w) for s in sorted(own)},
         points=[GrowthPoint(processes=n, factor=_mix(at(a, n), at(b, n), w)) for n in sizes],
+        counts=(a or b).counts,  # type: ignore[union-attr]  # one for every entry (Host._check_by_speed)
     )
 
 
@@ -1042,6 +1058,10 @@ class Host(_Strict):
             laws = [g for e in self.by_speed if (g := getattr(e, law)) is not None]
             if any(g.points for g in laws) and any(g.stages for g in laws):
                 problems.append(f"by_speed.{law}: points in one entry, stages in another; expected one kind of law")
+            if len({g.counts for g in laws}) > 1:
+                problems.append(
+                    f"by_speed.{law}.counts: {sorted({g.counts for g in laws})}; expected one for every entry"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -286,7 +286,7 @@ class StageState:
             if self.dispatch_contention:  # the sender's process has finished: it no longer counts
                 delay *= StageContention.factor(self.dispatch_contention, self._host_busy())
             if self.dispatch_growth is not None:
-                delay *= self.dispatch_growth.factor(self._host_processes())
+                delay *= self.dispatch_growth.factor(self._processes(self.dispatch_growth))
         Wakeup(self._env, delay, item, self._dispatched_callback)
 
     def _dispatched(self, event: Wakeup) -> None:
@@ -387,7 +387,7 @@ class StageState:
                 if self.turnaround_contention:  # this process no longer counts: it has just finished
                     seconds *= StageContention.factor(self.turnaround_contention, self._host_busy())
             if self.growth is not None:
-                seconds *= self.growth.factor(self._host_processes())
+                seconds *= self.growth.factor(self._processes(self.growth))
             self.turnaround_sum += seconds
             if self.queue:  # the next item waits for it: the gap a live worker's events show
                 self.backlogged_turnaround_sum += seconds  # (runtime/live/handoff.py counts only these)
@@ -426,10 +426,12 @@ class StageState:
         made a contended replay 12-40 % slower)."""
         return self.on_host.serving  # type: ignore[union-attr]
 
-    def _host_processes(self) -> int:
-        """The pool processes running on this stage's host: idle, serving or between tasks (a
-        draining one is serving; a starting one does not run yet)."""
-        return sum(s.idle + s.busy + s.turning + s.held for s in self.host_stages)
+    def _processes(self, law: TurnaroundGrowth) -> int:
+        """The pool processes ``law`` counts (TurnaroundGrowth.counts), running: idle, serving or
+        between tasks (a draining one is serving; a starting one does not run yet). The host's
+        every stage's, or with ``counts: stage`` this stage's own."""
+        stages = self.host_stages if law.counts == "host" else (self,)
+        return sum(s.idle + s.busy + s.turning + s.held for s in stages)
 
     def _turned(self, event: Wakeup) -> None:
         """A worker's turnaround is over: it retires if more are draining than busy ones can

@@ -55,7 +55,7 @@ import yaml
 from adaptflow._io import atomic_write_text
 from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from adaptflow.scenario.loading import load_yaml_file
-from adaptflow.scenario.schema import MAX_VISIT_CPU, GrowthPoint, TurnaroundGrowth
+from adaptflow.scenario.schema import MAX_VISIT_CPU, GrowthCounts, GrowthPoint, TurnaroundGrowth
 
 from ..compare_app import arrivals_file, run_label
 from ..live.handoff import mean_of_gaps
@@ -153,6 +153,13 @@ class GrowthFit:
     levels: list[LevelSettling | str] = field(default_factory=list)  # the stages' levels at the reference
     recorded_cpu: RunsCpu | None = None  # Celery's CPU a visit the runs' own recordings read (--visit-cpu recorded)
     held_visit_cpu: float | None = None  # the figure held: the recorded one as work at the host's speed
+    host_reference: int = 0  # the host's processes in the runs at the reference (0: the law's own reference)
+
+    @property
+    def processes_at_reference(self) -> int:
+        """The host's processes in the runs at the reference: the law's reference, unless it counts
+        a stage's own pool (``counts: stage``)."""
+        return self.host_reference or self.growth.reference
 
     def speed_drift(self) -> tuple[int, float, float] | None:
         """The runs' own speeds (:attr:`session_speeds`) at the reference and at the largest
@@ -161,11 +168,12 @@ class GrowthFit:
         for run in self.runs:
             if run.session_key in self.session_speeds:
                 by_size.setdefault(run.processes, []).append(self.session_speeds[run.session_key])
-        largest = max(by_size, default=self.growth.reference)
-        if self.growth.reference not in by_size or largest == self.growth.reference:
+        reference = self.processes_at_reference
+        largest = max(by_size, default=reference)
+        if reference not in by_size or largest == reference:
             return None
         mean = {size: sum(v) / len(v) for size, v in by_size.items()}
-        return largest, mean[self.growth.reference], mean[largest]
+        return largest, mean[reference], mean[largest]
 
     @property
     def session_pulse(self) -> float | None:
@@ -299,11 +307,14 @@ def _cell(row: dict[str, str], column: str) -> str:
 
 
 def fit_growth(
-    runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None, line: bool = False
-) -> GrowthFit:
+    runs: list[GrowthRun], reference: int, host: str, skipped: list[str] | None = None, line: bool = False,
+    counts: GrowthCounts = "host",
+) -> GrowthFit:  # fmt: skip
     """The least-squares slope (see the module docstring), and with runs at two or more sizes
     beside the reference each size's factor as a point of the law (unless ``line``); clear
-    errors when the runs cannot give one."""
+    errors when the runs cannot give one. ``counts``: the law's sizes the host's processes, or
+    with ``stage`` each stage's own pool (``TurnaroundGrowth.counts``), its reference the pool
+    every stage held in the runs at the host's ``reference``."""
     at_reference = [r for r in runs if r.processes == reference]
     elsewhere = sorted({r.processes for r in runs if r.processes != reference})
     if not at_reference or not elsewhere:
@@ -313,26 +324,45 @@ def fit_growth(
             f"reference {reference} (the processes the turnarounds were calibrated at) and one at another size"
             + "".join(f"\nskipped {line}" for line in skipped or [])
         )
-    ratios = _ratios(runs, reference, elsewhere, lambda r: r.handoffs)  # only stages measured at two sizes
+    law_reference = reference if counts == "host" else _stage_reference(at_reference, host)
+    ratios = _ratios(runs, law_reference, lambda r: r.handoffs, counts)  # only stages measured at two sizes
     if not ratios:
         raise ValueError(
             f"runs: no stage on {host} had its hand-off measured both at {reference} processes and at another size"
         )
-    per_stage = {s: _slope([(p - reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items()}
-    growth = _law(ratios, reference, line)
-    dispatch_ratios = _ratios(runs, reference, elsewhere, lambda r: r.idle_waits)
-    dispatch = _law(dispatch_ratios, reference, line) if dispatch_ratios else None
+    per_stage = {s: _slope([(p - law_reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items()}
+    growth = _law(ratios, law_reference, line, counts)
+    dispatch_ratios = _ratios(runs, law_reference, lambda r: r.idle_waits, counts)
+    dispatch = _law(dispatch_ratios, law_reference, line, counts) if dispatch_ratios else None
     return GrowthFit(host, growth, runs, list(skipped or []), per_stage, ratios, dispatch=dispatch,
-                     dispatch_ratios=dispatch_ratios)  # fmt: skip
+                     dispatch_ratios=dispatch_ratios, host_reference=reference)  # fmt: skip
 
 
-def _law(ratios: dict[str, dict[int, float]], reference: int, line: bool) -> TurnaroundGrowth:
+def _stage_reference(at_reference: list[GrowthRun], host: str) -> int:
+    """The pool every stage held in the runs at the host's reference: the law's reference when
+    it counts a stage's own processes (one size for every stage: the law has one reference)."""
+    held = sorted({pool for run in at_reference for pool in run.pools.values()})
+    if len(held) != 1:
+        raise ValueError(f"--counts stage: the runs at the reference held pools of {held} on {host}; expected every "
+                         "stage at one size (the law's reference: a stage's own processes at calibration)")  # fmt: skip
+    return held[0]
+
+
+def _size(run: GrowthRun, stage: str, counts: GrowthCounts) -> int:
+    """A run's size as a law counting ``counts`` reads it for ``stage``: the host's processes,
+    or the stage's own pool."""
+    return run.processes if counts == "host" else run.pools[stage]
+
+
+def _law(
+    ratios: dict[str, dict[int, float]], reference: int, line: bool, counts: GrowthCounts = "host"
+) -> TurnaroundGrowth:
     """The law through the stages' ratios: the least-squares line through the origin of every
     stage's (processes - reference, ratio - 1), and, with two or more sizes measured beside the
     reference (and not ``line``), each size's mean ratio over the stages as its point."""
     pairs = [(p - reference, v - 1.0) for by_size in ratios.values() for p, v in by_size.items()]
     return TurnaroundGrowth(per_process=max(0.0, _round(_slope(pairs))), reference=reference,
-                            points=[] if line else _points(ratios))  # fmt: skip
+                            points=[] if line else _points(ratios), counts=counts)  # fmt: skip
 
 
 def _points(ratios: dict[str, dict[int, float]]) -> list[GrowthPoint]:
@@ -350,24 +380,29 @@ def _law_data(growth: TurnaroundGrowth) -> dict:
     data = {"per_process": growth.per_process, "reference": growth.reference}
     if growth.points:
         data["points"] = [p.model_dump() for p in growth.points]
+    if growth.counts != "host":
+        data["counts"] = growth.counts
     return data
 
 
 def _ratios(
-    runs: list[GrowthRun], reference: int, elsewhere: list[int], measure: Callable[[GrowthRun], dict[str, float]]
+    runs: list[GrowthRun],
+    reference: int,
+    measure: Callable[[GrowthRun], dict[str, float]],
+    counts: GrowthCounts = "host",
 ) -> dict[str, dict[int, float]]:
-    """Each stage's mean ``measure`` at each size in ``elsewhere`` over its mean at ``reference``
-    (stages measured at the reference and at another size only)."""
-    at_reference = [r for r in runs if r.processes == reference]
+    """Each stage's mean ``measure`` at each other size over its mean at ``reference``, sizes
+    as a law counting ``counts`` reads them (:func:`_size`; stages measured at the reference and
+    at another size only)."""
     ratios: dict[str, dict[int, float]] = {}
     for stage in sorted({s for r in runs for s in measure(r)}):
-        base = _mean([measure(r)[stage] for r in at_reference if stage in measure(r)])
-        if base is None:
-            continue
-        by_size = {p: _mean([measure(r)[stage] / base for r in runs if r.processes == p and stage in measure(r)])
-                   for p in elsewhere}  # fmt: skip
-        if any(v is not None for v in by_size.values()):
-            ratios[stage] = {p: v for p, v in by_size.items() if v is not None}
+        sizes: dict[int, list[float]] = {}
+        for run in runs:
+            if stage in measure(run):
+                sizes.setdefault(_size(run, stage, counts), []).append(measure(run)[stage])
+        base = _mean(sizes.pop(reference, []))
+        if base is not None and sizes:
+            ratios[stage] = {p: sum(v) / len(v) / base for p, v in sorted(sizes.items())}
     return ratios
 
 
@@ -375,7 +410,7 @@ def fit_growth_file(
     scenario_path: str | Path, run_paths: Sequence[str | Path], out: str | Path,
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
     speed: float | None = None, stage_slopes: bool = False, line: bool = False, levels: bool = True,
-    cpu_law: str | None = None, visit_cpu: float | str | None = None,
+    cpu_law: str | None = None, visit_cpu: float | str | None = None, counts: GrowthCounts = "host",
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -395,13 +430,14 @@ def fit_growth_file(
     (``--visit-cpu``), held, with the host's cores searched in its place; :data:`RECORDED`, the
     figure the runs' own recordings read (:func:`.main_cpu.runs_cpu`), held as work at the speed
     the host is simulated at (the scenario's ``visit_cpu`` is work at speed 1: the simulator
-    divides it by the speed, and the runs measured CPU seconds at theirs)."""
+    divides it by the speed, and the runs measured CPU seconds at theirs). ``counts``: whose
+    processes the laws count (``TurnaroundGrowth.counts``, ``--counts``)."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
     reference = _checked_options(scenario, scenario_path, host, stages, reference, cpu_law, visit_cpu)
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
-    fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes)
+    fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes, counts=counts)
     data = load_yaml_file(scenario_path)
     if speed is not None:  # before any simulation: every one below runs the host at it
         data["hosts"][host]["speed"] = round(speed, 4)
@@ -549,12 +585,11 @@ def _settle(data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation
     (the module docstring). The settled law is left in ``data``."""
     law = data["hosts"][fit.host][kind.law]
     seen_ratios: dict[str, dict[int, float]] = getattr(fit, kind.ratios)
-    sizes = sorted({p for by_size in seen_ratios.values() for p in by_size})
     direct, rounds, before = law["per_process"], [], None
     while True:
         scenario = parse_scenario(data, base_dir=folder)
         runs = [replace(run, **{kind.measure: _simulated(scenario, run, simulation, kind)}) for run in fit.runs]
-        simulated = _ratios(runs, law["reference"], sizes, lambda r: getattr(r, kind.measure))
+        simulated = _ratios(runs, law["reference"], lambda r: getattr(r, kind.measure), law.get("counts", "host"))
         if len(rounds) == SETTLE_ROUNDS or (before is not None and _settled(before, law)):
             return Settling(direct, rounds, simulated)
         growth = getattr(scenario.hosts[fit.host], kind.law)
@@ -652,7 +687,8 @@ def report_lines(fit: GrowthFit) -> list[str]:
         simulated = _settling_lines(fit.dispatch_settling, lines, "lengthens the dispatch delays at more processes")
         for stage, by_size in fit.dispatch_ratios.items():
             lines.append(f"  {stage}: wait met idle at {_cells(by_size, simulated.get(stage, {}), sizes)}")
-    lines += level_lines(fit.levels, fit.growth.reference, sum(r.processes == fit.growth.reference for r in fit.runs))
+    at = fit.processes_at_reference
+    lines += level_lines(fit.levels, at, sum(r.processes == at for r in fit.runs))
     lines += [f"  skipped {line}" for line in fit.skipped]
     if fit.recorded_cpu is not None:
         rec = fit.recorded_cpu
@@ -696,13 +732,16 @@ def _drift_lines(fit: GrowthFit) -> list[str]:
             "machine's slowing too; run the fit set again, its sizes interleaved and repeated"]  # fmt: skip
 
 
+_OWN = " of each stage's own (counts: stage: its sizes below are a stage's own pool)"
+
+
 def _turnaround_lines(fit: GrowthFit, sizes: list[int]) -> list[str]:
     """The turnaround law's part of the report: the law, how it settled, each stage's ratios."""
     g = fit.growth
     law = ", ".join(f"{p}: x{g.factor(p):.2f}" for p in sizes)
     lines = [
         f"hosts.{fit.host}.turnaround_growth: per_process {g.per_process} of the turnaround, "
-        f"reference {g.reference} processes ({len(fit.runs)} live runs)",
+        f"reference {g.reference} processes{_OWN if g.counts == 'stage' else ''} ({len(fit.runs)} live runs)",
         f"  the law: each turnaround at {law} "
         + (
             "(straight between the sizes measured, by the slope beyond; not a mechanism)"
