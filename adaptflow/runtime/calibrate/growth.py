@@ -430,8 +430,7 @@ def fit_growth_file(
     (``--visit-cpu``), held, with the host's cores searched in its place; :data:`RECORDED`, the
     figure the runs' own recordings read (:func:`.main_cpu.runs_cpu`), held as work at the speed
     the host is simulated at (the scenario's ``visit_cpu`` is work at speed 1: the simulator
-    divides it by the speed, and the runs measured CPU seconds at theirs). ``counts``: whose
-    processes the laws count (``TurnaroundGrowth.counts``, ``--counts``)."""
+    divides it by the speed, and the runs measured CPU seconds at theirs). ``counts``: --counts."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
