@@ -1058,10 +1058,8 @@ class Host(_Strict):
             laws = [g for e in self.by_speed if (g := getattr(e, law)) is not None]
             if any(g.points for g in laws) and any(g.stages for g in laws):
                 problems.append(f"by_speed.{law}: points in one entry, stages in another; expected one kind of law")
-            if len({g.counts for g in laws}) > 1:
-                problems.append(
-                    f"by_speed.{law}.counts: {sorted({g.counts for g in laws})}; expected one for every entry"
-                )
+            if len(counts := sorted({g.counts for g in laws})) > 1:
+                problems.append(f"by_speed.{law}.counts: {counts}; expected one for every entry")
         if problems:
             raise ValueError("; ".join(problems))
         return self

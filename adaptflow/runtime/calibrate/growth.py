@@ -328,7 +328,8 @@ def fit_growth(
     ratios = _ratios(runs, law_reference, lambda r: r.handoffs, counts)  # only stages measured at two sizes
     if not ratios:
         raise ValueError(
-            f"runs: no stage on {host} had its hand-off measured both at {reference} processes and at another size"
+            f"runs: no stage on {host} had its hand-off measured both at {law_reference} processes"
+            f"{' of its own' if counts == 'stage' else ''} and at another size"
         )
     per_stage = {s: _slope([(p - law_reference, v - 1.0) for p, v in by_size.items()]) for s, by_size in ratios.items()}
     growth = _law(ratios, law_reference, line, counts)
