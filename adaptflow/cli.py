@@ -438,6 +438,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
         session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
         levels=not args.recorded_levels, cpu_law=args.cpu_law, visit_cpu=args.visit_cpu, counts=args.counts,
+        own_runs=args.own_runs,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -912,16 +913,7 @@ def _add_fit_growth(commands: Any) -> None:
         help="write the host's speed too: the mean of the held runs' own speeds on the fitted scenario (the speed "
         "search of resimulate --live-speed); for runs made in the session the scenario is to predict",
     )  # fmt: skip
-    fg.add_argument(
-        "--stage-slopes", action="store_true",
-        help="give each stage's turnaround growth a slope of its own (hosts.H.turnaround_growth.stages), each "
-        "settled against its own simulation, where the stages' hand-offs grow unlike each other",
-    )  # fmt: skip
-    fg.add_argument(
-        "--line", action="store_true",
-        help="one line through every size, where the runs held three sizes or more (default: the law runs straight "
-        "between the sizes measured, hosts.H.turnaround_growth.points, and by the line's slope beyond them)",
-    )  # fmt: skip
+    _add_growth_law_options(fg)
     fg.add_argument(
         "--recorded-levels", action="store_true",
         help="keep the recording's turnarounds and dispatch delays (default: each stage's settled on the runs at the "
@@ -939,11 +931,32 @@ def _add_fit_growth(commands: Any) -> None:
         "the host's cores instead of the law",
     )  # fmt: skip
     fg.add_argument(
+        "--own-runs", action=argparse.BooleanOptionalAction, default=True,
+        help="judge the scenario written on the fit set's own runs, each at its own speed, and keep the count in its "
+        "header (default; a minute on four compare-app folders): of fits made in several sessions keep the one "
+        "whose share is highest (docs/deploy.md, step 3)",
+    )  # fmt: skip
+    fg.set_defaults(handler=_fit_growth)
+
+
+def _add_growth_law_options(fg: argparse.ArgumentParser) -> None:
+    """fit-growth's options of the laws' form: whose processes they count and how they run
+    through the sizes."""
+    fg.add_argument(
+        "--stage-slopes", action="store_true",
+        help="give each stage's turnaround growth a slope of its own (hosts.H.turnaround_growth.stages), each "
+        "settled against its own simulation, where the stages' hand-offs grow unlike each other",
+    )  # fmt: skip
+    fg.add_argument(
+        "--line", action="store_true",
+        help="one line through every size, where the runs held three sizes or more (default: the law runs straight "
+        "between the sizes measured, hosts.H.turnaround_growth.points, and by the line's slope beyond them)",
+    )  # fmt: skip
+    fg.add_argument(
         "--counts", choices=("host", "stage"), default="host",
         help="whose processes the laws count: the host's (default), or each stage's own pool (hosts.H."
         "turnaround_growth.counts: stage), where a stage's hand-offs grow with its own pool, not its neighbours'",
     )  # fmt: skip
-    fg.set_defaults(handler=_fit_growth)
 
 
 def _visit_cpu(text: str) -> float | str:

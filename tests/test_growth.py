@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,7 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
     assert "the law: each turnaround at 6: x2.20" in printed and "check: hand-off at 6: x2.20" in printed
     # the scenario's own two arrivals, simulated, backlog no hand-off: the law stays as read
     assert "the turnaround law not settled: the simulated runs had too few backlogged hand-offs" in printed
+    assert f"own runs: not judged ({tmp_path}: no compare_app.csv;" in printed  # bare tables: no folders to judge
     assert load_scenario(out).hosts["vm"].turnaround_growth.per_process == pytest.approx(0.3)
 
     bad = tmp_path / "bad.csv"
@@ -388,7 +390,6 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
 
     from adaptflow.experiments.calibration import run_speeds
     from adaptflow.runtime.calibrate.growth import write_host_speed
-    from adaptflow.runtime.compare_app import PLANNER_SCENARIO
 
     truth = live_machine(speed=0.8)
     calibrated = copy.deepcopy(truth)
@@ -396,17 +397,8 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     path = tmp_path / "app.yaml"
     path.write_text(yaml.safe_dump(calibrated))
     bare = held_run(tmp_path / "bare", truth, 1, 3.0)  # as write_runs writes it: no spec, interval, ...
-    runs = []
     pulses = {1: 900.0, 2: 860.0}  # the runs' idle pulses: 0.86-0.9 of the recording's, where they met 0.8
-    for pools in (1, 2):
-        run = held_run(tmp_path / f"p{pools}", truth, pools, 3.0)
-        table = pd.read_csv(run).assign(spec="static", interval=5.0, decisions=18, seconds=90.0, pulse=pulses[pools])
-        table.to_csv(run, index=False)
-        kept = copy.deepcopy(calibrated)  # the scenario compare-app ran it on, kept beside its table
-        for spec in kept["stages"].values():
-            spec["workers"]["initial"] = pools
-        (run.parent / PLANNER_SCENARIO).write_text(yaml.safe_dump(kept))
-        runs.append(run)
+    runs = [compare_folder(tmp_path / f"p{p}", truth, calibrated, p, pulse=pulses[p]) for p in (1, 2)]
     never = tmp_path / "never.yaml"
     assert main(["fit-growth", str(path), str(bare), str(runs[1]), "--out", str(never), "--session-speed"]) == 2
     assert "columns ['spec', 'interval', 'decisions', 'seconds'] missing" in capsys.readouterr().err
@@ -440,6 +432,7 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     pulse = load_scenario(written).hosts["vm"].pulse
     assert pulse == pytest.approx(anchor, rel=2e-3) and pulse > 1000.0
     assert f"hosts.vm.pulse: {pulse}, the mean of the held runs' idle pulses" in report
+    assert "own runs: not judged (the runs' rows hold no stage's mean_wait_<stage>" in report  # as write_runs
     assert load_scenario(out).hosts["vm"].pulse == 1000.0  # written without --session-speed: the recording's
     assert not list(tmp_path.glob(".session.yaml*"))  # the fitting's own file gone
     # its laws fitted with the runs simulated at that speed: the live machine's (no Celery CPU),
@@ -450,6 +443,73 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     assert session.model_dump(exclude={"speed", "pulse"}) == at_speed.model_dump(exclude={"speed", "pulse"})
     assert session.visit_cpu == session.handoff_cpu == session.oversubscription == 0.0
     assert at_one.visit_cpu > 0.01 or at_one.handoff_cpu > 0 or at_one.oversubscription > 0, at_one  # a law, any
+
+
+def compare_folder(
+    folder: Path, truth: dict, calibrated: dict, pools: int, waits: bool = False, **columns: float
+) -> Path:
+    """:func:`held_run` as compare-app writes a run's folder, which ``resimulate`` reads: the
+    row's spec, interval, decisions and seconds (and ``columns``), and the scenario it ran on
+    beside it."""
+    import pandas as pd
+
+    from adaptflow.runtime.compare_app import PLANNER_SCENARIO
+
+    run = held_run(folder, truth, pools, 3.0, waits=waits)
+    pd.read_csv(run).assign(spec="static", interval=5.0, decisions=18, seconds=90.0, **columns).to_csv(run, index=False)
+    kept = copy.deepcopy(calibrated)  # the scenario compare-app ran it on, kept beside its table
+    for spec in kept["stages"].values():
+        spec["workers"]["initial"] = pools
+    (folder / PLANNER_SCENARIO).write_text(yaml.safe_dump(kept))
+    return run
+
+
+def test_a_fit_is_judged_on_its_own_runs_and_a_wrong_one_agrees_on_fewer(tmp_path):
+    """The own-runs judgement (``fit-growth``'s ``own runs:`` line): the live machine itself
+    reproduces its runs' stage waits at their own speeds on about as many cells as an exact
+    model would; a scenario whose services spread four times as widely (their means are the
+    runs' own at their speed), on none. The count goes into the file's header
+    as its second line, once however often it is written, the scenario unchanged; run files
+    that are not compare-app folders are not judged, and the report says why."""
+    import pandas as pd
+
+    from adaptflow.experiments.calibration import fit_growth, judge_own_runs
+    from adaptflow.runtime.calibrate.own_runs import HEADER, OwnRuns, note_in_header
+    from adaptflow.runtime.calibrate.own_runs import report_lines as own_lines
+
+    truth = live_machine()
+    runs = [compare_folder(tmp_path / f"p{p}", truth, truth, p, waits=True) for p in (1, 2)]
+    wrong = copy.deepcopy(truth)
+    for stage in wrong["stages"].values():
+        stage["service"]["cv"] = 2.0
+    paths = {}
+    for name, data in (("truth", truth), ("wrong", wrong)):
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text("# fitted\n" + yaml.safe_dump(data))
+    fitted = tmp_path / "fitted.yaml"  # the command's way: fitted, judged, the count kept in the header
+    fit = fit_growth(paths["truth"], runs, fitted, levels=False)
+    assert fitted.read_text().splitlines()[1] == HEADER + fit.own_runs.line()
+    assert isinstance(fit.own_runs, OwnRuns) and fit.own_runs.runs == 2 and fit.own_runs.stage_cells == 8
+    right, off = (judge_own_runs(paths[name], fit, seeds=4) for name in ("truth", "wrong"))
+    assert (right.runs, right.stage_cells, off.stage_cells) == (2, 8, 8)
+    assert right.stage_agrees >= right.stage_attainable - 1 and off.stage_agrees == 0, (right, off)
+    assert right.share == right.stage_agrees / 8 and own_lines(right)[0] == f"own runs: {right.line()}"
+    before = load_scenario(paths["wrong"])
+    note_in_header(paths["wrong"], right)
+    note_in_header(paths["wrong"], off)
+    lines = paths["wrong"].read_text().splitlines()
+    assert lines[:2] == ["# fitted", HEADER + off.line()] and sum(line.startswith(HEADER) for line in lines) == 1
+    assert load_scenario(paths["wrong"]) == before
+    (tmp_path / "old").mkdir()  # folders of older compare-apps: no services; no spec, interval, ...
+    older = write_runs(tmp_path / "old" / "compare_app.csv", [("live", "static", 1.0, on_the_law(2, 0.5))])
+    pd.read_csv(older).assign(spec="static", interval=5.0, decisions=18, seconds=90.0).to_csv(older, index=False)
+    oldest = held_run(tmp_path / "oldest", truth, 1, 3.0)
+    for source, why in (
+        (tmp_path / "p1.csv", "no compare_app.csv"), (older, "no service_<stage> columns"),
+        (oldest, "columns ['spec', 'interval', 'decisions', 'seconds'] missing"),
+    ):  # fmt: skip
+        moved = replace(fit, runs=[replace(fit.runs[0], source=f"{source}:2")])
+        assert why in judge_own_runs(paths["truth"], moved)
 
 
 def fitted_at(scenario: Path, runs: list[Path], out: Path, speed: float | None) -> Path:

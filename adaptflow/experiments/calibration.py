@@ -14,11 +14,13 @@ import pandas as pd
 
 from adaptflow.runtime.calibrate import validate_calibration as _validate
 from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, fit_growth_file, write_host_speed
+from adaptflow.runtime.calibrate.own_runs import OWN_SEEDS, OwnRuns, note_in_header
 from adaptflow.scenario import load_scenario
 from adaptflow.scenario.schema import GrowthCounts
 from adaptflow.simulator import Simulation
 
 from .compare_app import LIVE_SPEED, resimulate, saved_compare_table
+from .gap_trend import counts_of
 
 SESSION_SEEDS = 3
 """Seeds per run of the speed search of ``--session-speed`` (as ``resimulate``'s default)."""
@@ -35,10 +37,13 @@ def fit_growth(
     host: str | None = None, reference: int | None = None, session_speed: bool = False,
     seeds: int = SESSION_SEEDS, stage_slopes: bool = False, line: bool = False, levels: bool = True,
     cpu_law: str | None = None, visit_cpu: float | str | None = None, counts: GrowthCounts = "host",
+    own_runs: bool = True,
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
     (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares
-    (checked by simulating the held runs), written to ``out``.
+    (checked by simulating the held runs), written to ``out``; then, ``own_runs``, the written
+    scenario judged on the fit set's own runs (:func:`judge_own_runs`), in ``fit.own_runs`` and
+    in the file's header.
 
     ``session_speed``: the host's ``speed`` too, the mean of the held runs' own speeds on the
     fitted scenario (:func:`run_speeds`), and the laws fitted again with the runs simulated at
@@ -56,8 +61,21 @@ def fit_growth(
         fit_growth_file, host=host, reference=reference, simulation=Simulation, stage_slopes=stage_slopes, line=line,
         levels=levels, cpu_law=cpu_law, visit_cpu=visit_cpu, counts=counts,
     )  # fmt: skip
-    if not session_speed:
-        return fit_file(scenario_path, run_paths, out)
+    fit = _fit_at_session_speed(fit_file, scenario_path, run_paths, out, seeds) if session_speed else fit_file(
+        scenario_path, run_paths, out)  # fmt: skip
+    if own_runs:
+        fit.own_runs = judge_own_runs(out, fit)
+        if isinstance(fit.own_runs, OwnRuns):
+            note_in_header(out, fit.own_runs)
+    return fit
+
+
+def _fit_at_session_speed(
+    fit_file: functools.partial[GrowthFit], scenario_path: str | Path, run_paths: Sequence[str | Path],
+    out: str | Path, seeds: int,
+) -> GrowthFit:  # fmt: skip
+    """``--session-speed`` (:func:`fit_growth`): fitted at 1, the runs' own speeds found on that
+    fit, fitted again at their mean, written to ``out`` whole or not at all."""
     _check_session_runs(run_paths)
     out = Path(out)
     fitted = out.with_name(f".{out.name}.fitting.yaml")  # beside out: the trace paths are relative to its folder
@@ -138,3 +156,40 @@ def run_speeds(scenario_path: str | Path, fit: GrowthFit, seeds: int = SESSION_S
             f"(service_<stage>) of the stages on hosts.{fit.host}"
         )
     return speeds
+
+
+def judge_own_runs(scenario_path: str | Path, fit: GrowthFit, seeds: int = OWN_SEEDS) -> OwnRuns | str:
+    """The scenario at ``scenario_path`` (``fit``'s) against ``fit``'s own runs, each simulated
+    on its arrivals and at its held pools at its own speed (``resimulate --live-speed``), counted
+    as a held-out set's cells are (:func:`~.gap_trend.counts_of`); or why the runs cannot be
+    judged (run files that are not compare-app folders, or rows without the services a run's own
+    speed is searched on). Why: see :mod:`adaptflow.runtime.calibrate.own_runs`."""
+    for folder in _runs_by_folder(fit):
+        if not (folder / "compare_app.csv").is_file():
+            return f"{folder}: no compare_app.csv; the runs are judged in the folders compare-app wrote"
+        try:
+            columns = saved_compare_table(folder).columns
+        except ValueError as exc:  # a table of an older compare-app: the line naming what it lacks
+            return str(exc)
+        if not any(c.startswith("service_") for c in columns):
+            return f"{folder / 'compare_app.csv'}: no service_<stage> columns to find each run's own speed on"
+    tables = []
+    for folder, runs in _runs_by_folder(fit).items():
+        table = resimulate(folder, scenario_path, seeds=seeds, live_speed=True)
+        tables.append((str(folder), table[table["planner"].isin({run.planner for run in runs})]))
+    counts = counts_of(tables).set_index("figure")
+    stages, planners = ["mean_wait (stages)", "p95_wait (stages)"], ["mean_wait", "p95_latency"]
+    if not counts.index.isin(stages).any():
+        return "the runs' rows hold no stage's mean_wait_<stage> or p95_wait_<stage>"
+
+    def cells(figures: list[str], column: str) -> float:  # NaN where a figure is missing
+        return float(counts.reindex(figures)[f"{column}_at_live_speed"].sum(min_count=len(figures)))
+
+    def count(figures: list[str], column: str) -> int:
+        return int(counts.reindex(figures)[f"{column}_at_live_speed"].fillna(0).sum())
+
+    return OwnRuns(
+        runs=len(fit.runs), stage_agrees=count(stages, "agrees"), stage_cells=count(stages, "cells"),
+        stage_attainable=cells(stages, "attainable"), planner_agrees=count(planners, "agrees"),
+        planner_cells=count(planners, "cells"),
+    )  # fmt: skip

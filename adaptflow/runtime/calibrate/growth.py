@@ -66,6 +66,8 @@ from .figures import positive
 from .levels import DISPATCH_LEVEL, LEVEL_SEEDS, TURNAROUND_LEVEL, LevelSettling, settle_levels
 from .levels import report_lines as level_lines
 from .main_cpu import RunsCpu, runs_cpu
+from .own_runs import OwnRuns
+from .own_runs import report_lines as own_lines
 from .validate import MakeSimulation
 
 SETTLE_ROUNDS = 8
@@ -154,6 +156,7 @@ class GrowthFit:
     recorded_cpu: RunsCpu | None = None  # Celery's CPU a visit the runs' own recordings read (--visit-cpu recorded)
     held_visit_cpu: float | None = None  # the figure held: the recorded one as work at the host's speed
     host_reference: int = 0  # the host's processes in the runs at the reference (0: the law's own reference)
+    own_runs: OwnRuns | str | None = None  # the fit against its own runs (experiments.calibration), or why not
 
     @property
     def processes_at_reference(self) -> int:
@@ -709,7 +712,7 @@ def report_lines(fit: GrowthFit) -> list[str]:
         lines.append(f"hosts.{fit.host}.pulse: {round(fit.session_pulse, 1)}, the mean of the held runs' idle pulses "
                      "over their own speeds: --pulse-speed reads a run against this session (each run's: "
                      + ", ".join(f"{a:.0f}" for a in fit.session_pulses.values()) + ")")  # fmt: skip
-    return lines
+    return lines + own_lines(fit.own_runs)
 
 
 SPEED_DRIFT = 0.08

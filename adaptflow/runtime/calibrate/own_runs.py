@@ -1,0 +1,80 @@
+"""How well a fit reproduces its own fit set's runs: the figure that picks a session's fit.
+
+``fit-growth`` fits a scenario from one session's held runs, and a shared VM's sessions differ:
+on the example app two sessions' fit sets, fitted alike, put 236 and 195 of 360 held-out stage
+mean-wait cells within 10 %, and one fit over both sets 211, no better than their mean
+(docs/sim_to_real.md, "A stage's own pool"). So a user records fit sets in several sessions and
+keeps one fit. Which one? Not the last, nor a pool of all: the fit that best reproduces its own
+fit set, each run simulated at its own speed (``resimulate --live-pools --live-speed``), so that
+the machine's speed of the moment is taken out and what is left is the model's. Over four
+sessions' fits the share of their own runs' stage waits (each stage's mean and p95 wait) within
+10 % ranked them exactly as eighteen held-out sets did: 0.58, 0.50, 0.42, 0.37 against 236, 217,
+195, 108 held-out cells (rule K, written before two of the four were fitted). The figure is
+read once, when the fit is made, and written into the scenario's header, so that fits made in
+different sessions are compared by reading their files (``head -2 fits/*.yaml``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptflow._io import atomic_write_text
+
+OWN_SEEDS = 8
+"""Seeds a run of the own-runs judgement (as ``sim_to_real.sh``'s judgements): with fewer, a
+stage's p95 wait on one 180-s run is one draw of the model too."""
+HEADER = "# own runs: "
+"""The start of the header line that carries :func:`OwnRuns.line` in a fitted scenario."""
+
+
+@dataclass(frozen=True)
+class OwnRuns:
+    """The fitted scenario against the fit set's own runs, each at its own speed, counted as
+    :func:`~adaptflow.experiments.compare_app.agreement_counts` counts a held-out set's cells."""
+
+    runs: int  # the fit set's runs judged
+    stage_agrees: int  # stage waits (each stage's mean and p95 wait) within 10 %
+    stage_cells: int  # stage waits measured
+    stage_attainable: float  # how many an exact model would agree on (NaN without the seeds' rows)
+    planner_agrees: int  # the runs' mean wait and p95 latency within 10 %
+    planner_cells: int
+
+    @property
+    def share(self) -> float:
+        """The stage waits within 10 %, of those measured: the figure fits are ranked by."""
+        return self.stage_agrees / self.stage_cells if self.stage_cells else math.nan
+
+    def line(self) -> str:
+        exact = "" if math.isnan(self.stage_attainable) else f", an exact model about {self.stage_attainable:.0f}"
+        return (
+            f"{self.stage_agrees} of {self.stage_cells} stage waits (mean, p95) within 10 % ({self.share:.2f}{exact}), "
+            f"{self.planner_agrees} of {self.planner_cells} runs' mean wait and p95 latency, over the fit set's "
+            f"{self.runs} runs each at its own speed"
+        )
+
+
+def report_lines(own: OwnRuns | str | None) -> list[str]:
+    """The report's lines: the counts and what to do with them, or why there are none."""
+    if own is None:
+        return []
+    if isinstance(own, str):
+        return [f"own runs: not judged ({own})"]
+    return [
+        f"own runs: {own.line()}",
+        "  of fits made in several sessions, keep the one whose share is highest (docs/deploy.md, step 3)",
+    ]
+
+
+def note_in_header(out: str | Path, own: OwnRuns) -> None:
+    """:meth:`OwnRuns.line` written into the header of the scenario at ``out`` (as its second
+    line, any earlier one of it replaced); the scenario itself untouched."""
+    out = Path(out)
+    lines = out.read_text().splitlines(keepends=True)
+    header = [lines[0]] if lines and lines[0].startswith("#") else []
+    rest = [line for line in lines[len(header) :] if not line.startswith(HEADER)]
+    atomic_write_text(out, "".join([*header, f"{HEADER}{own.line()}\n", *rest]))
+
+
+__all__ = ["HEADER", "OWN_SEEDS", "OwnRuns", "note_in_header", "report_lines"]
