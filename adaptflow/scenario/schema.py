@@ -864,9 +864,12 @@ class LawsAtSpeed(_Strict):
     plain average (docs/sim_to_real.md). ``adaptflow laws-by-speed`` writes them from such fits.
     ``turnarounds`` and ``dispatches``: each stage's turnaround and dispatch delay as multiples
     of the scenario's, the levels that fit settled on its runs at the reference
-    (:meth:`Stage.with_levels`)."""
+    (:meth:`Stage.with_levels`). ``cores``: the cores that fit found the pools effectively had
+    (``fit-growth --visit-cpu`` searches them), none where it kept the host's: on a shared VM
+    they are the session's too (on the example app five sessions' fits read 1.27-1.90 of 2)."""
 
     speed: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)]
+    cores: Annotated[float, Field(gt=0, le=MAX_WORKERS, allow_inf_nan=False)] | None = None
     turnaround_growth: TurnaroundGrowth | None = None
     dispatch_growth: TurnaroundGrowth | None = None
     handoff_cpu: Annotated[float, Field(ge=0, le=MAX_HANDOFF_CPU, allow_inf_nan=False)] = 0.0
@@ -925,11 +928,15 @@ def _mix_growth(a: TurnaroundGrowth | None, b: TurnaroundGrowth | None, w: float
     )
 
 
-def laws_between(entries: list[LawsAtSpeed], speed: float, cpu: dict[str, float]) -> SpeedLaws:
+def laws_between(
+    entries: list[LawsAtSpeed], speed: float, cpu: dict[str, float], cores: float | None = None
+) -> SpeedLaws:
     """``entries``' laws at ``speed`` (see :meth:`Scenario.laws_at_speed`): linear in the log of the
     speed between the two entries around it, an end entry's own beyond the ends. Service,
     turnaround and dispatch multiples mix geometrically (a multiple is a ratio); a stage an
-    entry leaves out counts at 1 and at its share of ``cpu`` (the stages' own)."""
+    entry leaves out counts at 1 and at its share of ``cpu`` (the stages' own). Where an entry
+    has ``cores``, the laws hold ``cores`` too, mixed geometrically (a capacity is a scale), an
+    entry without them at the host's ``cores``."""
     lo = hi = entries[0] if speed <= entries[0].speed else entries[-1]
     if entries[0].speed < speed < entries[-1].speed:
         hi = next(e for e in entries if e.speed > speed)
@@ -939,6 +946,8 @@ def laws_between(entries: list[LawsAtSpeed], speed: float, cpu: dict[str, float]
     for law in HOST_LAWS:
         a, b = getattr(lo, law), getattr(hi, law)
         laws[law] = _mix_growth(a, b, w) if law.endswith("growth") else _mix(a, b, w)
+    if cores is not None and (lo.cores is not None or hi.cores is not None):
+        laws["cores"] = _mix(lo.cores or cores, hi.cores or cores, w, True)
     multiples = {what: _mix_multiples(getattr(lo, what), getattr(hi, what), w)
                  for what in ("services", "turnarounds", "dispatches")}  # fmt: skip
     shares = {s: _mix(lo.cpu.get(s, cpu[s]), hi.cpu.get(s, cpu[s]), w) for s in {**lo.cpu, **hi.cpu}}
@@ -1234,7 +1243,7 @@ class Scenario(_Strict):
             if not host.by_speed:
                 continue
             shares = {s: spec.cpu_share for s, spec in self.stages.items() if spec.host == name}
-            mixed = laws_between(host.by_speed, host.speed, shares)
+            mixed = laws_between(host.by_speed, host.speed, shares, host.cores)
             hosts[name] = _replace(host, by_speed=[], **mixed.laws)
             for stage, factor in mixed.services.items():
                 stages[stage] = _replace(stages[stage], service=stages[stage].service.scaled(factor))

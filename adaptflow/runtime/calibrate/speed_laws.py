@@ -34,8 +34,9 @@ from adaptflow.scenario.schema import HOST_LAWS, MAX_LAW_SPEEDS, LawsAtSpeed, St
 from .celery_cpu import at_grid_top
 from .growth import _write_scenario, hosted_stages
 
-HOST_KEYS = (*HOST_LAWS, "speed", "by_speed", "pulse")
-"""A host's keys a fit may change: its laws, the speed they hold at and the pulse read at it
+HOST_KEYS = (*HOST_LAWS, "speed", "by_speed", "pulse", "cores")
+"""A host's keys a fit may change: its laws, the speed they hold at, its cores (``--visit-cpu``
+searches them: the entry's ``cores``) and the pulse read at it
 (``--session-speed``: the session's idle pulses over its runs' own speeds, the pulse of speed 1
 in that session; the laws by speed take the geometric mean of the fits' where every fit has one,
 :func:`_sessions_pulse`)."""
@@ -161,7 +162,9 @@ def _entry(base: Scenario, fit: Scenario, host: str, stages: list[str]) -> LawsA
     cpu = {s: fit.stages[s].cpu_share for s in stages if fit.stages[s].cpu_share != base.stages[s].cpu_share}
     multiples = {what: {s: f for s in stages if abs((f := factor(base.stages[s], fit.stages[s])) - 1) > SAME}
                  for what, factor in FACTORS.items()}  # fmt: skip
-    return LawsAtSpeed(speed=spec.speed, **{law: getattr(spec, law) for law in HOST_LAWS}, cpu=cpu, **multiples)
+    cores = None if _same(spec.cores, base.hosts[host].cores) else spec.cores
+    laws = {law: getattr(spec, law) for law in HOST_LAWS}
+    return LawsAtSpeed(speed=spec.speed, cores=cores, **laws, cpu=cpu, **multiples)
 
 
 def _ratio(fitted: float, calibrated: float) -> float:
@@ -180,17 +183,15 @@ and dispatch delay over the calibration's."""
 
 def _differences(base: Scenario, fit: Scenario, host: str, stages: list[str], path: Path) -> list[str]:
     """Why ``fit`` (read from ``path``) is not a fit of ``base``: anything changed beyond
-    ``host``'s laws and speed and its stages' services, turnarounds and dispatch delays (by one
-    factor each) and shares."""
+    ``host``'s laws, speed and cores and its stages' services, turnarounds and dispatch delays
+    (by one factor each) and shares."""
     if host not in fit.hosts:
         return [f"{path}: hosts: no host {host!r}; expected a fit of the calibration's"]
     if fit.hosts[host].by_speed:
         return [f"{path}: hosts.{host}.by_speed: already laws by speed; expected one fit-growth's output"]
     problems = [
         f"{path}: {where}: differs from the calibration's; expected a fit-growth of it (only the host's laws and "
-        "speed, its stages' services, levels and shares changed)"
-        + ("; a fit whose cores were searched (fit-growth --visit-cpu) is judged on its own: laws by speed hold "
-           "no cores" if where == f"hosts.{host}.cores" else "")
+        "speed, its cores, its stages' services, levels and shares changed)"
         for where in _changed(_core(base, host, stages), _core(fit, host, stages))
     ]  # fmt: skip
     for s in (s for s in stages if s in fit.stages):
