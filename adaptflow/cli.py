@@ -933,8 +933,8 @@ def _add_fit_growth(commands: Any) -> None:
     fg.add_argument(
         "--own-runs", action=argparse.BooleanOptionalAction, default=True,
         help="judge the scenario written on the fit set's own runs, each at its own speed, and keep the count in its "
-        "header (default; a minute on four compare-app folders): of fits made in several sessions keep the one "
-        "whose share is highest (docs/deploy.md, step 3)",
+        "header (default; a minute on four compare-app folders): of fits made in sessions at speeds like the runs "
+        "to predict keep the one whose share is highest (docs/deploy.md, step 3)",
     )  # fmt: skip
     fg.set_defaults(handler=_fit_growth)
 
