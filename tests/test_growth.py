@@ -494,6 +494,7 @@ def test_a_fit_is_judged_on_its_own_runs_and_a_wrong_one_agrees_on_fewer(tmp_pat
     assert (right.runs, right.stage_cells, off.stage_cells) == (2, 8, 8)
     assert right.stage_agrees >= right.stage_attainable - 1 and off.stage_agrees == 0, (right, off)
     assert right.share == right.stage_agrees / 8 and own_lines(right)[0] == f"own runs: {right.line()}"
+    assert right.line().endswith("over the fit set's 2 runs each at its own speed (the session's: 1)")
     before = load_scenario(paths["wrong"])
     note_in_header(paths["wrong"], right)
     note_in_header(paths["wrong"], off)

@@ -191,5 +191,5 @@ def judge_own_runs(scenario_path: str | Path, fit: GrowthFit, seeds: int = OWN_S
     return OwnRuns(
         runs=len(fit.runs), stage_agrees=count(stages, "agrees"), stage_cells=count(stages, "cells"),
         stage_attainable=cells(stages, "attainable"), planner_agrees=count(planners, "agrees"),
-        planner_cells=count(planners, "cells"),
+        planner_cells=count(planners, "cells"), speed=load_scenario(scenario_path).hosts[fit.host].speed,
     )  # fmt: skip

@@ -45,6 +45,7 @@ class OwnRuns:
     stage_attainable: float  # how many an exact model would agree on (NaN without the seeds' rows)
     planner_agrees: int  # the runs' mean wait and p95 latency within 10 %
     planner_cells: int
+    speed: float = 1.0  # the fitted host's speed, the session's (--session-speed): the share compares among like ones
 
     @property
     def share(self) -> float:
@@ -56,7 +57,7 @@ class OwnRuns:
         return (
             f"{self.stage_agrees} of {self.stage_cells} stage waits (mean, p95) within 10 % ({self.share:.2f}{exact}), "
             f"{self.planner_agrees} of {self.planner_cells} runs' mean wait and p95 latency, over the fit set's "
-            f"{self.runs} runs each at its own speed"
+            f"{self.runs} runs each at its own speed (the session's: {self.speed:g})"
         )
 
 
