@@ -155,7 +155,7 @@ def test_the_command_writes_the_law_and_bad_inputs_get_a_line_each(tmp_path, cap
     assert "the law: each turnaround at 6: x2.20" in printed and "check: hand-off at 6: x2.20" in printed
     # the scenario's own two arrivals, simulated, backlog no hand-off: the law stays as read
     assert "the turnaround law not settled: the simulated runs had too few backlogged hand-offs" in printed
-    assert f"own runs: not judged ({tmp_path}: no compare_app.csv;" in printed  # bare tables: no folders to judge
+    assert f"own runs: not judged ({held[0]}; expected a compare_app.csv in the folder" in printed  # bare tables
     assert load_scenario(out).hosts["vm"].turnaround_growth.per_process == pytest.approx(0.3)
 
     bad = tmp_path / "bad.csv"
@@ -506,7 +506,8 @@ def test_a_fit_is_judged_on_its_own_runs_and_a_wrong_one_agrees_on_fewer(tmp_pat
     pd.read_csv(older).assign(spec="static", interval=5.0, decisions=18, seconds=90.0).to_csv(older, index=False)
     oldest = held_run(tmp_path / "oldest", truth, 1, 3.0)
     for source, why in (
-        (tmp_path / "p1.csv", "no compare_app.csv"), (older, "no service_<stage> columns"),
+        (tmp_path / "p1.csv", "p1.csv; expected a compare_app.csv in the folder compare-app wrote"),
+        (older, "old/compare_app.csv has no service_<stage> columns"),
         (oldest, "columns ['spec', 'interval', 'decisions', 'seconds'] missing"),
     ):  # fmt: skip
         moved = replace(fit, runs=[replace(fit.runs[0], source=f"{source}:2")])

@@ -98,13 +98,25 @@ def _check_session_runs(run_paths: Sequence[str | Path]) -> None:
     folder is what ``resimulate`` reads), readable by ``resimulate``, with the services the
     speed is searched on."""
     for path in map(Path, run_paths):
-        if path.name != "compare_app.csv":
-            raise ValueError(f"--session-speed: {path}; expected a compare_app.csv in the folder compare-app wrote")
-        if not any(c.startswith("service_") for c in saved_compare_table(path.parent)):
-            raise ValueError(
-                f"--session-speed: {path} has no service_<stage> columns; expected the runs' mean services "
-                "(a compare-app since they were kept), which the speed is searched on"
-            )
+        if problem := _speed_search_problem(path):
+            raise ValueError(f"--session-speed: {problem}")
+
+
+def _speed_search_problem(path: Path) -> str | None:
+    """Why a run's own speed cannot be searched (``resimulate --live-speed``) for the runs of
+    the run file ``path``, or None: it is not a ``compare_app.csv`` (its folder is what
+    ``resimulate`` reads), its table is an older compare-app's, or it holds no services. The one
+    check of ``--session-speed`` and of the own-runs judgement."""
+    if path.name != "compare_app.csv":
+        return f"{path}; expected a compare_app.csv in the folder compare-app wrote"
+    try:
+        columns = saved_compare_table(path.parent).columns
+    except ValueError as exc:  # a table of an older compare-app: the line naming what it lacks
+        return str(exc)
+    if not any(c.startswith("service_") for c in columns):
+        return (f"{path} has no service_<stage> columns; expected the runs' mean services (a compare-app since they "
+                "were kept), which a run's own speed is searched on")  # fmt: skip
+    return None
 
 
 def session_pulses(scenario_path: str | Path, fit: GrowthFit, speeds: dict[str, float]) -> dict[str, float]:
@@ -162,17 +174,10 @@ def judge_own_runs(scenario_path: str | Path, fit: GrowthFit, seeds: int = OWN_S
     """The scenario at ``scenario_path`` (``fit``'s) against ``fit``'s own runs, each simulated
     on its arrivals and at its held pools at its own speed (``resimulate --live-speed``), counted
     as a held-out set's cells are (:func:`~.gap_trend.counts_of`); or why the runs cannot be
-    judged (run files that are not compare-app folders, or rows without the services a run's own
-    speed is searched on). Why: see :mod:`adaptflow.runtime.calibrate.own_runs`."""
-    for folder in _runs_by_folder(fit):
-        if not (folder / "compare_app.csv").is_file():
-            return f"{folder}: no compare_app.csv; the runs are judged in the folders compare-app wrote"
-        try:
-            columns = saved_compare_table(folder).columns
-        except ValueError as exc:  # a table of an older compare-app: the line naming what it lacks
-            return str(exc)
-        if not any(c.startswith("service_") for c in columns):
-            return f"{folder / 'compare_app.csv'}: no service_<stage> columns to find each run's own speed on"
+    judged (:func:`_speed_search_problem`). Why: see :mod:`adaptflow.runtime.calibrate.own_runs`."""
+    for path in dict.fromkeys(run.path for run in fit.runs):
+        if problem := _speed_search_problem(path):
+            return problem
     tables = []
     for folder, runs in _runs_by_folder(fit).items():
         table = resimulate(folder, scenario_path, seeds=seeds, live_speed=True)

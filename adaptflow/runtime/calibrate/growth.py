@@ -114,9 +114,14 @@ class GrowthRun:
         return sum(self.pools.values())
 
     @property
+    def path(self) -> Path:
+        """The file the run's row came from (its ``source`` is ``PATH:LINE``)."""
+        return Path(self.source.rsplit(":", 1)[0])
+
+    @property
     def folder(self) -> Path:
-        """The compare-app folder the run's row came from (its ``source`` is ``PATH:LINE``)."""
-        return Path(self.source.rsplit(":", 1)[0]).parent
+        """The compare-app folder the run's row came from."""
+        return self.path.parent
 
     @property
     def session_key(self) -> str:
