@@ -84,7 +84,9 @@ class SyntheticApp:
         dispatch_sized: bool = False,
         contention: float = 0.0,
         oversubscription: float = 0.0,
+        grow_at: float = GROW_AT,
     ):
+        self.grow_at = grow_at  # when check's pool grows (without ``servers``): past a short horizon, never
         self.rng, self.horizon, self.rate, self.dispatch_delay = np.random.default_rng(seed), horizon, rate, dispatch
         self.size_sd = size_sd  # sd of an item's log size, which multiplies its every service time
         self.dispatch_sized = dispatch_sized  # and its dispatch delay too (its message carries its data)
@@ -125,7 +127,7 @@ class SyntheticApp:
         for k in range(int(self.horizon / SAMPLE_EVERY) + 1):
             self.push(k * SAMPLE_EVERY, "sample")
         if self.servers is None:
-            self.push(GROW_AT, "grow", "check")
+            self.push(self.grow_at, "grow", "check")
         while self.heap and self.heap[0][0] <= self.horizon:
             t, _, kind, args = heappop(self.heap)
             getattr(self, f"on_{kind}")(t, *args)
@@ -883,11 +885,12 @@ def test_a_prefork_pool_is_calibrated_with_its_ticks_and_late_reaps(tmp_path):
     from adaptflow.scenario import load_scenario
     from adaptflow.scenario.celery_pool import PREFORK, prefork_workers
 
-    lines = SyntheticApp(seed=3).run()
+    horizon = 1800.0  # a grow late on, as the six-hour recordings' (a prefork pool's kinds need no more)
+    lines = SyntheticApp(seed=3, horizon=horizon, grow_at=horizon - (HORIZON - GROW_AT)).run()
     for line in lines:
         if line["type"] == "adaptflow-pools":
             line["kinds"] = {"parse": PREFORK, "check": "celery.concurrency.thread:TaskPool"}
-    result = calibrate(write_recording(tmp_path / "rec", lines), tmp_path / "etl.yaml")
+    result = calibrate(write_recording(tmp_path / "rec", lines, horizon=horizon), tmp_path / "etl.yaml")
     stages = load_scenario(result.scenario).stages
     parse = stages["parse"].workers.model_dump()
     assert {k: parse[k] for k in prefork_workers()} == prefork_workers()

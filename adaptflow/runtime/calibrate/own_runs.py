@@ -37,13 +37,16 @@ HEADER = "# own runs: "
 @dataclass(frozen=True)
 class OwnRuns:
     """The fitted scenario against the fit set's own runs, each at its own speed, counted as
-    :func:`~adaptflow.experiments.compare_app.agreement_counts` counts a held-out set's cells."""
+    :func:`~adaptflow.experiments.compare_app.agreement_counts` counts a held-out set's cells:
+    a cell is a planner's figure over its runs in one folder (``compare-app --repeat``'s ``LABEL#k``
+    pooled, their mean), so a fit set of three sizes run twice on two sequences has 6 cells a
+    figure, not 12."""
 
     runs: int  # the fit set's runs judged
     stage_agrees: int  # stage waits (each stage's mean and p95 wait) within 10 %
     stage_cells: int  # stage waits measured
     stage_attainable: float  # how many an exact model would agree on (NaN without the seeds' rows)
-    planner_agrees: int  # the runs' mean wait and p95 latency within 10 %
+    planner_agrees: int  # the planners' mean wait and p95 latency within 10 %
     planner_cells: int
     speed: float = 1.0  # the fitted host's speed, the session's (--session-speed): the share compares among like ones
 
@@ -56,7 +59,8 @@ class OwnRuns:
         exact = "" if math.isnan(self.stage_attainable) else f", an exact model about {self.stage_attainable:.0f}"
         return (
             f"{self.stage_agrees} of {self.stage_cells} stage waits (mean, p95) within 10 % ({self.share:.2f}{exact}), "
-            f"{self.planner_agrees} of {self.planner_cells} runs' mean wait and p95 latency, over the fit set's "
+            f"{self.planner_agrees} of {self.planner_cells} planner cells (mean wait, p95 latency), each cell a "
+            f"planner's runs in one folder, over the fit set's "
             f"{self.runs} runs each at its own speed (the session's: {self.speed:g})"
         )
 
