@@ -922,7 +922,8 @@ def _add_fit_growth(commands: Any) -> None:
     fg.add_argument(
         "--cpu-law", default=None, metavar="LAW",
         help="search Celery's CPU in this law alone (visit_cpu, handoff_cpu or oversubscription; default: every law): "
-        "for a law the report names in a near tie, to judge both fits on held-out runs",
+        "for a law the report names in a near tie, to judge both fits on held-out runs; or 'none': no Celery CPU "
+        "and the CPU shares as calibrated, to judge against the law chosen by their own-runs shares",
     )  # fmt: skip
     fg.add_argument(
         "--visit-cpu", type=_visit_cpu, default=None, metavar="SECONDS|recorded",

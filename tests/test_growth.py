@@ -718,6 +718,30 @@ def test_celerys_cpu_searched_in_one_law_alone_takes_that_laws_best(tmp_path):
     assert host.handoff_cpu == fit.cpu.law.value > 0 and host.visit_cpu == host.oversubscription == 0
 
 
+def test_celerys_cpu_fitted_as_none_keeps_the_calibrations_shares_and_services(tmp_path):
+    """``--cpu-law none``: the one candidate is the calibration's CPU shares (0.6) without Celery's
+    CPU, its services as calibrated (rescaled by 1: it is what they were rescaled to); the
+    scenario written holds no law, and the report says so and shows the growth it leaves out
+    (the live machine's Celery CPU, 0.07 s a visit, grows the services faster than sharing the
+    cores does), with no warning of a grid's top."""
+    truth = live_machine(visit_cpu=0.07)
+    path = calibrated_blind(truth, tmp_path)
+    runs = [held_run(tmp_path / f"p{pools}", truth, pools, 3.0) for pools in (1, 2, 3)]
+    fit = fit_growth_file(path, runs, tmp_path / "fitted.yaml", simulation=Simulation, cpu_law="none")
+    assert list(fit.cpu.errors) == [Law("as calibrated", "visit_cpu", 0.0)] == [fit.cpu.law]
+    assert fit.cpu.scales == pytest.approx(dict.fromkeys(STAGES, 1.0), abs=1e-9)
+    fitted, calibrated = load_scenario(tmp_path / "fitted.yaml"), load_scenario(path)
+    assert fitted.hosts["vm"].visit_cpu == fitted.hosts["vm"].handoff_cpu == fitted.hosts["vm"].oversubscription == 0
+    for name, stage in fitted.stages.items():
+        assert stage.cpu == calibrated.stages[name].cpu == 0.6
+        assert stage.service.expected() == pytest.approx(calibrated.stages[name].service.expected(), rel=1e-6)
+    for by_key in fit.cpu.growth.values():
+        simulated, live = by_key[max(by_key, key=lambda key: key[1])]  # at the most processes
+        assert simulated < live
+    report = "\n".join(report_lines(fit))
+    assert "hosts.vm: no Celery CPU, CPU shares as calibrated" in report and "grid's top" not in report
+
+
 def test_celerys_cpu_held_at_its_measured_value_leaves_the_cores_to_fit(tmp_path):
     """``--visit-cpu``: the live machine's Celery CPU is 0.07 s a visit on its 2 cores. Its
     calibration read the tasks slowing as on fewer cores (1.4: ``effective_cores`` writes fewer

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, step 6; its
 # record: docs/sim_to_real.md, "The whole judgement from scratch"): record, calibrate, train and
-# export PPO, hold static pools at three sizes (the fit set), fit the growth laws on them, then run
+# export PPO, hold static pools at three sizes (the fit set), fit the growth laws on them (with
+# Celery's CPU law, calgs.yaml, and without one, calgn.yaml: keep the one whose own-runs share is higher), then run
 # every planner on arrivals no fit saw (the held-out set) and judge the calibrated simulation
 # against those runs.
 #
@@ -155,6 +156,12 @@ if [ ! -f "$OUT/calgs$LAWS.yaml" ]; then
   step "fit the growth laws, and the speed the fit set met"
   adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --out "$OUT/calgs$LAWS.yaml"
 fi
+if [ ! -f "$OUT/calgn$LAWS.yaml" ]; then
+  # the same fit with no Celery CPU and the calibration's CPU shares, to judge against the law chosen
+  # by their own-runs shares (docs/deploy.md, step 3: "--cpu-law none")
+  step "fit the growth laws with no Celery CPU, and the speed the fit set met"
+  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --cpu-law none --out "$OUT/calgn$LAWS.yaml"
+fi
 SESSIONS=()
 for laws in "$OUT"/calgs.yaml "$OUT"/calgs.*.yaml; do
   [ ! -f "$laws" ] || SESSIONS+=("$laws")
@@ -197,8 +204,12 @@ if [ "$PULSED" -gt 0 ]; then
   judge judged_pulse "calgs$LAWS.yaml" --pulse-speed
 fi
 judge judged_live_speed "calgs$LAWS.yaml" --live-speed
+judge judged_none_session "calgn$LAWS.yaml"
+judge judged_none_live_speed "calgn$LAWS.yaml" --live-speed
 if [ -f "$OUT/calbs.yaml" ]; then
   [ "$PULSED" -eq 0 ] || judge judged_by_speed_pulse calbs.yaml --pulse-speed
   judge judged_by_speed_live_speed calbs.yaml --live-speed
 fi
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
+echo "the fits on their own runs (keep the one whose share is higher; docs/deploy.md, step 3):"
+sed -n 2p "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml"

@@ -59,7 +59,7 @@ from adaptflow.scenario.schema import MAX_VISIT_CPU, GrowthCounts, GrowthPoint, 
 
 from ..compare_app import arrivals_file, run_label
 from ..live.handoff import mean_of_gaps
-from .celery_cpu import LAWS, SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
+from .celery_cpu import LAWS, NONE, SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
 from .core import _PlainDumper
 from .figures import positive
@@ -492,8 +492,8 @@ def _checked_options(
         reference = sum(scenario.stages[s].workers.initial for s in stages)
     if reference < 1:
         raise ValueError(f"--reference: {reference}; expected the processes the host ran at calibration, at least 1")
-    if cpu_law is not None and cpu_law not in LAWS:
-        raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)}")
+    if cpu_law is not None and cpu_law not in (*LAWS, NONE):
+        raise ValueError(f"--cpu-law: {cpu_law!r}; expected one of {', '.join(LAWS)} or {NONE}")
     if isinstance(visit_cpu, str) and visit_cpu != RECORDED:
         raise ValueError(f"--visit-cpu: {visit_cpu!r}; expected Celery's CPU seconds a visit or {RECORDED!r}")
     if isinstance(visit_cpu, float | int) and not 0 < visit_cpu <= MAX_VISIT_CPU:  # NaN fails too
