@@ -212,4 +212,4 @@ if [ -f "$OUT/calbs.yaml" ]; then
 fi
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
 echo "the fits on their own runs (keep the one whose share is higher; docs/deploy.md, step 3):"
-sed -n 2p "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml"
+for fit in "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml"; do echo "$(basename "$fit"): $(sed -n 2p "$fit")"; done
