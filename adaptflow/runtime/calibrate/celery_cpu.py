@@ -132,14 +132,12 @@ candidate (:func:`_candidates`); every other law of the fit (turnaround and disp
 levels, the session's speed) fitted as with a law. Why: the laws' choice weighs how the services
 and their spread *grow* from the reference to more processes, not the spread's level, and on a
 VM whose calibration found one core the law chosen put every stage's CPU share at 1 and spread
-the services 20-30 % wider than live at every size. There the calibration's own shares without a
-law, made by hand from the fitted scenario, reproduced its own runs better (45 against 41 of 60
-stage waits) and held 16 against 8 of 16 held-out planner cells; on a fresh fit set of the same
-VM the law's own runs were the better (51 against 46 of 60) and so were its held-out stage cells
-(61 against 58 of 80; planner cells 13 against 14 of 16), and this fit, whose growth laws settle
-without the law, came third on both (41 of 60; 49 of 80, 13 of 16; docs/sim_to_real.md, "The
-calibration's shares without a law, tested forward"). Neither wins everywhere: fit both and
-keep the one whose own-runs share is higher (docs/deploy.md, step 3)."""
+the services 20-30 % wider than live at every size. There this fit reproduced the fit set's own
+runs better than the law (47 against 41 of 60 stage waits) and held 16 against 8 of 16
+held-out planner cells; on a fresh fit set of the same VM the law's own runs were the better (51
+against 41) and so were its held-out cells (61 against 49 of 80 stage cells, 13 planner cells
+each; docs/sim_to_real.md, "The calibration's shares without a law, tested forward"). Neither
+wins everywhere: fit both and keep the one whose own-runs share is higher (docs/deploy.md, step 3)."""
 SAME_LOAD = 0.05
 """Reference runs whose arrival rates are this close (relative) are one series."""
 DRAIN = 0.25
