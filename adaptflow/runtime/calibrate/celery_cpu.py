@@ -194,6 +194,11 @@ class Law:
         return f"{self.law} {self.value:.4g}{unit}{on}, CPU shares {self.shares}"
 
 
+CALIBRATED = Law(SHARE_CHOICES[0], "visit_cpu", 0.0)
+"""The calibrated scenario itself as a candidate: its CPU shares, no Celery CPU (rescaled by 1,
+:func:`_rescale`); the one candidate of :data:`NONE`."""
+
+
 @dataclass
 class Series:
     """Runs on one load: those at the reference pools, and the others by their processes."""
@@ -369,7 +374,7 @@ def _candidates(scenario: Scenario, stages: list[str], law: str | None = None) -
     """Every law's grid (:func:`grids`), for both choices of shares; only ``law``'s where given;
     for :data:`NONE` the calibration's shares without Celery's CPU alone."""
     if law == NONE:
-        return [Law(SHARE_CHOICES[0], "visit_cpu", 0.0)]
+        return [CALIBRATED]
     grid = grids(scenario, stages)
     first = {"visit_cpu": 0, "handoff_cpu": 1, "oversubscription": 1}  # 0 of any law is visit_cpu 0
     names = (law,) if law else LAWS
@@ -488,8 +493,8 @@ def _rescale(
     """Each hosted stage's service factor at which the candidate serves at the reference pools as
     the calibrated scenario does (fixed-point rounds: a stage's service changes the others' load)."""
     scales = {s: 1.0 for s in target}
-    if law.shares == SHARE_CHOICES[0] and law.value == 0.0 and law.cores is None:
-        return scales  # the calibrated scenario itself
+    if law == CALIBRATED:
+        return scales
     for _ in range(RESCALES):
         served = _services(_candidate(scenario, host, law, scales), reference, make, seeds=seeds)
         scales = {s: scales[s] * target[s] / served[s] if served.get(s, 0) > 0 else scales[s] for s in scales}
