@@ -445,6 +445,13 @@ def _fit_growth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_fit(args: argparse.Namespace) -> int:
+    from adaptflow.runtime.calibrate.own_runs import keep_lines
+
+    print("\n".join(keep_lines(args.fits)))
+    return 0
+
+
 def _laws_by_speed(args: argparse.Namespace) -> int:
     from adaptflow.runtime.calibrate.speed_laws import laws_by_speed_file
 
@@ -969,6 +976,21 @@ def _visit_cpu(text: str) -> float | str:
         return text
 
 
+def _add_keep_fit(commands: Any) -> None:
+    kf = commands.add_parser(
+        "keep-fit",
+        help="of scenarios fit-growth wrote, name the one to keep: the highest share of its own runs' stage waits "
+        "within 10 %% (the count in each file's header)",
+        description="adaptflow keep-fit FIT [FIT ...]",
+    )
+    kf.add_argument(
+        "fits", nargs="+", metavar="FIT",
+        help="scenarios fit-growth wrote (with its own-runs line); ties go to the one named first, so name "
+        "fit-growth's default law before --cpu-law none's",
+    )  # fmt: skip
+    kf.set_defaults(handler=_keep_fit)
+
+
 def _add_laws_by_speed(commands: Any) -> None:
     ls = commands.add_parser(
         "laws-by-speed",
@@ -1189,6 +1211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(commands)
     _add_fit_growth(commands)
     _add_laws_by_speed(commands)
+    _add_keep_fit(commands)
     _add_control(commands)
     _add_compare_app(commands)
     _add_resimulate(commands)

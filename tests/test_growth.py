@@ -514,6 +514,52 @@ def test_a_fit_is_judged_on_its_own_runs_and_a_wrong_one_agrees_on_fewer(tmp_pat
         assert why in judge_own_runs(paths["truth"], moved)
 
 
+def test_keep_fit_reads_each_fits_own_runs_back_and_names_the_highest_share(tmp_path, capsys):
+    """``adaptflow keep-fit``: each fit's own-runs line read back as fit-growth wrote it, the
+    highest share of stage waits kept, a tie to the fit named first, sessions whose speeds lie
+    apart named; a file without the line, or none at all, refused before any line is printed,
+    each problem on a line naming the file."""
+    from adaptflow.runtime.calibrate.own_runs import OwnRuns, keep, note_in_header, read_header
+
+    counts = {
+        "law": OwnRuns(12, 51, 60, 52.4, 11, 12, speed=0.9678),
+        "none": OwnRuns(12, 41, 60, math.nan, 12, 12, speed=0.9407),
+        "tie": OwnRuns(12, 51, 60, 50.0, 12, 12, speed=0.95),
+        "fast": OwnRuns(12, 52, 60, 53.0, 9, 12, speed=1.25),
+    }
+    paths = {}
+    for name, own in counts.items():
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text("# fitted\nhosts: {}\n")
+        note_in_header(paths[name], own)
+        back = read_header(paths[name])
+        assert replace(back, stage_attainable=0.0) == replace(own, stage_attainable=0.0), (back, own)
+        exact = own.stage_attainable  # written to the unit
+        assert back.stage_attainable == round(exact) if not math.isnan(exact) else math.isnan(back.stage_attainable)
+    law, none, tie = counts["law"], counts["none"], counts["tie"]
+    assert (keep([law, none]), keep([none, law]), keep([law, tie]), keep([tie, law])) == (0, 1, 0, 0)
+    assert main(["keep-fit", str(paths["none"]), str(paths["law"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"keep {paths['law']} ") and len(lines) == 3, lines
+    assert lines[1] == f"{paths['law']}: 51 of 60 stage waits (0.85), 11 of 12 planner cells, session speed 0.9678"
+    assert main(["keep-fit", str(paths["law"]), str(paths["fast"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"keep {paths['fast']} ") and "speeds lie apart (0.9678-1.25)" in lines[2], lines
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("# fitted\nhosts: {}\n")
+    older = tmp_path / "older.yaml"  # an older fit-growth's line: each run counted, not each folder's planner
+    older.write_text(
+        "# fitted\n# own runs: 41 of 60 stage waits (mean, p95) within 10 % (0.68), 8 of 12 runs' mean wait and p95 "
+        "latency, over the fit set's 12 runs each at its own speed (the session's: 0.92)\n"
+    )
+    gone = tmp_path / "gone.yaml"
+    assert main(["keep-fit", str(paths["law"]), str(bare), str(gone), str(older)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{bare}: no '# own runs:' line" in err and f"{gone}: no such file" in err, err
+    assert f"{older}: its '# own runs:' line is not in the form fit-growth writes now" in err
+    assert len(err.splitlines()) == 3
+
+
 def fitted_at(scenario: Path, runs: list[Path], out: Path, speed: float | None) -> Path:
     fit_growth_file(scenario, runs, out, simulation=Simulation, speed=speed)
     return out

@@ -2,7 +2,7 @@
 # Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, step 6; its
 # record: docs/sim_to_real.md, "The whole judgement from scratch"): record, calibrate, train and
 # export PPO, hold static pools at three sizes (the fit set), fit the growth laws on them (with
-# Celery's CPU law, calgs.yaml, and without one, calgn.yaml: keep the one whose own-runs share is higher), then run
+# Celery's CPU law, calgs.yaml, and without one, calgn.yaml: `adaptflow keep-fit` names the one to keep), then run
 # every planner on arrivals no fit saw (the held-out set) and judge the calibrated simulation
 # against those runs.
 #
@@ -211,5 +211,5 @@ if [ -f "$OUT/calbs.yaml" ]; then
   judge judged_by_speed_live_speed calbs.yaml --live-speed
 fi
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
-echo "the fits on their own runs (keep the one whose share is higher; docs/deploy.md, step 3):"
-for fit in "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml"; do echo "$(basename "$fit"): $(sed -n 2p "$fit")"; done
+echo "the fits on their own runs (docs/deploy.md, step 3):"
+adaptflow keep-fit "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml"

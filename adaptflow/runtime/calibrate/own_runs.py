@@ -22,6 +22,8 @@ made in different sessions are compared by reading their files (``head -2``).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,16 @@ OWN_SEEDS = 8
 stage's p95 wait on one 180-s run is one draw of the model too."""
 HEADER = "# own runs: "
 """The start of the header line that carries :func:`OwnRuns.line` in a fitted scenario."""
+_LINE = re.compile(
+    r"(?P<stage_agrees>\d+) of (?P<stage_cells>\d+) stage waits \(mean, p95\) within 10 % \([0-9.na]+"
+    r"(?:, an exact model about (?P<stage_attainable>\d+))?\), (?P<planner_agrees>\d+) of (?P<planner_cells>\d+) "
+    r"planner cells .* over the fit set's (?P<runs>\d+) runs each at its own speed "
+    r"\(the session's: (?P<speed>[0-9.e+-]+)\)"
+)
+"""What :meth:`OwnRuns.line` writes, read back (:func:`read_header`): the one format, kept beside its writer."""
+SPEEDS_APART = 0.1
+"""Fits whose sessions' speeds lie further apart than this (relative) are named as such by
+:func:`keep_lines`: a fit from a session at 1.25 came fourth of five on sets at 0.81-1.03."""
 
 
 @dataclass(frozen=True)
@@ -88,4 +100,67 @@ def note_in_header(out: str | Path, own: OwnRuns) -> None:
     atomic_write_text(out, "".join([*header, f"{HEADER}{own.line()}\n", *rest]))
 
 
-__all__ = ["HEADER", "OWN_SEEDS", "OwnRuns", "note_in_header", "report_lines"]
+def read_header(path: str | Path) -> OwnRuns:
+    """The own-runs count ``fit-growth`` wrote into the header of the fitted scenario at ``path``
+    (:func:`note_in_header`); a ValueError naming the file where there is none to read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; expected a scenario fit-growth wrote")
+    header = [line for line in path.read_text().splitlines()[:2] if line.startswith(HEADER)]
+    if not header:
+        raise ValueError(
+            f"{path}: no '{HEADER.strip()}' line as its second header line; expected a scenario fit-growth wrote "
+            "without --no-own-runs (a fit made before the line existed: fit it again)"
+        )
+    found = _LINE.fullmatch(header[0][len(HEADER) :])
+    if found is None:
+        raise ValueError(
+            f"{path}: its '{HEADER.strip()}' line is not in the form fit-growth writes now (an older one counted "
+            "each run, not each planner's runs in a folder); expected '... N of M stage waits (mean, p95) within "
+            "10 % ...': fit it again"
+        )
+    counts = {k: int(v) for k, v in found.groupdict().items() if k not in ("speed", "stage_attainable")}
+    exact = found["stage_attainable"]
+    return OwnRuns(**counts, stage_attainable=float(exact) if exact else math.nan, speed=float(found["speed"]))
+
+
+def keep(fits: Sequence[OwnRuns]) -> int:
+    """The index of the fit to keep: the highest share of its own runs' stage waits, ties to the
+    first given (name the default first: ``fit-growth``'s own law before ``--cpu-law none``).
+    Why this figure: it ranked four sessions' fits of like speeds as eighteen held-out sets did,
+    and the law against no law as held-out sets did on both of a VM's fit sets
+    (docs/sim_to_real.md, "Each fit judged on its own runs", "The calibration's shares without a law")."""
+    best = 0
+    for i, fit in enumerate(fits):
+        if fit.share > fits[best].share:
+            best = i
+    return best
+
+
+def keep_lines(paths: Sequence[str | Path]) -> list[str]:
+    """``adaptflow keep-fit``: each fit's own-runs count, which to keep, and whether their sessions'
+    speeds lie apart. Every file is read before any line is made, each problem on a line."""
+    fits, problems = [], []
+    for path in paths:
+        try:
+            fits.append(read_header(path))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("\n".join(problems))
+    lines = [
+        f"{path}: {fit.stage_agrees} of {fit.stage_cells} stage waits ({fit.share:.2f}), {fit.planner_agrees} of "
+        f"{fit.planner_cells} planner cells, session speed {fit.speed:g}"
+        for path, fit in zip(paths, fits, strict=True)
+    ]
+    speeds = [fit.speed for fit in fits]
+    if max(speeds) > min(speeds) * (1 + SPEEDS_APART):
+        lines.append(
+            f"the sessions' speeds lie apart ({min(speeds):g}-{max(speeds):g}): a fit's laws are its session's, so "
+            "compare fits whose speed lies near that of the runs to predict (docs/deploy.md, step 3)"
+        )
+    lines.append(f"keep {paths[keep(fits)]} (the highest share; ties go to the one named first)")
+    return lines
+
+
+__all__ = ["HEADER", "OWN_SEEDS", "OwnRuns", "keep", "keep_lines", "note_in_header", "read_header", "report_lines"]
