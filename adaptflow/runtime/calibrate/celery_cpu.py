@@ -137,7 +137,11 @@ runs better than the law (47 against 41 of 60 stage waits) and held 16 against 8
 held-out planner cells; on a fresh fit set of the same VM the law's own runs were the better (51
 against 41) and so were its held-out cells (61 against 49 of 80 stage cells, 13 planner cells
 each; docs/sim_to_real.md, "The calibration's shares without a law, tested forward"). Neither
-wins everywhere: fit both and keep the one whose own-runs share is higher (docs/deploy.md, step 3)."""
+wins everywhere: fit both and keep the one whose own-runs share is higher (``adaptflow
+keep-fit``, docs/deploy.md, step 3). A third fit set's two came two cells apart (43 against 41),
+and held out no law tied the law's planner cells and held fewer stage cells: both models' waits
+fall short of live as the load rises, the law's from a higher level, so no law agreed up to 5.86
+items/s and the law from 6.00 (docs/sim_to_real.md, "The own-runs choice ... a third fit set")."""
 SAME_LOAD = 0.05
 """Reference runs whose arrival rates are this close (relative) are one series."""
 DRAIN = 0.25
