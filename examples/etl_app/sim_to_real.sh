@@ -212,4 +212,5 @@ if [ -f "$OUT/calbs.yaml" ]; then
 fi
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
 echo "the fits on their own runs (docs/deploy.md, step 3):"
-adaptflow keep-fit "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml"
+# (fits of an older fit-growth carry no own-runs line keep-fit reads: it says so, and the judgement stands)
+adaptflow keep-fit "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml" || echo "sim_to_real.sh: no choice between the fits (above: why)" >&2
