@@ -538,6 +538,7 @@ def test_keep_fit_reads_each_fits_own_runs_back_and_names_the_highest_share(tmp_
         assert back.stage_attainable == round(exact) if not math.isnan(exact) else math.isnan(back.stage_attainable)
     law, none, tie = counts["law"], counts["none"], counts["tie"]
     assert (keep([law, none]), keep([none, law]), keep([law, tie]), keep([tie, law])) == (0, 1, 0, 0)
+    assert keep([replace(law, stage_agrees=0, stage_cells=0), none]) == 1  # no stage waits measured: below any
     assert main(["keep-fit", str(paths["none"]), str(paths["law"])]) == 0  # 0.85 against 0.68: no near tie
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith(f"keep {paths['law']} ") and len(lines) == 3, lines

@@ -134,11 +134,12 @@ def keep(fits: Sequence[OwnRuns]) -> int:
     two cells of sixty apart, the fit it kept held four held-out stage cells fewer and as many
     planner cells (docs/sim_to_real.md, "Each fit judged on its own runs", "The own-runs choice
     between the law and no law, a third fit set"): a near tie is one to judge on held-out runs."""
-    best = 0
-    for i, fit in enumerate(fits):
-        if fit.share > fits[best].share:
-            best = i
-    return best
+    return max(range(len(fits)), key=lambda i: _ranked(fits[i]))  # max keeps the first of equals
+
+
+def _ranked(fit: OwnRuns) -> float:
+    """A fit's share as :func:`keep` ranks it: one with no stage waits measured (NaN) below any."""
+    return -math.inf if math.isnan(fit.share) else fit.share
 
 
 def keep_lines(paths: Sequence[str | Path]) -> list[str]:
@@ -162,10 +163,10 @@ def keep_lines(paths: Sequence[str | Path]) -> list[str]:
         for path, fit in zip(paths, fits, strict=True)
     ]
     kept = keep(fits)
-    others = [fit.share for i, fit in enumerate(fits) if i != kept and not math.isnan(fit.share)]
-    if others and fits[kept].share - max(others) < NEAR_TIE:
+    runner_up = max((_ranked(fit) for i, fit in enumerate(fits) if i != kept), default=-math.inf)
+    if fits[kept].share - runner_up < NEAR_TIE:
         lines.append(
-            f"a near tie ({fits[kept].share:.2f} against {max(others):.2f}): a share this close has kept the worse "
+            f"a near tie ({fits[kept].share:.2f} against {runner_up:.2f}): a share this close has kept the worse "
             "fit held out; judge both on held-out runs at the loads you will run (docs/deploy.md, step 3)"
         )
     lines.append(f"keep {paths[kept]} (the highest share; ties go to the one named first)")
