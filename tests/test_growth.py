@@ -435,8 +435,23 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     assert "own runs: not judged (the runs' rows hold no stage's mean_wait_<stage>" in report  # as write_runs
     assert load_scenario(out).hosts["vm"].pulse == 1000.0  # written without --session-speed: the recording's
     assert not list(tmp_path.glob(".session.yaml*"))  # the fitting's own file gone
-    # its laws fitted with the runs simulated at that speed: the live machine's (no Celery CPU),
-    # where a fit at the recording's 1 makes up the slower machine with Celery's CPU
+
+
+@pytest.mark.slow  # three fits, 15 s: make test-slow
+def test_the_session_speeds_laws_are_fitted_with_the_runs_simulated_at_that_speed(tmp_path):
+    """``fit-growth --session-speed`` fits its laws with the held runs simulated at the speed it
+    writes: the live machine's (no Celery CPU, the runs were slower because the machine was),
+    where a fit at the recording's speed of 1 makes up the slower machine with Celery's CPU."""
+    truth = live_machine(speed=0.8)
+    calibrated = copy.deepcopy(truth)
+    calibrated["hosts"]["vm"] = {"cores": 2.0, "pulse": 1000.0}
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    runs = [
+        compare_folder(tmp_path / f"p{p}", truth, calibrated, p, pulse=pulse) for p, pulse in ((1, 900.0), (2, 860.0))
+    ]
+    written = tmp_path / "session.yaml"
+    assert main(["fit-growth", str(path), *map(str, runs), "--out", str(written), "--session-speed"]) == 0
     session = load_scenario(written).hosts["vm"]
     at_speed = load_scenario(fitted_at(path, runs, tmp_path / "at.yaml", session.speed)).hosts["vm"]
     at_one = load_scenario(fitted_at(path, runs, tmp_path / "one.yaml", None)).hosts["vm"]
