@@ -391,14 +391,8 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     from adaptflow.experiments.calibration import run_speeds
     from adaptflow.runtime.calibrate.growth import write_host_speed
 
-    truth = live_machine(speed=0.8)
-    calibrated = copy.deepcopy(truth)
-    calibrated["hosts"]["vm"] = {"cores": 2.0, "pulse": 1000.0}  # the recording's idle pulses
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
+    truth, path, runs = runs_on_a_slower_machine(tmp_path)
     bare = held_run(tmp_path / "bare", truth, 1, 3.0)  # as write_runs writes it: no spec, interval, ...
-    pulses = {1: 900.0, 2: 860.0}  # the runs' idle pulses: 0.86-0.9 of the recording's, where they met 0.8
-    runs = [compare_folder(tmp_path / f"p{p}", truth, calibrated, p, pulse=pulses[p]) for p in (1, 2)]
     never = tmp_path / "never.yaml"
     assert main(["fit-growth", str(path), str(bare), str(runs[1]), "--out", str(never), "--session-speed"]) == 2
     assert "columns ['spec', 'interval', 'decisions', 'seconds'] missing" in capsys.readouterr().err
@@ -428,7 +422,7 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     assert "(--session-speed)" in written.read_text().partition("\n")[0]
     # and its pulse: the runs' idle pulses over their own speeds, so that a later run's pulse is
     # read against this session (a run of the session at its pulse meets the session's speed)
-    anchor = (pulses[1] / reported[0] + pulses[2] / reported[1]) / 2  # the speeds as reported, to 0.001
+    anchor = (SLOWER_PULSES[1] / reported[0] + SLOWER_PULSES[2] / reported[1]) / 2  # the speeds as reported, to 0.001
     pulse = load_scenario(written).hosts["vm"].pulse
     assert pulse == pytest.approx(anchor, rel=2e-3) and pulse > 1000.0
     assert f"hosts.vm.pulse: {pulse}, the mean of the held runs' idle pulses" in report
@@ -437,19 +431,28 @@ def test_the_session_speed_is_the_mean_of_the_held_runs_own_speeds(tmp_path, cap
     assert not list(tmp_path.glob(".session.yaml*"))  # the fitting's own file gone
 
 
-@pytest.mark.slow  # three fits, 15 s: make test-slow
+SLOWER_PULSES = {1: 900.0, 2: 860.0}  # the runs' idle pulses: 0.86-0.9 of the recording's, where they met 0.8
+
+
+def runs_on_a_slower_machine(tmp_path: Path) -> tuple[dict, Path, list[Path]]:
+    """The live machine at 0.8 of the speed its scenario was calibrated at (a recording made at
+    a faster moment, its idle pulses 1000), and its runs at 1 and 2 processes a stage as
+    compare-app writes them, each with its idle pulses (:data:`SLOWER_PULSES`)."""
+    truth = live_machine(speed=0.8)
+    calibrated = copy.deepcopy(truth)
+    calibrated["hosts"]["vm"] = {"cores": 2.0, "pulse": 1000.0}  # the recording's idle pulses
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(calibrated))
+    runs = [compare_folder(tmp_path / f"p{p}", truth, calibrated, p, pulse=SLOWER_PULSES[p]) for p in (1, 2)]
+    return truth, path, runs
+
+
+@pytest.mark.slow  # three fits, about 30 s: make test-slow
 def test_the_session_speeds_laws_are_fitted_with_the_runs_simulated_at_that_speed(tmp_path):
     """``fit-growth --session-speed`` fits its laws with the held runs simulated at the speed it
     writes: the live machine's (no Celery CPU, the runs were slower because the machine was),
     where a fit at the recording's speed of 1 makes up the slower machine with Celery's CPU."""
-    truth = live_machine(speed=0.8)
-    calibrated = copy.deepcopy(truth)
-    calibrated["hosts"]["vm"] = {"cores": 2.0, "pulse": 1000.0}
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(calibrated))
-    runs = [
-        compare_folder(tmp_path / f"p{p}", truth, calibrated, p, pulse=pulse) for p, pulse in ((1, 900.0), (2, 860.0))
-    ]
+    _, path, runs = runs_on_a_slower_machine(tmp_path)
     written = tmp_path / "session.yaml"
     assert main(["fit-growth", str(path), *map(str, runs), "--out", str(written), "--session-speed"]) == 0
     session = load_scenario(written).hosts["vm"]
