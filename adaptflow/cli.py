@@ -445,6 +445,13 @@ def _fit_growth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sharing(args: argparse.Namespace) -> int:
+    from adaptflow.experiments.calibration import sharing
+
+    print("\n".join(sharing(args.scenario, args.runs, host=args.host, scan=args.scan_cores, seeds=args.seeds).lines()))
+    return 0
+
+
 def _keep_fit(args: argparse.Namespace) -> int:
     from adaptflow.runtime.calibrate.own_runs import keep_lines
 
@@ -947,6 +954,27 @@ def _add_fit_growth(commands: Any) -> None:
     fg.set_defaults(handler=_fit_growth)
 
 
+def _add_sharing(commands: Any) -> None:
+    sh = commands.add_parser(
+        "sharing",
+        help="how a host's tasks slowed beside each other in held compare-app runs, live and in the scenario's "
+        "simulation of the same runs; with --scan-cores, the cores whose plain sharing slows them as live",
+        description="adaptflow sharing SCENARIO RUN_CSV [RUN_CSV ...] [--scan-cores]",
+    )
+    sh.add_argument("scenario", help="the scenario to simulate the runs on (a calibration, or a fit-growth fit)")
+    sh.add_argument(
+        "runs", nargs="+", metavar="RUN_CSV",
+        help="compare_app.csv files of compare-app runs at held pools (fit-growth's), each run's recording beside it",
+    )  # fmt: skip
+    sh.add_argument("--host", default=None, help="the host to read (default: the scenario's only one)")
+    sh.add_argument("--seeds", type=int, default=2, help="simulations a run (2; at most 8)")
+    sh.add_argument(
+        "--scan-cores", action="store_true",
+        help="simulate the runs on the host at 1 to 2 cores (no Celery CPU, every CPU share 1) and name the nearest",
+    )  # fmt: skip
+    sh.set_defaults(handler=_sharing)
+
+
 def _add_growth_law_options(fg: argparse.ArgumentParser) -> None:
     """fit-growth's options of the laws' form: whose processes they count and how they run
     through the sizes."""
@@ -1210,6 +1238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_record(commands)
     _add_calibrate(commands)
     _add_fit_growth(commands)
+    _add_sharing(commands)
     _add_laws_by_speed(commands)
     _add_keep_fit(commands)
     _add_control(commands)

@@ -15,6 +15,7 @@ import pandas as pd
 from adaptflow.runtime.calibrate import validate_calibration as _validate
 from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, fit_growth_file, write_host_speed
 from adaptflow.runtime.calibrate.own_runs import OWN_SEEDS, OwnRuns, note_in_header
+from adaptflow.runtime.calibrate.sharing import Sharing, read_sharing
 from adaptflow.scenario import load_scenario
 from adaptflow.scenario.schema import GrowthCounts
 from adaptflow.simulator import Simulation
@@ -30,6 +31,15 @@ def validate_calibration(recording_dir: str | Path, scenario_path: str | Path, s
     """Per stage mean wait and throughput, end to end p95 latency and throughput: recorded
     against the calibrated scenario simulated on the recorded arrivals and pool changes."""
     return _validate(recording_dir, scenario_path, Simulation, seeds)
+
+
+def sharing(
+    scenario_path: str | Path, run_paths: Sequence[str | Path], host: str | None = None, scan: bool = False,
+    seeds: int = 2,
+) -> Sharing:  # fmt: skip
+    """``adaptflow sharing``: how the host's tasks slowed beside each other in the held runs, live
+    and in the scenario's simulation of them (:mod:`adaptflow.runtime.calibrate.sharing`)."""
+    return read_sharing(scenario_path, run_paths, Simulation, host=host, scan=scan, seeds=seeds)
 
 
 def fit_growth(

@@ -357,6 +357,8 @@ class StageState:
         """A service on a host is over: its length counted (only here, so that a stage off any
         host, whose services are its distribution's draws, pays nothing for it), then served."""
         seconds = self._env._now - item.served_from
+        if self.sim.service_spans is not None:
+            self.sim.service_spans.append((self.name, item.served_from, self._env._now))
         self.hosted_service_sum += seconds
         self.hosted_service_squares += seconds * seconds
         self.hosted_services += 1
@@ -717,6 +719,10 @@ class Simulation:
         self.dropped = self.failed = self.exits = self.late = 0
         self.escapes = self.caught = self.false_rejections = 0
         self.e2e_latencies: list[float] = []
+        # Opt-in: set to a list before running and every service on a host is appended as
+        # (stage, start, end), the spans live recordings hold (runtime/calibrate/sharing.py
+        # compares how tasks slow beside each other); None, the default, costs one test a service.
+        self.service_spans: list[tuple[str, float, float]] | None = None
         self._arrivals: list = []  # heap of (time, source order, source, (time, size, bad))
         for source in self.sources.values():
             source.push_next(self._arrivals)

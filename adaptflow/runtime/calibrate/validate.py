@@ -50,6 +50,9 @@ class Simulating(Protocol):
         """The cumulative counters (``adaptflow.simulator.metrics.Counters``): ``stages[name]``
         holds what a summary does not, its backlogged turnarounds (fit-growth's settling)."""
 
+    service_spans: list[tuple[str, float, float]] | None
+    """Set to a list before running: each service on a host as (stage, start, end) (:mod:`.sharing`)."""
+
 
 MakeSimulation = Callable[[Scenario, int], Simulating]
 """``simulation(scenario, seed)``: a fresh simulation of ``scenario`` drawing from ``seed``."""

@@ -1,0 +1,266 @@
+"""How a host's tasks slow with the tasks beside them, live and simulated (``adaptflow sharing``).
+
+The host model shares its cores among the CPU work in progress (``Host``), and ``fit-growth``
+fits Celery's CPU and the CPU shares from how the services *grow* from one held pool size to
+another, each load against its own reference run. It never looks at what the host model is
+about: how much longer a task takes while other tasks run beside it. A run's recording holds
+that, every task's start and end. So for each finished task of a host's stages this module
+takes the time-mean number of the host's other tasks in progress during it, and for each bin
+of that number (:data:`BINS`) the mean log of the tasks' services over the mean log of their
+own stage's services run alone: the slowdown curve. The same statistic from the simulation of
+the same runs (each on the arrivals it met, at its held pools, as ``fit-growth`` simulates
+them) says whether the model slows a task as the machine did.
+
+Why it matters: a law that slows tasks beside each other too steeply can still match the
+services at the fit set's load (its levels are rescaled there), and then errs with the load:
+lighter, its services come out too fast; heavier, too slow. Measured on the example app (the
+fourth 2-vCPU VM, 106 runs, docs/sim_to_real.md "How tasks slow beside each other"): live
+tasks slowed x1.13-1.24 with one other in progress and x2.0-2.6 with more than 2.5; the law
+``fit-growth`` chose there (one core, every CPU share 1, ``oversubscription`` 0.075) x2.0 and
+x5.0, which is why each held-out set's own speed over its pulse rose +0.038 an item a second
+under it. The cores scan (:func:`scan_cores`: no Celery CPU, every share 1) chose 1.6 cores on
+each of four fit sets, its curve within 5 % of live's in every bin, and that host's own speed
+over the pulse did not rise with the load (-0.013, +-0.026). It did not predict the heaviest
+loads' waits better than the law (docs/sim_to_real.md): a diagnosis and a reading of the
+machine's cores, not yet a fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adaptflow.scenario import Scenario, parse_scenario
+
+from ..compare_app import run_label
+from .celery_cpu import SHARE_CHOICES, HeldRun, Law, apply, held_at
+from .growth import GrowthRun
+from .recording import read_recording
+from .timeline import build_timeline
+from .validate import MakeSimulation
+
+BINS = (0.1, 0.75, 1.25, 1.75, 2.5)
+"""Upper edges of the bins of other tasks in progress (time-mean over a task); the last bin is
+open. Alone (below 0.1) is each stage's own base."""
+LABELS = ("alone", "0.1-0.75", "~1", "~1.5", "~2", ">2.5")
+SCAN = tuple(round(1.0 + 0.1 * k, 1) for k in range(11))
+"""The cores :func:`scan_cores` tries: 1 to 2 in steps of 0.1 (at least one: below, a task
+alone would be slowed)."""
+SEEDS = (0, 1)
+
+
+def others_in_progress(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each task (``starts[i]`` to ``ends[i]``), the time-mean number of the *other* tasks in
+    progress during it: the integral of the count in progress over its span, over its length,
+    less itself. A task of no length counts the others at its instant."""
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))  # at one instant an end before a start: touching spans do not overlap
+    times, count = times[order], np.cumsum(steps[order])
+    area = np.concatenate([[0.0], np.cumsum(np.diff(times) * count[:-1])])
+
+    def integral(t: np.ndarray) -> np.ndarray:
+        i = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 1)
+        return area[i] + (t - times[i]) * count[i]
+
+    length = ends - starts
+    at_start = count[np.clip(np.searchsorted(times, starts, side="right") - 1, 0, len(times) - 1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(length > 0, (integral(ends) - integral(starts)) / length, at_start)
+    return np.maximum(mean - 1.0, 0.0)
+
+
+@dataclass
+class Tally:
+    """Per (stage, bin) the tasks and the sum of their log services: what a curve is made of,
+    added over runs and seeds without keeping a task."""
+
+    sums: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+
+    def add(self, spans: Sequence[tuple[str, float, float]]) -> Tally:
+        """The finished tasks of one run (stage, start, end), all on one host."""
+        spans = [s for s in spans if s[2] > s[1]]  # a task of no length has no log service
+        if not spans:
+            return self
+        starts = np.array([s[1] for s in spans])
+        ends = np.array([s[2] for s in spans])
+        bins = np.searchsorted(BINS, others_in_progress(starts, ends), side="right")
+        for (stage, _, _), k, log in zip(spans, bins, np.log(ends - starts), strict=True):
+            cell = self.sums.setdefault((stage, int(k)), [0, 0.0])
+            cell[0] += 1
+            cell[1] += float(log)
+        return self
+
+    def curve(self) -> Curve:
+        """Each bin's mean log service over its stage's alone mean (stages that ran alone)."""
+        alone = {s: total / n for (s, k), (n, total) in self.sums.items() if k == 0 and n}
+        logs, tasks = [], []
+        for k in range(len(LABELS)):
+            cells = [(n, total - n * alone[s]) for (s, b), (n, total) in self.sums.items() if b == k and s in alone]
+            n = sum(c[0] for c in cells)
+            logs.append(sum(c[1] for c in cells) / n if n else math.nan)
+            tasks.append(n)
+        return Curve(tuple(logs), tuple(tasks))
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The mean log slowdown over alone in each bin of :data:`LABELS` (NaN: no task there), and
+    the tasks in it."""
+
+    logs: tuple[float, ...]
+    tasks: tuple[int, ...]
+
+    @property
+    def slowdowns(self) -> tuple[float, ...]:
+        return tuple(math.exp(v) for v in self.logs)
+
+    def distance(self, live: Curve) -> float:
+        """Mean squared log difference from ``live``'s, weighted by live's tasks in each bin
+        both have (the bins where most tasks ran weigh most)."""
+        pairs = [(n, a - b) for a, b, n in zip(self.logs, live.logs, live.tasks, strict=True)
+                 if math.isfinite(a) and math.isfinite(b) and n]  # fmt: skip
+        weight = sum(n for n, _ in pairs)
+        return sum(n * d * d for n, d in pairs) / weight if weight else math.nan
+
+
+def live_curve(recordings: Iterable[Path], stages: Sequence[str]) -> Curve:
+    """The slowdown curve of ``stages`` (one host's) over every run recording (``compare-app``'s
+    ``LABEL.recording``): each task a finished attempt, from its start to its end as the
+    recording's events have them."""
+    tally = Tally()
+    for path in recordings:
+        timeline = build_timeline(read_recording(path))
+        tally.add([(s, a, b) for s in stages if s in timeline.stages for a, b in timeline.stages[s].spans])
+    return tally.curve()
+
+
+def run_recordings(runs: Sequence[GrowthRun]) -> list[Path]:
+    """Each run's recording (``LABEL.recording`` beside its table), each once; a line of one
+    :class:`ValueError` for each run without one."""
+    paths = list(dict.fromkeys(run.folder / f"{run_label(run.planner)}.recording" for run in runs))
+    missing = [f"{p}: no run recording; expected compare-app --out's LABEL.recording beside the run"
+               for p in paths if not (p / "events.jsonl").is_file()]  # fmt: skip
+    if missing:
+        raise ValueError("\n".join(missing))
+    return paths
+
+
+def simulated_curve(
+    scenario: Scenario, stages: Sequence[str], runs: Sequence[HeldRun], make: MakeSimulation,
+    seeds: Sequence[int] = SEEDS,
+) -> Curve:  # fmt: skip
+    """The slowdown curve of ``stages`` in ``scenario``'s simulation of each run (its pools held,
+    on the arrivals it met, as ``fit-growth`` simulates it), over ``seeds``."""
+    tally, wanted = Tally(), set(stages)
+    for run in runs:
+        held = held_at(scenario, run.pools, run)
+        for seed in seeds:
+            sim = make(held, seed)
+            sim.service_spans = []
+            sim.run(held.horizon)
+            tally.add([s for s in sim.service_spans if s[0] in wanted])
+    return tally.curve()
+
+
+def with_cores(scenario: Scenario, host: str, cores: float) -> Scenario:
+    """``scenario`` with ``host`` at ``cores``, no Celery CPU and every hosted stage's CPU share 1:
+    the plain sharing of the cores among the tasks, the world :func:`scan_cores` tries."""
+    data = scenario.model_dump(mode="json", by_alias=True)
+    apply(data, scenario, host, Law(SHARE_CHOICES[1], "visit_cpu", 0.0, cores=cores), {})
+    return parse_scenario(data)
+
+
+def scan_cores(
+    scenario: Scenario, host: str, stages: Sequence[str], runs: Sequence[HeldRun], make: MakeSimulation,
+    live: Curve, cores: Sequence[float] = SCAN, seeds: Sequence[int] = SEEDS,
+) -> list[tuple[float, Curve, float]]:  # fmt: skip
+    """Each of ``cores``: its host's simulated curve (:func:`with_cores`) and its distance from
+    ``live``; nearest first."""
+    found = []
+    for c in cores:
+        curve = simulated_curve(with_cores(scenario, host, c), stages, runs, make, seeds)
+        found.append((c, curve, curve.distance(live)))
+    return sorted(found, key=lambda f: (not math.isfinite(f[2]), f[2]))
+
+
+def report_lines(live: Curve, simulated: Curve, scan: Sequence[tuple[float, Curve, float]] = ()) -> list[str]:
+    """The curves side by side: a row each, a column a bin, then the cores scan's rows."""
+
+    def row(name: str, curve: Curve, distance: float | None = None) -> str:
+        cells = " ".join(f"{'-' if math.isnan(v) else f'x{v:.2f}':>8}" for v in curve.slowdowns)
+        return f"{name:<24}{cells}" + ("" if distance is None else f"   distance {distance:.4f}")
+
+    lines = [f"{'slowdown over alone':<24}" + " ".join(f"{label:>8}" for label in LABELS),
+             f"{'live tasks':<24}" + " ".join(f"{n:>8}" for n in live.tasks),
+             row("live", live), row("the scenario", simulated, simulated.distance(live))]  # fmt: skip
+    lines += [row(f"{c:g} cores, no Celery CPU", curve, d) for c, curve, d in sorted(scan)]
+    if scan:
+        lines.append(f"nearest live's: {scan[0][0]:g} cores (every CPU share 1, no Celery CPU)")
+    return lines
+
+
+MAX_SEEDS = 8
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """``adaptflow sharing``'s reading: the live curve, the scenario's, and the cores scan (empty
+    unless asked), nearest first."""
+
+    host: str
+    runs: int
+    live: Curve
+    simulated: Curve
+    scan: list[tuple[float, Curve, float]]
+
+    def lines(self) -> list[str]:
+        head = f"hosts.{self.host}: how its tasks slowed beside each other over {self.runs} runs, live and simulated"
+        return [head, *report_lines(self.live, self.simulated, self.scan)]
+
+
+def read_sharing(
+    scenario_path: str | Path, run_paths: Sequence[str | Path], make: MakeSimulation, host: str | None = None,
+    scan: bool = False, seeds: int = len(SEEDS),
+) -> Sharing:  # fmt: skip
+    """The slowdown curves of ``host``'s stages over the held runs of ``run_paths`` (``fit-growth``'s
+    RUN_CSV files; each run's recording beside its table), live and in the scenario's simulation,
+    and with ``scan`` each of :data:`SCAN`'s cores. Everything is checked before any simulation."""
+    from adaptflow.scenario import load_scenario
+
+    from .growth import read_runs
+
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"--seeds: {seeds}; expected 1 to {MAX_SEEDS} seeds a run")
+    scenario = load_scenario(scenario_path)
+    host, stages = _host_stages(scenario, host)
+    runs, _ = read_runs(run_paths, stages, list(scenario.sources))
+    if not runs:
+        raise ValueError("runs: no live row at held pools; expected compare-app runs of static planners")
+    recordings = run_recordings(runs)
+    live = live_curve(recordings, stages)
+    if not live.tasks[0]:
+        raise ValueError(f"runs: no task of {', '.join(stages)} ran alone on hosts.{host}; the slowdown has no base")
+    every = tuple(range(seeds))
+    simulated = simulated_curve(scenario, stages, runs, make, every)
+    scanned = scan_cores(scenario, host, stages, runs, make, live, seeds=every) if scan else []
+    return Sharing(host, len(runs), live, simulated, scanned)
+
+
+def _host_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
+    """``host`` (or the scenario's only one) and the stages placed on it; a clear error otherwise."""
+    if host is None:
+        if len(scenario.hosts) != 1:
+            raise ValueError(f"--host: the scenario has {len(scenario.hosts)} hosts; expected one named")
+        host = next(iter(scenario.hosts))
+    if host not in scenario.hosts:
+        names = ", ".join(scenario.hosts)
+        raise ValueError(f"--host: {host!r} is not a host of the scenario; expected one of: {names}")
+    stages = [name for name, stage in scenario.stages.items() if stage.host == host]
+    if not stages:
+        raise ValueError(f"hosts.{host}: no stage is placed on it; expected the stages whose tasks share its cores")
+    return host, stages
