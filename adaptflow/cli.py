@@ -438,7 +438,7 @@ def _fit_growth(args: argparse.Namespace) -> int:
         args.scenario, args.runs, args.out, host=args.host, reference=args.reference,
         session_speed=args.session_speed, stage_slopes=args.stage_slopes, line=args.line,
         levels=not args.recorded_levels, cpu_law=args.cpu_law, visit_cpu=args.visit_cpu, counts=args.counts,
-        own_runs=args.own_runs,
+        own_runs=args.own_runs, cores=args.cores,
     )  # fmt: skip
     print("\n".join(report_lines(fit)))
     print(f"adaptflow: wrote {args.out}", file=sys.stderr)
@@ -944,6 +944,12 @@ def _add_fit_growth(commands: Any) -> None:
         help="hold Celery's CPU a visit at this measured value (the workers' main processes' CPU seconds over the "
         "tasks they ran, docs/deploy.md step 6), or at what the runs' own recordings read ('recorded'), and search "
         "the host's cores instead of the law",
+    )  # fmt: skip
+    fg.add_argument(
+        "--cores", default="search", metavar="search|sharing",
+        help="with --visit-cpu: search the host's cores by the services' growth (default), or read them from how "
+        "the runs' tasks slowed beside each other in their recordings ('sharing', as adaptflow sharing --scan-cores "
+        "with Celery's CPU held)",
     )  # fmt: skip
     fg.add_argument(
         "--own-runs", action=argparse.BooleanOptionalAction, default=True,

@@ -131,3 +131,36 @@ def test_bad_inputs_get_a_line_each_before_any_simulation(tmp_path, capsys):
     )
     assert main(["sharing", str(law), str(run), "--host", "box"]) == 2
     assert "--host: 'box' is not a host of the scenario; expected one of: vm" in capsys.readouterr().err
+
+
+def test_fit_growths_cores_by_sharing_are_the_scans_with_celerys_cpu_held_beside_the_tasks(tmp_path):
+    """``fit-growth --visit-cpu S --cores sharing`` holds the host's cores at the scan's choice
+    with Celery's CPU in the sharing (:func:`fitted_cores`): on runs of a machine of 1.6 cores
+    and no Celery CPU, 1.6 with none held, more with some held (its work takes cores the tasks
+    then need back to slow as they did)."""
+    from adaptflow.runtime.calibrate.growth import read_runs
+    from adaptflow.runtime.calibrate.sharing import fitted_cores
+    from adaptflow.scenario import load_scenario
+    from adaptflow.simulator import Simulation
+
+    (tmp_path / "run").mkdir()
+    runs, _ = read_runs([synthetic_run(tmp_path / "run", 1.6, seed=1)], STAGES, ["uploads"])
+    law = load_scenario(scenario(tmp_path, 1.0, 0.1))
+    plain, distance = fitted_cores(law, "vm", STAGES, runs, Simulation, visit_cpu=0.0)
+    assert 1.5 <= plain <= 1.7 and distance < 0.01
+    held, _ = fitted_cores(law, "vm", STAGES, runs, Simulation, visit_cpu=0.05)
+    assert held > plain
+
+
+def test_cores_by_sharing_need_celerys_cpu_held_and_a_known_word(tmp_path, capsys):
+    from .test_growth import write_runs
+    from .test_growth import write_scenario as growth_scenario
+
+    path = growth_scenario(tmp_path)
+    runs = write_runs(tmp_path / "compare_app.csv", [("live", "static", 1.0, {}), ("live", "p2", 2.0, {})])
+    out = str(tmp_path / "out.yaml")
+    assert main(["fit-growth", str(path), str(runs), "--out", out, "--cores", "sharing"]) == 2
+    assert "--cores sharing: without --visit-cpu; expected it with Celery's CPU held" in capsys.readouterr().err
+    assert main(["fit-growth", str(path), str(runs), "--out", out, "--visit-cpu", "0.01", "--cores", "all"]) == 2
+    assert "--cores: 'all'; expected search or sharing" in capsys.readouterr().err
+    assert not (tmp_path / "out.yaml").exists()

@@ -47,7 +47,7 @@ def fit_growth(
     host: str | None = None, reference: int | None = None, session_speed: bool = False,
     seeds: int = SESSION_SEEDS, stage_slopes: bool = False, line: bool = False, levels: bool = True,
     cpu_law: str | None = None, visit_cpu: float | str | None = None, counts: GrowthCounts = "host",
-    own_runs: bool = True,
+    own_runs: bool = True, cores: str = "search",
 ) -> GrowthFit:  # fmt: skip
     """``adaptflow fit-growth``: the host's turnaround growth, and Celery's CPU on it
     (``visit_cpu``, ``handoff_cpu`` or ``oversubscription``) with the stages' CPU shares
@@ -69,7 +69,7 @@ def fit_growth(
     speeds: 29 -> 32 of 40 cells within 10 % on both (docs/sim_to_real.md)."""
     fit_file = functools.partial(
         fit_growth_file, host=host, reference=reference, simulation=Simulation, stage_slopes=stage_slopes, line=line,
-        levels=levels, cpu_law=cpu_law, visit_cpu=visit_cpu, counts=counts,
+        levels=levels, cpu_law=cpu_law, visit_cpu=visit_cpu, counts=counts, cores=cores,
     )  # fmt: skip
     fit = _fit_at_session_speed(fit_file, scenario_path, run_paths, out, seeds) if session_speed else fit_file(
         scenario_path, run_paths, out)  # fmt: skip

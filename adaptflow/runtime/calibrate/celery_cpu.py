@@ -249,7 +249,7 @@ class CpuFit:
 
 def fit_celery_cpu(
     scenario: Scenario, host: str, runs: Sequence[HeldRun], reference: Pools, make: MakeSimulation,
-    law: str | None = None, visit_cpu: float | None = None,
+    law: str | None = None, visit_cpu: float | None = None, cores: float | None = None,
 ) -> CpuFit:  # fmt: skip
     """The candidate whose service growth over ``runs`` is nearest the live one and which takes
     the waits at the reference pools no further from live than the calibration has them (module
@@ -258,7 +258,8 @@ def fit_celery_cpu(
     size at one load at least. ``law``: one of :data:`LAWS` to search alone (``fit-growth
     --cpu-law``), where the report names another in a near tie (:func:`near_ties`). ``visit_cpu``:
     Celery's CPU a visit as measured (``fit-growth --visit-cpu``), held, and the host's cores
-    searched instead (:func:`_held_candidates`)."""
+    searched instead (:func:`_held_candidates`), or held at ``cores`` too (``fit-growth --cores
+    sharing``: the cores read from how the tasks slowed beside each other, :mod:`.sharing`)."""
     stages = [s for s, spec in scenario.stages.items() if spec.host == host]
     series = _series(runs, reference)
     live = _live_growth(series, stages)
@@ -271,7 +272,10 @@ def fit_celery_cpu(
     judge = functools.partial(_Judge.on, scenario, host, reference, make, series, (live, spread), stages)
     first = judge(SEEDS)
     held = visit_cpu is not None
-    candidates = _held_candidates(scenario, host, visit_cpu) if held else _candidates(scenario, stages, law)
+    if held and cores is not None:
+        candidates = [Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores)]
+    else:
+        candidates = _held_candidates(scenario, host, visit_cpu) if held else _candidates(scenario, stages, law)
     fits = {one: first.score(one) for one in candidates}
     rescored, again = _race(fits, functools.partial(judge, RACE_SEEDS))
     best = min(fits.values(), key=lambda f: f.error)
@@ -699,8 +703,8 @@ def _cores_edge(fit: CpuFit) -> list[str]:
     measured Celery CPU that is not what the runs met (measured on another load or machine), or
     runs at more processes that met a slower machine."""
     searched = [c.cores for c in fit.errors if c.cores is not None]
-    if fit.law.cores is None or not searched or min(searched) < fit.law.cores < max(searched):
-        return []
+    if fit.law.cores is None or len(set(searched)) < 2 or min(searched) < fit.law.cores < max(searched):
+        return []  # one cores value tried (held, --cores sharing) has no edge
     top = fit.law.cores == max(searched)
     return [f"  warning: the cores at their grid's {'top' if top else 'bottom'} ({fit.law.cores:.4g}): the runs' "
             f"growth asks for {'more' if top else 'fewer'} than the grid reaches; check that the Celery CPU held was "

@@ -68,6 +68,7 @@ from .levels import report_lines as level_lines
 from .main_cpu import RunsCpu, runs_cpu
 from .own_runs import OwnRuns
 from .own_runs import report_lines as own_lines
+from .sharing import fitted_cores
 from .validate import MakeSimulation
 
 SETTLE_ROUNDS = 8
@@ -160,6 +161,7 @@ class GrowthFit:
     levels: list[LevelSettling | str] = field(default_factory=list)  # the stages' levels at the reference
     recorded_cpu: RunsCpu | None = None  # Celery's CPU a visit the runs' own recordings read (--visit-cpu recorded)
     held_visit_cpu: float | None = None  # the figure held: the recorded one as work at the host's speed
+    sharing_cores: tuple[float, float] | None = None  # --cores sharing: the cores read, and the curves' distance
     host_reference: int = 0  # the host's processes in the runs at the reference (0: the law's own reference)
     own_runs: OwnRuns | str | None = None  # the fit against its own runs (experiments.calibration), or why not
 
@@ -420,6 +422,7 @@ def fit_growth_file(
     host: str | None = None, reference: int | None = None, simulation: MakeSimulation | None = None,
     speed: float | None = None, stage_slopes: bool = False, line: bool = False, levels: bool = True,
     cpu_law: str | None = None, visit_cpu: float | str | None = None, counts: GrowthCounts = "host",
+    cores: str = "search",
 ) -> GrowthFit:  # fmt: skip
     """Fit the growth of ``host`` in the scenario at ``scenario_path`` from ``run_paths`` and write
     the scenario with it to ``out`` (atomically, after validating everything). ``reference``:
@@ -427,23 +430,23 @@ def fit_growth_file(
     ``simulation`` (``adaptflow.simulator.Simulation``; the runtime never imports it) and runs
     that measured services (``service_<stage>``), Celery's CPU on the host (``visit_cpu``,
     ``handoff_cpu`` or ``oversubscription``) and its stages' CPU shares are fitted too
-    (:mod:`.celery_cpu`), in ``fit.cpu``. ``speed``: the host's ``speed`` while fitting (the
-    runs simulated at the speed their session met, ``--session-speed``), written with the laws.
-    ``stage_slopes``: each measured stage's turnaround growth its own slope
-    (``TurnaroundGrowth.stages``, ``--stage-slopes``), settled each against its own simulation
-    (a line: no points). ``line``: one line through every size, no points (``--line``).
-    ``levels``: with a ``simulation``, each stage's turnaround and dispatch delay settled on the
-    runs at the reference (:mod:`.levels`; ``--recorded-levels`` keeps the recording's).
+    (:mod:`.celery_cpu`), in ``fit.cpu``. ``speed``: the host's ``speed`` while fitting, written
+    with the laws (``--session-speed``).
+    ``stage_slopes``, ``line``, ``levels``, ``counts``: ``--stage-slopes`` (each stage's own
+    slope, a line), ``--line`` (one line through every size), not ``--recorded-levels`` (each
+    stage's turnaround and dispatch delay settled on the runs at the reference, :mod:`.levels`),
+    ``--counts``.
     ``cpu_law``: Celery's CPU searched in that law alone (``--cpu-law``; the report names a law
     in a near tie, :func:`.celery_cpu.near_ties`). ``visit_cpu``: Celery's CPU a visit as measured
     (``--visit-cpu``), held, with the host's cores searched in its place; :data:`RECORDED`, the
     figure the runs' own recordings read (:func:`.main_cpu.runs_cpu`), held as work at the speed
     the host is simulated at (the scenario's ``visit_cpu`` is work at speed 1: the simulator
-    divides it by the speed, and the runs measured CPU seconds at theirs). ``counts``: --counts."""
+    divides it by the speed, and the runs measured CPU seconds at theirs). ``cores``: ``--cores``
+    (:data:`SHARING`: the cores read from the runs' recordings, held too)."""
     scenario_path, out = Path(scenario_path), Path(out)
     scenario = load_scenario(scenario_path)
     host, stages = hosted_stages(scenario, host)
-    reference = _checked_options(scenario, scenario_path, host, stages, reference, cpu_law, visit_cpu)
+    reference = _checked_options(scenario, scenario_path, host, stages, reference, cpu_law, visit_cpu, cores)
     runs, skipped = read_runs(run_paths, stages, list(scenario.sources))
     fit = fit_growth(runs, reference, host, skipped, line=line or stage_slopes, counts=counts)
     data = load_yaml_file(scenario_path)
@@ -457,7 +460,7 @@ def fit_growth_file(
     if simulation is not None:
         folder = scenario_path.parent.resolve()
         held = None if isinstance(visit_cpu, str) else visit_cpu  # a word is resolved above (RECORDED)
-        fit.cpu = _fit_cpu(scenario, data, folder, host, fit.runs, simulation, cpu_law, held)
+        fit.cpu = _fit_cpu(scenario, data, folder, fit, simulation, cpu_law, held, cores == SHARING)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
@@ -479,7 +482,7 @@ def fit_growth_file(
 
 def _checked_options(
     scenario: Scenario, path: Path, host: str, stages: list[str], reference: int | None,
-    cpu_law: str | None = None, visit_cpu: float | str | None = None,
+    cpu_law: str | None = None, visit_cpu: float | str | None = None, cores: str = "search",
 ) -> int:  # fmt: skip
     """fit-growth's options checked against the scenario before any work: the reference
     processes (default: the host's stages' ``initial`` pools), returned."""
@@ -502,9 +505,21 @@ def _checked_options(
     if visit_cpu is not None and cpu_law not in (None, "visit_cpu"):
         raise ValueError(f"--cpu-law: {cpu_law!r} with --visit-cpu; expected one or the other (--visit-cpu holds "
                          "Celery's CPU in the visit_cpu law and searches the cores)")  # fmt: skip
+    if cores not in (SEARCH, SHARING):
+        raise ValueError(f"--cores: {cores!r}; expected {SEARCH} or {SHARING}")
+    if cores == SHARING and visit_cpu is None:
+        raise ValueError(f"--cores {SHARING}: without --visit-cpu; expected it with Celery's CPU held (the cores are "
+                         "read beside it)")  # fmt: skip
     return reference
 
 
+SEARCH, SHARING = "search", "sharing"
+"""``--cores``: searched by the services' growth beside a held Celery CPU (the default), or read
+from how the runs' tasks slowed beside each other (:func:`.sharing.fitted_cores`). Why the
+second: on the example app's fourth VM the search's cores were 1.6-1.8 and a task beside
+another slowed x1.3-1.5 in their simulation against x1.1-1.3 live; the curve read 1.9 on four
+fit sets, and that fit held 54 of 64 planner cells on eight held-out sets at the runs' own
+speeds (the searched 47) and as many as the law at the pulse on two fresh ones (15 of 16)."""
 RECORDED = "recorded"
 """``--visit-cpu recorded``: Celery's CPU a visit as the fit set's own run recordings read it."""
 
@@ -547,11 +562,13 @@ def write_host_speed(out: str | Path, host: str, speed: float, pulse: float | No
 
 
 def _fit_cpu(
-    scenario: Scenario, data: dict, folder: Path, host: str, runs: list[GrowthRun], simulation: MakeSimulation,
-    law: str | None = None, visit_cpu: float | None = None,
+    scenario: Scenario, data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation,
+    law: str | None = None, visit_cpu: float | None = None, sharing: bool = False,
 ) -> CpuFit | str:  # fmt: skip
     """Celery's CPU and the shares (:mod:`.celery_cpu`), written into ``data``; or why not (runs
-    without services, or runs of one size at different pools)."""
+    without services, or runs of one size at different pools). ``sharing``: the cores read from
+    the runs' recordings (``--cores sharing``), kept in ``fit.sharing_cores``."""
+    host, runs = fit.host, fit.runs
     if not all(r.services for r in runs):
         return "Celery's CPU not fitted: the runs hold no service_<stage> columns (an older compare-app)"
     by_size: dict[int, dict[str, int]] = {}
@@ -560,9 +577,14 @@ def _fit_cpu(
             return f"Celery's CPU not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    fit = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu)
-    fit.apply(data, grown, host)
-    return fit
+    cores = None
+    if sharing and visit_cpu is not None:
+        stages = [s for s, spec in grown.stages.items() if spec.host == host]
+        fit.sharing_cores = fitted_cores(grown, host, stages, runs, simulation, visit_cpu)
+        cores = fit.sharing_cores[0]
+    chosen = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu, cores)
+    chosen.apply(data, grown, host)
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -703,6 +725,10 @@ def report_lines(fit: GrowthFit) -> list[str]:
         lines.append(f"Celery's CPU a visit, read from the {rec.runs} runs' own recordings: "
                      f"{1000 * rec.per_visit:.2f} ms ({rec.cpu_seconds:.1f} CPU s over {rec.visits:,} visits), held "
                      f"as {fit.held_visit_cpu:g} s of work at the host's speed (--visit-cpu recorded)")  # fmt: skip
+    if fit.sharing_cores is not None:
+        lines.append(f"hosts.{fit.host}.cores: {fit.sharing_cores[0]:g}, whose sharing with Celery's CPU held slows "
+                     "the runs' tasks beside each other nearest their recordings (distance "
+                     f"{fit.sharing_cores[1]:.4f}; --cores sharing, adaptflow sharing)")  # fmt: skip
     if isinstance(fit.cpu, CpuFit):
         lines += cpu_report(fit.cpu, fit.host)
     elif fit.cpu:

@@ -31,6 +31,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,7 +39,9 @@ from adaptflow.scenario import Scenario, parse_scenario
 
 from ..compare_app import run_label
 from .celery_cpu import SHARE_CHOICES, HeldRun, Law, apply, held_at
-from .growth import GrowthRun
+
+if TYPE_CHECKING:
+    from .growth import GrowthRun
 from .recording import read_recording
 from .timeline import build_timeline
 from .validate import MakeSimulation
@@ -47,9 +50,9 @@ BINS = (0.1, 0.75, 1.25, 1.75, 2.5)
 """Upper edges of the bins of other tasks in progress (time-mean over a task); the last bin is
 open. Alone (below 0.1) is each stage's own base."""
 LABELS = ("alone", "0.1-0.75", "~1", "~1.5", "~2", ">2.5")
-SCAN = tuple(round(1.0 + 0.1 * k, 1) for k in range(11))
-"""The cores :func:`scan_cores` tries: 1 to 2 in steps of 0.1 (at least one: below, a task
-alone would be slowed)."""
+SCAN = tuple(round(1.0 + 0.1 * k, 1) for k in range(16))
+"""The cores :func:`scan_cores` tries: 1 to 2.5 in steps of 0.1 (at least one: below, a task
+alone would be slowed; with Celery's CPU in the sharing the example app's 2-vCPU VM read 1.9)."""
 SEEDS = (0, 1)
 
 
@@ -167,25 +170,40 @@ def simulated_curve(
     return tally.curve()
 
 
-def with_cores(scenario: Scenario, host: str, cores: float) -> Scenario:
-    """``scenario`` with ``host`` at ``cores``, no Celery CPU and every hosted stage's CPU share 1:
-    the plain sharing of the cores among the tasks, the world :func:`scan_cores` tries."""
+def with_cores(scenario: Scenario, host: str, cores: float, visit_cpu: float = 0.0) -> Scenario:
+    """``scenario`` with ``host`` at ``cores``, every hosted stage's CPU share 1 and Celery's CPU
+    ``visit_cpu`` a visit (0: none): the plain sharing of the cores, the world :func:`scan_cores`
+    tries."""
     data = scenario.model_dump(mode="json", by_alias=True)
-    apply(data, scenario, host, Law(SHARE_CHOICES[1], "visit_cpu", 0.0, cores=cores), {})
+    apply(data, scenario, host, Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores), {})
     return parse_scenario(data)
 
 
 def scan_cores(
     scenario: Scenario, host: str, stages: Sequence[str], runs: Sequence[HeldRun], make: MakeSimulation,
-    live: Curve, cores: Sequence[float] = SCAN, seeds: Sequence[int] = SEEDS,
+    live: Curve, cores: Sequence[float] = SCAN, seeds: Sequence[int] = SEEDS, visit_cpu: float = 0.0,
 ) -> list[tuple[float, Curve, float]]:  # fmt: skip
-    """Each of ``cores``: its host's simulated curve (:func:`with_cores`) and its distance from
-    ``live``; nearest first."""
+    """Each of ``cores``: its host's simulated curve (:func:`with_cores`, Celery's CPU at
+    ``visit_cpu``) and its distance from ``live``; nearest first."""
     found = []
     for c in cores:
-        curve = simulated_curve(with_cores(scenario, host, c), stages, runs, make, seeds)
+        curve = simulated_curve(with_cores(scenario, host, c, visit_cpu), stages, runs, make, seeds)
         found.append((c, curve, curve.distance(live)))
     return sorted(found, key=lambda f: (not math.isfinite(f[2]), f[2]))
+
+
+def fitted_cores(
+    scenario: Scenario, host: str, stages: Sequence[str], runs: Sequence[GrowthRun], make: MakeSimulation,
+    visit_cpu: float,
+) -> tuple[float, float]:  # fmt: skip
+    """``fit-growth --cores sharing``: the cores whose sharing, with Celery's CPU held at
+    ``visit_cpu``, slows the tasks of ``runs`` beside each other as their recordings say
+    (:func:`scan_cores`), and that distance."""
+    live = live_curve(run_recordings(runs), stages)
+    if not live.tasks[0]:
+        raise ValueError(f"runs: no task of {', '.join(stages)} ran alone on hosts.{host}; the slowdown has no base")
+    cores, _, distance = scan_cores(scenario, host, stages, runs, make, live, visit_cpu=visit_cpu)[0]
+    return cores, distance
 
 
 def report_lines(live: Curve, simulated: Curve, scan: Sequence[tuple[float, Curve, float]] = ()) -> list[str]:
