@@ -457,10 +457,9 @@ def fit_growth_file(
     data["hosts"][host]["turnaround_growth"] = _law_data(fit.growth)
     if stage_slopes:
         data["hosts"][host]["turnaround_growth"]["stages"] = {s: max(0.0, _round(v)) for s, v in fit.per_stage.items()}
-    if simulation is not None:
-        folder = scenario_path.parent.resolve()
-        held = None if isinstance(visit_cpu, str) else visit_cpu  # a word is resolved above (RECORDED)
-        fit.cpu = _fit_cpu(scenario, data, folder, fit, simulation, cpu_law, held, cores == SHARING)
+    if simulation is not None:  # visit_cpu a number by now (RECORDED resolved above)
+        held = None if isinstance(visit_cpu, str) else visit_cpu
+        fit.cpu = _fit_cpu(scenario, data, scenario_path.parent.resolve(), fit, simulation, cpu_law, held, cores)
     if fit.dispatch is not None:  # after Celery's CPU: see the module docstring
         data["hosts"][host]["dispatch_growth"] = _law_data(fit.dispatch)
     if simulation is not None:  # last: the simulation they settle against is the scenario written
@@ -563,11 +562,11 @@ def write_host_speed(out: str | Path, host: str, speed: float, pulse: float | No
 
 def _fit_cpu(
     scenario: Scenario, data: dict, folder: Path, fit: GrowthFit, simulation: MakeSimulation,
-    law: str | None = None, visit_cpu: float | None = None, sharing: bool = False,
+    law: str | None = None, visit_cpu: float | None = None, cores: str = SEARCH,
 ) -> CpuFit | str:  # fmt: skip
     """Celery's CPU and the shares (:mod:`.celery_cpu`), written into ``data``; or why not (runs
-    without services, or runs of one size at different pools). ``sharing``: the cores read from
-    the runs' recordings (``--cores sharing``), kept in ``fit.sharing_cores``."""
+    without services, or runs of one size at different pools). ``cores``: :data:`SHARING`, the
+    cores read from the runs' recordings (``--cores sharing``), kept in ``fit.sharing_cores``."""
     host, runs = fit.host, fit.runs
     if not all(r.services for r in runs):
         return "Celery's CPU not fitted: the runs hold no service_<stage> columns (an older compare-app)"
@@ -577,12 +576,12 @@ def _fit_cpu(
             return f"Celery's CPU not fitted: runs at {run.processes} processes held different pools"
     grown = parse_scenario(data, base_dir=folder)  # the growth law fitted: it lengthens the hand-offs
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
-    cores = None
-    if sharing and visit_cpu is not None:
+    held_cores = None
+    if cores == SHARING and visit_cpu is not None:
         stages = [s for s, spec in grown.stages.items() if spec.host == host]
         fit.sharing_cores = fitted_cores(grown, host, stages, runs, simulation, visit_cpu)
-        cores = fit.sharing_cores[0]
-    chosen = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu, cores)
+        held_cores = fit.sharing_cores[0]
+    chosen = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu, held_cores)
     chosen.apply(data, grown, host)
     return chosen
 
