@@ -976,7 +976,7 @@ def _add_sharing(commands: Any) -> None:
     sh.add_argument("--seeds", type=int, default=2, help="simulations a run (2; at most 8)")
     sh.add_argument(
         "--scan-cores", action="store_true",
-        help="simulate the runs on the host at 1 to 2 cores (no Celery CPU, every CPU share 1) and name the nearest",
+        help="simulate the runs on the host at 1 to 2.5 cores (no Celery CPU, every CPU share 1) and name the nearest",
     )  # fmt: skip
     sh.set_defaults(handler=_sharing)
 
