@@ -68,7 +68,7 @@ from .levels import report_lines as level_lines
 from .main_cpu import RunsCpu, runs_cpu
 from .own_runs import OwnRuns
 from .own_runs import report_lines as own_lines
-from .sharing import fitted_cores
+from .sharing import fitted_cores, host_stages
 from .validate import MakeSimulation
 
 SETTLE_ROUNDS = 8
@@ -193,16 +193,9 @@ class GrowthFit:
 
 
 def hosted_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
-    """The host to fit (``host``, or the scenario's only one) and the stages placed on it."""
-    if host is None:
-        if len(scenario.hosts) != 1:
-            names = ", ".join(scenario.hosts) or "none"
-            raise ValueError(f"--host: the scenario has {len(scenario.hosts)} hosts ({names}); expected one named")
-        host = next(iter(scenario.hosts))
-    if host not in scenario.hosts:
-        names = ", ".join(scenario.hosts)
-        raise ValueError(f"--host: {host!r} is not a host of the scenario; expected one of: {names}")
-    stages = [name for name, stage in scenario.stages.items() if stage.host == host]
+    """The host to fit (``host``, or the scenario's only one, :func:`.sharing.host_stages`) and the
+    stages placed on it, one of them with a turnaround to grow."""
+    host, stages = host_stages(scenario, host)
     if not any(scenario.stages[s].turnaround for s in stages):
         raise ValueError(f"hosts.{host}: no stage placed on it has a turnaround; there is nothing to grow")
     return host, stages

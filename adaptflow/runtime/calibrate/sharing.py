@@ -257,7 +257,7 @@ def read_sharing(
     if not 1 <= seeds <= MAX_SEEDS:
         raise ValueError(f"--seeds: {seeds}; expected 1 to {MAX_SEEDS} seeds a run")
     scenario = load_scenario(scenario_path)
-    host, stages = _host_stages(scenario, host)
+    host, stages = host_stages(scenario, host)
     runs, _ = read_runs(run_paths, stages, list(scenario.sources))
     if not runs:
         raise ValueError("runs: no live row at held pools; expected compare-app runs of static planners")
@@ -271,11 +271,14 @@ def read_sharing(
     return Sharing(host, len(runs), live, simulated, scanned)
 
 
-def _host_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
-    """``host`` (or the scenario's only one) and the stages placed on it; a clear error otherwise."""
+def host_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
+    """``host`` (or the scenario's only one) and the stages placed on it; a clear error
+    otherwise. The one reading of ``--host`` for ``sharing`` and ``fit-growth``
+    (:func:`.growth.hosted_stages`)."""
     if host is None:
         if len(scenario.hosts) != 1:
-            raise ValueError(f"--host: the scenario has {len(scenario.hosts)} hosts; expected one named")
+            names = ", ".join(scenario.hosts) or "none"
+            raise ValueError(f"--host: the scenario has {len(scenario.hosts)} hosts ({names}); expected one named")
         host = next(iter(scenario.hosts))
     if host not in scenario.hosts:
         names = ", ".join(scenario.hosts)
