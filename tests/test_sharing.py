@@ -40,10 +40,10 @@ def test_the_slowdown_is_each_bins_mean_log_service_over_its_stages_alone():
     assert all(math.isnan(v) for v in curve.logs[3:])
 
 
-def synthetic_run(folder: Path, cores: float, seed: int, horizon: float = 1500.0) -> Path:
+def synthetic_run(folder: Path, cores: float, seed: int, horizon: float = 1500.0, pool: int = 2) -> Path:
     """A held run of the synthetic app (two processes a stage, every stage all CPU on ``cores``)
     as compare-app writes one: its table, its arrivals and its recording."""
-    lines = SyntheticApp(seed=seed, horizon=horizon, rate=RATE, servers=2, cpu=ALL_CPU, cores=cores).run()
+    lines = SyntheticApp(seed=seed, horizon=horizon, rate=RATE, servers=pool, cpu=ALL_CPU, cores=cores).run()
     write_recording(folder / "static.recording", lines, horizon=horizon)
     # parse never fails: every send without a parent is an arrival
     arrivals = [line["timestamp"] - ORIGIN for line in lines if line["type"] == "task-sent" and "parent_id" not in line]
@@ -51,7 +51,7 @@ def synthetic_run(folder: Path, cores: float, seed: int, horizon: float = 1500.0
     with (folder / "compare_app.csv").open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["world", "planner"] + [f"{c}_{s}" for s in STAGES for c in ("mean_pool", "handoff")])
-        out.writerow(["live", "static"] + [x for _ in STAGES for x in ("2", "")])
+        out.writerow(["live", "static"] + [x for _ in STAGES for x in (str(pool), "")])
     return folder / "compare_app.csv"
 
 
@@ -164,3 +164,41 @@ def test_cores_by_sharing_need_celerys_cpu_held_and_a_known_word(tmp_path, capsy
     assert main(["fit-growth", str(path), str(runs), "--out", out, "--visit-cpu", "0.01", "--cores", "all"]) == 2
     assert "--cores: 'all'; expected search or sharing" in capsys.readouterr().err
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_fit_growths_cpu_fit_holds_the_cores_it_read_from_the_recordings(tmp_path):
+    """Through ``fit-growth``'s own step (``growth._fit_cpu``): with ``--cores sharing`` the
+    cores read from the runs' recordings are the ones the fit holds and writes, one candidate,
+    on runs of a machine of 1.6 cores at two pool sizes."""
+    from dataclasses import replace
+
+    from adaptflow.runtime.calibrate.celery_cpu import CpuFit
+    from adaptflow.runtime.calibrate.growth import SHARING, GrowthFit, _fit_cpu, read_runs
+    from adaptflow.scenario import load_scenario
+    from adaptflow.scenario.schema import TurnaroundGrowth
+    from adaptflow.simulator import Simulation
+
+    paths = []
+    for pool in (2, 1):
+        folder = tmp_path / f"pool{pool}"
+        folder.mkdir()
+        paths.append(synthetic_run(folder, 1.6, seed=pool, horizon=600.0, pool=pool))
+    law = scenario(tmp_path, 1.0, 0.1)
+    runs, _ = read_runs(paths, STAGES, ["uploads"])
+    runs = [replace(run, services=recorded_services(run.folder / "static.recording")) for run in runs]
+    fit = GrowthFit("vm", TurnaroundGrowth(per_process=0.0, reference=6), runs, [], {}, {})
+    data = yaml.safe_load(law.read_text())
+    chosen = _fit_cpu(load_scenario(law), data, tmp_path, fit, Simulation, None, 0.001, SHARING)
+    assert isinstance(chosen, CpuFit) and fit.sharing_cores is not None
+    assert 1.5 <= fit.sharing_cores[0] <= 1.8
+    assert chosen.law.cores == fit.sharing_cores[0] and len(chosen.errors) == 1
+    assert data["hosts"]["vm"]["cores"] == fit.sharing_cores[0] and data["hosts"]["vm"]["visit_cpu"] == 0.001
+
+
+def recorded_services(recording: Path) -> dict[str, float]:
+    """Each stage's mean service in a run recording, as compare-app's ``service_<stage>`` holds it."""
+    from adaptflow.runtime.calibrate.recording import read_recording
+    from adaptflow.runtime.calibrate.timeline import build_timeline
+
+    stages = build_timeline(read_recording(recording)).stages
+    return {s: float(np.mean(stages[s].services)) for s in STAGES}
