@@ -298,6 +298,12 @@ def arrivals_file(folder: Path, planner: str, source: str) -> Path:
     return folder / f"{safe}.arrivals.{source}.csv"
 
 
+def recording_dir(folder: Path, planner: str) -> Path:
+    """Where ``compare-app --out`` keeps the recording of ``planner``'s run (``LABEL.recording``;
+    ``fit-growth --visit-cpu recorded`` and ``adaptflow sharing`` read it back: one home for the name)."""
+    return folder / f"{run_label(planner)}.recording"
+
+
 def run_label(planner: str) -> str:
     """The name a run's files take in compare-app's ``--out`` folder (``LABEL.jsonl``, its event
     log; ``LABEL.recording``; ``LABEL.producer.log``) for the run labelled ``planner``."""
@@ -463,12 +469,13 @@ def run_one(target: AppUnderTest, spec: str, settings: RunSettings) -> RunResult
     wait_idle(target, settings.settle)
     pools = reset_pools(target, settings.settle, built[1].held_pools(list(target.scenario.stages)))
     probes = [cpu_probe()] if target.scenario.probed else []  # the machine's speed, on the idle app
-    label = run_label(split_label(spec)[0])
+    planner = split_label(spec)[0]
+    label = run_label(planner)
     logs = settings.event_log_dir
     kept = None
     if logs:  # the workers read at both ends of the run for Celery's own CPU
         nodes = NodeReader(target.app, target.workers, timeout=target.inspect_timeout)
-        kept = RunRecording(logs / f"{label}.recording", target.mapping, target.app, target.spec, probes, nodes)
+        kept = RunRecording(recording_dir(logs, planner), target.mapping, target.app, target.spec, probes, nodes)
     stream = EventStream(target.app).start()  # receiving before anything is produced
     transitions: list[Transition] = []
     try:

@@ -320,9 +320,9 @@ class _Judge:
         """``law`` rescaled to serve as the calibration does at the reference, then its service
         growth over every series and its waits at the reference, against live."""
         scales = _rescale(self.scenario, self.host, law, self.reference, self.target, self.make, self.seeds)
-        candidate = _candidate(self.scenario, self.host, law, scales)
+        world = candidate(self.scenario, self.host, law, scales)
         simulated = {
-            (one.label, procs): _simulate(candidate, runs[0].pools, self.make, runs[0], seeds=self.seeds)
+            (one.label, procs): _simulate(world, runs[0].pools, self.make, runs[0], seeds=self.seeds)
             for one in self.series
             for procs, runs in [(0, one.reference), *one.sizes.items()]
         }
@@ -504,7 +504,7 @@ def _rescale(
     if law == CALIBRATED:
         return scales
     for _ in range(RESCALES):
-        served = _services(_candidate(scenario, host, law, scales), reference, make, seeds=seeds)
+        served = _services(candidate(scenario, host, law, scales), reference, make, seeds=seeds)
         scales = {s: scales[s] * target[s] / served[s] if served.get(s, 0) > 0 else scales[s] for s in scales}
     return scales
 
@@ -527,7 +527,8 @@ def apply(data: dict[str, Any], scenario: Scenario, host: str, law: Law, scales:
             )
 
 
-def _candidate(scenario: Scenario, host: str, law: Law, scales: dict[str, float]) -> Scenario:
+def candidate(scenario: Scenario, host: str, law: Law, scales: dict[str, float]) -> Scenario:
+    """``scenario`` with one candidate applied (:func:`apply`): what every candidate is simulated as."""
     data = scenario.model_dump(mode="json", by_alias=True)
     apply(data, scenario, host, law, scales)
     return parse_scenario(data)

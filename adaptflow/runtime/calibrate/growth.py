@@ -57,7 +57,7 @@ from adaptflow.scenario import Scenario, ScenarioError, load_scenario, parse_sce
 from adaptflow.scenario.loading import load_yaml_file
 from adaptflow.scenario.schema import MAX_VISIT_CPU, GrowthCounts, GrowthPoint, TurnaroundGrowth
 
-from ..compare_app import arrivals_file, run_label
+from ..compare_app import arrivals_file, recording_dir
 from ..live.handoff import mean_of_gaps
 from .celery_cpu import LAWS, NONE, SEEDS, WAITS, CpuFit, fit_celery_cpu, held_at
 from .celery_cpu import report_lines as cpu_report
@@ -520,7 +520,7 @@ def _recorded_visit_cpu(fit: GrowthFit, stages: list[str], speed: float) -> floa
     """Celery's CPU a visit over ``fit``'s runs' own recordings (``LABEL.recording`` beside each
     run's table), as the scenario's work at ``speed`` within the schema's bound; both kept in
     ``fit`` for the report."""
-    recordings = list(dict.fromkeys(run.folder / f"{run_label(run.planner)}.recording" for run in fit.runs))
+    recordings = list(dict.fromkeys(recording_dir(run.folder, run.planner) for run in fit.runs))
     fit.recorded_cpu = recorded = runs_cpu(recordings, stages)
     fit.held_visit_cpu = held = round(recorded.per_visit * speed, 6)
     if not 0 < held <= MAX_VISIT_CPU:
@@ -571,8 +571,7 @@ def _fit_cpu(
     reference = {s: scenario.stages[s].workers.initial for s in runs[0].pools}
     held_cores = None
     if cores == SHARING and visit_cpu is not None:
-        stages = [s for s, spec in grown.stages.items() if spec.host == host]
-        fit.sharing_cores = fitted_cores(grown, host, stages, runs, simulation, visit_cpu)
+        fit.sharing_cores = fitted_cores(grown, host, host_stages(grown, host)[1], runs, simulation, visit_cpu)
         held_cores = fit.sharing_cores[0]
     chosen = fit_celery_cpu(grown, host, runs, reference, simulation, law, visit_cpu, held_cores)
     chosen.apply(data, grown, host)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .recording import Recording, read_recording
+from .recording import Recording, missing_run_recording, read_recording
 from .timeline import Timeline, build_timeline
 
 MIN_VISITS = 30
@@ -90,8 +90,8 @@ def runs_cpu(recordings: Sequence[Path], stages: Sequence[str]) -> RunsCpu:
     session's level."""
     cpu, visits, problems = 0.0, 0, []
     for path in recordings:
-        if not (path / "events.jsonl").is_file():
-            problems.append(f"{path}: no run recording; expected compare-app --out's LABEL.recording beside the run")
+        if missing := missing_run_recording(path):
+            problems.append(missing)
             continue
         recording = read_recording(path)
         by_stage = celery_cpu(recording, build_timeline(recording), dict.fromkeys(stages)).get("stages", {})

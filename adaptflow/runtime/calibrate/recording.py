@@ -67,6 +67,14 @@ class Recording:
         return self.end - self.origin
 
 
+def missing_run_recording(path: Path) -> str | None:
+    """The problem line of a run's recording (``compare-app --out``'s ``LABEL.recording``) that
+    is not there, else None."""
+    if (path / "events.jsonl").is_file():
+        return None
+    return f"{path}: no run recording; expected compare-app --out's LABEL.recording beside the run"
+
+
 def read_recording(directory: str | Path) -> Recording:
     """The recording in ``directory``; every problem is a ``ValueError`` naming the file (and line)."""
     directory = Path(directory)

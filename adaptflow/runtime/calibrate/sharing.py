@@ -37,16 +37,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adaptflow.scenario import Scenario, parse_scenario
+from adaptflow.scenario import Scenario, load_scenario
 
-from ..compare_app import run_label
-from .celery_cpu import SHARE_CHOICES, HeldRun, Law, apply, held_at
+from ..compare_app import recording_dir
+from .celery_cpu import SHARE_CHOICES, HeldRun, Law, candidate, held_at
+from .recording import missing_run_recording, read_recording
+from .timeline import build_timeline
+from .validate import MakeSimulation
 
 if TYPE_CHECKING:
     from .growth import GrowthRun
-from .recording import read_recording
-from .timeline import build_timeline
-from .validate import MakeSimulation
 
 BINS = (0.1, 0.75, 1.25, 1.75, 2.5)
 """Upper edges of the bins of other tasks in progress (time-mean over a task); the last bin is
@@ -147,9 +147,8 @@ def live_curve(recordings: Iterable[Path], stages: Sequence[str]) -> Curve:
 def run_recordings(runs: Sequence[GrowthRun]) -> list[Path]:
     """Each run's recording (``LABEL.recording`` beside its table), each once; a line of one
     :class:`ValueError` for each run without one."""
-    paths = list(dict.fromkeys(run.folder / f"{run_label(run.planner)}.recording" for run in runs))
-    missing = [f"{p}: no run recording; expected compare-app --out's LABEL.recording beside the run"
-               for p in paths if not (p / "events.jsonl").is_file()]  # fmt: skip
+    paths = list(dict.fromkeys(recording_dir(run.folder, run.planner) for run in runs))
+    missing = [line for p in paths if (line := missing_run_recording(p))]
     if missing:
         raise ValueError("\n".join(missing))
     return paths
@@ -176,9 +175,7 @@ def with_cores(scenario: Scenario, host: str, cores: float, visit_cpu: float = 0
     """``scenario`` with ``host`` at ``cores``, every hosted stage's CPU share 1 and Celery's CPU
     ``visit_cpu`` a visit (0: none): the plain sharing of the cores, the world :func:`scan_cores`
     tries."""
-    data = scenario.model_dump(mode="json", by_alias=True)
-    apply(data, scenario, host, Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores), {})
-    return parse_scenario(data)
+    return candidate(scenario, host, Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores), {})
 
 
 def scan_cores(
@@ -250,9 +247,7 @@ def read_sharing(
     """The slowdown curves of ``host``'s stages over the held runs of ``run_paths`` (``fit-growth``'s
     RUN_CSV files; each run's recording beside its table), live and in the scenario's simulation,
     and with ``scan`` each of :data:`SCAN`'s cores. Everything is checked before any simulation."""
-    from adaptflow.scenario import load_scenario
-
-    from .growth import read_runs
+    from .growth import read_runs  # growth imports this module
 
     if not 1 <= seeds <= MAX_SEEDS:
         raise ValueError(f"--seeds: {seeds}; expected 1 to {MAX_SEEDS} seeds a run")
