@@ -448,7 +448,8 @@ def _fit_growth(args: argparse.Namespace) -> int:
 def _sharing(args: argparse.Namespace) -> int:
     from adaptflow.experiments.calibration import sharing
 
-    print("\n".join(sharing(args.scenario, args.runs, host=args.host, scan=args.scan_cores, seeds=args.seeds).lines()))
+    found = sharing(args.scenario, args.runs, host=args.host, scan=args.scan_cores, seeds=args.seeds, each=args.each)
+    print("\n".join(found.lines()))
     return 0
 
 
@@ -965,7 +966,7 @@ def _add_sharing(commands: Any) -> None:
         "sharing",
         help="how a host's tasks slowed beside each other in held compare-app runs, live and in the scenario's "
         "simulation of the same runs; with --scan-cores, the cores whose plain sharing slows them as live",
-        description="adaptflow sharing SCENARIO RUN_CSV [RUN_CSV ...] [--scan-cores]",
+        description="adaptflow sharing SCENARIO RUN_CSV [RUN_CSV ...] [--scan-cores] [--each]",
     )
     sh.add_argument("scenario", help="the scenario to simulate the runs on (a calibration, or a fit-growth fit)")
     sh.add_argument(
@@ -977,6 +978,11 @@ def _add_sharing(commands: Any) -> None:
     sh.add_argument(
         "--scan-cores", action="store_true",
         help="simulate the runs on the host at 1 to 2.5 cores (no Celery CPU, every CPU share 1) and name the nearest",
+    )  # fmt: skip
+    sh.add_argument(
+        "--each", action="store_true",
+        help="also each RUN_CSV's runs apart, live and simulated: whether the scenario's curve moves with a file's "
+        "load as live's does (a fit set at two loads, one file a load)",
     )  # fmt: skip
     sh.set_defaults(handler=_sharing)
 

@@ -40,6 +40,16 @@ def test_the_slowdown_is_each_bins_mean_log_service_over_its_stages_alone():
     assert all(math.isnan(v) for v in curve.logs[3:])
 
 
+def test_merged_tallies_read_as_one_tally_of_both_runs():
+    """``--each`` tallies each file's runs and merges them for the pooled curve: the same sums as
+    one tally of every run (each run's spans are added apart either way)."""
+    first = [("a", 0.0, 1.0), ("a", 2.0, 3.0), ("a", 10.0, 12.5), ("b", 10.0, 11.5)]
+    second = [("b", 0.0, 0.5), ("a", 5.0, 7.0), ("b", 5.0, 6.0)]
+    merged = Tally().add(first).merged(Tally().add(second))
+    assert merged.sums == Tally().add(first).add(second).sums
+    assert merged.curve() == Tally().add(first).add(second).curve()
+
+
 def synthetic_run(folder: Path, cores: float, seed: int, horizon: float = 1500.0, pool: int = 2) -> Path:
     """A held run of the synthetic app (two processes a stage, every stage all CPU on ``cores``)
     as compare-app writes one: its table, its arrivals and its recording."""
@@ -114,6 +124,32 @@ def test_the_scan_finds_the_cores_of_the_machine_that_made_the_runs_and_the_law_
     assert 1.5 <= nearest <= 1.7, "\n".join(lines)
     distances = {line.split()[0]: float(line.split("distance ")[1]) for line in lines if "distance" in line}
     assert distances["the"] > 10 * distances[f"{nearest:g}"], "\n".join(lines)
+
+
+def test_each_file_apart_shows_which_load_the_scenario_slows_as_live(tmp_path, capsys):
+    """Two files, one from a machine of one core and one of 1.6, read on a scenario of 1.6 cores:
+    pooled, one curve between them; ``--each``, each file's live curve is its own machine's (x2
+    and x1.25 beside one other) and the scenario is near the second file's and far from the
+    first's."""
+    runs = []
+    for name, cores in (("one", 1.0), ("more", 1.6)):
+        (tmp_path / name).mkdir()
+        runs.append(synthetic_run(tmp_path / name, cores, seed=5))
+    world = scenario(tmp_path, 1.6, 0.0)
+    assert main(["sharing", str(world), *map(str, runs), "--seeds", "1", "--each"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    blocks = {line[:-1]: lines[k + 1 : k + 4] for k, line in enumerate(lines) if line.endswith("compare_app.csv:")}
+    assert list(blocks) == list(map(str, runs)), "\n".join(lines)
+
+    def beside_one(row: str) -> float:  # the row's slowdown in the bin of about one other
+        return [float(cell[1:]) for cell in row.split() if cell.startswith("x")][2]
+
+    one, more = (blocks[str(run)] for run in runs)
+    assert 1.8 <= beside_one(one[1]) <= 2.2 and 1.12 <= beside_one(more[1]) <= 1.38, "\n".join(lines)
+    distance = {str(run): float(blocks[str(run)][2].split("distance ")[1]) for run in runs}
+    assert distance[str(runs[1])] * 5 < distance[str(runs[0])], "\n".join(lines)
+    pooled = [line for line in lines if line.startswith("live ") and line.split()[1].startswith("x")]  # not indented
+    assert len(pooled) == 1 and lines.index(pooled[0]) < lines.index(f"{runs[0]}:")  # the pooled curve heads it
 
 
 def test_bad_inputs_get_a_line_each_before_any_simulation(tmp_path, capsys):

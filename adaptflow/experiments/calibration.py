@@ -35,11 +35,11 @@ def validate_calibration(recording_dir: str | Path, scenario_path: str | Path, s
 
 def sharing(
     scenario_path: str | Path, run_paths: Sequence[str | Path], host: str | None = None, scan: bool = False,
-    seeds: int = 2,
+    seeds: int = 2, each: bool = False,
 ) -> Sharing:  # fmt: skip
     """``adaptflow sharing``: how the host's tasks slowed beside each other in the held runs, live
     and in the scenario's simulation of them (:mod:`adaptflow.runtime.calibrate.sharing`)."""
-    return read_sharing(scenario_path, run_paths, Simulation, host=host, scan=scan, seeds=seeds)
+    return read_sharing(scenario_path, run_paths, Simulation, host=host, scan=scan, seeds=seeds, each=each)
 
 
 def fit_growth(

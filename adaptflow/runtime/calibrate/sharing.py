@@ -100,6 +100,16 @@ class Tally:
             cell[1] += float(log)
         return self
 
+    def merged(self, other: Tally) -> Tally:
+        """This tally and ``other``'s tasks together (a new tally): the curve of several files'
+        runs from each file's own tally, without simulating any run twice."""
+        both = Tally({key: list(cell) for key, cell in self.sums.items()})
+        for key, (n, total) in other.sums.items():
+            cell = both.sums.setdefault(key, [0, 0.0])
+            cell[0] += n
+            cell[1] += total
+        return both
+
     def curve(self) -> Curve:
         """Each bin's mean log service over its stage's alone mean (stages that ran alone)."""
         alone = {s: total / n for (s, k), (n, total) in self.sums.items() if k == 0 and n}
@@ -137,11 +147,16 @@ def live_curve(recordings: Iterable[Path], stages: Sequence[str]) -> Curve:
     """The slowdown curve of ``stages`` (one host's) over every run recording (``compare-app``'s
     ``LABEL.recording``): each task a finished attempt, from its start to its end as the
     recording's events have them."""
+    return live_tally(recordings, stages).curve()
+
+
+def live_tally(recordings: Iterable[Path], stages: Sequence[str]) -> Tally:
+    """:func:`live_curve`'s tasks, before the curve."""
     tally = Tally()
     for path in recordings:
         timeline = build_timeline(read_recording(path))
         tally.add([(s, a, b) for s in stages if s in timeline.stages for a, b in timeline.stages[s].spans])
-    return tally.curve()
+    return tally
 
 
 def run_recordings(runs: Sequence[GrowthRun]) -> list[Path]:
@@ -160,6 +175,14 @@ def simulated_curve(
 ) -> Curve:  # fmt: skip
     """The slowdown curve of ``stages`` in ``scenario``'s simulation of each run (its pools held,
     on the arrivals it met, as ``fit-growth`` simulates it), over ``seeds``."""
+    return simulated_tally(scenario, stages, runs, make, seeds).curve()
+
+
+def simulated_tally(
+    scenario: Scenario, stages: Sequence[str], runs: Sequence[HeldRun], make: MakeSimulation,
+    seeds: Sequence[int] = SEEDS,
+) -> Tally:  # fmt: skip
+    """:func:`simulated_curve`'s tasks, before the curve."""
     tally, wanted = Tally(), set(stages)
     for run in runs:
         held = held_at(scenario, run.pools, run)
@@ -168,7 +191,7 @@ def simulated_curve(
             sim.service_spans = []
             sim.run(held.horizon)
             tally.add([s for s in sim.service_spans if s[0] in wanted])
-    return tally.curve()
+    return tally
 
 
 def with_cores(scenario: Scenario, host: str, cores: float, visit_cpu: float = 0.0) -> Scenario:
@@ -207,18 +230,36 @@ def fitted_cores(
 
 def report_lines(live: Curve, simulated: Curve, scan: Sequence[tuple[float, Curve, float]] = ()) -> list[str]:
     """The curves side by side: a row each, a column a bin, then the cores scan's rows."""
-
-    def row(name: str, curve: Curve, distance: float | None = None) -> str:
-        cells = " ".join(f"{'-' if math.isnan(v) else f'x{v:.2f}':>8}" for v in curve.slowdowns)
-        return f"{name:<24}{cells}" + ("" if distance is None else f"   distance {distance:.4f}")
-
     lines = [f"{'slowdown over alone':<24}" + " ".join(f"{label:>8}" for label in LABELS),
              f"{'live tasks':<24}" + " ".join(f"{n:>8}" for n in live.tasks),
-             row("live", live), row("the scenario", simulated, simulated.distance(live))]  # fmt: skip
-    lines += [row(f"{c:g} cores, no Celery CPU", curve, d) for c, curve, d in sorted(scan)]
+             _row("live", live), _row("the scenario", simulated, simulated.distance(live))]  # fmt: skip
+    lines += [_row(f"{c:g} cores, no Celery CPU", curve, d) for c, curve, d in sorted(scan)]
     if scan:
         lines.append(f"nearest live's: {scan[0][0]:g} cores (every CPU share 1, no Celery CPU)")
     return lines
+
+
+def _row(name: str, curve: Curve, distance: float | None = None) -> str:
+    cells = " ".join(f"{'-' if math.isnan(v) else f'x{v:.2f}':>8}" for v in curve.slowdowns)
+    return f"{name:<24}{cells}" + ("" if distance is None else f"   distance {distance:.4f}")
+
+
+@dataclass(frozen=True)
+class FileCurves:
+    """One RUN_CSV's runs read apart (``adaptflow sharing --each``): live's curve and the
+    scenario's. Why: a fit set at two loads pooled hides whether the scenario's curve moves with
+    the load as live's does (on the example app live's steepened from x1.97 to x2.53 past 2.5
+    others between 5.3 and 6.8 items a second, and a host of 1.9 cores with Celery's CPU as
+    recorded steepened the same way, x2.21 to x2.64)."""
+
+    path: Path
+    live: Curve
+    simulated: Curve
+
+    def lines(self) -> list[str]:
+        tasks = f"{'  live tasks':<24}" + " ".join(f"{n:>8}" for n in self.live.tasks)
+        scenario = _row("  the scenario", self.simulated, self.simulated.distance(self.live))
+        return [f"{self.path}:", tasks, _row("  live", self.live), scenario]
 
 
 MAX_SEEDS = 8
@@ -234,19 +275,21 @@ class Sharing:
     live: Curve
     simulated: Curve
     scan: list[tuple[float, Curve, float]]
+    each: list[FileCurves] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         head = f"hosts.{self.host}: how its tasks slowed beside each other over {self.runs} runs, live and simulated"
-        return [head, *report_lines(self.live, self.simulated, self.scan)]
+        return [head, *report_lines(self.live, self.simulated, self.scan), *(x for f in self.each for x in f.lines())]
 
 
 def read_sharing(
     scenario_path: str | Path, run_paths: Sequence[str | Path], make: MakeSimulation, host: str | None = None,
-    scan: bool = False, seeds: int = len(SEEDS),
+    scan: bool = False, seeds: int = len(SEEDS), each: bool = False,
 ) -> Sharing:  # fmt: skip
     """The slowdown curves of ``host``'s stages over the held runs of ``run_paths`` (``fit-growth``'s
     RUN_CSV files; each run's recording beside its table), live and in the scenario's simulation,
-    and with ``scan`` each of :data:`SCAN`'s cores. Everything is checked before any simulation."""
+    with ``each`` also every file's runs apart, and with ``scan`` each of :data:`SCAN`'s cores.
+    Everything is checked before any simulation."""
     from .growth import read_runs  # growth imports this module
 
     if not 1 <= seeds <= MAX_SEEDS:
@@ -256,14 +299,27 @@ def read_sharing(
     runs, _ = read_runs(run_paths, stages, list(scenario.sources))
     if not runs:
         raise ValueError("runs: no live row at held pools; expected compare-app runs of static planners")
-    recordings = run_recordings(runs)
-    live = live_curve(recordings, stages)
+    run_recordings(runs)  # every missing recording a line, before any reading
+    by_file: dict[Path, list[GrowthRun]] = {}
+    for run in runs:
+        by_file.setdefault(run.path, []).append(run)
+    recordings = {path: run_recordings(file_runs) for path, file_runs in by_file.items()}
+    lives = {path: live_tally(found, stages) for path, found in recordings.items()}
+    live = _merged(lives.values()).curve()
     if not live.tasks[0]:
         raise ValueError(f"runs: no task of {', '.join(stages)} ran alone on hosts.{host}; the slowdown has no base")
     every = tuple(range(seeds))
-    simulated = simulated_curve(scenario, stages, runs, make, every)
+    sims = {path: simulated_tally(scenario, stages, file_runs, make, every) for path, file_runs in by_file.items()}
     scanned = scan_cores(scenario, host, stages, runs, make, live, seeds=every) if scan else []
-    return Sharing(host, len(runs), live, simulated, scanned)
+    apart = [FileCurves(path, lives[path].curve(), sims[path].curve()) for path in by_file] if each else []
+    return Sharing(host, len(runs), live, _merged(sims.values()).curve(), scanned, apart)
+
+
+def _merged(tallies: Iterable[Tally]) -> Tally:
+    merged = Tally()
+    for tally in tallies:
+        merged = merged.merged(tally)
+    return merged
 
 
 def host_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
