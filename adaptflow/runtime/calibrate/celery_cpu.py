@@ -273,7 +273,7 @@ def fit_celery_cpu(
     first = judge(SEEDS)
     held = visit_cpu is not None
     if held and cores is not None:
-        candidates = [Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores)]
+        candidates = [plain_sharing(visit_cpu, cores)]
     else:
         candidates = _held_candidates(scenario, host, visit_cpu) if held else _candidates(scenario, stages, law)
     fits = {one: first.score(one) for one in candidates}
@@ -398,6 +398,14 @@ steps of 0.1 of them, none below one. Why mostly above: the calibration reads th
 the load more than sharing the cores among them explains, Celery's own main processes among the
 reasons (on the example app they take 42 ms of CPU an upload beside the tasks' 101 ms,
 docs/sim_to_real.md). With that work simulated as jobs of their own, the cores it took come back."""
+
+
+def plain_sharing(visit_cpu: float, cores: float) -> Law:
+    """The host at ``cores``, every hosted stage's CPU share 1 and Celery's CPU ``visit_cpu`` a
+    visit: the world the sharing curve's cores scan tries (:func:`.sharing.with_cores`) and the one
+    candidate ``fit-growth --cores sharing`` holds, one law so that the fit is the world the curve
+    read."""
+    return Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores)
 
 
 def _held_candidates(scenario: Scenario, host: str, visit_cpu: float) -> list[Law]:
@@ -747,5 +755,5 @@ def _reference_lines(fit: CpuFit) -> list[str]:
 
 __all__ = [
     "NONE", "CpuFit", "HeldRun", "Law", "apply", "at_grid_top", "fit_celery_cpu", "grids", "held_at", "near_ties",
-    "report_lines",
+    "plain_sharing", "report_lines",
 ]  # fmt: skip

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ import numpy as np
 from adaptflow.scenario import Scenario, load_scenario
 
 from ..compare_app import recording_dir
-from .celery_cpu import SHARE_CHOICES, HeldRun, Law, candidate, held_at
+from .celery_cpu import HeldRun, candidate, held_at, plain_sharing
 from .recording import missing_run_recording, read_recording
 from .timeline import build_timeline
 from .validate import MakeSimulation
@@ -198,7 +199,7 @@ def with_cores(scenario: Scenario, host: str, cores: float, visit_cpu: float = 0
     """``scenario`` with ``host`` at ``cores``, every hosted stage's CPU share 1 and Celery's CPU
     ``visit_cpu`` a visit (0: none): the plain sharing of the cores, the world :func:`scan_cores`
     tries."""
-    return candidate(scenario, host, Law(SHARE_CHOICES[1], "visit_cpu", visit_cpu, cores=cores), {})
+    return candidate(scenario, host, plain_sharing(visit_cpu, cores), {})
 
 
 def scan_cores(
@@ -299,27 +300,19 @@ def read_sharing(
     runs, _ = read_runs(run_paths, stages, list(scenario.sources))
     if not runs:
         raise ValueError("runs: no live row at held pools; expected compare-app runs of static planners")
-    run_recordings(runs)  # every missing recording a line, before any reading
+    found = run_recordings(runs)  # every missing recording a line, before any reading
     by_file: dict[Path, list[GrowthRun]] = {}
     for run in runs:
         by_file.setdefault(run.path, []).append(run)
-    recordings = {path: run_recordings(file_runs) for path, file_runs in by_file.items()}
-    lives = {path: live_tally(found, stages) for path, found in recordings.items()}
-    live = _merged(lives.values()).curve()
+    lives = {path: live_tally([r for r in found if r.parent == path.parent], stages) for path in by_file}
+    live = reduce(Tally.merged, lives.values(), Tally()).curve()
     if not live.tasks[0]:
         raise ValueError(f"runs: no task of {', '.join(stages)} ran alone on hosts.{host}; the slowdown has no base")
     every = tuple(range(seeds))
     sims = {path: simulated_tally(scenario, stages, file_runs, make, every) for path, file_runs in by_file.items()}
     scanned = scan_cores(scenario, host, stages, runs, make, live, seeds=every) if scan else []
     apart = [FileCurves(path, lives[path].curve(), sims[path].curve()) for path in by_file] if each else []
-    return Sharing(host, len(runs), live, _merged(sims.values()).curve(), scanned, apart)
-
-
-def _merged(tallies: Iterable[Tally]) -> Tally:
-    merged = Tally()
-    for tally in tallies:
-        merged = merged.merged(tally)
-    return merged
+    return Sharing(host, len(runs), live, reduce(Tally.merged, sims.values(), Tally()).curve(), scanned, apart)
 
 
 def host_stages(scenario: Scenario, host: str | None) -> tuple[str, list[str]]:
