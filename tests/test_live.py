@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adaptflow.agents import Insights, MetricsSnapshot, Plan, Planner, read_event_log
 from adaptflow.policies import StaticPlanner, ThresholdPlanner
@@ -183,6 +185,31 @@ def test_pool_integral_is_the_step_function_area() -> None:
     pool = PoolState("w", 2, [(0.0, 2)])
     pool.set_target(5, 10.0)
     assert pool.integral(5.0, 12.0) == pytest.approx(2 * 5 + 5 * 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 30.0), st.integers(1, 8), st.booleans()), min_size=1, max_size=60))
+def test_a_pool_billed_interval_by_interval_forgets_what_is_billed_and_bills_the_same(steps: list) -> None:
+    """The monitor bills each interval from its start, then forgets the targets superseded
+    before it: every bill is the step function's area as if nothing were forgotten, the history
+    stays a few entries long however many resizes a long-running loop makes, and the last grow
+    (which the executor's refused-shrink re-base waits on) is remembered past the forgetting."""
+    pool, whole = PoolState("w", 2, [(0.0, 2)]), PoolState("w", 2, [(0.0, 2)])
+    start = wall = 0.0
+    for gap, target, bill in steps:
+        wall += gap
+        grown = target > pool.target
+        pool.set_target(target, wall)
+        whole.set_target(target, wall)
+        assert pool.last_grow == (wall if grown else pool.last_grow)
+        if bill:  # an interval closes at ``wall``
+            assert pool.integral(start, wall) == pytest.approx(whole.integral(start, wall))
+            pool.forget_before(start)
+            assert pool.history[0][0] <= start and all(t > start for t, _ in pool.history[1:])  # in force, and after
+            start = wall
+    assert pool.integral(start, wall + 5.0) == pytest.approx(whole.integral(start, wall + 5.0))
+    ups = [t for (_, before), (t, n) in itertools.pairwise(whole.history) if n > before]
+    assert pool.last_grow == (ups[-1] if ups else -math.inf)
 
 
 def test_live_config_is_validated(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ probabilities in Redis, inside the shared safety envelope."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from adaptflow.agents.safety import SafetyEnvelope, StageBounds, envelope_for
 from adaptflow.scenario.schema import Scenario
 
 from ..celery_app import LiveContext, context_of
-from .ledger import PoolLedger, PoolState
+from .ledger import PoolLedger
 from .nodes import refuse_groups
 
 log = logging.getLogger(__name__)
@@ -28,13 +27,6 @@ def live_envelope(scenario: Any, max_step: int | None = None, cooldown: float = 
     env = envelope_for(scenario, max_step=max_step, cooldown=cooldown)
     env.bounds = {n: StageBounds(max(1, b.min_workers), max(1, b.max_workers)) for n, b in env.bounds.items()}
     return env
-
-
-def _last_grow(pool: PoolState) -> float:
-    """Wall time the target last went up (``-inf`` if never): the grown processes start at the
-    pool's next maintenance tick, so the process list lags for up to ``PoolLedger.SETTLE`` s."""
-    ups = [t for (t, n), (_, before) in zip(pool.history[1:], pool.history, strict=False) if n > before]
-    return ups[-1] if ups else -math.inf
 
 
 class CeleryExecutor(Executor):
@@ -132,7 +124,7 @@ class CeleryExecutor(Executor):
         says nothing more)."""
         for stage, since in list(self.refused.items()):
             pool = self.ledger.pools[stage]
-            grown = _last_grow(pool)
+            grown = pool.last_grow
             if now - grown > self.ledger.SETTLE and pool.active < pool.target:  # no grown process pending
                 log.info(
                     "stage %s: a refused pool_shrink retired %d of %d processes; target re-based to %d",

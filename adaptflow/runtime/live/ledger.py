@@ -16,6 +16,7 @@ process id changes (a restarted worker starts again at its command-line concurre
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -45,15 +46,30 @@ class PoolState:
     changed_at: float = 0.0  # wall time of the last resize command
     shrunk: bool = False  # the last resize was the executor's own pool_shrink
     lingering: bool = False  # a retired process still listed, said once (see PoolLedger._correct)
+    last_grow: float = -math.inf
+    """Wall time the target last went up: the grown processes start at the pool's next
+    maintenance tick, so the process list lags for up to ``PoolLedger.SETTLE`` s. Kept apart
+    from ``history``, which forgets what is billed."""
 
     def set_target(self, n: int, wall: float, shrink: bool = False) -> None:
         """``shrink``: the executor's own ``pool_shrink`` to ``n`` (what it leaves listed may be
         retiring processes, see :meth:`PoolLedger._correct`)."""
         self.changed_at = wall
         self.shrunk, self.lingering = shrink, False
+        if n > self.target:
+            self.last_grow = wall
         if n != self.target:
             self.target = n
             self.history.append((wall, n))
+
+    def forget_before(self, t: float) -> None:
+        """Drop the targets superseded before ``t``, keeping the one in force at ``t``. The
+        monitor bills each interval once, from its start on, and calls this then: a control loop
+        that runs for weeks keeps a step function a few entries long, not every resize it made
+        (which each interval's integral would walk again)."""
+        in_force = bisect.bisect_right(self.history, t, key=lambda entry: entry[0]) - 1
+        if in_force > 0:
+            del self.history[:in_force]
 
     def integral(self, t0: float, t1: float) -> float:
         """The target's integral over [t0, t1] (wall seconds x processes)."""

@@ -145,7 +145,10 @@ class CeleryMonitor(Monitor):
         dt, scale = now - t0, self.scale
         pool = self.ledger.pools.get(name)
         price = self.scenario.stages[name].workers.cost_per_second
-        billed = pool.integral(t0, now) if pool else 0.0
+        billed = 0.0
+        if pool:
+            billed = pool.integral(t0, now)
+            pool.forget_before(t0)  # billed: the next interval starts at ``now``
         starting_area = 0.5 * (self._starting_from.get(name, 0) + (pool.starting if pool else 0)) * dt
         active_area = max(0.0, billed - starting_area)
         return StageMetrics(
