@@ -2,7 +2,8 @@
 # Sim-to-real on the example app, end to end, on one machine (docs/deploy.md, step 6; its
 # record: docs/sim_to_real.md, "The whole judgement from scratch"): record, calibrate, train and
 # export PPO, hold static pools at three sizes (the fit set), fit the growth laws on them (with
-# Celery's CPU law, calgs.yaml, and without one, calgn.yaml: `adaptflow keep-fit` names the one to keep), then run
+# Celery's CPU law, calgs.yaml, without one, calgn.yaml, and with Celery's CPU as recorded and the
+# cores the tasks' sharing reads, calgv.yaml: `adaptflow keep-fit` names the one to keep), then run
 # every planner on arrivals no fit saw (the held-out set) and judge the calibrated simulation
 # against those runs.
 #
@@ -22,7 +23,7 @@
 # rates"), HELD_SEED (53), HELD (held: the
 # held-out set's folder; another name and seed add a held-out set to a finished OUT), FIT (fit:
 # the fit set's folder; another name and seed add a fit set of another session, on another day,
-# whose laws are written to calg.FIT.yaml and calgs.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
+# whose laws are written to calg.FIT.yaml, calgs.FIT.yaml, calgn.FIT.yaml and calgv.FIT.yaml), FIT_PLANNERS (the fit set's held sizes:
 # 5, 7 and 10 processes, "p1@static:pool=1,p7@static:pool=1,workers=aggregate:2+write:2,p2@static:pool=2";
 # the middle one as keda runs, write and aggregate grown; "p1@static:pool=1,p2@static:pool=2" the
 # two sizes of sets until 2026-12-05, a line), HELD_DURATION (180: the held-out runs' seconds of
@@ -162,6 +163,14 @@ if [ ! -f "$OUT/calgn$LAWS.yaml" ]; then
   step "fit the growth laws with no Celery CPU, and the speed the fit set met"
   adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --cpu-law none --out "$OUT/calgn$LAWS.yaml"
 fi
+if [ ! -f "$OUT/calgv$LAWS.yaml" ]; then
+  # Celery's own CPU as the fit set's recordings read it, and the cores its tasks' slowdowns beside
+  # each other read with it (docs/deploy.md, step 3: "--visit-cpu recorded --cores sharing"); a fit
+  # set recorded before compare-app read the workers' CPU has no figure to hold: said, and skipped
+  step "fit the growth laws with Celery's CPU as recorded and the cores the tasks' sharing reads"
+  adaptflow fit-growth "$OUT/cals.yaml" "${FITS[@]}" --session-speed --visit-cpu recorded --cores sharing \
+    --out "$OUT/calgv$LAWS.yaml" || echo "sim_to_real.sh: no fit with Celery's CPU as recorded (above: why)" >&2
+fi
 SESSIONS=()
 for laws in "$OUT"/calgs.yaml "$OUT"/calgs.*.yaml; do
   [ ! -f "$laws" ] || SESSIONS+=("$laws")
@@ -206,6 +215,12 @@ fi
 judge judged_live_speed "calgs$LAWS.yaml" --live-speed
 judge judged_none_session "calgn$LAWS.yaml"
 judge judged_none_live_speed "calgn$LAWS.yaml" --live-speed
+KEPT=("$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml")
+if [ -f "$OUT/calgv$LAWS.yaml" ]; then
+  [ "$PULSED" -eq 0 ] || judge judged_recorded_cpu_pulse "calgv$LAWS.yaml" --pulse-speed
+  judge judged_recorded_cpu_live_speed "calgv$LAWS.yaml" --live-speed
+  KEPT+=("$OUT/calgv$LAWS.yaml")
+fi
 if [ -f "$OUT/calbs.yaml" ]; then
   [ "$PULSED" -eq 0 ] || judge judged_by_speed_pulse calbs.yaml --pulse-speed
   judge judged_by_speed_live_speed calbs.yaml --live-speed
@@ -213,4 +228,4 @@ fi
 tail -n 60 "$OUT/$HELD.judged_live_speed.txt"
 echo "the fits on their own runs (docs/deploy.md, step 3):"
 # (fits of an older fit-growth carry no own-runs line keep-fit reads: it says so, and the judgement stands)
-adaptflow keep-fit "$OUT/calgs$LAWS.yaml" "$OUT/calgn$LAWS.yaml" || echo "sim_to_real.sh: no choice between the fits (above: why)" >&2
+adaptflow keep-fit "${KEPT[@]}" || echo "sim_to_real.sh: no choice between the fits (above: why)" >&2
