@@ -131,6 +131,8 @@ class CeleryMonitor(Monitor):
             for name, st in interval.stages.items()
         }
         self._prev_active = {n: p.active for n, p in self.ledger.pools.items()}
+        for pool in self.ledger.pools.values():  # billed above: the next interval starts at its end
+            pool.forget_before(interval.start)
         return self._snapshot(interval, stages, reading)
 
     def _stage_metrics(self, name: str, st: StageInterval, interval: Interval, queued: int, busy: int) -> StageMetrics:
@@ -145,10 +147,7 @@ class CeleryMonitor(Monitor):
         dt, scale = now - t0, self.scale
         pool = self.ledger.pools.get(name)
         price = self.scenario.stages[name].workers.cost_per_second
-        billed = 0.0
-        if pool:
-            billed = pool.integral(t0, now)
-            pool.forget_before(t0)  # billed: the next interval starts at ``now``
+        billed = pool.integral(t0, now) if pool else 0.0
         starting_area = 0.5 * (self._starting_from.get(name, 0) + (pool.starting if pool else 0)) * dt
         active_area = max(0.0, billed - starting_area)
         return StageMetrics(
