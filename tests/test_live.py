@@ -196,12 +196,13 @@ def test_a_pool_billed_interval_by_interval_forgets_what_is_billed_and_bills_the
     (which the executor's refused-shrink re-base waits on) is remembered past the forgetting."""
     pool, whole = PoolState("w", 2, [(0.0, 2)]), PoolState("w", 2, [(0.0, 2)])
     start = wall = 0.0
+    last_grow = -math.inf
     for gap, target, bill in steps:
         wall += gap
-        grown = target > pool.target
+        last_grow = wall if target > pool.target else last_grow
         pool.set_target(target, wall)
         whole.set_target(target, wall)
-        assert pool.last_grow == (wall if grown else pool.last_grow)
+        assert pool.last_grow == last_grow
         if bill:  # an interval closes at ``wall``
             assert pool.integral(start, wall) == pytest.approx(whole.integral(start, wall))
             pool.forget_before(start)
