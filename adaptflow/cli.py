@@ -474,10 +474,10 @@ def _laws_by_speed(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from adaptflow.runtime.autoscaler import run_planned_control
+    from adaptflow.runtime.control import run_app_control
 
-    run_planned_control(
-        args.app, args.mapping, args.scenario, args.planner, args.interval, args.duration,
+    run_app_control(
+        args.app, args.mapping, args.scenario, args.planner, args.interval, args.duration, executor=args.executor,
         fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown, event_log=args.event_log,
     )  # fmt: skip
     return 0
@@ -1056,12 +1056,22 @@ def _add_laws_by_speed(commands: Any) -> None:
 def _add_control(commands: Any) -> None:
     ct = commands.add_parser(
         "control",
-        help="plan your app's pools and publish them to workers run with the PlannedAutoscaler",
+        help="plan your app's pools: publish them to workers run with the PlannedAutoscaler, or resize them",
         description=(
-            "adaptflow control --planner SPEC --app MODULE:APP --mapping MAPPING.yaml --scenario S; the workers run "
-            "`celery -A APP --config CONF worker --autoscale=MAX,MIN` with CONF setting "
-            "worker_autoscaler = 'adaptflow.runtime.autoscaler:PlannedAutoscaler'"
+            "adaptflow control --planner SPEC --app MODULE:APP --mapping MAPPING.yaml --scenario S; with "
+            "--executor autoscaler (the default) the workers run `celery -A APP --config CONF worker "
+            "--autoscale=MAX,MIN` with CONF setting worker_autoscaler = "
+            "'adaptflow.runtime.autoscaler:PlannedAutoscaler'; with --executor central they run without "
+            "--autoscale and the loop resizes their pools itself (pool_grow / pool_shrink)"
         ),
+    )
+    ct.add_argument(
+        "--executor",
+        choices=("autoscaler", "central"),
+        default="autoscaler",
+        help="how a plan reaches the workers: published to Redis for each worker's PlannedAutoscaler "
+        "(autoscaler; a stale plan hands the worker back to Celery's rule), or pool_grow / pool_shrink sent "
+        "to each mapped worker by this loop (central; workers run without --autoscale)",
     )
     ct.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
     ct.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")

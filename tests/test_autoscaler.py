@@ -24,8 +24,8 @@ from adaptflow.runtime.autoscaler import (
     PlannedSettings,
     PlanReader,
     RedisPlanPublisher,
-    planned_control,
 )
+from adaptflow.runtime.control import app_control
 from adaptflow.runtime.live import live_envelope
 from adaptflow.runtime.live.events import EventStream
 from adaptflow.runtime.live.mapping import load_mapping
@@ -272,7 +272,7 @@ def test_a_decision_loop_on_the_users_app_sizes_its_worker_through_redis(enrich_
     scenario, mapping = parse_scenario(ENRICH), load_mapping(ENRICH_MAPPING)
     stream = EventStream(shop.app).start()
     try:
-        control = planned_control(
+        control = app_control(
             shop.app, mapping, scenario, "erlang", 1.0, stream, event_log=tmp_path / "decisions.jsonl"
         )
 
@@ -281,7 +281,7 @@ def test_a_decision_loop_on_the_users_app_sizes_its_worker_through_redis(enrich_
             plan = autoscaler.get("plan", {})
             return listed == plan.get("desired") and listed >= n and plan.get("following") == "plan"
 
-        control.publisher.publish({"enrich": 1})  # the last decision of an earlier run: one process
+        control.executor.publish({"enrich": 1})  # the last decision of an earlier run: one process
         wait_for(lambda: follows(1), 20, 0.3, "the pool at the published 1")
         for k in range(24):  # 24 orders of 0.4 s at once: about 10 s of work for one process
             shop.enrich.apply_async(({"id": k, "work": [0.0, 0.4, 0.0]},))
@@ -298,7 +298,7 @@ def test_a_decision_loop_on_the_users_app_sizes_its_worker_through_redis(enrich_
     assert control.ledger.pools["enrich"].autoscaler is not None  # the monitor reads the pool Celery sizes
 
 
-def test_the_control_command_runs_the_loop_for_its_duration_and_refuses_bad_arguments(enrich_worker, tmp_path):
+def test_the_control_command_runs_the_loop_for_its_duration_and_refuses_bad_arguments(enrich_worker, tmp_path, capsys):
     from adaptflow.cli import main
 
     scenario, mapping = tmp_path / "enrich.yaml", tmp_path / "mapping.yaml"
@@ -307,6 +307,10 @@ def test_the_control_command_runs_the_loop_for_its_duration_and_refuses_bad_argu
     common = ["control", "--app", "tests.apps.shop:app", "--mapping", str(mapping), "--scenario", str(scenario)]
     common += ["--planner", "erlang"]
     assert main([*common, "--interval", "0", "--duration", "5"]) == 2  # refused before any connection
+    # the central executor's resizes would be undone by this worker's autoscaler: refused before a decision
+    assert main([*common, "--executor", "central", "--interval", "1", "--duration", "5"]) == 2
+    refusal = capsys.readouterr().err
+    assert "'enrich@" in refusal and "runs --autoscale" in refusal and "--executor autoscaler" in refusal
     log = tmp_path / "decisions.jsonl"
     handler = signal.getsignal(signal.SIGTERM)
     assert main([*common, "--interval", "1", "--duration", "4", "--event-log", str(log)]) == 0

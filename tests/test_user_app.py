@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptflow.agents import Plan
+from adaptflow.agents import Plan, read_event_log
 from adaptflow.cli import main
 from adaptflow.runtime.live import CeleryExecutor, CeleryMonitor, PoolLedger, WallClock
 from adaptflow.runtime.live.events import EventStream
@@ -161,6 +162,39 @@ def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
     wait_for(lambda: processes() == 1, 20, 0.5, "the enrich pool back at 1")
     refused = executor.apply(Plan(workers={"ingest": 2}, splits={"ingest": {"enrich": 1.0}}))
     assert any("split not applied" in c for c in refused.clamps)
+
+
+def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path):
+    """``adaptflow control --executor central``: the loop sends ``pool_grow`` / ``pool_shrink`` to
+    the mapped workers (run without ``--autoscale``, nothing installed in them), as compare-app's
+    runs do, and keeps on for its duration."""
+    scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
+    scenario.write_text(yaml.safe_dump(SCENARIO))
+    mapping.write_text(yaml.safe_dump(MAPPING))
+    worker = f"enrich@{socket.gethostname()}"
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:  # the enrich worker's own process list, while the loop runs
+        while not done.is_set():
+            stats = shop.app.control.inspect(destination=[worker], timeout=1).stats() or {}
+            seen.append(len(stats.get(worker, {}).get("pool", {}).get("processes", [])))
+            time.sleep(0.3)
+
+    submit(shop, 24, work=(0.01, 0.4, 0.01))  # about 10 s of enrich work for its one process
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    argv = ["control", "--executor", "central", "--app", "tests.apps.shop:app", "--mapping", str(mapping)]
+    argv += ["--scenario", str(scenario), "--planner", "erlang", "--interval", "1", "--duration", "8"]
+    try:
+        assert main([*argv, "--event-log", str(log)]) == 0
+    finally:
+        done.set()
+        watcher.join(10)
+    records = read_event_log(log)
+    applied = [r["applied"]["workers"]["enrich"] for r in records]
+    assert 6 <= len(records) <= 9 and max(applied) >= 2  # a decision a second, the backlog staffed
+    assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
 
 
 def test_a_retired_process_that_lingers_is_not_taken_for_capacity(shop):

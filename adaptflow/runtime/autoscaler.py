@@ -57,8 +57,9 @@ per five seconds); and the worker reserves up to ``MAX x worker_prefetch_multipl
 whatever its pool's size, so a stage served by several workers shares its queue less evenly while
 a plan holds a pool below ``MAX``.
 
-:func:`planned_control` assembles the decider over a user's app (the live monitor through the
-app's mapping, a planner spec behind the fallback rule, the publisher): what a command line runs.
+:func:`adaptflow.runtime.control.app_control` assembles the decider over a user's app (the live
+monitor through the app's mapping, a planner spec behind the fallback rule, the publisher): what
+``adaptflow control`` runs.
 
 Settings, each from the app's configuration (an ``adaptflow_*`` key, e.g. in a config module
 given with ``celery --config``), else the environment (``ADAPTFLOW_*``), else the default:
@@ -91,19 +92,12 @@ import redis
 from celery.utils.log import get_logger
 from celery.worker.autoscale import AUTOSCALE_KEEPALIVE, Autoscaler
 
-from adaptflow.agents import Applied, Clock, ControlLoop, Coordinator, CostModel, EventLog, Executor, Plan
+from adaptflow.agents import Applied, Clock, Executor, Plan
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from celery import Celery
-
     from adaptflow.agents.safety import SafetyEnvelope
     from adaptflow.scenario import Scenario
 
-    from .live import CeleryMonitor, PoolLedger
-    from .live.events import EventStream
-    from .live.mapping import AppMapping
 
 logger = get_logger(__name__)  # Celery's: the worker's log
 log = logging.getLogger(__name__)  # the decider's
@@ -440,106 +434,11 @@ class RedisPlanPublisher(Executor):
         return published
 
 
-# -- the decider ---------------------------------------------------------------------------------
-@dataclass
-class PlannedControl:
-    """The decision loop of a user's app whose workers run :class:`PlannedAutoscaler`: run it
-    with ``coordinator.run(until=seconds)`` (one decision every interval, an event log record
-    each if one was given); the parts are here to be looked at."""
-
-    coordinator: Coordinator
-    publisher: RedisPlanPublisher
-    monitor: CeleryMonitor
-    ledger: PoolLedger
-
-
-def planned_control(
-    app: Celery,
-    mapping: AppMapping,
-    scenario: Scenario,
-    planner: str,
-    interval: float,
-    stream: EventStream,
-    *,
-    key: str = DEFAULT_KEY,
-    fallback: str = "erlang",
-    max_step: int | None = None,
-    cooldown: float = 0.0,
-    event_log: str | Path | None = None,
-    inspect_timeout: float = 2.0,
-) -> PlannedControl:
-    """The Coordinator over a user's app (its events through ``mapping``, read from ``stream``,
-    which the caller has started) with the planner spec ``planner`` (``erlang``, ``onnx:PATH``,
-    ...) behind a :class:`~.fallback.FallbackPlanner` with the rule ``fallback``, publishing
-    through a :class:`RedisPlanPublisher` (inside :class:`~.live.outage.ResilientExecutor`) on the
-    app's broker. The mapping must name each stage's worker (the pools are read from them).
-    ``interval``: wall seconds (a user's app runs at its own pace)."""
-
-    from .celery_app import redis_client
-    from .fallback import live_planner
-    from .live import CeleryMonitor, PoolLedger, ResilientExecutor, ResilientMonitor, WallClock, live_envelope
-    from .live.system import app_system
-
-    mapping.require_workers(scenario.stages)
-    mapping.require_named_workers("adaptflow control publishes one count per stage, which every node would apply")
-    guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
-    system = app_system(app, mapping, scenario, stream)
-    clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout).sync()
-    envelope = live_envelope(scenario, max_step=max_step, cooldown=cooldown)
-    publisher = RedisPlanPublisher(redis_client(str(app.conf.broker_url)), scenario, interval, envelope, key, clock)
-    executor = ResilientExecutor(publisher)  # type: ignore[arg-type]  # duck-typed: current_workers() and splits
-    monitor = CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout, system=system)
-    resilient = ResilientMonitor(monitor, executor, backoff_cap=max(0.5, min(5.0, interval)))
-    loop = ControlLoop(resilient, analyzer, executor, clock, CostModel(), interval)
-    log_file = EventLog(event_log) if event_log is not None else None
-    return PlannedControl(Coordinator(loop, guarded, log_file), publisher, monitor, ledger)
-
-
 __all__ = [
     "DEFAULT_KEY",
     "PlanReader",
     "PlanReading",
     "PlannedAutoscaler",
-    "PlannedControl",
     "PlannedSettings",
     "RedisPlanPublisher",
-    "planned_control",
 ]
-
-
-def run_planned_control(
-    app: str,
-    mapping: str | Path,
-    scenario: str | Path,
-    planner: str,
-    interval: float,
-    duration: float,
-    **options: Any,
-) -> None:
-    """``adaptflow control``: import the app, check mapping and scenario, receive its events and
-    run the decision loop for ``duration`` seconds (Ctrl-C or SIGTERM stop it sooner). A run is
-    bounded: the Coordinator keeps its transitions, so a service restarts it per run."""
-    import contextlib
-    import signal
-
-    from adaptflow.scenario import load_scenario
-
-    from .live.events import EventStream
-    from .live.mapping import load_mapping
-    from .record import load_app
-
-    if not interval > 0:
-        raise ValueError(f"--interval {interval}: expected seconds > 0")
-    if not 0 < duration <= 7 * 86400:
-        raise ValueError(f"--duration {duration}: expected seconds in (0, 604800] (a week)")
-    the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
-    stream = EventStream(the_app).start()
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        control = planned_control(the_app, the_mapping, the_scenario, planner, interval, stream, **options)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
-        with contextlib.suppress(KeyboardInterrupt):
-            control.coordinator.run(until=duration)
-    finally:
-        signal.signal(signal.SIGTERM, previous)  # a caller in the same process keeps its own
-        stream.stop()

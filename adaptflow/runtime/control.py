@@ -1,0 +1,170 @@
+"""``adaptflow control``: the decision loop over a user's Celery app, for as long as it is asked to run.
+
+The loop is the one every world runs (monitor on the app's events through its mapping, analyzer,
+the planner behind its fallback rule, the safety envelope, a Coordinator writing the event log);
+what differs is how a plan reaches the workers, chosen by ``executor`` (docs/deploy.md, step 4):
+
+* ``autoscaler``: the loop publishes each stage's desired workers to Redis
+  (:class:`~.autoscaler.RedisPlanPublisher`) and each worker, run with ``--autoscale`` and
+  ``worker_autoscaler = adaptflow.runtime.autoscaler:PlannedAutoscaler``, follows it with
+  Celery's own machinery, handing back to Celery's rule when the plan goes stale.
+* ``central``: the loop resizes each mapped worker itself with ``pool_grow`` / ``pool_shrink``
+  (:class:`~.live.CeleryExecutor`, as ``compare-app`` and ``adaptflow live`` do), for workers
+  run without ``--autoscale``: nothing to install in the workers, but a decider that stops leaves
+  the pools where it last put them.
+
+Both refuse a stage run as a group of nodes (``enrich@*``): one count a stage cannot size pods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from adaptflow.agents import ControlLoop, Coordinator, CostModel, EventLog, Executor
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from celery import Celery
+
+    from adaptflow.scenario import Scenario
+
+    from .live import CeleryMonitor, PoolLedger
+    from .live.events import EventStream
+    from .live.mapping import AppMapping
+
+ExecutorKind = Literal["autoscaler", "central"]
+EXECUTORS: tuple[ExecutorKind, ...] = ("autoscaler", "central")
+MAX_DURATION = 7 * 86400  # a week: a run is bounded (the Coordinator keeps its transitions)
+
+
+@dataclass
+class AppControl:
+    """The decision loop of a user's app: run it with ``coordinator.run(until=seconds)`` (one
+    decision every interval, an event log record each if one was given); the parts are here to
+    be looked at. ``executor`` is the inner one: the Redis publisher or the central executor."""
+
+    coordinator: Coordinator
+    executor: Executor
+    monitor: CeleryMonitor
+    ledger: PoolLedger
+
+
+def check_executor(executor: str) -> None:
+    """Refuse an executor kind this module does not build, naming it and the kinds it does."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+
+
+def _refuse_autoscaled(ledger: PoolLedger) -> None:
+    """The central executor's resizes would be undone by a worker's own autoscaler: refused,
+    one line naming each such worker, before the loop sends anything."""
+    autoscaled = sorted(pool.worker for pool in ledger.pools.values() if pool.autoscaler)
+    if autoscaled:
+        problems = [
+            f"worker {worker!r} runs --autoscale: --executor central resizes its pool itself, and the "
+            "worker's autoscaler would undo each resize; run it without --autoscale, or use --executor autoscaler"
+            for worker in autoscaled
+        ]
+        raise ValueError("\n".join(problems))
+
+
+def app_control(
+    app: Celery,
+    mapping: AppMapping,
+    scenario: Scenario,
+    planner: str,
+    interval: float,
+    stream: EventStream,
+    *,
+    executor: ExecutorKind = "autoscaler",
+    key: str | None = None,
+    fallback: str = "erlang",
+    max_step: int | None = None,
+    cooldown: float = 0.0,
+    event_log: str | Path | None = None,
+    inspect_timeout: float = 2.0,
+) -> AppControl:
+    """The Coordinator over a user's app (its events through ``mapping``, read from ``stream``,
+    which the caller has started) with the planner spec ``planner`` (``erlang``, ``onnx:PATH``,
+    ...) behind a :class:`~.fallback.FallbackPlanner` with the rule ``fallback``, its plans
+    reaching the workers by ``executor`` (module docstring), inside a
+    :class:`~.live.outage.ResilientExecutor`. The mapping must name each stage's worker (the pools
+    are read from them). ``interval``: wall seconds (a user's app runs at its own pace); ``key``:
+    the Redis hash the autoscaler path publishes to (its default, ``adaptflow:desired``)."""
+    from .autoscaler import DEFAULT_KEY, RedisPlanPublisher
+    from .celery_app import redis_client
+    from .fallback import live_planner
+    from .live import (
+        CeleryExecutor,
+        CeleryMonitor,
+        PoolLedger,
+        ResilientExecutor,
+        ResilientMonitor,
+        WallClock,
+        live_envelope,
+    )
+    from .live.system import app_system
+
+    check_executor(executor)
+    mapping.require_workers(scenario.stages)
+    mapping.require_named_workers(f"adaptflow control --executor {executor} sizes one named worker per stage")
+    guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
+    clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout).sync()
+    envelope = live_envelope(scenario, max_step=max_step, cooldown=cooldown)
+    inner: Executor
+    if executor == "central":
+        _refuse_autoscaled(ledger)
+        inner = CeleryExecutor(app, ledger, clock, envelope, inspect_timeout, scenario=scenario)
+    else:
+        plans = redis_client(str(app.conf.broker_url))
+        inner = RedisPlanPublisher(plans, scenario, interval, envelope, key or DEFAULT_KEY, clock)
+    resilient_executor = ResilientExecutor(inner)  # type: ignore[arg-type]  # duck-typed: current_workers(), splits
+    system = app_system(app, mapping, scenario, stream)
+    monitor = CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout, system=system)
+    resilient = ResilientMonitor(monitor, resilient_executor, backoff_cap=max(0.5, min(5.0, interval)))
+    loop = ControlLoop(resilient, analyzer, resilient_executor, clock, CostModel(), interval)
+    log_file = EventLog(event_log) if event_log is not None else None
+    return AppControl(Coordinator(loop, guarded, log_file), inner, monitor, ledger)
+
+
+def run_app_control(
+    app: str,
+    mapping: str | Path,
+    scenario: str | Path,
+    planner: str,
+    interval: float,
+    duration: float,
+    **options: Any,
+) -> None:
+    """``adaptflow control``: check the arguments, import the app, load mapping and scenario,
+    receive its events and run the decision loop for ``duration`` seconds (Ctrl-C or SIGTERM stop
+    it sooner). ``options``: those of :func:`app_control`."""
+    from adaptflow.scenario import load_scenario
+
+    from .live.events import EventStream
+    from .live.mapping import load_mapping
+    from .record import load_app
+
+    if not interval > 0:
+        raise ValueError(f"--interval {interval}: expected seconds > 0")
+    if not 0 < duration <= MAX_DURATION:
+        raise ValueError(f"--duration {duration}: expected seconds in (0, {MAX_DURATION}] (a week)")
+    check_executor(options.get("executor", "autoscaler"))
+    the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
+    stream = EventStream(the_app).start()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        control = app_control(the_app, the_mapping, the_scenario, planner, interval, stream, **options)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
+        with contextlib.suppress(KeyboardInterrupt):
+            control.coordinator.run(until=duration)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a caller in the same process keeps its own
+        stream.stop()
+
+
+__all__ = ["EXECUTORS", "AppControl", "app_control", "run_app_control"]
