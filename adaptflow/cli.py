@@ -476,10 +476,12 @@ def _laws_by_speed(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> int:
     from adaptflow.runtime.control import run_app_control
 
-    run_app_control(
+    decisions = run_app_control(
         args.app, args.mapping, args.scenario, args.planner, args.interval, args.duration, executor=args.executor,
         fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown, event_log=args.event_log,
     )  # fmt: skip
+    logged = f"; each in {args.event_log}" if args.event_log else ""
+    print(f"adaptflow: control made {decisions} decisions ({args.executor}){logged}")
     return 0
 
 

@@ -52,6 +52,27 @@ def coordinator_for(scenario, seed, planner, log=None, interval=60.0, percentile
     return sim, Coordinator(loop, planner, log)
 
 
+def test_a_long_loop_takes_its_decisions_one_at_a_time_and_keeps_none():
+    """``Coordinator.steps``: a decision is made only when the next is asked for, and the
+    Coordinator holds no transition once its taker has dropped it (``adaptflow control`` runs for
+    up to a week and keeps none); ``run`` returns the same decisions, all kept."""
+    import gc
+
+    scenario = load_scenario("mmc", horizon=600)
+    _, coordinator = coordinator_for(scenario, 3, StaticPlanner(), interval=60.0)
+    steps = coordinator.steps(until=600)
+    first = next(steps)
+    assert first.decision_time == 0 and coordinator.loop.clock.now() == 60  # nothing decided ahead
+    costs = [first.cost.total]
+    second = next(steps)
+    gc.collect()
+    held = [r for r in gc.get_referrers(first) if r is not sys._getframe()]
+    assert held == [] and second.decision_time == 60  # only this test holds the first decision
+    costs += [second.cost.total] + [t.cost.total for t in steps]
+    _, again = coordinator_for(scenario, 3, StaticPlanner(), interval=60.0)
+    assert [t.cost.total for t in again.run(until=600)] == costs and len(costs) == 10
+
+
 def test_coordinator_event_log_totals_match_the_simulator(tmp_path):
     """A StaticPlanner through the Coordinator writes one JSONL record per decision; summed over
     the records, items, violations, escapes and worker cost equal the simulator's own totals."""

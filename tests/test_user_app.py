@@ -164,7 +164,7 @@ def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
     assert any("split not applied" in c for c in refused.clamps)
 
 
-def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path):
+def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, capsys):
     """``adaptflow control --executor central``: the loop sends ``pool_grow`` / ``pool_shrink`` to
     the mapped workers (run without ``--autoscale``, nothing installed in them), as compare-app's
     runs do, and keeps on for its duration."""
@@ -194,6 +194,7 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path):
     records = read_event_log(log)
     applied = [r["applied"]["workers"]["enrich"] for r in records]
     assert 6 <= len(records) <= 9 and max(applied) >= 2  # a decision a second, the backlog staffed
+    assert f"control made {len(records)} decisions (central)" in capsys.readouterr().out  # each one logged
     assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
 
 

@@ -9,6 +9,7 @@ a Plan). So simulation, evaluation and live runs all go through the same code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -117,15 +118,20 @@ class Coordinator:
         most that many seconds more: a replay of a live run ends as the run did, at the first
         decision after every arrival has left (a fixed count of decisions cut off an item
         whose exit fell a few milliseconds past the last one)."""
+        return list(self.steps(until, settle))
+
+    def steps(self, until: float, settle: float = 0.0) -> Iterator[Transition]:
+        """The decisions of :meth:`run` one at a time, each yielded once it is applied, observed
+        and logged. A loop that runs for days (``adaptflow control``) takes them so and keeps
+        none: a transition holds a whole snapshot (about 4 KB for five stages), and a week of
+        one-second decisions kept would be 2 GB."""
         self.planner.reset()
         snapshot, insights = self.loop.start()
-        transitions = []
         limit = until + max(settle, 0.0)
         while (now := self.loop.clock.now()) < until - 1e-9 or (snapshot.in_system > 0 and now < limit - 1e-9):
             plan = self.planner.plan(snapshot, insights)
             step = self.loop.act(plan)
             if self.log is not None:
                 self.log.write(step.to_record(decision_insights=insights))
-            transitions.append(step)
+            yield step
             snapshot, insights = step.snapshot, step.insights
-        return transitions

@@ -139,10 +139,12 @@ def run_app_control(
     interval: float,
     duration: float,
     **options: Any,
-) -> None:
+) -> int:
     """``adaptflow control``: check the arguments, import the app, load mapping and scenario,
     receive its events and run the decision loop for ``duration`` seconds (Ctrl-C or SIGTERM stop
-    it sooner). ``options``: those of :func:`app_control`."""
+    it sooner); returns how many decisions it made. ``options``: those of :func:`app_control`.
+    The decisions are taken one at a time and none is kept (the event log has them): a week of
+    them would fill the memory (:meth:`~adaptflow.agents.Coordinator.steps`)."""
     from adaptflow.scenario import load_scenario
 
     from .live.events import EventStream
@@ -156,12 +158,14 @@ def run_app_control(
     check_executor(options.get("executor", "autoscaler"))
     the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
     stream = EventStream(the_app).start()
-    previous = signal.getsignal(signal.SIGTERM)
+    previous, decisions = signal.getsignal(signal.SIGTERM), 0
     try:
         control = app_control(the_app, the_mapping, the_scenario, planner, interval, stream, **options)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
         with contextlib.suppress(KeyboardInterrupt):
-            control.coordinator.run(until=duration)
+            for _ in control.coordinator.steps(until=duration):
+                decisions += 1
+        return decisions
     finally:
         signal.signal(signal.SIGTERM, previous)  # a caller in the same process keeps its own
         stream.stop()
