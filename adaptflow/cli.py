@@ -624,6 +624,7 @@ def _keda(args: argparse.Namespace) -> int:
     run_keda(
         args.planner, args.app, args.mapping, args.scenario, args.interval,
         host=args.host, port=args.port, fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown,
+        event_log=args.event_log,
     )  # fmt: skip
     return 0
 
@@ -1075,17 +1076,26 @@ def _add_control(commands: Any) -> None:
         "(autoscaler; a stale plan hands the worker back to Celery's rule), or pool_grow / pool_shrink sent "
         "to each mapped worker by this loop (central; workers run without --autoscale)",
     )
-    ct.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
-    ct.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
-    ct.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
-    ct.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
-    ct.add_argument("--interval", type=float, default=30.0, help="seconds between decisions (30)")
+    _add_decision_loop_arguments(ct)
     ct.add_argument("--duration", type=float, required=True, help="seconds to run (at most a week)")
-    ct.add_argument("--fallback", default="erlang", help="rule used when the planner fails or leaves its range")
-    ct.add_argument("--max-step", type=int, default=None, help="largest change of a pool per decision")
-    ct.add_argument("--cooldown", type=float, default=0.0, help="seconds a pool is held after a change")
-    ct.add_argument("--event-log", default=None, help="JSONL of every decision (what was seen, planned, applied)")
     ct.set_defaults(handler=_control)
+
+
+def _add_decision_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every decision loop over a user's app is given (``control``, ``keda``)."""
+    parser.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
+    parser.add_argument(
+        "--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events"
+    )
+    parser.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
+    parser.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between decisions (30)")
+    parser.add_argument("--fallback", default="erlang", help="rule used when the planner fails or leaves its range")
+    parser.add_argument("--max-step", type=int, default=None, help="largest change of a pool per decision")
+    parser.add_argument("--cooldown", type=float, default=0.0, help="seconds a pool is held after a change")
+    parser.add_argument(
+        "--event-log", default=None, help="JSONL of every decision (what was seen, planned, applied, and what followed)"
+    )
 
 
 PLANNERS_HELP = (
@@ -1217,14 +1227,7 @@ def _add_keda(commands: Any) -> None:
         help="KEDA external scaler (gRPC): report what the planner wants for each stage of your app",
         description="adaptflow keda --planner SPEC --app MODULE:APP --mapping MAPPING.yaml --scenario S",
     )
-    kd.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
-    kd.add_argument("--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events")
-    kd.add_argument("--mapping", required=True, help="YAML: which queues or tasks form which stage")
-    kd.add_argument("--scenario", required=True, help="the scenario of your app (adaptflow calibrate writes one)")
-    kd.add_argument("--interval", type=float, default=30.0, help="seconds between decisions (30)")
-    kd.add_argument("--fallback", default="erlang", help="rule used when the planner fails or leaves its range")
-    kd.add_argument("--max-step", type=int, default=None, help="largest change of a pool per decision")
-    kd.add_argument("--cooldown", type=float, default=0.0, help="seconds a pool is held after a change")
+    _add_decision_loop_arguments(kd)
     kd.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a cluster (KEDA calls the pod's Service)")
     kd.add_argument("--port", type=int, default=6000)
     kd.set_defaults(handler=_keda)

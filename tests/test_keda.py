@@ -4,7 +4,6 @@ over plans a real planner made from a simulated system."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_tools import protoc
 
-from adaptflow.agents import MetricsSnapshot, Monitor
+from adaptflow.agents import CostModel, EventLog, MetricsSnapshot, Monitor, read_event_log
 from adaptflow.agents.analyzers import StandardAnalyzer
 from adaptflow.agents.safety import envelope_for
 from adaptflow.agents.sim import SimMonitor
@@ -30,16 +29,12 @@ from adaptflow.runtime.keda.scaler import metric_name, serve_keda
 from adaptflow.scenario import load_scenario
 from adaptflow.simulator import Simulation
 
+from .live_fixtures import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = "adaptflow/runtime/keda/externalscaler.proto"
 INTERVAL = 30.0
 CALL = 30.0  # seconds a call may take before the test fails instead of hanging
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -237,6 +232,30 @@ def test_the_decision_loop_decides_on_its_thread_and_stops(etl):
     finally:
         loop.stop(timeout=CALL)
     assert not loop.running
+
+
+def test_each_decision_is_logged_as_the_coordinator_logs_one_once_its_interval_is_seen(etl, tmp_path):
+    """``adaptflow keda --event-log``: a decision's record (the Coordinator's) is written when the
+    next decision has observed the interval that followed it; the last has none yet."""
+    sim = Simulation(etl, rng=np.random.default_rng(5))
+    path = tmp_path / "decisions.jsonl"
+    with EventLog(path) as log:
+        loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim), event_log=log)
+        loop.reset()
+        decisions = []
+        for _ in range(3):
+            sim.run(sim.now + INTERVAL)
+            decisions.append(loop.tick())
+    records = read_event_log(path)
+    assert len(records) == 2
+    for record, decision, following in zip(records, decisions, decisions[1:], strict=False):
+        assert set(record) == {"decision_time", "time", "insights", "plan", "applied", "metrics", "cost"}
+        assert (record["decision_time"], record["time"]) == (decision.snapshot.time, following.snapshot.time)
+        assert record["plan"] == decision.plan.to_dict() and record["applied"] == decision.applied.to_dict()
+        assert record["insights"] == decision.insights.to_dict()  # what the decision was made on
+        assert record["metrics"] == following.snapshot.to_dict()  # and the interval that followed it
+        assert record["cost"] == CostModel().components(following.snapshot).to_dict()
+    assert records[1]["metrics"]["completed"] > 0
 
 
 class Unreachable(Monitor):

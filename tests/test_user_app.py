@@ -29,7 +29,7 @@ from adaptflow.runtime.record import Recorder, record
 from adaptflow.scenario import parse_scenario
 from adaptflow.scenario.celery_pool import CELERY_LATE_REAP
 
-from .live_fixtures import broker, forget_connections, redis_server, wait_for  # noqa: F401  (fixtures)
+from .live_fixtures import broker, forget_connections, free_port, redis_server, wait_for  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "enrich", "store")
@@ -196,6 +196,49 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
     assert 6 <= len(records) <= 9 and max(applied) >= 2  # a decision a second, the backlog staffed
     assert f"control made {len(records)} decisions (central)" in capsys.readouterr().out  # each one logged
     assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
+
+
+def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(shop, tmp_path):
+    """``adaptflow keda`` end to end on a user's app: its events observed, the planner's decision
+    answered over KEDA's gRPC contract to a client speaking the proto, each decision logged, and
+    the scaler stopped on request."""
+    import grpc
+
+    from adaptflow.runtime.keda import externalscaler_pb2 as pb
+    from adaptflow.runtime.keda import externalscaler_pb2_grpc as pb_grpc
+    from adaptflow.runtime.keda.app import run_keda
+    from adaptflow.runtime.keda.scaler import metric_name
+
+    scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
+    scenario.write_text(yaml.safe_dump(SCENARIO))
+    mapping.write_text(yaml.safe_dump(MAPPING))
+    port, stop = free_port(), threading.Event()
+    arguments = ("erlang", "tests.apps.shop:app", str(mapping), str(scenario), 1.0)
+    scaler = threading.Thread(target=run_keda, args=arguments, kwargs={"port": port, "event_log": log, "stop": stop})
+    submit(shop, 24, work=(0.01, 0.4, 0.01))  # about 10 s of enrich work for its one process
+    scaler.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    ref = pb.ScaledObjectRef(name="enrich-workers", namespace="shop", scalerMetadata={"stage": "enrich"})
+    request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric_name("enrich"))
+
+    def wanted() -> int:
+        try:
+            return pb_grpc.ExternalScalerStub(channel).GetMetrics(request, timeout=5).metricValues[0].metricValue
+        except grpc.RpcError:  # not serving yet
+            return 0
+
+    try:
+        wait_for(lambda: wanted() >= 2, 30, 0.5, "the planner wanting more enrich processes for the backlog")
+        # a decision is logged once the next has seen the interval after it
+        wait_for(lambda: log.exists() and len(read_event_log(log)) >= 2, 30, 0.5, "two decisions logged")
+    finally:
+        stop.set()
+        scaler.join(30)
+        channel.close()
+    assert not scaler.is_alive()
+    records = read_event_log(log)
+    assert records and max(r["applied"]["workers"]["enrich"] for r in records) >= 2
+    assert sum(r["metrics"]["source_arrivals"]["orders"] for r in records) >= 1  # the user's orders seen
 
 
 def test_a_retired_process_that_lingers_is_not_taken_for_capacity(shop):

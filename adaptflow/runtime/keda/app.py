@@ -25,18 +25,22 @@ def run_keda(
     fallback: str = "erlang",
     max_step: int | None = None,
     cooldown: float = 0.0,
+    event_log: str | Path | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Serve until SIGTERM, Ctrl-C or ``stop``. A decision older than three intervals is stale:
-    KEDA is then told UNAVAILABLE and falls back to the ScaledObject's ``fallback`` replicas."""
+    KEDA is then told UNAVAILABLE and falls back to the ScaledObject's ``fallback`` replicas.
+    ``event_log``: a JSONL file of every decision, as ``adaptflow control`` writes one."""
+    from adaptflow.agents import EventLog
     from adaptflow.runtime.user_app import observe_app
 
     if not interval > 0:
         raise ValueError(f"--interval {interval}: expected seconds > 0")
     observed = observe_app(app, mapping, scenario)
     stop = stop or threading.Event()
+    log_file = EventLog(event_log) if event_log is not None else None
     try:
-        options = {"fallback": fallback, "max_step": max_step, "cooldown": cooldown}
+        options = {"fallback": fallback, "max_step": max_step, "cooldown": cooldown, "event_log": log_file}
         loop = decision_loop_for(planner, observed.scenario, interval, observed.monitor, **options).start()
         server = serve_keda(loop, host, port, stale_after=3 * interval)
         if threading.current_thread() is threading.main_thread():
@@ -48,3 +52,5 @@ def run_keda(
         loop.stop()
     finally:
         observed.close()
+        if log_file is not None:
+            log_file.close()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
+from adaptflow.agents.coordinator import EventLog, Transition
+from adaptflow.agents.cost import CostModel
 from adaptflow.agents.interfaces import Analyzer, Monitor, Planner
 from adaptflow.agents.safety import SafetyEnvelope
 from adaptflow.agents.types import Applied, Insights, MetricsSnapshot, Plan
@@ -131,7 +133,13 @@ class DecisionLoop:
 
     A decision that fails (the monitor cannot read the world, a bug) is logged and counted, and
     the last plan stays published; the scaler's ``stale_after`` turns a loop that keeps failing
-    into errors KEDA sees (and answers with its ``fallback`` replicas)."""
+    into errors KEDA sees (and answers with its ``fallback`` replicas).
+
+    ``event_log``: each decision as the Coordinator logs one (:class:`~adaptflow.agents.Transition`'s
+    record: what was seen and planned, what the envelope let through, and the interval that
+    followed, priced by the cost model), written once the next decision has observed that
+    interval; the last decision before a stop has no interval and no record, as in the
+    Coordinator's log."""
 
     def __init__(
         self,
@@ -141,12 +149,16 @@ class DecisionLoop:
         envelope: SafetyEnvelope,
         interval: float,
         plans: LatestPlan,
+        event_log: EventLog | None = None,
+        cost_model: CostModel | None = None,
     ):
         if not (math.isfinite(interval) and interval > 0):
             raise ValueError(f"interval must be a positive number of seconds; got {interval}")
         self.monitor, self.analyzer, self.planner, self.envelope = monitor, analyzer, planner, envelope
         self.interval, self.plans = interval, plans
+        self.event_log, self.cost_model = event_log, cost_model or CostModel()
         self.last: Decision | None = None
+        self._unlogged: Decision | None = None  # the decision whose interval is still under way
         self.failures = 0  # decisions that failed, since the loop was made
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -169,17 +181,29 @@ class DecisionLoop:
         self.planner.reset()
         self.analyzer.reset()
         self.envelope.reset()
+        self._unlogged = None
 
     def tick(self) -> Decision:
         """One decision, published; raises what the monitor, analyzer or planner raised."""
         snapshot = self.monitor.observe()
         insights = self.analyzer.analyze(snapshot)
+        self._log_interval(snapshot, insights)
         plan = self.planner.plan(snapshot, insights)
         applied = self.envelope.constrain(plan, dict(self.plans.latest().workers), time.monotonic())
         if applied.clamps:
             log.info("envelope: %s", "; ".join(applied.clamps))
-        self.last = Decision(snapshot, insights, plan, applied, self.plans.publish(applied.workers))
+        self.last = self._unlogged = Decision(snapshot, insights, plan, applied, self.plans.publish(applied.workers))
         return self.last
+
+    def _log_interval(self, snapshot: MetricsSnapshot, insights: Insights) -> None:
+        """The record of the decision before this one, now that its interval (``snapshot``) is
+        known: the Coordinator's record, so that one reader serves every loop's log."""
+        before, self._unlogged = self._unlogged, None
+        if self.event_log is None or before is None:
+            return
+        cost = self.cost_model.components(snapshot)
+        step = Transition(before.snapshot.time, before.plan, before.applied, snapshot, cost, insights)
+        self.event_log.write(step.to_record(decision_insights=before.insights))
 
     def step(self) -> Decision | None:
         """One decision as the loop's thread makes it: a failure is logged and counted (None),
@@ -230,6 +254,7 @@ def decision_loop_for(
     fallback: str = "erlang",
     max_step: int | None = None,
     cooldown: float = 0.0,
+    event_log: EventLog | None = None,
 ) -> DecisionLoop:
     """The decision loop of a planner spec (``erlang``, ``onnx:PATH``, ...) over ``monitor``:
     the primary behind a :class:`FallbackPlanner` with the rule ``fallback`` (which also guards a
@@ -242,4 +267,5 @@ def decision_loop_for(
 
     guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
     envelope = envelope_for(scenario, max_step=max_step, cooldown=cooldown)
-    return DecisionLoop(monitor, analyzer, guarded, envelope, interval, LatestPlan.for_scenario(scenario))
+    plans = LatestPlan.for_scenario(scenario)
+    return DecisionLoop(monitor, analyzer, guarded, envelope, interval, plans, event_log=event_log)
