@@ -135,11 +135,14 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     assert all(0 < cpu[s]["per_visit"] < 0.5 for s in cpu)  # a few ms a visit: not the tasks' 0.5 s sleeps
 
 
-def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, tmp_path):  # noqa: F811
+def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, tmp_path, capsys):  # noqa: F811
     """A static planner holds the same pools whatever it sees, so compare-app starts its run at
     them: ``two@static:pool=2`` is held at 2 processes a stage from its first second (the runs
     ``fit-growth`` takes, by its rule for a held pool), its start kept in the row; the next run
-    starts back at the scenario's 1. Its simulated twin starts at 2 too, and holds 2 exactly."""
+    starts back at the scenario's 1. Its simulated twin starts at 2 too, and holds 2 exactly.
+
+    And a compare cut short (Ctrl-C in the second run) goes on where it stopped: called again,
+    only the second run runs; another command on the same folder is refused first."""
     from adaptflow.experiments.compare_app import simulated_app_run
     from adaptflow.runtime.calibrate.growth import HELD
 
@@ -148,13 +151,28 @@ def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, 
             return []
         return simulated_app_run(parse_scenario(SCENARIO), run, "two@static:pool=2", 1, 1.0, tmp_path)
 
+    def interrupted(run):
+        if run.planner == "static":
+            raise KeyboardInterrupt  # Ctrl-C as the second run ends: its rows are not kept
+        return after_run(run)
+
     few = [*PRODUCE[:4], "10", *PRODUCE[5:]]  # 10 orders: the pools are what is tested
-    table = compare_on_app(
-        "tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["two@static:pool=2", "static"], few,
-        interval=1.0, drain=30.0, event_log_dir=tmp_path, cwd=ROOT, settle=30.0, limit=60.0,
-        after_run=after_run,
-    )  # fmt: skip
+    planners = ["two@static:pool=2", "static"]
+    options = {"interval": 1.0, "drain": 30.0, "event_log_dir": tmp_path, "cwd": ROOT, "settle": 30.0, "limit": 60.0}
+    with pytest.raises(KeyboardInterrupt):
+        compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), planners, few, **options,
+                       after_run=interrupted)  # fmt: skip
+    assert not (tmp_path / "compare_app.csv").exists() and (tmp_path / "compare_app.partial.csv").is_file()
+    first = (tmp_path / "two.jsonl").stat().st_mtime_ns
+    with pytest.raises(ValueError, match=r"(?s)cut short.*runs: \['static'\] where the compare cut short has"):
+        compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), ["static"], few, **options)
+    table = compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), planners, few, **options,
+                           after_run=after_run)  # fmt: skip
+    assert "1 of 2 runs were finished" in capsys.readouterr().err
+    assert (tmp_path / "two.jsonl").stat().st_mtime_ns == first  # the finished run was not run again
+    assert not (tmp_path / "compare_app.partial.csv").exists() and (tmp_path / "compare_app.csv").is_file()
     live = table[table["world"] == "live"].set_index("planner")
+    assert list(live.index) == ["two", "static"]
     for planner, size in (("two", 2), ("static", 1)):
         for stage in SCENARIO["stages"]:
             assert live.loc[planner, f"start_pool_{stage}"] == size, (planner, stage)
@@ -217,6 +235,34 @@ def test_a_failing_producer_is_an_error_naming_it(shop, tmp_path):  # noqa: F811
             [sys.executable, "-m", "tests.apps.shop_produce", "--rate", "1"],  # --orders missing: argparse exits 2
             interval=0.5, drain=5.0, cwd=ROOT, settle=30.0, limit=30.0,
         )  # fmt: skip
+
+
+def test_a_cut_short_compare_is_continued_only_by_the_same_command(tmp_path):
+    """The progress of ``compare-app --out``: the finished runs' rows read back, the runs done
+    known by their live rows, another command's manifest refused (one line a field, both values),
+    and ``compare_app.csv`` written only when every run is, the partial files then removed."""
+    from adaptflow.runtime.compare_progress import MANIFEST, PARTIAL, Progress
+
+    manifest = {"runs": ["a", "b"], "simulate": 8, "produce": ["python", "-m", "p", "--seed", "7"]}
+    progress = Progress.open(tmp_path, manifest)
+    progress.start()
+    progress.record([{"world": "live", "planner": "a", "mean_wait": 1.0}, {"world": "simulated", "planner": "a"}])
+    again = Progress.open(tmp_path, {**manifest, "produce": ("python", "-m", "p", "--seed", "7")})  # argv as a tuple
+    assert again.done == {"a"} and [row["world"] for row in again.rows] == ["live", "simulated"]
+    with pytest.raises(ValueError) as refused:
+        Progress.open(tmp_path, {**manifest, "simulate": 3, "runs": ["b", "a"]})
+    lines = str(refused.value).splitlines()
+    assert lines[1:3] == [
+        "  runs: ['b', 'a'] where the compare cut short has ['a', 'b']",
+        "  simulate: 3 where the compare cut short has 8",
+    ]
+    assert len(lines) == 4 and MANIFEST in lines[3]
+    assert not (tmp_path / "compare_app.csv").exists()
+    again.record([{"world": "live", "planner": "b", "mean_wait": 2.0}])
+    table = again.finish()
+    assert list(table["planner"]) == ["a", "a", "b"] and list(table["mean_wait"].iloc[[0, 2]]) == [1.0, 2.0]
+    assert (tmp_path / "compare_app.csv").is_file()
+    assert not (tmp_path / PARTIAL).exists() and not (tmp_path / MANIFEST).exists()
 
 
 def test_arguments_are_checked_before_any_run():

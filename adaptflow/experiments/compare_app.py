@@ -468,9 +468,12 @@ def compare_app_with_simulation(
                 steal_speed, pulse_speed=pulse_speed,
             )  # fmt: skip
 
+        resume_key = {"simulate": seeds, "live_handoffs": live_handoffs, "probe_speed": probe_speed,
+                      "live_speed": live_speed, "steal_speed": steal_speed, "pulse_speed": pulse_speed}  # fmt: skip
         table = compare_on_app(
-            app_spec, mapping, spec, planners, produce, interval, drain, event_log_dir, after_run=after_run, **options
-        )
+            app_spec, mapping, spec, planners, produce, interval, drain, event_log_dir, after_run=after_run,
+            resume_key=resume_key, **options,
+        )  # fmt: skip
     if event_log_dir is not None:
         agreement(table).to_csv(Path(event_log_dir) / "agreement.csv", index=False)
     return table

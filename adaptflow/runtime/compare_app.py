@@ -27,12 +27,14 @@ worker cost plus the SLA, drop and escape penalties), ``worker_cost`` the stages
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,6 +65,7 @@ from adaptflow.policies.registry import check_trusted, split_label
 from adaptflow.scenario import Scenario, load_scenario, save_scenario
 
 from .celery_app import redis_client
+from .compare_progress import Progress, scenario_digest
 from .fallback import FallbackPlanner, live_planner
 from .live import (
     CeleryExecutor,
@@ -652,6 +655,7 @@ def compare_on_app(
     allow_pickle: bool = False,
     after_run: Callable[[RunResult], list[dict[str, Any]]] | None = None,
     repeat: int = 1,
+    resume_key: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Each planner's live run on the user's app ``app_spec`` (``MODULE:APP``), on the arrivals
     the command ``produce`` submits (the same each run: the producer must be reproducible, e.g.
@@ -664,26 +668,49 @@ def compare_on_app(
     model) is refused unless ``allow_pickle``. ``after_run``: rows to add after each run's own
     (the simulated side of :func:`adaptflow.experiments.compare_app.compare_app_with_simulation`).
     ``repeat``: each planner that many times (:func:`repeated`: labels ``LABEL#k``, rounds in a
-    rotating order), for the spread of live runs on the same arrivals."""
+    rotating order), for the spread of live runs on the same arrivals.
+
+    With ``event_log_dir``, a compare cut short (Ctrl-C, SIGTERM, a crash) goes on where it
+    stopped when called again the same way (:mod:`.compare_progress`; ``resume_key``: what else
+    makes the rows, such as the simulation's settings, which the same call must repeat)."""
     planners = repeated(planners, repeat)
     target = _target(app_spec, mapping, scenario, planners, produce, interval, drain, inspect_timeout, allow_pickle)
-    if event_log_dir is not None:
-        event_log_dir = Path(event_log_dir)
-        event_log_dir.mkdir(parents=True, exist_ok=True)
-        write_planner_scenario(event_log_dir, target.scenario)
-    settings = RunSettings(tuple(produce), interval, drain, event_log_dir, cwd, env, settle, limit)
-    rows = []
+    folder = Path(event_log_dir) if event_log_dir is not None else None
+    progress = _progress(folder, target, planners, produce, interval, drain, resume_key)
+    done = progress.done if progress is not None else set()
+    settings = RunSettings(tuple(produce), interval, drain, folder, cwd, env, settle, limit)
+    rows: list[dict[str, Any]] = []
     for spec in planners:
+        if split_label(spec)[0] in done:
+            continue
         log.info("compare on %s: running %s", app_spec, spec)
         run = run_one(target, spec, settings)
         # what a later resimulation needs to run this planner again (experiments/compare_app.resimulate)
-        rows.append({**figures(run, target.scenario), "spec": split_label(spec)[1], "interval": interval})
-        if after_run is not None:
-            rows += after_run(run)
-    table = pd.DataFrame(rows)
-    if event_log_dir is not None:
-        table.to_csv(event_log_dir / "compare_app.csv", index=False)
-    return table
+        rows_of_run = [{**figures(run, target.scenario), "spec": split_label(spec)[1], "interval": interval}]
+        rows_of_run += after_run(run) if after_run is not None else []
+        if progress is not None:
+            progress.record(rows_of_run)
+        rows += rows_of_run
+    return progress.finish() if progress is not None else pd.DataFrame(rows)
+
+
+def _progress(folder: Path | None, target: AppUnderTest, runs: list[str], produce: Sequence[str], interval: float,
+              drain: float, resume_key: Mapping[str, Any] | None) -> Progress | None:  # fmt: skip
+    """The compare's progress in ``folder`` (none without one): an earlier cut-short compare of
+    the same command goes on (said on stderr), another command's is refused before any file is
+    written; then the scenario the planners read is kept and the compare's manifest written."""
+    if folder is None:
+        return None
+    scenario = json.dumps(target.scenario.model_dump(mode="json"), sort_keys=True)
+    manifest = {"app": target.spec, "runs": runs, "produce": list(produce), "interval": interval, "drain": drain}
+    progress = Progress.open(folder, {**manifest, "scenario": scenario_digest(scenario), **(resume_key or {})})
+    folder.mkdir(parents=True, exist_ok=True)
+    write_planner_scenario(folder, target.scenario)
+    progress.start()
+    if progress.done:
+        print(f"adaptflow: compare-app goes on in {folder}: {len(progress.done)} of {len(runs)} runs were finished",
+              file=sys.stderr)  # fmt: skip
+    return progress
 
 
 PLANNER_SCENARIO = "scenario.yaml"

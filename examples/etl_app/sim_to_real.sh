@@ -10,7 +10,7 @@
 #   examples/etl_app/sim_to_real.sh [OUT]       # about an hour and a half; OUT defaults to s2r
 #
 # Each step writes into OUT and is skipped when its output is already there, so a run cut short
-# goes on from the step it stopped in. The steps do not track what they were made from: to redo
+# goes on from the step it stopped in (and a fit set or held-out set cut short, from its run). The steps do not track what they were made from: to redo
 # one, delete its output and every later step's.
 # It starts its own redis-server (a free port, its data in OUT) and one worker per queue at -c 1,
 # and stops them on exit. Run nothing heavy beside it: the live runs measure this machine's CPU.
