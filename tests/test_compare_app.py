@@ -228,6 +228,45 @@ def test_a_source_no_arrival_came_from_is_left_out_of_the_replay(tmp_path):
         compare_app_with_simulation("tests.apps.shop:app", other, spec, ["static"], ["true"], 1.0, 1.0, seeds=2)
 
 
+def test_sigterm_stops_a_compare_and_its_producer_and_leaves_it_to_go_on(shop, broker, tmp_path):  # noqa: F811
+    """A service manager's stop (SIGTERM) mid-run, as Ctrl-C: the user's producer (its own
+    session) stopped with the command rather than left submitting orders to the app, exit 130,
+    and the compare's manifest kept for the same command to go on."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    scenario, mapping, out = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "cmp"
+    scenario.write_text(yaml.safe_dump(SCENARIO))
+    mapping.write_text(yaml.safe_dump(MAPPING))
+    produce = [sys.executable, "-m", "tests.apps.shop_produce", "--orders", "600", "--rate", "10", "--seed", "11"]
+    cmd = [sys.executable, "-m", "adaptflow.cli", "compare-app", "--app", "tests.apps.shop:app", "--mapping"]
+    cmd += [str(mapping), "--scenario", str(scenario), "--planners", "static", "--interval", "1", "--settle", "30"]
+    cmd += ["--out", str(out), "--", *produce]
+    env = {**os.environ, "SHOP_BROKER_URL": broker}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def producing() -> bool:
+        pattern = r"^\S+ -m tests\.apps\.shop_produce --orders 600"  # the producer, not the command naming it
+        return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+
+    try:
+        deadline = time.monotonic() + 60
+        while not producing() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert producing(), "the producer never started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not producing()  # stopped with the command: no order is sent to the app after it
+    assert (out / "compare_app.resume.json").is_file() and not (out / "compare_app.csv").exists()
+
+
 def test_a_failing_producer_is_an_error_naming_it(shop, tmp_path):  # noqa: F811
     with pytest.raises(RuntimeError, match="exited with 2"):
         compare_on_app(

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 from celery import Celery
 
+from adaptflow._signals import sigterm_as_interrupt
 from adaptflow.agents import (
     Clock,
     ControlLoop,
@@ -680,17 +681,18 @@ def compare_on_app(
     done = progress.done if progress is not None else set()
     settings = RunSettings(tuple(produce), interval, drain, folder, cwd, env, settle, limit)
     rows: list[dict[str, Any]] = []
-    for spec in planners:
-        if split_label(spec)[0] in done:
-            continue
-        log.info("compare on %s: running %s", app_spec, spec)
-        run = run_one(target, spec, settings)
-        # what a later resimulation needs to run this planner again (experiments/compare_app.resimulate)
-        rows_of_run = [{**figures(run, target.scenario), "spec": split_label(spec)[1], "interval": interval}]
-        rows_of_run += after_run(run) if after_run is not None else []
-        if progress is not None:
-            progress.record(rows_of_run)
-        rows += rows_of_run
+    with sigterm_as_interrupt():  # a service manager's stop: the producer stopped, the finished runs kept
+        for spec in planners:
+            if split_label(spec)[0] in done:
+                continue
+            log.info("compare on %s: running %s", app_spec, spec)
+            run = run_one(target, spec, settings)
+            # what a later resimulation needs to run this planner again (experiments/compare_app.resimulate)
+            rows_of_run = [{**figures(run, target.scenario), "spec": split_label(spec)[1], "interval": interval}]
+            rows_of_run += after_run(run) if after_run is not None else []
+            if progress is not None:
+                progress.record(rows_of_run)
+            rows += rows_of_run
     return progress.finish() if progress is not None else pd.DataFrame(rows)
 
 

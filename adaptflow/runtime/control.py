@@ -19,10 +19,10 @@ Both refuse a stage run as a group of nodes (``enrich@*``): one count a stage ca
 from __future__ import annotations
 
 import contextlib
-import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from adaptflow._signals import sigterm_as_interrupt
 from adaptflow.agents import ControlLoop, Coordinator, CostModel, EventLog, Executor
 
 if TYPE_CHECKING:
@@ -158,16 +158,14 @@ def run_app_control(
     check_executor(options.get("executor", "autoscaler"))
     the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
     stream = EventStream(the_app).start()
-    previous, decisions = signal.getsignal(signal.SIGTERM), 0
+    decisions = 0
     try:
         control = app_control(the_app, the_mapping, the_scenario, planner, interval, stream, **options)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
-        with contextlib.suppress(KeyboardInterrupt):
+        with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):  # SIGTERM stops as Ctrl-C does
             for _ in control.coordinator.steps(until=duration):
                 decisions += 1
         return decisions
     finally:
-        signal.signal(signal.SIGTERM, previous)  # a caller in the same process keeps its own
         stream.stop()
 
 
