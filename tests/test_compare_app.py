@@ -135,14 +135,15 @@ def test_simulation_replays_the_arrivals_each_live_run_met(shop, tmp_path):  # n
     assert all(0 < cpu[s]["per_visit"] < 0.5 for s in cpu)  # a few ms a visit: not the tasks' 0.5 s sleeps
 
 
-def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, tmp_path, capsys):  # noqa: F811
+def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, tmp_path, capsys, monkeypatch):  # noqa: F811
     """A static planner holds the same pools whatever it sees, so compare-app starts its run at
     them: ``two@static:pool=2`` is held at 2 processes a stage from its first second (the runs
     ``fit-growth`` takes, by its rule for a held pool), its start kept in the row; the next run
     starts back at the scenario's 1. Its simulated twin starts at 2 too, and holds 2 exactly.
 
-    And a compare cut short (Ctrl-C in the second run) goes on where it stopped: called again,
-    only the second run runs; another command on the same folder is refused first."""
+    And a compare cut short (Ctrl-C as the second run starts) goes on where it stopped: called
+    again, only the second run runs; another command on the same folder is refused first."""
+    import adaptflow.runtime.compare_app as compare_module
     from adaptflow.experiments.compare_app import simulated_app_run
     from adaptflow.runtime.calibrate.growth import HELD
 
@@ -151,17 +152,20 @@ def test_a_static_planner_s_run_starts_at_its_own_pools_and_is_held_there(shop, 
             return []
         return simulated_app_run(parse_scenario(SCENARIO), run, "two@static:pool=2", 1, 1.0, tmp_path)
 
-    def interrupted(run):
-        if run.planner == "static":
-            raise KeyboardInterrupt  # Ctrl-C as the second run ends: its rows are not kept
-        return after_run(run)
+    def ctrl_c_at_the_second_run(target, spec, settings):  # the real run_one for the first run
+        if spec == "static":
+            raise KeyboardInterrupt
+        return run_one(target, spec, settings)
 
     few = [*PRODUCE[:4], "10", *PRODUCE[5:]]  # 10 orders: the pools are what is tested
     planners = ["two@static:pool=2", "static"]
     options = {"interval": 1.0, "drain": 30.0, "event_log_dir": tmp_path, "cwd": ROOT, "settle": 30.0, "limit": 60.0}
+    run_one = compare_module.run_one
+    monkeypatch.setattr(compare_module, "run_one", ctrl_c_at_the_second_run)
     with pytest.raises(KeyboardInterrupt):
         compare_on_app("tests.apps.shop:app", MAPPING, parse_scenario(SCENARIO), planners, few, **options,
-                       after_run=interrupted)  # fmt: skip
+                       after_run=after_run)  # fmt: skip
+    monkeypatch.setattr(compare_module, "run_one", run_one)
     assert not (tmp_path / "compare_app.csv").exists() and (tmp_path / "compare_app.partial.csv").is_file()
     first = (tmp_path / "two.jsonl").stat().st_mtime_ns
     with pytest.raises(ValueError, match=r"(?s)cut short.*runs: \['static'\] where the compare cut short has"):

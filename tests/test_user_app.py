@@ -144,6 +144,7 @@ def test_the_monitor_reads_a_user_app_through_celery_events(shop, tmp_path):
     assert monitor.totals.mean_wait > 0.1 and monitor.totals.latency_percentile(95) >= 12 * 0.1
 
 
+@pytest.mark.slow  # make test-slow (10 s); in make test: control --executor central grows, compare-app shrinks
 def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
     scenario = parse_scenario(SCENARIO)
     mapping = load_mapping(MAPPING)
