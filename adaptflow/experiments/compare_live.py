@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptflow._signals import sigterm_as_interrupt
 from adaptflow.agents import (
     ControlLoop,
     Coordinator,
@@ -256,7 +257,19 @@ def measured(
     time_scale: float, workdir: Path, prefix: str = "adaptflow-compare",
 ) -> dict[str, float]:  # fmt: skip
     """One live run on fresh workers: ``planner`` resizing managed pools, or (``None``) Celery's
-    autoscaler (``--autoscale=max,min`` per stage) with no planner acting."""
+    autoscaler (``--autoscale=max,min`` per stage) with no planner acting. SIGTERM stops it as
+    Ctrl-C does: the workers it started (each in a session of its own) are stopped with it."""
+    with sigterm_as_interrupt():
+        return _measured(
+            scenario_path, broker, planner, seed=seed, duration=duration, interval=interval, time_scale=time_scale,
+            workdir=workdir, prefix=prefix,
+        )  # fmt: skip
+
+
+def _measured(
+    scenario_path: Path, broker: str, planner: str | None, *, seed: int, duration: float, interval: float,
+    time_scale: float, workdir: Path, prefix: str,
+) -> dict[str, float]:  # fmt: skip
     spec = load_scenario(scenario_path)
     app = make_app(spec, broker, time_scale, prefix)
     client = context_of(app).client
