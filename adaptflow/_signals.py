@@ -15,7 +15,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
     manager's stop runs the same clean-up (a producer's process group stopped, a run's rows kept)
     instead of ending the process on the spot. The caller's handler is back afterwards (``main``
     also runs inside other processes, a test's among them). Off the main thread, where Python
-    takes no signal handler, it changes nothing."""
+    takes no signal handler, it changes nothing. Training keeps a handler of its own
+    (``experiments/training.py``): it must also ignore a second SIGTERM while its final checkpoint
+    is written, which a clean-up of processes does not need."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
