@@ -271,6 +271,7 @@ def test_sigterm_stops_a_compare_and_its_producer_and_leaves_it_to_go_on(shop, b
     assert (out / "compare_app.resume.json").is_file() and not (out / "compare_app.csv").exists()
 
 
+@pytest.mark.slow  # make test-slow (8 s): a producer's lifecycle stays in make test (the SIGTERM test)
 def test_a_failing_producer_is_an_error_naming_it(shop, tmp_path):  # noqa: F811
     with pytest.raises(RuntimeError, match="exited with 2"):
         compare_on_app(

@@ -494,6 +494,7 @@ def test_the_loop_survives_redis_killed_and_restarted(broker: str, redis_server,
 
 
 @pytest.mark.live
+@pytest.mark.slow  # make test-slow (10 s): the loop itself runs in make test (test_end_to_end_loadgen_...)
 def test_cli_loadgen_and_live(broker: str, workers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``adaptflow loadgen`` submits the seed's trace; ``adaptflow live CONFIG`` runs the loop on
     it and writes the event log; a wrong config is refused before anything starts."""

@@ -186,7 +186,7 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
     watcher = threading.Thread(target=watch)
     watcher.start()
     argv = ["control", "--executor", "central", "--app", "tests.apps.shop:app", "--mapping", str(mapping)]
-    argv += ["--scenario", str(scenario), "--planner", "erlang", "--interval", "1", "--duration", "8"]
+    argv += ["--scenario", str(scenario), "--planner", "erlang", "--interval", "1", "--duration", "5"]
     try:
         assert main([*argv, "--event-log", str(log)]) == 0
     finally:
@@ -194,7 +194,7 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
         watcher.join(10)
     records = read_event_log(log)
     applied = [r["applied"]["workers"]["enrich"] for r in records]
-    assert 6 <= len(records) <= 9 and max(applied) >= 2  # a decision a second, the backlog staffed
+    assert 3 <= len(records) <= 6 and max(applied) >= 2  # a decision a second, the backlog staffed
     assert f"control made {len(records)} decisions (central)" in capsys.readouterr().out  # each one logged
     assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
 
