@@ -117,6 +117,23 @@ def submit(shop, n: int, work=(0.05, 0.1, 0.05)) -> None:
         shop.ingest.apply_async(({"id": k, "work": list(work)},))
 
 
+SLOW_ENRICH = {  # the shop as submit_over_time loads it: enrich's 0.4 s known to the planner
+    **SCENARIO,
+    "stages": {
+        **SCENARIO["stages"],
+        "enrich": {**SCENARIO["stages"]["enrich"], "service": {"dist": "deterministic", "mean": 0.4}},
+    },
+}
+
+
+def submit_over_time(shop, n: int, gap: float, work=(0.01, 0.4, 0.01)) -> None:
+    """``n`` orders one every ``gap`` s: with 0.4 s at enrich and a gap of 0.2 s, twice what one
+    enrich process serves, so a backlog builds while a loop that started meanwhile watches."""
+    for k in range(n):
+        shop.ingest.apply_async(({"id": k, "work": list(work)},))
+        time.sleep(gap)
+
+
 def test_the_monitor_reads_a_user_app_through_celery_events(shop, tmp_path):
     scenario = parse_scenario(SCENARIO)
     mapping = load_mapping(MAPPING)
@@ -170,7 +187,7 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
     the mapped workers (run without ``--autoscale``, nothing installed in them), as compare-app's
     runs do, and keeps on for its duration."""
     scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
-    scenario.write_text(yaml.safe_dump(SCENARIO))
+    scenario.write_text(yaml.safe_dump(SLOW_ENRICH))
     mapping.write_text(yaml.safe_dump(MAPPING))
     worker = f"enrich@{socket.gethostname()}"
     seen: list[int] = []
@@ -182,8 +199,9 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
             seen.append(len(stats.get(worker, {}).get("pool", {}).get("processes", [])))
             time.sleep(0.3)
 
-    submit(shop, 24, work=(0.01, 0.4, 0.01))  # about 10 s of enrich work for its one process
+    orders = threading.Thread(target=submit_over_time, args=(shop, 25, 0.2))  # seen by the loop once it listens
     watcher = threading.Thread(target=watch)
+    orders.start()
     watcher.start()
     argv = ["control", "--executor", "central", "--app", "tests.apps.shop:app", "--mapping", str(mapping)]
     argv += ["--scenario", str(scenario), "--planner", "erlang", "--interval", "1", "--duration", "5"]
@@ -192,6 +210,7 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
     finally:
         done.set()
         watcher.join(10)
+        orders.join(10)
     records = read_event_log(log)
     applied = [r["applied"]["workers"]["enrich"] for r in records]
     assert 3 <= len(records) <= 6 and max(applied) >= 2  # a decision a second, the backlog staffed
@@ -211,13 +230,14 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
     from adaptflow.runtime.keda.scaler import metric_name
 
     scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
-    scenario.write_text(yaml.safe_dump(SCENARIO))
+    scenario.write_text(yaml.safe_dump(SLOW_ENRICH))
     mapping.write_text(yaml.safe_dump(MAPPING))
     port, stop = free_port(), threading.Event()
     arguments = ("erlang", "tests.apps.shop:app", str(mapping), str(scenario), 1.0)
     scaler = threading.Thread(target=run_keda, args=arguments, kwargs={"port": port, "event_log": log, "stop": stop})
-    submit(shop, 24, work=(0.01, 0.4, 0.01))  # about 10 s of enrich work for its one process
+    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2))  # seen by the loop once it listens
     scaler.start()
+    orders.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     ref = pb.ScaledObjectRef(name="enrich-workers", namespace="shop", scalerMetadata={"stage": "enrich"})
     request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric_name("enrich"))
@@ -236,6 +256,7 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
         stop.set()
         scaler.join(30)
         channel.close()
+        orders.join(10)
     assert not scaler.is_alive()
     records = read_event_log(log)
     assert records and max(r["applied"]["workers"]["enrich"] for r in records) >= 2
