@@ -158,7 +158,7 @@ def run_app_control(
     check_executor(options.get("executor", "autoscaler"))
     the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
     stream = EventStream(the_app).start()
-    decisions = 0
+    decisions, control = 0, None
     try:
         control = app_control(the_app, the_mapping, the_scenario, planner, interval, stream, **options)
         with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):  # SIGTERM stops as Ctrl-C does
@@ -167,6 +167,8 @@ def run_app_control(
         return decisions
     finally:
         stream.stop()
+        if control is not None and control.coordinator.log is not None:
+            control.coordinator.log.close()
 
 
 __all__ = ["EXECUTORS", "AppControl", "app_control", "run_app_control"]
