@@ -16,6 +16,7 @@ from adaptflow.runtime.calibrate import validate_calibration as _validate
 from adaptflow.runtime.calibrate.growth import GrowthFit, GrowthRun, fit_growth_file, write_host_speed
 from adaptflow.runtime.calibrate.own_runs import OWN_SEEDS, OwnRuns, note_in_header
 from adaptflow.runtime.calibrate.sharing import Sharing, read_sharing
+from adaptflow.runtime.compare_progress import FINISHED
 from adaptflow.scenario import load_scenario
 from adaptflow.scenario.schema import GrowthCounts
 from adaptflow.simulator import Simulation
@@ -117,8 +118,8 @@ def _speed_search_problem(path: Path) -> str | None:
     the run file ``path``, or None: it is not a ``compare_app.csv`` (its folder is what
     ``resimulate`` reads), its table is an older compare-app's, or it holds no services. The one
     check of ``--session-speed`` and of the own-runs judgement."""
-    if path.name != "compare_app.csv":
-        return f"{path}; expected a compare_app.csv in the folder compare-app wrote"
+    if path.name != FINISHED:
+        return f"{path}; expected a {FINISHED} in the folder compare-app wrote"
     try:
         columns = saved_compare_table(path.parent).columns
     except ValueError as exc:  # a table of an older compare-app: the line naming what it lacks

@@ -42,6 +42,7 @@ from adaptflow.runtime.compare_app import (
     repeated,
     repeated_label,
 )
+from adaptflow.runtime.compare_progress import FINISHED
 from adaptflow.runtime.live.mapping import load_mapping
 from adaptflow.runtime.probe import BACKGROUND
 from adaptflow.scenario import Scenario, load_scenario, parse_scenario
@@ -621,7 +622,7 @@ def _planned_on(world: Scenario, folder: Path, planned_on: str | Path | Scenario
 def saved_compare_table(folder: Path) -> pd.DataFrame:
     """``folder/compare_app.csv``, checked for what :func:`resimulate` reads (``fit-growth
     --session-speed`` checks its folders with it before any work)."""
-    path = folder / "compare_app.csv"
+    path = folder / FINISHED
     if not path.is_file():
         raise ValueError(f"{path}: no such file; expected a directory written by adaptflow compare-app --out")
     table = pd.read_csv(path)

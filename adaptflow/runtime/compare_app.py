@@ -27,7 +27,6 @@ worker cost plus the SLA, drop and escape penalties), ``worker_cost`` the stages
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -692,7 +691,8 @@ def compare_on_app(
             rows_of_run += after_run(run) if after_run is not None else []
             if progress is not None:
                 progress.record(rows_of_run)
-            rows += rows_of_run
+            else:
+                rows += rows_of_run
     return progress.finish() if progress is not None else pd.DataFrame(rows)
 
 
@@ -703,9 +703,9 @@ def _progress(folder: Path | None, target: AppUnderTest, runs: list[str], produc
     written; then the scenario the planners read is kept and the compare's manifest written."""
     if folder is None:
         return None
-    scenario = json.dumps(target.scenario.model_dump(mode="json"), sort_keys=True)
     manifest = {"app": target.spec, "runs": runs, "produce": list(produce), "interval": interval, "drain": drain}
-    progress = Progress.open(folder, {**manifest, "scenario": scenario_digest(scenario), **(resume_key or {})})
+    manifest["scenario"] = scenario_digest(target.scenario)
+    progress = Progress.open(folder, {**manifest, **(resume_key or {})})
     folder.mkdir(parents=True, exist_ok=True)
     write_planner_scenario(folder, target.scenario)
     progress.start()

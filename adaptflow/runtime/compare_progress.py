@@ -21,19 +21,24 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from adaptflow._io import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from adaptflow.scenario import Scenario
 
 PARTIAL = "compare_app.partial.csv"
 MANIFEST = "compare_app.resume.json"
 FINISHED = "compare_app.csv"
 
 
-def scenario_digest(text: str) -> str:
-    """A scenario's identity in a manifest: the sha256 of its saved YAML."""
+def scenario_digest(scenario: Scenario) -> str:
+    """A scenario's identity in a manifest: the sha256 of its fields as JSON, keys sorted (the
+    files it names are named, not read: the live arrivals are the producer's, in the manifest)."""
+    text = json.dumps(scenario.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
