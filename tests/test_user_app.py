@@ -126,12 +126,15 @@ SLOW_ENRICH = {  # the shop as submit_over_time loads it: enrich's 0.4 s known t
 }
 
 
-def submit_over_time(shop, n: int, gap: float, work=(0.01, 0.4, 0.01)) -> None:
-    """``n`` orders one every ``gap`` s: with 0.4 s at enrich and a gap of 0.2 s, twice what one
-    enrich process serves, so a backlog builds while a loop that started meanwhile watches."""
+def submit_over_time(shop, n: int, gap: float, stop: threading.Event | None = None, work=(0.01, 0.4, 0.01)) -> None:
+    """``n`` orders one every ``gap`` s (fewer once ``stop`` is set): with 0.4 s at enrich and a
+    gap of 0.2 s, twice what one enrich process serves, so a backlog builds while a loop that
+    started meanwhile watches."""
+    stop = stop or threading.Event()
     for k in range(n):
         shop.ingest.apply_async(({"id": k, "work": list(work)},))
-        time.sleep(gap)
+        if stop.wait(gap):
+            return
 
 
 def test_the_monitor_reads_a_user_app_through_celery_events(shop, tmp_path):
@@ -235,7 +238,7 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
     port, stop = free_port(), threading.Event()
     arguments = ("erlang", "tests.apps.shop:app", str(mapping), str(scenario), 1.0)
     scaler = threading.Thread(target=run_keda, args=arguments, kwargs={"port": port, "event_log": log, "stop": stop})
-    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2))  # seen by the loop once it listens
+    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2, stop))  # seen once the loop listens
     scaler.start()
     orders.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -250,8 +253,13 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
 
     try:
         wait_for(lambda: wanted() >= 2, 30, 0.5, "the planner wanting more enrich processes for the backlog")
-        # a decision is logged once the next has seen the interval after it
-        wait_for(lambda: log.exists() and len(read_event_log(log)) >= 2, 30, 0.5, "two decisions logged")
+
+        # a decision is logged once the next has seen the interval after it: the one that wanted
+        # more is in the log a decision after the scaler answered it
+        def logged_wanting_more() -> bool:
+            return log.exists() and any(r["applied"]["workers"]["enrich"] >= 2 for r in read_event_log(log))
+
+        wait_for(logged_wanting_more, 30, 0.5, "the decision wanting more enrich processes logged")
     finally:
         stop.set()
         scaler.join(30)
