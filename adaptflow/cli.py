@@ -347,7 +347,7 @@ def _live(args: argparse.Namespace) -> int:
     result = live(args.config, allow_pickle=args.allow_pickle, **overrides)
     t = result.totals
     print(
-        f"{len(result.transitions)} decisions; {t.arrived} items arrived, {t.completed} completed, {t.late} late; "
+        f"{result.decisions} decisions; {t.arrived} items arrived, {t.completed} completed, {t.late} late; "
         f"fallbacks {result.fallbacks}; Redis outages {len(result.outages)}; pools {result.final_pools}"
     )
     print(f"event log: {result.event_log}")

@@ -359,4 +359,4 @@ def test_the_live_event_log_records_each_takeover_and_hand_back(broker: str, wor
     assert guard[0][1]["reason"] == "load" and result.takeovers == 1
     after_takeover, after_handback = records[guard[0][0] + 1], records[guard[1][0] + 1]
     assert after_takeover["plan"]["workers"] == {"ingest": 3} and after_handback["plan"]["workers"] == {"ingest": 2}
-    assert len(records) - len(guard) == len(result.transitions)
+    assert len(records) - len(guard) == result.decisions

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,10 @@ from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_tools import protoc
 
 from adaptflow.agents import CostModel, EventLog, MetricsSnapshot, Monitor, read_event_log
-from adaptflow.agents.analyzers import StandardAnalyzer
-from adaptflow.agents.safety import envelope_for
-from adaptflow.agents.sim import SimMonitor
-from adaptflow.policies.registry import make_planner
+from adaptflow.agents.sim import SimClock, SimMonitor
 from adaptflow.runtime.keda import externalscaler_pb2 as pb
 from adaptflow.runtime.keda import externalscaler_pb2_grpc as pb_grpc
-from adaptflow.runtime.keda.plans import DecisionLoop, Desired, LatestPlan, decision_loop_for
+from adaptflow.runtime.keda.plans import Desired, LatestPlan, decision_loop_for
 from adaptflow.runtime.keda.scaler import metric_name, serve_keda
 from adaptflow.scenario import load_scenario
 from adaptflow.simulator import Simulation
@@ -116,15 +114,13 @@ def test_the_stubs_are_kedas_interface_and_match_the_shipped_proto(tmp_path):
 
 def test_the_metric_is_the_erlang_planners_decision_on_a_simulated_system(etl):
     sim = Simulation(etl, rng=np.random.default_rng(7))
-    loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim))
-    loop.reset()
     sim.run(20 * INTERVAL)
-    decision = loop.tick()
-    # What the same rule decides on the snapshot and insights the loop saw, asked independently.
-    erlang, _ = make_planner("erlang", etl, INTERVAL)
-    wanted = erlang.plan(decision.snapshot, decision.insights).workers
+    loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim), clock=SimClock(sim))
+    (decision,) = loop.decisions(until=sim.now + INTERVAL)
+    wanted = decision.plan.workers  # what the rule asked for, as the Coordinator recorded it
     initial = {name: s.workers.initial for name, s in etl.stages.items()}
     assert wanted["transform"] != initial["transform"]  # so reporting the initial pool would fail
+    assert decision.applied.workers == wanted  # inside the envelope: published as asked
     with scaler(loop) as stub:
         for stage, s in etl.stages.items():
             assert s.workers.min <= wanted[stage] <= s.workers.max  # within bounds: the envelope left it
@@ -223,38 +219,39 @@ def test_a_stale_decision_is_unavailable_so_that_keda_falls_back():
         assert stub.GetMetricSpec(ref(stage="parse"), timeout=CALL).metricSpecs[0].targetSize == 1
 
 
-def test_the_decision_loop_decides_on_its_thread_and_stops(etl):
+def test_the_decision_loop_decides_on_its_thread_and_stops_at_once(etl):
     sim = Simulation(etl, rng=np.random.default_rng(3))
-    loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim)).start()
+    loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim)).start()  # a wall clock: 30 s a decision
     try:
         desired = loop.wait_newer(0, timeout=CALL)
-        assert desired.version >= 1 and dict(desired.workers) == loop.last.applied.workers
+        assert desired.version == 1 and loop.last is None  # decided; its interval still under way
     finally:
+        began = time.monotonic()
         loop.stop(timeout=CALL)
-    assert not loop.running
+    assert not loop.running and time.monotonic() - began < INTERVAL / 3  # the wait was cut short
+    assert dict(desired.workers) == loop.last.applied.workers  # its (cut) interval observed on the way out
 
 
-def test_each_decision_is_logged_as_the_coordinator_logs_one_once_its_interval_is_seen(etl, tmp_path):
-    """``adaptflow keda --event-log``: a decision's record (the Coordinator's) is written when the
-    next decision has observed the interval that followed it; the last has none yet."""
+def test_each_decision_is_published_and_logged_as_the_coordinator_logs_it(etl, tmp_path):
+    """``adaptflow keda --event-log``: the loop is the Coordinator, so its log is the
+    Coordinator's: one record a decision, once the interval that followed it is observed."""
     sim = Simulation(etl, rng=np.random.default_rng(5))
     path = tmp_path / "decisions.jsonl"
     with EventLog(path) as log:
-        loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim), event_log=log)
-        loop.reset()
-        decisions = []
-        for _ in range(3):
-            sim.run(sim.now + INTERVAL)
-            decisions.append(loop.tick())
+        loop = decision_loop_for("erlang", etl, INTERVAL, SimMonitor(sim), clock=SimClock(sim), event_log=log)
+        published = []
+        for decision in loop.decisions(until=3 * INTERVAL):
+            published.append(loop.latest())
+            assert dict(published[-1].workers) == decision.applied.workers
     records = read_event_log(path)
-    assert len(records) == 2
-    for record, decision, following in zip(records, decisions, decisions[1:], strict=False):
+    assert [p.version for p in published] == [1, 2, 3] and len(records) == 3
+    for record, seen in zip(records, published, strict=True):
         assert set(record) == {"decision_time", "time", "insights", "plan", "applied", "metrics", "cost"}
-        assert (record["decision_time"], record["time"]) == (decision.snapshot.time, following.snapshot.time)
-        assert record["plan"] == decision.plan.to_dict() and record["applied"] == decision.applied.to_dict()
-        assert record["insights"] == decision.insights.to_dict()  # what the decision was made on
-        assert record["metrics"] == following.snapshot.to_dict()  # and the interval that followed it
-        assert record["cost"] == CostModel().components(following.snapshot).to_dict()
+        assert record["applied"]["workers"] == dict(seen.workers)  # what was published, logged
+    assert [(r["decision_time"], r["time"]) for r in records] == [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0)]
+    last = loop.last
+    assert records[-1]["applied"] == last.applied.to_dict() and records[-1]["metrics"] == last.snapshot.to_dict()
+    assert records[-1]["cost"] == CostModel().components(last.snapshot).to_dict()
     assert records[1]["metrics"]["completed"] > 0
 
 
@@ -265,16 +262,18 @@ class Unreachable(Monitor):
         raise ConnectionError("broker unreachable")
 
 
-def test_a_failed_decision_is_counted_and_keeps_the_last_plan(etl):
-    plans = LatestPlan.for_scenario(etl)
-    planner, _ = make_planner("erlang", etl, INTERVAL)
-    analyzer = StandardAnalyzer.for_scenario(etl, INTERVAL)
-    loop = DecisionLoop(Unreachable(), analyzer, planner, envelope_for(etl), INTERVAL, plans)
-    assert loop.step() is None and loop.step() is None
-    assert loop.failures == 2 and loop.last_error == "ConnectionError: broker unreachable"
-    assert plans.latest().version == 0 and dict(plans.latest().workers) == {"extract": 4, "transform": 9, "load": 3}
-    with pytest.raises(ConnectionError):
-        loop.tick()
+def test_a_failing_loop_is_counted_goes_on_trying_and_keeps_the_last_plan(etl):
+    loop = decision_loop_for("erlang", etl, 0.05, Unreachable()).start()
+    try:
+        deadline = time.monotonic() + CALL
+        while loop.failures < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert loop.failures >= 3 and loop.running  # it keeps trying, an interval apart
+        assert loop.last_error == "ConnectionError: broker unreachable"
+        assert loop.latest().version == 0 and dict(loop.latest().workers) == {"extract": 4, "transform": 9, "load": 3}
+    finally:
+        loop.stop(timeout=CALL)
+    assert not loop.running
 
 
 def test_a_planner_whose_forecaster_needs_fitting_is_refused(etl):

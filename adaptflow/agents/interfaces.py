@@ -65,3 +65,7 @@ class Clock(ABC):
     @abstractmethod
     def advance(self, seconds: float) -> None:
         """Let the world run for ``seconds`` (simulate them, or wait for them)."""
+
+    def interrupt(self) -> None:  # noqa: B027  (a hook: a simulated clock has no wait to cut short)
+        """Cut short an ``advance`` waiting in another thread, and every later one: the loop
+        over this clock is stopping. A clock that waits for nothing needs nothing here."""

@@ -75,6 +75,14 @@ class SafetyEnvelope:
             splits[owner] = fixed
         return Applied(workers=workers, splits=splits, clamps=clamps)
 
+    def constrain_pools(self, plan: Plan, current: dict[str, int], now: float) -> Applied:
+        """The plan as it may be applied to a system that routes its own tasks (a user's Celery
+        app, or pods KEDA scales): its workers constrained as :meth:`constrain` does, each split
+        refused with a clamp saying so, so that the event log never shows a split as applied."""
+        applied = self.constrain(Plan(workers=plan.workers), current, now)
+        applied.clamps += [f"{owner}: split not applied (a user's app routes its own tasks)" for owner in plan.splits]
+        return applied
+
 
 def envelope_for(scenario: Scenario, max_step: int | None = None, cooldown: float = 0.0) -> SafetyEnvelope:
     """The safety envelope of a scenario: its worker bounds and controllable splits. Here, not on

@@ -244,8 +244,7 @@ def _backlogged_handoff(stage: StageCounters) -> float:
 
 def _live_figures(result: LiveResult, duration: float) -> dict[str, float]:
     t = result.totals
-    cost = sum(s.cost.total for s in result.transitions)
-    worker_seconds = sum(st.worker_seconds for s in result.transitions for st in s.snapshot.stages.values())
+    cost, worker_seconds = result.cost, result.worker_seconds
     figures = _figures([], [], t.completed, t.arrived, t.late, cost, worker_seconds, duration)
     # the live totals keep waits and latencies in bounded histograms: exact mean, p95 within 1 %
     figures.update(mean_wait=t.mean_wait, p95_latency=t.latency_percentile(95))

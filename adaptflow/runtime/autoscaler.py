@@ -414,8 +414,7 @@ class RedisPlanPublisher(Executor):
 
     def apply(self, plan: Plan) -> Applied:
         now = self.clock.now() if self.clock is not None else time.monotonic()
-        applied = self.envelope.constrain(Plan(workers=plan.workers), self.current_workers(), now)
-        applied.clamps += [f"{owner}: split not applied (a user's app routes its own tasks)" for owner in plan.splits]
+        applied = self.envelope.constrain_pools(plan, self.current_workers(), now)
         self.publish({**self.desired, **applied.workers})
         for clamp in applied.clamps:
             log.info("safety envelope: %s", clamp)

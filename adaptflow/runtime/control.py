@@ -38,12 +38,12 @@ if TYPE_CHECKING:
 
 ExecutorKind = Literal["autoscaler", "central"]
 EXECUTORS: tuple[ExecutorKind, ...] = ("autoscaler", "central")
-MAX_DURATION = 7 * 86400  # a week: a run is bounded (the Coordinator keeps its transitions)
+MAX_DURATION = 7 * 86400  # a week: the work a command may ask for is bounded
 
 
 @dataclass
 class AppControl:
-    """The decision loop of a user's app: run it with ``coordinator.run(until=seconds)`` (one
+    """The decision loop of a user's app: run it with ``coordinator.steps(until=seconds)`` (one
     decision every interval, an event log record each if one was given); the parts are here to
     be looked at. ``executor`` is the inner one: the Redis publisher or the central executor."""
 

@@ -32,7 +32,6 @@ from adaptflow.agents import (
     CostWeights,
     EventLog,
     Planner,
-    Transition,
 )
 from adaptflow.agents.analyzers import StandardAnalyzer, analyzer_options, saved_analyzer
 from adaptflow.agents.safety import envelope_for
@@ -212,7 +211,12 @@ def live_analyzer(
 
 @dataclass
 class LiveResult:
-    transitions: list[Transition]
+    """A live run in sums: its decisions are in the event log, not kept (a long run would hold
+    every snapshot: about 4 KB a decision)."""
+
+    decisions: int
+    cost: float  # the cost model's total over the run's intervals
+    worker_seconds: float  # the workers paid for, every stage, over the run
     totals: LiveTotals
     outages: list[Outage]
     fallbacks: int
@@ -255,15 +259,20 @@ def run_live(
     listening = isinstance(planner, GuardedPlanner) and log_file is not None
     if listening:
         planner.add_listener(log_file.write)
+    decisions, cost, worker_seconds = 0, 0.0, 0.0
     try:
-        transitions = Coordinator(live.loop, guarded, log_file).run(until=duration)
+        for step in Coordinator(live.loop, guarded, log_file).steps(until=duration):
+            decisions, cost = decisions + 1, cost + step.cost.total
+            worker_seconds += sum(stage.worker_seconds for stage in step.snapshot.stages.values())
     finally:
         if listening:
             planner.remove_listener(log_file.write)
         if log_file is not None:
             log_file.close()
     return LiveResult(
-        transitions=transitions,
+        decisions=decisions,
+        cost=cost,
+        worker_seconds=worker_seconds,
         totals=live.celery_monitor.totals,
         outages=live.monitor.outages,
         fallbacks=guarded.fallbacks,

@@ -41,7 +41,11 @@ def run_keda(
     log_file = EventLog(event_log) if event_log is not None else None
     try:
         options = {"fallback": fallback, "max_step": max_step, "cooldown": cooldown, "event_log": log_file}
-        loop = decision_loop_for(planner, observed.scenario, interval, observed.monitor, **options).start()
+        clock = observed.monitor.clock  # the decisions' times on the snapshots' clock
+        loop = decision_loop_for(
+            planner, observed.scenario, interval, observed.monitor, clock=clock, resilient=True, **options
+        )
+        loop.start()
         server = serve_keda(loop, host, port, stale_after=3 * interval)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

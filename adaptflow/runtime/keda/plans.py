@@ -6,9 +6,9 @@ request costs a dictionary read and never a decision: KEDA polls on its own cloc
 at the decision interval it was built for.
 
 * :class:`LatestPlan` holds the latest desired workers, published by whoever decides.
-* :class:`DecisionLoop` decides: the Coordinator's loop (observe, analyze, plan, apply the
-  safety envelope) with Kubernetes as the executor, one decision every interval on a thread of
-  its own, each published to its :class:`LatestPlan`. It is itself a plan source.
+* :class:`DecisionLoop` decides: the Coordinator on a thread of its own, one decision every
+  interval, its executor a :class:`PlanPublisher` (the safety envelope, then the plan published
+  to a :class:`LatestPlan`; Kubernetes applies it). It is itself a plan source.
 * :func:`decision_loop_for` builds one from a planner spec, as ``adaptflow serve`` builds the
   planner service: the primary planner behind a :class:`~adaptflow.runtime.fallback.FallbackPlanner`.
 """
@@ -19,16 +19,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
-from adaptflow.agents.coordinator import EventLog, Transition
+from adaptflow.agents.coordinator import ControlLoop, Coordinator, EventLog, Transition
 from adaptflow.agents.cost import CostModel
-from adaptflow.agents.interfaces import Analyzer, Monitor, Planner
+from adaptflow.agents.interfaces import Clock, Executor, Monitor
 from adaptflow.agents.safety import SafetyEnvelope
-from adaptflow.agents.types import Applied, Insights, MetricsSnapshot, Plan
+from adaptflow.agents.types import Applied, Plan
 
 if TYPE_CHECKING:
     from adaptflow.scenario import Scenario
@@ -112,57 +112,52 @@ class LatestPlan:
             return self._desired
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One decision of a :class:`DecisionLoop`: what it saw, what the planner asked for, what
-    the envelope let through, and what was published."""
+class PlanPublisher(Executor):
+    """The decision loop's executor when KEDA applies the plan: the plan through the safety
+    envelope (bounds, largest step, cooldown, relative to the workers last published; splits
+    refused, the app routes its own tasks), then published to ``plans``, where the scaler reads
+    it. Kubernetes does the rest: the HPA sizes each stage's Deployment from the metric."""
 
-    snapshot: MetricsSnapshot
-    insights: Insights
-    plan: Plan
-    applied: Applied
-    desired: Desired
+    def __init__(self, plans: LatestPlan, envelope: SafetyEnvelope, clock: Clock):
+        self.plans, self.envelope, self.clock = plans, envelope, clock
+        self.splits: dict[str, dict[str | None, float]] = {}  # never written: the app routes its tasks
+
+    def current_workers(self) -> dict[str, int]:
+        return dict(self.plans.latest().workers)
+
+    def apply(self, plan: Plan) -> Applied:
+        applied = self.envelope.constrain_pools(plan, self.current_workers(), self.clock.now())
+        for clamp in applied.clamps:
+            log.info("safety envelope: %s", clamp)
+        self.plans.publish(applied.workers)
+        return applied
 
 
 class DecisionLoop:
-    """The Coordinator's loop with Kubernetes as the executor: every ``interval`` seconds (wall
-    time: a cluster runs at the scenario's pace) observe, analyze, plan, constrain the plan by
-    the safety envelope (bounds, largest step, cooldown, relative to the workers last published)
-    and publish it; KEDA and the HPA apply it. As the Coordinator, it resets the planner, the
-    analyzer and the envelope when it starts, and runs the analyzer exactly once per interval.
+    """The Coordinator's loop on a thread of its own, its plans published for KEDA
+    (:class:`PlanPublisher`): one decision every interval of its clock (wall time: a cluster runs
+    at the scenario's pace), from :meth:`start` to :meth:`stop`. It is itself a plan source,
+    the latest published decision. Being the Coordinator, it writes the Coordinator's event log
+    (each record once the interval after its decision has been observed) and resets the planner
+    and analyzer when it starts.
 
-    A decision that fails (the monitor cannot read the world, a bug) is logged and counted, and
-    the last plan stays published; the scaler's ``stale_after`` turns a loop that keeps failing
-    into errors KEDA sees (and answers with its ``fallback`` replicas).
+    A loop that fails (a bug in the monitor or analyzer: a broker outage is the resilient
+    monitor's to wait out, :func:`decision_loop_for`) is logged and counted, and starts over
+    after an interval from a reset, while the last plan stays published; the scaler's
+    ``stale_after`` turns a loop that keeps failing into errors KEDA sees (and answers with its
+    ``fallback`` replicas)."""
 
-    ``event_log``: each decision as the Coordinator logs one (:class:`~adaptflow.agents.Transition`'s
-    record: what was seen and planned, what the envelope let through, and the interval that
-    followed, priced by the cost model), written once the next decision has observed that
-    interval; the last decision before a stop has no interval and no record, as in the
-    Coordinator's log."""
-
-    def __init__(
-        self,
-        monitor: Monitor,
-        analyzer: Analyzer,
-        planner: Planner,
-        envelope: SafetyEnvelope,
-        interval: float,
-        plans: LatestPlan,
-        event_log: EventLog | None = None,
-        cost_model: CostModel | None = None,
-    ):
-        if not (math.isfinite(interval) and interval > 0):
-            raise ValueError(f"interval must be a positive number of seconds; got {interval}")
-        self.monitor, self.analyzer, self.planner, self.envelope = monitor, analyzer, planner, envelope
-        self.interval, self.plans = interval, plans
-        self.event_log, self.cost_model = event_log, cost_model or CostModel()
-        self.last: Decision | None = None
-        self._unlogged: Decision | None = None  # the decision whose interval is still under way
-        self.failures = 0  # decisions that failed, since the loop was made
+    def __init__(self, coordinator: Coordinator, plans: LatestPlan):
+        self.coordinator, self.plans = coordinator, plans
+        self.last: Transition | None = None  # the latest decision with the interval that followed it
+        self.failures = 0  # times the loop failed, since it was made
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.coordinator.loop.interval
 
     # -- a plan source ---------------------------------------------------------------------------
     @property
@@ -176,58 +171,25 @@ class DecisionLoop:
         return self.plans.wait_newer(version, timeout)
 
     # -- deciding --------------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Forget the past, as the Coordinator does at the start of a run."""
-        self.planner.reset()
-        self.analyzer.reset()
-        self.envelope.reset()
-        self._unlogged = None
-
-    def tick(self) -> Decision:
-        """One decision, published; raises what the monitor, analyzer or planner raised."""
-        snapshot = self.monitor.observe()
-        insights = self.analyzer.analyze(snapshot)
-        self._log_interval(snapshot, insights)
-        plan = self.planner.plan(snapshot, insights)
-        applied = self.envelope.constrain(plan, dict(self.plans.latest().workers), time.monotonic())
-        if applied.clamps:
-            log.info("envelope: %s", "; ".join(applied.clamps))
-        self.last = self._unlogged = Decision(snapshot, insights, plan, applied, self.plans.publish(applied.workers))
-        return self.last
-
-    def _log_interval(self, snapshot: MetricsSnapshot, insights: Insights) -> None:
-        """The record of the decision before this one, now that its interval (``snapshot``) is
-        known: the Coordinator's record, so that one reader serves every loop's log."""
-        before, self._unlogged = self._unlogged, None
-        if self.event_log is None or before is None:
-            return
-        cost = self.cost_model.components(snapshot)
-        step = Transition(before.snapshot.time, before.plan, before.applied, snapshot, cost, insights)
-        self.event_log.write(step.to_record(decision_insights=before.insights))
-
-    def step(self) -> Decision | None:
-        """One decision as the loop's thread makes it: a failure is logged and counted (None),
-        and the last published plan stays."""
-        try:
-            return self.tick()
-        except Exception as exc:  # the loop must outlive a monitor outage or a planner's bug
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("decision failed (%s); KEDA keeps reading the last plan", self.last_error)
-            return None
+    def decisions(self, until: float = math.inf) -> Iterator[Transition]:
+        """The Coordinator's decisions until its clock reaches ``until``, each published as it is
+        made and kept as :attr:`last` once its interval is observed."""
+        for step in self.coordinator.steps(until):
+            self.last = step
+            yield step
 
     def start(self) -> DecisionLoop:
-        """Reset, then decide now and every ``interval`` seconds on a daemon thread."""
+        """Decide now and every interval on a daemon thread, until :meth:`stop`."""
         if self._thread is not None:
             raise RuntimeError("the decision loop is already started")
-        self.reset()
         self._thread = threading.Thread(target=self._run, name="adaptflow-keda-decide", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop deciding: wakes the thread at once (a decision in progress finishes first)."""
+        """Stop deciding: the clock's wait is cut short (a decision in progress finishes first)."""
         self._stop.set()
+        self.coordinator.loop.clock.interrupt()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -236,13 +198,16 @@ class DecisionLoop:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        """Decide on a fixed grid (start + k x interval), so the time a decision takes does not
-        shift the next; after a stall longer than an interval the grid restarts from now."""
-        due = time.monotonic()
         while not self._stop.is_set():
-            self.step()
-            due = max(due + self.interval, time.monotonic())
-            self._stop.wait(due - time.monotonic())
+            try:
+                for _ in self.decisions():
+                    if self._stop.is_set():
+                        return
+            except Exception as exc:  # the scaler must outlive a bug: KEDA falls back on its own
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("the decision loop failed (%s); KEDA keeps reading the last plan", self.last_error)
+                self._stop.wait(self.interval)
 
 
 def decision_loop_for(
@@ -251,6 +216,8 @@ def decision_loop_for(
     interval: float,
     monitor: Monitor,
     *,
+    clock: Clock | None = None,
+    resilient: bool = False,
     fallback: str = "erlang",
     max_step: int | None = None,
     cooldown: float = 0.0,
@@ -261,11 +228,25 @@ def decision_loop_for(
     learned planner outside its training range), the analyzer the planner carries or an EWMA one,
     and the scenario's envelope with ``max_step`` and ``cooldown``. A planner whose forecaster
     must be fitted by simulation (Holt-Winters for a rule) is refused: the runtime's scaler does
-    not run SimPy; an exported planner carries its fitted analyzer."""
+    not run SimPy; an exported planner carries its fitted analyzer.
+
+    ``clock``: the monitor's (a live monitor stamps its snapshots with its own clock, and a
+    decision's time must be on the same one); a new :class:`~adaptflow.runtime.live.WallClock`
+    if None. ``resilient``: the monitor is a live :class:`~adaptflow.runtime.live.CeleryMonitor`
+    (as :func:`~adaptflow.runtime.user_app.observe_app` builds), made resilient as ``adaptflow
+    control``'s is: through a broker outage it retries with backoff, the last plan stays
+    published (and goes stale for KEDA), and the record after the outage says how long."""
     from adaptflow.agents.safety import envelope_for
     from adaptflow.runtime.fallback import live_planner
+    from adaptflow.runtime.live.clock import WallClock
 
     guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
-    envelope = envelope_for(scenario, max_step=max_step, cooldown=cooldown)
-    plans = LatestPlan.for_scenario(scenario)
-    return DecisionLoop(monitor, analyzer, guarded, envelope, interval, plans, event_log=event_log)
+    plans, the_clock = LatestPlan.for_scenario(scenario), clock or WallClock()
+    executor: Executor = PlanPublisher(plans, envelope_for(scenario, max_step=max_step, cooldown=cooldown), the_clock)
+    if resilient:
+        from adaptflow.runtime.live.outage import ResilientExecutor, ResilientMonitor
+
+        executor = ResilientExecutor(executor)  # type: ignore[arg-type]  # duck-typed: current_workers(), splits
+        monitor = ResilientMonitor(monitor, executor, backoff_cap=max(0.5, min(5.0, interval)))  # type: ignore[arg-type]
+    loop = ControlLoop(monitor, analyzer, executor, the_clock, CostModel(), interval)
+    return DecisionLoop(Coordinator(loop, guarded, event_log), plans)

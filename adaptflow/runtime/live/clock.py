@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from adaptflow.agents import Clock
@@ -20,6 +21,7 @@ class WallClock(Clock):
         self.time_scale = time_scale
         self.start = time.time() if start is None else start  # wall time.time(), shared by all processes
         self._target: float | None = None
+        self._interrupted = threading.Event()
 
     def now(self) -> float:
         return (time.time() - self.start) * self.time_scale
@@ -36,4 +38,7 @@ class WallClock(Clock):
         self._target = max(target, now)
         delay = (self._target - self.now()) / self.time_scale
         if delay > 0:
-            time.sleep(delay)
+            self._interrupted.wait(delay)  # a sleep :meth:`interrupt` can cut short
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
