@@ -78,6 +78,8 @@ def test_visibility_timeout_is_tied_to_the_longest_visit(tmp_path: Path) -> None
         make_app(long, "redis://127.0.0.1:1/0", visibility_timeout=0)
     with pytest.raises(ValueError):
         LiveConfig(broker="redis://x:1/0", scenario="mmc", duration=10, visibility_timeout=-1)
+    with pytest.raises(ValueError, match="duration"):  # a run's length is bounded: a week of scenario seconds
+        LiveConfig(broker="redis://x:1/0", scenario="mmc", duration=7 * 86400 + 1)
     worker = WorkerProcess(tmp_path / "a.yaml", "redis://x:1/0", "work", concurrency=1, visibility_timeout=6.0)
     assert worker.argv[-2:] == ["--visibility-timeout", "6.0"]
 

@@ -76,7 +76,7 @@ class LiveConfig(BaseModel):
     planner: str = "threshold"
     fallback: str = Field(default="static", description="baseline planner used when the planner fails")
     interval: float = Field(default=30.0, gt=0)
-    duration: float = Field(gt=0)
+    duration: float = Field(gt=0, le=7 * 86400, description="scenario seconds, at most a week")
     time_scale: float = Field(default=1.0, gt=0)
     envelope: EnvelopeConfig = Field(default_factory=EnvelopeConfig)
     workers: dict[str, str] = Field(default_factory=dict, description="stage -> Celery node name (%h: host)")
