@@ -1083,7 +1083,12 @@ def _add_control(commands: Any) -> None:
 
 def _add_decision_loop_arguments(parser: argparse.ArgumentParser) -> None:
     """What every decision loop over a user's app is given (``control``, ``keda``)."""
-    parser.add_argument("--planner", required=True, metavar="SPEC", help="onnx:PATH or a rule spec (erlang, ...)")
+    parser.add_argument(
+        "--planner",
+        required=True,
+        metavar="SPEC",
+        help="onnx:PATH, a rule spec (erlang, ...), or service:URL (adaptflow serve decides; $ADAPTFLOW_TOKEN)",
+    )
     parser.add_argument(
         "--app", required=True, metavar="MODULE:APP", help="your Celery app, observed through its events"
     )

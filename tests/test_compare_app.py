@@ -319,6 +319,8 @@ def test_arguments_are_checked_before_any_run():
     with pytest.raises(ValueError, match="'predictive' forecasts with 'holt_winters'"):
         shop = parse_scenario(SCENARIO)
         compare_on_app("tests.apps.shop:app", MAPPING, shop, ["static", "predictive"], ["true"], 1, 1)
+    with pytest.raises(ValueError, match=r"\['served@service:http://127.0.0.1:1'\]: compare-app runs each planner in"):
+        compare_on_app("tests.apps.shop:app", MAPPING, shop, ["served@service:http://127.0.0.1:1"], ["true"], 1, 1)
 
 
 def test_the_compare_app_command_needs_a_producer_and_valid_planners(capsys):

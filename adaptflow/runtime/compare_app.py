@@ -86,6 +86,7 @@ from .live.system import EventSource, app_system
 from .probe import cpu_probe, cpu_ticks, shares_since, speed_against
 from .pulses import PULSES_FILE, PulseSampler, idle_rate, read_pulses
 from .record import RunRecording, load_app, require_broker
+from .service_client import is_service_spec
 from .worker import expand_node
 
 log = logging.getLogger(__name__)
@@ -736,6 +737,12 @@ def _target(app_spec: str, mapping: str | Path | dict[str, Any], scenario: str |
         raise ValueError("produce: expected the producer's command (argv), e.g. python -m myapp.produce --seed 7")
     if not interval > 0 or not drain >= 0:
         raise ValueError(f"interval {interval}, drain {drain}: expected seconds, interval > 0 and drain >= 0")
+    remote = [p for p in planners if is_service_spec(split_label(p)[1])]
+    if remote:
+        raise ValueError(
+            f"planners {remote}: compare-app runs each planner in this process (and its simulated twin); "
+            "service:URL is for adaptflow control and keda: compare the model the service serves as onnx:PATH"
+        )
     check_trusted(planners, allow_pickle, command="compare on an app")
     labels = [split_label(p)[0] for p in planners]
     if len(set(labels)) != len(labels):

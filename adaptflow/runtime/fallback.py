@@ -114,11 +114,24 @@ def live_planner(
     when a learned planner leaves its training range), and the analyzer it needs (the one its
     sidecar carries, or an EWMA one). Returns the guarded planner, the primary and the analyzer.
     A planner whose forecaster must be fitted by simulation (Holt-Winters for a rule) is refused.
-    One builder for the KEDA scaler, the planned autoscaler's loop and compare-app."""
-    from adaptflow.agents.analyzers import ready_analyzer
+    One builder for the KEDA scaler, the planned autoscaler's loop and compare-app.
+
+    ``service:URL``: the planner service at URL decides (:mod:`.service_client`, with the
+    analyzer it holds); the loop's own EWMA analyzer serves the fallback rule."""
+    from adaptflow.agents.analyzers import StandardAnalyzer, ready_analyzer
     from adaptflow.agents.safety import envelope_for
     from adaptflow.policies.registry import make_planner
 
+    from .service_client import ServicePlanner, is_service_spec
+
+    backup, _ = make_planner(fallback, scenario, interval)
+    if is_service_spec(spec):
+        remote = ServicePlanner.from_spec(spec, scenario, interval)
+        return (
+            FallbackPlanner(remote, backup, envelope_for(scenario)),
+            remote,
+            StandardAnalyzer.for_scenario(scenario, interval),
+        )
     primary, forecaster = make_planner(spec, scenario, interval, guard_fallback=fallback)
     analyzer = ready_analyzer(primary, scenario, interval, forecaster)
     if analyzer is None:
@@ -127,5 +140,4 @@ def live_planner(
             "app runs none: expected an exported planner (its sidecar carries its fitted analyzer) or a planner "
             "with an EWMA forecaster (e.g. erlang, threshold)"
         )
-    backup, _ = make_planner(fallback, scenario, interval)
     return FallbackPlanner(primary, backup, envelope_for(scenario)), primary, analyzer

@@ -55,6 +55,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adaptflow._json import EXIT_KEY, split_from_json, to_jsonable
 from adaptflow.agents.interfaces import Analyzer, Planner
 from adaptflow.agents.safety import SafetyEnvelope
 from adaptflow.agents.types import Insights, MetricsSnapshot, Plan, StageMetrics
@@ -92,6 +93,7 @@ class Expected(BaseModel):
     forecast_steps: int
     joins: list[str] = []  # a DAG scenario's join names (Scenario.join_names)
     classes: list[str] = []  # its job classes
+    interval: float | None = None  # seconds a request's snapshot spans: the planner's decision interval
 
 
 def _keyed(name: str, fields: dict[str, Any]) -> type[BaseModel]:
@@ -182,7 +184,7 @@ def _from_request(cls: type, data: dict[str, Any]) -> Any:
         elif request.get("keys") == "stages" and cls is MetricsSnapshot:
             value = {n: _from_request(StageMetrics, st) for n, st in value.items()}
         elif request.get("keys") == "splits":
-            value = {o: {(None if k == "null" else k): p for k, p in shares.items()} for o, shares in value.items()}
+            value = {o: split_from_json(shares) for o, shares in value.items()}
         elif isinstance(value, dict):
             value = {k: (list(v) if isinstance(v, list) else v) for k, v in value.items()}
         values[f.name] = value
@@ -215,6 +217,7 @@ class Health(BaseModel):
     planner: str = Field(description="the planner's kind or label (a model's path is not shown)")
     fallback: str
     scenario: str
+    interval: float | None = Field(default=None, description="the decision interval the planner was built for (s)")
     decisions: int
     model_file: str | None = Field(default=None, description="an exported model's file name, without its directory")
     model_sha256: str | None = Field(default=None, description="the sha256 of the model file being served")
@@ -470,7 +473,7 @@ class Decider:
 def plan_out(plan: Plan, used_fallback: bool, reason: str | None, elapsed: float) -> PlanOut:
     return PlanOut(
         workers={k: int(v) for k, v in plan.workers.items()},
-        splits={o: {("null" if t is None else t): p for t, p in s.items()} for o, s in plan.splits.items()},
+        splits=to_jsonable(plan.splits),
         fallback=used_fallback,
         reason=reason,
         latency_ms=elapsed * 1000,
@@ -616,7 +619,7 @@ def create_app(
     async def healthz() -> Health:  # async: answers on the event loop, needing no free thread
         model_id = {f"model_{k}": v for k, v in (model or {}).items()}
         return Health(
-            status="ok", planner=names[0], fallback=names[1], scenario=expected.scenario,
+            status="ok", planner=names[0], fallback=names[1], scenario=expected.scenario, interval=expected.interval,
             decisions=decide_one.decisions, guarded=isinstance(planner, GuardedPlanner), **model_id,
         )  # fmt: skip
 
@@ -630,18 +633,19 @@ def create_app(
     return app
 
 
-def expected_for(scenario: Scenario, forecast_steps: int = 4) -> Expected:
-    """What requests must carry for a planner of ``scenario``."""
+def expected_for(scenario: Scenario, forecast_steps: int = 4, interval: float | None = None) -> Expected:
+    """What requests must carry for a planner of ``scenario`` deciding every ``interval`` seconds."""
     return Expected(
         scenario=scenario.name,
         stages=list(scenario.stages),
         sources=list(scenario.sources),
         splits={
-            o: ["null" if b.to is None else b.to for b in s.split] for o, s in scenario.controllable_splits().items()
+            o: [EXIT_KEY if b.to is None else b.to for b in s.split] for o, s in scenario.controllable_splits().items()
         },
         forecast_steps=forecast_steps,
         joins=scenario.join_names(),
         classes=list(scenario.classes),
+        interval=interval,
     )
 
 
@@ -711,6 +715,6 @@ def app_for(
 
         analyzer = analyzer_for(primary, spec, interval, forecaster)
     analyzer.reset()
-    expected = expected_for(spec, analyzer.forecast_steps)
+    expected = expected_for(spec, analyzer.forecast_steps, interval)
     names = (public_name(planner), public_name(fallback))
     return create_app(primary, analyzer, envelope_for(spec), expected, backup, token, names, limits, model)
