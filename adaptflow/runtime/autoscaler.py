@@ -32,7 +32,9 @@ does not (a worker sees its own reserved messages); the service answers a snapsh
 built. Redis is already there (it is the broker), a hash read costs well under a millisecond and
 fails when the broker fails; the decider's cadence (its decision interval) and the workers'
 (about one second) are decoupled, and a decider that stops is seen as staleness, not as a worker
-blocked on a request.
+blocked on a request. The planner service still decides if wanted: the central loop asks it for
+each plan (``adaptflow control --planner service:URL``, :mod:`.service_client`) and publishes the
+answer here.
 
 Deviations from Celery's autoscaler, each for a reason read in Celery 5.7's code:
 
