@@ -221,10 +221,11 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
     assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
 
 
-def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(shop, tmp_path):
+def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(shop, tmp_path, redis_server):  # noqa: F811
     """``adaptflow keda`` end to end on a user's app: its events observed, the planner's decision
-    answered over KEDA's gRPC contract to a client speaking the proto, each decision logged, and
-    the scaler stopped on request."""
+    answered over KEDA's gRPC contract to a client speaking the proto, each decision logged, a
+    broker restart waited out and noted in the log (the loop's monitor is resilient, as
+    ``adaptflow control``'s), and the scaler stopped on request."""
     import grpc
 
     from adaptflow.runtime.keda import externalscaler_pb2 as pb
@@ -235,10 +236,10 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
     scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
     scenario.write_text(yaml.safe_dump(SLOW_ENRICH))
     mapping.write_text(yaml.safe_dump(MAPPING))
-    port, stop = free_port(), threading.Event()
+    port, stop, enough = free_port(), threading.Event(), threading.Event()
     arguments = ("erlang", "tests.apps.shop:app", str(mapping), str(scenario), 1.0)
     scaler = threading.Thread(target=run_keda, args=arguments, kwargs={"port": port, "event_log": log, "stop": stop})
-    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2, stop))  # seen once the loop listens
+    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2, enough))  # seen once the loop listens
     scaler.start()
     orders.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -260,7 +261,18 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
             return log.exists() and any(r["applied"]["workers"]["enrich"] >= 2 for r in read_event_log(log))
 
         wait_for(logged_wanting_more, 30, 0.5, "the decision wanting more enrich processes logged")
+        enough.set()
+        orders.join(10)
+        redis_server.stop()  # a broker restart: the loop waits it out, the last plan standing
+        time.sleep(2.0)
+        redis_server.start()
+
+        def outage_noted() -> bool:
+            return any("redis was unavailable" in c for r in read_event_log(log) for c in r["applied"]["clamps"])
+
+        wait_for(outage_noted, 40, 0.5, "the broker's restart noted in the decisions' log")
     finally:
+        enough.set()
         stop.set()
         scaler.join(30)
         channel.close()
