@@ -218,7 +218,7 @@ class LiveResult:
     cost: float  # the cost model's total over the run's intervals
     worker_seconds: float  # the workers paid for, every stage, over the run
     totals: LiveTotals
-    outages: list[Outage]
+    outages: list[Outage]  # the latest (live.outage.MAX_OUTAGES_KEPT)
     fallbacks: int
     fallback_reason: str | None
     event_log: Path | None
@@ -274,7 +274,7 @@ def run_live(
         cost=cost,
         worker_seconds=worker_seconds,
         totals=live.celery_monitor.totals,
-        outages=live.monitor.outages,
+        outages=list(live.monitor.outages),
         fallbacks=guarded.fallbacks,
         fallback_reason=guarded.last_reason,
         takeovers=guarded.takeovers,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .monitor import CeleryMonitor
 
 log = logging.getLogger(__name__)
+
+MAX_OUTAGES_KEPT = 1000  # the latest outages, for a run's summary; each is in the event log anyway
 
 
 @dataclass
@@ -80,7 +83,7 @@ class ResilientMonitor(Monitor):
     ):
         self.monitor, self.executor, self.give_up_after = monitor, executor, give_up_after
         self.retry = Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), -1, TRANSIENT_ERRORS)
-        self.outages: list[Outage] = []
+        self.outages: deque[Outage] = deque(maxlen=MAX_OUTAGES_KEPT)  # a loop may run for a week
 
     def _failed(self, error: Exception, failures: int) -> None:
         now = self.monitor.clock.now()
