@@ -476,12 +476,13 @@ def _laws_by_speed(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> int:
     from adaptflow.runtime.control import run_app_control
 
-    decisions = run_app_control(
+    decisions, differed = run_app_control(
         args.app, args.mapping, args.scenario, args.planner, args.interval, args.duration, executor=args.executor,
         fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown, event_log=args.event_log,
     )  # fmt: skip
     logged = f"; each in {args.event_log}" if args.event_log else ""
-    print(f"adaptflow: control made {decisions} decisions ({args.executor}){logged}")
+    shadowed = f"; {differed} would have changed a pool, none was sent" if differed is not None else ""
+    print(f"adaptflow: control made {decisions} decisions ({args.executor}){shadowed}{logged}")
     return 0
 
 
@@ -1065,16 +1066,18 @@ def _add_control(commands: Any) -> None:
             "--executor autoscaler (the default) the workers run `celery -A APP --config CONF worker "
             "--autoscale=MAX,MIN` with CONF setting worker_autoscaler = "
             "'adaptflow.runtime.autoscaler:PlannedAutoscaler'; with --executor central they run without "
-            "--autoscale and the loop resizes their pools itself (pool_grow / pool_shrink)"
+            "--autoscale and the loop resizes their pools itself (pool_grow / pool_shrink); with --executor "
+            "shadow nothing is sent: the event log shows what the planner would have done"
         ),
     )
     ct.add_argument(
         "--executor",
-        choices=("autoscaler", "central"),
+        choices=("autoscaler", "central", "shadow"),
         default="autoscaler",
         help="how a plan reaches the workers: published to Redis for each worker's PlannedAutoscaler "
         "(autoscaler; a stale plan hands the worker back to Celery's rule), or pool_grow / pool_shrink sent "
-        "to each mapped worker by this loop (central; workers run without --autoscale)",
+        "to each mapped worker by this loop (central; workers run without --autoscale), or not at all "
+        "(shadow: each decision logged beside the pools your own sizing kept)",
     )
     _add_decision_loop_arguments(ct)
     ct.add_argument("--duration", type=float, required=True, help="seconds to run (at most a week)")

@@ -185,10 +185,14 @@ def test_the_executor_grows_and_shrinks_a_user_apps_worker(shop):
     assert any("split not applied" in c for c in refused.clamps)
 
 
-def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, capsys):
+@pytest.mark.parametrize("executor", ["central", "shadow"])
+def test_the_control_command_resizes_a_user_apps_workers_itself_or_in_shadow_only_says_so(
+    shop, tmp_path, capsys, executor
+):
     """``adaptflow control --executor central``: the loop sends ``pool_grow`` / ``pool_shrink`` to
     the mapped workers (run without ``--autoscale``, nothing installed in them), as compare-app's
-    runs do, and keeps on for its duration."""
+    runs do, and keeps on for its duration. ``--executor shadow``: the same loop, the same wish
+    for a second enrich process, logged as what it would have done; the worker keeps its one."""
     scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
     scenario.write_text(yaml.safe_dump(SLOW_ENRICH))
     mapping.write_text(yaml.safe_dump(MAPPING))
@@ -206,7 +210,7 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
     watcher = threading.Thread(target=watch)
     orders.start()
     watcher.start()
-    argv = ["control", "--executor", "central", "--app", "tests.apps.shop:app", "--mapping", str(mapping)]
+    argv = ["control", "--executor", executor, "--app", "tests.apps.shop:app", "--mapping", str(mapping)]
     argv += ["--scenario", str(scenario), "--planner", "erlang", "--interval", "1", "--duration", "5"]
     try:
         assert main([*argv, "--event-log", str(log)]) == 0
@@ -216,9 +220,17 @@ def test_the_control_command_resizes_a_user_apps_workers_itself(shop, tmp_path, 
         orders.join(10)
     records = read_event_log(log)
     applied = [r["applied"]["workers"]["enrich"] for r in records]
-    assert 3 <= len(records) <= 6 and max(applied) >= 2  # a decision a second, the backlog staffed
-    assert f"control made {len(records)} decisions (central)" in capsys.readouterr().out  # each one logged
-    assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
+    said = capsys.readouterr().out
+    assert 3 <= len(records) <= 6 and f"control made {len(records)} decisions ({executor})" in said  # each logged
+    if executor == "central":
+        assert max(applied) >= 2  # the backlog staffed
+        assert max(seen) >= 2, seen  # the worker's pool itself grew: the loop resized it, not a ledger alone
+        return
+    assert max(r["plan"]["workers"]["enrich"] for r in records) >= 2  # the planner asked for more
+    assert set(applied) == {1} and set(seen) == {1}, (applied, seen)  # nothing was sent, the worker kept one
+    notes = [c for r in records for c in r["applied"]["clamps"] if c.startswith("shadow: enrich would be")]
+    differed = sum(any(c.startswith("shadow: ") for c in r["applied"]["clamps"]) for r in records)
+    assert notes and f"; {differed} would have changed a pool, none was sent" in said
 
 
 def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(shop, tmp_path, redis_server):  # noqa: F811

@@ -12,8 +12,13 @@ what differs is how a plan reaches the workers, chosen by ``executor`` (docs/dep
   (:class:`~.live.CeleryExecutor`, as ``compare-app`` and ``adaptflow live`` do), for workers
   run without ``--autoscale``: nothing to install in the workers, but a decider that stops leaves
   the pools where it last put them.
+* ``shadow``: nothing reaches the workers (:class:`ShadowExecutor`). The planner decides on the
+  live app as it would in control, and the event log keeps what it asked, what the envelope would
+  have let through, and the pools the app's own sizing (its ``--autoscale``, KEDA, fixed pools)
+  kept: a learned planner watched beside the system before it is given the pools.
 
-Both refuse a stage run as a group of nodes (``enrich@*``): one count a stage cannot size pods.
+The first two refuse a stage run as a group of nodes (``enrich@*``): one count a stage cannot
+size pods; shadow only reads, and reads a group as one pool.
 """
 
 from __future__ import annotations
@@ -23,21 +28,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from adaptflow._signals import sigterm_as_interrupt
-from adaptflow.agents import ControlLoop, Coordinator, CostModel, EventLog, Executor
+from adaptflow.agents import Applied, Clock, ControlLoop, Coordinator, CostModel, EventLog, Executor, Plan
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from celery import Celery
 
+    from adaptflow.agents.safety import SafetyEnvelope
     from adaptflow.scenario import Scenario
 
     from .live import CeleryMonitor, PoolLedger
     from .live.events import EventStream
     from .live.mapping import AppMapping
 
-ExecutorKind = Literal["autoscaler", "central"]
-EXECUTORS: tuple[ExecutorKind, ...] = ("autoscaler", "central")
+ExecutorKind = Literal["autoscaler", "central", "shadow"]
+EXECUTORS: tuple[ExecutorKind, ...] = ("autoscaler", "central", "shadow")
 MAX_DURATION = 7 * 86400  # a week: the work a command may ask for is bounded
 
 
@@ -51,6 +57,34 @@ class AppControl:
     executor: Executor
     monitor: CeleryMonitor
     ledger: PoolLedger
+
+
+class ShadowExecutor(Executor):
+    """Applies nothing: each plan goes through the envelope relative to the pools the workers
+    run now (read by the monitor; sized by whatever sizes them), and the record keeps those pools
+    as applied, with a note per stage the loop would have changed (``shadow: enrich would be 3
+    (asked 4), kept at 1``). The envelope's cooldown counts the changes it would have made, so
+    the notes are what the loop in control would have done from the same pools. ``differed``:
+    the decisions at which it would have changed a pool."""
+
+    def __init__(self, ledger: PoolLedger, envelope: SafetyEnvelope, clock: Clock):
+        self.ledger, self.envelope, self.clock = ledger, envelope, clock
+        self.splits: dict[str, dict[str | None, float]] = {}  # the app routes its own tasks
+        self.differed = 0
+
+    def current_workers(self) -> dict[str, int]:
+        return self.ledger.targets()
+
+    def apply(self, plan: Plan) -> Applied:
+        current = self.current_workers()
+        would = self.envelope.constrain_pools(plan, current, self.clock.now())
+        notes = [
+            f"shadow: {stage} would be {n} (asked {plan.workers[stage]}), kept at {current[stage]}"
+            for stage, n in would.workers.items()
+            if n != current[stage]
+        ]
+        self.differed += bool(notes)
+        return Applied(workers=current, splits={}, clamps=[*would.clamps, *notes])
 
 
 def check_executor(executor: str) -> None:
@@ -111,12 +145,16 @@ def app_control(
 
     check_executor(executor)
     mapping.require_workers(scenario.stages)
-    mapping.require_named_workers(f"adaptflow control --executor {executor} sizes one named worker per stage")
+    if executor != "shadow":
+        mapping.require_named_workers(f"adaptflow control --executor {executor} sizes one named worker per stage")
     guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
-    clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout).sync()
+    roster = stream.alive_nodes if executor == "shadow" else None  # a group's nodes, by their heartbeats
+    clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout, roster=roster).sync()
     envelope = live_envelope(scenario, max_step=max_step, cooldown=cooldown)
     inner: Executor
-    if executor == "central":
+    if executor == "shadow":
+        inner = ShadowExecutor(ledger, envelope, clock)
+    elif executor == "central":
         _refuse_autoscaled(ledger)
         inner = CeleryExecutor(app, ledger, clock, envelope, inspect_timeout, scenario=scenario)
     else:
@@ -139,10 +177,11 @@ def run_app_control(
     interval: float,
     duration: float,
     **options: Any,
-) -> int:
+) -> tuple[int, int | None]:
     """``adaptflow control``: check the arguments, import the app, load mapping and scenario,
     receive its events and run the decision loop for ``duration`` seconds (Ctrl-C or SIGTERM stop
-    it sooner); returns how many decisions it made. ``options``: those of :func:`app_control`.
+    it sooner); returns how many decisions it made and, in shadow, at how many it would have
+    changed a pool (None otherwise). ``options``: those of :func:`app_control`.
     The decisions are taken one at a time and none is kept (the event log has them): a week of
     them would fill the memory (:meth:`~adaptflow.agents.Coordinator.steps`)."""
     from adaptflow.scenario import load_scenario
@@ -164,11 +203,12 @@ def run_app_control(
         with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):  # SIGTERM stops as Ctrl-C does
             for _ in control.coordinator.steps(until=duration):
                 decisions += 1
-        return decisions
+        shadow = control.executor if isinstance(control.executor, ShadowExecutor) else None
+        return decisions, None if shadow is None else shadow.differed
     finally:
         stream.stop()
         if control is not None and control.coordinator.log is not None:
             control.coordinator.log.close()
 
 
-__all__ = ["EXECUTORS", "AppControl", "app_control", "run_app_control"]
+__all__ = ["EXECUTORS", "AppControl", "ShadowExecutor", "app_control", "run_app_control"]
