@@ -129,18 +129,8 @@ def app_control(
     :class:`~.live.outage.ResilientExecutor`. The mapping must name each stage's worker (the pools
     are read from them). ``interval``: wall seconds (a user's app runs at its own pace); ``key``:
     the Redis hash the autoscaler path publishes to (its default, ``adaptflow:desired``)."""
-    from .autoscaler import DEFAULT_KEY, RedisPlanPublisher
-    from .celery_app import redis_client
     from .fallback import live_planner
-    from .live import (
-        CeleryExecutor,
-        CeleryMonitor,
-        PoolLedger,
-        ResilientExecutor,
-        ResilientMonitor,
-        WallClock,
-        live_envelope,
-    )
+    from .live import CeleryMonitor, PoolLedger, ResilientExecutor, ResilientMonitor, WallClock, live_envelope
     from .live.system import app_system
 
     check_executor(executor)
@@ -151,15 +141,7 @@ def app_control(
     roster = stream.alive_nodes if executor == "shadow" else None  # a group's nodes, by their heartbeats
     clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout, roster=roster).sync()
     envelope = live_envelope(scenario, max_step=max_step, cooldown=cooldown)
-    inner: Executor
-    if executor == "shadow":
-        inner = ShadowExecutor(ledger, envelope, clock)
-    elif executor == "central":
-        _refuse_autoscaled(ledger)
-        inner = CeleryExecutor(app, ledger, clock, envelope, inspect_timeout, scenario=scenario)
-    else:
-        plans = redis_client(str(app.conf.broker_url))
-        inner = RedisPlanPublisher(plans, scenario, interval, envelope, key or DEFAULT_KEY, clock)
+    inner = _executor(executor, app, ledger, envelope, clock, scenario, interval, key, inspect_timeout)
     resilient_executor = ResilientExecutor(inner)  # type: ignore[arg-type]  # duck-typed: current_workers(), splits
     system = app_system(app, mapping, scenario, stream)
     monitor = CeleryMonitor(app, ledger, clock, percentiles=True, inspect_timeout=inspect_timeout, system=system)
@@ -167,6 +149,31 @@ def app_control(
     loop = ControlLoop(resilient, analyzer, resilient_executor, clock, CostModel(), interval)
     log_file = EventLog(event_log) if event_log is not None else None
     return AppControl(Coordinator(loop, guarded, log_file), inner, monitor, ledger)
+
+
+def _executor(
+    kind: ExecutorKind,
+    app: Celery,
+    ledger: PoolLedger,
+    envelope: SafetyEnvelope,
+    clock: Clock,
+    scenario: Scenario,
+    interval: float,
+    key: str | None,
+    inspect_timeout: float,
+) -> Executor:
+    """How the loop's plans reach the workers (the module docstring's three kinds)."""
+    from .autoscaler import DEFAULT_KEY, RedisPlanPublisher
+    from .celery_app import redis_client
+    from .live import CeleryExecutor
+
+    if kind == "shadow":
+        return ShadowExecutor(ledger, envelope, clock)
+    if kind == "central":
+        _refuse_autoscaled(ledger)
+        return CeleryExecutor(app, ledger, clock, envelope, inspect_timeout, scenario=scenario)
+    plans = redis_client(str(app.conf.broker_url))
+    return RedisPlanPublisher(plans, scenario, interval, envelope, key or DEFAULT_KEY, clock)
 
 
 def run_app_control(
