@@ -67,7 +67,7 @@ def in_process(model_path: Path, onnx_path: Path, decisions: int) -> dict:
     from adaptflow.scenario import load_scenario
 
     scenario = load_scenario("etl_diurnal", horizon=1800)
-    sb3, _ = make_planner(f"sb3:{model_path}", scenario, 30)
+    sb3, _ = make_planner(f"sb3:{model_path}", scenario, 30)  # each a GuardedPlanner, as deployed
     onnx, _ = make_planner(f"onnx:{onnx_path}", scenario, 30)
     states = recorded_states(decisions)
     times: dict[str, list[float]] = {"onnx": [], "sb3": []}
@@ -89,10 +89,15 @@ def in_process(model_path: Path, onnx_path: Path, decisions: int) -> dict:
         out[f"{name}_p99_us"] = round(float(np.percentile(t, 99)) * 1e6, 1)
     out["speedup_p50"] = round(out["sb3_p50_us"] / out["onnx_p50_us"], 2)
     out["speedup_p99"] = round(out["sb3_p99_us"] / out["onnx_p99_us"], 2)
-    # The policy call alone (what the export replaces): normalized observation -> action.
-    observations = [onnx.encoder.encode(*s) for s in states]
+    # The policy call alone (what the export replaces): normalized observation -> action; the
+    # registry guards a learned planner (out-of-range states go to a rule), the policy is inside.
+    onnx_policy, sb3_policy = onnx.primary, sb3.primary
+    observations = [onnx_policy.encoder.encode(*s) for s in states]
     calls: dict[str, list[float]] = {"onnx": [], "sb3": []}
-    policies = {"onnx": onnx.act, "sb3": lambda obs: sb3.model.predict(sb3.normalizer(obs), deterministic=True)}
+    policies = {
+        "onnx": onnx_policy.act,
+        "sb3": lambda obs: sb3_policy.model.predict(sb3_policy.normalizer(obs), deterministic=True),
+    }
     for _ in range(3):
         for name, call in policies.items():
             for obs in observations:
