@@ -279,8 +279,9 @@ def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(s
         time.sleep(2.0)
         redis_server.start()
 
-        def outage_noted() -> bool:
-            return any("redis was unavailable" in c for r in read_event_log(log) for c in r["applied"]["clamps"])
+        def outage_noted() -> bool:  # the monitor's reads waited out, and the events the stream lost
+            notes = [c for r in read_event_log(log) for c in r["applied"]["clamps"]]
+            return any("redis was unavailable" in c for c in notes) and any("events lost from" in c for c in notes)
 
         wait_for(outage_noted, 40, 0.5, "the broker's restart noted in the decisions' log")
     finally:

@@ -84,6 +84,25 @@ class CeleryMonitor(Monitor):
         """Whole-run figures (the fold's)."""
         return self.fold.totals
 
+    def lost_events(self) -> list[str]:
+        """A line for each time the last interval's events may have been lost (the event stream
+        cut by a broker restart, or its buffer full: :class:`~.events.EventStream`'s gaps), its
+        times in scenario seconds: that interval's counts miss them, and whoever logs the
+        interval says so rather than passing the counts off as whole. Empty for adaptflow's own
+        app, whose records wait in a Redis stream."""
+        interval = self.last_interval
+        if interval is None:
+            return []
+        lines = []
+        for gap in self.system.gaps():
+            if gap.start < interval.end and (gap.end is None or gap.end > interval.start):
+                until = "not back yet" if gap.end is None else f"to t={self.clock.to_scenario(gap.end):.1f}"
+                lines.append(
+                    f"events lost from t={self.clock.to_scenario(gap.start):.1f} {until} ({gap.reason}): "
+                    f"the interval to t={self.clock.to_scenario(interval.end):.1f} counts none of them"
+                )
+        return lines
+
     # -- reading (no state changes) --------------------------------------------------------------
     def _read(self) -> _Reading:
         # each stage's node, or its group of nodes merged (nodes.py), in one round of inspect

@@ -68,7 +68,9 @@ class ResilientMonitor(Monitor):
     """Retries ``observe`` with exponential backoff (redis-py's :class:`~redis.retry.Retry` and
     :class:`~redis.backoff.ExponentialBackoff`) while Redis is away; meanwhile the workers keep
     the pools and splits last applied, and each failure is logged with that plan. The snapshot
-    taken once Redis is back covers the whole outage (its ``interval`` says how long).
+    taken once Redis is back covers the whole outage (its ``interval`` says how long). The times
+    the event stream lost events are noted too (:meth:`CeleryMonitor.lost_events`), each in the
+    record after the interval it cut.
 
     ``give_up_after``: scenario time after which an outage is fatal (the run's end plus a grace):
     the error is raised then, rather than the loop waiting for ever."""
@@ -103,6 +105,7 @@ class ResilientMonitor(Monitor):
             is_retryable=lambda _: self.monitor.clock.now() < self.give_up_after,
             with_failure_count=True,
         )
+        self.executor.notes.extend(self.monitor.lost_events())  # the event stream's own gaps
         outage = self.outages[-1] if self.outages else None
         if outage is not None and outage.end is None:
             outage.end = snapshot.time
