@@ -64,12 +64,16 @@ def run(planner_spec: str, decisions: int, seed: int = 11):
 
 def test_the_service_decides_as_the_planner_in_process_does(service, monkeypatch):
     """The service's own analyzer turns the loop's snapshots into the same insights the loop's
-    would: the plans through HTTP are the in-process rule's, decision for decision."""
+    would: the plans through HTTP are the in-process rule's, decision for decision. A second loop
+    on the same service starts from a reset service (``POST /v1/reset``), as a loop's planner
+    starts reset: its plans are the same again, not coloured by the first loop's last rates."""
     url, _ = service
     monkeypatch.setenv("ADAPTFLOW_TOKEN", TOKEN)
     remote, guarded = run(f"service:{url}", 12)
     local, _ = run("erlang", 12)
     assert remote == local and guarded.fallbacks == 0
+    again, guarded = run(f"service:{url}", 12)
+    assert again == local and guarded.fallbacks == 0
     assert len({tuple(sorted(p.workers.items())) for p in local}) > 1  # the pools moved: not a constant answer
 
 

@@ -9,7 +9,9 @@ field; a planner that fails, answers out of range or misses the per-decision dea
 replaced for that decision by the fallback planner, and counted. A learned planner is guarded
 (:class:`~adaptflow.policies.guard.GuardedPlanner`, with the service's fallback rule): while the
 load, forecast error or observation is outside what training saw, the rule decides, the answer
-says so (``fallback``, ``reason``), and every takeover is counted by reason. ``GET /healthz``
+says so (``fallback``, ``reason``), and every takeover is counted by reason. ``POST /v1/reset``
+forgets the past (the analyzer, the planners' own state), as a loop does when it starts: a
+decision loop whose planner is this service calls it first (:mod:`.service_client`). ``GET /healthz``
 (the planner's kind, whether it is guarded, and the model file's name and sha256, never a path);
 ``GET /metrics`` (Prometheus text: decisions, decision latency, fallbacks, guard takeovers,
 deadlines missed, rejected requests). An optional bearer token guards ``/v1/decide`` and
@@ -210,6 +212,10 @@ class PlanOut(BaseModel):
     )
     reason: str | None = Field(default=None, description="why the primary planner's answer was not used")
     latency_ms: float
+
+
+class ResetOut(BaseModel):
+    reset: bool
 
 
 class Health(BaseModel):
@@ -438,6 +444,31 @@ class Decider:
             return attempt.backup, reason
         return plan, reason  # a reason with a plan: the guard's fallback made it
 
+    def reset(self) -> bool:
+        """Forget the past, as a loop's start does (``Planner.reset``): the analyzer's smoothed
+        rates, the fallback rule's window, the primary's own state (a recurrent policy's). Waits
+        for a decision in progress for at most the deadline; False if one held on longer."""
+        wait = self.limits.deadline
+        if not self.slots.acquire(blocking=False):
+            return False
+        try:
+            if not self.state_lock.acquire(timeout=wait):
+                return False
+            try:
+                if not self.primary_lock.acquire(timeout=wait):
+                    return False
+                try:
+                    self.analyzer.reset()
+                    self.fallback.reset()
+                    self.primary.reset()
+                finally:
+                    self.primary_lock.release()
+            finally:
+                self.state_lock.release()
+        finally:
+            self.slots.release()
+        return True
+
     async def __call__(self, body: dict[str, Any]) -> PlanOut:
         started = time.perf_counter()
         if not self.slots.acquire(blocking=False):
@@ -551,6 +582,7 @@ class RequestGuard:
 
 
 UNAUTHORIZED = {401: {"description": "missing or wrong bearer token"}}
+BUSY = {503: {"description": "a decision held the planner past the deadline"}}
 REFUSED = {
     400: {"description": "the body could not be parsed (not JSON, or not UTF-8)"},
     413: {"description": "the request body is larger than the service accepts (64 KiB by default)"},
@@ -614,6 +646,15 @@ def create_app(
     async def decide(request: DecideRequest) -> PlanOut:
         # The planner runs in a worker thread with a deadline: the event loop stays free.
         return await decide_one(request.model_dump(by_alias=True))
+
+    @app.post("/v1/reset", response_model=ResetOut, dependencies=[Depends(authorize)], responses=BUSY | UNAUTHORIZED)
+    def reset() -> ResetOut:  # not async: it may wait for a decision in progress (at most two deadlines)
+        """Forget the past (the analyzer, the planners' own state), as a decision loop does when it
+        starts: a loop whose planner is this service calls it first."""
+        if not decide_one.reset():
+            metrics.rejected.labels("busy").inc()
+            raise HTTPException(503, "a decision is still in progress; retry later", headers={"Retry-After": "1"})
+        return ResetOut(reset=True)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:  # async: answers on the event loop, needing no free thread

@@ -8,7 +8,8 @@ app. :class:`ServicePlanner` is then the loop's planner: every decision's snapsh
 insights: the service turns the snapshots into insights with its own analyzer, the one saved
 with an exported model (its fitted forecaster and normalization), so the model decides on what
 it was trained with. That makes the service stateful: **one service serves one decider**, as
-its docstring says; two loops sharing one would mix their snapshots in its analyzer.
+its docstring says; two loops sharing one would mix their snapshots in its analyzer. When the
+loop starts it resets the service (``POST /v1/reset``), as every loop resets its planner.
 
 Anything that goes wrong (the service unreachable, slow past the timeout, a 4xx or 5xx, an
 answer that is not a plan) raises, and the loop's :class:`~.fallback.FallbackPlanner` decides
@@ -110,6 +111,16 @@ class ServicePlanner(Planner):
         if not isinstance(answer, dict):
             raise ServiceError(f"{method} {path} answered {type(answer).__name__}, not an object")
         return answer
+
+    def reset(self) -> None:
+        """The service forgets the past as the loop starts (``POST /v1/reset``: its analyzer and
+        its planners' own state), so a loop started again does not decide on the last one's
+        smoothed rates or a recurrent policy's memory. A service that cannot is logged, not fatal:
+        its answers still come, and the fallback covers the rest."""
+        try:
+            self._call("POST", "/v1/reset")
+        except (OSError, ServiceError, ValueError) as exc:
+            log.warning("the planner service %s was not reset (%s): it decides on what it saw before", self.url, exc)
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
         answer = self._call("POST", "/v1/decide", {"metrics": snapshot.to_dict()})
