@@ -307,3 +307,35 @@ def test_the_example_scaledobject_fits_the_scaler_and_its_scenario(etl):
         assert (spec.metricName, spec.targetSizeFloat) == (metric_name(stage), float(per_replica))
         request = pb.GetMetricsRequest(scaledObjectRef=ref(**metadata), metricName=spec.metricName)
         assert stub.GetMetrics(request, timeout=CALL).metricValues[0].metricValue == bounds.initial
+
+
+class BrokerDown(Monitor):
+    """A live monitor whose broker is away for good: each read raises what redis-py raises."""
+
+    def __init__(self) -> None:
+        from adaptflow.runtime.live import WallClock
+
+        self.clock, self.reads = WallClock(), 0
+
+    def observe(self) -> MetricsSnapshot:
+        import redis
+
+        self.reads += 1
+        raise redis.ConnectionError("broker away")
+
+    def lost_events(self) -> list[str]:
+        return []
+
+
+def test_a_loop_waiting_out_an_outage_stops_when_told(etl):
+    """The resilient monitor retries a broker outage with backoff for as long as it lasts; a
+    scaler told to stop meanwhile stops its loop within the longest backoff, not never."""
+    down = BrokerDown()
+    loop = decision_loop_for("erlang", etl, 1.0, down, clock=down.clock, resilient=True).start()
+    deadline = time.monotonic() + CALL
+    while down.reads < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert down.reads >= 3 and loop.running  # retrying, not failing
+    began = time.monotonic()
+    loop.stop(timeout=CALL)
+    assert not loop.running and time.monotonic() - began < 6.0  # one backoff of at most 1 s, with margin

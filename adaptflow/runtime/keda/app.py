@@ -12,6 +12,8 @@ from pathlib import Path
 from .plans import decision_loop_for
 from .scaler import serve_keda
 
+STOP_WAIT = 10.0  # seconds a stop waits for the decision loop's thread (a retry's backoff is at most 5)
+
 
 def run_keda(
     planner: str,
@@ -53,7 +55,10 @@ def run_keda(
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop as SIGTERM does
             stop.wait()
         server.stop(2)
-        loop.stop()
+        loop.stop(timeout=STOP_WAIT)  # bounded: through a broker outage the loop's monitor is retrying
+        if loop.running:  # a daemon thread: it ends with the process
+            print(f"adaptflow: the decision loop was still waiting for the broker after {STOP_WAIT:g} s; left to stop "
+                  "with the process", file=sys.stderr, flush=True)  # fmt: skip
     finally:
         observed.close()
         if log_file is not None:

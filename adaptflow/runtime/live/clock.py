@@ -42,3 +42,8 @@ class WallClock(Clock):
 
     def interrupt(self) -> None:
         self._interrupted.set()
+
+    @property
+    def interrupted(self) -> bool:
+        """The loop over this clock is stopping: a wait for the world (a retry) should end too."""
+        return self._interrupted.is_set()

@@ -73,7 +73,8 @@ class ResilientMonitor(Monitor):
     record after the interval it cut.
 
     ``give_up_after``: scenario time after which an outage is fatal (the run's end plus a grace):
-    the error is raised then, rather than the loop waiting for ever."""
+    the error is raised then, rather than the loop waiting for ever; so is it once the clock is
+    interrupted (the loop is stopping: a KEDA scaler told to stop during an outage)."""
 
     def __init__(
         self,
@@ -102,7 +103,7 @@ class ResilientMonitor(Monitor):
         snapshot = self.retry.call_with_retry(
             self.monitor.observe,
             self._failed,
-            is_retryable=lambda _: self.monitor.clock.now() < self.give_up_after,
+            is_retryable=lambda _: self.monitor.clock.now() < self.give_up_after and not self.monitor.clock.interrupted,
             with_failure_count=True,
         )
         self.executor.notes.extend(self.monitor.lost_events())  # the event stream's own gaps
