@@ -30,7 +30,7 @@ written out here again.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run
-# time, and string annotations would not resolve names local to create_app (the bearer scheme).
+# time, and string annotations would not resolve names local to a function (the bearer scheme).
 import asyncio
 import contextlib
 import dataclasses
@@ -605,6 +605,21 @@ def _guarded_app(limits: Limits, metrics: ServiceMetrics) -> FastAPI:
     return app
 
 
+def _authorizer(token: str | None, metrics: ServiceMetrics) -> Callable[..., None]:
+    """The dependency that guards an endpoint with the bearer ``token`` (none: open), each
+    refusal counted."""
+    bearer = HTTPBearer(auto_error=False, description="required when the service was started with a token")
+
+    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if token is None:
+            return
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+            metrics.rejected.labels("unauthorized").inc()
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return authorize
+
+
 def create_app(
     planner: Planner,
     analyzer: Analyzer,
@@ -627,20 +642,13 @@ def create_app(
     decide_one = Decider((planner, fallback), envelope, analyzer, metrics, names, limits)
     if isinstance(planner, GuardedPlanner):
         planner.add_listener(metrics.guard_event)
-    bearer = HTTPBearer(auto_error=False, description="required when the service was started with a token")
     app = _guarded_app(limits, metrics)
+    authorize = _authorizer(token, metrics)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.rejected.labels("invalid").inc()
         return invalid_request(exc)
-
-    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if token is None:
-            return
-        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
-            metrics.rejected.labels("unauthorized").inc()
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/v1/decide", response_model=PlanOut, dependencies=[Depends(authorize)], responses=REFUSED | UNAUTHORIZED)
     async def decide(request: DecideRequest) -> PlanOut:
