@@ -479,6 +479,7 @@ def _control(args: argparse.Namespace) -> int:
     decisions, differed = run_app_control(
         args.app, args.mapping, args.scenario, args.planner, args.interval, args.duration, executor=args.executor,
         fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown, event_log=args.event_log,
+        allow_pickle=args.allow_pickle,
     )  # fmt: skip
     logged = f"; each in {args.event_log}" if args.event_log else ""
     shadowed = f"; {differed} would have changed a pool, none was sent" if differed is not None else ""
@@ -625,7 +626,7 @@ def _keda(args: argparse.Namespace) -> int:
     run_keda(
         args.planner, args.app, args.mapping, args.scenario, args.interval,
         host=args.host, port=args.port, fallback=args.fallback, max_step=args.max_step, cooldown=args.cooldown,
-        event_log=args.event_log,
+        event_log=args.event_log, allow_pickle=args.allow_pickle,
     )  # fmt: skip
     return 0
 
@@ -1104,6 +1105,7 @@ def _add_decision_loop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--event-log", default=None, help="JSONL of every decision (what was seen, planned, applied, and what followed)"
     )
+    parser.add_argument("--allow-pickle", action="store_true", help="allow sb3:PATH planners (pickle can run code)")
 
 
 PLANNERS_HELP = (

@@ -339,3 +339,21 @@ def test_a_loop_waiting_out_an_outage_stops_when_told(etl):
     began = time.monotonic()
     loop.stop(timeout=CALL)
     assert not loop.running and time.monotonic() - began < 6.0  # one backoff of at most 1 s, with margin
+
+
+def test_the_deployment_loops_refuse_a_pickled_planner_before_anything(tmp_path, capsys):
+    """``control`` and ``keda`` deploy: a planner whose model file is unpickled (``sb3:``) can run
+    code from the file, so it is refused unless ``--allow-pickle``, before the app, mapping or
+    scenario is read (none of them exists here), as ``serve`` and ``live`` refuse it."""
+    from adaptflow.cli import main
+
+    where = ["--app", "nowhere:app", "--mapping", str(tmp_path / "m.yaml"), "--scenario", str(tmp_path / "s.yaml")]
+    for command, verb in (("control", "control with"), ("keda", "run the KEDA scaler with")):
+        extra = ["--duration", "5"] if command == "control" else []
+        assert main([command, "--planner", "sb3:model.zip", *where, *extra]) == 2
+        said = capsys.readouterr().err
+        assert f"refusing to {verb} 'sb3:model.zip'" in said and "pickle" in said, said
+        assert main([command, "--planner", "erlang", "--fallback", "sb3:model.zip", *where, *extra]) == 2
+        assert "refusing to" in capsys.readouterr().err
+        assert main([command, "--planner", "sb3:model.zip", "--allow-pickle", *where, *extra]) == 2
+        assert "refusing to" not in capsys.readouterr().err  # allowed: the next check (the files) refuses

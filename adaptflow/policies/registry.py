@@ -329,9 +329,9 @@ def guard(planner: Any, spec: str, scenario: Scenario, interval: float, fallback
 def check_trusted(specs: list[str], allow_pickle: bool, command: str = "serve") -> None:
     """Refuse, unless ``allow_pickle``, a planner spec whose model file is loaded with pickle
     (``sb3:``: stable-baselines3 unpickles the zip's ``data``, so a crafted file runs code).
-    Exported ONNX planners and rules load no code. The deployment paths (``serve``, ``live``)
-    call this before any model file is opened; research paths (evaluate, train) load the files
-    a researcher made."""
+    Exported ONNX planners and rules load no code. The deployment paths (``serve``, ``live``,
+    ``control``, ``keda``, ``compare-app``) call this before any model file is opened; research
+    paths (evaluate, train) load the files a researcher made."""
     for spec in specs:
         name, _ = parse_planner(spec)
         if name in LEARNED and name != "onnx" and not allow_pickle:

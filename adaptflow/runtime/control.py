@@ -188,9 +188,12 @@ def run_app_control(
     """``adaptflow control``: check the arguments, import the app, load mapping and scenario,
     receive its events and run the decision loop for ``duration`` seconds (Ctrl-C or SIGTERM stop
     it sooner); returns how many decisions it made and, in shadow, at how many it would have
-    changed a pool (None otherwise). ``options``: those of :func:`app_control`.
+    changed a pool (None otherwise). ``options``: those of :func:`app_control`, and
+    ``allow_pickle`` (a planner whose model file is a pickle, ``sb3:``, is refused without it,
+    before anything is opened: a deployment path loads only formats that cannot run code).
     The decisions are taken one at a time and none is kept (the event log has them): a week of
     them would fill the memory (:meth:`~adaptflow.agents.Coordinator.steps`)."""
+    from adaptflow.policies.registry import check_trusted
     from adaptflow.scenario import load_scenario
 
     from .live.events import EventStream
@@ -202,6 +205,8 @@ def run_app_control(
     if not 0 < duration <= MAX_DURATION:
         raise ValueError(f"--duration {duration}: expected seconds in (0, {MAX_DURATION}] (a week)")
     check_executor(options.get("executor", "autoscaler"))
+    allow_pickle = options.pop("allow_pickle", False)
+    check_trusted([planner, options.get("fallback", "erlang")], allow_pickle, command="control with")
     the_mapping, the_scenario, the_app = load_mapping(mapping), load_scenario(scenario), load_app(app)
     stream = EventStream(the_app).start()
     decisions, control = 0, None

@@ -29,15 +29,19 @@ def run_keda(
     cooldown: float = 0.0,
     event_log: str | Path | None = None,
     stop: threading.Event | None = None,
+    allow_pickle: bool = False,
 ) -> None:
     """Serve until SIGTERM, Ctrl-C or ``stop``. A decision older than three intervals is stale:
     KEDA is then told UNAVAILABLE and falls back to the ScaledObject's ``fallback`` replicas.
-    ``event_log``: a JSONL file of every decision, as ``adaptflow control`` writes one."""
+    ``event_log``: a JSONL file of every decision, as ``adaptflow control`` writes one. A planner
+    whose model file is a pickle (``sb3:``) is refused unless ``allow_pickle``, before anything."""
     from adaptflow.agents import EventLog
+    from adaptflow.policies.registry import check_trusted
     from adaptflow.runtime.user_app import observe_app
 
     if not interval > 0:
         raise ValueError(f"--interval {interval}: expected seconds > 0")
+    check_trusted([planner, fallback], allow_pickle, command="run the KEDA scaler with")
     observed = observe_app(app, mapping, scenario)
     stop = stop or threading.Event()
     log_file = EventLog(event_log) if event_log is not None else None
