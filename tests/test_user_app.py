@@ -4,6 +4,7 @@ workers."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -13,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +32,7 @@ from adaptflow.runtime.record import Recorder, record
 from adaptflow.scenario import parse_scenario
 from adaptflow.scenario.celery_pool import CELERY_LATE_REAP
 
-from .live_fixtures import broker, forget_connections, free_port, redis_server, wait_for  # noqa: F401  (fixtures)
+from .live_fixtures import RedisServer, broker, forget_connections, free_port, redis_server, wait_for  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "enrich", "store")
@@ -95,14 +98,15 @@ class ShopWorkers:
                 p.wait(5)
 
 
-@pytest.fixture
-def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
-    monkeypatch.setenv("SHOP_BROKER_URL", broker)
+@contextlib.contextmanager
+def shop_on(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The shop app pointed at the broker ``url``, with a worker per stage; stopped afterwards."""
+    monkeypatch.setenv("SHOP_BROKER_URL", url)
     from tests.apps import shop as module
 
     forget_connections(module.app)
-    module.app.conf.broker_url = broker
-    workers = ShopWorkers(broker, tmp_path).start()
+    module.app.conf.broker_url = url
+    workers = ShopWorkers(url, tmp_path).start()
     module.workers = workers  # a test may start more (the pods of a scaled stage)
     try:
         workers.wait_ready(module.app)
@@ -110,6 +114,25 @@ def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
     finally:
         workers.stop()
         forget_connections(module.app)
+
+
+@pytest.fixture
+def shop(broker, tmp_path, monkeypatch):  # noqa: F811  (the broker fixture)
+    with shop_on(broker, tmp_path, monkeypatch) as module:
+        yield module
+
+
+@pytest.fixture
+def shop_alone(tmp_path, tmp_path_factory, monkeypatch):
+    """The shop on a Redis of its own, for a test that restarts its broker: a restart of the
+    module's Redis left connections that a later test's inspect met closed ("Connection closed by
+    server"), so the restart happens on a server no other test uses."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-alone")).start()
+    try:
+        with shop_on(server.url, tmp_path, monkeypatch) as module:
+            yield module, server
+    finally:
+        server.kill()
 
 
 def submit(shop, n: int, work=(0.05, 0.1, 0.05)) -> None:
@@ -235,69 +258,6 @@ def test_the_control_command_in_shadow_only_says_so_and_in_central_resizes_a_use
     assert max(seen["central"]) >= 2, seen  # the worker's own pool grew: the loop resized it, not a ledger alone
 
 
-def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(shop, tmp_path, redis_server):  # noqa: F811
-    """``adaptflow keda`` end to end on a user's app: its events observed, the planner's decision
-    answered over KEDA's gRPC contract to a client speaking the proto, each decision logged, a
-    broker restart waited out and noted in the log (the loop's monitor is resilient, as
-    ``adaptflow control``'s), and the scaler stopped on request."""
-    import grpc
-
-    from adaptflow.runtime.keda import externalscaler_pb2 as pb
-    from adaptflow.runtime.keda import externalscaler_pb2_grpc as pb_grpc
-    from adaptflow.runtime.keda.app import run_keda
-    from adaptflow.runtime.keda.scaler import metric_name
-
-    scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
-    scenario.write_text(yaml.safe_dump(SLOW_ENRICH))
-    mapping.write_text(yaml.safe_dump(MAPPING))
-    port, stop, enough = free_port(), threading.Event(), threading.Event()
-    arguments = ("erlang", "tests.apps.shop:app", str(mapping), str(scenario), 1.0)
-    scaler = threading.Thread(target=run_keda, args=arguments, kwargs={"port": port, "event_log": log, "stop": stop})
-    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2, enough))  # seen once the loop listens
-    scaler.start()
-    orders.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    ref = pb.ScaledObjectRef(name="enrich-workers", namespace="shop", scalerMetadata={"stage": "enrich"})
-    request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric_name("enrich"))
-
-    def wanted() -> int:
-        try:
-            return pb_grpc.ExternalScalerStub(channel).GetMetrics(request, timeout=5).metricValues[0].metricValue
-        except grpc.RpcError:  # not serving yet
-            return 0
-
-    try:
-        wait_for(lambda: wanted() >= 2, 30, 0.5, "the planner wanting more enrich processes for the backlog")
-
-        # a decision is logged once the next has seen the interval after it: the one that wanted
-        # more is in the log a decision after the scaler answered it
-        def logged_wanting_more() -> bool:
-            return log.exists() and any(r["applied"]["workers"]["enrich"] >= 2 for r in read_event_log(log))
-
-        wait_for(logged_wanting_more, 30, 0.5, "the decision wanting more enrich processes logged")
-        enough.set()
-        orders.join(10)
-        redis_server.stop()  # a broker restart: the loop waits it out, the last plan standing
-        time.sleep(2.0)
-        redis_server.start()
-
-        def outage_noted() -> bool:  # the monitor's reads waited out, and the events the stream lost
-            notes = [c for r in read_event_log(log) for c in r["applied"]["clamps"]]
-            return any("redis was unavailable" in c for c in notes) and any("events lost from" in c for c in notes)
-
-        wait_for(outage_noted, 40, 0.5, "the broker's restart noted in the decisions' log")
-    finally:
-        enough.set()
-        stop.set()
-        scaler.join(30)
-        channel.close()
-        orders.join(10)
-    assert not scaler.is_alive()
-    records = read_event_log(log)
-    assert records and max(r["applied"]["workers"]["enrich"] for r in records) >= 2
-    assert sum(r["metrics"]["source_arrivals"]["orders"] for r in records) >= 1  # the user's orders seen
-
-
 def test_a_retired_process_that_lingers_is_not_taken_for_capacity(shop):
     """A process a ``pool_shrink`` retired but that did not exit (its SIGTERM swallowed: measured
     on the example app) stays in the worker's process list and serves nothing. The ledger used
@@ -347,7 +307,9 @@ def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
     """KEDA runs a stage as pods, each a Celery node of its own: ``worker: enrich@*`` reads them
     as one pool (processes, running tasks, reserved messages summed over the nodes a ping or
     their heartbeats find), re-based when a node leaves; the central executor refuses to resize
-    such a group."""
+    such a group, and control in shadow reads it."""
+    from adaptflow.runtime.control import app_control
+
     group = {**MAPPING, "stages": {**MAPPING["stages"], "enrich": {"queues": ["enrich"], "worker": "enrich@*"}}}
     mapping, scenario = load_mapping(group), parse_scenario(SCENARIO)
     pods = [shop.workers.add("enrich", f"enrich@pod-{k}", concurrency=2) for k in (1, 2)]
@@ -362,6 +324,12 @@ def test_a_stage_run_as_many_nodes_is_read_as_one_pool(shop, tmp_path):
         Recorder(shop.app, mapping, tmp_path)._sample(sample)  # what `adaptflow record` writes every 5 s
         pools = json.loads(sample.getvalue().splitlines()[0])["pools"]
         assert pools == {"ingest": 1, "enrich": 5, "store": 1}
+        # control in shadow only reads: a group is its summed pool, kept as it is
+        shadow = app_control(shop.app, mapping, scenario, "erlang", 1.0, stream, executor="shadow")
+        decisions = shadow.coordinator.steps(until=float("inf"))
+        decision = next(decisions)  # the first decision, with the second of the app that followed it
+        decisions.close()
+        assert decision.applied.workers["enrich"] == 5 and decision.snapshot.stages["enrich"].target == 5
         with pytest.raises(ValueError, match=r"stages\.enrich\.worker: 'enrich@\*' names a group of nodes"):
             CeleryExecutor(shop.app, ledger, WallClock(), scenario=scenario)
         monitor = CeleryMonitor(shop.app, ledger, WallClock(), system=app_system(shop.app, mapping, scenario, stream))
@@ -542,6 +510,73 @@ def test_the_event_stream_marks_a_broker_restart_as_a_gap(shop, redis_server):  
         stream.stop()
     gap = stream.gaps[0]
     assert gap.end > gap.start and "lost" in gap.reason
+
+
+@pytest.mark.live
+@pytest.mark.xdist_group("live")
+def test_the_keda_command_answers_what_the_planner_wants_for_a_user_apps_stage(shop_alone, tmp_path):
+    """``adaptflow keda`` end to end on a user's app: its events observed, the planner's decision
+    answered over KEDA's gRPC contract to a client speaking the proto, each decision logged, a
+    broker restart waited out and noted in the log (the loop's monitor is resilient, as
+    ``adaptflow control``'s), and the scaler stopped on request."""
+    import grpc
+
+    from adaptflow.runtime.keda import externalscaler_pb2 as pb
+    from adaptflow.runtime.keda import externalscaler_pb2_grpc as pb_grpc
+    from adaptflow.runtime.keda.app import run_keda
+    from adaptflow.runtime.keda.scaler import metric_name
+
+    shop, server = shop_alone
+
+    scenario, mapping, log = tmp_path / "shop.yaml", tmp_path / "mapping.yaml", tmp_path / "decisions.jsonl"
+    scenario.write_text(yaml.safe_dump(SLOW_ENRICH))
+    mapping.write_text(yaml.safe_dump(MAPPING))
+    port, stop, enough = free_port(), threading.Event(), threading.Event()
+    arguments = ("erlang", "tests.apps.shop:app", str(mapping), str(scenario), 1.0)
+    scaler = threading.Thread(target=run_keda, args=arguments, kwargs={"port": port, "event_log": log, "stop": stop})
+    orders = threading.Thread(target=submit_over_time, args=(shop, 40, 0.2, enough))  # seen once the loop listens
+    scaler.start()
+    orders.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    ref = pb.ScaledObjectRef(name="enrich-workers", namespace="shop", scalerMetadata={"stage": "enrich"})
+    request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric_name("enrich"))
+
+    def wanted() -> int:
+        try:
+            return pb_grpc.ExternalScalerStub(channel).GetMetrics(request, timeout=5).metricValues[0].metricValue
+        except grpc.RpcError:  # not serving yet
+            return 0
+
+    try:
+        wait_for(lambda: wanted() >= 2, 30, 0.5, "the planner wanting more enrich processes for the backlog")
+
+        # a decision is logged once the next has seen the interval after it: the one that wanted
+        # more is in the log a decision after the scaler answered it
+        def logged_wanting_more() -> bool:
+            return log.exists() and any(r["applied"]["workers"]["enrich"] >= 2 for r in read_event_log(log))
+
+        wait_for(logged_wanting_more, 30, 0.5, "the decision wanting more enrich processes logged")
+        enough.set()
+        orders.join(10)
+        server.stop()  # a broker restart: the loop waits it out, the last plan standing
+        time.sleep(2.0)
+        server.start()
+
+        def outage_noted() -> bool:  # the monitor's reads waited out, and the events the stream lost
+            notes = [c for r in read_event_log(log) for c in r["applied"]["clamps"]]
+            return any("redis was unavailable" in c for c in notes) and any("events lost from" in c for c in notes)
+
+        wait_for(outage_noted, 40, 0.5, "the broker's restart noted in the decisions' log")
+    finally:
+        enough.set()
+        stop.set()
+        scaler.join(30)
+        channel.close()
+        orders.join(10)
+    assert not scaler.is_alive()
+    records = read_event_log(log)
+    assert records and max(r["applied"]["workers"]["enrich"] for r in records) >= 2
+    assert sum(r["metrics"]["source_arrivals"]["orders"] for r in records) >= 1  # the user's orders seen
 
 
 def test_an_unreachable_broker_is_refused_before_any_file_naming_it_without_its_password(tmp_path, monkeypatch, capsys):

@@ -51,7 +51,8 @@ MAX_DURATION = 7 * 86400  # a week: the work a command may ask for is bounded
 class AppControl:
     """The decision loop of a user's app: run it with ``coordinator.steps(until=seconds)`` (one
     decision every interval, an event log record each if one was given); the parts are here to
-    be looked at. ``executor`` is the inner one: the Redis publisher or the central executor."""
+    be looked at. ``executor`` is the inner one: the Redis publisher, the central executor or the
+    shadow one."""
 
     coordinator: Coordinator
     executor: Executor
@@ -127,8 +128,9 @@ def app_control(
     ...) behind a :class:`~.fallback.FallbackPlanner` with the rule ``fallback``, its plans
     reaching the workers by ``executor`` (module docstring), inside a
     :class:`~.live.outage.ResilientExecutor`. The mapping must name each stage's worker (the pools
-    are read from them). ``interval``: wall seconds (a user's app runs at its own pace); ``key``:
-    the Redis hash the autoscaler path publishes to (its default, ``adaptflow:desired``)."""
+    are read from them; a group of nodes, ``enrich@*``, only in shadow). ``interval``: wall
+    seconds (a user's app runs at its own pace); ``key``: the Redis hash the autoscaler path
+    publishes to (its default, ``adaptflow:desired``)."""
     from .fallback import live_planner
     from .live import CeleryMonitor, PoolLedger, ResilientExecutor, ResilientMonitor, WallClock, live_envelope
     from .live.system import app_system
