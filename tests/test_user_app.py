@@ -608,3 +608,20 @@ def test_an_unreachable_broker_is_refused_before_any_file_naming_it_without_its_
     assert main(["record", "--app", "nowhere_app:app", "--mapping", str(tmp_path / "no.yaml"), "--out", "x"]) == 2
     said = capsys.readouterr().err.splitlines()
     assert len(said) == 1 and "no.yaml: cannot be read" in said[0]
+
+
+def test_a_recording_goes_on_without_samples_while_the_broker_is_away(tmp_path, caplog):
+    """A broker restart during ``adaptflow record``: its pool and queue samples fail while Redis
+    is away (here: nothing listens on the broker's port), and the recording goes on without them,
+    said once, rather than the recorder dying with the first ``ConnectionError``."""
+    from celery import Celery
+
+    app = Celery("away", broker=f"redis://127.0.0.1:{free_port()}/0")
+    recorder = Recorder(app, load_mapping(MAPPING), tmp_path)
+    recorder.nodes = None  # the queue lengths alone: the inspect path fails the same way, slower
+    out = io.StringIO()
+    with caplog.at_level("WARNING", logger="adaptflow.runtime.record"):
+        assert recorder.sample_or_skip(out) is False and recorder.sample_or_skip(out) is False
+    assert recorder.sampling_failed == 2 and out.getvalue() == ""  # nothing invented
+    said = [r.getMessage() for r in caplog.records if "broker is away" in r.getMessage()]
+    assert len(said) == 1  # once an outage

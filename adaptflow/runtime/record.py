@@ -47,7 +47,7 @@ from kombu.utils.url import maybe_sanitize_url
 from adaptflow._io import atomic_write_text, package_versions
 from adaptflow._yaml import load_yaml_file
 
-from .celery_app import redis_client
+from .celery_app import TRANSIENT_ERRORS, redis_client
 from .live.events import EventStream, Gap
 from .live.mapping import AppMapping, load_mapping
 from .live.nodes import NodeReader
@@ -178,6 +178,7 @@ class Recorder:
         self.client = redis_client(app.conf.broker_url) if str(app.conf.broker_url).startswith("redis") else None
         self.events = self.task_events = 0
         self._gaps_written = 0
+        self.sampling_failed = 0  # samples missed in a row: the broker is away
         workers = mapping.workers()  # a stage's node or group of nodes, read as one pool
         self.nodes = NodeReader(app, workers, timeout=2.0, roster=self.stream.alive_nodes) if workers else None
 
@@ -191,7 +192,7 @@ class Recorder:
             try:
                 while not stop.is_set() and (end is None or time.monotonic() < end):
                     if time.monotonic() >= next_sample:
-                        self._sample(out)
+                        self.sample_or_skip(out)
                         next_sample = time.monotonic() + self.sample_every
                     self._flush(out)
                     stop.wait(FLUSH_EVERY)
@@ -208,6 +209,22 @@ class Recorder:
                 self._line(out, gap_line(gap))
                 self._gaps_written += 1
         out.flush()
+
+    def sample_or_skip(self, out: IO[str]) -> bool:
+        """A sample, or none while the broker is away (a restart): the recording goes on, the
+        event stream's own gap line marks the outage, and the missed samples are not invented.
+        Said once an outage in the log; True when a sample was written."""
+        try:
+            self._sample(out)
+        except TRANSIENT_ERRORS as exc:
+            if not self.sampling_failed:
+                log.warning("no pool and queue samples while the broker is away (%s: %s)", type(exc).__name__, exc)
+            self.sampling_failed += 1
+            return False
+        if self.sampling_failed:
+            log.warning("pool and queue samples again, after %d missed", self.sampling_failed)
+            self.sampling_failed = 0
+        return True
 
     def _sample(self, out: IO[str]) -> None:
         """The mapped workers' process counts and the stages' queue lengths, now."""
