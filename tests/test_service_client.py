@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -89,6 +91,30 @@ def test_a_service_for_another_scenario_or_interval_is_refused_before_the_loop_s
     nobody = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ValueError, match=rf"planner service {nobody}: .*Connection refused.*expected adaptflow serve"):
         ServicePlanner(nobody, load_scenario(SCENARIO), INTERVAL)
+    with not_http() as stranger, pytest.raises(ValueError) as refused:  # something listens, not adaptflow serve
+        ServicePlanner(stranger, load_scenario(SCENARIO), INTERVAL)
+    said = str(refused.value)
+    assert said.startswith(f"planner service {stranger}: BadStatusLine: +PONG not http; expected adaptflow serve")
+    assert "\n" not in said  # one line
+
+
+@contextlib.contextmanager
+def not_http() -> Iterator[str]:
+    """A loopback server that answers every connection with a line that is not HTTP."""
+    import socketserver
+
+    class Garbage(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(4096)
+            self.request.sendall(b"+PONG not http\r\n")
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Garbage) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
 
 
 def test_the_service_says_which_interval_it_plans_for(service):

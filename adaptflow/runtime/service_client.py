@@ -21,6 +21,7 @@ interval, else the loop refuses to start, naming both.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -44,6 +45,12 @@ MAX_ANSWER = 64 * 1024  # bytes: a plan is a few hundred; a larger answer is not
 
 class ServiceError(RuntimeError):
     """The service did not answer with a plan."""
+
+
+# What a request meets when no adaptflow serve answers: no listener or a timeout (OSError), a
+# server that does not speak HTTP (HTTPException), a body that is not JSON (ValueError), an
+# answer that is not the service's (ServiceError).
+UNANSWERED = (OSError, http.client.HTTPException, ValueError, ServiceError)
 
 
 def is_service_spec(spec: str) -> bool:
@@ -80,8 +87,10 @@ class ServicePlanner(Planner):
         """Refuse a service that is not there, or plans for another scenario or interval."""
         try:
             health = self._call("GET", "/healthz")
-        except (OSError, ServiceError) as exc:
-            raise ValueError(f"planner service {self.url}: {exc}; expected adaptflow serve answering there") from exc
+        except UNANSWERED as exc:  # nothing there, or something that is not adaptflow serve
+            said = " ".join(str(exc).split())  # one line, whatever a stranger answered
+            reason = said if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {said}"
+            raise ValueError(f"planner service {self.url}: {reason}; expected adaptflow serve answering there") from exc
         problems = []
         if health.get("scenario") != scenario.name:
             problems.append(f"it plans for scenario {health.get('scenario')!r}, the loop runs {scenario.name!r}")
@@ -119,7 +128,7 @@ class ServicePlanner(Planner):
         its answers still come, and the fallback covers the rest."""
         try:
             self._call("POST", "/v1/reset")
-        except (OSError, ServiceError, ValueError) as exc:
+        except UNANSWERED as exc:
             log.warning("the planner service %s was not reset (%s): it decides on what it saw before", self.url, exc)
 
     def plan(self, snapshot: MetricsSnapshot, insights: Insights) -> Plan:
