@@ -140,8 +140,9 @@ def app_control(
     if executor != "shadow":
         mapping.require_named_workers(f"adaptflow control --executor {executor} sizes one named worker per stage")
     guarded, _, analyzer = live_planner(planner, scenario, interval, fallback)
-    roster = stream.alive_nodes if executor == "shadow" else None  # a group's nodes, by their heartbeats
-    clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout, roster=roster).sync()
+    # a group's nodes by their heartbeats (only shadow accepts a group; named nodes never read it)
+    clock, ledger = WallClock(), PoolLedger(app, mapping.workers(), timeout=inspect_timeout, roster=stream.alive_nodes)
+    ledger.sync()
     envelope = live_envelope(scenario, max_step=max_step, cooldown=cooldown)
     inner = _executor(executor, app, ledger, envelope, clock, scenario, interval, key, inspect_timeout)
     resilient_executor = ResilientExecutor(inner)  # type: ignore[arg-type]  # duck-typed: current_workers(), splits

@@ -118,20 +118,28 @@ def live_planner(
 
     ``service:URL``: the planner service at URL decides (:mod:`.service_client`, with the
     analyzer it holds); the loop's own EWMA analyzer serves the fallback rule."""
-    from adaptflow.agents.analyzers import StandardAnalyzer, ready_analyzer
+    from adaptflow.agents.analyzers import StandardAnalyzer
     from adaptflow.agents.safety import envelope_for
     from adaptflow.policies.registry import make_planner
 
     from .service_client import ServicePlanner, is_service_spec
 
-    backup, _ = make_planner(fallback, scenario, interval)
+    backup, _ = make_planner(fallback, scenario, interval)  # a bad fallback spec, before any model or service
     if is_service_spec(spec):
-        remote = ServicePlanner.from_spec(spec, scenario, interval)
-        return (
-            FallbackPlanner(remote, backup, envelope_for(scenario)),
-            remote,
+        primary, analyzer = (
+            ServicePlanner.from_spec(spec, scenario, interval),
             StandardAnalyzer.for_scenario(scenario, interval),
         )
+    else:
+        primary, analyzer = _in_process(spec, scenario, interval, fallback)
+    return FallbackPlanner(primary, backup, envelope_for(scenario)), primary, analyzer
+
+
+def _in_process(spec: str, scenario: Any, interval: float, fallback: str) -> tuple[Planner, Any]:
+    """A registry spec's planner (guarded by ``fallback`` if learned) and the analyzer it needs."""
+    from adaptflow.agents.analyzers import ready_analyzer
+    from adaptflow.policies.registry import make_planner
+
     primary, forecaster = make_planner(spec, scenario, interval, guard_fallback=fallback)
     analyzer = ready_analyzer(primary, scenario, interval, forecaster)
     if analyzer is None:
@@ -140,4 +148,4 @@ def live_planner(
             "app runs none: expected an exported planner (its sidecar carries its fitted analyzer) or a planner "
             "with an EWMA forecaster (e.g. erlang, threshold)"
         )
-    return FallbackPlanner(primary, backup, envelope_for(scenario)), primary, analyzer
+    return primary, analyzer

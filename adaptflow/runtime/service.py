@@ -449,24 +449,14 @@ class Decider:
         rates, the fallback rule's window, the primary's own state (a recurrent policy's). Waits
         for a decision in progress for at most the deadline; False if one held on longer."""
         wait = self.limits.deadline
-        if not self.slots.acquire(blocking=False):
-            return False
-        try:
-            if not self.state_lock.acquire(timeout=wait):
-                return False
-            try:
-                if not self.primary_lock.acquire(timeout=wait):
+        with contextlib.ExitStack() as held:  # released in reverse order, whatever happens
+            for lock, timeout in ((self.slots, 0.0), (self.state_lock, wait), (self.primary_lock, wait)):
+                if not lock.acquire(timeout=timeout):  # a slot: not waited for, as a decision's
                     return False
-                try:
-                    self.analyzer.reset()
-                    self.fallback.reset()
-                    self.primary.reset()
-                finally:
-                    self.primary_lock.release()
-            finally:
-                self.state_lock.release()
-        finally:
-            self.slots.release()
+                held.callback(lock.release)
+            self.analyzer.reset()
+            self.fallback.reset()
+            self.primary.reset()
         return True
 
     async def __call__(self, body: dict[str, Any]) -> PlanOut:

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 import threading
 from pathlib import Path
+
+from adaptflow._signals import sigterm_as_interrupt
 
 from .plans import decision_loop_for
 from .scaler import serve_keda
@@ -53,10 +54,8 @@ def run_keda(
         )
         loop.start()
         server = serve_keda(loop, host, port, stale_after=3 * interval)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(f"adaptflow: KEDA external scaler for {app} on {host}:{port}", file=sys.stderr, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop as SIGTERM does
+        with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):  # SIGTERM stops as Ctrl-C does
             stop.wait()
         server.stop(2)
         loop.stop(timeout=STOP_WAIT)  # bounded: through a broker outage the loop's monitor is retrying
